@@ -1,0 +1,29 @@
+"""Backends by name. A backend is one module with a `create(config, store)` factory, registered here."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import EnvConfig
+    from ..state import StateStore
+    from .base import Backend
+
+# name -> module; modules are imported only when their backend is used
+BACKENDS: dict[str, str] = {
+    "local": "provision.backends.local",
+    "coolify": "provision.backends.coolify",
+}
+
+
+def create_backend(config: EnvConfig, store: StateStore) -> Backend:
+    """The backend `config.backend` names, built from the env's settings."""
+    module_name = BACKENDS.get(config.backend)
+    if module_name is None:
+        raise ConfigError(f"{config.relpath}: backend: unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
+    module = importlib.import_module(module_name)
+    backend: Backend = module.create(config, store)
+    return backend

@@ -1,0 +1,256 @@
+"""The Docker Compose v2 CLI, driven with argv lists, and parsers for its JSON output."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .errors import BackendUnavailable, CommandFailed, redact
+
+_ENGINE_DOWN = re.compile(r"Cannot connect to the Docker daemon|error during connect|docker\.sock.*(no such file|connection refused)", re.I)
+_PLUGIN_MISSING = re.compile(r"'compose' is not a docker command|unknown (shorthand )?flag: .*(-p|--project-name)|unknown command \"compose\"", re.I)
+_PORT_TAKEN = re.compile(r"(port is already allocated|address already in use)", re.I)
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Runner(Protocol):
+    """Runs one command; the seam tests replace with a fake."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        stdout: IO[bytes] | None = None,
+    ) -> Completed: ...
+
+
+class SubprocessRunner:
+    """Runs commands with subprocess, never through a shell."""
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+        stdout: IO[bytes] | None = None,
+    ) -> Completed:
+        try:
+            proc = subprocess.run(  # noqa: S603 - argv list, no shell
+                list(argv),
+                stdout=stdout if stdout is not None else subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                timeout=timeout,
+                env=dict(env) if env is not None else None,
+                check=False,
+            )
+        except FileNotFoundError as exc:
+            raise BackendUnavailable(
+                f"{argv[0]!r} was not found on PATH: install the Docker CLI with the Compose v2 plugin"
+            ) from exc
+        except subprocess.TimeoutExpired as exc:
+            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+            raise CommandFailed(argv, -1, err, hint=f"timed out after {timeout:g} s") from exc
+        out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else ""
+        return Completed(tuple(argv), proc.returncode, out, proc.stderr.decode(errors="replace"))
+
+
+@dataclass(frozen=True, slots=True)
+class Publisher:
+    url: str
+    target_port: int
+    published_port: int
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    """One container of a compose project, as `docker compose ps --format json` reports it."""
+
+    name: str
+    service: str
+    state: str  # running, exited, created, restarting, paused, dead, removing
+    health: str  # healthy, unhealthy, starting, or "" when there is no healthcheck
+    exit_code: int
+    labels: Mapping[str, str] = field(default_factory=dict)
+    publishers: tuple[Publisher, ...] = ()
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def ready(self) -> bool:
+        """Running, and healthy when the container has a healthcheck."""
+        return self.running and self.health in ("", "healthy")
+
+
+def parse_labels(raw: object) -> dict[str, str]:
+    """Compose gives labels as a dict or as one `k=v,k=v` string."""
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    labels = {}
+    if isinstance(raw, str) and raw:
+        for item in raw.split(","):
+            key, _, value = item.partition("=")
+            labels[key] = value
+    return labels
+
+
+def parse_ps(output: str) -> list[ContainerState]:
+    """Parse `docker compose ps --format json`: a JSON array (< 2.21) or one object per line (>= 2.21)."""
+    text = output.strip()
+    if not text:
+        return []
+    records: list[Any]
+    if text.startswith("["):
+        records = json.loads(text)
+    else:
+        records = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
+    containers = []
+    for record in records:
+        publishers = tuple(
+            Publisher(
+                url=str(p.get("URL", "")),
+                target_port=int(p.get("TargetPort") or 0),
+                published_port=int(p.get("PublishedPort") or 0),
+                protocol=str(p.get("Protocol", "tcp")),
+            )
+            for p in record.get("Publishers") or []
+        )
+        containers.append(
+            ContainerState(
+                name=str(record.get("Name", "")),
+                service=str(record.get("Service", "")),
+                state=str(record.get("State", "")).lower(),
+                health=str(record.get("Health", "") or "").lower(),
+                exit_code=int(record.get("ExitCode") or 0),
+                labels=parse_labels(record.get("Labels")),
+                publishers=publishers,
+            )
+        )
+    return sorted(containers, key=lambda c: (c.service, c.name))
+
+
+@dataclass(frozen=True)
+class ComposeFiles:
+    """What identifies one compose project on disk."""
+
+    project_name: str
+    compose_file: Path | None = None
+    env_file: Path | None = None
+
+
+class ComposeCLI:
+    """`docker compose` (or a v2 `docker-compose`), with clear errors for a missing engine or v1."""
+
+    def __init__(
+        self,
+        runner: Runner | None = None,
+        *,
+        command: Sequence[str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        hidden_env: Sequence[str] = (),
+        secrets: Sequence[str] = (),
+    ) -> None:
+        self.runner = runner or SubprocessRunner()
+        configured = (environ or os.environ).get("PROVISION_COMPOSE", "").split()
+        self._command: tuple[str, ...] | None = tuple(command or configured) or None
+        base_env = dict(os.environ if environ is None else environ)
+        for key in hidden_env:
+            base_env.pop(key, None)
+        self._env = base_env
+        self._secrets = list(secrets)
+
+    def with_secrets(self, secrets: Sequence[str]) -> ComposeCLI:
+        """A copy that redacts these values from every error it raises."""
+        clone = ComposeCLI(self.runner, command=self._command or (), environ=self._env)
+        clone._secrets = [*self._secrets, *secrets]
+        return clone
+
+    @property
+    def command(self) -> tuple[str, ...]:
+        return self._command or ("docker", "compose")
+
+    def argv(self, files: ComposeFiles, *args: str) -> list[str]:
+        argv = [*self.command, "--project-name", files.project_name]
+        if files.compose_file is not None:
+            argv += ["--file", str(files.compose_file)]
+        if files.env_file is not None:
+            argv += ["--env-file", str(files.env_file)]
+        return argv + list(args)
+
+    def run(
+        self,
+        files: ComposeFiles,
+        *args: str,
+        timeout: float,
+        check: bool = True,
+        stdout: IO[bytes] | None = None,
+    ) -> Completed:
+        """Run one compose subcommand; raise BackendUnavailable/CommandFailed with context on failure."""
+        argv = self.argv(files, *args)
+        result = self.runner.run(argv, timeout=timeout, env=self._env, stdout=stdout)
+        if result.returncode != 0 and self._command is None and _PLUGIN_MISSING.search(result.stderr):
+            self._command = self._detect_standalone()
+            return self.run(files, *args, timeout=timeout, check=check, stdout=stdout)
+        if check and result.returncode != 0:
+            self._raise(result)
+        return result
+
+    def ps(self, files: ComposeFiles, *, timeout: float = 30) -> list[ContainerState]:
+        result = self.run(files, "ps", "--all", "--format", "json", timeout=timeout)
+        try:
+            return parse_ps(result.stdout)
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise BackendUnavailable(
+                f"could not parse `{' '.join(result.argv)}` output ({exc}): is this Compose v2?"
+            ) from exc
+
+    def _detect_standalone(self) -> tuple[str, ...]:
+        result = self.runner.run(["docker-compose", "version", "--short"], timeout=30, env=self._env)
+        version = result.stdout.strip()
+        if result.returncode != 0 or not version:
+            raise BackendUnavailable(
+                "Docker Compose v2 was not found: install the compose plugin (`docker compose`) "
+                "or a v2 `docker-compose` binary"
+            )
+        if version.lstrip("v").startswith("1."):
+            raise BackendUnavailable(
+                f"docker-compose {version} is Compose v1, which is not supported: install Compose v2 "
+                f"(the `docker compose` plugin)"
+            )
+        return ("docker-compose",)
+
+    def _raise(self, result: Completed) -> None:
+        stderr = redact(result.stderr, self._secrets)
+        if _ENGINE_DOWN.search(stderr):
+            raise BackendUnavailable(
+                "the Docker Engine is not reachable: start dockerd (or Docker Desktop), "
+                "or point DOCKER_HOST at a running engine\n" + stderr.strip().splitlines()[-1]
+            )
+        hint = ""
+        if _PORT_TAKEN.search(stderr):
+            hint = (
+                "a host port this project leases is taken by another process: stop that process, "
+                "or change local.port_range and destroy/re-provision the project"
+            )
+        elif "unknown flag: --wait" in stderr:
+            hint = "this Compose is too old for `up --wait`: install Compose v2.17 or newer"
+        raise CommandFailed(result.argv, result.returncode, stderr, hint=hint)

@@ -1,0 +1,352 @@
+"""Load and validate `envs/<env>.yml` plus secrets from the environment and dotenv files.
+
+Everything is checked on load; a problem raises ConfigError naming the file, the key
+path (``projects[2].name``) and what to do. Nothing here touches Docker or the network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dotenv import dotenv_values
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import names
+from .errors import ConfigError, InvalidName
+from .secrets import Secret
+
+BackendName = Literal["local", "coolify"]
+BACKENDS: tuple[BackendName, ...] = ("local", "coolify")
+DEFAULT_TEMPLATE = "templates/docker-compose.project.yml.j2"
+Scalar = str | int | float | bool
+
+# Variables every template can rely on; env- and project-level `variables` override them.
+DEFAULT_VARIABLES: dict[str, str] = {
+    "db_user": "app",
+    "db_name": "app",
+    "api_schemas": "public",
+}
+_VARIABLE_KEY = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_PG_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
+    for key, item in value.items():
+        if not _VARIABLE_KEY.match(key):
+            raise ValueError(f"variable name {key!r} must be lowercase letters, digits and '_'")
+        if isinstance(item, (dict, list)) or item is None:
+            raise ValueError(f"variable {key!r} must be a string, number or boolean")
+    for key in ("db_user", "db_name"):
+        if key in value and not _PG_IDENTIFIER.match(str(value[key])):
+            raise ValueError(f"{key} {value[key]!r} must be a lowercase PostgreSQL identifier such as 'app'")
+    return value
+
+
+class ProjectDecl(_Strict):
+    name: str
+    variables: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        try:
+            return names.validate_name(value)
+        except InvalidName as exc:
+            raise ValueError(str(exc)) from exc
+
+    _variables = field_validator("variables")(_check_variables)
+
+
+class Images(_Strict):
+    db: str
+    api: str
+
+    @field_validator("db", "api")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        if not _IMAGE.match(value):
+            raise ValueError(f"{value!r} is not an image reference such as 'postgres:16-alpine'")
+        return value
+
+
+class Health(_Strict):
+    timeout: float = Field(default=180.0, gt=0, le=3600, description="seconds to wait for a healthy stack")
+    interval: float = Field(default=1.0, ge=0.5, le=60, description="seconds between container healthchecks")
+
+
+class LocalSettings(_Strict):
+    bind_address: str = "127.0.0.1"
+    port_range: tuple[int, int] = (20000, 29999)
+
+    @field_validator("bind_address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not an IP address such as 127.0.0.1") from exc
+        return value
+
+    @field_validator("port_range")
+    @classmethod
+    def _range(cls, value: tuple[int, int]) -> tuple[int, int]:
+        low, high = value
+        if not (1024 <= low < high <= 65535):
+            raise ValueError("must be [low, high] with 1024 <= low < high <= 65535")
+        return value
+
+
+class CoolifySettings(_Strict):
+    server: str | None = None
+    destination: str | None = None
+    domain: str | None = None
+    project_prefix: str = ""
+    expose_db: bool = False
+    db_public_port_base: int | None = Field(default=None, ge=1024, le=65000)
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(https?://)?[a-z0-9.-]+(:\d+)?$", value):
+            raise ValueError(f"{value!r} must be a base domain such as 'apps.example.com' or 'https://apps.example.com'")
+        return value
+
+
+class EnvFile(_Strict):
+    backend: BackendName | None = None
+    template: str = DEFAULT_TEMPLATE
+    images: Images
+    projects: list[ProjectDecl] = Field(default_factory=list)
+    variables: dict[str, Scalar] = Field(default_factory=dict)
+    health: Health = Field(default_factory=Health)
+    local: LocalSettings = Field(default_factory=LocalSettings)
+    coolify: CoolifySettings = Field(default_factory=CoolifySettings)
+
+    _variables = field_validator("variables")(_check_variables)
+
+    @model_validator(mode="after")
+    def _unique_projects(self) -> EnvFile:
+        for first, later in names.find_collisions(p.name for p in self.projects):
+            index = [p.name for p in self.projects].index(later, [p.name for p in self.projects].index(first) + 1)
+            raise ValueError(f"projects[{index}].name: {later!r} collides with {first!r}: project names must be unique")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectSpec:
+    """One project in one env: its name, whether the env file declares it, and its template variables."""
+
+    name: str
+    env: str
+    declared: bool
+    variables: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class CoolifyCredentials:
+    api_url: str
+    token: Secret
+
+    def __repr__(self) -> str:
+        return f"CoolifyCredentials(api_url={self.api_url!r}, token=***)"
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """A validated environment: what `envs/<env>.yml` declares plus the secrets found for it."""
+
+    name: str
+    root: Path
+    path: Path
+    backend: BackendName
+    backend_auto: bool
+    template_path: Path
+    images: Images
+    projects: tuple[ProjectSpec, ...]
+    variables: Mapping[str, str]
+    health: Health
+    local: LocalSettings
+    coolify: CoolifySettings
+    coolify_credentials: CoolifyCredentials | None = field(default=None, repr=False)
+
+    @property
+    def relpath(self) -> str:
+        return _display(self.path, self.root)
+
+    def project(self, name: str) -> ProjectSpec:
+        """The declared project `name`, or an undeclared one with env-level variables; name validated."""
+        names.validate_name(name)
+        for spec in self.projects:
+            if spec.name == name:
+                return spec
+        for spec in self.projects:
+            if names.normalise(spec.name) == names.normalise(name):
+                raise InvalidName(f"project name {name!r} collides with declared project {spec.name!r}")
+        return ProjectSpec(name=name, env=self.name, declared=False, variables=self.variables)
+
+
+def available_envs(root: Path) -> list[str]:
+    """Env names that have an `envs/<env>.yml` under `root`."""
+    return sorted(p.stem for p in (root / "envs").glob("*.yml"))
+
+
+def load_secrets_environment(env: str, root: Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Process environment, then `envs/<env>.env`, then `.env`: earlier sources win, nothing is overridden."""
+    merged: dict[str, str] = {}
+    for path in (root / ".env", root / "envs" / f"{env}.env"):
+        if path.is_file():
+            merged.update({k: v for k, v in dotenv_values(path).items() if v is not None})
+    merged.update(os.environ if environ is None else environ)
+    return merged
+
+
+def load_env(
+    env: str,
+    root: Path,
+    *,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> EnvConfig:
+    """Read, validate and resolve `envs/<env>.yml` under `root`.
+
+    `overrides` maps dotted keys (``images.api``) to values applied on top of the file,
+    like `--set`. Raises ConfigError or InvalidName with the file and key at fault.
+    """
+    names.validate_env_name(env)
+    path = root / "envs" / f"{env}.yml"
+    shown = _display(path, root)
+    if not path.is_file():
+        known = ", ".join(available_envs(root)) or "none"
+        raise ConfigError(f"{shown} not found: create it, or pick one of the envs that exist ({known})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{shown}:{where}: invalid YAML: {problem}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{shown}: the top level must be a mapping of keys such as 'images' and 'projects'")
+    for dotted, value in (overrides or {}).items():
+        _apply_override(raw, dotted, value, shown)
+    try:
+        parsed = EnvFile.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(shown, exc)) from exc
+
+    template_path = (root / parsed.template).resolve()
+    if not template_path.is_file():
+        raise ConfigError(f"{shown}: template: {parsed.template} not found (paths are relative to {root})")
+
+    values = load_secrets_environment(env, root, environ)
+    credentials = _coolify_credentials(values, shown, env)
+    if parsed.backend is None:
+        backend: BackendName = "coolify" if credentials is not None else "local"
+    else:
+        backend = parsed.backend
+    if backend == "coolify" and credentials is None:
+        raise ConfigError(
+            f"{shown}: backend: coolify needs COOLIFY_API_URL and COOLIFY_API_TOKEN "
+            f"in the environment or in envs/{env}.env (never in a committed file)"
+        )
+
+    env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
+    projects = tuple(
+        ProjectSpec(
+            name=p.name,
+            env=env,
+            declared=True,
+            variables={**env_variables, **{k: _scalar(v) for k, v in p.variables.items()}},
+        )
+        for p in parsed.projects
+    )
+    return EnvConfig(
+        name=env,
+        root=root,
+        path=path,
+        backend=backend,
+        backend_auto=parsed.backend is None,
+        template_path=template_path,
+        images=parsed.images,
+        projects=projects,
+        variables=env_variables,
+        health=parsed.health,
+        local=parsed.local,
+        coolify=parsed.coolify,
+        coolify_credentials=credentials,
+    )
+
+
+def _coolify_credentials(values: Mapping[str, str], shown: str, env: str) -> CoolifyCredentials | None:
+    url = values.get("COOLIFY_API_URL", "").strip()
+    token = values.get("COOLIFY_API_TOKEN", "").strip()
+    if not url or not token:
+        return None
+    if not re.match(r"^https?://[^\s/]+", url):
+        raise ConfigError(
+            f"COOLIFY_API_URL {url!r} is not an http(s) URL such as https://coolify.example.com/api/v1 "
+            f"(set in the environment or envs/{env}.env)"
+        )
+    url = url.rstrip("/")
+    if not url.endswith("/api/v1"):
+        url += "/api/v1"
+    return CoolifyCredentials(api_url=url, token=Secret(token))
+
+
+def _scalar(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _apply_override(raw: dict[str, Any], dotted: str, value: str, shown: str) -> None:
+    keys = dotted.split(".")
+    if not all(keys):
+        raise ConfigError(f"--set {dotted}={value}: key must be dotted names such as images.api")
+    node = raw
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {dotted}: {shown} has {key!r} as a {type(child).__name__}, not a mapping")
+        node = child
+    try:
+        node[keys[-1]] = yaml.safe_load(value) if value.strip() else value
+    except yaml.YAMLError:
+        node[keys[-1]] = value
+
+
+def _format_validation_error(shown: str, exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = error["loc"]
+        path = ""
+        for part in loc:
+            path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key: remove it or check its spelling"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{shown}: {path + ': ' if path else ''}{message}")
+    return "\n".join(lines)
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,172 @@
+"""Every error this library raises derives from `ProvisionError`.
+
+    ProvisionError                      catch this to catch everything provision raises
+    ├── ConfigError (ValueError)        a file, key or value in envs/ or .env is wrong
+    ├── InvalidName (ValueError)        a project or env name is not a valid DNS label
+    ├── TemplateError                   the Jinja template failed to render
+    ├── StateError                      the state directory is unreadable or inconsistent
+    ├── LockTimeout                     another run holds the env+project lock
+    ├── ProjectNotFound (KeyError)      no such project in this env
+    ├── ConfirmationRequired            a destructive option was given without --yes
+    ├── BackendUnavailable              the engine, compose CLI or Coolify cannot be reached or used
+    ├── CommandFailed                   a subprocess exited non-zero (argv, exit code, stderr tail)
+    ├── HealthTimeout                   the stack did not become healthy in time (log tail attached)
+    └── CoolifyAPIError                 Coolify answered with an error (method, URL, status, message)
+        ├── CoolifyAuthError            401 / 403
+        ├── CoolifyNotFound             404
+        ├── CoolifyConflict             409
+        └── CoolifyValidationError      422 (field errors)
+
+Messages say what is wrong and what to do. They never contain secrets: anything
+that might carry one (stderr, HTTP bodies) is passed through `redact` first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+_TAIL_LINES = 20
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """Return `text` with every non-empty secret value replaced by `***`."""
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def strip_ansi(text: str) -> str:
+    """`text` without terminal escape sequences (compose emits some even with --no-color)."""
+    return _ANSI.sub("", text)
+
+
+def tail(text: str, lines: int = _TAIL_LINES) -> str:
+    """The last `lines` lines of `text`, without terminal escape sequences."""
+    return "\n".join(strip_ansi(text).rstrip().splitlines()[-lines:])
+
+
+class ProvisionError(Exception):
+    """Root of all errors raised by provision; `str(exc)` is the message to show the user."""
+
+
+class ConfigError(ProvisionError, ValueError):
+    """A configuration file, key or value is invalid."""
+
+
+class InvalidName(ProvisionError, ValueError):
+    """A project or environment name is refused before anything is created."""
+
+
+class TemplateError(ProvisionError):
+    """The compose template could not be rendered."""
+
+
+class StateError(ProvisionError):
+    """The state directory could not be read or written."""
+
+
+class LockTimeout(ProvisionError):
+    """Another run is operating on the same env+project and did not finish in time."""
+
+
+class ProjectNotFound(ProvisionError, KeyError):
+    """The project is neither declared in the env nor known to the backend."""
+
+    def __str__(self) -> str:  # KeyError would add quotes
+        return str(self.args[0]) if self.args else "project not found"
+
+
+class ConfirmationRequired(ProvisionError):
+    """A destructive operation was requested without explicit confirmation."""
+
+
+class BackendUnavailable(ProvisionError):
+    """The backend (Docker Engine, compose CLI, Coolify server) cannot be used."""
+
+
+class CommandFailed(ProvisionError):
+    """A subprocess exited non-zero; carries its argv, exit code and the tail of its stderr."""
+
+    def __init__(self, argv: Sequence[str], returncode: int, stderr: str, *, hint: str = "") -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr_tail = tail(stderr)
+        self.hint = hint
+        super().__init__(self._message())
+
+    def _message(self) -> str:
+        command = " ".join(self.argv)
+        message = f"command failed (exit {self.returncode}): {command}"
+        if self.stderr_tail:
+            message += "\n" + self.stderr_tail
+        if self.hint:
+            message += "\n" + self.hint
+        return message
+
+
+class HealthTimeout(ProvisionError):
+    """The stack did not become healthy within the timeout."""
+
+    def __init__(self, message: str, *, logs: str = "") -> None:
+        self.logs = logs
+        super().__init__(message + (f"\n--- log tail ---\n{logs}" if logs else ""))
+
+
+class CoolifyAPIError(ProvisionError):
+    """Coolify answered an API call with an error status."""
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        status: int | None,
+        message: str,
+        *,
+        errors: Mapping[str, object] | Sequence[object] | None = None,
+        hint: str = "",
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.status = status
+        self.message = message
+        self.errors = errors
+        self.hint = hint
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        status = f" -> {self.status}" if self.status is not None else ""
+        text = f"Coolify API {self.method} {self.url}{status}: {self.message}"
+        if self.errors:
+            text += "\n" + _format_field_errors(self.errors)
+        if self.hint:
+            text += "\n" + self.hint
+        return text
+
+
+class CoolifyAuthError(CoolifyAPIError):
+    """401 or 403: the token is invalid, lacks an ability, or the API is disabled."""
+
+
+class CoolifyNotFound(CoolifyAPIError):
+    """404: the resource does not exist (or belongs to another team)."""
+
+
+class CoolifyConflict(CoolifyAPIError):
+    """409: the resource exists already or a domain conflicts."""
+
+
+class CoolifyValidationError(CoolifyAPIError):
+    """422: Coolify rejected fields; `errors` holds its per-field messages."""
+
+
+def _format_field_errors(errors: Mapping[str, object] | Sequence[object]) -> str:
+    if isinstance(errors, Mapping):
+        lines = []
+        for field, problems in errors.items():
+            if isinstance(problems, (list, tuple)):
+                problems = "; ".join(str(p) for p in problems)
+            lines.append(f"  {field}: {problems}")
+        return "\n".join(lines)
+    return "\n".join(f"  {problem}" for problem in errors)

@@ -1,0 +1,88 @@
+"""Host-side probes: does api_url answer HTTP, does db_url accept a PostgreSQL connection."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+# A probe returns None when the check passes, else a short reason it failed.
+Probe = Callable[[], "str | None"]
+
+
+def http_probe(url: str, *, timeout: float = 3.0) -> Probe:
+    """Passes when `url` answers with any HTTP status below 500 (honours HTTP_PROXY/NO_PROXY)."""
+
+    def check() -> str | None:
+        request = urllib.request.Request(url, headers={"Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - http(s) only
+                status = int(response.status)
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = getattr(exc, "reason", exc)
+            return f"{url} does not answer: {reason}"
+        return None if status < 500 else f"{url} answers HTTP {status}"
+
+    return check
+
+
+def postgres_probe(url: str, *, timeout: float = 3.0) -> Probe:
+    """Passes when `url` accepts a connection and answers `SELECT 1`; the reason never holds the password."""
+
+    def check() -> str | None:
+        import psycopg  # deferred: only probing needs it
+
+        try:
+            with psycopg.connect(url, connect_timeout=max(1, int(timeout))) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            return f"database does not accept connections: {first}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class WaitOutcome:
+    ok: bool
+    elapsed: float
+    failures: Mapping[str, str]
+
+
+def wait_for(
+    probes: Mapping[str, Probe],
+    *,
+    timeout: float,
+    interval: float = 0.25,
+    max_interval: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WaitOutcome:
+    """Run `probes` until all pass or `timeout` seconds elapse; backs off from `interval` to `max_interval`.
+
+    Probes that passed are not run again. Never raises for a failing probe: the outcome says which failed.
+    """
+    start = clock()
+    pending = dict(probes)
+    failures: dict[str, str] = {}
+    delay = interval
+    while True:
+        for name, probe in list(pending.items()):
+            reason = probe()
+            if reason is None:
+                pending.pop(name)
+                failures.pop(name, None)
+            else:
+                failures[name] = reason
+        elapsed = clock() - start
+        if not pending:
+            return WaitOutcome(True, elapsed, {})
+        if elapsed >= timeout:
+            return WaitOutcome(False, elapsed, dict(failures))
+        sleep(min(delay, max(0.0, timeout - elapsed)))
+        delay = min(delay * 1.5, max_interval)

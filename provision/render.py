@@ -1,0 +1,210 @@
+"""Render the compose template for one project in one env.
+
+Rendering is pure: the same inputs give the same text and the same hashes. Values enter
+the YAML only through the `q` filter (a double-quoted scalar with `$` escaped for compose),
+so no project variable can add keys; secrets enter only as `${VAR}` references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+import yaml
+
+from . import names
+from .config import EnvConfig, ProjectSpec
+from .errors import TemplateError
+from .secrets import GENERATED_SECRETS, Secret
+
+# libyaml's loader is ~8x faster; PyYAML may be built without it
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# `$$` is an escaped dollar for compose; only `${NAME...}` is a reference
+_REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)((?::?[?-])[^}]*)?\}")
+
+
+def references(text: str) -> list[str]:
+    """Names of the `${NAME}` interpolations in compose text, in order, escaped `$$` skipped."""
+    return [m.group(1) for m in _REFERENCE.finditer(text) if m.group(1)]
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Host ports published on the bind address (local backend only)."""
+
+    api: int
+    db: int
+
+
+@dataclass(frozen=True)
+class RenderedStack:
+    """A rendered compose file with the per-service hashes it labels its services with."""
+
+    project: str
+    env: str
+    compose_project: str
+    text: str
+    service_hashes: Mapping[str, str]
+    config_hash: str
+    secret_names: tuple[str, ...]
+    document: Mapping[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(self.service_hashes)
+
+
+def q(value: object) -> str:
+    """A YAML double-quoted scalar for `value`, with `$` doubled so compose does not interpolate it."""
+    return json.dumps(str(value), ensure_ascii=False).replace("$", "$$")
+
+
+def secret_ref(name: str) -> str:
+    """The compose interpolation for a secret that must be set: `${NAME:?...}`."""
+    return "${" + name + ":?" + name + " is not set; it comes from the project's secrets}"
+
+
+@lru_cache(maxsize=16)
+def _load_template(path: str, mtime_ns: int) -> tuple[jinja2.Template, str]:
+    source = Path(path).read_text(encoding="utf-8")
+    env = jinja2.Environment(
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = q
+    env.filters["urlquote"] = lambda v: quote(str(v), safe="")
+    try:
+        return env.from_string(source), source
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
+
+
+def load_template(path: Path) -> tuple[jinja2.Template, str]:
+    """The compiled template at `path` and its source (cached until the file changes)."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
+    return _load_template(str(path), mtime)
+
+
+def build_context(
+    config: EnvConfig,
+    spec: ProjectSpec,
+    *,
+    backend: str,
+    ports: Ports | None,
+) -> dict[str, Any]:
+    """The variables the template sees; pure data, no secrets (only `${VAR}` references)."""
+    return {
+        "project": spec.name,
+        "env": config.name,
+        "backend": backend,
+        "compose_project": names.compose_project_name(config.name, spec.name),
+        "images": {"db": config.images.db, "api": config.images.api},
+        "vars": dict(spec.variables),
+        "labels": {
+            names.LABEL_MANAGED: "true",
+            names.LABEL_PROJECT: spec.name,
+            names.LABEL_ENV: config.name,
+        },
+        "publish": (
+            {"bind_address": config.local.bind_address, "api_port": ports.api, "db_port": ports.db}
+            if ports is not None
+            else None
+        ),
+        "health": {"interval": _duration(config.health.interval)},
+        "secrets": {name.lower(): secret_ref(name) for name in GENERATED_SECRETS},
+    }
+
+
+def render_stack(
+    template_path: Path,
+    context: Mapping[str, Any],
+    secrets: Mapping[str, Secret] | None = None,
+) -> RenderedStack:
+    """Render the template, check the result is a compose file, and label each service with its hash.
+
+    A service's hash covers its own definition, the top-level volumes and networks, and a
+    digest of the secrets it references, so a change to one service recreates only that one.
+    """
+    template, source = load_template(template_path)
+    first = _render(template, template_path, {**context, "service_hashes": {}})
+    document = _parse(first, template_path)
+    shared = {k: document.get(k) for k in ("volumes", "networks")}
+    hashes: dict[str, str] = {}
+    referenced: set[str] = set()
+    for service, definition in document["services"].items():
+        body = json.dumps({"service": definition, "shared": shared}, sort_keys=True, default=str)
+        refs = sorted(set(references(body)))
+        referenced.update(refs)
+        digest = hashlib.sha256(body.encode())
+        for ref in refs:
+            value = secrets.get(ref) if secrets else None
+            digest.update(f"\0{ref}=".encode() + hashlib.sha256((value.reveal() if value else "").encode()).digest())
+        hashes[service] = digest.hexdigest()[:16]
+    text = _render(template, template_path, {**context, "service_hashes": hashes})
+    final = _parse(text, template_path) if hashes else document
+    stack_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
+    return RenderedStack(
+        project=str(context["project"]),
+        env=str(context["env"]),
+        compose_project=str(context["compose_project"]),
+        text=text,
+        service_hashes=hashes,
+        config_hash=stack_hash,
+        secret_names=tuple(sorted(referenced)),
+        document=final,
+    )
+
+
+def _render(template: jinja2.Template, path: Path, context: Mapping[str, Any]) -> str:
+    try:
+        return template.render(**context)
+    except jinja2.UndefinedError as exc:
+        raise TemplateError(
+            f"{path}: {exc.message}: define it under 'variables' in the env file or the project"
+        ) from exc
+    except jinja2.TemplateError as exc:
+        raise TemplateError(f"{path}: {exc}") from exc
+
+
+def _parse(text: str, path: Path) -> dict[str, Any]:
+    try:
+        document = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"{path}: the rendered compose is not valid YAML: {exc}") from exc
+    if not isinstance(document, dict) or not isinstance(document.get("services"), dict) or not document["services"]:
+        raise TemplateError(f"{path}: the rendered compose has no 'services:' mapping")
+    return document
+
+
+def _duration(seconds: float) -> str:
+    return f"{int(seconds * 1000)}ms" if seconds % 1 else f"{int(seconds)}s"
+
+
+def reveal_secrets(text: str, secrets: Mapping[str, Secret]) -> str:
+    """`text` with each `${NAME...}` reference replaced by the secret's value, for display only.
+
+    A reference to a secret that does not exist yet reads `<generated on first provision>`.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        if not match.group(1) or match.group(1) not in secrets and match.group(1) not in GENERATED_SECRETS:
+            return match.group(0)
+        value = secrets.get(match.group(1))
+        return value.reveal() if value else "<generated on first provision>"
+
+    return _REFERENCE.sub(substitute, text)

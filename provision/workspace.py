@@ -1,0 +1,59 @@
+"""The entry point for callers (tasks.py, the HTTP API): a project root, its envs, its state directory."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backends import create_backend
+from .config import EnvConfig, available_envs, load_env
+from .core import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .report import NullReporter, Reporter
+from .results import ProjectResult
+from .state import StateStore, default_state_dir
+
+
+@dataclass
+class Workspace:
+    """A checkout with `envs/` and `templates/`; `environ` defaults to the process environment."""
+
+    root: Path
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    state_dir: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        if self.state_dir is None:
+            self.state_dir = default_state_dir(self.root, self.environ)
+        self.store = StateStore(self.state_dir)
+
+    def envs(self) -> list[str]:
+        return available_envs(self.root)
+
+    def load(self, env: str, *, overrides: Mapping[str, str] | None = None) -> EnvConfig:
+        return load_env(env, self.root, environ=self.environ, overrides=overrides)
+
+    def provisioner(
+        self,
+        env: str,
+        *,
+        overrides: Mapping[str, str] | None = None,
+        reporter: Reporter | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+    ) -> Provisioner:
+        """Load the env, pick its backend and say which one was chosen on the reporter."""
+        reporter = reporter or NullReporter()
+        config = self.load(env, overrides=overrides)
+        backend = create_backend(config, self.store)
+        reporter.banner(f"[Provisioning] Using {backend.describe()}")
+        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter)
+
+    def list_projects(self, env: str | None = None, *, reporter: Reporter | None = None) -> list[ProjectResult]:
+        """Every declared, recorded or deployed project of one env, or of every env."""
+        results: list[ProjectResult] = []
+        for name in [env] if env else self.envs():
+            provisioner = self.provisioner(name, reporter=reporter)
+            results.extend(provisioner.status().results)
+        return results

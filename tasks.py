@@ -1,0 +1,222 @@
+"""Invoke tasks: parse arguments, call the `provision` library, print.
+
+Data goes to stdout, progress and banners to stderr. Every failure exits non-zero with
+the library's message. The library is imported inside each task so `invoke --list` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke import task
+from invoke.exceptions import Exit
+
+if TYPE_CHECKING:
+    from provision.core import Provisioner
+
+ROOT = Path(__file__).resolve().parent
+
+ENV_HELP = "Environment: reads envs/<env>.yml (required)"
+PROJECT_HELP = "Project name (lowercase letters, digits, hyphens)"
+LOCK_HELP = "Seconds to wait for another run on the same project (default 600)"
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """Turn library errors into a non-zero exit with the library's message."""
+    from provision.errors import ProvisionError
+
+    try:
+        yield
+    except ProvisionError as exc:
+        raise Exit(f"error: {exc}", code=1) from exc
+    except KeyboardInterrupt:
+        raise Exit("interrupted", code=130) from None
+
+
+def _workspace() -> Any:
+    from provision.workspace import Workspace
+
+    return Workspace(ROOT)
+
+
+def _reporter() -> Any:
+    from provision.report import StreamReporter
+
+    return StreamReporter(sys.stderr)
+
+
+def _require_env(env: str | None) -> str:
+    if env:
+        return env
+    from provision.config import available_envs
+
+    raise Exit(f"error: --env is required, e.g. --env=dev (envs here: {', '.join(available_envs(ROOT)) or 'none'})", code=2)
+
+
+def _require_project(project: str | None) -> str:
+    """`--project` must be given; its value is validated by the library (an empty one is refused there)."""
+    if project is None:
+        raise Exit("error: --project is required, e.g. --project=shop", code=2)
+    return project
+
+
+def _provisioner(env: str | None, *, lock_timeout: float | None = None, **kwargs: Any) -> Provisioner:
+    options = {} if lock_timeout is None else {"lock_timeout": float(lock_timeout)}
+    provisioner: Provisioner = _workspace().provisioner(_require_env(env), reporter=_reporter(), **options, **kwargs)
+    return provisioner
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+@task(
+    help={
+        "env": ENV_HELP,
+        "project": "Only this project (declared or new); default: every project declared in the env",
+        "json": "Print the result as one JSON object on stdout",
+        "show_secrets": "Show db_url passwords instead of ***",
+        "keep_going": "With several projects: continue after a failure",
+        "lock_timeout": LOCK_HELP,
+    }
+)
+def provision(c, env=None, project=None, json=False, show_secrets=False, keep_going=False, lock_timeout=None):  # type: ignore[no-untyped-def]
+    """Create or update projects' stacks and wait until they answer; prints api_url and db_url."""
+    from provision import output
+
+    with _errors():
+        provisioner = _provisioner(env, lock_timeout=lock_timeout)
+        projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
+        if not projects:
+            raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
+        summary = provisioner.provision_many(projects, keep_going=keep_going)
+    if json:
+        _print(output.summary_json(summary, show_secrets=show_secrets))
+    else:
+        columns = ("project", "status", "action", "changed", "api_url", "db_url")
+        _print(output.table(summary.results, columns, show_secrets=show_secrets))
+    if not summary.ok:
+        failed = [r for r in summary.results if r.error]
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "format": "env (default) or json",
+            "show_secrets": "Print the real db_url password instead of ***"})
+def outputs(c, env=None, project=None, format="env", show_secrets=False):  # type: ignore[no-untyped-def]
+    """Print a project's API_URL and DB_URL (dotenv lines or JSON)."""
+    from provision import output
+
+    _require_project(project)
+    formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
+    if format not in formatters:
+        raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
+    with _errors():
+        result = _provisioner(env).outputs(project)
+    _print(formatters[format](result, show_secrets=show_secrets))
+
+
+@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
+            "show_secrets": "Show db_url passwords instead of ***"})
+def status(c, env=None, project=None, json=False, show_secrets=False):  # type: ignore[no-untyped-def]
+    """Show whether each project's stack is running, its services' health and its URLs."""
+    from provision import output
+
+    with _errors():
+        summary = _provisioner(env).status(project)
+    if json:
+        _print(output.summary_json(summary, show_secrets=show_secrets))
+    else:
+        columns = ("project", "status", "declared", "services", "api_url", "db_url")
+        _print(output.table(summary.results, columns, show_secrets=show_secrets))
+
+
+def _control(env: str | None, project: str | None, verb: str, lock_timeout: float | None, json: bool) -> None:
+    from provision import output
+
+    _require_project(project)
+    with _errors():
+        result = _provisioner(env, lock_timeout=lock_timeout).control(project, verb)  # type: ignore[arg-type]
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed", "api_url", "db_url")))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def stop(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+    """Stop a project's containers; data and configuration are kept."""
+    _control(env, project, "stop", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def start(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+    """Start a stopped project and wait until it answers."""
+    _control(env, project, "start", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def restart(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+    """Restart a project's containers and wait until it answers."""
+    _control(env, project, "restart", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
+            "tail": "Lines per service (default 100)"})
+def logs(c, env=None, project=None, service=None, tail=100):  # type: ignore[no-untyped-def]
+    """Print the last lines of a project's container logs."""
+    _require_project(project)
+    with _errors():
+        text = _provisioner(env).logs(project, service=service, tail=int(tail))
+    _print(text)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
+            "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
+def render(c, env=None, project=None, show_secrets=False):  # type: ignore[no-untyped-def]
+    """Print the compose file provision would apply; changes nothing."""
+    _require_project(project)
+    with _errors():
+        from provision.render import reveal_secrets
+
+        stack, prepared = _provisioner(env).render(project)
+        text = reveal_secrets(stack.text, prepared.secrets) if show_secrets else stack.text
+    _print(text)
+
+
+@task(name="list", help={"env": "Only this env (default: every env in envs/)", "json": "Print JSON",
+                         "show_secrets": "Show db_url passwords instead of ***"})
+def list_(c, env=None, json=False, show_secrets=False):  # type: ignore[no-untyped-def]
+    """List projects: declared, provisioned or deployed, with status and URLs."""
+    from provision import output
+
+    with _errors():
+        results = _workspace().list_projects(env, reporter=_reporter())
+    if json:
+        _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
+    else:
+        _print(output.table(results, ("env", "project", "backend", "status", "declared", "api_url"), show_secrets=show_secrets))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
+            "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
+            "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
+            "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def destroy(c, env=None, project=None, delete_data=False, yes=False, backup=True, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+    """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
+    from provision import output
+
+    _require_project(project)
+    with _errors():
+        result = _provisioner(env, lock_timeout=lock_timeout).destroy(
+            project, delete_data=delete_data, yes=yes, backup=backup
+        )
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed")))

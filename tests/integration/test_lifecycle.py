@@ -1,0 +1,144 @@
+"""The whole lifecycle of one project on a real Docker Engine with real PostgreSQL containers."""
+
+from __future__ import annotations
+
+import stat
+import urllib.request
+
+from tests.integration.conftest import Sandbox, _docker, sql
+
+
+def _get(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=10) as response:  # noqa: S310
+        return int(response.status)
+
+
+def _urls(sandbox: Sandbox, project: str = "shop") -> tuple[str, str]:
+    data = sandbox.cli("outputs", f"--project={project}", "--format=json", "--show-secrets").json()
+    return data["api_url"], data["db_url"]
+
+
+def test_provision_write_stop_start_reprovision_keeps_data(sandbox: Sandbox) -> None:
+    first = sandbox.cli("provision", "--json")
+    assert "[Provisioning] Using Local Docker provider" in first.stderr
+    [result] = first.json()["projects"]
+    assert result["status"] == "running" and result["changed"] is True and result["action"] == "create"
+    assert result["db_url"].startswith("postgresql://app:***@127.0.0.1:")
+    api_url, db_url = _urls(sandbox)
+    assert api_url == result["api_url"]
+    assert _get(api_url) == 200
+
+    sql(db_url, "CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+    sql(db_url, "INSERT INTO notes (body) VALUES (%s)", "survives everything")
+    with urllib.request.urlopen(api_url + "/notes", timeout=10) as response:  # the API serves the row
+        assert b"survives everything" in response.read()
+
+    stopped = sandbox.cli("stop", "--project=shop", "--json").json()
+    assert stopped["status"] == "stopped" and stopped["changed"] is True
+    assert sandbox.cli("stop", "--project=shop", "--json").json()["changed"] is False
+    assert "stopped" in sandbox.cli("status", "--project=shop").stdout
+
+    started = sandbox.cli("start", "--project=shop", "--json").json()
+    assert started["status"] == "running" and started["changed"] is True
+    assert sql(db_url, "SELECT body FROM notes") == [("survives everything",)]
+
+    restarted = sandbox.cli("restart", "--project=shop", "--json").json()
+    assert restarted["status"] == "running"
+    assert _get(api_url) == 200
+
+    again = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert again["changed"] is False and again["action"] == "no-op"
+    assert _urls(sandbox) == (api_url, db_url)  # same ports, same password
+    assert sql(db_url, "SELECT body FROM notes") == [("survives everything",)]
+
+
+def _container_id(sandbox: Sandbox, service: str) -> str:
+    return _docker("inspect", "-f", "{{.Id}}", f"{sandbox.compose_name('shop')}-{service}-1").stdout.strip()
+
+
+def test_image_tag_change_keeps_data(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    _, db_url = _urls(sandbox)
+    sql(db_url, "CREATE TABLE t (v int); INSERT INTO t VALUES (42)")
+
+    sandbox.write_env(["shop"], images={"db": "provision-test/postgres:15-b", "api": sandbox.images["api"]})
+    update = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert update["action"] == "update" and update["changed"] is True
+    image = _docker("inspect", "-f", "{{.Config.Image}}", f"{sandbox.compose_name('shop')}-db-1").stdout.strip()
+    assert image == "provision-test/postgres:15-b"
+    assert sql(db_url, "SELECT v FROM t") == [(42,)]
+
+
+def test_api_only_change_leaves_the_database_container_alone(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    db_before, api_before = _container_id(sandbox, "db"), _container_id(sandbox, "api")
+    sandbox.write_env(["shop"], extra="variables:\n  api_schemas: public,extra\n")
+    update = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert update["action"] == "update"
+    assert _container_id(sandbox, "db") == db_before
+    assert _container_id(sandbox, "api") != api_before
+
+
+def test_two_projects_get_different_ports_and_both_work(sandbox: Sandbox) -> None:
+    sandbox.write_env(["shop", "blog"])
+    summary = sandbox.cli("provision", "--json").json()
+    assert [p["project"] for p in summary["projects"]] == ["shop", "blog"]
+    shop, blog = _urls(sandbox, "shop"), _urls(sandbox, "blog")
+    ports = {url.rsplit(":", 1)[1].split("/")[0] for url in (*shop, *blog)}
+    assert len(ports) == 4
+    for api_url, db_url in (shop, blog):
+        assert _get(api_url) == 200
+        assert sql(db_url, "SELECT 1") == [(1,)]
+    sql(shop[1], "CREATE TABLE only_in_shop (x int)")
+    assert sql(blog[1], "SELECT to_regclass('only_in_shop')::text") == [(None,)]
+    listed = sandbox.cli("list", f"--env={sandbox.env}", "--json").json()["projects"]
+    assert {p["project"]: p["status"] for p in listed} == {"shop": "running", "blog": "running"}
+
+
+def test_destroy_keeps_data_then_delete_data_dumps_and_removes_it(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    api_url, db_url = _urls(sandbox)
+    sql(db_url, "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('precious')")
+    volume = f"{sandbox.compose_name('shop')}_pgdata"
+
+    destroyed = sandbox.cli("destroy", "--project=shop")
+    assert "kept data volume" in destroyed.stderr and "reattaches" in destroyed.stderr
+    assert _docker("volume", "inspect", volume).returncode == 0
+    assert _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={sandbox.compose_name('shop')}").stdout == ""
+    assert "destroyed" in sandbox.cli("status", "--project=shop").stdout
+    assert sandbox.cli("start", "--project=shop", check=False).returncode != 0  # says: provision it instead
+
+    back = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert back["action"] == "create"
+    assert _urls(sandbox) == (api_url, db_url)
+    assert sql(db_url, "SELECT v FROM keep") == [("precious",)]
+
+    refused = sandbox.cli("destroy", "--project=shop", "--delete-data", check=False)
+    assert refused.returncode != 0 and "--yes" in refused.stderr
+    assert _docker("volume", "inspect", volume).returncode == 0
+
+    deleted = sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes")
+    assert "pg_dump" in deleted.stderr
+    assert _docker("volume", "inspect", volume).returncode != 0
+    [dump] = list((sandbox.state_dir / sandbox.env / "shop" / "backups").glob("*.sql"))
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
+    assert "precious" in dump.read_text()
+    assert not (sandbox.state_dir / sandbox.env / "shop" / "secrets.env").exists()
+
+
+def test_delete_data_without_backup_writes_no_dump(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
+    assert not (sandbox.state_dir / sandbox.env / "shop" / "backups").exists()
+    assert _docker("volume", "inspect", f"{sandbox.compose_name('shop')}_pgdata").returncode != 0
+
+
+def test_state_files_are_private(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    project_dir = sandbox.state_dir / sandbox.env / "shop"
+    assert stat.S_IMODE((project_dir / "secrets.env").stat().st_mode) == 0o600
+    assert stat.S_IMODE(project_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE(sandbox.state_dir.stat().st_mode) == 0o700
+    password = sandbox.secrets("shop")["DB_PASSWORD"]
+    assert password not in (project_dir / "docker-compose.yml").read_text()
+    assert password not in (project_dir / "state.json").read_text()

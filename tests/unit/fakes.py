@@ -1,0 +1,37 @@
+"""Fakes injected in unit tests: a compose runner that answers from a table."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from provision.compose import Completed
+
+
+@dataclass
+class FakeRunner:
+    """Answers commands by the first matching argv fragment; records every call; unknown argv raises."""
+
+    answers: list[tuple[tuple[str, ...], Completed]] = field(default_factory=list)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    envs: list[Mapping[str, str] | None] = field(default_factory=list)
+
+    def on(self, *fragment: str, returncode: int = 0, stdout: str = "", stderr: str = "") -> FakeRunner:
+        self.answers.append((fragment, Completed(fragment, returncode, stdout, stderr)))
+        return self
+
+    def run(self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
+            stdout: IO[bytes] | None = None) -> Completed:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        self.envs.append(env)
+        for fragment, answer in self.answers:
+            if _contains(argv, fragment):
+                return Completed(argv, answer.returncode, answer.stdout, answer.stderr)
+        raise AssertionError(f"unexpected command: {argv}")
+
+
+def _contains(argv: tuple[str, ...], fragment: tuple[str, ...]) -> bool:
+    n = len(fragment)
+    return any(argv[i:i + n] == fragment for i in range(len(argv) - n + 1))

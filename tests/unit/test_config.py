@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from provision.config import load_env
+from provision.errors import ConfigError, InvalidName
+from tests.conftest import write_env
+
+MINIMAL = """
+images:
+  db: postgres:16-alpine
+  api: postgrest/postgrest:v12.2.3
+projects:
+  - name: shop
+  - name: blog
+    variables:
+      db_name: blog
+"""
+
+
+def test_minimal_env_loads_with_defaults(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL)
+    config = load_env("dev", project_root, environ={})
+    assert config.backend == "local" and config.backend_auto
+    assert [p.name for p in config.projects] == ["shop", "blog"]
+    assert config.local.bind_address == "127.0.0.1"
+    assert config.project("blog").variables["db_name"] == "blog"
+    assert config.project("shop").variables["db_name"] == "app"
+    assert config.health.timeout == 180
+
+
+def test_undeclared_project_gets_env_variables(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL)
+    spec = load_env("dev", project_root, environ={}).project("new-one")
+    assert not spec.declared and spec.variables["db_user"] == "app"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (MINIMAL + "colour: blue\n", "envs/dev.yml: colour: unknown key"),
+        (MINIMAL.replace("  - name: blog", "  - name: Blog"), "envs/dev.yml: projects[1].name: project name 'Blog' is invalid"),
+        (MINIMAL + "  - name: x;rm -rf /\n", "envs/dev.yml: projects[2].name: project name 'x;rm -rf /' is invalid"),
+        (MINIMAL + "health:\n  timeout: soon\n", "envs/dev.yml: health.timeout:"),
+        (MINIMAL + "health:\n  timeout: -1\n", "envs/dev.yml: health.timeout:"),
+        (MINIMAL.replace("  api: postgrest/postgrest:v12.2.3\n", ""), "envs/dev.yml: images.api: required key is missing"),
+        (MINIMAL + "local:\n  bind_address: localhost\n", "envs/dev.yml: local.bind_address: 'localhost' is not an IP address"),
+        (MINIMAL + "backend: kubernetes\n", "envs/dev.yml: backend:"),
+        (MINIMAL + "  - name: shop\n", "projects[2].name: 'shop' collides with 'shop'"),
+        (MINIMAL + "variables:\n  DB-USER: x\n", "envs/dev.yml: variables: variable name 'DB-USER'"),
+        (MINIMAL + "variables:\n  db_user: \"bad user\"\n", "db_user 'bad user' must be a lowercase PostgreSQL identifier"),
+        ("images: [1, 2\n", "envs/dev.yml: line 2: invalid YAML"),
+        ("- just\n- a list\n", "envs/dev.yml: the top level must be a mapping"),
+    ],
+)
+def test_invalid_config_names_file_key_and_problem(project_root: Path, text: str, expected: str) -> None:
+    write_env(project_root, "dev", text)
+    with pytest.raises(ConfigError) as info:
+        load_env("dev", project_root, environ={})
+    assert expected in str(info.value)
+
+
+def test_missing_env_file_lists_the_envs_that_exist(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL)
+    write_env(project_root, "prod", MINIMAL)
+    with pytest.raises(ConfigError, match=r"envs/qa.yml not found: .* \(dev, prod\)"):
+        load_env("qa", project_root, environ={})
+
+
+def test_missing_template_is_reported(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL + "template: templates/nope.j2\n")
+    with pytest.raises(ConfigError, match="envs/dev.yml: template: templates/nope.j2 not found"):
+        load_env("dev", project_root, environ={})
+
+
+def test_invalid_env_name_is_refused(project_root: Path) -> None:
+    with pytest.raises(InvalidName):
+        load_env("../etc", project_root, environ={})
+
+
+def test_undeclared_name_that_collides_with_a_declared_one_is_refused(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL.replace("- name: blog", "- name: my-blog"))
+    config = load_env("dev", project_root, environ={})
+    with pytest.raises(InvalidName):
+        config.project("my_blog")
+
+
+def test_backend_auto_picks_coolify_only_with_url_and_token(project_root: Path) -> None:
+    write_env(project_root, "staging", MINIMAL)
+    assert load_env("staging", project_root, environ={"COOLIFY_API_URL": "https://c.example"}).backend == "local"
+    config = load_env(
+        "staging", project_root, environ={"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "1|abc"}
+    )
+    assert config.backend == "coolify"
+    assert config.coolify_credentials is not None
+    assert config.coolify_credentials.api_url == "https://c.example/api/v1"
+    assert "1|abc" not in repr(config)
+
+
+def test_secret_precedence_process_then_env_file_then_dotenv(project_root: Path) -> None:
+    write_env(project_root, "staging", MINIMAL)
+    (project_root / ".env").write_text("COOLIFY_API_URL=https://from-dotenv\nCOOLIFY_API_TOKEN=dotenv-token\n")
+    (project_root / "envs" / "staging.env").write_text("COOLIFY_API_URL=https://from-env-file\n")
+    config = load_env("staging", project_root, environ={})
+    assert config.coolify_credentials is not None
+    assert config.coolify_credentials.api_url == "https://from-env-file/api/v1"
+    assert config.coolify_credentials.token.reveal() == "dotenv-token"
+    config = load_env("staging", project_root, environ={"COOLIFY_API_URL": "https://from-process"})
+    assert config.coolify_credentials is not None
+    assert config.coolify_credentials.api_url == "https://from-process/api/v1"
+
+
+def test_explicit_coolify_backend_without_credentials_says_where_to_put_them(project_root: Path) -> None:
+    write_env(project_root, "prod", MINIMAL + "backend: coolify\n")
+    with pytest.raises(ConfigError, match=r"COOLIFY_API_URL and COOLIFY_API_TOKEN .* envs/prod.env"):
+        load_env("prod", project_root, environ={})
+
+
+def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL)
+    config = load_env("dev", project_root, environ={}, overrides={"images.api": "registry.example.com/api:1.4.2"})
+    assert config.images.api == "registry.example.com/api:1.4.2"
+    with pytest.raises(ConfigError, match="health.timeout"):
+        load_env("dev", project_root, environ={}, overrides={"health.timeout": "never"})
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_env("dev", project_root, environ={}, overrides={"imagez.api": "x"})
+
+
+def test_shipped_envs_are_valid() -> None:
+    from tests.conftest import REPO
+
+    for env in ("dev", "staging", "test"):
+        load_env(env, REPO, environ={})
+    load_env("prod", REPO, environ={"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"})

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from provision.errors import ProvisionError
+from provision.ports import choose_ports, lease_ports, port_is_free, release_ports
+from provision.render import Ports
+from provision.state import StateStore
+
+
+def always_free(address: str, port: int) -> bool:
+    return True
+
+
+def test_new_project_gets_the_lowest_ports_no_lease_holds() -> None:
+    leases = {"dev/a": {"db": 20000, "api": 20001}}
+    ports = choose_ports(leases, "dev/b", port_range=(20000, 20010), address="127.0.0.1", is_free=always_free)
+    assert ports == Ports(db=20002, api=20003)
+
+
+def test_existing_lease_is_reused_even_if_the_port_is_busy_now() -> None:
+    leases = {"dev/a": {"db": 20000, "api": 20001}}
+    ports = choose_ports(leases, "dev/a", port_range=(20000, 20010), address="127.0.0.1", is_free=lambda a, p: False)
+    assert ports == Ports(db=20000, api=20001)
+
+
+def test_ports_in_use_by_other_processes_are_skipped() -> None:
+    busy = {20000, 20002}
+    ports = choose_ports({}, "dev/a", port_range=(20000, 20010), address="127.0.0.1", is_free=lambda a, p: p not in busy)
+    assert ports == Ports(db=20001, api=20003)
+
+
+def test_exhausted_range_says_what_to_do() -> None:
+    with pytest.raises(ProvisionError, match="no free host port left in local.port_range 20000-20001"):
+        choose_ports({"dev/a": {"db": 20000, "api": 20001}}, "dev/b", port_range=(20000, 20001),
+                     address="127.0.0.1", is_free=always_free)
+
+
+def test_port_is_free_detects_a_listener() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert not port_is_free("127.0.0.1", port)
+
+
+def test_leases_persist_and_release(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    first = lease_ports(store, "dev", "a", port_range=(41000, 41100), address="127.0.0.1")
+    second = lease_ports(store, "dev", "b", port_range=(41000, 41100), address="127.0.0.1")
+    assert {first.api, first.db}.isdisjoint({second.api, second.db})
+    assert lease_ports(store, "dev", "a", port_range=(41000, 41100), address="127.0.0.1") == first
+    release_ports(store, "dev", "a")
+    assert "dev/a" not in store.read_leases()
+    assert (store.ports_file.stat().st_mode & 0o777) == 0o600

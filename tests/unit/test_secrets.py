@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from provision.results import ProjectResult
+from provision.secrets import Secret, SecretURL, generate_missing, mask_url_password
+
+
+def test_secret_hides_itself() -> None:
+    secret = Secret("hunter2-very-secret")
+    assert "hunter2" not in str(secret)
+    assert "hunter2" not in repr(secret)
+    assert "hunter2" not in f"{secret} {secret!r} {[secret]} {({'k': secret})}"
+    assert secret.reveal() == "hunter2-very-secret"
+
+
+def test_secret_url_masks_only_the_password() -> None:
+    url = SecretURL("postgresql://app:s3cr3t@127.0.0.1:5432/app")
+    assert str(url) == "postgresql://app:***@127.0.0.1:5432/app"
+    assert "s3cr3t" not in repr(url)
+    assert url.reveal().endswith(":s3cr3t@127.0.0.1:5432/app")
+    assert mask_url_password("http://127.0.0.1:3000") == "http://127.0.0.1:3000"
+
+
+def test_generate_missing_never_replaces_existing_values() -> None:
+    existing = {"DB_PASSWORD": Secret("keep-me")}
+    result = generate_missing(existing)
+    assert result["DB_PASSWORD"].reveal() == "keep-me"
+    assert len(result["JWT_SECRET"].reveal()) == 48
+    again = generate_missing(result)
+    assert {k: v.reveal() for k, v in again.items()} == {k: v.reveal() for k, v in result.items()}
+
+
+def test_result_repr_and_json_mask_the_db_password() -> None:
+    result = ProjectResult(
+        project="shop", env="dev", backend="local", status="running", changed=True, action="create",
+        api_url="http://127.0.0.1:1", db_url=SecretURL("postgresql://app:topsecret@127.0.0.1:2/app"),
+    )
+    assert "topsecret" not in repr(result)
+    assert "topsecret" not in str(result.to_dict())
+    assert "topsecret" in result.to_dict(show_secrets=True)["db_url"]
+
+
+def test_result_json_keys_never_disappear() -> None:
+    result = ProjectResult(project="shop", env="dev", backend="local", status="failed", changed=False, action="provision")
+    data = result.to_dict()
+    for key in ("project", "env", "backend", "status", "changed", "api_url", "db_url"):
+        assert key in data
+    assert data["api_url"] is None and data["db_url"] is None
