@@ -1,0 +1,1081 @@
+"""Route table and handlers of the emulated ``/api/v1`` (Coolify 4.3.11 controllers).
+
+Each handler gets an :class:`ApiRequest` (already authenticated by :mod:`server`) and
+returns an :class:`ApiResponse`. Messages and status codes follow API-NOTES.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import Message
+from typing import Any
+
+from . import compose as C
+from .core import ENV_KEY_PATTERN, Core
+from .state import EnvVar, Project, Service, SubResource, Token, new_uuid, now_iso, random_string
+from .validation import (
+    NAME_MESSAGES,
+    extra_fields,
+    is_valid_name,
+    merge_extra,
+    query_bool,
+    to_bool,
+    validate,
+)
+
+_MISSING: Any = object()
+DOCS = "https://coolify.io/docs"
+TRIM_EXCEPT = {"current_password", "password", "password_confirmation"}
+
+
+@dataclass
+class ApiResponse:
+    """A response about to be written (body already encoded)."""
+
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+
+def jr(status: int, payload: Any, headers: dict[str, str] | None = None) -> ApiResponse:
+    """JSON like Laravel's ``response()->json()``: PHP ``json_encode`` escapes ``/`` and non-ASCII."""
+    body = json.dumps(payload, ensure_ascii=True, separators=(",", ":")).replace("/", "\\/").encode()
+    return ApiResponse(status, body, {"Content-Type": "application/json", **(headers or {})})
+
+
+def text(status: int, body: str, content_type: str = "text/html; charset=UTF-8") -> ApiResponse:
+    return ApiResponse(status, body.encode(), {"Content-Type": content_type})
+
+
+def _trim(value: Any, key: str = "") -> Any:
+    """Laravel's global TrimStrings + ConvertEmptyStringsToNull on the JSON input."""
+    if isinstance(value, str):
+        if key in TRIM_EXCEPT:
+            return value
+        value = value.strip()
+        return None if value == "" else value
+    if isinstance(value, dict):
+        return {k: _trim(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_trim(v, f"{key}.{i}" if key else str(i)) for i, v in enumerate(value)]
+    return value
+
+
+@dataclass
+class ApiRequest:
+    """An incoming API request, relative to ``/api/v1``."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Message
+    raw_body: bytes
+    client_ip: str
+    token: Token | None = None
+    sensitive: bool = False
+    _json: Any = _MISSING
+
+    @property
+    def is_json(self) -> bool:
+        """``$request->isJson()``: Content-Type contains ``/json`` or ``+json``."""
+        ct = self.headers.get("Content-Type", "") or ""
+        return "/json" in ct or "+json" in ct
+
+    def wants_json(self) -> bool:
+        """``$request->expectsJson()`` (first Accept type is JSON, or XHR accepting anything)."""
+        accept = (self.headers.get("Accept", "") or "").split(",")[0].strip().lower()
+        if "/json" in accept or "+json" in accept:
+            return True
+        xhr = (self.headers.get("X-Requested-With", "") or "") == "XMLHttpRequest"
+        return xhr and accept in ("", "*/*", "*")
+
+    def json_bag(self) -> dict[str, Any]:
+        """``$request->json()->all()`` after TrimStrings/ConvertEmptyStringsToNull."""
+        if self._json is _MISSING:
+            bag: dict[str, Any] = {}
+            if self.is_json and self.raw_body:
+                try:
+                    decoded = json.loads(self.raw_body)
+                except ValueError:
+                    decoded = None
+                if isinstance(decoded, dict):
+                    bag = decoded
+                elif isinstance(decoded, list):
+                    bag = {str(i): v for i, v in enumerate(decoded)}
+                elif decoded is not None:
+                    bag = {"0": decoded}
+            self._json = _trim(bag)
+        return self._json  # type: ignore[no-any-return]
+
+    def input(self) -> dict[str, Any]:
+        """``$request->all()``: query parameters merged with the JSON body (body wins)."""
+        merged: dict[str, Any] = {k: _trim(v, k) for k, v in self.query.items()}
+        merged.update(self.json_bag())
+        return merged
+
+    def body_json(self) -> Any:
+        """Parsed raw body (for the request log)."""
+        try:
+            return json.loads(self.raw_body) if self.raw_body else None
+        except ValueError:
+            return None
+
+
+def validate_incoming(req: ApiRequest) -> ApiResponse | None:
+    """``validateIncomingRequest()`` (API-NOTES §0)."""
+    if not req.is_json:
+        return jr(400, {"message": "Invalid request.", "error": "Content-Type must be application/json."})
+    try:
+        decoded = json.loads(req.raw_body) if req.raw_body else None
+    except ValueError:
+        decoded = None
+    php_truthy = decoded not in (None, False, 0, "", "0", []) and not (isinstance(decoded, float) and decoded == 0)
+    if isinstance(decoded, dict):
+        php_truthy = True  # json_decode('{}') is an object: truthy
+    if not php_truthy:
+        return jr(400, {"message": "Invalid request.", "error": "Invalid JSON."})
+    if not req.json_bag():
+        return jr(400, {"message": "Invalid request.", "error": "Empty JSON."})
+    return None
+
+
+def validation_failed(errors: Any) -> ApiResponse:
+    return jr(422, {"message": "Validation failed.", "errors": errors})
+
+
+Handler = Callable[..., ApiResponse]
+
+
+@dataclass
+class Route:
+    """A route: method, compiled path regex, handler, required ability (None = none)."""
+
+    method: str
+    regex: re.Pattern[str]
+    handler: Handler
+    ability: str | None
+    skip_api_allowed: bool = False
+
+
+_NAME_RULES: list[Any] = ["required", "string", "min:3", "max:255", is_valid_name]
+_NAME_RULES_OPTIONAL: list[Any] = ["nullable", "string", "min:3", "max:255", is_valid_name]
+_BOOL = ["boolean"]
+_ENV_FLAG_FIELDS = ("is_literal", "is_multiline", "is_shown_once")
+_SERVICE_CREATE_FIELDS = (
+    "type", "name", "description", "project_uuid", "environment_name", "environment_uuid", "server_uuid",
+    "destination_uuid", "instant_deploy", "docker_compose_raw", "urls", "force_domain_override",
+    "is_container_label_escape_enabled", "tags",
+)
+_SERVICE_UPDATE_FIELDS = (
+    "name", "description", "instant_deploy", "docker_compose_raw", "connect_to_docker_network", "urls",
+    "force_domain_override", "is_container_label_escape_enabled",
+)
+_ENV_FIELDS = ("key", "value", "is_preview", "is_literal", "is_multiline", "is_shown_once", "comment")
+
+#: Tiny one-click catalogue so the ``type`` branch can be exercised.
+SERVICE_TEMPLATES: dict[str, str] = {
+    "whoami": "services:\n  whoami:\n    image: traefik/whoami:latest\n    environment:\n"
+              "      - SERVICE_FQDN_WHOAMI_80\n",
+    "uptime-kuma": "services:\n  uptime-kuma:\n    image: louislam/uptime-kuma:1\n    environment:\n"
+                   "      - SERVICE_FQDN_UPTIMEKUMA_3001\n    volumes:\n      - uptime-kuma:/app/data\n",
+}
+
+
+class Api:
+    """Handlers bound to one :class:`Core`."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.store = core.store
+        u = r"(?P<uuid>[^/]+)"
+        self.routes: list[Route] = []
+        add = self._add
+        add("GET", r"/version", self.version, "read")
+        add("POST", r"/enable", self.enable_api, "write", skip_api_allowed=True)
+        add("POST", r"/disable", self.disable_api, "write", skip_api_allowed=True)
+        add("GET", r"/servers", self.list_servers, "read")
+        add("GET", rf"/servers/{u}", self.get_server, "read")
+        add("GET", rf"/servers/{u}/resources", self.server_resources, "read")
+        add("GET", rf"/servers/{u}/domains", self.server_domains, "read")
+        add("GET", rf"/servers/{u}/destinations", self.server_destinations, "read")
+        add("GET", r"/destinations", self.list_destinations, "read")
+        add("GET", rf"/destinations/{u}", self.get_destination, "read")
+        add("GET", r"/projects", self.list_projects, "read")
+        add("POST", r"/projects", self.create_project, "write")
+        add("GET", rf"/projects/{u}", self.get_project, "read")
+        add("PATCH", rf"/projects/{u}", self.update_project, "write")
+        add("DELETE", rf"/projects/{u}", self.delete_project, "write")
+        add("GET", rf"/projects/{u}/environments", self.list_environments, "read")
+        add("POST", rf"/projects/{u}/environments", self.create_environment, "write")
+        add("PATCH", rf"/projects/{u}/environments/(?P<env>[^/]+)", self.update_environment, "write")
+        add("DELETE", rf"/projects/{u}/environments/(?P<env>[^/]+)", self.delete_environment, "write")
+        add("GET", rf"/projects/{u}/(?P<env>[^/]+)", self.get_environment, "read")
+        add("GET", r"/services", self.list_services, "read")
+        add("POST", r"/services", self.create_service, "write")
+        add("GET", rf"/services/{u}", self.get_service, "read")
+        add("PATCH", rf"/services/{u}", self.update_service, "write")
+        add("DELETE", rf"/services/{u}", self.delete_service, "write")
+        add("GET", rf"/services/{u}/logs", self.service_logs, "read")
+        add("GET", rf"/services/{u}/applications", self.list_service_apps, "read")
+        add("GET", rf"/services/{u}/applications/(?P<app>[^/]+)", self.get_service_app, "read")
+        add("PATCH", rf"/services/{u}/applications/(?P<app>[^/]+)", self.update_service_app, "write")
+        add("GET", rf"/services/{u}/envs", self.list_envs, "read")
+        add("POST", rf"/services/{u}/envs", self.create_env, "write")
+        add("PATCH", rf"/services/{u}/envs/bulk", self.bulk_envs, "write")
+        add("PATCH", rf"/services/{u}/envs", self.update_env, "write")
+        add("DELETE", rf"/services/{u}/envs/(?P<env_uuid>[^/]+)", self.delete_env, "write")
+        for action in ("start", "stop", "restart"):
+            add("POST", rf"/services/{u}/{action}", getattr(self, f"{action}_service"), "deploy")
+            add("GET", rf"/services/{u}/{action}", self.moved_to_post, None)
+            add("GET", rf"/applications/{u}/{action}", self.moved_to_post, None)
+        add("POST", r"/deploy", self.deploy, "deploy")
+        add("GET", r"/deploy", self.moved_to_post, None)
+        add("GET", r"/deployments", self.list_deployments, "read")
+
+    def _add(self, method: str, pattern: str, handler: Handler, ability: str | None,
+             skip_api_allowed: bool = False) -> None:
+        self.routes.append(Route(method, re.compile(pattern + r"/?"), handler, ability, skip_api_allowed))
+
+    def match(self, method: str, path: str) -> tuple[Route, dict[str, str]] | None:
+        """First route whose method (HEAD → GET) and full path match."""
+        method = "GET" if method == "HEAD" else method
+        for route in self.routes:
+            if route.method != method:
+                continue
+            m = route.regex.fullmatch(path)
+            if m:
+                return route, m.groupdict()
+        return None
+
+    # ------------------------------------------------------------------ misc
+    def version(self, req: ApiRequest) -> ApiResponse:
+        return text(200, self.core.version)
+
+    def enable_api(self, req: ApiRequest) -> ApiResponse:
+        assert req.token is not None
+        if req.token.team_id != 0:
+            return jr(403, {"message": "You are not allowed to enable the API."})
+        self.core.settings.api_enabled = True
+        return jr(200, {"message": "API enabled."})
+
+    def disable_api(self, req: ApiRequest) -> ApiResponse:
+        assert req.token is not None
+        if req.token.team_id != 0:
+            return jr(403, {"message": "You are not allowed to disable the API."})
+        self.core.settings.api_enabled = False
+        return jr(200, {"message": "API disabled."})
+
+    def moved_to_post(self, req: ApiRequest, **_: str) -> ApiResponse:
+        return jr(405, {"message": "This endpoint has changed to a POST request."}, {"Allow": "POST"})
+
+    def list_deployments(self, req: ApiRequest) -> ApiResponse:
+        return jr(200, [])  # services never create ApplicationDeploymentQueue rows
+
+    # ------------------------------------------------------------------ servers / destinations
+    def _team(self, req: ApiRequest) -> int:
+        assert req.token is not None
+        return req.token.team_id
+
+    def _server(self, req: ApiRequest, uuid: str) -> Any:
+        server = self.store.servers.get(uuid)
+        return server if server is not None and server.team_id == self._team(req) else None
+
+    def server_json(self, server: Any) -> dict[str, Any]:
+        return {
+            "uuid": server.uuid, "name": server.name, "description": server.description, "ip": server.ip,
+            "user": server.user, "port": server.port, "proxy": {"type": server.proxy_type, "status": "running"},
+            "proxy_type": server.proxy_type, "high_disk_usage_notification_sent": False,
+            "unreachable_notification_sent": False, "unreachable_count": 0, "validation_logs": None,
+            "log_drain_notification_sent": False, "swarm_cluster": None,
+            "is_reachable": server.is_reachable, "is_usable": server.is_usable,
+            "settings": {
+                "id": server.id, "server_id": server.id, "is_build_server": server.is_build_server,
+                "is_reachable": server.is_reachable, "is_usable": server.is_usable,
+                "wildcard_domain": server.wildcard_domain, "concurrent_builds": 2, "deployment_queue_limit": 25,
+                "dynamic_timeout": 3600, "force_disabled": False, "force_server_cleanup": False,
+                "is_cloudflare_tunnel": False, "is_jump_server": False, "is_metrics_enabled": False,
+                "is_sentinel_enabled": False, "is_swarm_manager": False, "is_swarm_worker": False,
+                "is_terminal_enabled": True, "docker_cleanup_frequency": "0 0 * * *",
+                "docker_cleanup_threshold": 80, "delete_unused_volumes": False, "delete_unused_networks": False,
+                "connection_timeout": 10, "created_at": server.created_at, "updated_at": server.updated_at,
+            },
+            "created_at": server.created_at, "updated_at": server.updated_at,
+        }
+
+    def _server_resources(self, server: Any) -> list[dict[str, Any]]:
+        out = []
+        for svc in sorted(self.store.services.values(), key=lambda s: s.id):
+            if svc.server_id == server.id:
+                out.append({"id": svc.id, "uuid": svc.uuid, "name": svc.name, "type": "service",
+                            "created_at": svc.created_at, "updated_at": svc.updated_at,
+                            "status": self.core.service_status(svc)})
+        return out
+
+    def list_servers(self, req: ApiRequest) -> ApiResponse:
+        with self.store.lock:
+            team = self._team(req)
+            servers = sorted((s for s in self.store.servers.values() if s.team_id == team), key=lambda s: s.id)
+            return jr(200, [self.server_json(s) for s in servers])
+
+    def get_server(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            server = self._server(req, uuid)
+            if server is None:
+                return jr(404, {"message": "Server not found."})
+            data = self.server_json(server)
+            if query_bool(req.query.get("resources"), False):
+                data["resources"] = self._server_resources(server)
+            return jr(200, data)
+
+    def server_resources(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            server = self._server(req, uuid)
+            if server is None:
+                return jr(404, {"message": "Server not found."})
+            return jr(200, self._server_resources(server))
+
+    def server_domains(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            server = self._server(req, uuid)
+            if server is None:
+                return jr(404, {"message": "Server not found."})
+            ip = self.core.settings.public_ip if server.ip == "host.docker.internal" else server.ip
+            hosts: list[str] = []
+            for svc in self.store.services.values():
+                if svc.server_id == server.id:
+                    for sub in svc.applications:
+                        hosts += [C.url_host_path(u)[0] for u in C.split_urls(sub.fqdn)]
+            return jr(200, [{"ip": ip, "domains": sorted(set(hosts))}] if hosts else [])
+
+    def destination_json(self, dest: Any, server: Any) -> dict[str, Any]:
+        return {"uuid": dest.uuid, "name": dest.name, "network": dest.network, "type": dest.type,
+                "server_uuid": server.uuid, "created_at": dest.created_at, "updated_at": dest.updated_at}
+
+    def server_destinations(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            server = self._server(req, uuid)
+            if server is None:
+                return jr(404, {"message": "Server not found."})
+            return jr(200, [self.destination_json(d, server) for d in server.destinations])
+
+    def list_destinations(self, req: ApiRequest) -> ApiResponse:
+        with self.store.lock:
+            team = self._team(req)
+            out = [self.destination_json(d, s) for s in sorted(self.store.servers.values(), key=lambda s: s.id)
+                   if s.team_id == team for d in s.destinations]
+            return jr(200, out)
+
+    def get_destination(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            team = self._team(req)
+            for server in self.store.servers.values():
+                for dest in server.destinations:
+                    if dest.uuid == uuid and server.team_id == team:
+                        return jr(200, self.destination_json(dest, server))
+            return jr(404, {"message": "Destination not found."})
+
+    # ------------------------------------------------------------------ projects / environments
+    def _project(self, req: ApiRequest, uuid: str) -> Project | None:
+        project = self.store.projects.get(uuid)
+        return project if project is not None and project.team_id == self._team(req) else None
+
+    @staticmethod
+    def env_json(env: Any) -> dict[str, Any]:
+        return {"id": env.id, "uuid": env.uuid, "name": env.name, "project_id": env.project_id,
+                "description": env.description, "created_at": env.created_at, "updated_at": env.updated_at}
+
+    def list_projects(self, req: ApiRequest) -> ApiResponse:
+        with self.store.lock:
+            team = self._team(req)
+            items = sorted((p for p in self.store.projects.values() if p.team_id == team), key=lambda p: p.id)
+            return jr(200, [{"id": p.id, "uuid": p.uuid, "name": p.name, "description": p.description}
+                            for p in items])
+
+    def create_project(self, req: ApiRequest) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        errors = validate(data, {"name": _NAME_RULES, "description": ["nullable", "string", "max:255"]},
+                          NAME_MESSAGES)
+        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
+        if errors:
+            return validation_failed(errors)
+        project = self.core.create_project(data["name"], data.get("description"), self._team(req))
+        return jr(201, {"uuid": project.uuid})
+
+    def get_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            return jr(200, {"id": project.id, "uuid": project.uuid, "name": project.name,
+                            "description": project.description, "team_id": project.team_id,
+                            "created_at": project.created_at, "updated_at": project.updated_at,
+                            "environments": [self.env_json(e) for e in self.store.environments_of(project)]})
+
+    def update_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        errors = validate(data, {"name": _NAME_RULES_OPTIONAL, "description": ["nullable", "string", "max:255"]},
+                          NAME_MESSAGES)
+        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            if "name" in data and data["name"] is None:
+                return server_error(req)  # NOT NULL column: Laravel raises a QueryException
+            if "name" in data:
+                project.name = data["name"]
+            if "description" in data:
+                project.description = data["description"]
+            project.updated_at = now_iso()
+            return jr(201, {"uuid": project.uuid, "name": project.name, "description": project.description})
+
+    def delete_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            envs = self.store.environments_of(project)
+            if any(self.store.services_in_environment(e) for e in envs):
+                return jr(400, {"message": "Project has resources, so it cannot be deleted."})
+            for env in envs:
+                self.store.environments.pop(env.uuid, None)
+            self.store.projects.pop(project.uuid, None)
+            return jr(200, {"message": "Project deleted."})
+
+    def list_environments(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            return jr(200, [{"id": e.id, "name": e.name, "uuid": e.uuid} for e in self.store.environments_of(project)])
+
+    def create_environment(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        errors = merge_extra(validate(data, {"name": _NAME_RULES}, NAME_MESSAGES), extra_fields(data, ("name",)))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            if any(e.name == data["name"] for e in self.store.environments_of(project)):
+                return jr(409, {"message": "Environment with this name already exists."})
+            env = self.core.create_environment(project, data["name"])
+            return jr(201, {"uuid": env.uuid})
+
+    def update_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        errors = validate(data, {"name": _NAME_RULES_OPTIONAL, "description": ["nullable", "string", "max:255"]},
+                          NAME_MESSAGES)
+        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            environment = self.core.find_environment(project, env)
+            if environment is None:
+                return jr(404, {"message": "Environment not found."})
+            new_name = data.get("name")
+            if new_name and any(e.name == new_name and e is not environment
+                                for e in self.store.environments_of(project)):
+                return jr(409, {"message": "Environment with this name already exists."})
+            if new_name:
+                environment.name = new_name
+            if "description" in data:
+                environment.description = data["description"]
+            environment.updated_at = now_iso()
+            return jr(200, {"uuid": environment.uuid, "name": environment.name,
+                            "description": environment.description})
+
+    def delete_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            environment = self.core.find_environment(project, env)
+            if environment is None:
+                return jr(404, {"message": "Environment not found."})
+            if self.store.services_in_environment(environment):
+                return jr(400, {"message": "Environment has resources, so it cannot be deleted."})
+            self.store.environments.pop(environment.uuid, None)
+            return jr(200, {"message": "Environment deleted."})
+
+    def get_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            project = self._project(req, uuid)
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            environment = self.core.find_environment(project, env)
+            if environment is None:
+                return jr(404, {"message": "Environment not found."})
+            data = self.env_json(environment)
+            for rel in ("applications", "postgresqls", "redis", "mongodbs", "mysqls", "mariadbs"):
+                data[rel] = []
+            data["services"] = [self.service_json(s, req.sensitive, with_subs=False)
+                                for s in self.store.services_in_environment(environment)]
+            return jr(200, data)
+
+    # ------------------------------------------------------------------ services: views
+    def _service(self, req: ApiRequest, uuid: str) -> Service | None:
+        svc = self.store.services.get(uuid)
+        return svc if svc is not None and svc.team_id == self._team(req) else None
+
+    def sub_json(self, sub: SubResource, status: str) -> dict[str, Any]:
+        common = {"uuid": sub.uuid, "name": sub.name, "human_name": sub.human_name, "description": sub.description,
+                  "ports": None, "exclude_from_status": sub.exclude_from_status, "image": sub.image,
+                  "is_log_drain_enabled": False, "is_include_timestamps": False, "is_migrated": False,
+                  "last_online_at": sub.last_online_at, "service_id": sub.service_id, "status": status,
+                  "created_at": sub.created_at, "updated_at": sub.updated_at, "deleted_at": None}
+        if sub.kind == "application":
+            common.update({"fqdn": sub.fqdn, "required_fqdn": False, "is_gzip_enabled": True,
+                           "is_stripprefix_enabled": True})
+        else:
+            common.update({"public_port": None, "is_public": False})
+        return common
+
+    def service_json(self, svc: Service, sensitive: bool, with_subs: bool = True) -> dict[str, Any]:
+        """The Service model as the API serializes it (``id`` hidden; compose only if sensitive)."""
+        server = self.store.server_by_id(svc.server_id)
+        subs = self.core.sub_statuses(svc)
+        data: dict[str, Any] = {
+            "uuid": svc.uuid, "name": svc.name, "environment_id": svc.environment_id, "server_id": svc.server_id,
+            "description": svc.description,
+            "docker_compose_raw": svc.docker_compose_raw,
+            "docker_compose": C.dump_yaml(self.core.generated_compose(svc)),
+            "destination_type": "App\\Models\\StandaloneDocker", "destination_id": svc.destination_id,
+            "connect_to_docker_network": svc.connect_to_docker_network,
+            "is_container_label_escape_enabled": svc.is_container_label_escape_enabled,
+            "is_container_label_readonly_enabled": svc.is_container_label_readonly_enabled,
+            "config_hash": svc.config_hash, "service_type": svc.service_type,
+            "created_at": svc.created_at, "updated_at": svc.updated_at, "deleted_at": None,
+            "server_status": bool(server and server.functional),
+            "status": self.core.service_status(svc, subs),
+        }
+        if not sensitive:
+            data.pop("docker_compose_raw")
+            data.pop("docker_compose")
+        if with_subs:
+            data["applications"] = [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.applications]
+            data["databases"] = [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.databases]
+        return data
+
+    def list_services(self, req: ApiRequest) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            return jr(200, [self.service_json(s, req.sensitive, with_subs=False)
+                            for s in self.store.services_of_team(self._team(req))])
+
+    def get_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            return jr(200, self.service_json(svc, req.sensitive))
+
+    def list_service_apps(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            subs = self.core.sub_statuses(svc)
+            return jr(200, [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.applications])
+
+    def get_service_app(self, req: ApiRequest, uuid: str, app: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            sub = next((a for a in svc.applications if a.uuid == app), None)
+            if sub is None:
+                return jr(404, {"message": "Service application not found."})
+            return jr(200, self.sub_json(sub, self.core.sub_statuses(svc).get(sub.name, "exited")))
+
+    def update_service_app(self, req: ApiRequest, uuid: str, app: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.json_bag()
+        allowed = ("url", "noindex_domains", "human_name", "description", "image", "exclude_from_status",
+                   "is_log_drain_enabled", "is_gzip_enabled", "is_stripprefix_enabled")
+        errors = validate(data, {"url": ["nullable", "string"], "human_name": ["nullable", "string"],
+                                 "description": ["nullable", "string"], "image": ["nullable", "string"],
+                                 "exclude_from_status": ["nullable", "boolean"]})
+        errors = merge_extra(errors, extra_fields(data, allowed))
+        if errors:
+            return validation_failed(errors)
+        force = query_bool(req.query.get("force_domain_override"), False)
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            sub = next((a for a in svc.applications if a.uuid == app), None)
+            if sub is None:
+                return jr(404, {"message": "Service application not found."})
+            if "url" in data:
+                bad = self._apply_urls(svc, [{"name": sub.name, "url": data["url"]}], force)
+                if bad:
+                    return bad
+            for key in ("human_name", "description", "image"):
+                if key in data:
+                    setattr(sub, key, data[key])
+            if data.get("exclude_from_status") is not None:
+                sub.exclude_from_status = to_bool(data["exclude_from_status"])
+            sub.updated_at = now_iso()
+            return jr(200, self.sub_json(sub, self.core.sub_statuses(svc).get(sub.name, "exited")))
+
+    # ------------------------------------------------------------------ services: create / update
+    def _decode_compose(self, raw: str) -> dict[str, Any] | ApiResponse:
+        """base64 → UTF-8 → YAML (500 when malformed) → injection checks."""
+        try:
+            text_yaml = C.decode_compose(raw)
+        except C.ComposeValidationError as exc:
+            return validation_failed({"docker_compose_raw": str(exc)})
+        try:
+            parsed = C.parse_yaml(text_yaml)
+        except C.MalformedYaml:
+            return jr(500, {"message": "Server Error"})
+        try:
+            C.validate_injection(parsed)
+        except C.ComposeValidationError as exc:
+            return validation_failed({"docker_compose_raw": str(exc)})
+        return parsed  # type: ignore[no-any-return]
+
+    def _apply_urls(self, svc: Service, urls: list[Any], force: bool) -> ApiResponse | None:
+        """Validate and apply ``urls`` (422 list errors, 409 conflicts unless forced)."""
+        errors: list[str] = []
+        planned: list[tuple[SubResource, str | None]] = []
+        seen: dict[tuple[str, str], str] = {}
+        for item in urls:
+            name = item.get("name") if isinstance(item, dict) else None
+            url = item.get("url") if isinstance(item, dict) else None
+            sub = next((a for a in svc.applications if a.name == name), None)
+            if sub is None:
+                errors.append(f"Service container with '{name}' not found.")
+                continue
+            cleaned: list[str] = []
+            for one in C.split_urls(url):
+                scheme = one.split("://", 1)[0].lower() if "://" in one else ""
+                host = C.url_host_path(one)[0] if scheme else ""
+                if scheme not in ("http", "https") or not host:
+                    errors.append(f"Invalid URL: {one}. URLs must start with http:// or https://.")
+                    continue
+                key = C.url_host_path(one)[:2]
+                if key in seen and not force:
+                    errors.append(f"The domain {key[0]}{key[1]} is used more than once in the request.")
+                seen[key] = one
+                cleaned.append(one)
+            planned.append((sub, ",".join(cleaned) if cleaned else None))
+        if errors:
+            return validation_failed(errors)
+        if not force:
+            reassigned = {id(sub) for sub, _ in planned}
+            conflicts: list[dict[str, Any]] = []
+            for _sub, value in planned:
+                conflicts += self.core.domain_conflicts(C.split_urls(value), exclude=reassigned)
+            if conflicts:
+                return jr(409, {
+                    "message": "Domain conflicts detected. Use force_domain_override=true to proceed.",
+                    "conflicts": conflicts,
+                    "warning": "Using the same domain for multiple resources can cause routing conflicts and "
+                               "unpredictable behavior.",
+                })
+        for sub, value in planned:
+            sub.fqdn = value
+            sub.updated_at = now_iso()
+            self.core.refresh_magic_envs(svc, sub)
+        return None
+
+    def create_service(self, req: ApiRequest) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        rules: dict[str, list[Any]] = {
+            "type": ["nullable", "string"], "project_uuid": ["required", "string"],
+            "environment_name": ["nullable", "string"], "environment_uuid": ["nullable", "string"],
+            "server_uuid": ["required", "string"], "destination_uuid": ["nullable", "string"],
+            "name": ["nullable", "string", "max:255"], "description": ["nullable", "string"],
+            "instant_deploy": _BOOL, "docker_compose_raw": ["nullable", "string"], "urls": ["nullable", "array"],
+            "urls.*.name": ["required", "string"], "urls.*.url": ["nullable", "string"],
+            "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
+            "tags": ["nullable", "array"], "tags.*": ["string", "min:2"],
+        }
+        errors = merge_extra(validate(data, rules), extra_fields(data, _SERVICE_CREATE_FIELDS))
+        if errors:
+            return validation_failed(errors)
+        if not data.get("environment_name") and not data.get("environment_uuid"):
+            return jr(422, {"message": "You need to provide at least one of environment_name or environment_uuid."})
+        if data.get("type") and data.get("docker_compose_raw"):
+            return jr(422, {"message": "You cannot provide both service type and docker_compose_raw. "
+                                       "Use one or the other."})
+        if not data.get("type") and not data.get("docker_compose_raw"):
+            return validation_failed({"docker_compose_raw": [
+                "The docker compose raw field is required when type is not present."]})
+        team = self._team(req)
+        with self.store.lock:
+            project = self._project(req, data["project_uuid"])
+            if project is None:
+                return jr(404, {"message": "Project not found."})
+            envs = self.store.environments_of(project)
+            environment = None
+            if data.get("environment_name"):
+                environment = next((e for e in envs if e.name == data["environment_name"]), None)
+            if environment is None and data.get("environment_uuid"):
+                environment = next((e for e in envs if e.uuid == data["environment_uuid"]), None)
+            if environment is None:
+                return jr(404, {"message": "Environment not found."})
+            server = self._server(req, data["server_uuid"])
+            if server is None:
+                return jr(404, {"message": "Server not found."})
+            if server.is_build_server:
+                return validation_failed({"server_uuid": ["Build servers cannot be used to host resources."]})
+            dests = server.destinations
+            if not dests:
+                return jr(400, {"message": "Server has no destinations."})
+            if len(dests) > 1 and "destination_uuid" not in data:
+                return jr(400, {"message": "Server has multiple destinations and you do not set destination_uuid."})
+            destination = dests[0]
+            if len(dests) > 1:
+                found = next((d for d in dests if d.uuid == data["destination_uuid"]), None)
+                if found is None:
+                    return validation_failed({"destination_uuid": "Provided destination_uuid does not belong to "
+                                                                  "the specified server."})
+                destination = found
+        service_type: str | None = None
+        if data.get("type"):
+            template = SERVICE_TEMPLATES.get(data["type"])
+            if template is None:
+                return jr(404, {"message": "Invalid service type.", "valid_service_types": sorted(SERVICE_TEMPLATES)})
+            parsed: Any = C.parse_yaml(template)
+            service_type = data["type"]
+        else:
+            result = self._decode_compose(data["docker_compose_raw"])
+            if isinstance(result, ApiResponse):
+                return result
+            parsed = result
+        with self.store.lock:
+            uuid = new_uuid()
+            default_name = f"{service_type}-{uuid}" if service_type else "service-" + random_string(10)
+            svc = Service(
+                id=self.store.next_id("services"), uuid=uuid, name=data.get("name") or default_name,
+                description=data.get("description"), environment_id=environment.id, server_id=server.id,
+                destination_id=destination.id, docker_compose_raw="", parsed={}, team_id=team,
+                service_type=service_type,
+            )
+            if "is_container_label_escape_enabled" in data:
+                svc.is_container_label_escape_enabled = to_bool(data["is_container_label_escape_enabled"])
+            self.store.services[svc.uuid] = svc
+            self.core.parse_service(svc, parsed)
+            if data.get("urls"):
+                bad = self._apply_urls(svc, data["urls"], to_bool(data.get("force_domain_override") or False))
+                if bad is not None:
+                    self.core.remove_service(svc)
+                    return bad
+            for tag in data.get("tags") or []:
+                self.store.tags.setdefault(tag, new_uuid())
+                if tag not in svc.tags:
+                    svc.tags.append(tag)
+            domains = self.core.domains(svc)
+            instant = to_bool(data.get("instant_deploy") or False)
+        if instant:
+            self.core.queue_action(svc, "start")
+        return jr(201, {"uuid": svc.uuid, "domains": domains})
+
+    def update_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        rules: dict[str, list[Any]] = {
+            "name": ["nullable", "string", "max:255"], "description": ["nullable", "string"],
+            "instant_deploy": _BOOL, "docker_compose_raw": ["nullable", "string"],
+            "connect_to_docker_network": _BOOL, "urls": ["nullable", "array"],
+            "urls.*.name": ["required", "string"], "urls.*.url": ["nullable", "string"],
+            "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
+        }
+        errors = merge_extra(validate(data, rules), extra_fields(data, _SERVICE_UPDATE_FIELDS))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        parsed: Any = None
+        if data.get("docker_compose_raw"):
+            result = self._decode_compose(data["docker_compose_raw"])
+            if isinstance(result, ApiResponse):
+                return result
+            parsed = result
+        with self.store.lock:
+            if svc.uuid not in self.store.services:
+                return jr(404, {"message": "Service not found."})
+            if data.get("name"):
+                svc.name = data["name"]
+            if "description" in data:
+                svc.description = data["description"]
+            if data.get("connect_to_docker_network") is not None:
+                svc.connect_to_docker_network = to_bool(data["connect_to_docker_network"])
+            if data.get("is_container_label_escape_enabled") is not None:
+                svc.is_container_label_escape_enabled = to_bool(data["is_container_label_escape_enabled"])
+            svc.updated_at = now_iso()
+            if parsed is not None:
+                self.core.parse_service(svc, parsed)
+            if data.get("urls"):
+                bad = self._apply_urls(svc, data["urls"], to_bool(data.get("force_domain_override") or False))
+                if bad is not None:
+                    return bad
+            domains = self.core.domains(svc)
+        if to_bool(data.get("instant_deploy") or False):
+            self.core.queue_action(svc, "start")
+        return jr(200, {"uuid": svc.uuid, "domains": domains})
+
+    def delete_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        options = {name: query_bool(req.query.get(name), True)
+                   for name in ("delete_configurations", "delete_volumes", "docker_cleanup",
+                                "delete_connected_networks")}
+        self.core.queue_action(svc, "delete", **options)
+        return jr(200, {"message": "Service deletion request queued."})
+
+    # ------------------------------------------------------------------ services: logs
+    def service_logs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        data = dict(req.query)
+        errors = validate(data, {"sub_service_name": ["required", "string"], "lines": ["nullable", "integer"]})
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        if errors:
+            return validation_failed(errors)
+        sub = svc.app(data["sub_service_name"])
+        if sub is None:
+            return jr(404, {"message": "Sub-service not found."})
+        lines = int(data.get("lines") or 100)
+        timestamps = query_bool(data.get("show_timestamps"), False)
+        if self.core.docker is not None:
+            logs = self.core.docker.logs(svc, sub, lines, timestamps)
+        else:
+            with self.store.lock:
+                logs = self.core.pure_logs(svc, sub, lines, timestamps)
+        return jr(200, {"logs": logs})
+
+    # ------------------------------------------------------------------ services: envs
+    def envvar_json(self, env: EnvVar, svc: Service, sensitive: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "uuid": env.uuid, "key": env.key, "value": env.value, "real_value": env.value,
+            "is_literal": env.is_literal, "is_multiline": env.is_multiline, "is_shown_once": env.is_shown_once,
+            "is_preview": False, "is_shared": False, "is_runtime": True, "is_buildtime": True,
+            "is_required": False, "comment": env.comment, "version": self.core.version,
+            "resourceable_type": "App\\Models\\Service", "resourceable_id": svc.id, "order": None,
+            "created_at": env.created_at, "updated_at": env.updated_at,
+        }
+        if not sensitive:
+            data.pop("value")
+            data.pop("real_value")
+        return data
+
+    @staticmethod
+    def _env_rules(key_required: bool = True) -> dict[str, list[Any]]:
+        return {
+            "key": (["required"] if key_required else []) + ["string", "max:255",
+                                                             lambda k: re.fullmatch(ENV_KEY_PATTERN, k) is not None],
+            "value": ["nullable", "string"], "is_preview": _BOOL, "is_literal": _BOOL, "is_multiline": _BOOL,
+            "is_shown_once": _BOOL, "comment": ["nullable", "string", "max:256"],
+        }
+
+    @staticmethod
+    def _env_flags(data: dict[str, Any]) -> dict[str, Any]:
+        flags = {f: to_bool(data[f]) for f in _ENV_FLAG_FIELDS if f in data and data[f] is not None}
+        if "comment" in data:
+            flags["comment"] = data["comment"]
+        return flags
+
+    def list_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            return jr(200, [self.envvar_json(e, svc, req.sensitive) for e in self.store.envs_of(svc)])
+
+    def create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        errors = merge_extra(validate(data, self._env_rules()), extra_fields(data, _ENV_FIELDS))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            if self.store.env_by_key(svc, data["key"]) is not None:
+                return jr(409, {"message": "Environment variable already exists. Use PATCH request to update it."})
+            env = self.core.create_env(svc, data["key"], data.get("value"), **self._env_flags(data))
+            return jr(201, self.envvar_json(env, svc, True))
+
+    def update_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        data = req.input()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        errors = merge_extra(validate(data, self._env_rules()), extra_fields(data, _ENV_FIELDS))
+        if errors:
+            return validation_failed(errors)
+        with self.store.lock:
+            env = self.store.env_by_key(svc, data["key"])
+            if env is None:
+                return jr(404, {"message": "Environment variable not found."})
+            env.value = data.get("value")
+            for name, value in self._env_flags(data).items():
+                setattr(env, name, value)
+            env.updated_at = now_iso()
+            return jr(201, self.envvar_json(env, svc, True))
+
+    def bulk_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        bad = validate_incoming(req)
+        if bad:
+            return bad
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        bulk = req.json_bag().get("data")
+        if not bulk or not isinstance(bulk, (list, dict)):
+            return jr(400, {"message": "Bulk data is required."})
+        items = list(bulk.values()) if isinstance(bulk, dict) else bulk
+        saved: list[EnvVar] = []
+        with self.store.lock:
+            for raw in items:
+                item = {k: v for k, v in raw.items() if k in _ENV_FIELDS} if isinstance(raw, dict) else {}
+                errors = validate(item, self._env_rules())
+                if errors:
+                    return validation_failed(errors)
+                env = self.store.env_by_key(svc, item["key"])
+                if env is None:
+                    env = self.core.create_env(svc, item["key"], item.get("value"), **self._env_flags(item))
+                else:
+                    env.value = item.get("value")
+                    for name, value in self._env_flags(item).items():
+                        setattr(env, name, value)
+                    env.updated_at = now_iso()
+                saved.append(env)
+            return jr(201, [self.envvar_json(e, svc, True) for e in saved])
+
+    def delete_env(self, req: ApiRequest, uuid: str, env_uuid: str) -> ApiResponse:
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            env = self.store.envs.get(env_uuid)
+            if env is None or env.service_id != svc.id:
+                return jr(404, {"message": "Environment variable not found."})
+            self.store.envs.pop(env_uuid)
+            return jr(200, {"message": "Environment variable deleted."})
+
+    # ------------------------------------------------------------------ services: actions
+    def start_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            if "running" in self.core.service_status(svc):
+                return jr(400, {"message": "Service is already running."})
+        self.core.queue_action(svc, "start")
+        return jr(200, {"message": "Service starting request queued."})
+
+    def stop_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+            status = self.core.service_status(svc)
+            if "stopped" in status or "exited" in status:
+                return jr(400, {"message": "Service is already stopped."})
+        self.core.queue_action(svc, "stop", docker_cleanup=query_bool(req.query.get("docker_cleanup"), True))
+        return jr(200, {"message": "Service stopping request queued."})
+
+    def restart_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        self.core.settle()
+        with self.store.lock:
+            svc = self._service(req, uuid)
+            if svc is None:
+                return jr(404, {"message": "Service not found."})
+        self.core.queue_action(svc, "restart", latest=query_bool(req.query.get("latest"), False))
+        return jr(200, {"message": "Service restarting request queued."})
+
+    def deploy(self, req: ApiRequest) -> ApiResponse:
+        self.core.settle()
+        body = req.json_bag() if req.is_json else {}
+        uuids = req.query.get("uuid") or body.get("uuid")
+        tags = req.query.get("tag") or body.get("tag")
+        if uuids and tags:
+            return jr(400, {"message": "You can only use uuid or tag, not both."})
+        if not uuids and not tags:
+            return jr(400, {"message": "You must provide uuid or tag."})
+        team = self._team(req)
+        with self.store.lock:
+            targets: list[Service] = []
+            if uuids:
+                for one in str(uuids).split(","):
+                    svc = self._service(req, one.strip())
+                    if svc is not None and svc not in targets:
+                        targets.append(svc)
+            else:
+                names = [t.strip() for t in str(tags).split(",")]
+                targets = [s for s in self.store.services_of_team(team) if any(t in s.tags for t in names)]
+            if not targets:
+                return jr(404, {"message": "No resources found."})
+        deployments = []
+        for svc in targets:
+            self.core.queue_action(svc, "start")
+            deployments.append({"message": f"Service {svc.name} started. It could take a while, be patient.",
+                                "resource_uuid": svc.uuid})
+        return jr(200, {"deployments": deployments})
+
+
+
+def server_error(req: ApiRequest) -> ApiResponse:
+    """Laravel's production 500 (the server layer turns it into HTML unless JSON is wanted)."""
+    return jr(500, {"message": "Server Error"})

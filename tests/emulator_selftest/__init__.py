@@ -1,0 +1,1 @@
+"""Self-tests of the Coolify API emulator (tests/coolify_emulator)."""

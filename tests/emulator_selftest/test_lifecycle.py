@@ -1,0 +1,176 @@
+"""Asynchronous start/stop/restart/delete/deploy with status lag (pure mode)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.coolify_emulator import CoolifyEmulator, aggregate_status
+
+NO_HEALTHCHECK = "services:\n  web:\n    image: nginx:1\n  worker:\n    image: busybox:1\n"
+
+
+def status(client: httpx.Client, uuid: str) -> str:
+    return str(client.get(f"/services/{uuid}").json()["status"])
+
+
+def wait_status(client: httpx.Client, uuid: str, wanted: str, timeout: float = 5.0) -> list[str]:
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        current = status(client, uuid)
+        if not seen or seen[-1] != current:
+            seen.append(current)
+        if current == wanted:
+            return seen
+        time.sleep(0.01)
+    raise AssertionError(f"never reached {wanted}: {seen}")
+
+
+def test_start_stop_with_lag(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay = 0.4
+    resp = client.post(f"/services/{service}/start")
+    assert resp.json() == {"message": "Service starting request queued."}
+    assert status(client, service) == "starting:unhealthy"
+    assert wait_status(client, service, "running:healthy") == ["starting:unhealthy", "running:healthy"]
+    apps = client.get(f"/services/{service}").json()
+    assert apps["applications"][0]["status"] == "running:healthy" and apps["config_hash"]
+    resp = client.post(f"/services/{service}/start")
+    assert (resp.status_code, resp.json()) == (400, {"message": "Service is already running."})
+    assert client.post(f"/services/{service}/stop").json() == {"message": "Service stopping request queued."}
+    assert status(client, service) == "running:healthy"  # still running until the job ran
+    wait_status(client, service, "exited")
+    resp = client.post(f"/services/{service}/stop")
+    assert (resp.status_code, resp.json()) == (400, {"message": "Service is already stopped."})
+
+
+def test_running_unknown_without_healthchecks(emu: CoolifyEmulator, client: httpx.Client,
+                                              create_service: Callable[..., httpx.Response]) -> None:
+    emu.action_delay = 0
+    uuid = create_service(NO_HEALTHCHECK, instant_deploy=True).json()["uuid"]
+    assert status(client, uuid) == "running:unknown"
+    assert client.post(f"/services/{uuid}/restart").json() == {"message": "Service restarting request queued."}
+    assert status(client, uuid) == "running:unknown"
+
+
+def test_restart_and_deploy_endpoint(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay = 0.1
+    resp = client.post("/deploy", params={"uuid": service})
+    assert resp.json() == {"deployments": [{
+        "message": "Service stack started. It could take a while, be patient.", "resource_uuid": service}]}
+    assert status(client, service) == "starting:unhealthy"
+    assert emu.wait_idle(5)
+    assert status(client, service) == "running:healthy"
+    # no "already running" check on /deploy, and restart always queues
+    assert client.post("/deploy", params={"uuid": service}).status_code == 200
+    assert client.post(f"/services/{service}/restart", params={"latest": "true"}).status_code == 200
+    assert status(client, service) == "starting:unhealthy"
+    assert emu.wait_idle(5)
+    assert client.post("/deploy", params={"uuid": "nope"}).json() == {"message": "No resources found."}
+    assert client.post("/deploy").status_code == 400
+    assert client.post("/deploy", params={"uuid": service, "tag": "x"}).status_code == 400
+
+
+def test_deploy_by_tag(emu: CoolifyEmulator, client: httpx.Client,
+                       create_service: Callable[..., httpx.Response]) -> None:
+    emu.action_delay = 0
+    uuid = create_service(tags=["blue", "green"]).json()["uuid"]
+    create_service(name="untagged")
+    resp = client.post("/deploy", params={"tag": "green"})
+    assert [d["resource_uuid"] for d in resp.json()["deployments"]] == [uuid]
+
+
+def test_delete_is_async_with_options(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay = 0.4
+    resp = client.delete(f"/services/{service}", params={"delete_volumes": "false"})
+    assert resp.json() == {"message": "Service deletion request queued."}
+    assert client.get(f"/services/{service}").status_code == 200  # still there for a while
+    assert client.get(f"/services/{service}/envs").status_code == 200
+    assert emu.requests.matching(method="DELETE")[0].query == {"delete_volumes": "false"}
+    deadline = time.monotonic() + 5
+    while client.get(f"/services/{service}").status_code != 404:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert client.get(f"/services/{service}").json() == {"message": "Service not found."}
+    assert client.get(f"/services/{service}/envs").status_code == 404
+    assert client.delete(f"/services/{service}").status_code == 404
+    assert emu.find_services() == []
+
+
+def test_unreachable_server_never_runs(emu: CoolifyEmulator, client: httpx.Client,
+                                       create_service: Callable[..., httpx.Response]) -> None:
+    emu.action_delay = 0
+    down = emu.add_server("down", "10.9.9.9", reachable=False)
+    uuid = create_service(server_uuid=down["uuid"]).json()["uuid"]
+    svc = client.get(f"/services/{uuid}").json()
+    assert svc["server_status"] is False
+    client.post(f"/services/{uuid}/start")
+    assert status(client, uuid) == "exited"
+
+
+def test_simulated_crash_and_helpers(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay = 0
+    client.post(f"/services/{service}/start")
+    assert emu.service_status(service) == "running:healthy"
+    emu.set_service_status(service, "exited", app="api")
+    assert status(client, service) == "degraded:unhealthy"
+    assert client.post(f"/services/{service}/start").status_code == 200  # not "running" any more
+    assert status(client, service) == "running:healthy"
+    emu.set_service_status(service, "running:unhealthy", app="db")
+    assert status(client, service) == "running:unhealthy"
+    emu.set_service_status(service, None)
+    assert status(client, service) == "running:healthy"
+    emu.edit_service_compose(service, NO_HEALTHCHECK)
+    snap = emu.service(service)
+    assert snap is not None and [a["name"] for a in snap["applications"]] == ["web", "worker"]
+    assert emu.find_services(name="stack")[0]["uuid"] == service
+
+
+def test_logs(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay = 0
+    client.post(f"/services/{service}/start")
+    resp = client.get(f"/services/{service}/logs", params={"sub_service_name": "api", "lines": 10})
+    assert resp.status_code == 200 and "Started" in resp.json()["logs"]
+    resp = client.get(f"/services/{service}/logs")
+    assert resp.status_code == 422 and resp.json()["errors"] == {"sub_service_name": ["This field is required."]}
+    assert client.get(f"/services/{service}/logs", params={"sub_service_name": "x"}).status_code == 404
+
+
+def test_volumes_and_deployed_config(emu: CoolifyEmulator, client: httpx.Client,
+                                     create_service: Callable[..., httpx.Response]) -> None:
+    emu.action_delay = 0
+    keep = create_service(name="keep", instant_deploy=True).json()["uuid"]
+    drop = create_service(name="drop", instant_deploy=True).json()["uuid"]
+    assert emu.volumes() == sorted([f"{keep}_pg-data", f"{drop}_pg-data"])
+    snap = emu.service(keep)
+    assert snap is not None and snap["deployed_envs"]["POSTGRES_PASSWORD"] == "changeme"
+    assert snap["config_changed"] is False
+    client.patch(f"/services/{keep}/envs", json={"key": "POSTGRES_PASSWORD", "value": "rotated"})
+    snap = emu.service(keep)
+    assert snap is not None and snap["config_changed"] is True  # needs a restart to apply
+    assert snap["deployed_envs"]["POSTGRES_PASSWORD"] == "changeme"
+    client.post(f"/services/{keep}/restart")
+    snap = emu.service(keep)
+    assert snap is not None and snap["deployed_envs"]["POSTGRES_PASSWORD"] == "rotated"
+    client.delete(f"/services/{keep}", params={"delete_volumes": "false"})
+    client.delete(f"/services/{drop}")
+    assert emu.wait_idle(5)
+    assert emu.volumes() == [f"{keep}_pg-data"]  # a plain DELETE destroys data volumes
+
+
+@pytest.mark.parametrize("subs,starting,expected", [
+    ([], False, "exited"),
+    ([("running:healthy", False), ("running:healthy", False)], False, "running:healthy"),
+    ([("running:healthy", False), ("running:unknown", False)], False, "running:unknown"),
+    ([("running:healthy", False), ("running:unhealthy", False)], False, "running:unhealthy"),
+    ([("running:healthy", False), ("exited", False)], False, "degraded:unhealthy"),
+    ([("running:healthy", False), ("exited", True)], False, "running:healthy"),
+    ([("exited", True)], False, "unknown:unknown:excluded"),
+    ([("exited", False)], True, "starting:unhealthy"),
+    ([("starting:unknown", False), ("running:healthy", False)], False, "starting:unknown"),
+])
+def test_aggregate_status(subs: list[tuple[str, bool]], starting: bool, expected: str) -> None:
+    assert aggregate_status(subs, starting) == expected
