@@ -62,7 +62,7 @@ def bench_render(total: int = 1000) -> float:
     from provision.render import Ports, build_context, render_stack
     from provision.secrets import generate_missing
 
-    envs = ["dev", "staging", "test"]
+    envs = ["dev", "staging", "demo"]
     configs = [load_env(e, REPO, environ={"COOLIFY_API_URL": "", "COOLIFY_API_TOKEN": ""}) for e in envs]
     secrets = generate_missing({})
     started = time.perf_counter()

@@ -10,6 +10,7 @@ from pathlib import Path
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env
 from .core import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .errors import ProvisionError
 from .report import NullReporter, Reporter
 from .results import ProjectResult
 from .state import StateStore, default_state_dir
@@ -51,9 +52,19 @@ class Workspace:
         return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter)
 
     def list_projects(self, env: str | None = None, *, reporter: Reporter | None = None) -> list[ProjectResult]:
-        """Every declared, recorded or deployed project of one env, or of every env."""
+        """Every declared, recorded or deployed project of one env, or of every env.
+
+        Across every env, an env that cannot be read (say, Coolify credentials missing) is
+        skipped with a warning; a named env fails loudly.
+        """
+        reporter = reporter or NullReporter()
         results: list[ProjectResult] = []
-        for name in [env] if env else self.envs():
-            provisioner = self.provisioner(name, reporter=reporter)
-            results.extend(provisioner.status().results)
+        for name in [env] if env is not None else self.envs():
+            try:
+                provisioner = self.provisioner(name, reporter=reporter)
+                results.extend(provisioner.status().results)
+            except ProvisionError as exc:
+                if env is not None:
+                    raise
+                reporter.warn(f"skipped env {name!r}: {str(exc).splitlines()[0]}")
         return results

@@ -131,6 +131,6 @@ def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> No
 def test_shipped_envs_are_valid() -> None:
     from tests.conftest import REPO
 
-    for env in ("dev", "staging", "test"):
+    for env in ("dev", "staging", "demo"):
         load_env(env, REPO, environ={})
     load_env("prod", REPO, environ={"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"})

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-
-
 from provision.backends.base import Action, Observed, ServiceState, plan, stack_hash
 from provision.render import RenderedStack
 

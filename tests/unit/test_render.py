@@ -20,10 +20,11 @@ images:
 projects:
   - name: shop
 """
+PORTS = Ports(api=20001, db=20000)
 SECRETS = {"DB_PASSWORD": Secret("pw-0123456789"), "JWT_SECRET": Secret("jwt-0123456789")}
 
 
-def _render(root: Path, text: str = ENV, project: str = "shop", ports: Ports | None = Ports(api=20001, db=20000),
+def _render(root: Path, text: str = ENV, project: str = "shop", ports: Ports | None = PORTS,
             backend: str = "local", secrets: dict[str, Secret] | None = None):  # type: ignore[no-untyped-def]
     write_env(root, "dev", text)
     config = load_env("dev", root, environ={})

@@ -1,0 +1,22 @@
+# Sourced by demo.sh and test.sh: a .venv with the project and its test tools, and the local images.
+# Nothing is pulled from a container registry: the images are built from Debian packages.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv" >&2
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: installing provision and its test tools into .venv" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null
+  .venv/bin/python -m pip install --quiet -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+if ! docker info >/dev/null 2>&1; then
+  echo "bootstrap: no Docker Engine answers: start dockerd (with the Compose v2 plugin) and try again" >&2
+  exit 1
+fi
+bash scripts/build-images.sh >&2
