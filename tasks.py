@@ -82,11 +82,13 @@ def _print(text: str) -> None:
         "project": "Only this project (declared or new); default: every project declared in the env",
         "json": "Print the result as one JSON object on stdout",
         "show_secrets": "Show db_url passwords instead of ***",
-        "keep_going": "With several projects: continue after a failure",
+        "keep_going": "With several projects: continue after a failure (default: stop starting new ones)",
+        "parallel": "How many projects to provision at once (default 4)",
         "lock_timeout": LOCK_HELP,
     }
 )
-def provision(c, env=None, project=None, json=False, show_secrets=False, keep_going=False, lock_timeout=None):  # type: ignore[no-untyped-def]
+def provision(c, env=None, project=None, json=False, show_secrets=False, keep_going=False, parallel=4,  # type: ignore[no-untyped-def]
+              lock_timeout=None):
     """Create or update projects' stacks and wait until they answer; prints api_url and db_url."""
     from provision import output
 
@@ -95,7 +97,7 @@ def provision(c, env=None, project=None, json=False, show_secrets=False, keep_go
         projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
         if not projects:
             raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
-        summary = provisioner.provision_many(projects, keep_going=keep_going)
+        summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=int(parallel))
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
     else:

@@ -51,6 +51,10 @@ def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
     for key in ("db_user", "db_name"):
         if key in value and not _PG_IDENTIFIER.match(str(value[key])):
             raise ValueError(f"{key} {value[key]!r} must be a lowercase PostgreSQL identifier such as 'app'")
+    if "db_public_port" in value:
+        port = value["db_public_port"]
+        if isinstance(port, bool) or not str(port).isdigit() or not 1024 <= int(port) <= 65535:
+            raise ValueError(f"db_public_port {port!r} must be a port number from 1024 to 65535")
     return value
 
 
@@ -113,8 +117,14 @@ class CoolifySettings(_Strict):
     destination: str | None = None
     domain: str | None = None
     project_prefix: str = ""
-    expose_db: bool = False
-    db_public_port_base: int | None = Field(default=None, ge=1024, le=65000)
+    request_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds per Coolify API request")
+
+    @field_validator("project_prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        if value and not re.match(r"^[a-z0-9][a-z0-9._-]*$", value):
+            raise ValueError(f"{value!r} may hold only lowercase letters, digits, '.', '_' and '-'")
+        return value
 
     @field_validator("domain")
     @classmethod

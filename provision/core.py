@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .backends.base import Action, Backend, ControlVerb, Observed, Prepared, Target, plan
@@ -110,17 +112,40 @@ class Provisioner:
             duration=elapsed,
         )
 
-    def provision_many(self, projects: list[str], *, keep_going: bool = False) -> RunSummary:
-        """Provision each project in turn; stops at the first failure unless `keep_going`."""
-        results: list[ProjectResult] = []
-        for project in projects:
+    def provision_many(self, projects: list[str], *, keep_going: bool = False, parallel: int = 1) -> RunSummary:
+        """Provision several projects, up to `parallel` at a time, results in the given order.
+
+        Fail-fast by default: after a failure no further project is started (those already
+        running finish) and the rest are reported as skipped; `keep_going` runs them all.
+        """
+        results: dict[str, ProjectResult] = {}
+        stop = threading.Event()
+
+        def run(project: str) -> None:
+            if stop.is_set():
+                results[project] = self._skipped(project)
+                return
             try:
-                results.append(self.provision(project))
+                results[project] = self.provision(project)
             except ProvisionError as exc:
-                results.append(self._failed(project, "provision", exc))
+                results[project] = self._failed(project, "provision", exc)
                 if not keep_going:
-                    break
-        return RunSummary(self.config.name, self.backend.name, tuple(results))
+                    stop.set()
+
+        if parallel <= 1:
+            for project in projects:
+                run(project)
+        else:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="provision") as pool:
+                for future in [pool.submit(run, project) for project in projects]:
+                    future.result()
+        return RunSummary(self.config.name, self.backend.name, tuple(results[p] for p in projects))
+
+    def _skipped(self, project: str) -> ProjectResult:
+        return ProjectResult(
+            project=project, env=self.config.name, backend=self.backend.name, status="skipped", changed=False,
+            action="provision", error="not started: an earlier project failed (use --keep-going to run every project)",
+        )
 
     def _failed(self, project: str, action: str, exc: ProvisionError) -> ProjectResult:
         self.reporter.step(project, f"failed: {str(exc).splitlines()[0]}")
@@ -214,10 +239,7 @@ class Provisioner:
             elif state:
                 self.store.write_state(target.env, project, {**state, "status": "destroyed", "destroyed_at": utc_now()})
         if not delete_data:
-            done.append(
-                f"the data and its credentials are kept: `invoke provision --env={target.env} --project={project}` "
-                f"reattaches them; `invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes them"
-            )
+            done.append(f"`invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes the data")
         for line in done:
             self.reporter.step(project, line)
         return ProjectResult(

@@ -68,8 +68,10 @@ def q(value: object) -> str:
     return json.dumps(str(value), ensure_ascii=False).replace("$", "$$")
 
 
-def secret_ref(name: str) -> str:
-    """The compose interpolation for a secret that must be set: `${NAME:?...}`."""
+def secret_ref(name: str, *, required: bool = True) -> str:
+    """The compose interpolation for a secret: `${NAME:?...}` (fails loudly when unset) or plain `${NAME}`."""
+    if not required:
+        return "${" + name + "}"
     return "${" + name + ":?" + name + " is not set; it comes from the project's secrets}"
 
 
@@ -126,7 +128,8 @@ def build_context(
             else None
         ),
         "health": {"interval": _duration(config.health.interval)},
-        "secrets": {name.lower(): secret_ref(name) for name in GENERATED_SECRETS},
+        # Coolify discovers plain ${NAME} references and fills them from the service's variables
+        "secrets": {name.lower(): secret_ref(name, required=backend == "local") for name in GENERATED_SECRETS},
     }
 
 

@@ -293,7 +293,10 @@ class LocalBackend:
             if volumes:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
         elif volumes:
-            done.append("kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
+            done.append(
+                "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
+                f"`invoke provision --env={target.env} --project={target.project}` reattaches them"
+            )
         return done
 
     def _volumes(self, target: Target) -> list[Any]:

@@ -168,4 +168,12 @@ def test_keep_going_continues_after_a_failure(setup: tuple[Provisioner, MemoryBa
     provisioner, _, _ = setup
     summary = provisioner.provision_many(["Bad", "shop"], keep_going=True)
     assert [r.status for r in summary.results] == ["failed", "running"]
-    assert [r.status for r in provisioner.provision_many(["Bad", "shop"]).results] == ["failed"]
+    assert [r.status for r in provisioner.provision_many(["Bad", "shop"]).results] == ["failed", "skipped"]
+
+
+def test_parallel_provision_keeps_the_order_of_results(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, _ = setup
+    names = [f"p{i}" for i in range(8)]
+    summary = provisioner.provision_many(names, parallel=4)
+    assert [r.project for r in summary.results] == names and summary.ok
+    assert sorted(backend.deployed) == sorted(names)

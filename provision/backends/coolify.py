@@ -1,0 +1,657 @@
+"""The Coolify backend: a project becomes a Coolify project, an env one of its environments,
+and the stack one compose Service in it, all found again by name from any machine.
+
+What this tool last pushed is recorded in the service's description (`provision:<hash>`),
+because Coolify rewrites the YAML it stores. Secrets live in the service's environment
+variables and are read back (the token needs `read:sensitive`); they are generated once.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from ..config import EnvConfig
+from ..coolify_client import AmbiguousResult, CoolifyClient
+from ..errors import (
+    BackendUnavailable,
+    ConfigError,
+    CoolifyAPIError,
+    CoolifyAuthError,
+    CoolifyNotFound,
+    HealthTimeout,
+    ProvisionError,
+)
+from ..probes import http_probe, postgres_probe, wait_for
+from ..render import RenderedStack
+from ..secrets import GENERATED_SECRETS, Secret, SecretURL, generate_missing
+from ..state import StateStore
+from .base import Action, ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target
+
+MARKER = "provision:"
+_HASH = re.compile(r"provision:([0-9a-f]{16})")
+_UUID = re.compile(r"^[a-z0-9]{20,40}$")
+API_PORT = 3000
+LOG_LINES = 40
+
+
+@dataclass(frozen=True)
+class Refs:
+    """Where a project lives in Coolify; any part may be unknown (None)."""
+
+    project_uuid: str | None = None
+    environment_uuid: str | None = None
+    service_uuid: str | None = None
+
+
+class CoolifyBackend:
+    """Runs each project as one compose Service on a Coolify server, through its API."""
+
+    name = "coolify"
+
+    def __init__(self, client: CoolifyClient, store: StateStore, config: EnvConfig) -> None:
+        self.client = client
+        self.store = store
+        self.config = config
+        self._lock = threading.Lock()
+        self._server: dict[str, Any] | None = None
+        self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # last full view of each service
+        self._refs: dict[tuple[str, str], Refs] = {}  # what the last observe found
+
+    def describe(self) -> str:
+        return f"Coolify provider ({str(self.client.http.base_url).rstrip('/')})"
+
+    # --- naming -----------------------------------------------------------------------------
+    def coolify_project_name(self, project: str) -> str:
+        name = f"{self.config.coolify.project_prefix}{project}"
+        if len(name) < 3:
+            raise ConfigError(
+                f"{self.config.relpath}: coolify.project_prefix: Coolify project names need at least 3 characters, "
+                f"and {name!r} has {len(name)}: set a prefix such as 'app-' or use a longer project name"
+            )
+        return name
+
+    @staticmethod
+    def service_name(target: Target) -> str:
+        return target.project
+
+    # --- refs, cached in the state dir as a hint; Coolify stays the truth ------------------
+    def _cached(self, target: Target) -> Refs:
+        data = self.store.read_state(target.env, target.project).get("coolify") or {}
+        return Refs(data.get("project_uuid"), data.get("environment_uuid"), data.get("service_uuid"))
+
+    def _remember(self, target: Target, refs: Refs) -> None:
+        state = self.store.read_state(target.env, target.project)
+        state["coolify"] = {
+            "project_uuid": refs.project_uuid,
+            "environment_uuid": refs.environment_uuid,
+            "service_uuid": refs.service_uuid,
+            "api_url": str(self.client.http.base_url),
+        }
+        self.store.write_state(target.env, target.project, state)
+
+    def _find_project(self, target: Target) -> dict[str, Any] | None:
+        name = self.coolify_project_name(target.project)
+        matches = [p for p in self.client.request("GET", "/projects") or [] if p.get("name") == name]
+        if len(matches) > 1:
+            uuids = ", ".join(str(p.get("uuid")) for p in matches)
+            raise ProvisionError(
+                f"Coolify has {len(matches)} projects named {name!r} ({uuids}): names are not unique in Coolify, "
+                f"so rename or delete the extra ones in its UI"
+            )
+        return matches[0] if matches else None
+
+    def _find_environment(self, project_uuid: str, env: str) -> dict[str, Any] | None:
+        try:
+            found: dict[str, Any] = self.client.request("GET", f"/projects/{project_uuid}/{quote(env, safe='')}")
+        except CoolifyNotFound:
+            return None
+        return found
+
+    def _service_in(self, environment: Mapping[str, Any], target: Target) -> dict[str, Any] | None:
+        name = self.service_name(target)
+        for service in environment.get("services") or []:
+            if service.get("name") == name:
+                if MARKER not in str(service.get("description") or ""):
+                    raise ProvisionError(
+                        f"a service named {name!r} already exists in Coolify project "
+                        f"{self.coolify_project_name(target.project)!r}, environment {target.env!r}, and "
+                        f"provision did not create it: rename it in Coolify or choose another project name"
+                    )
+                return dict(service)
+        return None
+
+    def _get_service(self, uuid: str) -> dict[str, Any] | None:
+        try:
+            service: dict[str, Any] = self.client.request("GET", f"/services/{uuid}")
+        except CoolifyNotFound:
+            return None
+        return service
+
+    def _locate(self, target: Target) -> tuple[Refs, dict[str, Any] | None]:
+        """The project's refs and its service (full view), from the cached uuid or by name."""
+        cached = self._cached(target)
+        if cached.service_uuid:
+            service = self._get_service(cached.service_uuid)
+            if service is not None and service.get("name") == self.service_name(target) \
+                    and MARKER in str(service.get("description") or ""):
+                return cached, service
+        project = self._find_project(target)
+        if project is None:
+            return Refs(), None
+        environment = self._find_environment(project["uuid"], target.env)
+        if environment is None:
+            return Refs(project["uuid"]), None
+        refs = Refs(project["uuid"], environment.get("uuid"))
+        summary = self._service_in(environment, target)
+        if summary is None:
+            return refs, None
+        service = self._get_service(summary["uuid"])
+        return Refs(refs.project_uuid, refs.environment_uuid, summary["uuid"]), service
+
+    # --- observe / prepare ------------------------------------------------------------------
+    def observe(self, target: Target) -> Observed:
+        refs, service = self._locate(target)
+        self._refs[(target.env, target.project)] = refs
+        if service is None:
+            return Observed(exists=False, detail={"refs": refs})
+        self._seen[(target.env, target.project)] = service
+        return _observed(service, refs)
+
+    def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
+        existing: dict[str, Secret] = {}
+        refs = observed.detail.get("refs") if observed.detail else None
+        if observed.exists and isinstance(refs, Refs) and refs.service_uuid:
+            existing = self._read_secrets(target, refs.service_uuid)
+        elif not observed.exists:
+            existing = self.store.read_secrets(target.env, target.project)  # kept by a destroy without --delete-data
+        if not create:
+            return Prepared(secrets=existing)
+        secrets = generate_missing(existing)
+        return Prepared(secrets=secrets, new_secrets=secrets != existing)
+
+    def _read_secrets(self, target: Target, service_uuid: str) -> dict[str, Secret]:
+        envs = self.client.request("GET", f"/services/{service_uuid}/envs") or []
+        found: dict[str, Secret] = {}
+        for item in envs:
+            key = item.get("key")
+            if key not in GENERATED_SECRETS:
+                continue
+            if "value" not in item and "real_value" not in item:
+                raise CoolifyAuthError(
+                    "GET", f"{self.client.http.base_url}services/{service_uuid}/envs", 200,
+                    f"the value of {key} is hidden from this token",
+                    hint="the token needs the read:sensitive ability (or root) so that the existing database "
+                         "password can be read back; provision will not generate a new one for an existing database",
+                )
+            value = item.get("value") or item.get("real_value")
+            if value:
+                found[key] = Secret(str(value))
+        return found
+
+    # --- apply ------------------------------------------------------------------------------
+    def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
+        """create: project, environment, service, secrets, start. update: PATCH the compose and
+        secrets, then restart (or start). start: start. Coolify applies env changes only on a (re)start."""
+        if plan.action is Action.CREATE:
+            refs = self._create(target, stack, prepared)
+            self._set_secrets(refs, prepared)
+            self.store.delete_secrets(target.env, target.project)  # Coolify holds them from now on
+            self._action(refs, "start")
+            return
+        refs, service = self._locate(target)
+        if refs.service_uuid is None or service is None:
+            raise ProvisionError(f"the Coolify service of {target.project!r} vanished while provisioning; re-run")
+        self._remember(target, refs)
+        if plan.action is Action.UPDATE:
+            body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack)}
+            urls = self._urls(target)
+            if urls:
+                body["urls"] = urls
+            self.client.request("PATCH", f"/services/{refs.service_uuid}", body=body)
+            self._set_secrets(refs, prepared)
+            running = str(service.get("status", "")).startswith("running")
+            self._action(refs, "restart" if running else "start")
+        else:
+            self._action(refs, "start")
+
+    def _create(self, target: Target, stack: RenderedStack, prepared: Prepared) -> Refs:
+        # observe() just looked both up by name (under this project's lock): create what it did not find
+        known = self._refs.get((target.env, target.project), Refs())
+        project_uuid = known.project_uuid or self._ensure_project(target, look_first=False)
+        environment_uuid = known.environment_uuid or self._ensure_environment(
+            project_uuid, target.env, look_first=target.env == "production")  # Coolify makes 'production' itself
+        server = self._choose_server()
+        body: dict[str, Any] = {
+            "name": self.service_name(target),
+            "description": _description(stack),
+            "project_uuid": project_uuid,
+            "environment_uuid": environment_uuid,
+            "server_uuid": server["uuid"],
+            "docker_compose_raw": _b64(stack.text),
+            "instant_deploy": False,
+            "tags": ["provision", f"provision-{target.env}"],
+        }
+        destination = self._destination(server)
+        if destination:
+            body["destination_uuid"] = destination
+        urls = self._urls(target)
+        if urls:
+            body["urls"] = urls
+        for _ in range(3):
+            try:
+                created = self.client.request("POST", "/services", body=body)
+                refs = Refs(project_uuid, environment_uuid, str(created["uuid"]))
+                self._remember(target, refs)
+                return refs
+            except AmbiguousResult:
+                # the create may have happened: look before trying again, never create twice
+                environment = self._find_environment(project_uuid, environment_uuid)
+                found = self._service_in(environment, target) if environment else None
+                if found is not None:
+                    refs = Refs(project_uuid, environment_uuid, str(found["uuid"]))
+                    self._remember(target, refs)
+                    return refs
+            except CoolifyAPIError as exc:
+                if exc.status == 400 and "multiple destinations" in exc.message:
+                    raise self._destination_error(server) from exc
+                if exc.status == 404 and "Server not found" in exc.message:
+                    servers = self.client.request("GET", "/servers") or []
+                    raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server['uuid']!r} in "
+                                      f"Coolify; candidates: {_describe_servers(servers)}") from exc
+                raise
+        raise BackendUnavailable(f"could not create the Coolify service for {target.project!r}: Coolify kept failing; retry later")
+
+    def _ensure_project(self, target: Target, *, look_first: bool = True) -> str:
+        """The uuid of the project, created when missing; after a lost response it looks before creating again."""
+        name = self.coolify_project_name(target.project)
+        for attempt in range(3):
+            project = self._find_project(target) if look_first or attempt else None
+            if project is not None:
+                return str(project["uuid"])
+            try:
+                created = self.client.request(
+                    "POST", "/projects", body={"name": name, "description": "Managed by provision"})
+                return str(created["uuid"])
+            except AmbiguousResult:
+                continue  # look it up again before another create
+        raise BackendUnavailable(f"could not create the Coolify project {name!r}: Coolify kept failing; retry later")
+
+    def _ensure_environment(self, project_uuid: str, env: str, *, look_first: bool = True) -> str:
+        for attempt in range(3):
+            found = self._find_environment(project_uuid, env) if look_first or attempt else None
+            if found is not None:
+                return str(found["uuid"])
+            try:
+                created = self.client.request(
+                    "POST", f"/projects/{project_uuid}/environments", body={"name": env}, ok=(201, 409))
+                if created and created.get("uuid"):
+                    return str(created["uuid"])
+                # 409: it exists (created concurrently): look it up on the next pass
+            except AmbiguousResult:
+                continue
+        raise BackendUnavailable(f"could not create the Coolify environment {env!r}: Coolify kept failing; retry later")
+
+    def _choose_server(self) -> dict[str, Any]:
+        with self._lock:
+            if self._server is not None:
+                return self._server
+            wanted = self.config.coolify.server
+            if wanted and _UUID.match(wanted):
+                self._server = {"uuid": wanted, "name": wanted}  # checked by POST /services (404 if unknown)
+                return self._server
+            servers = self.client.request("GET", "/servers") or []
+            if wanted:
+                matches = [s for s in servers if wanted in (s.get("uuid"), s.get("name"))]
+                if not matches:
+                    raise ConfigError(
+                        f"{self.config.relpath}: coolify.server: no server {wanted!r} in Coolify; "
+                        f"candidates: {_describe_servers(servers)}"
+                    )
+                server = matches[0]
+            else:
+                usable = [s for s in servers if s.get("is_usable") and s.get("is_reachable")
+                          and not (s.get("settings") or {}).get("is_build_server")]
+                if len(usable) != 1:
+                    raise ConfigError(
+                        f"{self.config.relpath}: coolify.server is not set and Coolify has {len(usable)} usable "
+                        f"servers: set coolify.server to one of {_describe_servers(usable or servers)}"
+                    )
+                server = usable[0]
+            self._server = dict(server)
+            return self._server
+
+    def _destination(self, server: Mapping[str, Any]) -> str | None:
+        wanted = self.config.coolify.destination
+        if not wanted:
+            return None
+        destinations = self.client.request("GET", f"/servers/{server['uuid']}/destinations") or []
+        for destination in destinations:
+            if wanted in (destination.get("uuid"), destination.get("name"), destination.get("network")):
+                return str(destination["uuid"])
+        raise ConfigError(
+            f"{self.config.relpath}: coolify.destination: no destination {wanted!r} on server "
+            f"{server.get('name')!r}; candidates: {_describe_destinations(destinations)}"
+        )
+
+    def _destination_error(self, server: Mapping[str, Any]) -> ConfigError:
+        destinations = self.client.request("GET", f"/servers/{server['uuid']}/destinations") or []
+        return ConfigError(
+            f"{self.config.relpath}: coolify.destination: server {server.get('name')!r} has several destinations; "
+            f"set coolify.destination to one of {_describe_destinations(destinations)}"
+        )
+
+    def _urls(self, target: Target) -> list[dict[str, str]]:
+        base = self._api_base(target)
+        return [{"name": "api", "url": f"{base}:{API_PORT}"}] if base else []
+
+    def _api_base(self, target: Target) -> str | None:
+        domain = self.config.coolify.domain
+        if not domain:
+            return None
+        scheme, _, host = domain.rpartition("://")
+        return f"{scheme or 'https'}://{target.project}-{target.env}.{host}"
+
+    def _set_secrets(self, refs: Refs, prepared: Prepared) -> None:
+        data = [
+            {"key": key, "value": value.reveal(), "is_literal": True}
+            for key, value in sorted(prepared.secrets.items())
+        ]
+        self.client.request("PATCH", f"/services/{refs.service_uuid}/envs/bulk", body={"data": data})
+
+    def _action(self, refs: Refs, verb: str) -> bool:
+        """POST start/stop/restart; Coolify's 'already running/stopped' counts as done (returns False)."""
+        try:
+            self.client.request("POST", f"/services/{refs.service_uuid}/{verb}", idempotent=True)
+        except CoolifyAPIError as exc:
+            if exc.status == 400 and ("already running" in exc.message or "already stopped" in exc.message):
+                return False
+            raise
+        return True
+
+    # --- wait -------------------------------------------------------------------------------
+    def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
+        started = time.monotonic()
+        refs = self._cached(target)
+        if refs.service_uuid is None:
+            refs, _ = self._locate(target)
+        uuid = refs.service_uuid
+        if uuid is None:
+            raise ProvisionError(f"{target.project!r} has no Coolify service to wait for")
+        last: dict[str, str] = {}
+
+        def running() -> str | None:
+            service = self._get_service(str(uuid))
+            if service is None:
+                return "the service does not exist (any more)"
+            self._seen[(target.env, target.project)] = service
+            observed = _observed(service, refs)
+            last["status"] = str(service.get("status"))
+            if observed.summary() == "running":
+                return None
+            return f"status {service.get('status')}"
+
+        # Coolify's status lags behind its actions; the first look is worth making only after a moment
+        time.sleep(min(1.0, timeout / 10))
+        outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
+        if not outcome.ok:
+            raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) is not running on Coolify "
+                                                     f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
+        endpoints = self.endpoints(target, prepared)
+        probes = {}
+        if endpoints.api_url:
+            probes["api"] = http_probe(endpoints.api_url, timeout=5)
+        if endpoints.db_url and endpoints.db_url_scope == "public":
+            probes["db"] = postgres_probe(endpoints.db_url.reveal())
+        remaining = max(1.0, timeout - (time.monotonic() - started))
+        outcome = wait_for(probes, timeout=remaining, interval=0.5, max_interval=3.0)
+        if not outcome.ok:
+            reasons = "; ".join(f"{k}: {v}" for k, v in sorted(outcome.failures.items()))
+            raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) runs on Coolify but is "
+                                                     f"not answering: {reasons}")
+        return endpoints
+
+    def _health_timeout(self, target: Target, uuid: str, message: str) -> HealthTimeout:
+        service = self._seen.get((target.env, target.project)) or {}
+        failing = [a["name"] for a in _apps(service) if not _app_state(a).ready] or [a["name"] for a in _apps(service)]
+        try:
+            logs = self._logs(uuid, failing, LOG_LINES)
+        except ProvisionError as exc:
+            logs = f"(could not read logs: {exc})"
+        return HealthTimeout(message, logs=logs)
+
+    # --- endpoints --------------------------------------------------------------------------
+    def endpoints(self, target: Target, prepared: Prepared) -> Endpoints:
+        service = self._seen.get((target.env, target.project))
+        if service is None:
+            refs = self._cached(target)
+            service = self._get_service(refs.service_uuid) if refs.service_uuid else None
+        if service is None:
+            return Endpoints(None, None)
+        api_url = self._api_base(target) or _public_url(_fqdn(service, "api"))
+        variables = target.spec.variables
+        password = prepared.secrets.get("DB_PASSWORD")
+        user = quote(variables["db_user"], safe="")
+        auth = f"{user}:{password.reveal()}" if password else user
+        db = quote(variables["db_name"], safe="")
+        public_port = variables.get("db_public_port")
+        if public_port:
+            host = self._server_host(service)
+            return Endpoints(api_url, SecretURL(f"postgresql://{auth}@{host}:{public_port}/{db}"), "public")
+        return Endpoints(api_url, SecretURL(f"postgresql://{auth}@db-{service['uuid']}:5432/{db}"), "internal")
+
+    def _server_host(self, service: Mapping[str, Any]) -> str:
+        server = self._choose_server()
+        ip = str(server.get("ip") or "")
+        if not ip or ip == "host.docker.internal":
+            return urlsplit(str(self.client.http.base_url)).hostname or "localhost"
+        return ip
+
+    # --- lifecycle --------------------------------------------------------------------------
+    def control(self, target: Target, verb: ControlVerb) -> bool:
+        refs, service = self._locate(target)
+        if refs.service_uuid is None or service is None:
+            raise ProvisionError(
+                f"{target.project!r} has no Coolify service in env {target.env!r}: "
+                f"run `invoke provision --env={target.env} --project={target.project}` first"
+            )
+        changed = self._action(refs, verb)
+        if verb == "stop" and changed:
+            self._await_status(refs, lambda s: not s.startswith(("running", "starting", "restarting")),
+                               "stopped", timeout=self.config.health.timeout)
+        return changed
+
+    def _await_status(self, refs: Refs, predicate: Any, wanted: str, *, timeout: float) -> None:
+        def check() -> str | None:
+            service = self._get_service(str(refs.service_uuid))
+            status = str(service.get("status")) if service else "deleted"
+            return None if predicate(status) else f"status {status}"
+
+        outcome = wait_for({"status": check}, timeout=timeout, interval=1.0, max_interval=5.0)
+        if not outcome.ok:
+            raise HealthTimeout(f"the Coolify service did not become {wanted} in {timeout:.0f} s "
+                                f"({outcome.failures['status']})")
+
+    def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
+        refs, service = self._locate(target)
+        done: list[str] = []
+        if refs.service_uuid and service is not None:
+            if delete_data and backup_to is not None:
+                raise ProvisionError(
+                    "Coolify's API cannot run pg_dump inside the service, so no backup can be taken before "
+                    "deleting its data: dump the database yourself, then repeat with --no-backup"
+                )
+            if not delete_data:
+                secrets = self._read_secrets(target, refs.service_uuid)
+                if secrets:
+                    self.store.write_secrets(target.env, target.project, secrets)
+            volumes = "true" if delete_data else "false"
+            self.client.request("DELETE", f"/services/{refs.service_uuid}",
+                                params={"delete_volumes": volumes})
+            self._await_gone(refs.service_uuid)
+            if delete_data:
+                done.append(f"deleted Coolify service {refs.service_uuid} and its volumes")
+            else:
+                done.append(
+                    f"deleted Coolify service {refs.service_uuid}; its data volume stays on the server as "
+                    f"{refs.service_uuid}_pgdata, and its credentials are kept (0600) in the state directory. "
+                    f"Coolify names volumes after the service, so provisioning again creates a new service with a "
+                    f"new, empty volume that reuses these credentials: restore the old volume's data into it"
+                )
+        if refs.project_uuid:
+            done.extend(self._remove_if_empty(refs.project_uuid, target.env))
+        state = self.store.read_state(target.env, target.project)
+        if "coolify" in state:
+            state["coolify"] = {**state["coolify"], "service_uuid": None}
+            self.store.write_state(target.env, target.project, state)
+        return done
+
+    def _await_gone(self, uuid: str) -> None:
+        outcome = wait_for({"gone": lambda: None if self._get_service(uuid) is None else "still present"},
+                           timeout=self.config.health.timeout, interval=0.5, max_interval=5.0)
+        if not outcome.ok:
+            raise HealthTimeout(f"Coolify did not finish deleting service {uuid} in {self.config.health.timeout:.0f} s")
+
+    def _remove_if_empty(self, project_uuid: str, env: str) -> list[str]:
+        """Delete the env and then the project when they hold nothing; Coolify refuses otherwise."""
+        done = []
+        try:
+            environment = self._find_environment(project_uuid, env)
+            if environment is not None and not _has_resources(environment):
+                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{environment['uuid']}")
+                done.append(f"removed the empty Coolify environment {env!r}")
+            project = self.client.request("GET", f"/projects/{project_uuid}")
+            for other in project.get("environments") or []:
+                details = self._find_environment(project_uuid, str(other.get("uuid")))
+                if details is not None and _has_resources(details):
+                    return done
+            self.client.request("DELETE", f"/projects/{project_uuid}")
+            done.append(f"removed the empty Coolify project {project.get('name')!r}")
+        except CoolifyAPIError as exc:
+            if exc.status not in (400, 404):
+                raise
+        return done
+
+    def logs(self, target: Target, *, service: str | None, tail: int) -> str:
+        refs, found = self._locate(target)
+        if refs.service_uuid is None or found is None:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
+        names = [service] if service else [a["name"] for a in _apps(found)]
+        return self._logs(refs.service_uuid, names, tail)
+
+    def _logs(self, uuid: str, names: list[str], tail: int) -> str:
+        chunks = []
+        for name in names:
+            data = self.client.request("GET", f"/services/{uuid}/logs",
+                                       params={"sub_service_name": name, "lines": tail}) or {}
+            text = str(data.get("logs") or "").rstrip()
+            chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
+        return "\n".join(chunks)
+
+    def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
+        prefix = config.coolify.project_prefix
+        found: dict[str, Observed] = {}
+        for project in self.client.request("GET", "/projects") or []:
+            name = str(project.get("name") or "")
+            if not name.startswith(prefix):
+                continue
+            short = name[len(prefix):]
+            environment = self._find_environment(str(project["uuid"]), config.name)
+            if environment is None:
+                continue
+            for service in environment.get("services") or []:
+                if service.get("name") == short and MARKER in str(service.get("description") or ""):
+                    found[short] = _observed(service, Refs(project["uuid"], environment.get("uuid"), service["uuid"]))
+        return found
+
+    def deployed_projects(self, config: EnvConfig) -> list[str]:
+        return sorted(self.observe_env(config))
+
+    def forget(self, target: Target) -> None:
+        state = self.store.read_state(target.env, target.project)
+        state.pop("coolify", None)
+        if state:
+            self.store.write_state(target.env, target.project, state)
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def _description(stack: RenderedStack) -> str:
+    return f"{MARKER}{stack.config_hash} — managed by provision; edits here are reported as drift"
+
+
+def _apps(service: Mapping[str, Any]) -> list[dict[str, Any]]:
+    return [*(service.get("applications") or []), *(service.get("databases") or [])]
+
+
+def _app_state(app: Mapping[str, Any]) -> ServiceState:
+    state, _, rest = str(app.get("status") or "exited").partition(":")
+    return ServiceState(state, rest.split(":")[0])
+
+
+def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
+    match = _HASH.search(str(service.get("description") or ""))
+    apps = _apps(service)
+    if apps:
+        services = {str(a["name"]): _app_state(a) for a in apps}
+    else:  # summary views carry only the aggregate status
+        services = {"stack": _app_state({"status": service.get("status")})}
+    return Observed(
+        exists=True,
+        config_hash=match.group(1) if match else None,
+        services=services,
+        detail={"refs": Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid"))),
+                "status": service.get("status")},
+    )
+
+
+def _fqdn(service: Mapping[str, Any], app: str) -> str | None:
+    for item in service.get("applications") or []:
+        if item.get("name") == app and item.get("fqdn"):
+            return str(item["fqdn"]).split(",")[0].strip()
+    return None
+
+
+def _public_url(fqdn: str | None) -> str | None:
+    """The public URL of an fqdn: scheme://host[/path]; a :port there is the container port."""
+    if not fqdn:
+        return None
+    parts = urlsplit(fqdn if "://" in fqdn else f"http://{fqdn}")
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.hostname}{path}"
+
+
+def _has_resources(environment: Mapping[str, Any]) -> bool:
+    kinds = ("applications", "postgresqls", "redis", "mongodbs", "mysqls", "mariadbs", "services",
+             "keydbs", "dragonflies", "clickhouses")
+    return any(environment.get(kind) for kind in kinds)
+
+
+def _describe_servers(servers: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s.get('name')} ({s.get('uuid')})" for s in servers) or "none"
+
+
+def _describe_destinations(destinations: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{d.get('name')} ({d.get('uuid')}, network {d.get('network')})" for d in destinations) or "none"
+
+
+def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
+    """The registry factory: one API client for this run, from the env's credentials."""
+    credentials = config.coolify_credentials
+    if credentials is None:
+        raise ConfigError(f"{config.relpath}: the coolify backend needs COOLIFY_API_URL and COOLIFY_API_TOKEN")
+    timeout = config.coolify.request_timeout
+    client = CoolifyClient.connect(credentials.api_url, credentials.token,
+                                   timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
+    return CoolifyBackend(client, store, config)

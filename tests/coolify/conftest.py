@@ -1,0 +1,56 @@
+"""Coolify backend fixtures: the emulator on 127.0.0.1 and a project root whose env points at it."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.coolify_emulator import CoolifyEmulator
+from tests.sandbox import Sandbox
+
+pytestmark = pytest.mark.coolify
+
+TOKEN = "7|tok-" + "s3cr3t" * 6
+PUBLIC_IMAGES = {"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.3"}
+
+
+@pytest.fixture
+def emulator() -> Iterator[CoolifyEmulator]:
+    with CoolifyEmulator(token=TOKEN, action_delay=0.2) as emu:
+        yield emu
+
+
+def coolify_env(images: dict[str, str] = PUBLIC_IMAGES, *, projects: tuple[str, ...] = ("shop",),
+                timeout: float = 20, extra: str = "") -> str:
+    listed = "".join(f"  - name: {p}\n" for p in projects)
+    return (f"backend: coolify\nimages:\n  db: {images['db']}\n  api: {images['api']}\n"
+            f"projects:\n{listed}health:\n  timeout: {timeout}\n  interval: 1\n"
+            f"coolify:\n  request_timeout: 3\n" + extra)
+
+
+def make_sandbox(tmp_path: Path, emu: CoolifyEmulator, token: str = TOKEN) -> Sandbox:
+    root = tmp_path / "root"
+    (root / "envs").mkdir(parents=True)
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copy(REPO / "tasks.py", root / "tasks.py")
+    env = "st-" + uuid.uuid4().hex[:6]
+    box = Sandbox(root=root, env=env, images=PUBLIC_IMAGES)
+    box.write_env_text(coolify_env())
+    (root / "envs" / f"{env}.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN={token}\n")
+    box.extra_environ.update({"HTTP_PROXY": emu.proxy_url, "http_proxy": emu.proxy_url,
+                              "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    return box
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, emulator: CoolifyEmulator) -> Sandbox:
+    return make_sandbox(tmp_path, emulator)
+
+
+def methods(emu: CoolifyEmulator) -> list[str]:
+    return [f"{r.method} {r.path}" for r in emu.requests]

@@ -1,0 +1,116 @@
+"""The Coolify backend end to end through the real commands, against the emulator."""
+
+from __future__ import annotations
+
+import shutil
+
+from tests.coolify.conftest import TOKEN, coolify_env, methods
+from tests.coolify_emulator import CoolifyEmulator
+from tests.sandbox import Sandbox
+
+
+def test_fresh_provision_creates_project_environment_service_and_waits(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    result = sandbox.cli("provision", "--json")
+    assert f"[Provisioning] Using Coolify provider ({emulator.base_url})" in result.stderr
+    [shop] = result.json()["projects"]
+    assert shop["backend"] == "coolify" and shop["status"] == "running" and shop["action"] == "create"
+    assert shop["api_url"].startswith("http://api-") and shop["api_url"].endswith(".127.0.0.1.sslip.io")
+    assert shop["db_url_scope"] == "internal" and "***" in shop["db_url"]
+
+    [project] = emulator.find_projects("shop")
+    services = emulator.find_services()
+    assert len(services) == 1
+    envs = emulator.envs(services[0]["uuid"])
+    assert len(envs["DB_PASSWORD"] or "") == 48 and len(envs["JWT_SECRET"] or "") == 48
+    status = emulator.service_status(services[0]["uuid"])
+    assert status.startswith("running")
+    posts = [m for m in methods(emulator) if not m.startswith("GET")]
+    assert posts[:2] == ["POST /projects", f"POST /projects/{project['uuid']}/environments"]
+    assert "POST /services" in posts and f"POST /services/{services[0]['uuid']}/start" in posts
+
+
+def test_no_op_rerun_makes_only_get_requests(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    emulator.requests.clear()
+    again = sandbox.cli("provision", "--json").json()["projects"][0]
+    assert again["changed"] is False and again["action"] == "no-op"
+    assert emulator.requests and all(r.method == "GET" for r in emulator.requests)
+    assert len(emulator.requests) <= 3
+
+
+def test_a_fresh_state_directory_finds_everything_again(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    first = sandbox.cli("provision", "--json", "--show-secrets").json()["projects"][0]
+    shutil.rmtree(sandbox.state_dir)
+    emulator.requests.clear()
+    again = sandbox.cli("provision", "--json", "--show-secrets").json()["projects"][0]
+    assert again["action"] == "no-op" and again["db_url"] == first["db_url"]
+    assert all(r.method == "GET" for r in emulator.requests)
+    assert len(emulator.find_projects("shop")) == 1 and len(emulator.find_services()) == 1
+
+
+def test_a_changed_image_patches_and_restarts(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    password = emulator.envs(emulator.find_services()[0]["uuid"])["DB_PASSWORD"]
+    sandbox.write_env_text(coolify_env({"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.4"}))
+    emulator.requests.clear()
+    update = sandbox.cli("provision", "--json").json()["projects"][0]
+    assert update["action"] == "update" and update["changed"] is True
+    [service] = emulator.find_services()
+    changes = [m for m in methods(emulator) if not m.startswith("GET")]
+    uuid = service["uuid"]
+    assert changes == [f"PATCH /services/{uuid}", f"PATCH /services/{uuid}/envs/bulk", f"POST /services/{uuid}/restart"]
+    assert "postgrest/postgrest:v12.2.4" in emulator.service(uuid)["docker_compose_raw"]
+    assert emulator.envs(uuid)["DB_PASSWORD"] == password  # never rotated silently
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
+
+
+def test_stop_start_restart(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    uuid = emulator.find_services()[0]["uuid"]
+    assert sandbox.cli("stop", "--project=shop", "--json").json()["changed"] is True
+    assert not emulator.service_status(uuid).startswith("running")
+    assert sandbox.cli("stop", "--project=shop", "--json").json()["changed"] is False  # "already stopped" is fine
+    started = sandbox.cli("start", "--project=shop", "--json").json()
+    assert started["changed"] is True and started["status"] == "running"
+    assert sandbox.cli("start", "--project=shop", "--json").json()["changed"] is False
+    assert sandbox.cli("restart", "--project=shop", "--json").json()["status"] == "running"
+    status = sandbox.cli("status", "--json").json()["projects"][0]
+    assert status["status"] == "running" and status["db_url_scope"] == "internal"
+    logs = sandbox.cli("logs", "--project=shop").stdout
+    assert "db |" in logs or "api |" in logs or "printed no logs" in logs
+    assert "shop" in sandbox.cli("list", f"--env={sandbox.env}").stdout
+
+
+def test_destroy_keeps_volumes_then_delete_data(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    uuid = emulator.find_services()[0]["uuid"]
+    destroyed = sandbox.cli("destroy", "--project=shop")
+    [delete] = [r for r in emulator.requests if r.method == "DELETE" and r.path == f"/services/{uuid}"]
+    assert delete.query == {"delete_volumes": "false"}
+    assert emulator.find_services() == [] and emulator.find_projects("shop") == []
+    assert any(v for v in emulator.volumes() if uuid in str(v))  # the data volume stays on the server
+    assert "credentials are kept" in destroyed.stderr
+
+    sandbox.cli("provision")
+    refused = sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", check=False)
+    assert refused.returncode != 0 and "--no-backup" in refused.stderr
+    assert len(emulator.find_services()) == 1
+    sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
+    deletes = [r.query for r in emulator.requests if r.method == "DELETE" and r.path.startswith("/services/")]
+    assert deletes[-1] == {"delete_volumes": "true"}
+    assert emulator.find_services() == []
+
+
+def test_the_token_never_appears_in_output_or_state(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision", "--json")
+    sandbox.cli("status")
+    sandbox.cli("outputs", "--project=shop", "--format=json")
+    sandbox.cli("render", "--project=shop")
+    sandbox.cli("logs", "--project=shop")
+    emulator.inject("500", method="GET", path=r"/projects$", times=None)
+    sandbox.cli("provision", check=False)
+    for output in sandbox.outputs:
+        assert TOKEN not in output and "s3cr3t" not in output
+    for path in sandbox.state_dir.rglob("*"):
+        if path.is_file():
+            assert "s3cr3t" not in path.read_text(errors="replace")

@@ -1,0 +1,82 @@
+"""A throwaway project root driven through the real CLI (`python -m invoke ...` in a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class CLIResult:
+    args: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def json(self) -> dict:  # type: ignore[type-arg]
+        return json.loads(self.stdout)
+
+
+@dataclass
+class Sandbox:
+    """A project root (tasks.py, templates/, envs/<env>.yml) with its own state dir and a unique env name."""
+
+    root: Path
+    env: str
+    images: Mapping[str, str]
+    outputs: list[str] = field(default_factory=list)
+    extra_environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".provision"
+
+    def write_env(self, projects: list[str] | None = None, *, timeout: float = 60, extra: str = "",
+                  images: Mapping[str, str] | None = None, name: str | None = None) -> None:
+        images = images or self.images
+        lines = ["backend: local", "images:", f"  db: {images['db']}", f"  api: {images['api']}"]
+        lines += ["projects:", *(f"  - name: {p}" for p in projects)] if projects else ["projects: []"]
+        lines += ["health:", f"  timeout: {timeout}", "  interval: 1", "local:", "  port_range: [32000, 32999]"]
+        self.write_env_text("\n".join(lines) + "\n" + extra, name=name)
+
+    def write_env_text(self, text: str, *, name: str | None = None) -> None:
+        (self.root / "envs" / f"{name or self.env}.yml").write_text(text)
+
+    def environ(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("COOLIFY_", "PROVISION_"))}
+        env.update({"PROVISION_STATE_DIR": str(self.state_dir)}, **self.extra_environ, **extra)
+        return env
+
+    def argv(self, task: str, *args: str, env: str | None = None) -> list[str]:
+        return [sys.executable, "-m", "invoke", task, f"--env={env or self.env}", *args]
+
+    def cli(self, task: str, *args: str, check: bool = True, timeout: float = 300, env: str | None = None,
+            extra_env: Mapping[str, str] | None = None) -> CLIResult:
+        argv = self.argv(task, *args, env=env) if task != "list" else [sys.executable, "-m", "invoke", task, *args]
+        proc = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout,
+                              env=self.environ(**(extra_env or {})), check=False)
+        result = CLIResult(tuple(argv[3:]), proc.returncode, proc.stdout, proc.stderr)
+        self.outputs.append(result.output)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"`invoke {' '.join(argv[3:])}` exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        return result
+
+    def popen(self, task: str, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(task, *args), cwd=self.root, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.environ())
+
+    def secrets(self, project: str) -> dict[str, str]:
+        path = self.state_dir / self.env / project / "secrets.env"
+        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+
+    def compose_name(self, project: str) -> str:
+        return f"{project}_{self.env}"
