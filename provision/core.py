@@ -182,7 +182,7 @@ class Provisioner:
         with self.store.lock(target.env, project, timeout=self.lock_timeout):
             self._refuse_destroyed(target, verb)
             changed = self.backend.control(target, verb)
-            prepared = self.backend.prepare(target, Observed(exists=True), create=False)
+            prepared = self.backend.prepare(target, self.backend.observe(target), create=False)
             if verb == "stop":
                 endpoints = self.backend.endpoints(target, prepared)
                 status = "stopped"

@@ -176,6 +176,8 @@ class CoolifyBackend:
             existing = self.store.read_secrets(target.env, target.project)  # kept by a destroy without --delete-data
         if not create:
             return Prepared(secrets=existing)
+        if isinstance(refs, Refs) and refs.service_uuid and refs != self._cached(target):
+            self._remember(target, refs)  # the next run goes straight to the service
         secrets = generate_missing(existing)
         return Prepared(secrets=secrets, new_secrets=secrets != existing)
 
@@ -202,16 +204,18 @@ class CoolifyBackend:
     def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
         """create: project, environment, service, secrets, start. update: PATCH the compose and
         secrets, then restart (or start). start: start. Coolify applies env changes only on a (re)start."""
+        key = (target.env, target.project)
+        service = self._seen.pop(key, None)  # after an action, wait() must look again
         if plan.action is Action.CREATE:
             refs = self._create(target, stack, prepared)
+            self._refs[key] = refs
             self._set_secrets(refs, prepared)
             self.store.delete_secrets(target.env, target.project)  # Coolify holds them from now on
             self._action(refs, "start")
             return
-        refs, service = self._locate(target)
+        refs = self._refs.get(key, Refs())
         if refs.service_uuid is None or service is None:
-            raise ProvisionError(f"the Coolify service of {target.project!r} vanished while provisioning; re-run")
-        self._remember(target, refs)
+            raise ProvisionError(f"the Coolify service of {target.project!r} was not observed before {plan.action}")
         if plan.action is Action.UPDATE:
             body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack)}
             urls = self._urls(target)
@@ -381,29 +385,29 @@ class CoolifyBackend:
     # --- wait -------------------------------------------------------------------------------
     def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
         started = time.monotonic()
-        refs = self._cached(target)
+        key = (target.env, target.project)
+        refs = self._refs.get(key) or self._cached(target)
         if refs.service_uuid is None:
             refs, _ = self._locate(target)
         uuid = refs.service_uuid
         if uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service to wait for")
-        last: dict[str, str] = {}
 
         def running() -> str | None:
             service = self._get_service(str(uuid))
             if service is None:
                 return "the service does not exist (any more)"
             self._seen[(target.env, target.project)] = service
-            observed = _observed(service, refs)
-            last["status"] = str(service.get("status"))
-            if observed.summary() == "running":
-                return None
-            return f"status {service.get('status')}"
+            return None if _is_up(service) else f"status {service.get('status')}"
 
-        # Coolify's status lags behind its actions; the first look is worth making only after a moment
-        time.sleep(min(1.0, timeout / 10))
-        outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
-        if not outcome.ok:
+        seen = self._seen.get(key)
+        if seen is not None and _is_up(seen):
+            outcome = None  # observed running just now and nothing was changed since (apply forgets it)
+        else:
+            # Coolify's status lags behind its actions; the first look is worth making only after a moment
+            time.sleep(min(1.0, timeout / 10))
+            outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
+        if outcome is not None and not outcome.ok:
             raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) is not running on Coolify "
                                                      f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
         endpoints = self.endpoints(target, prepared)
@@ -598,6 +602,14 @@ def _apps(service: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
+
+
+def _is_up(service: Mapping[str, Any]) -> bool:
+    """Coolify's aggregate status says running (healthy, or unknown where a container has no
+    healthcheck) and so does every sub-resource; a pending start/restart reads starting:unhealthy."""
+    state, _, health = str(service.get("status") or "").partition(":")
+    aggregate_ok = state == "running" and health.split(":")[0] in ("healthy", "unknown", "")
+    return aggregate_ok and all(_app_state(app).ready for app in _apps(service))
 
 
 def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:

@@ -33,12 +33,12 @@ def coolify_env(images: dict[str, str] = PUBLIC_IMAGES, *, projects: tuple[str, 
             f"coolify:\n  request_timeout: 3\n" + extra)
 
 
-def make_sandbox(tmp_path: Path, emu: CoolifyEmulator, token: str = TOKEN) -> Sandbox:
+def make_sandbox(tmp_path: Path, emu: CoolifyEmulator, token: str = TOKEN, env: str | None = None) -> Sandbox:
     root = tmp_path / "root"
     (root / "envs").mkdir(parents=True)
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
-    env = "st-" + uuid.uuid4().hex[:6]
+    env = env or "st-" + uuid.uuid4().hex[:6]
     box = Sandbox(root=root, env=env, images=PUBLIC_IMAGES)
     box.write_env_text(coolify_env())
     (root / "envs" / f"{env}.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN={token}\n")

@@ -6,44 +6,16 @@ A missing engine FAILS these tests (it never skips them): CI must prove the prod
 from __future__ import annotations
 
 import shutil
-import subprocess
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, TEST_IMAGES
+from tests.conftest import REPO, _docker
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.docker
-
-
-def _docker(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=False)
-
-
-@pytest.fixture(scope="session")
-def docker_engine() -> None:
-    """Fail (not skip) when no engine answers: run ../shared/ci/ensure-docker.sh or start dockerd."""
-    try:
-        result = _docker("info", "--format", "{{.ServerVersion}}", timeout=30)
-    except FileNotFoundError:
-        pytest.fail("the docker CLI is not installed: these tests need a Docker Engine with Compose v2")
-    if result.returncode != 0:
-        pytest.fail(f"no Docker Engine is reachable ({result.stderr.strip()}): start dockerd before running the tests")
-    if _docker("compose", "version").returncode != 0:
-        pytest.fail("`docker compose` (Compose v2) is not installed")
-
-
-@pytest.fixture(scope="session")
-def test_images(docker_engine: None) -> Mapping[str, str]:
-    """Build (or reuse, when cached) the stand-in postgres and postgrest images."""
-    result = subprocess.run(["bash", str(REPO / "scripts" / "build-images.sh")], capture_output=True, text=True,
-                            timeout=900, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"building the test images failed:\n{result.stdout}\n{result.stderr}")
-    return TEST_IMAGES
 
 
 def cleanup_env(env: str) -> None:

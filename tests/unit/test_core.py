@@ -147,12 +147,12 @@ def test_delete_data_needs_yes_and_checks_before_anything(setup: tuple[Provision
     assert result.status == "deleted"
 
 
-def test_destroy_keeps_data_and_says_how_to_get_it_back(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+def test_destroy_keeps_data_and_says_how_to_delete_it(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, store = setup
     provisioner.provision("shop")
     result = provisioner.destroy("shop")
     assert backend.calls[-1] == "destroy:False:False"
-    assert result.status == "destroyed" and any("reattaches" in m for m in result.messages)
+    assert result.status == "destroyed" and any("--delete-data --yes" in m for m in result.messages)
     assert store.read_state("dev", "shop")["status"] == "destroyed"
     with pytest.raises(Exception, match="was destroyed"):
         provisioner.control("shop", "start")

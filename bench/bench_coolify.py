@@ -1,0 +1,98 @@
+"""Coolify backend benchmarks against the emulator (tests/coolify_emulator).
+
+    python bench/bench_coolify.py [--projects 50] [--latency 0.05] [--parallel 16]
+
+1. HTTP requests per fresh provision and per no-op re-provision (with and without local state)
+2. provisioning N projects with `latency` seconds added to every API request: --parallel P / serial
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import REPO, environ  # noqa: E402
+from tests.coolify_emulator import CoolifyEmulator  # noqa: E402
+
+TOKEN = "1|bench-token"
+
+
+def make_root(emu: CoolifyEmulator, env: str, projects: list[str]) -> Path:
+    root = Path(tempfile.mkdtemp(prefix="provision-bench-coolify-"))
+    shutil.copytree(REPO / "templates", root / "templates")
+    shutil.copy(REPO / "tasks.py", root / "tasks.py")
+    (root / "envs").mkdir()
+    listed = "".join(f"  - name: {p}\n" for p in projects)
+    (root / "envs" / f"{env}.yml").write_text(
+        "backend: coolify\nimages:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\n"
+        f"projects:\n{listed}health:\n  timeout: 120\n"
+    )
+    (root / "envs" / f"{env}.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN={TOKEN}\n")
+    return root
+
+
+def run(root: Path, emu: CoolifyEmulator, *args: str) -> float:
+    env = environ(root)
+    env.update({"HTTP_PROXY": emu.proxy_url, "http_proxy": emu.proxy_url,
+                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "invoke", "provision", *args], cwd=root, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - started
+
+
+def count(emu: CoolifyEmulator) -> str:
+    by_method = Counter(r.method for r in emu.requests)
+    return f"{len(emu.requests)} ({', '.join(f'{n} {m}' for m, n in sorted(by_method.items()))})"
+
+
+def bench_requests() -> None:
+    with CoolifyEmulator(token=TOKEN, action_delay=0.3) as emu:
+        root = make_root(emu, "reqs", ["shop"])
+        run(root, emu, "--env=reqs")
+        print(f"fresh provision: {count(emu)} requests; each: {[f'{r.method} {r.path}' for r in emu.requests]}")
+        emu.requests.clear()
+        run(root, emu, "--env=reqs")
+        print(f"no-op re-provision (state dir present): {count(emu)} requests")
+        shutil.rmtree(root / ".provision")
+        emu.requests.clear()
+        run(root, emu, "--env=reqs")
+        print(f"no-op re-provision (fresh machine, no state dir): {count(emu)} requests: "
+              f"{[f'{r.method} {r.path}' for r in emu.requests]}")
+
+
+def bench_parallel(projects: int, latency: float, parallel: int) -> None:
+    names = [f"p{i:02d}" for i in range(projects)]
+    results = {}
+    for label, workers in (("serial", 1), (f"parallel {parallel}", parallel)):
+        # the default API_RATE_LIMIT (200/min) alone would bound 50 fresh projects (~400 requests) to 2 minutes
+        with CoolifyEmulator(token=TOKEN, action_delay=0.3, rate_limit=100_000) as emu:
+            emu.inject("latency", seconds=latency)
+            root = make_root(emu, "fleet", names)
+            results[label] = run(root, emu, "--env=fleet", f"--parallel={workers}")
+            assert len(emu.find_services()) == projects
+        print(f"{projects} projects, {latency * 1000:.0f} ms per request, {label}: {results[label]:.2f} s")
+    ratio = results[f"parallel {parallel}"] / results["serial"]
+    print(f"  ratio parallel/serial (target <= 0.2): {ratio:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--projects", type=int, default=50)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--parallel", type=int, default=16)
+    args = parser.parse_args()
+    bench_requests()
+    bench_parallel(args.projects, args.latency, args.parallel)
+
+
+if __name__ == "__main__":
+    main()

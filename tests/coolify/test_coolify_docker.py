@@ -1,0 +1,51 @@
+"""What is pushed to Coolify actually runs: the emulator deploys it on the local Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
+from tests.coolify_emulator import CoolifyEmulator
+from tests.integration.conftest import sql
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def docker_emulator(test_images: Mapping[str, str]) -> Iterator[CoolifyEmulator]:
+    with CoolifyEmulator(token=TOKEN, docker=True, action_delay=0) as emu:
+        yield emu
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_pushed_stack_runs_and_serves_data(tmp_path: Path, docker_emulator: CoolifyEmulator,
+                                               test_images: Mapping[str, str]) -> None:
+    emu = docker_emulator
+    box = make_sandbox(tmp_path, emu)
+    port = _free_port()
+    box.write_env_text(coolify_env(dict(test_images), timeout=90,
+                                   extra=f"variables:\n  db_public_port: {port}\n"))
+    result = box.cli("provision", "--json", "--show-secrets", timeout=300).json()["projects"][0]
+    assert result["status"] == "running" and result["db_url_scope"] == "public"
+    assert result["db_url"].startswith("postgresql://app:") and f"@127.0.0.1:{port}/app" in result["db_url"]
+
+    sql(result["db_url"], "CREATE TABLE notes (id serial PRIMARY KEY, body text)")
+    sql(result["db_url"], "INSERT INTO notes (body) VALUES ('through coolify')")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
+    with opener.open(result["api_url"] + "/notes", timeout=10) as response:
+        assert json.loads(response.read()) == [{"id": 1, "body": "through coolify"}]
+
+    # a restart through the API keeps the data
+    box.cli("restart", "--project=shop", timeout=300)
+    assert sql(result["db_url"], "SELECT body FROM notes") == [("through coolify",)]
