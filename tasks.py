@@ -23,31 +23,25 @@ ROOT = Path(__file__).resolve().parent
 ENV_HELP = "Environment: reads envs/<env>.yml (required)"
 PROJECT_HELP = "Project name (lowercase letters, digits, hyphens)"
 LOCK_HELP = "Seconds to wait for another run on the same project (default 600)"
+SET_HELP = "Override a key of the env file for this run, e.g. --set images.api=registry/api:1.4.2 (repeatable)"
+HOOKS_HELP = "Do not run the executables in hooks/"
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
-    """Turn library errors into a non-zero exit with the library's message."""
+def _session() -> Iterator[Any]:
+    """A progress reporter on stderr; library errors and interrupts become a non-zero exit."""
+    from provision import interrupts
     from provision.errors import ProvisionError
+    from provision.report import for_stream
 
+    interrupts.install_signal_handlers()
     try:
-        yield
+        with for_stream(sys.stderr) as reporter:
+            yield reporter
+    except (KeyboardInterrupt, interrupts.Interrupted):
+        raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
     except ProvisionError as exc:
         raise Exit(f"error: {exc}", code=1) from exc
-    except KeyboardInterrupt:
-        raise Exit("interrupted", code=130) from None
-
-
-def _workspace() -> Any:
-    from provision.workspace import Workspace
-
-    return Workspace(ROOT)
-
-
-def _reporter() -> Any:
-    from provision.report import StreamReporter
-
-    return StreamReporter(sys.stderr)
 
 
 def _require_env(env: str | None) -> str:
@@ -65,9 +59,24 @@ def _require_project(project: str | None) -> str:
     return project
 
 
-def _provisioner(env: str | None, *, lock_timeout: float | None = None, **kwargs: Any) -> Provisioner:
-    options = {} if lock_timeout is None else {"lock_timeout": float(lock_timeout)}
-    provisioner: Provisioner = _workspace().provisioner(_require_env(env), reporter=_reporter(), **options, **kwargs)
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Exit(f"error: --set {pair!r}: use key=value, e.g. --set images.api=registry/api:1.4.2", code=2)
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _provisioner(env: str | None, reporter: Any, *, lock_timeout: float | None = None, sets: list[str] | None = None,
+                 skip_hooks: bool = False) -> Provisioner:
+    from provision.workspace import Workspace
+
+    options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter}
+    if lock_timeout is not None:
+        options["lock_timeout"] = float(lock_timeout)
+    provisioner: Provisioner = Workspace(ROOT).provisioner(_require_env(env), **options)
     return provisioner
 
 
@@ -77,35 +86,58 @@ def _print(text: str) -> None:
 
 
 @task(
+    iterable=["set_"],
     help={
         "env": ENV_HELP,
         "project": "Only this project (declared or new); default: every project declared in the env",
         "json": "Print the result as one JSON object on stdout",
         "show_secrets": "Show db_url passwords instead of ***",
-        "keep_going": "With several projects: continue after a failure (default: stop starting new ones)",
+        "keep_going": "With several projects: continue after a failure (default: start no new ones)",
         "parallel": "How many projects to provision at once (default 4)",
+        "set": SET_HELP,
+        "skip_hooks": HOOKS_HELP,
+        "prune": "Also destroy (keeping data) projects deployed in the env but no longer declared; needs --yes",
+        "yes": "Confirm --prune",
         "lock_timeout": LOCK_HELP,
-    }
+    },
 )
 def provision(c, env=None, project=None, json=False, show_secrets=False, keep_going=False, parallel=4,  # type: ignore[no-untyped-def]
-              lock_timeout=None):
-    """Create or update projects' stacks and wait until they answer; prints api_url and db_url."""
+              set_=None, skip_hooks=False, prune=False, yes=False, lock_timeout=None):
+    """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
     from provision import output
 
-    with _errors():
-        provisioner = _provisioner(env, lock_timeout=lock_timeout)
+    with _session() as reporter:
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, sets=set_, skip_hooks=skip_hooks)
         projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
-        if not projects:
+        if not projects and not prune:
             raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
         summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=int(parallel))
+        if prune:
+            summary = summary.extended(provisioner.prune(yes=yes))
+    sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
-    else:
-        columns = ("project", "status", "action", "changed", "api_url", "db_url")
-        _print(output.table(summary.results, columns, show_secrets=show_secrets))
     if not summary.ok:
-        failed = [r for r in summary.results if r.error]
+        failed = [r for r in summary.results if r.error and r.status != "skipped"]
         raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+
+
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
+                               "detailed_exitcode": "Exit 0 when nothing would change, 2 when changes are pending, 1 on error",
+                               "set": SET_HELP})
+def plan(c, env=None, project=None, json=False, detailed_exitcode=False, set_=None):  # type: ignore[no-untyped-def]
+    """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
+    from provision import output
+
+    with _session() as reporter:
+        items = _provisioner(env, reporter, sets=set_).plan(project)
+    if json:
+        _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
+                               "projects": [i.to_dict() for i in items]}))
+    else:
+        _print(output.plan_text(items))
+    if detailed_exitcode and any(i.changes for i in items):
+        raise Exit(code=2)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "format": "env (default) or json",
@@ -118,8 +150,8 @@ def outputs(c, env=None, project=None, format="env", show_secrets=False):  # typ
     formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
     if format not in formatters:
         raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
-    with _errors():
-        result = _provisioner(env).outputs(project)
+    with _session() as reporter:
+        result = _provisioner(env, reporter).outputs(project)
     _print(formatters[format](result, show_secrets=show_secrets))
 
 
@@ -129,8 +161,8 @@ def status(c, env=None, project=None, json=False, show_secrets=False):  # type: 
     """Show whether each project's stack is running, its services' health and its URLs."""
     from provision import output
 
-    with _errors():
-        summary = _provisioner(env).status(project)
+    with _session() as reporter:
+        summary = _provisioner(env, reporter).status(project)
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
     else:
@@ -142,8 +174,8 @@ def _control(env: str | None, project: str | None, verb: str, lock_timeout: floa
     from provision import output
 
     _require_project(project)
-    with _errors():
-        result = _provisioner(env, lock_timeout=lock_timeout).control(project, verb)  # type: ignore[arg-type]
+    with _session() as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)  # type: ignore[arg-type]
     if json:
         _print(output.to_json(result.to_dict()))
     else:
@@ -173,20 +205,20 @@ def restart(c, env=None, project=None, lock_timeout=None, json=False):  # type: 
 def logs(c, env=None, project=None, service=None, tail=100):  # type: ignore[no-untyped-def]
     """Print the last lines of a project's container logs."""
     _require_project(project)
-    with _errors():
-        text = _provisioner(env).logs(project, service=service, tail=int(tail))
+    with _session() as reporter:
+        text = _provisioner(env, reporter).logs(project, service=service, tail=int(tail))
     _print(text)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
-            "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
-def render(c, env=None, project=None, show_secrets=False):  # type: ignore[no-untyped-def]
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
+                               "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
+def render(c, env=None, project=None, show_secrets=False, set_=None):  # type: ignore[no-untyped-def]
     """Print the compose file provision would apply; changes nothing."""
     _require_project(project)
-    with _errors():
+    with _session() as reporter:
         from provision.render import reveal_secrets
 
-        stack, prepared = _provisioner(env).render(project)
+        stack, prepared = _provisioner(env, reporter, sets=set_).render(project)
         text = reveal_secrets(stack.text, prepared.secrets) if show_secrets else stack.text
     _print(text)
 
@@ -196,9 +228,10 @@ def render(c, env=None, project=None, show_secrets=False):  # type: ignore[no-un
 def list_(c, env=None, json=False, show_secrets=False):  # type: ignore[no-untyped-def]
     """List projects: declared, provisioned or deployed, with status and URLs."""
     from provision import output
+    from provision.workspace import Workspace
 
-    with _errors():
-        results = _workspace().list_projects(env, reporter=_reporter())
+    with _session() as reporter:
+        results = Workspace(ROOT).list_projects(env, reporter=reporter)
     if json:
         _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
     else:
@@ -208,17 +241,32 @@ def list_(c, env=None, json=False, show_secrets=False):  # type: ignore[no-untyp
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP,
             "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
             "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
-            "lock_timeout": LOCK_HELP, "json": "Print JSON"})
-def destroy(c, env=None, project=None, delete_data=False, yes=False, backup=True, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+            "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def destroy(c, env=None, project=None, delete_data=False, yes=False, backup=True, skip_hooks=False,  # type: ignore[no-untyped-def]
+            lock_timeout=None, json=False):
     """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
     from provision import output
 
     _require_project(project)
-    with _errors():
-        result = _provisioner(env, lock_timeout=lock_timeout).destroy(
-            project, delete_data=delete_data, yes=yes, backup=backup
-        )
+    with _session() as reporter:
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
+        result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
     if json:
         _print(output.to_json(result.to_dict()))
     else:
         _print(output.table([result], ("project", "status", "changed")))
+
+
+@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
+def history(c, env=None, project=None, json=False, limit=50):  # type: ignore[no-untyped-def]
+    """Show who changed what and when: every state-changing operation, from the state directory."""
+    import json as json_module
+
+    from provision import output
+    from provision.workspace import Workspace
+
+    records = Workspace(ROOT).history(_require_env(env), project)[-int(limit):]
+    if json:
+        _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
+    else:
+        _print(output.history_table(records))

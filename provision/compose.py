@@ -6,11 +6,13 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+from . import interrupts
 from .errors import BackendUnavailable, CommandFailed, redact
 
 _ENGINE_DOWN = re.compile(r"Cannot connect to the Docker daemon|error during connect|docker\.sock.*(no such file|connection refused)", re.I)
@@ -40,7 +42,7 @@ class Runner(Protocol):
 
 
 class SubprocessRunner:
-    """Runs commands with subprocess, never through a shell."""
+    """Runs commands with subprocess, never through a shell; an interrupt terminates the child first."""
 
     def run(
         self,
@@ -50,25 +52,48 @@ class SubprocessRunner:
         env: Mapping[str, str] | None = None,
         stdout: IO[bytes] | None = None,
     ) -> Completed:
+        interrupts.check()
         try:
-            proc = subprocess.run(  # noqa: S603 - argv list, no shell
+            proc = subprocess.Popen(  # noqa: S603 - argv list, no shell
                 list(argv),
                 stdout=stdout if stdout is not None else subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 stdin=subprocess.DEVNULL,
-                timeout=timeout,
                 env=dict(env) if env is not None else None,
-                check=False,
             )
         except FileNotFoundError as exc:
             raise BackendUnavailable(
                 f"{argv[0]!r} was not found on PATH: install the Docker CLI with the Compose v2 plugin"
             ) from exc
-        except subprocess.TimeoutExpired as exc:
-            err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-            raise CommandFailed(argv, -1, err, hint=f"timed out after {timeout:g} s") from exc
-        out = proc.stdout.decode(errors="replace") if isinstance(proc.stdout, bytes) else ""
-        return Completed(tuple(argv), proc.returncode, out, proc.stderr.decode(errors="replace"))
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=0.2)
+                    break
+                except subprocess.TimeoutExpired:
+                    if interrupts.CANCELLED.is_set():
+                        raise interrupts.Interrupted(f"interrupted while running {argv[0]} {argv[1] if len(argv) > 1 else ''}") from None
+                    if time.monotonic() > deadline:
+                        _stop(proc)
+                        raise CommandFailed(argv, -1, "", hint=f"timed out after {timeout:g} s") from None
+        except BaseException:
+            _stop(proc)
+            raise
+        text = out.decode(errors="replace") if isinstance(out, bytes) else ""
+        return Completed(tuple(argv), proc.returncode, text, (err or b"").decode(errors="replace"))
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a child (SIGTERM, then SIGKILL after 10 s) and reap it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.communicate(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 @dataclass(frozen=True, slots=True)

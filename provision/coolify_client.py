@@ -9,7 +9,6 @@ The token is sent in a header only; it never appears in an error, a log line or 
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
+from . import interrupts
 from .errors import (
     BackendUnavailable,
     CoolifyAPIError,
@@ -66,7 +66,7 @@ class CoolifyClient:
         attempts: int = 4,
         backoff: float = 0.5,
         max_backoff: float = 8.0,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = interrupts.sleep,
     ) -> None:
         self.http = http
         self._token = token

@@ -1,30 +1,68 @@
-"""Operations on projects: observe, plan, apply, wait, record — the same on every backend."""
+"""Operations on projects: observe, plan, apply, wait, record — the same on every backend.
+
+Every changing operation holds the env+project lock, runs the user's hooks around itself,
+and appends a line to the history. A failed update of a running project is rolled back to
+what ran before; a failed first create is removed again, its data volume kept.
+"""
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
-from .backends.base import Action, Backend, ControlVerb, Observed, Prepared, Target, plan
+from . import history, interrupts
+from .backends.base import Action, Backend, ControlVerb, Endpoints, Observed, Plan, Prepared, Target, plan
 from .config import EnvConfig
 from .errors import ConfirmationRequired, ProjectNotFound, ProvisionError
-from .render import RenderedStack, build_context, render_stack
+from .hooks import Hooks, hook_variables
+from .interrupts import Interrupted
+from .render import RenderedStack, build_context, deployed_stack_hash, normalized, render_stack
 from .report import NullReporter, Reporter
 from .results import ProjectResult, RunSummary, ServiceStatus
 from .state import StateStore
 
 DEFAULT_LOCK_TIMEOUT = 600.0
+_VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-applied",
+         Action.START: "started", Action.NOOP: "unchanged"}
+
+
+class RolledBack(ProvisionError):
+    """The new version failed; the previous one was restored and is serving again."""
 
 
 def utc_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+@dataclass(frozen=True)
+class PlanItem:
+    """What `provision` would do to one project: create, update, no-op, drift or orphan."""
+
+    project: str
+    env: str
+    backend: str
+    outcome: str
+    reason: str
+    diff: str = field(default="", repr=False)
+    declared: bool = True
+
+    @property
+    def changes(self) -> bool:
+        return self.outcome != "no-op"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"project": self.project, "env": self.env, "backend": self.backend, "outcome": self.outcome,
+                "reason": self.reason, "declared": self.declared, "diff": self.diff or None}
+
+
 class Provisioner:
-    """Runs operations for one env on one backend. Every changing operation holds the env+project lock."""
+    """Runs operations for one env on one backend."""
 
     def __init__(
         self,
@@ -34,6 +72,7 @@ class Provisioner:
         *,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         reporter: Reporter | None = None,
+        hooks: Hooks | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
@@ -41,6 +80,7 @@ class Provisioner:
         self.store = store
         self.lock_timeout = lock_timeout
         self.reporter = reporter or NullReporter()
+        self.hooks = hooks or Hooks(config.root / "hooks")
         self.clock = clock
 
     # --- targets -------------------------------------------------------------------------
@@ -53,70 +93,142 @@ class Provisioner:
         target = self.target(project)
         if target.spec.declared or self.store.read_state(target.env, project):
             return target
-        if project in self.backend.deployed_projects(self.config):
+        if project in self.backend.observe_env(self.config):
             return target
         raise ProjectNotFound(
             f"project {project!r} is not declared in {self.config.relpath} and was never provisioned in env "
             f"{self.config.name!r}: check the name, or run `invoke provision --env={self.config.name} --project={project}`"
         )
 
+    def _render(self, target: Target, prepared: Prepared) -> RenderedStack:
+        context = build_context(self.config, target.spec, backend=self.backend.name, ports=prepared.ports)
+        return render_stack(self.config.template_path, context, prepared.secrets)
+
     def render(self, project: str) -> tuple[RenderedStack, Prepared]:
         """Render without changing anything: existing secrets and ports, or a preview of new ones."""
         target = self.target(project)
         prepared = self.backend.prepare(target, Observed(exists=False), create=False)
-        stack = render_stack(
-            self.config.template_path,
-            build_context(self.config, target.spec, backend=self.backend.name, ports=prepared.ports),
-            prepared.secrets,
+        return self._render(target, prepared), prepared
+
+    @contextmanager
+    def _operation(self, target: Target, action: str) -> Iterator[dict[str, Any]]:
+        """Hold the lock, time the operation and write its history line, whatever the outcome."""
+        started = self.clock()
+        note: dict[str, Any] = {"result": "ok", "config_hash": None, "detail": "", "record": True}
+        try:
+            with self.store.lock(target.env, target.project, timeout=self.lock_timeout):
+                yield note
+        except (Interrupted, KeyboardInterrupt):
+            note.update(result="interrupted", record=True)
+            raise
+        except RolledBack as exc:
+            note.update(result="rolled back", detail=str(exc), record=True)
+            raise
+        except ProvisionError as exc:
+            note.update(result="failed", detail=str(exc), record=True)
+            raise
+        finally:
+            note["duration"] = self.clock() - started
+            if note["record"]:
+                history.record(self.store.root, env=target.env, project=target.project,
+                               action=note.get("action", action), config_hash=note["config_hash"],
+                               result=note["result"], duration=note["duration"], backend=self.backend.name,
+                               detail=note["detail"])
+
+    def _hook(self, name: str, target: Target, action: str, endpoints: Endpoints | None) -> None:
+        variables = hook_variables(
+            env=target.env, project=target.project, backend=self.backend.name, action=action,
+            api_url=endpoints.api_url if endpoints else None,
+            db_url=endpoints.db_url.reveal() if endpoints and endpoints.db_url else None,
         )
-        return stack, prepared
+        self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
 
     # --- provision -----------------------------------------------------------------------
     def provision(self, project: str) -> ProjectResult:
         """Create, update or start `project` until it answers; a no-op when it already matches.
 
-        Raises ProvisionError (HealthTimeout with a log tail when the stack does not come up).
+        Raises ProvisionError: HealthTimeout (with a log tail) when the stack does not come up,
+        RolledBack when an update failed and the previous version was restored.
         """
         target = self.target(project)
-        started = self.clock()
-        with self.store.lock(target.env, project, timeout=self.lock_timeout):
+        interrupts.check()
+        with self._operation(target, "provision") as note:
             observed = self.backend.observe(target)
             prepared = self.backend.prepare(target, observed)
-            stack = render_stack(
-                self.config.template_path,
-                build_context(self.config, target.spec, backend=self.backend.name, ports=prepared.ports),
-                prepared.secrets,
-            )
+            stack = self._render(target, prepared)
             decision = plan(stack, observed)
+            note.update(action=decision.action.value, config_hash=stack.config_hash, record=decision.changes)
+            before = self.backend.endpoints(target, prepared) if observed.exists else None
+            self._hook("pre-provision", target, decision.action.value, before)
             if decision.changes:
                 self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
-                self._record(target, stack, status="applying", prepared=prepared)
-                self.backend.apply(target, stack, prepared, decision)
-                self.reporter.step(project, "waiting until api_url answers and db_url accepts connections")
-            endpoints = self.backend.wait(target, prepared, timeout=self.config.health.timeout)
+                endpoints = self._apply(target, stack, prepared, decision, observed)
+            else:
+                endpoints = self.backend.wait(target, prepared, timeout=self.config.health.timeout)
             self._record(target, stack, status="provisioned", prepared=prepared)
-        elapsed = self.clock() - started
-        verb = {Action.CREATE: "created", Action.UPDATE: "updated", Action.START: "started", Action.NOOP: "unchanged"}
-        self.reporter.step(project, f"{verb[decision.action]}, running ({elapsed:.1f} s)")
+            self._hook("post-provision", target, decision.action.value, endpoints)
+        elapsed = note["duration"]
+        self.reporter.step(project, f"{_VERB[decision.action]}, running ({elapsed:.1f} s)")
         return ProjectResult(
-            project=project,
-            env=target.env,
-            backend=self.backend.name,
-            status="running",
-            changed=decision.changes,
-            action=decision.action.value,
-            api_url=endpoints.api_url,
-            db_url=endpoints.db_url,
-            db_url_scope=endpoints.db_url_scope,
-            declared=target.spec.declared,
+            project=project, env=target.env, backend=self.backend.name, status="running",
+            changed=decision.changes, action=decision.action.value, api_url=endpoints.api_url,
+            db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
             duration=elapsed,
         )
+
+    def _apply(self, target: Target, stack: RenderedStack, prepared: Prepared, decision: Plan,
+               observed: Observed) -> Endpoints:
+        """Apply and wait; on failure roll an update of a running stack back, or remove a failed create."""
+        previous = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
+        self._record(target, stack, status="applying", prepared=prepared)
+        try:
+            self.backend.apply(target, stack, prepared, decision)
+            self.reporter.step(target.project, "waiting until it is healthy and answers")
+            return self.backend.wait(target, prepared, timeout=self.config.health.timeout)
+        except (Interrupted, KeyboardInterrupt):
+            self._set_status(target, "interrupted")
+            raise
+        except ProvisionError as exc:
+            if previous is not None:
+                raise self._roll_back(target, prepared, previous, exc) from exc
+            if decision.action is Action.CREATE:
+                self.reporter.step(target.project, "removing the stack that failed to start (data is kept)")
+                try:
+                    self.backend.destroy(target, delete_data=False, backup_to=None)
+                    self._set_status(target, "failed")
+                except ProvisionError as cleanup:
+                    raise ProvisionError(f"{exc}\n(removing the failed stack failed too: {cleanup})") from exc
+                raise ProvisionError(f"{exc}\nThe new stack was removed; its data volume and credentials are kept.") from exc
+            self._set_status(target, "failed")
+            raise
+
+    def _roll_back(self, target: Target, prepared: Prepared, previous: str, failure: ProvisionError) -> ProvisionError:
+        """Re-apply the compose text that ran before; returns the error to raise."""
+        self.reporter.step(target.project, "the new version failed: rolling back to the previous one")
+        try:
+            stack = RenderedStack(
+                project=target.project, env=target.env, compose_project="", text=previous, service_hashes={},
+                config_hash=deployed_stack_hash(previous, prepared.secrets), secret_names=(), document={},
+            )
+            self.backend.observe(target)  # backends act on what they saw last
+            self.backend.apply(target, stack, prepared, Plan(Action.UPDATE, "rollback"))
+            self.backend.wait(target, prepared, timeout=self.config.health.timeout)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except ProvisionError as exc:
+            self._set_status(target, "failed")
+            return ProvisionError(f"{failure}\nRolling back failed too: {exc}")
+        self._set_status(target, "rolled back")
+        self.reporter.step(target.project, "rolled back: the previous version is serving again")
+        return RolledBack(f"{target.project}: the new version failed and was rolled back; the previous version "
+                          f"is serving again (data untouched).\n{failure}")
 
     def provision_many(self, projects: list[str], *, keep_going: bool = False, parallel: int = 1) -> RunSummary:
         """Provision several projects, up to `parallel` at a time, results in the given order.
 
         Fail-fast by default: after a failure no further project is started (those already
         running finish) and the rest are reported as skipped; `keep_going` runs them all.
+        An interrupt stops every worker and is re-raised.
         """
         results: dict[str, ProjectResult] = {}
         stop = threading.Event()
@@ -125,10 +237,13 @@ class Provisioner:
             if stop.is_set():
                 results[project] = self._skipped(project)
                 return
+            started = self.clock()
             try:
                 results[project] = self.provision(project)
+            except (Interrupted, KeyboardInterrupt):
+                raise
             except ProvisionError as exc:
-                results[project] = self._failed(project, "provision", exc)
+                results[project] = self._failed(project, "provision", exc, self.clock() - started)
                 if not keep_going:
                     stop.set()
 
@@ -137,8 +252,14 @@ class Provisioner:
                 run(project)
         else:
             with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="provision") as pool:
-                for future in [pool.submit(run, project) for project in projects]:
-                    future.result()
+                futures = [pool.submit(run, project) for project in projects]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    interrupts.CANCELLED.set()  # the workers' subprocesses and waits stop now
+                    stop.set()
+                    raise
         return RunSummary(self.config.name, self.backend.name, tuple(results[p] for p in projects))
 
     def _skipped(self, project: str) -> ProjectResult:
@@ -147,11 +268,12 @@ class Provisioner:
             action="provision", error="not started: an earlier project failed (use --keep-going to run every project)",
         )
 
-    def _failed(self, project: str, action: str, exc: ProvisionError) -> ProjectResult:
-        self.reporter.step(project, f"failed: {str(exc).splitlines()[0]}")
+    def _failed(self, project: str, action: str, exc: ProvisionError, duration: float = 0.0) -> ProjectResult:
+        status = "rolled back" if isinstance(exc, RolledBack) else "failed"
+        self.reporter.step(project, f"{status}: {str(exc).splitlines()[0]}")
         return ProjectResult(
-            project=project, env=self.config.name, backend=self.backend.name, status="failed",
-            changed=False, action=action, error=str(exc),
+            project=project, env=self.config.name, backend=self.backend.name, status=status,
+            changed=isinstance(exc, RolledBack), action=action, error=str(exc), duration=duration,
         )
 
     def _record(self, target: Target, stack: RenderedStack, *, status: str, prepared: Prepared) -> None:
@@ -174,14 +296,59 @@ class Provisioner:
         record.pop("destroyed_at", None)
         self.store.write_state(target.env, target.project, record)
 
+    def _set_status(self, target: Target, status: str) -> None:
+        state = self.store.read_state(target.env, target.project)
+        if state:
+            self.store.write_state(target.env, target.project, {**state, "status": status, "updated_at": utc_now()})
+
+    # --- plan ------------------------------------------------------------------------------
+    def plan(self, project: str | None = None, *, parallel: int = 8) -> list[PlanItem]:
+        """What provision would do, per project, including drift and orphans. Changes nothing."""
+        projects = [project] if project is not None else [p.name for p in self.config.projects]
+        targets = [self.target(name) for name in projects]
+        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+            items = list(pool.map(self._plan_one, targets))
+        if project is None:
+            for name in self._orphans():
+                items.append(PlanItem(name, self.config.name, self.backend.name, "orphan",
+                                      "deployed in this env but no longer declared (provision --prune --yes removes it)",
+                                      declared=False))
+        return items
+
+    def _plan_one(self, target: Target) -> PlanItem:
+        observed = self.backend.observe(target)
+        prepared = self.backend.prepare(target, observed, create=False)
+        stack = self._render(target, prepared)
+        decision = plan(stack, observed)
+        outcome = {Action.CREATE: "create", Action.DRIFT: "drift", Action.UPDATE: "update",
+                   Action.START: "update", Action.NOOP: "no-op"}[decision.action]
+        diff = ""
+        if outcome in ("update", "drift") and observed.applied_text:
+            diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
+        return PlanItem(target.project, target.env, self.backend.name, outcome, decision.reason, diff,
+                        declared=target.spec.declared)
+
+    def prune(self, *, yes: bool = False) -> list[ProjectResult]:
+        """Destroy (keeping data) every project deployed in the env but no longer declared."""
+        orphans = self._orphans()
+        if orphans and not yes:
+            raise ConfirmationRequired(f"--prune would destroy {', '.join(orphans)} (data kept): add --yes to confirm")
+        return [self.destroy(name) for name in orphans]
+
+    def _orphans(self) -> list[str]:
+        """Undeclared projects with a running or stopped stack (data kept by a destroy does not count)."""
+        declared = {p.name for p in self.config.projects}
+        deployed = self.backend.observe_env(self.config)
+        return sorted(name for name, observed in deployed.items() if observed.exists and name not in declared)
+
     # --- lifecycle -----------------------------------------------------------------------
     def control(self, project: str, verb: ControlVerb) -> ProjectResult:
         """stop / start / restart; start and restart wait until the stack answers again."""
         target = self.known_target(project)
-        started = self.clock()
-        with self.store.lock(target.env, project, timeout=self.lock_timeout):
+        with self._operation(target, verb) as note:
             self._refuse_destroyed(target, verb)
             changed = self.backend.control(target, verb)
+            note["record"] = changed
             prepared = self.backend.prepare(target, self.backend.observe(target), create=False)
             if verb == "stop":
                 endpoints = self.backend.endpoints(target, prepared)
@@ -189,13 +356,13 @@ class Provisioner:
             else:
                 endpoints = self.backend.wait(target, prepared, timeout=self.config.health.timeout)
                 status = "running"
-        note = {"stop": ("stopped", "already stopped"), "start": ("started", "already running"),
-                "restart": ("restarted", "restarted")}[verb]
-        self.reporter.step(project, note[0] if changed else note[1])
+        note_text = {"stop": ("stopped", "already stopped"), "start": ("started", "already running"),
+                     "restart": ("restarted", "restarted")}[verb]
+        self.reporter.step(project, note_text[0] if changed else note_text[1])
         return ProjectResult(
             project=project, env=target.env, backend=self.backend.name, status=status, changed=changed,
             action=verb, api_url=endpoints.api_url, db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope,
-            declared=target.spec.declared, duration=self.clock() - started,
+            declared=target.spec.declared, duration=note["duration"],
         )
 
     def _refuse_destroyed(self, target: Target, verb: str) -> None:
@@ -218,26 +385,27 @@ class Provisioner:
                 f"add --yes to confirm (a pg_dump is written to the state directory first unless --no-backup)"
             )
         target = self.known_target(project)
-        started = self.clock()
-        with self.store.lock(target.env, project, timeout=self.lock_timeout):
+        action = "destroy --delete-data" if delete_data else "destroy"
+        with self._operation(target, action) as note:
+            observed = self.backend.observe(target)
+            prepared = self.backend.prepare(target, observed, create=False)
+            self._hook("pre-destroy", target, action, self.backend.endpoints(target, prepared) if observed.exists else None)
             paths = self.store.paths(target.env, project)
             backup_to = None
             if delete_data and backup:
                 stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
                 backup_to = paths.backups / f"{project}-{target.env}-{stamp}.sql"
             done = self.backend.destroy(target, delete_data=delete_data, backup_to=backup_to)
-            changed = bool(done)
+            note["record"] = changed = bool(done)
             state = self.store.read_state(target.env, project)
             if delete_data:
                 self.store.delete_secrets(target.env, project)
-                self.backend.forget(target)
-                if paths.state.exists():
-                    paths.state.unlink()
-                if paths.compose.exists():
-                    paths.compose.unlink()
-                done.append("deleted the project's secrets and port lease")
+                for path in (paths.state, paths.compose):
+                    path.unlink(missing_ok=True)
+                done.append("deleted the project's secrets and records (backups stay)")
             elif state:
                 self.store.write_state(target.env, project, {**state, "status": "destroyed", "destroyed_at": utc_now()})
+            self._hook("post-destroy", target, action, None)
         if not delete_data:
             done.append(f"`invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes the data")
         for line in done:
@@ -245,8 +413,7 @@ class Provisioner:
         return ProjectResult(
             project=project, env=target.env, backend=self.backend.name,
             status="deleted" if delete_data else "destroyed", changed=changed,
-            action="destroy", declared=target.spec.declared, messages=tuple(done),
-            duration=self.clock() - started,
+            action="destroy", declared=target.spec.declared, messages=tuple(done), duration=note["duration"],
         )
 
     # --- reads ---------------------------------------------------------------------------
@@ -277,6 +444,7 @@ class Provisioner:
             db_url_scope=endpoints.db_url_scope if endpoints else "host",
             declared=target.spec.declared,
             services=tuple(ServiceStatus(k, v.state, v.health) for k, v in sorted(observed.services.items())),
+            messages=(f"drift: {observed.drift}",) if observed.drift else (),
         )
 
     def outputs(self, project: str) -> ProjectResult:
@@ -300,4 +468,14 @@ class Provisioner:
         extra = {p for env, p in self.store.known_projects(self.config.name)}
         extra |= set(self.backend.observe_env(self.config))
         return declared + sorted(extra - set(declared))
+
+
+def unified_diff(before: str, after: str, before_name: str, after_name: str) -> str:
+    """A unified diff of two compose texts, normalised (sorted keys, no hash labels) so that only
+    real differences show; secrets are never in either text (only ${VAR} references)."""
+    try:
+        a, b = normalized(before), normalized(after)
+    except ProvisionError:
+        a, b = before, after
+    return "".join(difflib.unified_diff(a.splitlines(True), b.splitlines(True), before_name, after_name))
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .results import ProjectResult, RunSummary
+
+if TYPE_CHECKING:
+    from .core import PlanItem
 
 
 def to_json(data: object) -> str:
@@ -26,7 +30,27 @@ def outputs_json(result: ProjectResult, *, show_secrets: bool = False) -> str:
 
 def table(results: Sequence[ProjectResult], columns: Sequence[str], *, show_secrets: bool = False) -> str:
     """A plain left-aligned table of the given result keys; `-` for null."""
-    rows = [[_cell(r.to_dict(show_secrets=show_secrets)[c]) for c in columns] for r in results]
+    return _grid([r.to_dict(show_secrets=show_secrets) for r in results], columns)
+
+
+def plan_text(items: Sequence[PlanItem]) -> str:
+    """One line per project (outcome and why), then each update's diff."""
+    lines = [_grid([i.to_dict() for i in items], ("project", "outcome", "reason"))]
+    for item in items:
+        if item.diff:
+            lines.append(f"\n--- {item.project}: {item.outcome} ---\n{item.diff.rstrip()}")
+    changes = sum(1 for i in items if i.changes)
+    lines.append(f"\n{changes} of {len(items)} project(s) with changes pending" if changes else "\nno changes")
+    return "\n".join(lines)
+
+
+def history_table(records: Sequence[dict[str, Any]]) -> str:
+    columns = ("time", "user", "host", "project", "action", "result", "duration_s", "config_hash")
+    return _grid(records, columns) if records else "no history yet"
+
+
+def _grid(rows_data: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    rows = [[_cell(data.get(c)) for c in columns] for data in rows_data]
     header = [c.upper() for c in columns]
     widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]

@@ -8,6 +8,8 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from . import interrupts
+
 # A probe returns None when the check passes, else a short reason it failed.
 Probe = Callable[[], "str | None"]
 
@@ -61,17 +63,19 @@ def wait_for(
     interval: float = 0.25,
     max_interval: float = 2.0,
     clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
+    sleep: Callable[[float], None] = interrupts.sleep,
 ) -> WaitOutcome:
     """Run `probes` until all pass or `timeout` seconds elapse; backs off from `interval` to `max_interval`.
 
-    Probes that passed are not run again. Never raises for a failing probe: the outcome says which failed.
+    Probes that passed are not run again. Never raises for a failing probe: the outcome says which failed;
+    raises Interrupted when the run is interrupted.
     """
     start = clock()
     pending = dict(probes)
     failures: dict[str, str] = {}
     delay = interval
     while True:
+        interrupts.check()
         for name, probe in list(pending.items()):
             reason = probe()
             if reason is None:

@@ -146,10 +146,31 @@ def render_stack(
     template, source = load_template(template_path)
     first = _render(template, template_path, {**context, "service_hashes": {}})
     document = _parse(first, template_path)
+    hashes, referenced = hash_services(document, secrets)
+    # the second pass only adds the hash labels, so its structure is the first pass's
+    text = _render(template, template_path, {**context, "service_hashes": hashes})
+    return RenderedStack(
+        project=str(context["project"]),
+        env=str(context["env"]),
+        compose_project=str(context["compose_project"]),
+        text=text,
+        service_hashes=hashes,
+        config_hash=stack_hash(hashes),
+        secret_names=tuple(sorted(referenced)),
+        document=document,
+    )
+
+
+def hash_services(document: Mapping[str, Any], secrets: Mapping[str, Secret] | None) -> tuple[dict[str, str], set[str]]:
+    """Each service's hash, and the variables the services reference.
+
+    A service's hash covers its own definition, the top-level volumes and networks, and a
+    digest of the secrets it references, so a change to one service recreates only that one.
+    """
     shared = {k: document.get(k) for k in ("volumes", "networks")}
     hashes: dict[str, str] = {}
     referenced: set[str] = set()
-    for service, definition in document["services"].items():
+    for service, definition in (document.get("services") or {}).items():
         body = json.dumps({"service": definition, "shared": shared}, sort_keys=True, default=str)
         refs = sorted(set(references(body)))
         referenced.update(refs)
@@ -157,20 +178,42 @@ def render_stack(
         for ref in refs:
             value = secrets.get(ref) if secrets else None
             digest.update(f"\0{ref}=".encode() + hashlib.sha256((value.reveal() if value else "").encode()).digest())
-        hashes[service] = digest.hexdigest()[:16]
-    # the second pass only adds the hash labels, so its structure is the first pass's
-    text = _render(template, template_path, {**context, "service_hashes": hashes})
-    stack_hash = hashlib.sha256(json.dumps(hashes, sort_keys=True).encode()).hexdigest()[:16]
-    return RenderedStack(
-        project=str(context["project"]),
-        env=str(context["env"]),
-        compose_project=str(context["compose_project"]),
-        text=text,
-        service_hashes=hashes,
-        config_hash=stack_hash,
-        secret_names=tuple(sorted(referenced)),
-        document=document,
-    )
+        hashes[str(service)] = digest.hexdigest()[:16]
+    return hashes, referenced
+
+
+def stack_hash(service_hashes: Mapping[str, str]) -> str:
+    """The hash of a whole stack from its per-service hashes."""
+    return hashlib.sha256(json.dumps(dict(service_hashes), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def without_hash_labels(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a compose document without provision's config-hash labels (what was hashed)."""
+    copy: dict[str, Any] = json.loads(json.dumps(document, default=str))
+    for definition in (copy.get("services") or {}).values():
+        labels = definition.get("labels") if isinstance(definition, dict) else None
+        if isinstance(labels, dict):
+            labels.pop(names.LABEL_CONFIG_HASH, None)
+        elif isinstance(labels, list):
+            definition["labels"] = [item for item in labels if not str(item).startswith(names.LABEL_CONFIG_HASH + "=")]
+    return copy
+
+
+def parse_compose(text: str) -> dict[str, Any]:
+    """A compose text as data; raises TemplateError when it is not a compose mapping."""
+    return _parse(text, Path("<deployed compose>"))
+
+
+def deployed_stack_hash(text: str, secrets: Mapping[str, Secret] | None) -> str:
+    """The stack hash of a deployed compose text (e.g. as Coolify stores it, re-dumped): equal to
+    the hash provision recorded when nothing was edited since."""
+    hashes, _ = hash_services(without_hash_labels(parse_compose(text)), secrets)
+    return stack_hash(hashes)
+
+
+def normalized(text: str) -> str:
+    """A compose text re-dumped with sorted keys and without hash labels, for readable diffs."""
+    return yaml.safe_dump(without_hash_labels(parse_compose(text)), sort_keys=True, default_flow_style=False)
 
 
 def _render(template: jinja2.Template, path: Path, context: Mapping[str, Any]) -> str:

@@ -65,6 +65,9 @@ class RunSummary:
     backend: str
     results: tuple[ProjectResult, ...] = field(default_factory=tuple)
 
+    def extended(self, more: tuple[ProjectResult, ...] | list[ProjectResult]) -> RunSummary:
+        return RunSummary(self.env, self.backend, self.results + tuple(more))
+
     @property
     def ok(self) -> bool:
         return all(r.error is None for r in self.results)

@@ -11,6 +11,7 @@ from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env
 from .core import DEFAULT_LOCK_TIMEOUT, Provisioner
 from .errors import ProvisionError
+from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
 from .state import StateStore, default_state_dir
@@ -43,13 +44,21 @@ class Workspace:
         overrides: Mapping[str, str] | None = None,
         reporter: Reporter | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        skip_hooks: bool = False,
     ) -> Provisioner:
         """Load the env, pick its backend and say which one was chosen on the reporter."""
         reporter = reporter or NullReporter()
         config = self.load(env, overrides=overrides)
         backend = create_backend(config, self.store)
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
-        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter)
+        hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
+        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+
+    def history(self, env: str, project: str | None = None) -> list[dict[str, object]]:
+        """The history records of an env (and project), oldest first."""
+        from . import history
+
+        return list(history.read(self.store.root, env=env, project=project))
 
     def list_projects(self, env: str | None = None, *, reporter: Reporter | None = None) -> list[ProjectResult]:
         """Every declared, recorded or deployed project of one env, or of every env.

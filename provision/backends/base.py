@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -53,6 +51,10 @@ class Observed:
     config_hash: str | None = None
     services: Mapping[str, ServiceState] = field(default_factory=dict)
     detail: Mapping[str, Any] = field(default_factory=dict)
+    # the compose text provision last applied, when the backend can tell (for diffs and rollback)
+    applied_text: str | None = field(default=None, repr=False)
+    # why what runs differs from what provision last applied (changed by hand), or None
+    drift: str | None = None
 
     @property
     def running(self) -> bool:
@@ -78,13 +80,9 @@ class Observed:
         return "stopped"
 
 
-def stack_hash(service_hashes: Mapping[str, str]) -> str:
-    """The hash of a whole stack from its per-service hashes (same formula as `RenderedStack.config_hash`)."""
-    return hashlib.sha256(json.dumps(dict(service_hashes), sort_keys=True).encode()).hexdigest()[:16]
-
-
 class Action(StrEnum):
     CREATE = "create"
+    DRIFT = "drift"  # applied like an update
     UPDATE = "update"
     START = "start"
     NOOP = "no-op"
@@ -103,11 +101,14 @@ class Plan:
 def plan(desired: RenderedStack, observed: Observed) -> Plan:
     """Decide what provision must do to make `observed` match `desired`. Pure.
 
-    create: nothing deployed; update: deployed config differs; start: same config,
-    something not running; no-op: same config and every service running.
+    create: nothing deployed; drift: what runs was changed outside provision (applying fixes
+    it); update: deployed config differs; start: same config, something not running;
+    no-op: same config and every service running.
     """
     if not observed.exists:
         return Plan(Action.CREATE, "nothing is deployed")
+    if observed.drift:
+        return Plan(Action.DRIFT, observed.drift)
     if observed.config_hash != desired.config_hash:
         return Plan(Action.UPDATE, "the deployed configuration differs from the rendered one")
     missing = [s for s in desired.services if s not in observed.services]
@@ -172,7 +173,8 @@ class Backend(Protocol):
         ...
 
     def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
-        """Remove the stack; keep its data unless `delete_data`; returns what was done."""
+        """Remove the stack; keep its data (and what is needed to use it again) unless `delete_data`,
+        in which case the backend also forgets what it kept for the project; returns what was done."""
         ...
 
     def logs(self, target: Target, *, service: str | None, tail: int) -> str: ...
@@ -181,10 +183,3 @@ class Backend(Protocol):
         """Every project of this env with something deployed (containers, a service, or kept data)."""
         ...
 
-    def deployed_projects(self, config: EnvConfig) -> list[str]:
-        """Names of projects that have something deployed in this env."""
-        ...
-
-    def forget(self, target: Target) -> None:
-        """Drop what the backend keeps for a project whose data was deleted (port leases, ids)."""
-        ...

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from .. import interrupts
 from ..config import EnvConfig
 from ..coolify_client import AmbiguousResult, CoolifyClient
 from ..errors import (
@@ -32,13 +33,14 @@ from ..errors import (
     ProvisionError,
 )
 from ..probes import http_probe, postgres_probe, wait_for
-from ..render import RenderedStack
+from ..render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
 from ..secrets import GENERATED_SECRETS, Secret, SecretURL, generate_missing
 from ..state import StateStore
 from .base import Action, ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target
 
 MARKER = "provision:"
 _HASH = re.compile(r"provision:([0-9a-f]{16})")
+_COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
 LOG_LINES = 40
@@ -216,7 +218,7 @@ class CoolifyBackend:
         refs = self._refs.get(key, Refs())
         if refs.service_uuid is None or service is None:
             raise ProvisionError(f"the Coolify service of {target.project!r} was not observed before {plan.action}")
-        if plan.action is Action.UPDATE:
+        if plan.action in (Action.UPDATE, Action.DRIFT):
             body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack)}
             urls = self._urls(target)
             if urls:
@@ -405,7 +407,7 @@ class CoolifyBackend:
             outcome = None  # observed running just now and nothing was changed since (apply forgets it)
         else:
             # Coolify's status lags behind its actions; the first look is worth making only after a moment
-            time.sleep(min(1.0, timeout / 10))
+            interrupts.sleep(min(1.0, timeout / 10))
             outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
         if outcome is not None and not outcome.ok:
             raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) is not running on Coolify "
@@ -514,9 +516,15 @@ class CoolifyBackend:
         if refs.project_uuid:
             done.extend(self._remove_if_empty(refs.project_uuid, target.env))
         state = self.store.read_state(target.env, target.project)
-        if "coolify" in state:
+        if delete_data:
+            self.store.delete_secrets(target.env, target.project)
+            state.pop("coolify", None)
+        elif "coolify" in state:
             state["coolify"] = {**state["coolify"], "service_uuid": None}
+        if state:
             self.store.write_state(target.env, target.project, state)
+        self._refs.pop((target.env, target.project), None)
+        self._seen.pop((target.env, target.project), None)
         return done
 
     def _await_gone(self, uuid: str) -> None:
@@ -577,14 +585,6 @@ class CoolifyBackend:
                     found[short] = _observed(service, Refs(project["uuid"], environment.get("uuid"), service["uuid"]))
         return found
 
-    def deployed_projects(self, config: EnvConfig) -> list[str]:
-        return sorted(self.observe_env(config))
-
-    def forget(self, target: Target) -> None:
-        state = self.store.read_state(target.env, target.project)
-        state.pop("coolify", None)
-        if state:
-            self.store.write_state(target.env, target.project, state)
 
 
 def _b64(text: str) -> str:
@@ -592,7 +592,15 @@ def _b64(text: str) -> str:
 
 
 def _description(stack: RenderedStack) -> str:
-    return f"{MARKER}{stack.config_hash} — managed by provision; edits here are reported as drift"
+    """The service description: the stack hash (secrets included) and the compose's own hash."""
+    return (f"{MARKER}{stack.config_hash} compose:{compose_hash(stack.text)} "
+            f"— managed by provision; edits to the compose in Coolify are reported as drift")
+
+
+def compose_hash(text: str) -> str:
+    """A hash of a compose text's structure, without secrets: equal for Coolify's re-dumped copy."""
+    hashes, _ = hash_services(without_hash_labels(parse_compose(text)), None)
+    return stack_hash(hashes)
 
 
 def _apps(service: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -619,13 +627,30 @@ def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
         services = {str(a["name"]): _app_state(a) for a in apps}
     else:  # summary views carry only the aggregate status
         services = {"stack": _app_state({"status": service.get("status")})}
+    raw = service.get("docker_compose_raw")  # present only for tokens with read:sensitive
     return Observed(
         exists=True,
         config_hash=match.group(1) if match else None,
         services=services,
         detail={"refs": Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid"))),
                 "status": service.get("status")},
+        applied_text=str(raw) if raw else None,
+        drift=_drift(service, str(raw) if raw else None),
     )
+
+
+def _drift(service: Mapping[str, Any], raw: str | None) -> str | None:
+    """Why the compose stored in Coolify differs from the one provision pushed, or None."""
+    recorded = _COMPOSE_HASH.search(str(service.get("description") or ""))
+    if raw is None or recorded is None:
+        return None
+    try:
+        deployed = compose_hash(raw)
+    except ProvisionError:
+        return "the compose stored in Coolify is no longer valid YAML (edited in Coolify's UI?)"
+    if deployed != recorded.group(1):
+        return "the compose stored in Coolify was edited after provision pushed it (in Coolify's UI?)"
+    return None
 
 
 def _fqdn(service: Mapping[str, Any], app: str) -> str | None:

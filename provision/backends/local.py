@@ -11,7 +11,8 @@ import importlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,13 +31,14 @@ from ..errors import (
 )
 from ..ports import lease_key, lease_ports, preview_ports, release_ports
 from ..probes import Probe, http_probe, postgres_probe, wait_for
-from ..render import Ports, RenderedStack
+from ..render import Ports, RenderedStack, stack_hash
 from ..secrets import GENERATED_SECRETS, SecretURL, generate_missing
 from ..state import StateStore, atomic_write
-from .base import ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target, stack_hash
+from .base import Action, ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target
 
 DockerClientFactory = Callable[[], Any]
 LOG_TAIL = 40
+COMPOSE_HASH_LABEL = "com.docker.compose.config-hash"
 _HEALTH_FAILURE = ("unhealthy", "dependency failed", "timeout", "exited with code", "is not running")
 
 
@@ -100,7 +102,12 @@ class LocalBackend:
 
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target) -> Observed:
-        return _observed(self._containers(target))
+        """The project's containers, what provision last applied, and whether they still match it."""
+        observed = _observed(self._containers(target))
+        paths = self.store.paths(target.env, target.project)
+        applied = paths.compose.read_text(encoding="utf-8") if paths.compose.is_file() else None
+        state = self.store.read_state(target.env, target.project)
+        return replace(observed, applied_text=applied, drift=_drift(observed, state))
 
     def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
         """Load the project's secrets (generating and saving missing ones first) and lease its ports."""
@@ -151,13 +158,19 @@ class LocalBackend:
 
     # --- apply / wait -----------------------------------------------------------------------
     def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
+        """Write the compose file and `up` it; then record compose's own config hashes of the
+        containers, which later tell whether someone changed them outside provision."""
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
         # the db probe needs psycopg (~0.15 s to import): load it while compose works
         threading.Thread(target=importlib.import_module, args=("psycopg",), daemon=True).start()
-        self._up(target, timeout=target.config.health.timeout)
+        self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT)
+        compose_hashes = {c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in self._containers(target)}
+        state = self.store.read_state(target.env, target.project)
+        self.store.write_state(target.env, target.project, {**state, "compose_hashes": compose_hashes})
 
-    def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True) -> None:
+    def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True,
+            force: bool = False) -> None:
         """`compose up --detach`; compose holds the api back until the db is healthy (depends_on).
 
         Waiting for the rest is `_await_ready`'s job: it polls container health itself, sooner than
@@ -166,6 +179,8 @@ class LocalBackend:
         args = ["up", "--detach", "--remove-orphans"]
         if not recreate:
             args.append("--no-recreate")
+        elif force:
+            args.append("--force-recreate")
         if services:
             args += ["--", *services]
         try:
@@ -292,6 +307,7 @@ class LocalBackend:
                 volume.remove(force=True)
             if volumes:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
+            release_ports(self.store, target.env, target.project)
         elif volumes:
             done.append(
                 "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
@@ -361,11 +377,27 @@ class LocalBackend:
                 observed[project] = Observed(exists=False, detail={"data_volume": volume.name})
         return observed
 
-    def deployed_projects(self, config: EnvConfig) -> list[str]:
-        return sorted(self.observe_env(config))
 
-    def forget(self, target: Target) -> None:
-        release_ports(self.store, target.env, target.project)
+
+def _drift(observed: Observed, state: Mapping[str, Any]) -> str | None:
+    """Why the running containers differ from what provision last applied, or None.
+
+    Only a finished provision is compared: after an interrupted one, the plan sees the
+    difference as an update anyway.
+    """
+    if not observed.exists or state.get("status") != "provisioned":
+        return None
+    recorded = state.get("service_hashes") or {}
+    labels = {name: str(hashes) for name, hashes in (observed.detail.get("provision_hashes") or {}).items()}
+    if recorded and stack_hash(labels) != stack_hash(recorded):
+        changed = sorted(s for s in set(recorded) | set(labels) if recorded.get(s) != labels.get(s))
+        return f"container(s) for {', '.join(changed)} were replaced outside provision (their config labels differ)"
+    compose = state.get("compose_hashes") or {}
+    running = observed.detail.get("compose_hashes") or {}
+    changed = sorted(s for s in compose if s in running and running[s] != compose[s])
+    if changed:
+        return f"{', '.join(changed)} recreated outside provision from a different configuration (docker compose by hand?)"
+    return None
 
 
 def _observed(containers: list[ContainerState]) -> Observed:
@@ -375,7 +407,8 @@ def _observed(containers: list[ContainerState]) -> Observed:
     services = {c.service: ServiceState(c.state, c.health) for c in containers}
     hashes = {c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers}
     return Observed(exists=True, config_hash=stack_hash(hashes), services=services,
-                    detail={"containers": [c.name for c in containers]})
+                    detail={"containers": [c.name for c in containers], "provision_hashes": hashes,
+                            "compose_hashes": {c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers}})
 
 
 def _url_host(address: str) -> str:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from provision.backends.base import Endpoints, Observed, Plan, Prepared, ServiceState, Target, stack_hash
+from provision.backends.base import Endpoints, Observed, Plan, Prepared, ServiceState, Target
 from provision.config import EnvConfig, load_env
 from provision.core import Provisioner
 from provision.errors import ConfirmationRequired, HealthTimeout, InvalidName, ProjectNotFound
-from provision.render import Ports, RenderedStack
+from provision.render import Ports, RenderedStack, stack_hash
 from provision.secrets import SecretURL, generate_missing
 from provision.state import StateStore
 from tests.conftest import write_env
@@ -33,7 +33,11 @@ class MemoryBackend:
     running: dict[str, bool] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     healthy: bool = True
+    broken_marker: str | None = None  # wait() fails while the applied text contains this
     secrets: dict[str, Mapping[str, object]] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    drift: str | None = None
+    extra_deployed: tuple[str, ...] = ()
 
     def describe(self) -> str:
         return "Memory provider"
@@ -43,8 +47,8 @@ class MemoryBackend:
         if hashes is None:
             return Observed(exists=False)
         state = "running" if self.running[target.project] else "exited"
-        return Observed(exists=True, config_hash=stack_hash(hashes),
-                        services={s: ServiceState(state) for s in hashes})
+        return Observed(exists=True, config_hash=stack_hash(hashes), applied_text=self.texts.get(target.project),
+                        services={s: ServiceState(state) for s in hashes}, drift=self.drift)
 
     def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
         existing = self.secrets.get(target.project, {})
@@ -55,11 +59,13 @@ class MemoryBackend:
 
     def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
         self.calls.append(f"apply:{plan.action.value}")
-        self.deployed[target.project] = dict(stack.service_hashes)
+        self.texts[target.project] = stack.text
+        self.deployed[target.project] = dict(stack.service_hashes) or {"from-text": stack.config_hash}
         self.running[target.project] = True
 
     def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
-        if not self.healthy:
+        broken = self.broken_marker and self.broken_marker in self.texts.get(target.project, "")
+        if not self.healthy or broken:
             raise HealthTimeout("not healthy", logs="db-1 | boom")
         return self.endpoints(target, prepared)
 
@@ -82,13 +88,9 @@ class MemoryBackend:
         return ""
 
     def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
-        return {p: self.observe(Target(config, config.project(p))) for p in self.deployed}
+        found = {p: self.observe(Target(config, config.project(p))) for p in self.deployed}
+        return {**found, **{p: Observed(exists=True) for p in self.extra_deployed}}
 
-    def deployed_projects(self, config: EnvConfig) -> list[str]:
-        return sorted(self.deployed)
-
-    def forget(self, target: Target) -> None:
-        self.calls.append("forget")
 
 
 @pytest.fixture
@@ -119,14 +121,16 @@ def test_the_password_is_stable_across_runs(setup: tuple[Provisioner, MemoryBack
     assert first is not None and second is not None and first.reveal() == second.reveal()
 
 
-def test_a_health_failure_propagates_and_is_recorded_as_unfinished(
+def test_a_failed_create_is_removed_and_recorded(
         setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, store = setup
     backend.healthy = False
     summary = provisioner.provision_many(["shop"])
     assert not summary.ok and summary.results[0].status == "failed"
     assert "boom" in (summary.results[0].error or "")
-    assert store.read_state("dev", "shop")["status"] == "applying"
+    assert "data volume and credentials are kept" in (summary.results[0].error or "")
+    assert backend.calls == ["apply:create", "destroy:False:False"]  # the failed first create is removed
+    assert store.read_state("dev", "shop")["status"] == "failed"
 
 
 def test_invalid_names_create_nothing(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
@@ -143,7 +147,7 @@ def test_delete_data_needs_yes_and_checks_before_anything(setup: tuple[Provision
         provisioner.destroy("shop", delete_data=True)
     assert backend.calls == ["apply:create"]
     result = provisioner.destroy("shop", delete_data=True, yes=True)
-    assert backend.calls[-2:] == ["destroy:True:True", "forget"]
+    assert backend.calls[-1] == "destroy:True:True"
     assert result.status == "deleted"
 
 
@@ -177,3 +181,99 @@ def test_parallel_provision_keeps_the_order_of_results(setup: tuple[Provisioner,
     summary = provisioner.provision_many(names, parallel=4)
     assert [r.project for r in summary.results] == names and summary.ok
     assert sorted(backend.deployed) == sorted(names)
+
+
+def _with_images(provisioner: Provisioner, api: str) -> Provisioner:
+    config = load_env("dev", provisioner.config.root, environ={}, overrides={"images.api": api})
+    return Provisioner(config, provisioner.backend, provisioner.store, hooks=provisioner.hooks)
+
+
+def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    from provision import history
+    from provision.core import RolledBack
+
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    good = backend.texts["shop"]
+    backend.broken_marker = "postgrest/postgrest:v99"
+    broken = _with_images(provisioner, "postgrest/postgrest:v99")
+    with pytest.raises(RolledBack, match="rolled back; the previous version is serving again"):
+        broken.provision("shop")
+    assert backend.calls == ["apply:create", "apply:update", "apply:update"]
+    assert backend.texts["shop"] == good
+    assert store.read_state("dev", "shop")["status"] == "rolled back"
+    assert [r["result"] for r in history.read(store.root)] == ["ok", "rolled back"]
+    summary = broken.provision_many(["shop"])
+    assert summary.results[0].status == "rolled back" and not summary.ok
+
+
+def test_history_records_who_what_when(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    from provision import history
+
+    provisioner, _, store = setup
+    provisioner.provision("shop")
+    provisioner.provision("shop")  # a no-op changes nothing and is not recorded
+    provisioner.control("shop", "stop")
+    provisioner.destroy("shop")
+    records = list(history.read(store.root, env="dev", project="shop"))
+    assert [r["action"] for r in records] == ["create", "stop", "destroy"]
+    first = records[0]
+    assert set(first) >= {"time", "user", "host", "env", "project", "action", "config_hash", "result", "duration_s"}
+    assert first["time"].endswith("Z") and first["result"] == "ok" and len(first["config_hash"]) == 16
+
+
+def _hook(directory: Path, name: str, body: str) -> None:
+    directory.mkdir(exist_ok=True)
+    path = directory / name
+    path.write_text("#!/bin/sh\n" + body)
+    path.chmod(0o755)
+
+
+def test_hooks_run_in_order_with_the_project_in_their_environment(
+        setup: tuple[Provisioner, MemoryBackend, StateStore], tmp_path: Path) -> None:
+    provisioner, backend, _ = setup
+    log = tmp_path / "hooks.log"
+    hooks = provisioner.hooks.directory
+    for name in ("pre-provision", "post-provision", "pre-destroy", "post-destroy"):
+        _hook(hooks, name, f'echo "{name} $PROVISION_ENV $PROVISION_PROJECT $PROVISION_BACKEND $PROVISION_DB_URL" >> {log}\n')
+    provisioner.provision("shop")
+    provisioner.destroy("shop")
+    lines = log.read_text().splitlines()
+    assert [line.split()[0] for line in lines] == ["pre-provision", "post-provision", "pre-destroy", "post-destroy"]
+    assert lines[1].split()[1:4] == ["dev", "shop", "memory"]
+    assert lines[1].split()[4].startswith("postgresql://app:") and "***" not in lines[1]
+
+
+def test_a_failing_pre_hook_aborts_that_project_only(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, _ = setup
+    _hook(provisioner.hooks.directory, "pre-provision", '[ "$PROVISION_PROJECT" != bad ] || exit 3\n')
+    summary = provisioner.provision_many(["bad", "shop"], keep_going=True)
+    assert [r.status for r in summary.results] == ["failed", "running"]
+    assert "exited with status 3" in (summary.results[0].error or "")
+    assert backend.calls == ["apply:create"] and "bad" not in backend.deployed
+
+
+def test_skip_hooks(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    from provision.hooks import Hooks
+
+    provisioner, backend, store = setup
+    _hook(provisioner.hooks.directory, "pre-provision", "exit 1\n")
+    skipping = Provisioner(provisioner.config, backend, store, hooks=Hooks(provisioner.hooks.directory, enabled=False))
+    assert skipping.provision("shop").status == "running"
+
+
+def test_plan_outcomes(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, _ = setup
+    assert [(i.project, i.outcome) for i in provisioner.plan()] == [("shop", "create")]
+    provisioner.provision("shop")
+    assert [i.outcome for i in provisioner.plan()] == ["no-op"]
+    changed = _with_images(provisioner, "postgrest/postgrest:v13")
+    [item] = changed.plan()
+    assert item.outcome == "update" and "-    image: postgrest/postgrest:v12.2.3" in item.diff
+    assert "+    image: postgrest/postgrest:v13" in item.diff
+    backend.drift = "edited by hand"
+    assert [i.outcome for i in provisioner.plan()] == ["drift"]
+    backend.drift = None
+    backend.extra_deployed = ("old-one",)
+    assert [(i.project, i.outcome) for i in provisioner.plan()] == [("shop", "no-op"), ("old-one", "orphan")]
+    assert backend.calls == ["apply:create"]  # plan never changes anything

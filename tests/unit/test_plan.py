@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from provision.backends.base import Action, Observed, ServiceState, plan, stack_hash
-from provision.render import RenderedStack
+from provision.backends.base import Action, Observed, ServiceState, plan
+from provision.render import RenderedStack, stack_hash
 
 
 def stack(hashes: dict[str, str]) -> RenderedStack:

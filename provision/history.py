@@ -1,0 +1,70 @@
+"""An append-only JSON-lines log of every state-changing operation, in the state directory."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass(frozen=True)
+class HistoryRecord:
+    time: str  # UTC, ISO 8601
+    user: str
+    host: str
+    env: str
+    project: str
+    action: str
+    config_hash: str | None
+    result: str  # ok, failed, rolled back, interrupted, skipped
+    duration_s: float
+    backend: str = ""
+    detail: str = ""
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def record(state_dir: Path, *, env: str, project: str, action: str, config_hash: str | None, result: str,
+           duration: float, backend: str, detail: str = "") -> HistoryRecord:
+    """Append one record; a single O_APPEND write of one line, so concurrent writers never interleave."""
+    entry = HistoryRecord(
+        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=_user(), host=socket.gethostname(),
+        env=env, project=project, action=action, config_hash=config_hash, result=result,
+        duration_s=round(duration, 3), backend=backend, detail=detail.splitlines()[0][:300] if detail else "",
+    )
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    line = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
+    fd = os.open(state_dir / HISTORY_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    return entry
+
+
+def read(state_dir: Path, *, env: str | None = None, project: str | None = None) -> Iterator[dict[str, Any]]:
+    """Records in the order they were written, optionally only one env and/or project."""
+    path = state_dir / HISTORY_FILE
+    if not path.is_file():
+        return
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash is skipped, the rest still reads
+            if (env is None or item.get("env") == env) and (project is None or item.get("project") == project):
+                yield item
