@@ -28,15 +28,15 @@ HOOKS_HELP = "Do not run the executables in hooks/"
 
 
 @contextmanager
-def _session() -> Iterator[Any]:
+def _session(*, live: bool = True) -> Iterator[Any]:
     """A progress reporter on stderr; library errors and interrupts become a non-zero exit."""
     from provision import interrupts
     from provision.errors import ProvisionError
-    from provision.report import for_stream
+    from provision.report import StreamReporter, for_stream
 
     interrupts.install_signal_handlers()
     try:
-        with for_stream(sys.stderr) as reporter:
+        with for_stream(sys.stderr) if live else StreamReporter(sys.stderr) as reporter:
             yield reporter
     except (KeyboardInterrupt, interrupts.Interrupted):
         raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
@@ -270,3 +270,17 @@ def history(c, env=None, project=None, json=False, limit=50):  # type: ignore[no
         _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
     else:
         _print(output.history_table(records))
+
+
+@task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
+            "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address"})
+def serve(c, env=None, host="127.0.0.1", port=8000, no_auth=False):  # type: ignore[no-untyped-def]
+    """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
+    from provision.server import serve as run_server
+    from provision.workspace import Workspace
+
+    with _session(live=False) as reporter:
+        workspace = Workspace(ROOT)
+        token = workspace.api_token(_require_env(env))
+        provisioner = _provisioner(env, reporter)
+        run_server(provisioner, host=host, port=int(port), token=token, no_auth=no_auth)

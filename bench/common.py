@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGES = {"db": "provision-test/postgres:15", "api": "provision-test/postgrest:12"}
 
 
-def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]") -> tuple[Path, str]:
+def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]",
+              network_pool: str | None = None, health_interval: float = 1) -> tuple[Path, str]:
     """A project root with tasks.py, templates/ and envs/<env>.yml using the test images."""
     root = Path(tempfile.mkdtemp(prefix="provision-bench-"))
     shutil.copytree(REPO / "templates", root / "templates")
@@ -28,7 +29,8 @@ def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]
     (root / "envs" / f"{env}.yml").write_text(
         f"backend: local\nimages:\n  db: {IMAGES['db']}\n  api: {IMAGES['api']}\n"
         + (f"projects:\n{listed}" if projects else "projects: []\n")
-        + f"health:\n  timeout: 120\n  interval: 1\nlocal:\n  port_range: {port_range}\n"
+        + f"health:\n  timeout: 120\n  interval: {health_interval:g}\nlocal:\n  port_range: {port_range}\n"
+        + (f"  network_pool: {network_pool}\n" if network_pool else "")
     )
     return root, env
 
@@ -42,8 +44,10 @@ def environ(root: Path) -> dict[str, str]:
 def invoke(root: Path, *args: str) -> float:
     """Wall time of one `invoke` run in `root`; raises if it fails."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=environ(root), check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    result = subprocess.run([sys.executable, "-m", "invoke", *args], cwd=root, env=environ(root),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"invoke {' '.join(args)} exited {result.returncode}:\n{result.stderr[-3000:]}")
     return time.perf_counter() - started
 
 

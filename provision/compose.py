@@ -176,7 +176,7 @@ def parse_ps(output: str) -> list[ContainerState]:
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
 
 
-def _health_from_status(status: str) -> str:
+def health_from_status(status: str) -> str:
     """Health from the engine's status text, e.g. 'Up 3 minutes (healthy)'."""
     for marker, health in (("(healthy)", "healthy"), ("(unhealthy)", "unhealthy"), ("(health: starting)", "starting")):
         if marker in status:
@@ -199,7 +199,7 @@ def parse_docker_ps(output: str) -> list[ContainerState]:
                 name=str(record.get("Names", "")).split(",")[0],
                 service=labels.get("com.docker.compose.service", ""),
                 state=str(record.get("State", "")).lower(),
-                health=_health_from_status(status),
+                health=health_from_status(status),
                 exit_code=int(exit_code.group(1)) if exit_code else 0,
                 labels=labels,
             )
@@ -295,6 +295,23 @@ class ComposeCLI:
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise BackendUnavailable(f"could not parse `{' '.join(argv)}` output: {exc}") from exc
 
+    def volumes(self, *labels: str, timeout: float = 30) -> dict[str, str]:
+        """Volumes carrying every `key=value` label: {io.provision.project label: volume name}."""
+        argv = ["docker", "volume", "ls", "--format", "{{json .}}"]
+        for label in labels:
+            argv += ["--filter", f"label={label}"]
+        result = self.runner.run(argv, timeout=timeout, env=self._env)
+        if result.returncode != 0:
+            self._raise(result)
+        found = {}
+        for line in result.stdout.splitlines():
+            if line.strip().startswith("{"):
+                record = json.loads(line)
+                project = parse_labels(record.get("Labels")).get("io.provision.project")
+                if project:
+                    found[project] = str(record.get("Name", ""))
+        return found
+
     def _detect_standalone(self) -> tuple[str, ...]:
         result = self.runner.run(["docker-compose", "version", "--short"], timeout=30, env=self._env)
         version = result.stdout.strip()
@@ -322,6 +339,12 @@ class ComposeCLI:
             hint = (
                 "a host port this project leases is taken by another process: stop that process, "
                 "or change local.port_range and destroy/re-provision the project"
+            )
+        elif "non-overlapping IPv4 address pool" in stderr:
+            hint = (
+                "Docker ran out of address pools for new networks (about 30 by default): set local.network_pool "
+                "(e.g. 10.201.0.0/16) in the env file so each project leases a small subnet, or configure "
+                "default-address-pools in /etc/docker/daemon.json"
             )
         elif "unknown flag: --wait" in stderr:
             hint = "this Compose is too old for `up --wait`: install Compose v2.17 or newer"

@@ -93,6 +93,23 @@ class Health(_Strict):
 class LocalSettings(_Strict):
     bind_address: str = "127.0.0.1"
     port_range: tuple[int, int] = (20000, 29999)
+    # Docker's default address pools give about 30 bridge networks; a pool here gives each project
+    # a leased subnet of this size instead (e.g. 10.201.0.0/16 in /26 blocks = 1,024 projects)
+    network_pool: str | None = None
+    network_prefix: int = Field(default=26, ge=16, le=29)
+
+    @field_validator("network_pool")
+    @classmethod
+    def _pool(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            network = ipaddress.ip_network(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a network such as 10.201.0.0/16") from exc
+        if not network.is_private:
+            raise ValueError(f"{value!r} is not a private network range")
+        return str(network)
 
     @field_validator("bind_address")
     @classmethod

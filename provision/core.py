@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -302,21 +302,22 @@ class Provisioner:
             self.store.write_state(target.env, target.project, {**state, "status": status, "updated_at": utc_now()})
 
     # --- plan ------------------------------------------------------------------------------
-    def plan(self, project: str | None = None, *, parallel: int = 8) -> list[PlanItem]:
+    def plan(self, project: str | None = None) -> list[PlanItem]:
         """What provision would do, per project, including drift and orphans. Changes nothing."""
-        projects = [project] if project is not None else [p.name for p in self.config.projects]
-        targets = [self.target(name) for name in projects]
-        with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-            items = list(pool.map(self._plan_one, targets))
+        if project is not None:
+            target = self.target(project)
+            return [self._plan_one(target, self.backend.observe(target))]
+        deployed = self.backend.observe_env(self.config, full=True)
+        items = [self._plan_one(self.target(p.name), deployed.get(p.name) or Observed(exists=False))
+                 for p in self.config.projects]
         if project is None:
-            for name in self._orphans():
+            for name in self._orphans(deployed):
                 items.append(PlanItem(name, self.config.name, self.backend.name, "orphan",
                                       "deployed in this env but no longer declared (provision --prune --yes removes it)",
                                       declared=False))
         return items
 
-    def _plan_one(self, target: Target) -> PlanItem:
-        observed = self.backend.observe(target)
+    def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
         prepared = self.backend.prepare(target, observed, create=False)
         stack = self._render(target, prepared)
         decision = plan(stack, observed)
@@ -335,10 +336,10 @@ class Provisioner:
             raise ConfirmationRequired(f"--prune would destroy {', '.join(orphans)} (data kept): add --yes to confirm")
         return [self.destroy(name) for name in orphans]
 
-    def _orphans(self) -> list[str]:
+    def _orphans(self, deployed: Mapping[str, Observed] | None = None) -> list[str]:
         """Undeclared projects with a running or stopped stack (data kept by a destroy does not count)."""
         declared = {p.name for p in self.config.projects}
-        deployed = self.backend.observe_env(self.config)
+        deployed = self.backend.observe_env(self.config) if deployed is None else deployed
         return sorted(name for name, observed in deployed.items() if observed.exists and name not in declared)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -426,10 +427,10 @@ class Provisioner:
         for name in projects:
             target = self.target(name)
             observed = self.backend.observe(target) if single else observed_all.get(name)
-            results.append(self._status_of(target, observed or Observed(exists=False)))
+            results.append(self.status_of(target, observed or Observed(exists=False)))
         return RunSummary(self.config.name, self.backend.name, tuple(results))
 
-    def _status_of(self, target: Target, observed: Observed) -> ProjectResult:
+    def status_of(self, target: Target, observed: Observed) -> ProjectResult:
         state = self.store.read_state(target.env, target.project)
         prepared = self.backend.prepare(target, observed, create=False)
         endpoints = self.backend.endpoints(target, prepared) if (observed.exists or state) else None
@@ -450,7 +451,7 @@ class Provisioner:
     def outputs(self, project: str) -> ProjectResult:
         """api_url and db_url of a provisioned project (ProjectNotFound if it never was)."""
         target = self.known_target(project)
-        result = self._status_of(target, self.backend.observe(target))
+        result = self.status_of(target, self.backend.observe(target))
         if result.api_url is None and result.db_url is None:
             raise ProjectNotFound(
                 f"{project!r} has not been provisioned in env {self.config.name!r}: "

@@ -9,7 +9,7 @@ from .errors import InvalidName
 
 PROJECT_MAX = 40
 ENV_MAX = 20
-_LABEL = re.compile(r"^[a-z](?:[a-z0-9-]*[a-z0-9])?$")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # an RFC 1123 label, lowercase
 
 LABEL_PREFIX = "io.provision"
 LABEL_PROJECT = f"{LABEL_PREFIX}.project"
@@ -33,7 +33,7 @@ def validate_name(name: object, *, kind: str = "project", max_length: int = PROJ
         hint = f" (did you mean {suggestion!r}?)" if suggestion and _LABEL.match(suggestion) else ""
         raise InvalidName(
             f"{kind} name {shown!r} is invalid: use lowercase letters, digits and single hyphens, "
-            f"starting with a letter and not ending with a hyphen{hint}"
+            f"starting and ending with a letter or digit{hint}"
         )
     return name
 

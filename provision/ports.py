@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from .errors import ProvisionError
 from .render import Ports
@@ -31,8 +33,33 @@ def port_is_free(address: str, port: int) -> bool:
     return True
 
 
+def choose_subnet(
+    leases: Mapping[str, Mapping[str, Any]],
+    key: str,
+    *,
+    pool: str,
+    prefix: int,
+    in_use: Iterable[str] = (),
+) -> str:
+    """The subnet leased to `key`, or the first block of the pool that no lease and no existing
+    Docker network overlaps. Pure; raises ProvisionError when the pool is exhausted."""
+    existing = (leases.get(key) or {}).get("subnet")
+    if existing:
+        return str(existing)
+    taken = [ipaddress.ip_network(str(lease["subnet"])) for other, lease in leases.items()
+             if other != key and lease.get("subnet")]
+    taken += [ipaddress.ip_network(net) for net in in_use]
+    for candidate in ipaddress.ip_network(pool).subnets(new_prefix=prefix):
+        if not any(candidate.overlaps(other) for other in taken):
+            return str(candidate)
+    raise ProvisionError(
+        f"no free /{prefix} subnet left in local.network_pool {pool}: widen the pool or destroy unused projects "
+        f"with --delete-data"
+    )
+
+
 def choose_ports(
-    leases: Mapping[str, Mapping[str, int]],
+    leases: Mapping[str, Mapping[str, Any]],
     key: str,
     *,
     port_range: tuple[int, int],
@@ -45,8 +72,9 @@ def choose_ports(
     """
     existing = leases.get(key)
     if existing and all(s in existing for s in SERVICES):
-        return Ports(api=existing["api"], db=existing["db"])
-    taken = {port for other, lease in leases.items() if other != key for port in lease.values()}
+        return Ports(api=existing["api"], db=existing["db"], subnet=existing.get("subnet"))
+    taken = {port for other, lease in leases.items() if other != key
+             for name, port in lease.items() if name in SERVICES}
     chosen: dict[str, int] = {}
     low, high = port_range
     candidate = low
@@ -63,14 +91,22 @@ def choose_ports(
     return Ports(api=chosen["api"], db=chosen["db"])
 
 
-def lease_ports(store: StateStore, env: str, project: str, *, port_range: tuple[int, int], address: str) -> Ports:
-    """Allocate (or reuse) and persist the ports for env/project under the registry lock."""
+def lease_ports(store: StateStore, env: str, project: str, *, port_range: tuple[int, int], address: str,
+                network_pool: str | None = None, network_prefix: int = 26,
+                networks_in_use: Callable[[], Iterable[str]] = tuple) -> Ports:
+    """Allocate (or reuse) and persist the ports (and subnet) for env/project under the registry lock."""
     key = lease_key(env, project)
     with store.ports_lock():
         leases = store.read_leases()
         ports = choose_ports(leases, key, port_range=port_range, address=address)
-        if leases.get(key) != {"api": ports.api, "db": ports.db}:
-            leases[key] = {"api": ports.api, "db": ports.db}
+        if network_pool and ports.subnet is None:
+            subnet = choose_subnet(leases, key, pool=network_pool, prefix=network_prefix, in_use=networks_in_use())
+            ports = Ports(api=ports.api, db=ports.db, subnet=subnet)
+        record: dict[str, Any] = {"api": ports.api, "db": ports.db}
+        if ports.subnet:
+            record["subnet"] = ports.subnet
+        if leases.get(key) != record:
+            leases[key] = record
             store.write_leases(leases)
     return ports
 

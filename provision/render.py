@@ -39,10 +39,12 @@ def references(text: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class Ports:
-    """Host ports published on the bind address (local backend only)."""
+    """What a local project leases on the host: ports on the bind address, and a subnet for its
+    network when `local.network_pool` is set (else Docker picks one)."""
 
     api: int
     db: int
+    subnet: str | None = None
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,8 @@ def build_context(
             names.LABEL_ENV: config.name,
         },
         "publish": (
-            {"bind_address": config.local.bind_address, "api_port": ports.api, "db_port": ports.db}
+            {"bind_address": config.local.bind_address, "api_port": ports.api, "db_port": ports.db,
+             "subnet": ports.subnet}
             if ports is not None
             else None
         ),

@@ -184,12 +184,12 @@ class StateStore:
     def ports_file(self) -> Path:
         return self.root / "ports.json"
 
-    def read_leases(self) -> dict[str, dict[str, int]]:
+    def read_leases(self) -> dict[str, dict[str, Any]]:
+        """env/project -> {"api": port, "db": port[, "subnet": cidr]}."""
         data = read_json(self.ports_file)
-        leases = data.get("leases", {})
-        return {k: {s: int(p) for s, p in v.items()} for k, v in leases.items()}
+        return {k: dict(v) for k, v in data.get("leases", {}).items()}
 
-    def write_leases(self, leases: Mapping[str, Mapping[str, int]]) -> None:
+    def write_leases(self, leases: Mapping[str, Mapping[str, Any]]) -> None:
         write_json(self.ports_file, {"leases": {k: dict(v) for k, v in sorted(leases.items())}})
 
 

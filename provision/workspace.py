@@ -8,12 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .backends import create_backend
-from .config import EnvConfig, available_envs, load_env
+from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .core import DEFAULT_LOCK_TIMEOUT, Provisioner
 from .errors import ProvisionError
 from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
+from .secrets import Secret
 from .state import StateStore, default_state_dir
 
 
@@ -53,6 +54,11 @@ class Workspace:
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
         return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+
+    def api_token(self, env: str) -> Secret | None:
+        """PROVISION_API_TOKEN from the environment, envs/<env>.env or .env (None when unset)."""
+        value = load_secrets_environment(env, self.root, self.environ).get("PROVISION_API_TOKEN", "").strip()
+        return Secret(value) if value else None
 
     def history(self, env: str, project: str | None = None) -> list[dict[str, object]]:
         """The history records of an env (and project), oldest first."""

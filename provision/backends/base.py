@@ -179,7 +179,8 @@ class Backend(Protocol):
 
     def logs(self, target: Target, *, service: str | None, tail: int) -> str: ...
 
-    def observe_env(self, config: EnvConfig) -> Mapping[str, Observed]:
-        """Every project of this env with something deployed (containers, a service, or kept data)."""
+    def observe_env(self, config: EnvConfig, *, full: bool = False) -> Mapping[str, Observed]:
+        """Every project of this env with something deployed (containers, a service, or kept data).
+        With `full`, each observation is as complete as `observe`'s (what was applied, drift)."""
         ...
 

@@ -569,7 +569,7 @@ class CoolifyBackend:
             chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
         return "\n".join(chunks)
 
-    def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
+    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
         prefix = config.coolify.project_prefix
         found: dict[str, Observed] = {}
         for project in self.client.request("GET", "/projects") or []:
@@ -582,7 +582,9 @@ class CoolifyBackend:
                 continue
             for service in environment.get("services") or []:
                 if service.get("name") == short and MARKER in str(service.get("description") or ""):
-                    found[short] = _observed(service, Refs(project["uuid"], environment.get("uuid"), service["uuid"]))
+                    refs = Refs(project["uuid"], environment.get("uuid"), service["uuid"])
+                    view = self._get_service(str(service["uuid"])) if full else service
+                    found[short] = _observed(view or service, refs)
         return found
 
 

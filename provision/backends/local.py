@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import names
-from ..compose import ComposeCLI, ComposeFiles, ContainerState
+from ..compose import ComposeCLI, ComposeFiles, ContainerState, health_from_status
 from ..config import EnvConfig
 from ..errors import (
     BackendUnavailable,
@@ -71,15 +71,26 @@ class LocalBackend:
         self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
         self._docker_factory = docker_client
         self._docker: Any = None
+        self._docker_lock = threading.Lock()
 
     def describe(self) -> str:
         return "Local Docker provider"
 
     # --- helpers ----------------------------------------------------------------------------
     def _docker_client(self) -> Any:
-        if self._docker is None:
-            self._docker = self._docker_factory()
-        return self._docker
+        with self._docker_lock:
+            if self._docker is None:
+                self._docker = self._docker_factory()
+            return self._docker
+
+    def _warm_up(self) -> None:
+        """Load what the health wait needs (psycopg, the Docker SDK) while compose works, off the clock."""
+        def load() -> None:
+            importlib.import_module("psycopg")
+            with contextlib.suppress(ProvisionError):
+                self._docker_client()
+
+        threading.Thread(target=load, daemon=True).start()
 
     def _project_name(self, target: Target) -> str:
         return names.compose_project_name(target.env, target.project)
@@ -103,18 +114,19 @@ class LocalBackend:
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target) -> Observed:
         """The project's containers, what provision last applied, and whether they still match it."""
-        observed = _observed(self._containers(target))
-        paths = self.store.paths(target.env, target.project)
+        return self._with_records(target.env, target.project, _observed(self._containers(target)))
+
+    def _with_records(self, env: str, project: str, observed: Observed) -> Observed:
+        paths = self.store.paths(env, project)
         applied = paths.compose.read_text(encoding="utf-8") if paths.compose.is_file() else None
-        state = self.store.read_state(target.env, target.project)
-        return replace(observed, applied_text=applied, drift=_drift(observed, state))
+        return replace(observed, applied_text=applied, drift=_drift(observed, self.store.read_state(env, project)))
 
     def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
         """Load the project's secrets (generating and saving missing ones first) and lease its ports."""
         existing = self.store.read_secrets(target.env, target.project)
         if not create:
             lease = self.store.read_leases().get(lease_key(target.env, target.project))
-            ports = Ports(api=lease["api"], db=lease["db"]) if lease else None
+            ports = Ports(api=lease["api"], db=lease["db"], subnet=lease.get("subnet")) if lease else None
             if ports is None:
                 ports = preview_ports(
                     self.store, target.env, target.project,
@@ -131,12 +143,11 @@ class LocalBackend:
         secrets = generate_missing(existing)
         if secrets != existing:
             self.store.write_secrets(target.env, target.project, secrets)
+        local = target.config.local
         ports = lease_ports(
-            self.store,
-            target.env,
-            target.project,
-            port_range=target.config.local.port_range,
-            address=target.config.local.bind_address,
+            self.store, target.env, target.project, port_range=local.port_range, address=local.bind_address,
+            network_pool=local.network_pool, network_prefix=local.network_prefix,
+            networks_in_use=self._subnets_in_use,
         )
         return Prepared(secrets=secrets, ports=ports, new_secrets=secrets != existing)
 
@@ -162,8 +173,7 @@ class LocalBackend:
         containers, which later tell whether someone changed them outside provision."""
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
-        # the db probe needs psycopg (~0.15 s to import): load it while compose works
-        threading.Thread(target=importlib.import_module, args=("psycopg",), daemon=True).start()
+        self._warm_up()
         self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT)
         compose_hashes = {c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in self._containers(target)}
         state = self.store.read_state(target.env, target.project)
@@ -204,7 +214,7 @@ class LocalBackend:
         expected = set(services) or set(self._declared_services(target))
 
         def check() -> str | None:
-            containers = {c.service: c for c in self._containers(target)}
+            containers = {c.service: c for c in self._containers_polled(target)}
             problems = [f"{name}: missing" for name in sorted(expected - set(containers))]
             problems += [
                 f"{c.service}: {c.state}" + (f" ({c.health})" if c.health else "")
@@ -213,6 +223,25 @@ class LocalBackend:
             return "; ".join(problems) or None
 
         return check
+
+    def _containers_polled(self, target: Target) -> list[ContainerState]:
+        """The project's containers for a polling loop: through the SDK's socket once it is loaded
+        (no process per poll, which matters with many projects at once), else `docker ps`."""
+        client = self._docker
+        if client is None:
+            return self._containers(target)
+        label = f"com.docker.compose.project={self._project_name(target)}"
+        return [
+            ContainerState(
+                name=str((c.attrs.get("Names") or [""])[0]).lstrip("/"),
+                service=(c.attrs.get("Labels") or {}).get("com.docker.compose.service", ""),
+                state=str(c.attrs.get("State", "")).lower(),
+                health=health_from_status(str(c.attrs.get("Status", ""))),
+                exit_code=0,
+                labels=c.attrs.get("Labels") or {},
+            )
+            for c in client.containers.list(all=True, sparse=True, filters={"label": label})
+        ]
 
     def _declared_services(self, target: Target) -> list[str]:
         state = self.store.read_state(target.env, target.project)
@@ -362,19 +391,29 @@ class LocalBackend:
         secrets = [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
         return redact(strip_ansi(result.stdout + result.stderr), secrets)
 
-    def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
-        """Every project of the env with containers or kept data volumes."""
+    def _subnets_in_use(self) -> list[str]:
+        """Subnets of every Docker network on the engine (asked only when a new subnet is leased)."""
+        subnets = []
+        for network in self._docker_client().networks.list(greedy=True):
+            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+                if config.get("Subnet"):
+                    subnets.append(str(config["Subnet"]))
+        return subnets
+
+    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
+        """Every project of the env with containers or kept data volumes: one `docker ps` and one
+        `docker volume ls` for the whole env; each observation is as complete as `observe`'s."""
         label = f"{names.LABEL_ENV}={config.name}"
         by_project: dict[str, list[ContainerState]] = {}
         for container in self.compose.containers(label):
             project = container.labels.get(names.LABEL_PROJECT)
             if project:
                 by_project.setdefault(project, []).append(container)
-        observed = {project: _observed(containers) for project, containers in by_project.items()}
-        for volume in self._docker_client().volumes.list(filters={"label": label}):
-            project = (volume.attrs.get("Labels") or {}).get(names.LABEL_PROJECT)
-            if project and project not in observed:
-                observed[project] = Observed(exists=False, detail={"data_volume": volume.name})
+        observed = {project: self._with_records(config.name, project, _observed(containers))
+                    for project, containers in by_project.items()}
+        for project, volume in self.compose.volumes(label).items():
+            if project not in observed:
+                observed[project] = Observed(exists=False, detail={"data_volume": volume})
         return observed
 
 

@@ -13,8 +13,6 @@ from tests.conftest import REPO
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
 
-pytestmark = pytest.mark.coolify
-
 TOKEN = "7|tok-" + "s3cr3t" * 6
 PUBLIC_IMAGES = {"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.3"}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sql
 from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
-from tests.integration.conftest import sql
 
 pytestmark = pytest.mark.docker
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import REPO
-from tests.integration.conftest import Sandbox
+from tests.conftest import REPO, Sandbox
 
 
 def test_invoke_list_shows_the_contract_tasks() -> None:

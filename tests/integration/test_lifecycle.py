@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 import urllib.request
 
-from tests.integration.conftest import Sandbox, _docker, sql
+from tests.conftest import Sandbox, _docker, sql
 
 
 def _get(url: str) -> int:

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from tests.integration.conftest import Sandbox, _docker, sql
+from tests.conftest import Sandbox, _docker, sql
 
 
 def _containers(sandbox: Sandbox, project: str | None = None) -> list[str]:

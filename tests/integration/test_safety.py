@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import Sandbox, _docker, sql
+from tests.conftest import Sandbox, _docker, sql
 from tests.unit.test_names import BAD_NAMES
 
 

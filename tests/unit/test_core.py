@@ -87,7 +87,7 @@ class MemoryBackend:
     def logs(self, target: Target, *, service: str | None, tail: int) -> str:
         return ""
 
-    def observe_env(self, config: EnvConfig) -> dict[str, Observed]:
+    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
         found = {p: self.observe(Target(config, config.project(p))) for p in self.deployed}
         return {**found, **{p: Observed(exists=True) for p in self.extra_deployed}}
 

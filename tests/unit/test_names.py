@@ -5,7 +5,7 @@ import pytest
 from provision import names
 from provision.errors import InvalidName
 
-BAD_NAMES = ["../x", "a b", "Shop", "x;rm -rf /", "a" * 200, "", "-shop", "shop-", "1shop", "sh--op", "shop_1", "shöp", "a/b"]
+BAD_NAMES = ["../x", "a b", "Shop", "x;rm -rf /", "a" * 200, "", "-shop", "shop-", "sh--op", "shop_1", "shöp", "a/b"]
 
 
 @pytest.mark.parametrize("name", BAD_NAMES)
@@ -18,7 +18,7 @@ def test_bad_project_names_are_refused(name: str) -> None:
         assert "200 characters" in message and "limit is 40" in message
 
 
-@pytest.mark.parametrize("name", ["shop", "a", "shop-2", "x" * 40, "my-long-project-name"])
+@pytest.mark.parametrize("name", ["shop", "a", "shop-2", "x" * 40, "my-long-project-name", "263c2adc01b9", "1shop"])
 def test_good_project_names_pass(name: str) -> None:
     assert names.validate_name(name) == name
 

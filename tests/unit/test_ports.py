@@ -56,3 +56,25 @@ def test_leases_persist_and_release(tmp_path: Path) -> None:
     release_ports(store, "dev", "a")
     assert "dev/a" not in store.read_leases()
     assert (store.ports_file.stat().st_mode & 0o777) == 0o600
+
+
+def test_subnets_are_leased_from_the_pool_around_existing_networks() -> None:
+    from provision.ports import choose_subnet
+
+    leases = {"dev/a": {"api": 1, "db": 2, "subnet": "10.201.0.0/26"}}
+    assert choose_subnet(leases, "dev/a", pool="10.201.0.0/16", prefix=26) == "10.201.0.0/26"
+    assert choose_subnet(leases, "dev/b", pool="10.201.0.0/16", prefix=26) == "10.201.0.64/26"
+    taken_by_docker = ["10.201.0.64/27", "172.17.0.0/16"]
+    assert choose_subnet(leases, "dev/b", pool="10.201.0.0/16", prefix=26, in_use=taken_by_docker) == "10.201.0.128/26"
+    with pytest.raises(ProvisionError, match="no free /26 subnet left in local.network_pool 10.201.0.0/26"):
+        choose_subnet(leases, "dev/b", pool="10.201.0.0/26", prefix=26)
+
+
+def test_a_subnet_lease_is_kept_with_the_ports(tmp_path: Path) -> None:
+    store = StateStore(tmp_path / "state")
+    first = lease_ports(store, "dev", "a", port_range=(41200, 41300), address="127.0.0.1",
+                        network_pool="10.202.0.0/24", network_prefix=28, networks_in_use=lambda: ["10.202.0.0/28"])
+    assert first.subnet == "10.202.0.16/28"
+    again = lease_ports(store, "dev", "a", port_range=(41200, 41300), address="127.0.0.1",
+                        network_pool="10.202.0.0/24", network_prefix=28)
+    assert again == first

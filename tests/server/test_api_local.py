@@ -1,0 +1,155 @@
+"""The HTTP API started for real (uvicorn), on the local Docker Engine."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.conftest import _docker, sql
+from tests.sandbox import Sandbox
+from tests.server.conftest import TOKEN, Server, free_port, problem, run_server
+
+pytestmark = pytest.mark.docker
+
+
+def test_full_lifecycle_over_http(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox)
+    api = server.client()
+    assert api.get("/healthz").json() == {"status": "ok", "env": sandbox.env, "backend": "local"}
+    assert "/v1/projects" in api.get("/openapi.json").json()["paths"]
+    assert api.get("/docs").status_code == 200
+
+    created = api.post("/v1/projects", json={"name": "web"})
+    assert created.status_code == 201, created.text
+    body = created.json()
+    assert body["id"] == "web" and body["status"] == "running" and body["backend"] == "local"
+    assert body["api_url"].startswith("http://127.0.0.1:") and body["db_url"].startswith("postgresql://app:")
+    sql(body["db_url"], "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    assert httpx.get(body["api_url"] + "/t", timeout=10).json() == [{"v": 1}]
+
+    assert api.get("/v1/projects/web").json()["status"] == "running"
+    assert "web" in [p["id"] for p in api.get("/v1/projects").json()["projects"]]
+    assert api.post("/v1/projects/web/stop").json()["status"] == "stopped"
+    assert api.post("/v1/projects/web/start").json()["status"] == "running"
+    assert api.post("/v1/projects/web/restart").json()["status"] == "running"
+    assert sql(body["db_url"], "SELECT v FROM t") == [(1,)]
+
+    generated = api.post("/v1/projects", json={})
+    assert generated.status_code == 201 and re.fullmatch(r"[0-9a-f]{12}", generated.json()["id"])
+
+    conflict = api.post("/v1/projects", json={"name": "web"})
+    assert conflict.status_code == 409 and "already exists" in problem(conflict)["detail"]
+    assert api.get("/v1/projects/nothing-here").status_code == 404
+    for bad in ("Bad Name", "../x", "x" * 200, "x;rm -rf /"):
+        response = api.post("/v1/projects", json={"name": bad})
+        assert response.status_code == 422, response.text
+        problem(response)
+    assert api.post("/v1/projects", json={"name": 5}).status_code == 422
+    assert api.post("/v1/projects", content=b"{not json", headers={"content-type": "application/json"}).status_code == 422
+
+    deleted = api.delete("/v1/projects/web")
+    assert deleted.status_code == 200 and deleted.json()["status"] == "destroyed"
+    assert _docker("volume", "inspect", f"web_{sandbox.env}_pgdata").returncode == 0  # data kept
+    again = api.post("/v1/projects", json={"name": "web"})  # re-creating reattaches the kept data
+    assert again.status_code == 201 and sql(again.json()["db_url"], "SELECT v FROM t") == [(1,)]
+    gone = api.delete("/v1/projects/web", params={"delete_data": "true"})
+    assert gone.json()["status"] == "deleted"
+    assert _docker("volume", "inspect", f"web_{sandbox.env}_pgdata").returncode != 0
+    api.delete(f"/v1/projects/{generated.json()['id']}", params={"delete_data": "true"})
+
+
+def test_auth(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox)
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}, {"Authorization": f"Basic {TOKEN}"}):
+        response = httpx.get(server.url + "/v1/projects", headers=headers, trust_env=False)
+        assert response.status_code == 401
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        problem(response)
+        assert TOKEN not in response.text
+    assert httpx.post(server.url + "/v1/projects", json={"name": "x"}, trust_env=False).status_code == 401
+    assert httpx.get(server.url + "/healthz", trust_env=False).status_code == 200
+    assert TOKEN not in server.log()
+
+
+def test_db_url_only_for_authenticated_callers(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox, "--no-auth", token=None)
+    api = server.client(token=None)
+    created = api.post("/v1/projects", json={"name": "open"})
+    assert created.status_code == 201 and created.json()["db_url"] is None and created.json()["api_url"]
+    api.delete("/v1/projects/open", params={"delete_data": "true"})
+
+
+def test_the_server_refuses_to_start_without_a_token(sandbox: Sandbox) -> None:
+    base = [sys.executable, "-m", "invoke", "serve", f"--env={sandbox.env}", f"--port={free_port()}"]
+    for extra in ([], ["--no-auth", "--host=0.0.0.0"]):
+        result = subprocess.run(base + extra, cwd=sandbox.root, env=sandbox.environ(), capture_output=True,
+                                text=True, timeout=60)
+        assert result.returncode != 0
+        assert "PROVISION_API_TOKEN" in result.stderr
+
+
+def test_idempotency_key_returns_the_same_project(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    api = run_server(server_factory, sandbox).client()
+    first = api.post("/v1/projects", json={}, headers={"Idempotency-Key": "signup-42"})
+    second = api.post("/v1/projects", json={}, headers={"Idempotency-Key": "signup-42"})
+    assert first.status_code == 201 and second.status_code in (200, 201)
+    assert first.json()["id"] == second.json()["id"]
+    ids = [p["id"] for p in api.get("/v1/projects").json()["projects"]]
+    assert ids.count(first.json()["id"]) == 1 and len([i for i in ids if re.fullmatch(r"[0-9a-f]{12}", i)]) == 1
+
+
+def test_ten_concurrent_posts_make_ten_running_projects(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox)
+
+    def create(i: int) -> httpx.Response:
+        with server.client() as api:
+            return api.post("/v1/projects", json={"name": f"c{i}"})
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        responses = list(pool.map(create, range(10)))
+    assert [r.status_code for r in responses] == [201] * 10, [r.text for r in responses if r.status_code != 201]
+    bodies = [r.json() for r in responses]
+    assert {b["id"] for b in bodies} == {f"c{i}" for i in range(10)}
+    assert len({b["api_url"] for b in bodies}) == 10 and all(b["status"] == "running" for b in bodies)
+    for body in bodies:
+        assert httpx.get(body["api_url"], timeout=10, trust_env=False).status_code == 200
+
+
+def test_a_killed_server_loses_nothing(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox)
+    api = server.client()
+    accepted = api.post("/v1/projects", params={"wait": "false"}, json={"name": "phoenix"})
+    assert accepted.status_code == 202 and accepted.headers["location"] == "/v1/projects/phoenix"
+    assert accepted.json()["status"] == "provisioning"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not _docker("ps", "-q", "--filter", "label=io.provision.project=phoenix").stdout:
+        time.sleep(0.05)
+    server.kill()  # mid-provision
+
+    restarted = run_server(server_factory, sandbox)
+    api = restarted.client()
+    deadline = time.monotonic() + 120
+    status = None
+    while time.monotonic() < deadline:
+        status = api.get("/v1/projects/phoenix").json()["status"]
+        if status == "running":
+            break
+        time.sleep(0.5)
+    assert status == "running", restarted.log()
+
+
+def test_cli_and_http_see_the_same_projects(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    sandbox.cli("provision", "--project=shop")
+    api = run_server(server_factory, sandbox).client()
+    assert api.get("/v1/projects/shop").json()["status"] == "running"
+    assert api.post("/v1/projects", json={"name": "viahttp"}).status_code == 201
+    listed = json.loads(sandbox.cli("list", f"--env={sandbox.env}", "--json").stdout)["projects"]
+    assert {"shop", "viahttp"} <= {p["project"] for p in listed}
+    assert sandbox.cli("outputs", "--project=viahttp").stdout.startswith("API_URL=")
