@@ -155,21 +155,19 @@ class ProjectService:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return self.store.root / self.env / ".idempotency" / f"{digest}.json"
 
-    def _exists(self, name: str) -> bool:
-        """A running request, a live record, or something deployed. A destroyed or failed project, or
-        one only declared in the env file, may be created (again): its kept data is reattached."""
-        if name in self.jobs:
-            return True
+    def _taken(self, name: str) -> bool:
+        """A live record or something deployed under this name. A destroyed or failed project, or one
+        only declared in the env file, may be created (again): its kept data is reattached."""
         status = self.store.read_state(self.env, name).get("status")
         if status is not None and status not in ("destroyed", "failed"):
             return True
-        observed = self._observations(fresh=True).get(name)
-        return observed is not None and observed.exists
+        return self.provisioner.backend.observe(self.provisioner.target(name)).exists
 
     def create(self, name: str | None, *, wait: bool, key: str | None) -> tuple[int, ProjectResult | None, str]:
         """Reserve a name (or return the project an idempotency key already created) and provision it.
 
-        Returns (status code, result when finished, project name).
+        Only the reservation is serialised; checking the backend and provisioning run concurrently
+        for different names. Returns (status code, result when finished, project name).
         """
         with self._lock:
             if key:
@@ -177,19 +175,27 @@ class ProjectService:
                 if known:
                     return self._replay(str(known), wait)
             if name is None:
-                name = _random.token_hex(6)
-                while self._exists(name):
-                    name = _random.token_hex(6)
+                name = _random.token_hex(6)  # 48 random bits: a clash is checked below all the same
             else:
                 names.validate_name(name)
                 self.provisioner.config.project(name)  # refuses names that collide with declared ones
-                if self._exists(name):
-                    raise ProblemError(409, "Conflict", f"a project named {name!r} already exists in env {self.env!r}")
-            self.store.write_state(self.env, name, {"project": name, "env": self.env, "status": "requested",
-                                                    "created_via": "api", "requested_at": _now()})
+            if name in self.jobs:
+                raise ProblemError(409, "Conflict", f"a project named {name!r} is being created in env {self.env!r}")
+            self.jobs[name] = Job()
             if key:
                 write_json(self._key_path(key), {"project": name, "at": _now()})
-            self.jobs[name] = Job()
+        try:
+            if self._taken(name):
+                raise ProblemError(409, "Conflict", f"a project named {name!r} already exists in env {self.env!r}")
+            previous = self.store.read_state(self.env, name)  # a destroyed project keeps its records
+            self.store.write_state(self.env, name, {**previous, "project": name, "env": self.env, "status": "requested",
+                                                    "created_via": "api", "requested_at": _now()})
+        except BaseException:
+            with self._lock:
+                self.jobs.pop(name, None)
+                if key:
+                    self._key_path(key).unlink(missing_ok=True)
+            raise
         if not wait:
             self.pool.submit(self._run, name)
             return 202, None, name
