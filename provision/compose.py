@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Protocol
 
 from . import interrupts
 from .errors import BackendUnavailable, CommandFailed, redact
@@ -97,16 +97,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class Publisher:
-    url: str
-    target_port: int
-    published_port: int
-    protocol: str
-
-
-@dataclass(frozen=True, slots=True)
 class ContainerState:
-    """One container of a compose project, as `docker compose ps --format json` reports it."""
+    """One container of a compose project, as `docker ps --format '{{json .}}'` reports it."""
 
     name: str
     service: str
@@ -114,7 +106,6 @@ class ContainerState:
     health: str  # healthy, unhealthy, starting, or "" when there is no healthcheck
     exit_code: int
     labels: Mapping[str, str] = field(default_factory=dict)
-    publishers: tuple[Publisher, ...] = ()
 
     @property
     def running(self) -> bool:
@@ -136,41 +127,6 @@ def parse_labels(raw: object) -> dict[str, str]:
             key, _, value = item.partition("=")
             labels[key] = value
     return labels
-
-
-def parse_ps(output: str) -> list[ContainerState]:
-    """Parse `docker compose ps --format json`: a JSON array (< 2.21) or one object per line (>= 2.21)."""
-    text = output.strip()
-    if not text:
-        return []
-    records: list[Any]
-    if text.startswith("["):
-        records = json.loads(text)
-    else:
-        records = [json.loads(line) for line in text.splitlines() if line.strip().startswith("{")]
-    containers = []
-    for record in records:
-        publishers = tuple(
-            Publisher(
-                url=str(p.get("URL", "")),
-                target_port=int(p.get("TargetPort") or 0),
-                published_port=int(p.get("PublishedPort") or 0),
-                protocol=str(p.get("Protocol", "tcp")),
-            )
-            for p in record.get("Publishers") or []
-        )
-        containers.append(
-            ContainerState(
-                name=str(record.get("Name", "")),
-                service=str(record.get("Service", "")),
-                state=str(record.get("State", "")).lower(),
-                health=str(record.get("Health", "") or "").lower(),
-                exit_code=int(record.get("ExitCode") or 0),
-                labels=parse_labels(record.get("Labels")),
-                publishers=publishers,
-            )
-        )
-    return sorted(containers, key=lambda c: (c.service, c.name))
 
 
 _EXIT_CODE = re.compile(r"Exited \((-?\d+)\)")
@@ -272,15 +228,6 @@ class ComposeCLI:
         if check and result.returncode != 0:
             self._raise(result)
         return result
-
-    def ps(self, files: ComposeFiles, *, timeout: float = 30) -> list[ContainerState]:
-        result = self.run(files, "ps", "--all", "--format", "json", timeout=timeout)
-        try:
-            return parse_ps(result.stdout)
-        except (json.JSONDecodeError, TypeError, ValueError) as exc:
-            raise BackendUnavailable(
-                f"could not parse `{' '.join(result.argv)}` output ({exc}): is this Compose v2?"
-            ) from exc
 
     def containers(self, *labels: str, timeout: float = 30) -> list[ContainerState]:
         """Containers (any state) carrying every `key=value` label, via `docker ps` (~5x faster than compose ps)."""

@@ -4,30 +4,44 @@ from pathlib import Path
 
 import pytest
 
-from provision.compose import ComposeCLI, ComposeFiles, parse_labels, parse_ps
+from provision.compose import ComposeCLI, ComposeFiles, parse_docker_ps, parse_labels
 from provision.errors import BackendUnavailable, CommandFailed
 from tests.unit.fakes import FakeRunner
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "compose"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 FILES = ComposeFiles("shop_dev", Path("/state/dev/shop/docker-compose.yml"), Path("/state/dev/shop/secrets.env"))
 
 
-@pytest.mark.parametrize("fixture", sorted(p.name for p in FIXTURES.glob("ps-*")))
-def test_parse_recorded_ps_output(fixture: str) -> None:
-    containers = parse_ps((FIXTURES / fixture).read_text())
+def test_parse_recorded_docker_ps_of_a_running_stack() -> None:
+    containers = parse_docker_ps((FIXTURES / "docker" / "ps-running-20.10.24.jsonl").read_text())
     assert [c.service for c in containers] == ["api", "db"]
-    db = containers[1]
+    api, db = containers
     assert db.state == "running" and db.health == "healthy" and db.ready
-    assert db.labels["io.provision.project"] == "shop"
+    assert api.state == "running" and api.health == "" and api.ready
+    assert db.labels["io.provision.project"] == "shop" and db.labels["io.provision.env"] == "demo"
     assert len(db.labels["io.provision.config-hash"]) == 16
-    assert any(p.published_port and p.target_port == 5432 for p in db.publishers)
-    assert containers[0].health == ""
+    assert len(db.labels["com.docker.compose.config-hash"]) == 64
+    assert db.name == "shop_demo-db-1"
 
 
-def test_parse_ps_handles_empty_output_and_stopped_containers() -> None:
-    assert parse_ps("") == []
-    [c] = parse_ps('{"Name":"x","Service":"db","State":"exited","Health":"","ExitCode":137,"Labels":""}\n')
-    assert not c.running and c.exit_code == 137
+def test_parse_recorded_docker_ps_of_a_stopped_stack() -> None:
+    containers = parse_docker_ps((FIXTURES / "docker" / "ps-stopped-20.10.24.jsonl").read_text())
+    assert {c.state for c in containers} == {"exited"}
+    assert not any(c.running or c.ready for c in containers)
+
+
+def test_parse_docker_ps_handles_empty_output_and_exit_codes() -> None:
+    assert parse_docker_ps("") == []
+    [c] = parse_docker_ps('{"Names":"x","State":"exited","Status":"Exited (137) 2 minutes ago",'
+                          '"Labels":"com.docker.compose.service=db"}\n')
+    assert c.service == "db" and not c.running and c.exit_code == 137
+    [c] = parse_docker_ps('{"Names":"x","State":"running","Status":"Up 1 second (health: starting)","Labels":""}')
+    assert c.health == "starting" and not c.ready
+
+
+def test_volume_listing_maps_projects_to_volumes() -> None:
+    runner = FakeRunner().on("volume", "ls", stdout=(FIXTURES / "docker" / "volume-ls-20.10.24.jsonl").read_text())
+    assert ComposeCLI(runner, environ={}).volumes("io.provision.env=demo") == {"shop": "shop_demo_pgdata"}
 
 
 def test_labels_string_and_dict() -> None:
@@ -44,15 +58,16 @@ def test_argv_is_a_list_with_project_file_and_env_file() -> None:
 
 def test_secret_names_are_hidden_from_the_subprocess_environment() -> None:
     runner = FakeRunner().on("ps")
-    ComposeCLI(runner, environ={"DB_PASSWORD": "shell-value", "PATH": "/bin"}, hidden_env=["DB_PASSWORD"]).ps(FILES)
+    ComposeCLI(runner, environ={"DB_PASSWORD": "shell-value", "PATH": "/bin"}, hidden_env=["DB_PASSWORD"]).containers("a=b")
     assert runner.envs[0] == {"PATH": "/bin"}
 
 
 def test_engine_down_is_a_clear_backend_error() -> None:
-    runner = FakeRunner().on("ps", returncode=1, stderr=(
-        "Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?\n"))
-    with pytest.raises(BackendUnavailable, match="Docker Engine is not reachable: start dockerd"):
-        ComposeCLI(runner, environ={}).ps(FILES)
+    stderr = (FIXTURES / "compose" / "engine-down-2.26.1.stderr").read_text()
+    for call in (lambda cli: cli.containers("a=b"), lambda cli: cli.run(FILES, "up", timeout=5)):
+        runner = FakeRunner().on("ps", returncode=1, stderr=stderr).on("up", returncode=1, stderr=stderr)
+        with pytest.raises(BackendUnavailable, match="Docker Engine is not reachable: start dockerd"):
+            call(ComposeCLI(runner, environ={}))
 
 
 def test_missing_plugin_falls_back_to_a_v2_standalone_binary() -> None:
@@ -60,7 +75,7 @@ def test_missing_plugin_falls_back_to_a_v2_standalone_binary() -> None:
               .on("docker", "compose", returncode=1, stderr="docker: 'compose' is not a docker command.\n")
               .on("docker-compose", "version", stdout="2.20.2\n")
               .on("docker-compose", "--project-name", stdout=""))
-    ComposeCLI(runner, environ={}).ps(FILES)
+    ComposeCLI(runner, environ={}).run(FILES, "stop", timeout=5)
     assert runner.calls[-1][0] == "docker-compose"
 
 
@@ -69,7 +84,7 @@ def test_compose_v1_is_refused() -> None:
               .on("docker", "compose", returncode=1, stderr="docker: 'compose' is not a docker command.\n")
               .on("docker-compose", "version", stdout="1.29.2\n"))
     with pytest.raises(BackendUnavailable, match="Compose v1, which is not supported"):
-        ComposeCLI(runner, environ={}).ps(FILES)
+        ComposeCLI(runner, environ={}).run(FILES, "stop", timeout=5)
 
 
 def test_no_compose_at_all() -> None:
@@ -77,7 +92,7 @@ def test_no_compose_at_all() -> None:
               .on("docker", "compose", returncode=1, stderr="docker: 'compose' is not a docker command.\n")
               .on("docker-compose", "version", returncode=127, stderr="not found"))
     with pytest.raises(BackendUnavailable, match="Compose v2 was not found"):
-        ComposeCLI(runner, environ={}).ps(FILES)
+        ComposeCLI(runner, environ={}).run(FILES, "stop", timeout=5)
 
 
 def test_failure_carries_argv_exit_code_and_redacted_stderr_tail() -> None:
@@ -91,7 +106,11 @@ def test_failure_carries_argv_exit_code_and_redacted_stderr_tail() -> None:
     assert len(exc.stderr_tail.splitlines()) == 20
 
 
-def test_port_conflict_gets_a_hint() -> None:
-    runner = FakeRunner().on("up", returncode=1, stderr="Bind for 127.0.0.1:20000 failed: port is already allocated\n")
-    with pytest.raises(CommandFailed, match="taken by another process"):
+@pytest.mark.parametrize(("fixture", "hint"), [
+    ("up-port-taken-2.26.1.stderr", "taken by another process"),
+    ("up-no-address-pool-2.26.1.stderr", "set local.network_pool"),
+])
+def test_recorded_up_failures_get_a_hint(fixture: str, hint: str) -> None:
+    runner = FakeRunner().on("up", returncode=1, stderr=(FIXTURES / "compose" / fixture).read_text())
+    with pytest.raises(CommandFailed, match=hint):
         ComposeCLI(runner, environ={}).run(FILES, "up", timeout=5)
