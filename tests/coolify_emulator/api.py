@@ -8,16 +8,28 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any
+from typing import Any, TypeVar
 
 from . import compose as C
 from .core import ENV_KEY_PATTERN, Core
-from .state import EnvVar, Project, Service, SubResource, Token, new_uuid, now_iso, random_string
+from .state import (
+    Environment,
+    EnvVar,
+    Project,
+    Server,
+    Service,
+    SubResource,
+    Token,
+    new_uuid,
+    now_iso,
+    random_string,
+)
 from .validation import (
     NAME_MESSAGES,
+    Rule,
     extra_fields,
     is_valid_name,
     merge_extra,
@@ -150,7 +162,27 @@ def validation_failed(errors: Any) -> ApiResponse:
     return jr(422, {"message": "Validation failed.", "errors": errors})
 
 
+def _rejected(data: dict[str, Any], rules: Mapping[str, list[Rule]], allowed_fields: tuple[str, ...],
+              messages: Mapping[str, str] | None = None) -> ApiResponse | None:
+    """The 422 for ``data``: rule errors, then "This field is not allowed." for fields outside the list."""
+    errors = merge_extra(validate(data, rules, messages), extra_fields(data, allowed_fields))
+    return validation_failed(errors) if errors else None
+
+
+def _validated(req: ApiRequest, rules: Mapping[str, list[Rule]], allowed_fields: tuple[str, ...],
+               messages: Mapping[str, str] | None = None, *,
+               body_only: bool = False) -> tuple[dict[str, Any], ApiResponse | None]:
+    """``validateIncomingRequest()`` then :func:`_rejected` on ``$request->all()`` (or, with
+    ``body_only``, the JSON body alone). Returns the input and the error response, if any."""
+    bad = validate_incoming(req)
+    if bad:
+        return {}, bad
+    data = req.json_bag() if body_only else req.input()
+    return data, _rejected(data, rules, allowed_fields, messages)
+
+
 Handler = Callable[..., ApiResponse]
+_Row = TypeVar("_Row", Server, Project, Service)
 
 
 @dataclass
@@ -166,6 +198,9 @@ class Route:
 
 _NAME_RULES: list[Any] = ["required", "string", "min:3", "max:255", is_valid_name]
 _NAME_RULES_OPTIONAL: list[Any] = ["nullable", "string", "min:3", "max:255", is_valid_name]
+_DESCRIPTION_RULES: list[Any] = ["nullable", "string", "max:255"]
+_NAME_DESCRIPTION_UPDATE_RULES: dict[str, list[Any]] = {"name": _NAME_RULES_OPTIONAL, "description": _DESCRIPTION_RULES}
+_NAME_DESCRIPTION_FIELDS = ("name", "description")
 _BOOL = ["boolean"]
 _ENV_FLAG_FIELDS = ("is_literal", "is_multiline", "is_shown_once")
 _SERVICE_CREATE_FIELDS = (
@@ -259,18 +294,17 @@ class Api:
         return text(200, self.core.version)
 
     def enable_api(self, req: ApiRequest) -> ApiResponse:
-        assert req.token is not None
-        if req.token.team_id != 0:
-            return jr(403, {"message": "You are not allowed to enable the API."})
-        self.core.settings.api_enabled = True
-        return jr(200, {"message": "API enabled."})
+        return self._switch_api(req, True, "You are not allowed to enable the API.", "API enabled.")
 
     def disable_api(self, req: ApiRequest) -> ApiResponse:
-        assert req.token is not None
-        if req.token.team_id != 0:
-            return jr(403, {"message": "You are not allowed to disable the API."})
-        self.core.settings.api_enabled = False
-        return jr(200, {"message": "API disabled."})
+        return self._switch_api(req, False, "You are not allowed to disable the API.", "API disabled.")
+
+    def _switch_api(self, req: ApiRequest, enabled: bool, forbidden: str, done: str) -> ApiResponse:
+        """Set ``api_enabled``: root team (id 0) only."""
+        if self._team(req) != 0:
+            return jr(403, {"message": forbidden})
+        self.core.settings.api_enabled = enabled
+        return jr(200, {"message": done})
 
     def moved_to_post(self, req: ApiRequest, **_: str) -> ApiResponse:
         return jr(405, {"message": "This endpoint has changed to a POST request."}, {"Allow": "POST"})
@@ -283,9 +317,14 @@ class Api:
         assert req.token is not None
         return req.token.team_id
 
-    def _server(self, req: ApiRequest, uuid: str) -> Any:
-        server = self.store.servers.get(uuid)
-        return server if server is not None and server.team_id == self._team(req) else None
+    def _owned(self, req: ApiRequest, rows: dict[str, _Row], uuid: str) -> _Row | None:
+        """The row with this uuid if it belongs to the token's team."""
+        row = rows.get(uuid)
+        return row if row is not None and row.team_id == self._team(req) else None
+
+    def _server_or_404(self, req: ApiRequest, uuid: str) -> Server | ApiResponse:
+        server = self._owned(req, self.store.servers, uuid)
+        return jr(404, {"message": "Server not found."}) if server is None else server
 
     def server_json(self, server: Any) -> dict[str, Any]:
         return {
@@ -327,9 +366,9 @@ class Api:
     def get_server(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            server = self._server(req, uuid)
-            if server is None:
-                return jr(404, {"message": "Server not found."})
+            server = self._server_or_404(req, uuid)
+            if isinstance(server, ApiResponse):
+                return server
             data = self.server_json(server)
             if query_bool(req.query.get("resources"), False):
                 data["resources"] = self._server_resources(server)
@@ -338,16 +377,16 @@ class Api:
     def server_resources(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            server = self._server(req, uuid)
-            if server is None:
-                return jr(404, {"message": "Server not found."})
+            server = self._server_or_404(req, uuid)
+            if isinstance(server, ApiResponse):
+                return server
             return jr(200, self._server_resources(server))
 
     def server_domains(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
-            server = self._server(req, uuid)
-            if server is None:
-                return jr(404, {"message": "Server not found."})
+            server = self._server_or_404(req, uuid)
+            if isinstance(server, ApiResponse):
+                return server
             ip = self.core.settings.public_ip if server.ip == "host.docker.internal" else server.ip
             hosts: list[str] = []
             for svc in self.store.services.values():
@@ -362,9 +401,9 @@ class Api:
 
     def server_destinations(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
-            server = self._server(req, uuid)
-            if server is None:
-                return jr(404, {"message": "Server not found."})
+            server = self._server_or_404(req, uuid)
+            if isinstance(server, ApiResponse):
+                return server
             return jr(200, [self.destination_json(d, server) for d in server.destinations])
 
     def list_destinations(self, req: ApiRequest) -> ApiResponse:
@@ -384,9 +423,19 @@ class Api:
             return jr(404, {"message": "Destination not found."})
 
     # ------------------------------------------------------------------ projects / environments
-    def _project(self, req: ApiRequest, uuid: str) -> Project | None:
-        project = self.store.projects.get(uuid)
-        return project if project is not None and project.team_id == self._team(req) else None
+    def _project_or_404(self, req: ApiRequest, uuid: str) -> Project | ApiResponse:
+        project = self._owned(req, self.store.projects, uuid)
+        return jr(404, {"message": "Project not found."}) if project is None else project
+
+    def _environment_or_404(self, req: ApiRequest, uuid: str, env: str) -> tuple[Project, Environment] | ApiResponse:
+        """The project, then its environment by name or uuid (404 for whichever is missing first)."""
+        project = self._project_or_404(req, uuid)
+        if isinstance(project, ApiResponse):
+            return project
+        environment = self.core.find_environment(project, env)
+        if environment is None:
+            return jr(404, {"message": "Environment not found."})
+        return project, environment
 
     @staticmethod
     def env_json(env: Any) -> dict[str, Any]:
@@ -401,42 +450,31 @@ class Api:
                             for p in items])
 
     def create_project(self, req: ApiRequest) -> ApiResponse:
-        bad = validate_incoming(req)
+        data, bad = _validated(req, {"name": _NAME_RULES, "description": _DESCRIPTION_RULES},
+                               _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
         if bad:
             return bad
-        data = req.input()
-        errors = validate(data, {"name": _NAME_RULES, "description": ["nullable", "string", "max:255"]},
-                          NAME_MESSAGES)
-        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
-        if errors:
-            return validation_failed(errors)
         project = self.core.create_project(data["name"], data.get("description"), self._team(req))
         return jr(201, {"uuid": project.uuid})
 
     def get_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
             return jr(200, {"id": project.id, "uuid": project.uuid, "name": project.name,
                             "description": project.description, "team_id": project.team_id,
                             "created_at": project.created_at, "updated_at": project.updated_at,
                             "environments": [self.env_json(e) for e in self.store.environments_of(project)]})
 
     def update_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        bad = validate_incoming(req)
+        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
         if bad:
             return bad
-        data = req.input()
-        errors = validate(data, {"name": _NAME_RULES_OPTIONAL, "description": ["nullable", "string", "max:255"]},
-                          NAME_MESSAGES)
-        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
-        if errors:
-            return validation_failed(errors)
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
             if "name" in data and data["name"] is None:
                 return server_error(req)  # NOT NULL column: Laravel raises a QueryException
             if "name" in data:
@@ -448,9 +486,9 @@ class Api:
 
     def delete_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
             envs = self.store.environments_of(project)
             if any(self.store.services_in_environment(e) for e in envs):
                 return jr(400, {"message": "Project has resources, so it cannot be deleted."})
@@ -461,45 +499,33 @@ class Api:
 
     def list_environments(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
             return jr(200, [{"id": e.id, "name": e.name, "uuid": e.uuid} for e in self.store.environments_of(project)])
 
     def create_environment(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        bad = validate_incoming(req)
+        data, bad = _validated(req, {"name": _NAME_RULES}, ("name",), NAME_MESSAGES)
         if bad:
             return bad
-        data = req.input()
-        errors = merge_extra(validate(data, {"name": _NAME_RULES}, NAME_MESSAGES), extra_fields(data, ("name",)))
-        if errors:
-            return validation_failed(errors)
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
             if any(e.name == data["name"] for e in self.store.environments_of(project)):
                 return jr(409, {"message": "Environment with this name already exists."})
             env = self.core.create_environment(project, data["name"])
             return jr(201, {"uuid": env.uuid})
 
     def update_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
-        bad = validate_incoming(req)
+        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
         if bad:
             return bad
-        data = req.input()
-        errors = validate(data, {"name": _NAME_RULES_OPTIONAL, "description": ["nullable", "string", "max:255"]},
-                          NAME_MESSAGES)
-        errors = merge_extra(errors, extra_fields(data, ("name", "description")))
-        if errors:
-            return validation_failed(errors)
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
-            environment = self.core.find_environment(project, env)
-            if environment is None:
-                return jr(404, {"message": "Environment not found."})
+            found = self._environment_or_404(req, uuid, env)
+            if isinstance(found, ApiResponse):
+                return found
+            project, environment = found
             new_name = data.get("name")
             if new_name and any(e.name == new_name and e is not environment
                                 for e in self.store.environments_of(project)):
@@ -514,12 +540,10 @@ class Api:
 
     def delete_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
-            environment = self.core.find_environment(project, env)
-            if environment is None:
-                return jr(404, {"message": "Environment not found."})
+            found = self._environment_or_404(req, uuid, env)
+            if isinstance(found, ApiResponse):
+                return found
+            _, environment = found
             if self.store.services_in_environment(environment):
                 return jr(400, {"message": "Environment has resources, so it cannot be deleted."})
             self.store.environments.pop(environment.uuid, None)
@@ -528,12 +552,10 @@ class Api:
     def get_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            project = self._project(req, uuid)
-            if project is None:
-                return jr(404, {"message": "Project not found."})
-            environment = self.core.find_environment(project, env)
-            if environment is None:
-                return jr(404, {"message": "Environment not found."})
+            found = self._environment_or_404(req, uuid, env)
+            if isinstance(found, ApiResponse):
+                return found
+            _, environment = found
             data = self.env_json(environment)
             for rel in ("applications", "postgresqls", "redis", "mongodbs", "mysqls", "mariadbs"):
                 data[rel] = []
@@ -542,9 +564,19 @@ class Api:
             return jr(200, data)
 
     # ------------------------------------------------------------------ services: views
-    def _service(self, req: ApiRequest, uuid: str) -> Service | None:
-        svc = self.store.services.get(uuid)
-        return svc if svc is not None and svc.team_id == self._team(req) else None
+    def _service_or_404(self, req: ApiRequest, uuid: str) -> Service | ApiResponse:
+        svc = self._owned(req, self.store.services, uuid)
+        return jr(404, {"message": "Service not found."}) if svc is None else svc
+
+    def _service_app_or_404(self, req: ApiRequest, uuid: str, app: str) -> tuple[Service, SubResource] | ApiResponse:
+        """The service, then its application by uuid (404 for whichever is missing first)."""
+        svc = self._service_or_404(req, uuid)
+        if isinstance(svc, ApiResponse):
+            return svc
+        sub = next((a for a in svc.applications if a.uuid == app), None)
+        if sub is None:
+            return jr(404, {"message": "Service application not found."})
+        return svc, sub
 
     def sub_json(self, sub: SubResource, status: str) -> dict[str, Any]:
         common = {"uuid": sub.uuid, "name": sub.name, "human_name": sub.human_name, "description": sub.description,
@@ -594,52 +626,46 @@ class Api:
     def get_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
             return jr(200, self.service_json(svc, req.sensitive))
 
     def list_service_apps(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
             subs = self.core.sub_statuses(svc)
             return jr(200, [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.applications])
 
     def get_service_app(self, req: ApiRequest, uuid: str, app: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
-            sub = next((a for a in svc.applications if a.uuid == app), None)
-            if sub is None:
-                return jr(404, {"message": "Service application not found."})
+            found = self._service_app_or_404(req, uuid, app)
+            if isinstance(found, ApiResponse):
+                return found
+            svc, sub = found
             return jr(200, self.sub_json(sub, self.core.sub_statuses(svc).get(sub.name, "exited")))
 
     def update_service_app(self, req: ApiRequest, uuid: str, app: str) -> ApiResponse:
-        bad = validate_incoming(req)
-        if bad:
-            return bad
-        data = req.json_bag()
         allowed = ("url", "noindex_domains", "human_name", "description", "image", "exclude_from_status",
                    "is_log_drain_enabled", "is_gzip_enabled", "is_stripprefix_enabled")
-        errors = validate(data, {"url": ["nullable", "string"], "human_name": ["nullable", "string"],
-                                 "description": ["nullable", "string"], "image": ["nullable", "string"],
-                                 "exclude_from_status": ["nullable", "boolean"]})
-        errors = merge_extra(errors, extra_fields(data, allowed))
-        if errors:
-            return validation_failed(errors)
+        rules: dict[str, list[Any]] = {
+            "url": ["nullable", "string"], "human_name": ["nullable", "string"],
+            "description": ["nullable", "string"], "image": ["nullable", "string"],
+            "exclude_from_status": ["nullable", "boolean"],
+        }
+        data, bad = _validated(req, rules, allowed, body_only=True)
+        if bad:
+            return bad
         force = query_bool(req.query.get("force_domain_override"), False)
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
-            sub = next((a for a in svc.applications if a.uuid == app), None)
-            if sub is None:
-                return jr(404, {"message": "Service application not found."})
+            found = self._service_app_or_404(req, uuid, app)
+            if isinstance(found, ApiResponse):
+                return found
+            svc, sub = found
             if "url" in data:
                 bad = self._apply_urls(svc, [{"name": sub.name, "url": data["url"]}], force)
                 if bad:
@@ -715,10 +741,6 @@ class Api:
         return None
 
     def create_service(self, req: ApiRequest) -> ApiResponse:
-        bad = validate_incoming(req)
-        if bad:
-            return bad
-        data = req.input()
         rules: dict[str, list[Any]] = {
             "type": ["nullable", "string"], "project_uuid": ["required", "string"],
             "environment_name": ["nullable", "string"], "environment_uuid": ["nullable", "string"],
@@ -729,9 +751,9 @@ class Api:
             "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
             "tags": ["nullable", "array"], "tags.*": ["string", "min:2"],
         }
-        errors = merge_extra(validate(data, rules), extra_fields(data, _SERVICE_CREATE_FIELDS))
-        if errors:
-            return validation_failed(errors)
+        data, bad = _validated(req, rules, _SERVICE_CREATE_FIELDS)
+        if bad:
+            return bad
         if not data.get("environment_name") and not data.get("environment_uuid"):
             return jr(422, {"message": "You need to provide at least one of environment_name or environment_uuid."})
         if data.get("type") and data.get("docker_compose_raw"):
@@ -742,9 +764,9 @@ class Api:
                 "The docker compose raw field is required when type is not present."]})
         team = self._team(req)
         with self.store.lock:
-            project = self._project(req, data["project_uuid"])
-            if project is None:
-                return jr(404, {"message": "Project not found."})
+            project = self._project_or_404(req, data["project_uuid"])
+            if isinstance(project, ApiResponse):
+                return project
             envs = self.store.environments_of(project)
             environment = None
             if data.get("environment_name"):
@@ -753,9 +775,9 @@ class Api:
                 environment = next((e for e in envs if e.uuid == data["environment_uuid"]), None)
             if environment is None:
                 return jr(404, {"message": "Environment not found."})
-            server = self._server(req, data["server_uuid"])
-            if server is None:
-                return jr(404, {"message": "Server not found."})
+            server = self._server_or_404(req, data["server_uuid"])
+            if isinstance(server, ApiResponse):
+                return server
             if server.is_build_server:
                 return validation_failed({"server_uuid": ["Build servers cannot be used to host resources."]})
             dests = server.destinations
@@ -811,10 +833,6 @@ class Api:
         return jr(201, {"uuid": svc.uuid, "domains": domains})
 
     def update_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        bad = validate_incoming(req)
-        if bad:
-            return bad
-        data = req.input()
         rules: dict[str, list[Any]] = {
             "name": ["nullable", "string", "max:255"], "description": ["nullable", "string"],
             "instant_deploy": _BOOL, "docker_compose_raw": ["nullable", "string"],
@@ -822,13 +840,13 @@ class Api:
             "urls.*.name": ["required", "string"], "urls.*.url": ["nullable", "string"],
             "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
         }
-        errors = merge_extra(validate(data, rules), extra_fields(data, _SERVICE_UPDATE_FIELDS))
-        if errors:
-            return validation_failed(errors)
+        data, bad = _validated(req, rules, _SERVICE_UPDATE_FIELDS)
+        if bad:
+            return bad
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         parsed: Any = None
         if data.get("docker_compose_raw"):
             result = self._decode_compose(data["docker_compose_raw"])
@@ -861,9 +879,9 @@ class Api:
     def delete_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         options = {name: query_bool(req.query.get(name), True)
                    for name in ("delete_configurations", "delete_volumes", "docker_cleanup",
                                 "delete_connected_networks")}
@@ -876,9 +894,9 @@ class Api:
         data = dict(req.query)
         errors = validate(data, {"sub_service_name": ["required", "string"], "lines": ["nullable", "integer"]})
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         if errors:
             return validation_failed(errors)
         sub = svc.app(data["sub_service_name"])
@@ -924,25 +942,41 @@ class Api:
             flags["comment"] = data["comment"]
         return flags
 
-    def list_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
-            return jr(200, [self.envvar_json(e, svc, req.sensitive) for e in self.store.envs_of(svc)])
+    @classmethod
+    def _update_env(cls, env: EnvVar, data: dict[str, Any]) -> None:
+        """Overwrite the value and the given flags of an existing variable."""
+        env.value = data.get("value")
+        for name, value in cls._env_flags(data).items():
+            setattr(env, name, value)
+        env.updated_at = now_iso()
 
-    def create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+    def _env_input(self, req: ApiRequest, uuid: str) -> tuple[dict[str, Any], Service] | ApiResponse:
+        """Create/update prelude: ``validateIncomingRequest()``, the service (404), then the rules (422)."""
         bad = validate_incoming(req)
         if bad:
             return bad
         data = req.input()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
-        errors = merge_extra(validate(data, self._env_rules()), extra_fields(data, _ENV_FIELDS))
-        if errors:
-            return validation_failed(errors)
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
+        bad = _rejected(data, self._env_rules(), _ENV_FIELDS)
+        if bad:
+            return bad
+        return data, svc
+
+    def list_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
+            return jr(200, [self.envvar_json(e, svc, req.sensitive) for e in self.store.envs_of(svc)])
+
+    def create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        found = self._env_input(req, uuid)
+        if isinstance(found, ApiResponse):
+            return found
+        data, svc = found
         with self.store.lock:
             if self.store.env_by_key(svc, data["key"]) is not None:
                 return jr(409, {"message": "Environment variable already exists. Use PATCH request to update it."})
@@ -950,25 +984,15 @@ class Api:
             return jr(201, self.envvar_json(env, svc, True))
 
     def update_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        bad = validate_incoming(req)
-        if bad:
-            return bad
-        data = req.input()
-        with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
-        errors = merge_extra(validate(data, self._env_rules()), extra_fields(data, _ENV_FIELDS))
-        if errors:
-            return validation_failed(errors)
+        found = self._env_input(req, uuid)
+        if isinstance(found, ApiResponse):
+            return found
+        data, svc = found
         with self.store.lock:
             env = self.store.env_by_key(svc, data["key"])
             if env is None:
                 return jr(404, {"message": "Environment variable not found."})
-            env.value = data.get("value")
-            for name, value in self._env_flags(data).items():
-                setattr(env, name, value)
-            env.updated_at = now_iso()
+            self._update_env(env, data)
             return jr(201, self.envvar_json(env, svc, True))
 
     def bulk_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
@@ -976,9 +1000,9 @@ class Api:
         if bad:
             return bad
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         bulk = req.json_bag().get("data")
         if not bulk or not isinstance(bulk, (list, dict)):
             return jr(400, {"message": "Bulk data is required."})
@@ -994,18 +1018,15 @@ class Api:
                 if env is None:
                     env = self.core.create_env(svc, item["key"], item.get("value"), **self._env_flags(item))
                 else:
-                    env.value = item.get("value")
-                    for name, value in self._env_flags(item).items():
-                        setattr(env, name, value)
-                    env.updated_at = now_iso()
+                    self._update_env(env, item)
                 saved.append(env)
             return jr(201, [self.envvar_json(e, svc, True) for e in saved])
 
     def delete_env(self, req: ApiRequest, uuid: str, env_uuid: str) -> ApiResponse:
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
             env = self.store.envs.get(env_uuid)
             if env is None or env.service_id != svc.id:
                 return jr(404, {"message": "Environment variable not found."})
@@ -1016,9 +1037,9 @@ class Api:
     def start_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
             if "running" in self.core.service_status(svc):
                 return jr(400, {"message": "Service is already running."})
         self.core.queue_action(svc, "start")
@@ -1027,9 +1048,9 @@ class Api:
     def stop_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
             status = self.core.service_status(svc)
             if "stopped" in status or "exited" in status:
                 return jr(400, {"message": "Service is already stopped."})
@@ -1039,9 +1060,9 @@ class Api:
     def restart_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
         with self.store.lock:
-            svc = self._service(req, uuid)
-            if svc is None:
-                return jr(404, {"message": "Service not found."})
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         self.core.queue_action(svc, "restart", latest=query_bool(req.query.get("latest"), False))
         return jr(200, {"message": "Service restarting request queued."})
 
@@ -1059,7 +1080,7 @@ class Api:
             targets: list[Service] = []
             if uuids:
                 for one in str(uuids).split(","):
-                    svc = self._service(req, one.strip())
+                    svc = self._owned(req, self.store.services, one.strip())
                     if svc is not None and svc not in targets:
                         targets.append(svc)
             else:

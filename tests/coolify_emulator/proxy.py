@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import http.client
 import json
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 from . import compose as C
 from .core import Core
+from .server import QuietHandler, QuietHTTPServer
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection", "te",
               "trailers", "transfer-encoding", "upgrade"}
@@ -62,25 +61,12 @@ class _Target:
     ip: str | None
 
 
-class _ProxyHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
+class _ProxyHTTPServer(QuietHTTPServer):
     owner: ProxyServer
 
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
-            return
-        super().handle_error(request, client_address)
 
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
+class _ProxyHandler(QuietHandler):
     server: _ProxyHTTPServer
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        return
 
     def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         try:

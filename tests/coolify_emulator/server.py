@@ -162,11 +162,12 @@ class ApiApp:
             return jr(500, {"message": "Server Error"})
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class QuietHTTPServer(ThreadingHTTPServer):
+    """Threaded server for the API and the proxy: daemon threads, reusable address, deep backlog."""
+
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
-    owner: ApiServer
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that vanish (timeouts, injected faults) are normal here: stay quiet."""
@@ -175,15 +176,24 @@ class _HTTPServer(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """HTTP/1.1 request handler that never logs (requests carry tokens)."""
+
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: _HTTPServer
-    server_version = "nginx"
-    sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - never log (tokens)
         return
+
+
+class _HTTPServer(QuietHTTPServer):
+    owner: ApiServer
+
+
+class _Handler(QuietHandler):
+    server: _HTTPServer
+    server_version = "nginx"
+    sys_version = ""
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding", "") or "").lower():

@@ -92,36 +92,37 @@ def _size(value: Any, rules: list[Rule]) -> tuple[float, str]:
     return 0, "string"
 
 
+#: Laravel 11's English defaults for the rules whose message does not depend on the size kind.
+_RULE_MESSAGES: dict[str, str] = {
+    "string": "The {label} field must be a string.",
+    "boolean": "The {label} field must be true or false.",
+    "array": "The {label} field must be an array.",
+    "integer": "The {label} field must be an integer.",
+    "regex": "The {label} field format is invalid.",
+    "in": "The selected {label} is invalid.",
+}
+
+#: ``min`` / ``max`` defaults by size kind (see :func:`_size`); any other kind reads as "string".
+_SIZE_MESSAGES: dict[tuple[str, str], str] = {
+    ("min", "array"): "The {label} field must have at least {param} items.",
+    ("min", "numeric"): "The {label} field must be at least {param}.",
+    ("min", "string"): "The {label} field must be at least {param} characters.",
+    ("max", "array"): "The {label} field must not have more than {param} items.",
+    ("max", "numeric"): "The {label} field must not be greater than {param}.",
+    ("max", "string"): "The {label} field must not be greater than {param} characters.",
+}
+
+
 def _message(field: str, rule: str, param: str | None, kind: str, messages: Mapping[str, str]) -> str:
     custom = messages.get(f"{field}.{rule}") or messages.get(rule)
     label = attribute_label(field)
     if custom:
         return custom.replace(":attribute", label).replace(":min", param or "").replace(":max", param or "")
-    if rule == "string":
-        return f"The {label} field must be a string."
-    if rule == "boolean":
-        return f"The {label} field must be true or false."
-    if rule == "array":
-        return f"The {label} field must be an array."
-    if rule == "integer":
-        return f"The {label} field must be an integer."
-    if rule == "regex":
-        return f"The {label} field format is invalid."
-    if rule == "in":
-        return f"The selected {label} is invalid."
-    if rule == "min":
-        if kind == "array":
-            return f"The {label} field must have at least {param} items."
-        if kind == "numeric":
-            return f"The {label} field must be at least {param}."
-        return f"The {label} field must be at least {param} characters."
-    if rule == "max":
-        if kind == "array":
-            return f"The {label} field must not have more than {param} items."
-        if kind == "numeric":
-            return f"The {label} field must not be greater than {param}."
-        return f"The {label} field must not be greater than {param} characters."
-    return f"The {label} field is invalid."
+    if rule in ("min", "max"):
+        template = _SIZE_MESSAGES.get((rule, kind), _SIZE_MESSAGES[(rule, "string")])
+    else:
+        template = _RULE_MESSAGES.get(rule, "The {label} field is invalid.")
+    return template.format(label=label, param=param)
 
 
 def _check(value: Any, rule: Rule, rules: list[Rule]) -> tuple[bool, str, str | None, str]:
