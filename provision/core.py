@@ -135,11 +135,15 @@ class Provisioner:
                                result=note["result"], duration=note["duration"], backend=self.backend.name,
                                detail=note["detail"])
 
-    def _hook(self, name: str, target: Target, action: str, endpoints: Endpoints | None) -> None:
+    def _hook(self, name: str, target: Target, action: str, endpoints: Callable[[], Endpoints | None]) -> None:
+        """Run hook `name` if the project root has it; `endpoints` is only asked for then."""
+        if self.hooks.path(name) is None:
+            return
+        found = endpoints()
         variables = hook_variables(
             env=target.env, project=target.project, backend=self.backend.name, action=action,
-            api_url=endpoints.api_url if endpoints else None,
-            db_url=endpoints.db_url.reveal() if endpoints and endpoints.db_url else None,
+            api_url=found.api_url if found else None,
+            db_url=found.db_url.reveal() if found and found.db_url else None,
         )
         self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
 
@@ -158,15 +162,15 @@ class Provisioner:
             stack = self._render(target, prepared)
             decision = plan(stack, observed)
             note.update(action=decision.action.value, config_hash=stack.config_hash, record=decision.changes)
-            before = self.backend.endpoints(target, prepared) if observed.exists else None
-            self._hook("pre-provision", target, decision.action.value, before)
+            self._hook("pre-provision", target, decision.action.value,
+                       lambda: self.backend.endpoints(target, prepared) if observed.exists else None)
             if decision.changes:
                 self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
                 endpoints = self._apply(target, stack, prepared, decision, observed)
             else:
                 endpoints = self.backend.wait(target, prepared, timeout=self.config.health.timeout)
             self._record(target, stack, status="provisioned", prepared=prepared)
-            self._hook("post-provision", target, decision.action.value, endpoints)
+            self._hook("post-provision", target, decision.action.value, lambda: endpoints)
         elapsed = note["duration"]
         self.reporter.step(project, f"{_VERB[decision.action]}, running ({elapsed:.1f} s)")
         return ProjectResult(
@@ -310,11 +314,10 @@ class Provisioner:
         deployed = self.backend.observe_env(self.config, full=True)
         items = [self._plan_one(self.target(p.name), deployed.get(p.name) or Observed(exists=False))
                  for p in self.config.projects]
-        if project is None:
-            for name in self._orphans(deployed):
-                items.append(PlanItem(name, self.config.name, self.backend.name, "orphan",
-                                      "deployed in this env but no longer declared (provision --prune --yes removes it)",
-                                      declared=False))
+        for name in self._orphans(deployed):
+            items.append(PlanItem(name, self.config.name, self.backend.name, "orphan",
+                                  "deployed in this env but no longer declared (provision --prune --yes removes it)",
+                                  declared=False))
         return items
 
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
@@ -390,7 +393,8 @@ class Provisioner:
         with self._operation(target, action) as note:
             observed = self.backend.observe(target)
             prepared = self.backend.prepare(target, observed, create=False)
-            self._hook("pre-destroy", target, action, self.backend.endpoints(target, prepared) if observed.exists else None)
+            self._hook("pre-destroy", target, action,
+                       lambda: self.backend.endpoints(target, prepared) if observed.exists else None)
             paths = self.store.paths(target.env, project)
             backup_to = None
             if delete_data and backup:
@@ -406,7 +410,7 @@ class Provisioner:
                 done.append("deleted the project's secrets and records (backups stay)")
             elif state:
                 self.store.write_state(target.env, project, {**state, "status": "destroyed", "destroyed_at": utc_now()})
-            self._hook("post-destroy", target, action, None)
+            self._hook("post-destroy", target, action, lambda: None)
         if not delete_data:
             done.append(f"`invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes the data")
         for line in done:

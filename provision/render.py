@@ -78,7 +78,7 @@ def secret_ref(name: str, *, required: bool = True) -> str:
 
 
 @lru_cache(maxsize=16)
-def _load_template(path: str, mtime_ns: int) -> tuple[jinja2.Template, str]:
+def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
     source = Path(path).read_text(encoding="utf-8")
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
@@ -90,13 +90,13 @@ def _load_template(path: str, mtime_ns: int) -> tuple[jinja2.Template, str]:
     env.filters["q"] = q
     env.filters["urlquote"] = lambda v: quote(str(v), safe="")
     try:
-        return env.from_string(source), source
+        return env.from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
 
 
-def load_template(path: Path) -> tuple[jinja2.Template, str]:
-    """The compiled template at `path` and its source (cached until the file changes)."""
+def load_template(path: Path) -> jinja2.Template:
+    """The compiled template at `path` (cached until the file changes)."""
     try:
         mtime = path.stat().st_mtime_ns
     except OSError as exc:
@@ -146,7 +146,7 @@ def render_stack(
     A service's hash covers its own definition, the top-level volumes and networks, and a
     digest of the secrets it references, so a change to one service recreates only that one.
     """
-    template, source = load_template(template_path)
+    template = load_template(template_path)
     first = _render(template, template_path, {**context, "service_hashes": {}})
     document = _parse(first, template_path)
     hashes, referenced = hash_services(document, secrets)

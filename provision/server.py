@@ -146,7 +146,6 @@ class ProjectService:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-job")
         self.jobs: dict[str, Job] = {}
         self._lock = threading.Lock()  # reservations and idempotency keys
-        self._cache: tuple[float, dict[str, Observed]] | None = None
         self._listing: tuple[float, list[ProjectResult]] | None = None
         self._refreshing = threading.Lock()
 
@@ -173,7 +172,7 @@ class ProjectService:
             if key:
                 known = read_json(self._key_path(key)).get("project")
                 if known:
-                    return self._replay(str(known), wait)
+                    return self._replay(str(known))
             if name is None:
                 name = _random.token_hex(6)  # 48 random bits: a clash is checked below all the same
             else:
@@ -201,7 +200,8 @@ class ProjectService:
             return 202, None, name
         return 201, self._run(name), name
 
-    def _replay(self, name: str, wait: bool) -> tuple[int, ProjectResult | None, str]:
+    def _replay(self, name: str) -> tuple[int, ProjectResult | None, str]:
+        """The answer to a retried POST: the project its key created, still provisioning (202) or not (201)."""
         job = self.jobs.get(name)
         if job is not None and job.status == "provisioning":
             return 202, None, name
@@ -230,14 +230,6 @@ class ProjectService:
             self.jobs[name] = Job()
             self.pool.submit(self._run, name)
         return unfinished
-
-    def _observations(self, *, fresh: bool = False) -> dict[str, Observed]:
-        cached = self._cache
-        if not fresh and cached is not None and time.monotonic() - cached[0] < LIST_CACHE_SECONDS:
-            return cached[1]
-        observed = dict(self.provisioner.backend.observe_env(self.provisioner.config))
-        self._cache = (time.monotonic(), observed)
-        return observed
 
     def get(self, name: str) -> ProjectResult | Job:
         job = self.jobs.get(name)
@@ -268,7 +260,7 @@ class ProjectService:
         return items
 
     def _refresh(self) -> tuple[float, list[ProjectResult]]:
-        observed = self._observations(fresh=True)
+        observed = self.provisioner.backend.observe_env(self.provisioner.config)
         declared = [p.name for p in self.provisioner.config.projects]
         recorded = {p for _, p in self.store.known_projects(self.env)}
         results = [
@@ -280,7 +272,6 @@ class ProjectService:
 
     def _changed(self) -> None:
         """Something changed through the API: the next listing is built afresh."""
-        self._cache = None
         self._listing = None
 
     def control(self, name: str, verb: Literal["stop", "start", "restart"]) -> ProjectResult:

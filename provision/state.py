@@ -42,8 +42,9 @@ def default_state_dir(root: Path, environ: Mapping[str, str] | None = None) -> P
     return Path(value).expanduser().resolve() if value else root / ".provision"
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
-    """Replace `path` with `data` atomically; the file gets `mode` before any byte is written."""
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace `path` with `data` atomically; the file gets `mode` before any byte is written.
+    `durable` also flushes it to disk before the rename (skip only for disposable files)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -51,8 +52,9 @@ def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600) -> None:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:
             handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -209,8 +211,8 @@ def _hold(path: Path, timeout: float, *, what: str) -> Iterator[None]:
             f"Wait for it to finish or raise --lock-timeout."
         ) from exc
     try:
-        with contextlib.suppress(OSError):
-            write_json(info, _holder_record(), mode=0o644)
+        with contextlib.suppress(OSError):  # who holds the lock: informative only, never worth an fsync
+            atomic_write(info, json.dumps(_holder_record()), mode=0o644, durable=False)
         yield
     finally:
         lock.release()
