@@ -10,7 +10,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Protocol
+from typing import IO, Any, Protocol
 
 from . import interrupts
 from .errors import BackendUnavailable, CommandFailed, redact
@@ -140,26 +140,27 @@ def health_from_status(status: str) -> str:
     return ""
 
 
+def container_state(record: Mapping[str, Any]) -> ContainerState:
+    """One container from the engine's container list: a `docker ps --format '{{json .}}'` line
+    (Names and Labels as strings) or the Docker SDK's sparse attrs (a Names list, a Labels dict)."""
+    labels = parse_labels(record.get("Labels"))
+    status = str(record.get("Status", ""))
+    exit_code = _EXIT_CODE.search(status)
+    names = record.get("Names") or ""
+    first = names[0] if isinstance(names, list) and names else str(names).split(",")[0]
+    return ContainerState(
+        name=str(first).lstrip("/"),
+        service=labels.get("com.docker.compose.service", ""),
+        state=str(record.get("State", "")).lower(),
+        health=health_from_status(status),
+        exit_code=int(exit_code.group(1)) if exit_code else 0,
+        labels=labels,
+    )
+
+
 def parse_docker_ps(output: str) -> list[ContainerState]:
     """Parse `docker ps --format '{{json .}}'` (one object per line) into compose containers."""
-    containers = []
-    for line in output.splitlines():
-        if not line.strip().startswith("{"):
-            continue
-        record = json.loads(line)
-        labels = parse_labels(record.get("Labels"))
-        status = str(record.get("Status", ""))
-        exit_code = _EXIT_CODE.search(status)
-        containers.append(
-            ContainerState(
-                name=str(record.get("Names", "")).split(",")[0],
-                service=labels.get("com.docker.compose.service", ""),
-                state=str(record.get("State", "")).lower(),
-                health=health_from_status(status),
-                exit_code=int(exit_code.group(1)) if exit_code else 0,
-                labels=labels,
-            )
-        )
+    containers = [container_state(json.loads(line)) for line in output.splitlines() if line.strip().startswith("{")]
     return sorted(containers, key=lambda c: (c.service, c.name))
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 from .. import names
-from ..compose import ComposeCLI, ComposeFiles, ContainerState, health_from_status
+from ..compose import ComposeCLI, ComposeFiles, ContainerState, container_state
 from ..config import EnvConfig
 from ..errors import (
     BackendUnavailable,
@@ -231,17 +231,7 @@ class LocalBackend:
         if client is None:
             return self._containers(target)
         label = f"com.docker.compose.project={self._project_name(target)}"
-        return [
-            ContainerState(
-                name=str((c.attrs.get("Names") or [""])[0]).lstrip("/"),
-                service=(c.attrs.get("Labels") or {}).get("com.docker.compose.service", ""),
-                state=str(c.attrs.get("State", "")).lower(),
-                health=health_from_status(str(c.attrs.get("Status", ""))),
-                exit_code=0,
-                labels=c.attrs.get("Labels") or {},
-            )
-            for c in client.containers.list(all=True, sparse=True, filters={"label": label})
-        ]
+        return [container_state(c.attrs) for c in client.containers.list(all=True, sparse=True, filters={"label": label})]
 
     def _declared_services(self, target: Target) -> list[str]:
         state = self.store.read_state(target.env, target.project)
@@ -415,7 +405,6 @@ class LocalBackend:
             if project not in observed:
                 observed[project] = Observed(exists=False, detail={"data_volume": volume})
         return observed
-
 
 
 def _drift(observed: Observed, state: Mapping[str, Any]) -> str | None:

@@ -114,3 +114,13 @@ def test_recorded_up_failures_get_a_hint(fixture: str, hint: str) -> None:
     runner = FakeRunner().on("up", returncode=1, stderr=(FIXTURES / "compose" / fixture).read_text())
     with pytest.raises(CommandFailed, match=hint):
         ComposeCLI(runner, environ={}).run(FILES, "up", timeout=5)
+
+
+def test_the_sdk_sparse_attrs_read_like_docker_ps() -> None:
+    from provision.compose import container_state
+
+    attrs = {"Names": ["/shop_demo-db-1"], "State": "running", "Status": "Up 4 seconds (healthy)",
+             "Labels": {"com.docker.compose.service": "db", "io.provision.project": "shop"}}
+    db = container_state(attrs)
+    assert (db.name, db.service, db.state, db.health, db.ready) == ("shop_demo-db-1", "db", "running", "healthy", True)
+    assert container_state({"Names": ["/x"], "State": "exited", "Status": "Exited (1) 3 seconds ago"}).exit_code == 1
