@@ -12,11 +12,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invoke import task
+from invoke.context import Context
 from invoke.exceptions import Exit
+from invoke.tasks import task
 
 if TYPE_CHECKING:
-    from provision.core import Provisioner
+    from provision.model import ControlVerb
+    from provision.report import Reporter
+    from provision.service import Provisioner
 
 ROOT = Path(__file__).resolve().parent
 
@@ -28,11 +31,13 @@ HOOKS_HELP = "Do not run the executables in hooks/"
 
 
 @contextmanager
-def _session(*, live: bool = True) -> Iterator[Any]:
-    """A progress reporter on stderr; library errors and interrupts become a non-zero exit."""
-    from provision import interrupts
+def _session(*, live: bool = True) -> Iterator[Reporter]:
+    """A progress reporter on stderr; library errors and interrupts become a non-zero exit, and so does
+    anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback."""
+    from provision import incidents, interrupts
     from provision.errors import ProvisionError
     from provision.report import StreamReporter, for_stream
+    from provision.state import default_state_dir
 
     interrupts.install_signal_handlers()
     try:
@@ -42,6 +47,10 @@ def _session(*, live: bool = True) -> Iterator[Any]:
         raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
     except ProvisionError as exc:
         raise Exit(f"error: {exc}", code=1) from exc
+    except Exit:
+        raise
+    except Exception as exc:
+        raise Exit(f"error: {incidents.record(exc, default_state_dir(ROOT) / 'incidents')}", code=1) from None
 
 
 def _require_env(env: str | None) -> str:
@@ -69,15 +78,14 @@ def _overrides(pairs: list[str] | None) -> dict[str, str]:
     return overrides
 
 
-def _provisioner(env: str | None, reporter: Any, *, lock_timeout: float | None = None, sets: list[str] | None = None,
-                 skip_hooks: bool = False) -> Provisioner:
+def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
+                 sets: list[str] | None = None, skip_hooks: bool = False) -> Provisioner:
     from provision.workspace import Workspace
 
     options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter}
     if lock_timeout is not None:
         options["lock_timeout"] = float(lock_timeout)
-    provisioner: Provisioner = Workspace(ROOT).provisioner(_require_env(env), **options)
-    return provisioner
+    return Workspace(ROOT).provisioner(_require_env(env), **options)
 
 
 def _print(text: str) -> None:
@@ -101,8 +109,9 @@ def _print(text: str) -> None:
         "lock_timeout": LOCK_HELP,
     },
 )
-def provision(c, env=None, project=None, json=False, show_secrets=False, keep_going=False, parallel=4,  # type: ignore[no-untyped-def]
-              set_=None, skip_hooks=False, prune=False, yes=False, lock_timeout=None):
+def provision(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+              show_secrets: bool = False, keep_going: bool = False, parallel: int = 4, set_: list[str] | None = None,
+              skip_hooks: bool = False, prune: bool = False, yes: bool = False, lock_timeout: str | None = None) -> None:
     """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
     from provision import output
 
@@ -125,7 +134,8 @@ def provision(c, env=None, project=None, json=False, show_secrets=False, keep_go
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
                                "detailed_exitcode": "Exit 0 when nothing would change, 2 when changes are pending, 1 on error",
                                "set": SET_HELP})
-def plan(c, env=None, project=None, json=False, detailed_exitcode=False, set_=None):  # type: ignore[no-untyped-def]
+def plan(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+         detailed_exitcode: bool = False, set_: list[str] | None = None) -> None:
     """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
     from provision import output
 
@@ -142,11 +152,12 @@ def plan(c, env=None, project=None, json=False, detailed_exitcode=False, set_=No
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "format": "env (default) or json",
             "show_secrets": "Print the real db_url password instead of ***"})
-def outputs(c, env=None, project=None, format="env", show_secrets=False):  # type: ignore[no-untyped-def]
+def outputs(c: Context, env: str | None = None, project: str | None = None, format: str = "env",
+            show_secrets: bool = False) -> None:
     """Print a project's API_URL and DB_URL (dotenv lines or JSON)."""
     from provision import output
 
-    _require_project(project)
+    project = _require_project(project)
     formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
     if format not in formatters:
         raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
@@ -157,7 +168,8 @@ def outputs(c, env=None, project=None, format="env", show_secrets=False):  # typ
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
             "show_secrets": "Show db_url passwords instead of ***"})
-def status(c, env=None, project=None, json=False, show_secrets=False):  # type: ignore[no-untyped-def]
+def status(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+           show_secrets: bool = False) -> None:
     """Show whether each project's stack is running, its services' health and its URLs."""
     from provision import output
 
@@ -170,12 +182,12 @@ def status(c, env=None, project=None, json=False, show_secrets=False):  # type: 
         _print(output.table(summary.results, columns, show_secrets=show_secrets))
 
 
-def _control(env: str | None, project: str | None, verb: str, lock_timeout: float | None, json: bool) -> None:
+def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool) -> None:
     from provision import output
 
-    _require_project(project)
+    project = _require_project(project)
     with _session() as reporter:
-        result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)  # type: ignore[arg-type]
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)
     if json:
         _print(output.to_json(result.to_dict()))
     else:
@@ -183,28 +195,32 @@ def _control(env: str | None, project: str | None, verb: str, lock_timeout: floa
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
-def stop(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+def stop(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+         json: bool = False) -> None:
     """Stop a project's containers; data and configuration are kept."""
     _control(env, project, "stop", lock_timeout, json)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
-def start(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+def start(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+          json: bool = False) -> None:
     """Start a stopped project and wait until it answers."""
     _control(env, project, "start", lock_timeout, json)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
-def restart(c, env=None, project=None, lock_timeout=None, json=False):  # type: ignore[no-untyped-def]
+def restart(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+            json: bool = False) -> None:
     """Restart a project's containers and wait until it answers."""
     _control(env, project, "restart", lock_timeout, json)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
             "tail": "Lines per service (default 100)"})
-def logs(c, env=None, project=None, service=None, tail=100):  # type: ignore[no-untyped-def]
+def logs(c: Context, env: str | None = None, project: str | None = None, service: str | None = None,
+         tail: int = 100) -> None:
     """Print the last lines of a project's container logs."""
-    _require_project(project)
+    project = _require_project(project)
     with _session() as reporter:
         text = _provisioner(env, reporter).logs(project, service=service, tail=int(tail))
     _print(text)
@@ -212,9 +228,10 @@ def logs(c, env=None, project=None, service=None, tail=100):  # type: ignore[no-
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
                                "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
-def render(c, env=None, project=None, show_secrets=False, set_=None):  # type: ignore[no-untyped-def]
+def render(c: Context, env: str | None = None, project: str | None = None, show_secrets: bool = False,
+           set_: list[str] | None = None) -> None:
     """Print the compose file provision would apply; changes nothing."""
-    _require_project(project)
+    project = _require_project(project)
     with _session() as reporter:
         from provision.render import reveal_secrets
 
@@ -225,7 +242,7 @@ def render(c, env=None, project=None, show_secrets=False, set_=None):  # type: i
 
 @task(name="list", help={"env": "Only this env (default: every env in envs/)", "json": "Print JSON",
                          "show_secrets": "Show db_url passwords instead of ***"})
-def list_(c, env=None, json=False, show_secrets=False):  # type: ignore[no-untyped-def]
+def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False) -> None:
     """List projects: declared, provisioned or deployed, with status and URLs."""
     from provision import output
     from provision.workspace import Workspace
@@ -242,12 +259,13 @@ def list_(c, env=None, json=False, show_secrets=False):  # type: ignore[no-untyp
             "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
             "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
             "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
-def destroy(c, env=None, project=None, delete_data=False, yes=False, backup=True, skip_hooks=False,  # type: ignore[no-untyped-def]
-            lock_timeout=None, json=False):
+def destroy(c: Context, env: str | None = None, project: str | None = None, delete_data: bool = False,
+            yes: bool = False, backup: bool = True, skip_hooks: bool = False, lock_timeout: str | None = None,
+            json: bool = False) -> None:
     """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
     from provision import output
 
-    _require_project(project)
+    project = _require_project(project)
     with _session() as reporter:
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
         result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
@@ -258,7 +276,8 @@ def destroy(c, env=None, project=None, delete_data=False, yes=False, backup=True
 
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
-def history(c, env=None, project=None, json=False, limit=50):  # type: ignore[no-untyped-def]
+def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+            limit: int = 50) -> None:
     """Show who changed what and when: every state-changing operation, from the state directory."""
     import json as json_module
 
@@ -274,7 +293,8 @@ def history(c, env=None, project=None, json=False, limit=50):  # type: ignore[no
 
 @task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
             "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address"})
-def serve(c, env=None, host="127.0.0.1", port=8000, no_auth=False):  # type: ignore[no-untyped-def]
+def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+          no_auth: bool = False) -> None:
     """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
     from provision.server import serve as run_server
     from provision.workspace import Workspace

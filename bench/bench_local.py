@@ -59,7 +59,8 @@ def bench_list(runs: int) -> list[float]:
 
 def bench_render(total: int = 1000) -> float:
     from provision.config import load_env
-    from provision.render import Ports, build_context, render_stack
+    from provision.model import Ports
+    from provision.render import build_context, render_stack
     from provision.secrets import generate_missing
 
     envs = ["dev", "staging", "demo"]

@@ -1,0 +1,35 @@
+"""provision: every project its own PostgreSQL + API stack, per environment, on Docker or Coolify.
+
+The public API::
+
+    from provision import Workspace
+    provisioner = Workspace(Path(".")).provisioner("staging")   # the service layer for one env
+    result = provisioner.provision("shop")                      # ProjectResult: api_url, db_url, changed
+
+Everything raised derives from `ProvisionError` (see `provision.errors`). `docs/architecture.md` maps
+the modules. Names are imported lazily, so `import provision` stays cheap for `invoke --list`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .errors import ProvisionError
+    from .jobs import ProjectRequests
+    from .results import PlanItem, ProjectResult, RunSummary
+    from .service import Provisioner
+    from .workspace import Workspace
+
+__all__ = ["PlanItem", "ProjectRequests", "ProjectResult", "Provisioner", "ProvisionError", "RunSummary", "Workspace"]
+
+_WHERE = {"ProvisionError": "errors", "ProjectRequests": "jobs", "PlanItem": "results", "ProjectResult": "results",
+          "RunSummary": "results", "Provisioner": "service", "Workspace": "workspace"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_WHERE[name]}", __name__), name)
+    raise AttributeError(f"module 'provision' has no attribute {name!r}")

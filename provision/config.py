@@ -111,6 +111,16 @@ class LocalSettings(_Strict):
             raise ValueError(f"{value!r} is not a private network range")
         return str(network)
 
+    @model_validator(mode="after")
+    def _pool_fits_prefix(self) -> LocalSettings:
+        if self.network_pool is not None:
+            pool = ipaddress.ip_network(self.network_pool)
+            if pool.prefixlen > self.network_prefix:
+                raise ValueError(f"network_pool: {self.network_pool} is smaller than one /{self.network_prefix} "
+                                 f"project network (network_prefix): use a pool of /{self.network_prefix} or larger, "
+                                 f"such as 10.201.0.0/16")
+        return self
+
     @field_validator("bind_address")
     @classmethod
     def _address(cls, value: str) -> str:
@@ -212,9 +222,21 @@ class EnvConfig:
     def relpath(self) -> str:
         return _display(self.path, self.root)
 
+    @property
+    def min_project_name(self) -> int:
+        """The shortest project name this env accepts: Coolify needs project names of 3 characters or more,
+        counting `coolify.project_prefix`."""
+        return max(1, 3 - len(self.coolify.project_prefix)) if self.backend == "coolify" else 1
+
     def project(self, name: str) -> ProjectSpec:
         """The declared project `name`, or an undeclared one with env-level variables; name validated."""
         names.validate_name(name)
+        if len(name) < self.min_project_name:
+            raise InvalidName(
+                f"project name {name!r} is too short for env {self.name!r}: Coolify project names need 3 characters "
+                f"or more (with coolify.project_prefix {self.coolify.project_prefix!r}): use at least "
+                f"{self.min_project_name} characters"
+            )
         for spec in self.projects:
             if spec.name == name:
                 return spec

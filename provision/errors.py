@@ -8,14 +8,22 @@
     ├── LockTimeout                     another run holds the env+project lock
     ├── ProjectNotFound (KeyError)      no such project in this env
     ├── ConfirmationRequired            a destructive option was given without --yes
+    ├── ProjectConflict                 the name is taken, or the project is in a state that refuses the verb
+    ├── Interrupted                     Ctrl-C or SIGTERM stopped the operation
+    ├── HookFailed                      a user hook exited non-zero or timed out
     ├── BackendUnavailable              the engine, compose CLI or Coolify cannot be reached or used
+    │   └── AmbiguousResult             a create whose answer was lost: it may or may not have happened
+    ├── BackendError                    the engine or its SDK failed a call (operation, engine message)
     ├── CommandFailed                   a subprocess exited non-zero (argv, exit code, stderr tail)
     ├── HealthTimeout                   the stack did not become healthy in time (log tail attached)
-    └── CoolifyAPIError                 Coolify answered with an error (method, URL, status, message)
-        ├── CoolifyAuthError            401 / 403
-        ├── CoolifyNotFound             404
-        ├── CoolifyConflict             409
-        └── CoolifyValidationError      422 (field errors)
+    │   └── RolledBack                  ...so it was rolled back to what ran before (log tail kept)
+    ├── CoolifyAPIError                 Coolify answered with an error (method, URL, status, message)
+    │   ├── CoolifyAuthError            401 / 403
+    │   ├── CoolifyNotFound             404
+    │   ├── CoolifyConflict             409
+    │   ├── CoolifyValidationError      422 (field errors)
+    │   └── CoolifyResponseError        2xx with a body of an unexpected shape
+    └── UnexpectedError                 a bug: a foreign exception that reached an entry point (incident id)
 
 Messages say what is wrong and what to do. They never contain secrets: anything
 that might carry one (stderr, HTTP bodies) is passed through `redact` first.
@@ -82,8 +90,35 @@ class ConfirmationRequired(ProvisionError):
     """A destructive operation was requested without explicit confirmation."""
 
 
+class ProjectConflict(ProvisionError):
+    """The name is taken, or the project's state refuses the verb (e.g. start of a destroyed project)."""
+
+
+class Interrupted(ProvisionError):
+    """The run was interrupted (Ctrl-C or SIGTERM) before this operation finished."""
+
+
+class HookFailed(ProvisionError):
+    """A hook exited non-zero or timed out."""
+
+
 class BackendUnavailable(ProvisionError):
     """The backend (Docker Engine, compose CLI, Coolify server) cannot be used."""
+
+
+class AmbiguousResult(BackendUnavailable):
+    """A non-idempotent request failed in a way that does not tell whether it took effect."""
+
+
+class BackendError(ProvisionError):
+    """The engine refused or failed a call made through its SDK; carries the operation and its message."""
+
+    def __init__(self, operation: str, message: str, *, status: int | None = None, hint: str = "") -> None:
+        self.operation = operation
+        self.status = status
+        self.hint = hint
+        text = f"Docker Engine: {operation} failed" + (f" ({status})" if status else "") + f": {message}"
+        super().__init__(text + (f"\n{hint}" if hint else ""))
 
 
 class CommandFailed(ProvisionError):
@@ -110,8 +145,17 @@ class HealthTimeout(ProvisionError):
     """The stack did not become healthy within the timeout."""
 
     def __init__(self, message: str, *, logs: str = "") -> None:
+        self.message = message
         self.logs = logs
         super().__init__(message + (f"\n--- log tail ---\n{logs}" if logs else ""))
+
+    def with_note(self, note: str) -> HealthTimeout:
+        """The same error (same class, same log tail) with `note` added to its message."""
+        return type(self)(f"{self.message}\n{note}", logs=self.logs)
+
+
+class RolledBack(HealthTimeout):
+    """The new version failed; the previous one was restored and is serving again."""
 
 
 class CoolifyAPIError(ProvisionError):
@@ -159,6 +203,27 @@ class CoolifyConflict(CoolifyAPIError):
 
 class CoolifyValidationError(CoolifyAPIError):
     """422: Coolify rejected fields; `errors` holds its per-field messages."""
+
+
+class CoolifyResponseError(CoolifyAPIError):
+    """Coolify answered 2xx with a body this tool cannot read (wrong shape, missing uuid)."""
+
+
+class UnexpectedError(ProvisionError):
+    """A foreign exception reached an entry point: a bug. `incident` is also in the log with the traceback."""
+
+    def __init__(self, exc: BaseException, incident: str) -> None:
+        self.incident = incident
+        super().__init__(f"unexpected error {type(exc).__name__} (incident {incident}): this is a bug in provision; "
+                         f"the traceback is in the log under that id")
+
+
+def with_note(exc: ProvisionError, note: str) -> ProvisionError:
+    """`exc` with `note` added, keeping its class and context where the class allows (HealthTimeout keeps
+    its log tail); other classes become a ProvisionError chained to `exc` by the caller."""
+    if isinstance(exc, HealthTimeout):
+        return exc.with_note(note)
+    return ProvisionError(f"{exc}\n{note}")
 
 
 def _format_field_errors(errors: Mapping[str, object] | Sequence[object]) -> str:

@@ -6,11 +6,12 @@ import getpass
 import json
 import os
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from .state import utc_now
 
 HISTORY_FILE = "history.jsonl"
 
@@ -41,7 +42,7 @@ def record(state_dir: Path, *, env: str, project: str, action: str, config_hash:
            duration: float, backend: str, detail: str = "") -> HistoryRecord:
     """Append one record; a single O_APPEND write of one line, so concurrent writers never interleave."""
     entry = HistoryRecord(
-        time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), user=_user(), host=socket.gethostname(),
+        time=utc_now(), user=_user(), host=socket.gethostname(),
         env=env, project=project, action=action, config_hash=config_hash, result=result,
         duration_s=round(duration, 3), backend=backend, detail=detail.splitlines()[0][:300] if detail else "",
     )

@@ -15,15 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ProvisionError
+from .errors import HookFailed
 from .report import Reporter
 
 HOOK_NAMES = ("pre-provision", "post-provision", "pre-destroy", "post-destroy")
 DEFAULT_TIMEOUT = 900.0
-
-
-class HookFailed(ProvisionError):
-    """A hook exited non-zero or timed out."""
 
 
 @dataclass(frozen=True)

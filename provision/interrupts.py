@@ -12,13 +12,11 @@ import signal
 import threading
 from types import FrameType
 
-from .errors import ProvisionError
+from .errors import Interrupted
+
+__all__ = ["CANCELLED", "Interrupted", "check", "install_signal_handlers", "sleep"]
 
 CANCELLED = threading.Event()
-
-
-class Interrupted(ProvisionError):
-    """The run was interrupted (Ctrl-C or SIGTERM) before this operation finished."""
 
 
 def check() -> None:

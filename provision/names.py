@@ -9,7 +9,9 @@ from .errors import InvalidName
 
 PROJECT_MAX = 40
 ENV_MAX = 20
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")  # an RFC 1123 label, lowercase
+# the one name rule: a lowercase RFC 1123 label without "--" (also published in the HTTP API's schema)
+NAME_PATTERN = r"^[a-z0-9]+(?:-[a-z0-9]+)*$"
+_NAME = re.compile(NAME_PATTERN)
 
 LABEL_PREFIX = "io.provision"
 LABEL_PROJECT = f"{LABEL_PREFIX}.project"
@@ -28,9 +30,9 @@ def validate_name(name: object, *, kind: str = "project", max_length: int = PROJ
     shown = name if len(name) <= 60 else name[:57] + "..."
     if len(name) > max_length:
         raise InvalidName(f"{kind} name {shown!r} is {len(name)} characters long: the limit is {max_length}")
-    if not _LABEL.match(name) or "--" in name:
+    if not _NAME.fullmatch(name):
         suggestion = normalise(name)
-        hint = f" (did you mean {suggestion!r}?)" if suggestion and _LABEL.match(suggestion) else ""
+        hint = f" (did you mean {suggestion!r}?)" if suggestion and _NAME.fullmatch(suggestion) else ""
         raise InvalidName(
             f"{kind} name {shown!r} is invalid: use lowercase letters, digits and single hyphens, "
             f"starting and ending with a letter or digit{hint}"

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .results import ProjectResult, RunSummary
-
-if TYPE_CHECKING:
-    from .core import PlanItem
+from .results import PlanItem, ProjectResult, RunSummary
 
 
 def to_json(data: object) -> str:

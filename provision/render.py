@@ -23,6 +23,7 @@ import yaml
 from . import names
 from .config import EnvConfig, ProjectSpec
 from .errors import TemplateError
+from .model import Ports
 from .secrets import GENERATED_SECRETS, Secret
 
 # libyaml's loader is ~8x faster; PyYAML may be built without it
@@ -35,16 +36,6 @@ _REFERENCE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)((?::?[?-])[^}]*)?\}"
 def references(text: str) -> list[str]:
     """Names of the `${NAME}` interpolations in compose text, in order, escaped `$$` skipped."""
     return [m.group(1) for m in _REFERENCE.finditer(text) if m.group(1)]
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    """What a local project leases on the host: ports on the bind address, and a subnet for its
-    network when `local.network_pool` is set (else Docker picks one)."""
-
-    api: int
-    db: int
-    subnet: str | None = None
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,27 @@ class ProjectResult:
 
 
 @dataclass(frozen=True)
+class PlanItem:
+    """What `provision` would do to one project: create, update, no-op, drift or orphan."""
+
+    project: str
+    env: str
+    backend: str
+    outcome: str
+    reason: str
+    diff: str = field(default="", repr=False)
+    declared: bool = True
+
+    @property
+    def changes(self) -> bool:
+        return self.outcome != "no-op"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"project": self.project, "env": self.env, "backend": self.backend, "outcome": self.outcome,
+                "reason": self.reason, "declared": self.declared, "diff": self.diff or None}
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """The results of one command over one env."""
 

@@ -2,12 +2,13 @@
 
 Layout (default `.provision/` at the project root; `PROVISION_STATE_DIR` overrides)::
 
-    ports.json                       port leases of every project, guarded by ports.lock
-    <env>/<project>/state.json       what was last applied (hashes, images, ports, status)
+    ports.json                       the local backend's port and subnet leases (its LeaseBook)
+    <env>/<project>/state.json       the project's record (ProjectRecord, schema_version 2)
     <env>/<project>/docker-compose.yml
     <env>/<project>/secrets.env      0600: generated secrets, kept across destroy
     <env>/<project>/backups/         0600 pg_dump files written before data is deleted
     <env>/<project>/lock             held while an operation runs on this project
+    <env>/.idempotency/<sha256>.json the project an HTTP Idempotency-Key created
 
 Every write goes to a temporary file first and is renamed into place, so a killed run
 leaves either the old or the new file, never half of one.
@@ -17,13 +18,14 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import json
 import os
 import socket
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,85 @@ from .errors import LockTimeout, StateError
 from .secrets import Secret
 
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
+SCHEMA_VERSION = 2
+
+
+def utc_now() -> str:
+    """The one timestamp format of records, history and lock notes: UTC, ISO 8601, seconds."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def utc_stamp() -> str:
+    """The same instant for file names (no ':'): 20261130T101500Z."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+@dataclass(frozen=True)
+class ProjectRecord:
+    """What the service knows of one project in one env; `state.json`, written only by the service layer.
+
+    status: requested (accepted over HTTP), applying, provisioned, interrupted, failed, rolled back,
+    destroyed. `handle` is the backend's handle (`Handle.to_dict()`), opaque here.
+    """
+
+    project: str
+    env: str
+    backend: str = ""
+    status: str = ""
+    config_hash: str | None = None
+    service_hashes: Mapping[str, str] = field(default_factory=dict)
+    images: Mapping[str, str] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+    ports: Mapping[str, int] | None = None
+    handle: Mapping[str, Any] = field(default_factory=dict)
+    created_via: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+    requested_at: str | None = None
+    destroyed_at: str | None = None
+
+    def evolve(self, **changes: Any) -> ProjectRecord:
+        return replace(self, **changes)
+
+    @property
+    def live(self) -> bool:
+        """Provisioned or on its way there: the name is taken (destroyed or failed projects may be re-created)."""
+        return self.status not in ("", "destroyed", "failed")
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            data[item.name] = dict(value) if isinstance(value, Mapping) else value
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, env: str, project: str, source: Path) -> ProjectRecord:
+        """A record from its JSON; today's files (no schema_version: version 1) are migrated on read."""
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise StateError(f"{source}: schema_version {version!r} is newer than this provision understands "
+                             f"({SCHEMA_VERSION}): upgrade provision")
+        if version == 1:
+            data = _migrate_v1(data)
+        known = {item.name for item in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known and v is not None}
+        values.update(env=env, project=project)
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise StateError(f"{source}: not a project record ({exc}); restore it from a backup or delete it") from exc
+
+
+def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Version 1 kept backend facts at the top level: `coolify` (uuids) and `compose_hashes` (local)."""
+    migrated = {k: v for k, v in data.items() if k not in ("coolify", "compose_hashes")}
+    if isinstance(data.get("coolify"), Mapping):
+        migrated["handle"] = {k: v for k, v in data["coolify"].items() if v is not None}
+    elif data.get("compose_hashes"):
+        migrated["handle"] = {"compose_hashes": dict(data["compose_hashes"]),
+                              "service_hashes": dict(data.get("service_hashes") or {})}
+    return migrated
 
 
 def default_state_dir(root: Path, environ: Mapping[str, str] | None = None) -> Path:
@@ -126,12 +207,35 @@ class StateStore:
             raise StateError(f"cannot create state directory {paths.dir}: {exc.strerror}") from exc
         return paths
 
-    # --- per-project state -------------------------------------------------------------
-    def read_state(self, env: str, project: str) -> dict[str, Any]:
-        return read_json(self.paths(env, project).state)
+    # --- per-project records ------------------------------------------------------------
+    def read_record(self, env: str, project: str) -> ProjectRecord | None:
+        """The project's record, migrated to the current schema; None when it has none."""
+        path = self.paths(env, project).state
+        data = read_json(path)
+        return ProjectRecord.from_dict(data, env=env, project=project, source=path) if data else None
 
-    def write_state(self, env: str, project: str, data: Mapping[str, Any]) -> None:
-        write_json(self.ensure_dir(env, project).state, data)
+    def write_record(self, record: ProjectRecord) -> None:
+        write_json(self.ensure_dir(record.env, record.project).state, record.to_dict())
+
+    def delete_record(self, env: str, project: str) -> None:
+        paths = self.paths(env, project)
+        for path in (paths.state, paths.compose):
+            path.unlink(missing_ok=True)
+
+    # --- idempotency keys of HTTP requests ------------------------------------------------
+    def _key_path(self, env: str, key: str) -> Path:
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        return self.root / env / ".idempotency" / f"{digest}.json"
+
+    def read_idempotency(self, env: str, key: str) -> dict[str, Any]:
+        """{"project": name, "fingerprint": ..., "at": time} for a key seen before, else {}."""
+        return read_json(self._key_path(env, key))
+
+    def write_idempotency(self, env: str, key: str, data: Mapping[str, Any]) -> None:
+        write_json(self._key_path(env, key), data)
+
+    def delete_idempotency(self, env: str, key: str) -> None:
+        self._key_path(env, key).unlink(missing_ok=True)
 
     def read_secrets(self, env: str, project: str) -> dict[str, Secret]:
         """The project's saved secrets ({} if none were ever generated)."""
@@ -172,31 +276,12 @@ class StateStore:
         The lock is an OS file lock: it is released when the holder exits, even by SIGKILL.
         """
         paths = self.ensure_dir(env, project)
-        with _hold(paths.lock, timeout, what=f"project {project!r} in env {env!r}"):
+        with hold_lock(paths.lock, timeout, what=f"project {project!r} in env {env!r}"):
             yield
-
-    @contextlib.contextmanager
-    def ports_lock(self, *, timeout: float = 60.0) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with _hold(self.root / "ports.lock", timeout, what="the port registry"):
-            yield
-
-    # --- port leases ---------------------------------------------------------------------
-    @property
-    def ports_file(self) -> Path:
-        return self.root / "ports.json"
-
-    def read_leases(self) -> dict[str, dict[str, Any]]:
-        """env/project -> {"api": port, "db": port[, "subnet": cidr]}."""
-        data = read_json(self.ports_file)
-        return {k: dict(v) for k, v in data.get("leases", {}).items()}
-
-    def write_leases(self, leases: Mapping[str, Mapping[str, Any]]) -> None:
-        write_json(self.ports_file, {"leases": {k: dict(v) for k, v in sorted(leases.items())}})
 
 
 @contextlib.contextmanager
-def _hold(path: Path, timeout: float, *, what: str) -> Iterator[None]:
+def hold_lock(path: Path, timeout: float, *, what: str) -> Iterator[None]:
     info = path.with_name(path.name + ".holder")
     lock = FileLock(str(path), mode=0o600)
     try:
@@ -227,5 +312,5 @@ def _holder_record() -> dict[str, Any]:
         "user": user,
         "host": socket.gethostname(),
         "pid": os.getpid(),
-        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "since": utc_now(),
     }

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
-from .core import DEFAULT_LOCK_TIMEOUT, Provisioner
 from .errors import ProvisionError
 from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
 from .secrets import Secret
+from .service import DEFAULT_LOCK_TIMEOUT, Provisioner
 from .state import StateStore, default_state_dir
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 
 from tests.coolify.conftest import TOKEN as COOLIFY_TOKEN
 from tests.coolify.conftest import coolify_env, make_sandbox
@@ -15,6 +17,13 @@ from tests.coolify_emulator import CoolifyEmulator
 from tests.server.conftest import TOKEN, Server, problem, run_server
 
 pytestmark = pytest.mark.coolify
+
+# CI fuzzes with a fixed seed, so a run is reproducible; PROVISION_FUZZ_SEED=random explores (or names another seed)
+FUZZ_SEED = os.environ.get("PROVISION_FUZZ_SEED", "20261130")
+
+
+def _seeded(test: Callable[..., Any]) -> Callable[..., Any]:
+    return test if FUZZ_SEED == "random" else seed(int(FUZZ_SEED))(test)
 
 
 @pytest.fixture
@@ -57,6 +66,7 @@ def test_fuzz_the_api_from_its_own_openapi(coolify_server: tuple[Server, Coolify
     assert len(operations) >= 8
     for operation in operations:
 
+        @_seeded
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=operation.as_strategy())
         def fuzz(case: schemathesis.Case) -> None:

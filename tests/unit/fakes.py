@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from provision.compose import Completed
+from provision.backends.local.compose import Completed
 
 
 @dataclass

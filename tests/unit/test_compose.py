@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from provision.compose import ComposeCLI, ComposeFiles, parse_docker_ps, parse_labels
+from provision.backends.local.compose import ComposeCLI, ComposeFiles, parse_docker_ps, parse_labels
 from provision.errors import BackendUnavailable, CommandFailed
 from tests.unit.fakes import FakeRunner
 
@@ -117,7 +117,7 @@ def test_recorded_up_failures_get_a_hint(fixture: str, hint: str) -> None:
 
 
 def test_the_sdk_sparse_attrs_read_like_docker_ps() -> None:
-    from provision.compose import container_state
+    from provision.backends.local.compose import container_state
 
     attrs = {"Names": ["/shop_demo-db-1"], "State": "running", "Status": "Up 4 seconds (healthy)",
              "Labels": {"com.docker.compose.service": "db", "io.provision.project": "shop"}}

@@ -51,6 +51,7 @@ def test_undeclared_project_gets_env_variables(project_root: Path) -> None:
         (MINIMAL + "  - name: shop\n", "projects[2].name: 'shop' collides with 'shop'"),
         (MINIMAL + "variables:\n  DB-USER: x\n", "envs/dev.yml: variables: variable name 'DB-USER'"),
         (MINIMAL + "variables:\n  db_user: \"bad user\"\n", "db_user 'bad user' must be a lowercase PostgreSQL identifier"),
+        (MINIMAL + "local:\n  network_pool: 10.0.0.0/30\n", "network_pool: 10.0.0.0/30 is smaller than one /26"),
         ("images: [1, 2\n", "envs/dev.yml: line 2: invalid YAML"),
         ("- just\n- a list\n", "envs/dev.yml: the top level must be a mapping"),
     ],
@@ -134,3 +135,15 @@ def test_shipped_envs_are_valid() -> None:
     for env in ("dev", "staging", "demo"):
         load_env(env, REPO, environ={})
     load_env("prod", REPO, environ={"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"})
+
+
+def test_coolify_names_are_long_enough_for_coolify(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL + "backend: coolify\n")
+    environ = {"COOLIFY_API_URL": "http://127.0.0.1:9/api/v1", "COOLIFY_API_TOKEN": "t"}
+    config = load_env("dev", project_root, environ=environ)
+    assert config.min_project_name == 3
+    with pytest.raises(InvalidName, match="too short"):
+        config.project("rt")
+    assert config.project("abc").name == "abc"
+    write_env(project_root, "dev", MINIMAL + "backend: coolify\ncoolify: {project_prefix: app-}\n")
+    assert load_env("dev", project_root, environ=environ).project("rt").name == "rt"

@@ -8,8 +8,9 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from provision.coolify_client import AmbiguousResult, CoolifyClient
+from provision.backends.coolify.client import CoolifyClient
 from provision.errors import (
+    AmbiguousResult,
     BackendUnavailable,
     CoolifyAPIError,
     CoolifyAuthError,

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from provision.backends.base import Endpoints, Observed, Plan, Prepared, ServiceState, Target
 from provision.config import EnvConfig, load_env
-from provision.core import Provisioner
 from provision.errors import ConfirmationRequired, HealthTimeout, InvalidName, ProjectNotFound
-from provision.render import Ports, RenderedStack, stack_hash
-from provision.secrets import SecretURL, generate_missing
+from provision.model import Destroyed, Endpoints, Handle, Observed, Ports, Prepared, ServiceState, Target
+from provision.planner import Plan
+from provision.render import RenderedStack, stack_hash
+from provision.secrets import Secret, SecretURL, generate_missing
+from provision.service import Provisioner
 from provision.state import StateStore
 from tests.conftest import write_env
 
@@ -24,11 +25,20 @@ health: {timeout: 5}
 """
 
 
+@dataclass(frozen=True)
+class MemoryHandle:
+    project: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"project": self.project}
+
+
 @dataclass
 class MemoryBackend:
     """Keeps 'deployed' stacks in a dict and records every changing call."""
 
     name: str = "memory"
+    holds_secrets: bool = False
     deployed: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> service hashes
     running: dict[str, bool] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
@@ -42,55 +52,74 @@ class MemoryBackend:
     def describe(self) -> str:
         return "Memory provider"
 
-    def observe(self, target: Target) -> Observed:
+    def load_handle(self, data: Mapping[str, object]) -> MemoryHandle | None:
+        return MemoryHandle(str(data["project"])) if data.get("project") else None
+
+    def observe(self, target: Target, known: Handle | None) -> Observed:
         hashes = self.deployed.get(target.project)
         if hashes is None:
             return Observed(exists=False)
         state = "running" if self.running[target.project] else "exited"
         return Observed(exists=True, config_hash=stack_hash(hashes), applied_text=self.texts.get(target.project),
-                        services={s: ServiceState(state) for s in hashes}, drift=self.drift)
+                        services={s: ServiceState(state) for s in hashes}, drift=self.drift,
+                        handle=MemoryHandle(target.project))
 
-    def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
-        existing = self.secrets.get(target.project, {})
+    def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
+                create: bool = True) -> Prepared:
         if not create:
-            return Prepared(secrets=existing, ports=Ports(1, 2))  # type: ignore[arg-type]
-        self.secrets[target.project] = generate_missing(existing)  # type: ignore[arg-type]
-        return Prepared(secrets=self.secrets[target.project], ports=Ports(1, 2))  # type: ignore[arg-type]
+            return Prepared(secrets=stored, ports=Ports(1, 2))
+        secrets = generate_missing(stored)
+        return Prepared(secrets=secrets, ports=Ports(1, 2), new_secrets=secrets != dict(stored))
 
-    def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> MemoryHandle:
         self.calls.append(f"apply:{plan.action.value}")
         self.texts[target.project] = stack.text
         self.deployed[target.project] = dict(stack.service_hashes) or {"from-text": stack.config_hash}
         self.running[target.project] = True
+        return MemoryHandle(target.project)
 
-    def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
+    def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
+             settled: Observed | None = None) -> Endpoints:
         broken = self.broken_marker and self.broken_marker in self.texts.get(target.project, "")
         if not self.healthy or broken:
             raise HealthTimeout("not healthy", logs="db-1 | boom")
-        return self.endpoints(target, prepared)
+        return self.endpoints(target, handle, prepared)
 
-    def endpoints(self, target: Target, prepared: Prepared) -> Endpoints:
+    def endpoints(self, target: Target, handle: Handle | None, prepared: Prepared) -> Endpoints:
         password = prepared.secrets["DB_PASSWORD"].reveal() if prepared.secrets else ""
         return Endpoints("http://127.0.0.1:1", SecretURL(f"postgresql://app:{password}@127.0.0.1:2/app"))
 
-    def control(self, target: Target, verb: str) -> bool:
+    def control(self, target: Target, observed: Observed, verb: str) -> bool:
+        was = observed.running
+        if (verb == "stop" and not was) or (verb == "start" and was):
+            return False
         self.calls.append(verb)
-        was = self.running.get(target.project, False)
         self.running[target.project] = verb != "stop"
-        return verb == "restart" or was != self.running[target.project]
+        return True
 
-    def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                backup_to: Path | None) -> Destroyed:
+        if not observed.exists and not delete_data:
+            return Destroyed(changed=False, messages=("kept data",))
         self.calls.append(f"destroy:{delete_data}:{backup_to is not None}")
         self.deployed.pop(target.project, None)
-        return ["removed"]
+        return Destroyed(changed=True, messages=("removed",))
 
-    def logs(self, target: Target, *, service: str | None, tail: int) -> str:
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         return ""
 
-    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
-        found = {p: self.observe(Target(config, config.project(p))) for p in self.deployed}
+    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
+                    full: bool = False) -> dict[str, Observed]:
+        found = {p: self.observe(Target(config, config.project(p)), known.get(p)) for p in self.deployed}
         return {**found, **{p: Observed(exists=True) for p in self.extra_deployed}}
 
+
+
+def record_status(store: StateStore) -> str:
+    record = store.read_record("dev", "shop")
+    assert record is not None
+    return record.status
 
 
 @pytest.fixture
@@ -99,7 +128,7 @@ def setup(project_root: Path, tmp_path: Path) -> tuple[Provisioner, MemoryBacken
     config = load_env("dev", project_root, environ={})
     backend = MemoryBackend()
     store = StateStore(tmp_path / "state")
-    return Provisioner(config, backend, store), backend, store  # type: ignore[arg-type]
+    return Provisioner(config, backend, store), backend, store
 
 
 def test_changed_is_true_exactly_when_an_action_ran(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
@@ -111,7 +140,7 @@ def test_changed_is_true_exactly_when_an_action_ran(setup: tuple[Provisioner, Me
     backend.running["shop"] = False
     third = provisioner.provision("shop")
     assert third.changed and third.action == "start"
-    assert store.read_state("dev", "shop")["status"] == "provisioned"
+    assert record_status(store) == "provisioned"
 
 
 def test_the_password_is_stable_across_runs(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
@@ -130,7 +159,7 @@ def test_a_failed_create_is_removed_and_recorded(
     assert "boom" in (summary.results[0].error or "")
     assert "data volume and credentials are kept" in (summary.results[0].error or "")
     assert backend.calls == ["apply:create", "destroy:False:False"]  # the failed first create is removed
-    assert store.read_state("dev", "shop")["status"] == "failed"
+    assert record_status(store) == "failed"
 
 
 def test_invalid_names_create_nothing(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
@@ -157,7 +186,7 @@ def test_destroy_keeps_data_and_says_how_to_delete_it(setup: tuple[Provisioner, 
     result = provisioner.destroy("shop")
     assert backend.calls[-1] == "destroy:False:False"
     assert result.status == "destroyed" and any("--delete-data --yes" in m for m in result.messages)
-    assert store.read_state("dev", "shop")["status"] == "destroyed"
+    assert record_status(store) == "destroyed"
     with pytest.raises(Exception, match="was destroyed"):
         provisioner.control("shop", "start")
 
@@ -190,7 +219,7 @@ def _with_images(provisioner: Provisioner, api: str) -> Provisioner:
 
 def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     from provision import history
-    from provision.core import RolledBack
+    from provision.errors import RolledBack
 
     provisioner, backend, store = setup
     provisioner.provision("shop")
@@ -201,7 +230,7 @@ def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisio
         broken.provision("shop")
     assert backend.calls == ["apply:create", "apply:update", "apply:update"]
     assert backend.texts["shop"] == good
-    assert store.read_state("dev", "shop")["status"] == "rolled back"
+    assert record_status(store) == "rolled back"
     assert [r["result"] for r in history.read(store.root)] == ["ok", "rolled back"]
     summary = broken.provision_many(["shop"])
     assert summary.results[0].status == "rolled back" and not summary.ok
@@ -277,3 +306,56 @@ def test_plan_outcomes(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> 
     backend.extra_deployed = ("old-one",)
     assert [(i.project, i.outcome) for i in provisioner.plan()] == [("shop", "no-op"), ("old-one", "orphan")]
     assert backend.calls == ["apply:create"]  # plan never changes anything
+
+
+def test_repeated_verbs_change_nothing_and_write_no_history(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    from provision import history
+
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    assert provisioner.control("shop", "stop").changed
+    again = provisioner.control("shop", "stop")
+    assert not again.changed and again.status == "stopped"
+    assert provisioner.control("shop", "start").changed
+    assert not provisioner.control("shop", "start").changed
+    first = provisioner.destroy("shop")
+    second = provisioner.destroy("shop")
+    assert first.changed and not second.changed
+    assert backend.calls == ["apply:create", "stop", "start", "destroy:False:False"]
+    actions = [r["action"] for r in history.read(store.root, env="dev", project="shop")]
+    assert actions == ["create", "stop", "start", "destroy"]
+    assert record_status(store) == "destroyed"
+
+
+def test_a_fresh_backend_instance_acts_on_the_recorded_handle(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    record = store.read_record("dev", "shop")
+    assert record is not None and record.handle == {"project": "shop"}
+
+
+def test_version_1_records_are_migrated(tmp_path: Path) -> None:
+    import json
+
+    store = StateStore(tmp_path / "state")
+    directory = tmp_path / "state" / "dev" / "shop"
+    directory.mkdir(parents=True)
+    (directory / "state.json").write_text(json.dumps({
+        "project": "shop", "env": "dev", "backend": "coolify", "status": "provisioned", "config_hash": "ab" * 8,
+        "coolify": {"project_uuid": "p1", "environment_uuid": "e1", "service_uuid": "s1", "api_url": "http://x/"},
+        "updated_at": "2026-01-01T00:00:00Z", "unknown_key": 1,
+    }))
+    record = store.read_record("dev", "shop")
+    assert record is not None and record.status == "provisioned"
+    assert record.handle == {"project_uuid": "p1", "environment_uuid": "e1", "service_uuid": "s1", "api_url": "http://x/"}
+    store.write_record(record)
+    assert json.loads((directory / "state.json").read_text())["schema_version"] == 2
+    local = {"project": "a", "env": "dev", "service_hashes": {"db": "1"}, "compose_hashes": {"db": "c"}}
+    (directory / "state.json").write_text(json.dumps(local))
+    migrated = store.read_record("dev", "shop")
+    assert migrated is not None and migrated.handle == {"service_hashes": {"db": "1"}, "compose_hashes": {"db": "c"}}
+    (directory / "state.json").write_text(json.dumps({"schema_version": 99}))
+    from provision.errors import StateError
+
+    with pytest.raises(StateError, match="newer than this provision"):
+        store.read_record("dev", "shop")

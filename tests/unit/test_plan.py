@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from provision.backends.base import Action, Observed, ServiceState, plan
+from provision.model import Observed, ServiceState
+from provision.planner import Action, plan
 from provision.render import RenderedStack, stack_hash
 
 

@@ -5,10 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from provision.backends.local.ports import LeaseBook, choose_ports, lease_ports, port_is_free, release_ports
 from provision.errors import ProvisionError
-from provision.ports import choose_ports, lease_ports, port_is_free, release_ports
-from provision.render import Ports
-from provision.state import StateStore
+from provision.model import Ports
 
 
 def always_free(address: str, port: int) -> bool:
@@ -48,18 +47,18 @@ def test_port_is_free_detects_a_listener() -> None:
 
 
 def test_leases_persist_and_release(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
+    store = LeaseBook(tmp_path / "state")
     first = lease_ports(store, "dev", "a", port_range=(41000, 41100), address="127.0.0.1")
     second = lease_ports(store, "dev", "b", port_range=(41000, 41100), address="127.0.0.1")
     assert {first.api, first.db}.isdisjoint({second.api, second.db})
     assert lease_ports(store, "dev", "a", port_range=(41000, 41100), address="127.0.0.1") == first
     release_ports(store, "dev", "a")
-    assert "dev/a" not in store.read_leases()
-    assert (store.ports_file.stat().st_mode & 0o777) == 0o600
+    assert "dev/a" not in store.read()
+    assert (store.path.stat().st_mode & 0o777) == 0o600
 
 
 def test_subnets_are_leased_from_the_pool_around_existing_networks() -> None:
-    from provision.ports import choose_subnet
+    from provision.backends.local.ports import choose_subnet
 
     leases = {"dev/a": {"api": 1, "db": 2, "subnet": "10.201.0.0/26"}}
     assert choose_subnet(leases, "dev/a", pool="10.201.0.0/16", prefix=26) == "10.201.0.0/26"
@@ -71,7 +70,7 @@ def test_subnets_are_leased_from_the_pool_around_existing_networks() -> None:
 
 
 def test_a_subnet_lease_is_kept_with_the_ports(tmp_path: Path) -> None:
-    store = StateStore(tmp_path / "state")
+    store = LeaseBook(tmp_path / "state")
     first = lease_ports(store, "dev", "a", port_range=(41200, 41300), address="127.0.0.1",
                         network_pool="10.202.0.0/24", network_prefix=28, networks_in_use=lambda: ["10.202.0.0/28"])
     assert first.subnet == "10.202.0.16/28"

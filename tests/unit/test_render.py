@@ -9,7 +9,8 @@ import yaml
 
 from provision.config import load_env
 from provision.errors import TemplateError
-from provision.render import Ports, build_context, q, render_stack, reveal_secrets
+from provision.model import Ports
+from provision.render import build_context, q, render_stack, reveal_secrets
 from provision.secrets import Secret
 from tests.conftest import write_env
 

@@ -16,26 +16,24 @@ from typing import Any
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
-from . import interrupts
-from .errors import (
+from ... import interrupts
+from ...errors import (
+    AmbiguousResult,
     BackendUnavailable,
     CoolifyAPIError,
     CoolifyAuthError,
     CoolifyConflict,
     CoolifyNotFound,
+    CoolifyResponseError,
     CoolifyValidationError,
     ProvisionError,
     redact,
 )
-from .secrets import Secret
+from ...secrets import Secret
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
-
-
-class AmbiguousResult(BackendUnavailable):
-    """A non-idempotent request failed in a way that does not tell whether it took effect."""
 
 
 class _Retryable(Exception):
@@ -137,6 +135,37 @@ class CoolifyClient:
             if not (idempotent or exc.always):
                 raise AmbiguousResult(f"{exc.error} (the change may or may not have been applied)") from exc.error
             raise exc.error from exc
+
+    def request_object(self, method: str, path: str, *, keys: tuple[str, ...] = (), **options: Any) -> dict[str, Any]:
+        """`request` for an answer that must be a JSON object holding `keys`; anything else raises
+        CoolifyResponseError naming the call and what was wrong."""
+        data = self.request(method, path, **options)
+        return self._checked_object(data, method, path, keys)
+
+    def request_list(self, method: str, path: str, *, keys: tuple[str, ...] = ("uuid",),
+                     **options: Any) -> list[dict[str, Any]]:
+        """`request` for an answer that must be a JSON array of objects, each holding `keys` (null: empty)."""
+        data = self.request(method, path, **options)
+        if data is None:
+            return []
+        if not isinstance(data, list):
+            raise self._shape(method, path, f"expected a JSON array, got {_kind(data)}")
+        return [self._checked_object(item, method, path, keys) for item in data]
+
+    def _checked_object(self, data: Any, method: str, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self._shape(method, path, f"expected a JSON object, got {_kind(data)}")
+        missing = [k for k in keys if not isinstance(data.get(k), str) or not data.get(k)]
+        if missing:
+            raise self._shape(method, path, f"an object without {', '.join(missing)}")
+        return data
+
+    def _shape(self, method: str, path: str, what: str) -> CoolifyResponseError:
+        return CoolifyResponseError(
+            method, f"{self.http.base_url}{path.lstrip('/')}", 200, f"unexpected answer: {what}",
+            hint="this Coolify version answers in a shape provision does not know: check COOLIFY_API_URL points at "
+                 "Coolify's /api/v1 and that the server runs Coolify 4",
+        )
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
@@ -252,3 +281,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _kind(data: Any) -> str:
+    if data is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(data), type(data).__name__)

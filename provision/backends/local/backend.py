@@ -11,16 +11,15 @@ import importlib
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import replace
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-from .. import names
-from ..compose import ComposeCLI, ComposeFiles, ContainerState, container_state
-from ..config import EnvConfig
-from ..errors import (
+from ... import names
+from ...config import EnvConfig
+from ...errors import (
+    BackendError,
     BackendUnavailable,
     CommandFailed,
     HealthTimeout,
@@ -29,12 +28,26 @@ from ..errors import (
     redact,
     strip_ansi,
 )
-from ..ports import lease_key, lease_ports, preview_ports, release_ports
-from ..probes import Probe, http_probe, postgres_probe, wait_for
-from ..render import Ports, RenderedStack, stack_hash
-from ..secrets import GENERATED_SECRETS, SecretURL, generate_missing
-from ..state import StateStore, atomic_write
-from .base import Action, ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target
+from ...model import (
+    NO_ENDPOINTS,
+    ControlVerb,
+    Destroyed,
+    Endpoints,
+    Handle,
+    Observed,
+    Ports,
+    Prepared,
+    ServiceState,
+    Target,
+    db_url,
+)
+from ...planner import Action, Plan
+from ...probes import Probe, http_probe, postgres_probe, wait_for
+from ...render import RenderedStack, stack_hash
+from ...secrets import GENERATED_SECRETS, Secret, generate_missing
+from ...state import StateStore, atomic_write
+from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state
+from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
 
 DockerClientFactory = Callable[[], Any]
 LOG_TAIL = 40
@@ -45,20 +58,59 @@ _HEALTH_FAILURE = ("unhealthy", "dependency failed", "timeout", "exited with cod
 def _docker_from_env() -> Any:
     import docker  # deferred: importing the SDK costs ~0.2 s and most runs never need it
 
-    try:
+    with sdk_errors("connect to the engine"):
         client = docker.from_env(timeout=30)
         client.ping()
-    except docker.errors.DockerException as exc:
-        raise BackendUnavailable(
-            f"the Docker Engine is not reachable ({exc}): start dockerd, or point DOCKER_HOST at a running engine"
-        ) from exc
     return client
+
+
+@contextlib.contextmanager
+def sdk_errors(operation: str) -> Iterator[None]:
+    """Translate the Docker SDK's exceptions (and the transport's under it) into ProvisionErrors, once, here."""
+    try:
+        yield
+    except ProvisionError:
+        raise
+    except Exception as exc:
+        import docker.errors
+        import requests.exceptions
+
+        if isinstance(exc, docker.errors.APIError):
+            status = exc.status_code
+            message = str(exc.explanation or exc).strip()
+            raise BackendError(operation, message, status=status) from exc
+        if isinstance(exc, (docker.errors.DockerException, requests.exceptions.RequestException)):
+            raise BackendUnavailable(
+                f"the Docker Engine is not reachable ({operation}: {exc}): start dockerd, or point DOCKER_HOST "
+                f"at a running engine"
+            ) from exc
+        raise
+
+
+@dataclass(frozen=True)
+class LocalHandle:
+    """What the local backend recorded at its last apply: each service's provision hash and compose's own
+    config hash, the baseline that tells whether the containers were changed outside provision."""
+
+    service_hashes: Mapping[str, str] = field(default_factory=dict)
+    compose_hashes: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"service_hashes": dict(self.service_hashes), "compose_hashes": dict(self.compose_hashes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LocalHandle | None:
+        if not data.get("service_hashes") and not data.get("compose_hashes"):
+            return None
+        return cls({str(k): str(v) for k, v in (data.get("service_hashes") or {}).items()},
+                   {str(k): str(v) for k, v in (data.get("compose_hashes") or {}).items()})
 
 
 class LocalBackend:
     """Runs each project as a compose project on the local Docker Engine."""
 
     name = "local"
+    holds_secrets = False
 
     def __init__(
         self,
@@ -67,14 +119,18 @@ class LocalBackend:
         *,
         docker_client: DockerClientFactory = _docker_from_env,
     ) -> None:
-        self.store = store
+        self.store = store  # read-only here: the rendered compose file and the secrets file compose reads
+        self.leases = LeaseBook(store.root)
         self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
         self._docker_factory = docker_client
-        self._docker: Any = None
+        self._docker: Any = None  # a connection, not a memory: reopened the same on a fresh instance
         self._docker_lock = threading.Lock()
 
     def describe(self) -> str:
         return "Local Docker provider"
+
+    def load_handle(self, data: Mapping[str, Any]) -> LocalHandle | None:
+        return LocalHandle.from_dict(data)
 
     # --- helpers ----------------------------------------------------------------------------
     def _docker_client(self) -> Any:
@@ -109,75 +165,80 @@ class LocalBackend:
         return self.compose.with_secrets([s.reveal() for s in secrets.values()])
 
     def _containers(self, target: Target) -> list[ContainerState]:
-        return self.compose.containers(f"com.docker.compose.project={self._project_name(target)}")
+        return _services(self.compose.containers(f"com.docker.compose.project={self._project_name(target)}"))
 
     # --- observe / prepare ------------------------------------------------------------------
-    def observe(self, target: Target) -> Observed:
+    def observe(self, target: Target, known: Handle | None) -> Observed:
         """The project's containers, what provision last applied, and whether they still match it."""
-        return self._with_records(target.env, target.project, _observed(self._containers(target)))
+        return self._complete(target.env, target.project, _observed(self._containers(target)), known)
 
-    def _with_records(self, env: str, project: str, observed: Observed) -> Observed:
+    def _complete(self, env: str, project: str, observed: Observed, known: Handle | None) -> Observed:
+        """`observed` with the compose text last applied and the drift from the recorded baseline."""
         paths = self.store.paths(env, project)
         applied = paths.compose.read_text(encoding="utf-8") if paths.compose.is_file() else None
-        return replace(observed, applied_text=applied, drift=_drift(observed, self.store.read_state(env, project)))
+        baseline = known if isinstance(known, LocalHandle) else None
+        return replace(observed, applied_text=applied, drift=_drift(observed, baseline))
 
-    def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
-        """Load the project's secrets (generating and saving missing ones first) and lease its ports."""
-        existing = self.store.read_secrets(target.env, target.project)
+    def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
+                create: bool = True) -> Prepared:
+        """The project's secrets (missing ones generated) and its leased ports."""
         if not create:
-            lease = self.store.read_leases().get(lease_key(target.env, target.project))
+            lease = self.leases.read().get(lease_key(target.env, target.project))
             ports = Ports(api=lease["api"], db=lease["db"], subnet=lease.get("subnet")) if lease else None
             if ports is None:
                 ports = preview_ports(
-                    self.store, target.env, target.project,
+                    self.leases, target.env, target.project,
                     port_range=target.config.local.port_range, address=target.config.local.bind_address,
                 ) if not observed.exists else None
-                return Prepared(secrets=existing, ports=ports, preview=True)
-            return Prepared(secrets=existing, ports=ports)
-        if observed.exists and not existing.get("DB_PASSWORD"):
+                return Prepared(secrets=stored, ports=ports, preview=True)
+            return Prepared(secrets=stored, ports=ports)
+        kept = observed.kept_data
+        if not stored.get("DB_PASSWORD") and not observed.exists and kept is None:
+            label = f"com.docker.compose.project={self._project_name(target)}"
+            kept = next(iter(self.compose.volumes(label).values()), None)
+        if not stored.get("DB_PASSWORD") and (observed.exists or kept):
+            what = "containers" if observed.exists else f"its data volume {kept}"
             raise StateError(
-                f"containers for {target.project!r} in env {target.env!r} exist but its secrets file "
+                f"{what} for {target.project!r} in env {target.env!r} exist but its secrets file "
                 f"{self.store.paths(target.env, target.project).secrets} is missing: restore it from a backup "
                 f"(a new password would not match the existing database)"
             )
-        secrets = generate_missing(existing)
-        if secrets != existing:
-            self.store.write_secrets(target.env, target.project, secrets)
+        secrets = generate_missing(stored)
         local = target.config.local
         ports = lease_ports(
-            self.store, target.env, target.project, port_range=local.port_range, address=local.bind_address,
+            self.leases, target.env, target.project, port_range=local.port_range, address=local.bind_address,
             network_pool=local.network_pool, network_prefix=local.network_prefix,
             networks_in_use=self._subnets_in_use,
         )
-        return Prepared(secrets=secrets, ports=ports, new_secrets=secrets != existing)
+        return Prepared(secrets=secrets, ports=ports, new_secrets=secrets != dict(stored))
 
-    def endpoints(self, target: Target, prepared: Prepared) -> Endpoints:
+    def endpoints(self, target: Target, handle: Handle | None, prepared: Prepared) -> Endpoints:
         ports = prepared.ports
         if ports is None:
-            return Endpoints(None, None)
+            return NO_ENDPOINTS
         host = _url_host(target.config.local.bind_address)
         variables = target.spec.variables
-        password = prepared.secrets.get("DB_PASSWORD")
-        user = quote(variables["db_user"], safe="")
-        db = quote(variables["db_name"], safe="")
-        auth = f"{user}:{password.reveal()}" if password else user
         return Endpoints(
             api_url=f"http://{host}:{ports.api}",
-            db_url=SecretURL(f"postgresql://{auth}@{host}:{ports.db}/{db}"),
+            db_url=db_url(variables["db_user"], prepared.secrets.get("DB_PASSWORD"), host, ports.db,
+                          variables["db_name"]),
             db_url_scope="host",
         )
 
     # --- apply / wait -----------------------------------------------------------------------
-    def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
-        """Write the compose file and `up` it; then record compose's own config hashes of the
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> LocalHandle:
+        """Write the compose file and `up` it; the handle carries compose's own config hashes of the
         containers, which later tell whether someone changed them outside provision."""
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
         self._warm_up()
         self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT)
-        compose_hashes = {c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in self._containers(target)}
-        state = self.store.read_state(target.env, target.project)
-        self.store.write_state(target.env, target.project, {**state, "compose_hashes": compose_hashes})
+        containers = self._containers(target)
+        return LocalHandle(
+            service_hashes={c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers},
+            compose_hashes={c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers},
+        )
 
     def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True,
             force: bool = False) -> None:
@@ -200,8 +261,8 @@ class LocalBackend:
                 raise self._health_timeout(target, f"the stack did not become healthy: {exc}") from exc
             raise
 
-    def _await_ready(self, target: Target, *, timeout: float, services: tuple[str, ...] = ()) -> None:
-        """Poll until the containers of `services` (default: all) run and pass their healthchecks."""
+    def _await_ready(self, target: Target, services: tuple[str, ...], *, timeout: float) -> None:
+        """Poll until the containers of `services` run and pass their healthchecks."""
         outcome = wait_for({"containers": self._containers_ready(target, services)}, timeout=timeout,
                            interval=0.1, max_interval=0.5)
         if not outcome.ok:
@@ -211,7 +272,7 @@ class LocalBackend:
             )
 
     def _containers_ready(self, target: Target, services: tuple[str, ...]) -> Probe:
-        expected = set(services) or set(self._declared_services(target))
+        expected = set(services)
 
         def check() -> str | None:
             containers = {c.service: c for c in self._containers_polled(target)}
@@ -231,18 +292,19 @@ class LocalBackend:
         if client is None:
             return self._containers(target)
         label = f"com.docker.compose.project={self._project_name(target)}"
-        return [container_state(c.attrs) for c in client.containers.list(all=True, sparse=True, filters={"label": label})]
+        with sdk_errors("list containers"):
+            found = client.containers.list(all=True, sparse=True, filters={"label": label})
+        return _services([container_state(c.attrs) for c in found])
 
-    def _declared_services(self, target: Target) -> list[str]:
-        state = self.store.read_state(target.env, target.project)
-        return list(state.get("service_hashes", {})) or ["db", "api"]
-
-    def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
+    def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
+             settled: Observed | None = None) -> Endpoints:
         """Containers running and healthy, then api_url answering and db_url accepting connections."""
         started = time.monotonic()
-        self._await_ready(target, timeout=timeout)
+        if settled is None or not settled.ready:
+            recorded = handle.service_hashes if isinstance(handle, LocalHandle) else {}
+            self._await_ready(target, tuple(recorded) or ("db", "api"), timeout=timeout)
         timeout = max(1.0, timeout - (time.monotonic() - started))
-        endpoints = self.endpoints(target, prepared)
+        endpoints = self.endpoints(target, handle, prepared)
         probes = {}
         if endpoints.api_url:
             probes["api"] = http_probe(endpoints.api_url)
@@ -266,7 +328,7 @@ class LocalBackend:
                 f"{c.service}: {c.state}" + (f" ({c.health})" if c.health else "") + (f", exit code {c.exit_code}" if c.exit_code else "")
                 for c in containers if not failing or c.service in failing
             ]
-            logs = self.logs(target, service=None, tail=LOG_TAIL, services=failing).strip()
+            logs = self._logs(target, service=None, tail=LOG_TAIL, services=failing).strip()
             logs = "\n".join(states) + "\n" + (logs or f"({', '.join(failing) or 'the containers'} printed no logs)")
         except ProvisionError as exc:
             logs = f"(could not read logs: {exc})"
@@ -274,8 +336,7 @@ class LocalBackend:
         return HealthTimeout(redact(message, secrets), logs=logs)
 
     # --- lifecycle --------------------------------------------------------------------------
-    def control(self, target: Target, verb: ControlVerb) -> bool:
-        observed = self.observe(target)
+    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
         files = self._files(target)
         if files.compose_file is None:
             raise StateError(
@@ -298,10 +359,14 @@ class LocalBackend:
         self._compose(target).run(files, "restart", timeout=180)
         return True
 
-    def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                backup_to: Path | None) -> Destroyed:
+        """`compose down` when containers exist (or, with `delete_data`, volumes); a destroyed project's
+        second destroy runs nothing. Kept volumes are reported, not counted as a change."""
         files = self._files(target)
         done: list[str] = []
         volumes = self._volumes(target)
+        changed = False
         if delete_data and backup_to is not None and volumes:
             if files.compose_file is None:
                 raise StateError(
@@ -309,61 +374,67 @@ class LocalBackend:
                     f"re-run provision first, or pass --no-backup to delete without a dump"
                 )
             self._up(target, timeout=target.config.health.timeout, services=("db",), recreate=False)
-            self._await_ready(target, timeout=target.config.health.timeout, services=("db",))
+            self._await_ready(target, ("db",), timeout=target.config.health.timeout)
             self._dump(target, backup_to)
             done.append(f"wrote a pg_dump of the database to {backup_to}")
+            changed = True
         args = ["down", "--remove-orphans", "--timeout", "20"]
         if delete_data:
             args.append("--volumes")
         containers = self._containers(target)
-        if containers or (delete_data and volumes) or files.compose_file is not None:
+        if containers or (delete_data and (volumes or files.compose_file is not None)):
             self._compose(target).run(files, *args, timeout=180)
             if containers:
                 done.append(f"removed {len(containers)} container(s) and the network")
+                changed = True
         if delete_data:
             left = self._volumes(target)
-            for volume in left:  # declared outside the compose file, or created by hand with our labels
-                volume.remove(force=True)
+            with sdk_errors("remove a volume"):
+                for volume in left:  # declared outside the compose file, or created by hand with our labels
+                    volume.remove(force=True)
             if volumes:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
-            release_ports(self.store, target.env, target.project)
+                changed = True
+            release_ports(self.leases, target.env, target.project)
         elif volumes:
             done.append(
                 "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
                 f"`invoke provision --env={target.env} --project={target.project}` reattaches them"
             )
-        return done
+        return Destroyed(changed=changed, messages=tuple(done))
 
     def _volumes(self, target: Target) -> list[Any]:
         client = self._docker_client()
         label = f"com.docker.compose.project={self._project_name(target)}"
-        return list(client.volumes.list(filters={"label": label}))
+        with sdk_errors("list volumes"):
+            return list(client.volumes.list(filters={"label": label}))
 
     def _dump(self, target: Target, backup_to: Path) -> None:
         """Stream `pg_dump` of the project's database into `backup_to` (0600), written atomically."""
         client = self._docker_client()
-        containers = client.containers.list(
-            filters={"label": [f"com.docker.compose.project={self._project_name(target)}", "com.docker.compose.service=db"]}
-        )
+        with sdk_errors("find the db container"):
+            containers = client.containers.list(
+                filters={"label": [f"com.docker.compose.project={self._project_name(target)}",
+                                   "com.docker.compose.service=db"]}
+            )
         if not containers:
             raise ProvisionError(f"cannot back up {target.project!r}: its db container is not running")
         variables = target.spec.variables
         argv = ["pg_dump", "--username", variables["db_user"], "--dbname", variables["db_name"], "--no-password"]
         backup_to.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         partial = backup_to.with_name(backup_to.name + ".partial")
-        exec_id = client.api.exec_create(containers[0].id, argv, stdout=True, stderr=True)["Id"]
         errors = b""
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            with os.fdopen(fd, "wb") as handle:
+            with os.fdopen(fd, "wb") as handle, sdk_errors("pg_dump in the db container"):
+                exec_id = client.api.exec_create(containers[0].id, argv, stdout=True, stderr=True)["Id"]
                 for out, err in client.api.exec_start(exec_id, stream=True, demux=True):
                     if out:
-                        handle.write(out)
+                        _write_backup(handle, out, partial)
                     if err:
                         errors += err
-                handle.flush()
-                os.fsync(handle.fileno())
-            code = client.api.exec_inspect(exec_id).get("ExitCode")
+                _write_backup(handle, b"", partial, sync=True)
+                code = client.api.exec_inspect(exec_id).get("ExitCode")
             if code != 0:
                 raise CommandFailed(argv, int(code or -1), errors.decode(errors="replace"),
                                     hint="the data was NOT deleted")
@@ -372,7 +443,10 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
-    def logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = ()) -> str:
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
+        return self._logs(target, service=service, tail=tail)
+
+    def _logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = ()) -> str:
         selected = (service,) if service else services
         args = ["logs", "--no-color", "--tail", str(tail)]
         if selected:
@@ -384,59 +458,77 @@ class LocalBackend:
     def _subnets_in_use(self) -> list[str]:
         """Subnets of every Docker network on the engine (asked only when a new subnet is leased)."""
         subnets = []
-        for network in self._docker_client().networks.list(greedy=True):
+        client = self._docker_client()
+        with sdk_errors("list networks"):
+            networks = client.networks.list(greedy=True)
+        for network in networks:
             for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
                 if config.get("Subnet"):
                     subnets.append(str(config["Subnet"]))
         return subnets
 
-    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
+    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
+                    full: bool = False) -> dict[str, Observed]:
         """Every project of the env with containers or kept data volumes: one `docker ps` and one
         `docker volume ls` for the whole env; each observation is as complete as `observe`'s."""
         label = f"{names.LABEL_ENV}={config.name}"
         by_project: dict[str, list[ContainerState]] = {}
-        for container in self.compose.containers(label):
+        for container in _services(self.compose.containers(label)):
             project = container.labels.get(names.LABEL_PROJECT)
             if project:
                 by_project.setdefault(project, []).append(container)
-        observed = {project: self._with_records(config.name, project, _observed(containers))
+        observed = {project: self._complete(config.name, project, _observed(containers), known.get(project))
                     for project, containers in by_project.items()}
         for project, volume in self.compose.volumes(label).items():
             if project not in observed:
-                observed[project] = Observed(exists=False, detail={"data_volume": volume})
+                observed[project] = Observed(exists=False, kept_data=volume)
         return observed
 
 
-def _drift(observed: Observed, state: Mapping[str, Any]) -> str | None:
-    """Why the running containers differ from what provision last applied, or None.
+def _services(containers: list[ContainerState]) -> list[ContainerState]:
+    """The stack's service containers: one-off ones (`docker compose run`) say nothing of its state."""
+    return [c for c in containers if c.labels.get("com.docker.compose.oneoff", "False") != "True"]
 
-    Only a finished provision is compared: after an interrupted one, the plan sees the
-    difference as an update anyway.
-    """
-    if not observed.exists or state.get("status") != "provisioned":
+
+def _drift(observed: Observed, baseline: LocalHandle | None) -> str | None:
+    """Why the running containers differ from what provision last applied (`baseline`), or None."""
+    running = observed.handle if isinstance(observed.handle, LocalHandle) else None
+    if not observed.exists or baseline is None or running is None:
         return None
-    recorded = state.get("service_hashes") or {}
-    labels = {name: str(hashes) for name, hashes in (observed.detail.get("provision_hashes") or {}).items()}
+    recorded, labels = baseline.service_hashes, running.service_hashes
     if recorded and stack_hash(labels) != stack_hash(recorded):
         changed = sorted(s for s in set(recorded) | set(labels) if recorded.get(s) != labels.get(s))
         return f"container(s) for {', '.join(changed)} were replaced outside provision (their config labels differ)"
-    compose = state.get("compose_hashes") or {}
-    running = observed.detail.get("compose_hashes") or {}
-    changed = sorted(s for s in compose if s in running and running[s] != compose[s])
+    compose, now = baseline.compose_hashes, running.compose_hashes
+    changed = sorted(s for s in compose if s in now and now[s] != compose[s])
     if changed:
         return f"{', '.join(changed)} recreated outside provision from a different configuration (docker compose by hand?)"
     return None
 
 
 def _observed(containers: list[ContainerState]) -> Observed:
-    """What a project's containers say: which services run, how healthy, with which config hashes."""
+    """What a project's containers say: which services run, how healthy, with which config hashes
+    (the handle of what runs: compared with the recorded one, it tells drift)."""
     if not containers:
         return Observed(exists=False)
     services = {c.service: ServiceState(c.state, c.health) for c in containers}
-    hashes = {c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers}
-    return Observed(exists=True, config_hash=stack_hash(hashes), services=services,
-                    detail={"containers": [c.name for c in containers], "provision_hashes": hashes,
-                            "compose_hashes": {c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers}})
+    running = LocalHandle(
+        service_hashes={c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers},
+        compose_hashes={c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers},
+    )
+    return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running)
+
+
+def _write_backup(handle: Any, data: bytes, path: Path, *, sync: bool = False) -> None:
+    """Write (and with `sync`, flush to disk) part of a backup; a disk error is a StateError, not the engine's."""
+    try:
+        if data:
+            handle.write(data)
+        if sync:
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise StateError(f"cannot write the backup {path}: {exc.strerror}; the data was NOT deleted") from exc
 
 
 def _url_host(address: str) -> str:
@@ -445,9 +537,3 @@ def _url_host(address: str) -> str:
     if address == "::":
         return "[::1]"
     return f"[{address}]" if ":" in address else address
-
-
-
-def create(config: EnvConfig, store: StateStore) -> LocalBackend:
-    """The registry factory: a LocalBackend on the default Docker Engine."""
-    return LocalBackend(store)

@@ -6,14 +6,40 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
-from .errors import ProvisionError
-from .render import Ports
-from .state import StateStore
+from ...errors import ProvisionError
+from ...model import Ports
+from ...state import hold_lock, read_json, write_json
 
 PortIsFree = Callable[[str, int], bool]
 SERVICES = ("db", "api")
+
+
+class LeaseBook:
+    """`ports.json` in the state directory: every local project's ports and subnet, guarded by `ports.lock`.
+    Owned by the local backend; shared by every process on the machine."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def path(self) -> Path:
+        return self.root / "ports.json"
+
+    def lock(self, *, timeout: float = 60.0) -> AbstractContextManager[None]:
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return hold_lock(self.root / "ports.lock", timeout, what="the port registry")
+
+    def read(self) -> dict[str, dict[str, Any]]:
+        """env/project -> {"api": port, "db": port[, "subnet": cidr]}."""
+        data = read_json(self.path)
+        return {k: dict(v) for k, v in data.get("leases", {}).items()}
+
+    def write(self, leases: Mapping[str, Mapping[str, Any]]) -> None:
+        write_json(self.path, {"leases": {k: dict(v) for k, v in sorted(leases.items())}})
 
 
 def lease_key(env: str, project: str) -> str:
@@ -91,13 +117,13 @@ def choose_ports(
     return Ports(api=chosen["api"], db=chosen["db"])
 
 
-def lease_ports(store: StateStore, env: str, project: str, *, port_range: tuple[int, int], address: str,
+def lease_ports(store: LeaseBook, env: str, project: str, *, port_range: tuple[int, int], address: str,
                 network_pool: str | None = None, network_prefix: int = 26,
                 networks_in_use: Callable[[], Iterable[str]] = tuple) -> Ports:
     """Allocate (or reuse) and persist the ports (and subnet) for env/project under the registry lock."""
     key = lease_key(env, project)
-    with store.ports_lock():
-        leases = store.read_leases()
+    with store.lock():
+        leases = store.read()
         ports = choose_ports(leases, key, port_range=port_range, address=address)
         if network_pool and ports.subnet is None:
             subnet = choose_subnet(leases, key, pool=network_pool, prefix=network_prefix, in_use=networks_in_use())
@@ -107,17 +133,17 @@ def lease_ports(store: StateStore, env: str, project: str, *, port_range: tuple[
             record["subnet"] = ports.subnet
         if leases.get(key) != record:
             leases[key] = record
-            store.write_leases(leases)
+            store.write(leases)
     return ports
 
 
-def preview_ports(store: StateStore, env: str, project: str, *, port_range: tuple[int, int], address: str) -> Ports:
+def preview_ports(store: LeaseBook, env: str, project: str, *, port_range: tuple[int, int], address: str) -> Ports:
     """The ports `lease_ports` would give, without reserving them."""
-    return choose_ports(store.read_leases(), lease_key(env, project), port_range=port_range, address=address)
+    return choose_ports(store.read(), lease_key(env, project), port_range=port_range, address=address)
 
 
-def release_ports(store: StateStore, env: str, project: str) -> None:
-    with store.ports_lock():
-        leases = store.read_leases()
+def release_ports(store: LeaseBook, env: str, project: str) -> None:
+    with store.lock():
+        leases = store.read()
         if leases.pop(lease_key(env, project), None) is not None:
-            store.write_leases(leases)
+            store.write(leases)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from . import interrupts
-from .errors import BackendUnavailable, CommandFailed, redact
+from ... import interrupts
+from ...errors import BackendUnavailable, CommandFailed, redact
 
 _ENGINE_DOWN = re.compile(r"Cannot connect to the Docker daemon|error during connect|docker\.sock.*(no such file|connection refused)", re.I)
 _PLUGIN_MISSING = re.compile(r"'compose' is not a docker command|unknown (shorthand )?flag: .*(-p|--project-name)|unknown command \"compose\"", re.I)
@@ -186,7 +186,7 @@ class ComposeCLI:
         secrets: Sequence[str] = (),
     ) -> None:
         self.runner = runner or SubprocessRunner()
-        configured = (environ or os.environ).get("PROVISION_COMPOSE", "").split()
+        configured = (os.environ if environ is None else environ).get("PROVISION_COMPOSE", "").split()
         self._command: tuple[str, ...] | None = tuple(command or configured) or None
         base_env = dict(os.environ if environ is None else environ)
         for key in hidden_env:

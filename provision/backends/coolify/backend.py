@@ -13,30 +13,41 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-import httpx
-
-from .. import interrupts
-from ..config import EnvConfig
-from ..coolify_client import AmbiguousResult, CoolifyClient
-from ..errors import (
+from ... import interrupts
+from ...config import EnvConfig
+from ...errors import (
+    AmbiguousResult,
     BackendUnavailable,
     ConfigError,
     CoolifyAPIError,
     CoolifyAuthError,
     CoolifyNotFound,
     HealthTimeout,
+    InvalidName,
     ProvisionError,
 )
-from ..probes import http_probe, postgres_probe, wait_for
-from ..render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
-from ..secrets import GENERATED_SECRETS, Secret, SecretURL, generate_missing
-from ..state import StateStore
-from .base import Action, ControlVerb, Endpoints, Observed, Plan, Prepared, ServiceState, Target
+from ...model import (
+    NO_ENDPOINTS,
+    ControlVerb,
+    Destroyed,
+    Endpoints,
+    Handle,
+    Observed,
+    Prepared,
+    ServiceState,
+    Target,
+    db_url,
+)
+from ...planner import Action, Plan
+from ...probes import http_probe, postgres_probe, wait_for
+from ...render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
+from ...secrets import GENERATED_SECRETS, Secret, generate_missing
+from .client import CoolifyClient
 
 MARKER = "provision:"
 _HASH = re.compile(r"provision:([0-9a-f]{16})")
@@ -48,35 +59,50 @@ LOG_LINES = 40
 
 @dataclass(frozen=True)
 class Refs:
-    """Where a project lives in Coolify; any part may be unknown (None)."""
+    """Where a project lives in Coolify (the backend's handle); any part may be unknown (None).
+    `api_fqdn`: the api's fqdn as Coolify last reported it (endpoints need no request for it)."""
 
     project_uuid: str | None = None
     environment_uuid: str | None = None
     service_uuid: str | None = None
+    api_fqdn: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in (("project_uuid", self.project_uuid), ("environment_uuid", self.environment_uuid),
+                                  ("service_uuid", self.service_uuid), ("api_fqdn", self.api_fqdn)) if v}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Refs | None:
+        values = {k: str(data[k]) for k in ("project_uuid", "environment_uuid", "service_uuid", "api_fqdn")
+                  if data.get(k)}
+        return cls(**values) if values else None
 
 
 class CoolifyBackend:
     """Runs each project as one compose Service on a Coolify server, through its API."""
 
     name = "coolify"
+    holds_secrets = True
 
-    def __init__(self, client: CoolifyClient, store: StateStore, config: EnvConfig) -> None:
+    def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
-        self.store = store
         self.config = config
         self._lock = threading.Lock()
+        # the env's server, looked up once from config: a read-through cache of configuration, not of any
+        # project's state (every project verb works on a fresh instance)
         self._server: dict[str, Any] | None = None
-        self._seen: dict[tuple[str, str], dict[str, Any]] = {}  # last full view of each service
-        self._refs: dict[tuple[str, str], Refs] = {}  # what the last observe found
 
     def describe(self) -> str:
         return f"Coolify provider ({str(self.client.http.base_url).rstrip('/')})"
+
+    def load_handle(self, data: Mapping[str, Any]) -> Refs | None:
+        return Refs.from_dict(data)
 
     # --- naming -----------------------------------------------------------------------------
     def coolify_project_name(self, project: str) -> str:
         name = f"{self.config.coolify.project_prefix}{project}"
         if len(name) < 3:
-            raise ConfigError(
+            raise InvalidName(
                 f"{self.config.relpath}: coolify.project_prefix: Coolify project names need at least 3 characters, "
                 f"and {name!r} has {len(name)}: set a prefix such as 'app-' or use a longer project name"
             )
@@ -86,24 +112,9 @@ class CoolifyBackend:
     def service_name(target: Target) -> str:
         return target.project
 
-    # --- refs, cached in the state dir as a hint; Coolify stays the truth ------------------
-    def _cached(self, target: Target) -> Refs:
-        data = self.store.read_state(target.env, target.project).get("coolify") or {}
-        return Refs(data.get("project_uuid"), data.get("environment_uuid"), data.get("service_uuid"))
-
-    def _remember(self, target: Target, refs: Refs) -> None:
-        state = self.store.read_state(target.env, target.project)
-        state["coolify"] = {
-            "project_uuid": refs.project_uuid,
-            "environment_uuid": refs.environment_uuid,
-            "service_uuid": refs.service_uuid,
-            "api_url": str(self.client.http.base_url),
-        }
-        self.store.write_state(target.env, target.project, state)
-
     def _find_project(self, target: Target) -> dict[str, Any] | None:
         name = self.coolify_project_name(target.project)
-        matches = [p for p in self.client.request("GET", "/projects") or [] if p.get("name") == name]
+        matches = [p for p in self.client.request_list("GET", "/projects") if p.get("name") == name]
         if len(matches) > 1:
             uuids = ", ".join(str(p.get("uuid")) for p in matches)
             raise ProvisionError(
@@ -114,14 +125,13 @@ class CoolifyBackend:
 
     def _find_environment(self, project_uuid: str, env: str) -> dict[str, Any] | None:
         try:
-            found: dict[str, Any] = self.client.request("GET", f"/projects/{project_uuid}/{quote(env, safe='')}")
+            return self.client.request_object("GET", f"/projects/{project_uuid}/{quote(env, safe='')}", keys=("uuid",))
         except CoolifyNotFound:
             return None
-        return found
 
     def _service_in(self, environment: Mapping[str, Any], target: Target) -> dict[str, Any] | None:
         name = self.service_name(target)
-        for service in environment.get("services") or []:
+        for service in _objects(environment.get("services")):
             if service.get("name") == name:
                 if MARKER not in str(service.get("description") or ""):
                     raise ProvisionError(
@@ -134,57 +144,53 @@ class CoolifyBackend:
 
     def _get_service(self, uuid: str) -> dict[str, Any] | None:
         try:
-            service: dict[str, Any] = self.client.request("GET", f"/services/{uuid}")
+            return self.client.request_object("GET", f"/services/{uuid}", keys=("uuid",))
         except CoolifyNotFound:
             return None
-        return service
 
-    def _locate(self, target: Target) -> tuple[Refs, dict[str, Any] | None]:
-        """The project's refs and its service (full view), from the cached uuid or by name."""
-        cached = self._cached(target)
+    def _locate(self, target: Target, known: Handle | None) -> tuple[Refs, dict[str, Any] | None]:
+        """The project's refs and its service (full view), from the recorded uuid or by name."""
+        cached = known if isinstance(known, Refs) else Refs()
         if cached.service_uuid:
             service = self._get_service(cached.service_uuid)
             if service is not None and service.get("name") == self.service_name(target) \
                     and MARKER in str(service.get("description") or ""):
-                return cached, service
+                return replace(cached, api_fqdn=_fqdn(service, "api")), service
         project = self._find_project(target)
         if project is None:
             return Refs(), None
         environment = self._find_environment(project["uuid"], target.env)
         if environment is None:
             return Refs(project["uuid"]), None
-        refs = Refs(project["uuid"], environment.get("uuid"))
+        refs = Refs(str(project["uuid"]), str(environment["uuid"]))
         summary = self._service_in(environment, target)
         if summary is None:
             return refs, None
-        service = self._get_service(summary["uuid"])
-        return Refs(refs.project_uuid, refs.environment_uuid, summary["uuid"]), service
+        service = self._get_service(str(summary["uuid"]))
+        return replace(refs, service_uuid=str(summary["uuid"]), api_fqdn=_fqdn(service or {}, "api")), service
 
     # --- observe / prepare ------------------------------------------------------------------
-    def observe(self, target: Target) -> Observed:
-        refs, service = self._locate(target)
-        self._refs[(target.env, target.project)] = refs
+    def observe(self, target: Target, known: Handle | None) -> Observed:
+        refs, service = self._locate(target, known)
         if service is None:
-            return Observed(exists=False, detail={"refs": refs})
-        self._seen[(target.env, target.project)] = service
+            return Observed(exists=False, handle=refs if refs.project_uuid else None)
         return _observed(service, refs)
 
-    def prepare(self, target: Target, observed: Observed, *, create: bool = True) -> Prepared:
-        existing: dict[str, Secret] = {}
-        refs = observed.detail.get("refs") if observed.detail else None
-        if observed.exists and isinstance(refs, Refs) and refs.service_uuid:
-            existing = self._read_secrets(target, refs.service_uuid)
-        elif not observed.exists:
-            existing = self.store.read_secrets(target.env, target.project)  # kept by a destroy without --delete-data
+    def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
+                create: bool = True) -> Prepared:
+        """The service's secrets, read back from Coolify; without a service, the copy the service kept
+        (after a destroy that kept the data) or, with `create`, new ones."""
+        refs = observed.handle if isinstance(observed.handle, Refs) else None
+        existing: dict[str, Secret] = dict(stored)
+        if observed.exists and refs is not None and refs.service_uuid:
+            existing = self._read_secrets(refs.service_uuid)
         if not create:
             return Prepared(secrets=existing)
-        if isinstance(refs, Refs) and refs.service_uuid and refs != self._cached(target):
-            self._remember(target, refs)  # the next run goes straight to the service
         secrets = generate_missing(existing)
         return Prepared(secrets=secrets, new_secrets=secrets != existing)
 
-    def _read_secrets(self, target: Target, service_uuid: str) -> dict[str, Secret]:
-        envs = self.client.request("GET", f"/services/{service_uuid}/envs") or []
+    def _read_secrets(self, service_uuid: str) -> dict[str, Secret]:
+        envs = self.client.request_list("GET", f"/services/{service_uuid}/envs", keys=("key",))
         found: dict[str, Secret] = {}
         for item in envs:
             key = item.get("key")
@@ -203,21 +209,19 @@ class CoolifyBackend:
         return found
 
     # --- apply ------------------------------------------------------------------------------
-    def apply(self, target: Target, stack: RenderedStack, prepared: Prepared, plan: Plan) -> None:
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> Refs:
         """create: project, environment, service, secrets, start. update: PATCH the compose and
         secrets, then restart (or start). start: start. Coolify applies env changes only on a (re)start."""
-        key = (target.env, target.project)
-        service = self._seen.pop(key, None)  # after an action, wait() must look again
+        known = observed.handle if isinstance(observed.handle, Refs) else Refs()
         if plan.action is Action.CREATE:
-            refs = self._create(target, stack, prepared)
-            self._refs[key] = refs
+            refs = self._create(target, known, stack)
             self._set_secrets(refs, prepared)
-            self.store.delete_secrets(target.env, target.project)  # Coolify holds them from now on
             self._action(refs, "start")
-            return
-        refs = self._refs.get(key, Refs())
-        if refs.service_uuid is None or service is None:
-            raise ProvisionError(f"the Coolify service of {target.project!r} was not observed before {plan.action}")
+            return refs
+        refs = known if known.service_uuid else self._locate(target, known)[0]
+        if refs.service_uuid is None:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to {plan.action}")
         if plan.action in (Action.UPDATE, Action.DRIFT):
             body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack)}
             urls = self._urls(target)
@@ -225,14 +229,13 @@ class CoolifyBackend:
                 body["urls"] = urls
             self.client.request("PATCH", f"/services/{refs.service_uuid}", body=body)
             self._set_secrets(refs, prepared)
-            running = str(service.get("status", "")).startswith("running")
-            self._action(refs, "restart" if running else "start")
+            self._action(refs, "restart" if observed.any_running else "start")
         else:
             self._action(refs, "start")
+        return refs
 
-    def _create(self, target: Target, stack: RenderedStack, prepared: Prepared) -> Refs:
+    def _create(self, target: Target, known: Refs, stack: RenderedStack) -> Refs:
         # observe() just looked both up by name (under this project's lock): create what it did not find
-        known = self._refs.get((target.env, target.project), Refs())
         project_uuid = known.project_uuid or self._ensure_project(target, look_first=False)
         environment_uuid = known.environment_uuid or self._ensure_environment(
             project_uuid, target.env, look_first=target.env == "production")  # Coolify makes 'production' itself
@@ -255,23 +258,19 @@ class CoolifyBackend:
             body["urls"] = urls
         for _ in range(3):
             try:
-                created = self.client.request("POST", "/services", body=body)
-                refs = Refs(project_uuid, environment_uuid, str(created["uuid"]))
-                self._remember(target, refs)
-                return refs
+                created = self.client.request_object("POST", "/services", body=body, keys=("uuid",))
+                return Refs(project_uuid, environment_uuid, str(created["uuid"]))
             except AmbiguousResult:
                 # the create may have happened: look before trying again, never create twice
                 environment = self._find_environment(project_uuid, environment_uuid)
                 found = self._service_in(environment, target) if environment else None
                 if found is not None:
-                    refs = Refs(project_uuid, environment_uuid, str(found["uuid"]))
-                    self._remember(target, refs)
-                    return refs
+                    return Refs(project_uuid, environment_uuid, str(found["uuid"]))
             except CoolifyAPIError as exc:
                 if exc.status == 400 and "multiple destinations" in exc.message:
                     raise self._destination_error(server) from exc
                 if exc.status == 404 and "Server not found" in exc.message:
-                    servers = self.client.request("GET", "/servers") or []
+                    servers = self.client.request_list("GET", "/servers")
                     raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server['uuid']!r} in "
                                       f"Coolify; candidates: {_describe_servers(servers)}") from exc
                 raise
@@ -285,8 +284,8 @@ class CoolifyBackend:
             if project is not None:
                 return str(project["uuid"])
             try:
-                created = self.client.request(
-                    "POST", "/projects", body={"name": name, "description": "Managed by provision"})
+                created = self.client.request_object(
+                    "POST", "/projects", body={"name": name, "description": "Managed by provision"}, keys=("uuid",))
                 return str(created["uuid"])
             except AmbiguousResult:
                 continue  # look it up again before another create
@@ -300,7 +299,7 @@ class CoolifyBackend:
             try:
                 created = self.client.request(
                     "POST", f"/projects/{project_uuid}/environments", body={"name": env}, ok=(201, 409))
-                if created and created.get("uuid"):
+                if isinstance(created, dict) and isinstance(created.get("uuid"), str):
                     return str(created["uuid"])
                 # 409: it exists (created concurrently): look it up on the next pass
             except AmbiguousResult:
@@ -315,7 +314,7 @@ class CoolifyBackend:
             if wanted and _UUID.match(wanted):
                 self._server = {"uuid": wanted, "name": wanted}  # checked by POST /services (404 if unknown)
                 return self._server
-            servers = self.client.request("GET", "/servers") or []
+            servers = self.client.request_list("GET", "/servers")
             if wanted:
                 matches = [s for s in servers if wanted in (s.get("uuid"), s.get("name"))]
                 if not matches:
@@ -326,7 +325,7 @@ class CoolifyBackend:
                 server = matches[0]
             else:
                 usable = [s for s in servers if s.get("is_usable") and s.get("is_reachable")
-                          and not (s.get("settings") or {}).get("is_build_server")]
+                          and not _settings(s).get("is_build_server")]
                 if len(usable) != 1:
                     raise ConfigError(
                         f"{self.config.relpath}: coolify.server is not set and Coolify has {len(usable)} usable "
@@ -340,7 +339,7 @@ class CoolifyBackend:
         wanted = self.config.coolify.destination
         if not wanted:
             return None
-        destinations = self.client.request("GET", f"/servers/{server['uuid']}/destinations") or []
+        destinations = self.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
         for destination in destinations:
             if wanted in (destination.get("uuid"), destination.get("name"), destination.get("network")):
                 return str(destination["uuid"])
@@ -350,7 +349,7 @@ class CoolifyBackend:
         )
 
     def _destination_error(self, server: Mapping[str, Any]) -> ConfigError:
-        destinations = self.client.request("GET", f"/servers/{server['uuid']}/destinations") or []
+        destinations = self.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
         return ConfigError(
             f"{self.config.relpath}: coolify.destination: server {server.get('name')!r} has several destinations; "
             f"set coolify.destination to one of {_describe_destinations(destinations)}"
@@ -385,34 +384,34 @@ class CoolifyBackend:
         return True
 
     # --- wait -------------------------------------------------------------------------------
-    def wait(self, target: Target, prepared: Prepared, *, timeout: float) -> Endpoints:
+    def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
+             settled: Observed | None = None) -> Endpoints:
         started = time.monotonic()
-        key = (target.env, target.project)
-        refs = self._refs.get(key) or self._cached(target)
+        refs = handle if isinstance(handle, Refs) else Refs()
         if refs.service_uuid is None:
-            refs, _ = self._locate(target)
+            refs, _ = self._locate(target, refs)
         uuid = refs.service_uuid
         if uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service to wait for")
+        last: dict[str, Any] = {}
 
         def running() -> str | None:
             service = self._get_service(str(uuid))
             if service is None:
                 return "the service does not exist (any more)"
-            self._seen[(target.env, target.project)] = service
+            last.clear()
+            last.update(service)
             return None if _is_up(service) else f"status {service.get('status')}"
 
-        seen = self._seen.get(key)
-        if seen is not None and _is_up(seen):
-            outcome = None  # observed running just now and nothing was changed since (apply forgets it)
-        else:
+        if settled is None or not settled.ready:
             # Coolify's status lags behind its actions; the first look is worth making only after a moment
             interrupts.sleep(min(1.0, timeout / 10))
             outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
-        if outcome is not None and not outcome.ok:
-            raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) is not running on Coolify "
-                                                     f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
-        endpoints = self.endpoints(target, prepared)
+            if not outcome.ok:
+                raise self._health_timeout(uuid, last, f"{target.project} ({target.env}) is not running on Coolify "
+                                                       f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
+            refs = replace(refs, api_fqdn=_fqdn(last, "api"))
+        endpoints = self.endpoints(target, refs, prepared)
         probes = {}
         if endpoints.api_url:
             probes["api"] = http_probe(endpoints.api_url, timeout=5)
@@ -422,12 +421,11 @@ class CoolifyBackend:
         outcome = wait_for(probes, timeout=remaining, interval=0.5, max_interval=3.0)
         if not outcome.ok:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(outcome.failures.items()))
-            raise self._health_timeout(target, uuid, f"{target.project} ({target.env}) runs on Coolify but is "
-                                                     f"not answering: {reasons}")
+            raise self._health_timeout(uuid, last, f"{target.project} ({target.env}) runs on Coolify but is "
+                                                   f"not answering: {reasons}")
         return endpoints
 
-    def _health_timeout(self, target: Target, uuid: str, message: str) -> HealthTimeout:
-        service = self._seen.get((target.env, target.project)) or {}
+    def _health_timeout(self, uuid: str, service: Mapping[str, Any], message: str) -> HealthTimeout:
         failing = [a["name"] for a in _apps(service) if not _app_state(a).ready] or [a["name"] for a in _apps(service)]
         try:
             logs = self._logs(uuid, failing, LOG_LINES)
@@ -436,26 +434,29 @@ class CoolifyBackend:
         return HealthTimeout(message, logs=logs)
 
     # --- endpoints --------------------------------------------------------------------------
-    def endpoints(self, target: Target, prepared: Prepared) -> Endpoints:
-        service = self._seen.get((target.env, target.project))
-        if service is None:
-            refs = self._cached(target)
-            service = self._get_service(refs.service_uuid) if refs.service_uuid else None
-        if service is None:
-            return Endpoints(None, None)
-        api_url = self._api_base(target) or _public_url(_fqdn(service, "api"))
+    def endpoints(self, target: Target, handle: Handle | None, prepared: Prepared) -> Endpoints:
+        """From the handle alone when it knows the api's fqdn (or a domain is configured); else one GET."""
+        refs = handle if isinstance(handle, Refs) else None
+        if refs is None or refs.service_uuid is None:
+            return NO_ENDPOINTS
+        api_url = self._api_base(target)
+        if api_url is None:
+            fqdn = refs.api_fqdn
+            if fqdn is None:
+                service = self._get_service(refs.service_uuid)
+                if service is None:
+                    return NO_ENDPOINTS
+                fqdn = _fqdn(service, "api")
+            api_url = _public_url(fqdn)
         variables = target.spec.variables
         password = prepared.secrets.get("DB_PASSWORD")
-        user = quote(variables["db_user"], safe="")
-        auth = f"{user}:{password.reveal()}" if password else user
-        db = quote(variables["db_name"], safe="")
+        user, database = variables["db_user"], variables["db_name"]
         public_port = variables.get("db_public_port")
         if public_port:
-            host = self._server_host(service)
-            return Endpoints(api_url, SecretURL(f"postgresql://{auth}@{host}:{public_port}/{db}"), "public")
-        return Endpoints(api_url, SecretURL(f"postgresql://{auth}@db-{service['uuid']}:5432/{db}"), "internal")
+            return Endpoints(api_url, db_url(user, password, self._server_host(), public_port, database), "public")
+        return Endpoints(api_url, db_url(user, password, f"db-{refs.service_uuid}", 5432, database), "internal")
 
-    def _server_host(self, service: Mapping[str, Any]) -> str:
+    def _server_host(self) -> str:
         server = self._choose_server()
         ip = str(server.get("ip") or "")
         if not ip or ip == "host.docker.internal":
@@ -463,9 +464,9 @@ class CoolifyBackend:
         return ip
 
     # --- lifecycle --------------------------------------------------------------------------
-    def control(self, target: Target, verb: ControlVerb) -> bool:
-        refs, service = self._locate(target)
-        if refs.service_uuid is None or service is None:
+    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
+        refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
+        if not observed.exists or refs.service_uuid is None:
             raise ProvisionError(
                 f"{target.project!r} has no Coolify service in env {target.env!r}: "
                 f"run `invoke provision --env={target.env} --project={target.project}` first"
@@ -487,19 +488,19 @@ class CoolifyBackend:
             raise HealthTimeout(f"the Coolify service did not become {wanted} in {timeout:.0f} s "
                                 f"({outcome.failures['status']})")
 
-    def destroy(self, target: Target, *, delete_data: bool, backup_to: Path | None) -> list[str]:
-        refs, service = self._locate(target)
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                backup_to: Path | None) -> Destroyed:
+        refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         done: list[str] = []
-        if refs.service_uuid and service is not None:
+        kept: dict[str, Secret] | None = None
+        if refs.service_uuid and observed.exists:
             if delete_data and backup_to is not None:
                 raise ProvisionError(
                     "Coolify's API cannot run pg_dump inside the service, so no backup can be taken before "
                     "deleting its data: dump the database yourself, then repeat with --no-backup"
                 )
             if not delete_data:
-                secrets = self._read_secrets(target, refs.service_uuid)
-                if secrets:
-                    self.store.write_secrets(target.env, target.project, secrets)
+                kept = self._read_secrets(refs.service_uuid) or None
             volumes = "true" if delete_data else "false"
             self.client.request("DELETE", f"/services/{refs.service_uuid}",
                                 params={"delete_volumes": volumes})
@@ -513,19 +514,10 @@ class CoolifyBackend:
                     f"Coolify names volumes after the service, so provisioning again creates a new service with a "
                     f"new, empty volume that reuses these credentials: restore the old volume's data into it"
                 )
-        if refs.project_uuid:
+        removed_service = bool(done)
+        if refs.project_uuid and (removed_service or delete_data):
             done.extend(self._remove_if_empty(refs.project_uuid, target.env))
-        state = self.store.read_state(target.env, target.project)
-        if delete_data:
-            self.store.delete_secrets(target.env, target.project)
-            state.pop("coolify", None)
-        elif "coolify" in state:
-            state["coolify"] = {**state["coolify"], "service_uuid": None}
-        if state:
-            self.store.write_state(target.env, target.project, state)
-        self._refs.pop((target.env, target.project), None)
-        self._seen.pop((target.env, target.project), None)
-        return done
+        return Destroyed(changed=bool(done), messages=tuple(done), kept_secrets=kept)
 
     def _await_gone(self, uuid: str) -> None:
         outcome = wait_for({"gone": lambda: None if self._get_service(uuid) is None else "still present"},
@@ -541,8 +533,8 @@ class CoolifyBackend:
             if environment is not None and not _has_resources(environment):
                 self.client.request("DELETE", f"/projects/{project_uuid}/environments/{environment['uuid']}")
                 done.append(f"removed the empty Coolify environment {env!r}")
-            project = self.client.request("GET", f"/projects/{project_uuid}")
-            for other in project.get("environments") or []:
+            project = self.client.request_object("GET", f"/projects/{project_uuid}")
+            for other in _objects(project.get("environments")):
                 details = self._find_environment(project_uuid, str(other.get("uuid")))
                 if details is not None and _has_resources(details):
                     return done
@@ -553,26 +545,27 @@ class CoolifyBackend:
                 raise
         return done
 
-    def logs(self, target: Target, *, service: str | None, tail: int) -> str:
-        refs, found = self._locate(target)
-        if refs.service_uuid is None or found is None:
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
+        refs = observed.handle if isinstance(observed.handle, Refs) else None
+        if refs is None or refs.service_uuid is None or not observed.exists:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
-        names = [service] if service else [a["name"] for a in _apps(found)]
+        names = [service] if service else sorted(observed.services)
         return self._logs(refs.service_uuid, names, tail)
 
     def _logs(self, uuid: str, names: list[str], tail: int) -> str:
         chunks = []
         for name in names:
-            data = self.client.request("GET", f"/services/{uuid}/logs",
-                                       params={"sub_service_name": name, "lines": tail}) or {}
+            data = self.client.request_object("GET", f"/services/{uuid}/logs",
+                                              params={"sub_service_name": name, "lines": tail})
             text = str(data.get("logs") or "").rstrip()
             chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
         return "\n".join(chunks)
 
-    def observe_env(self, config: EnvConfig, *, full: bool = False) -> dict[str, Observed]:
+    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
+                    full: bool = False) -> dict[str, Observed]:
         prefix = config.coolify.project_prefix
         found: dict[str, Observed] = {}
-        for project in self.client.request("GET", "/projects") or []:
+        for project in self.client.request_list("GET", "/projects"):
             name = str(project.get("name") or "")
             if not name.startswith(prefix):
                 continue
@@ -580,9 +573,9 @@ class CoolifyBackend:
             environment = self._find_environment(str(project["uuid"]), config.name)
             if environment is None:
                 continue
-            for service in environment.get("services") or []:
+            for service in _objects(environment.get("services")):
                 if service.get("name") == short and MARKER in str(service.get("description") or ""):
-                    refs = Refs(project["uuid"], environment.get("uuid"), service["uuid"])
+                    refs = Refs(str(project["uuid"]), str(environment["uuid"]), str(service["uuid"]))
                     view = self._get_service(str(service["uuid"])) if full else service
                     found[short] = _observed(view or service, refs)
         return found
@@ -606,7 +599,13 @@ def compose_hash(text: str) -> str:
 
 
 def _apps(service: Mapping[str, Any]) -> list[dict[str, Any]]:
-    return [*(service.get("applications") or []), *(service.get("databases") or [])]
+    """The service's sub-resources (containers) that carry a name; anything else Coolify sent is skipped."""
+    items = [*_listed(service.get("applications")), *_listed(service.get("databases"))]
+    return [item for item in items if isinstance(item, dict) and isinstance(item.get("name"), str)]
+
+
+def _listed(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
 
 
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
@@ -617,9 +616,8 @@ def _app_state(app: Mapping[str, Any]) -> ServiceState:
 def _is_up(service: Mapping[str, Any]) -> bool:
     """Coolify's aggregate status says running (healthy, or unknown where a container has no
     healthcheck) and so does every sub-resource; a pending start/restart reads starting:unhealthy."""
-    state, _, health = str(service.get("status") or "").partition(":")
-    aggregate_ok = state == "running" and health.split(":")[0] in ("healthy", "unknown", "")
-    return aggregate_ok and all(_app_state(app).ready for app in _apps(service))
+    aggregate = _app_state({"status": service.get("status") or "missing"})
+    return aggregate.ready and all(_app_state(app).ready for app in _apps(service))
 
 
 def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
@@ -634,8 +632,7 @@ def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
         exists=True,
         config_hash=match.group(1) if match else None,
         services=services,
-        detail={"refs": Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid"))),
-                "status": service.get("status")},
+        handle=Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid")), _fqdn(service, "api")),
         applied_text=str(raw) if raw else None,
         drift=_drift(service, str(raw) if raw else None),
     )
@@ -656,7 +653,7 @@ def _drift(service: Mapping[str, Any], raw: str | None) -> str | None:
 
 
 def _fqdn(service: Mapping[str, Any], app: str) -> str | None:
-    for item in service.get("applications") or []:
+    for item in _apps(service):
         if item.get("name") == app and item.get("fqdn"):
             return str(item["fqdn"]).split(",")[0].strip()
     return None
@@ -685,12 +682,13 @@ def _describe_destinations(destinations: list[dict[str, Any]]) -> str:
     return ", ".join(f"{d.get('name')} ({d.get('uuid')}, network {d.get('network')})" for d in destinations) or "none"
 
 
-def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
-    """The registry factory: one API client for this run, from the env's credentials."""
-    credentials = config.coolify_credentials
-    if credentials is None:
-        raise ConfigError(f"{config.relpath}: the coolify backend needs COOLIFY_API_URL and COOLIFY_API_TOKEN")
-    timeout = config.coolify.request_timeout
-    client = CoolifyClient.connect(credentials.api_url, credentials.token,
-                                   timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
-    return CoolifyBackend(client, store, config)
+def _settings(server: Mapping[str, Any]) -> Mapping[str, Any]:
+    settings = server.get("settings")
+    return settings if isinstance(settings, dict) else {}
+
+
+def _objects(items: object) -> list[dict[str, Any]]:
+    """The objects of a list Coolify nested in an answer, skipping anything that is not one with a uuid."""
+    if not isinstance(items, list):
+        return []
+    return [item for item in items if isinstance(item, dict) and isinstance(item.get("uuid"), str)]

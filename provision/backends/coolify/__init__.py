@@ -1,0 +1,25 @@
+"""The Coolify backend: a project becomes a Coolify project, an env one of its environments, and the
+stack one compose Service in it. It owns what only it uses: the HTTP API client (`client`)."""
+
+from __future__ import annotations
+
+import httpx
+
+from ...config import EnvConfig
+from ...errors import ConfigError
+from ...state import StateStore
+from .backend import CoolifyBackend, Refs
+from .client import CoolifyClient
+
+__all__ = ["CoolifyBackend", "CoolifyClient", "Refs", "create"]
+
+
+def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
+    """The registry factory: one API client for this run, from the env's credentials."""
+    credentials = config.coolify_credentials
+    if credentials is None:
+        raise ConfigError(f"{config.relpath}: the coolify backend needs COOLIFY_API_URL and COOLIFY_API_TOKEN")
+    timeout = config.coolify.request_timeout
+    client = CoolifyClient.connect(credentials.api_url, credentials.token,
+                                   timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
+    return CoolifyBackend(client, config)

@@ -1,0 +1,17 @@
+"""The local backend: one compose project per env+project on a Docker Engine.
+
+It owns what only it uses: the `docker compose` v2 CLI (`compose`), and the host port and subnet
+leases (`ports`)."""
+
+from __future__ import annotations
+
+from ...config import EnvConfig
+from ...state import StateStore
+from .backend import LocalBackend, LocalHandle
+
+__all__ = ["LocalBackend", "LocalHandle", "create"]
+
+
+def create(config: EnvConfig, store: StateStore) -> LocalBackend:
+    """The registry factory: a LocalBackend on the default Docker Engine."""
+    return LocalBackend(store)

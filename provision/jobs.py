@@ -1,0 +1,170 @@
+"""Requests to create projects that arrive over HTTP: part of the service layer, on top of a Provisioner.
+
+It holds the rules the HTTP module must not: name reservation, background jobs, idempotency keys
+(kept in the state directory, so they survive a restart), resuming what a killed server accepted,
+and the short-lived listing cache. Every error it raises is a ProvisionError.
+"""
+
+from __future__ import annotations
+
+import secrets as _random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from . import incidents
+from .errors import ProjectConflict, ProvisionError
+from .model import ControlVerb
+from .results import ProjectResult
+from .service import Provisioner
+from .state import utc_now
+
+LIST_CACHE_SECONDS = 2.0
+VIA = "api"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A create that is queued or running in the background, or that failed there."""
+
+    status: str = "provisioning"
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """The answer to a create request: `result` when it finished (or was finished before), else a job runs."""
+
+    project: str
+    finished: bool
+    result: ProjectResult | Job | None = None
+
+
+class ProjectRequests:
+    """Create, list, control and delete projects of one env for the HTTP API."""
+
+    def __init__(self, provisioner: Provisioner, *, workers: int = 16) -> None:
+        self.provisioner = provisioner
+        self.store = provisioner.store
+        self.env = provisioner.env
+        self.backend = provisioner.backend.name
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-job")
+        self.jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()  # reservations and idempotency keys
+        self._listing: tuple[float, list[ProjectResult]] | None = None
+        self._refreshing = threading.Lock()
+
+    @property
+    def min_name_length(self) -> int:
+        return self.provisioner.config.min_project_name
+
+    def create(self, name: str | None, *, wait: bool, key: str | None) -> Accepted:
+        """Reserve a name (or return the project an idempotency key already created) and provision it.
+
+        Only the reservation is serialised; checking the backend and provisioning run concurrently
+        for different names. Raises ProjectConflict when the name is taken or being created.
+        """
+        with self._lock:
+            if key:
+                known = self.store.read_idempotency(self.env, key).get("project")
+                if known:
+                    job = self.jobs.get(str(known))
+                    return Accepted(str(known), finished=not (job is not None and job.status == "provisioning"))
+            if name is None:
+                name = _random.token_hex(6)  # 48 random bits: a clash is checked below all the same
+            self.provisioner.target(name)  # the one name rule (InvalidName)
+            if name in self.jobs and self.jobs[name].status == "provisioning":
+                raise ProjectConflict(f"a project named {name!r} is being created in env {self.env!r}")
+            self.jobs[name] = Job()
+            if key:
+                self.store.write_idempotency(self.env, key, {"project": name, "at": utc_now()})
+        try:
+            if self.provisioner.is_taken(name):
+                raise ProjectConflict(f"a project named {name!r} already exists in env {self.env!r}")
+            self.provisioner.mark_requested(name, via=VIA)
+        except BaseException:
+            with self._lock:
+                self.jobs.pop(name, None)
+                if key:
+                    self.store.delete_idempotency(self.env, key)
+            raise
+        if not wait:
+            self.pool.submit(self._run, name)
+            return Accepted(name, finished=False)
+        return Accepted(name, finished=True, result=self._run(name) or self.jobs.get(name))
+
+    def _run(self, name: str) -> ProjectResult | None:
+        """Provision `name` and record the outcome in the job table; in the background errors are kept, not
+        raised, and an unexpected one fails the job (with an incident id) instead of leaving it provisioning."""
+        try:
+            result = self.provisioner.provision(name)
+        except ProvisionError as exc:
+            self.jobs[name] = Job(status="failed", error=str(exc))
+            self._changed()
+            return None
+        except Exception as exc:
+            self.jobs[name] = Job(status="failed", error=str(incidents.record(exc)))
+            self._changed()
+            return None
+        self.jobs.pop(name, None)
+        self._changed()
+        return result
+
+    def resume(self) -> list[str]:
+        """Finish the API requests a previous server process accepted but did not complete."""
+        unfinished = self.provisioner.requested(via=VIA)
+        for name in unfinished:
+            self.jobs[name] = Job()
+            self.pool.submit(self._run, name)
+        return unfinished
+
+    def get(self, name: str) -> ProjectResult | Job:
+        job = self.jobs.get(name)
+        if job is not None:
+            return job
+        return self.provisioner.status(name).results[0]
+
+    def all_projects(self) -> list[tuple[str, ProjectResult | Job]]:
+        """Every project, from a listing at most LIST_CACHE_SECONDS old; an older one is served while a
+        fresh one is built in the background (only the first request ever waits for one)."""
+        listing = self._listing
+        if listing is None:
+            with self._refreshing:
+                listing = self._listing or self._refresh()
+        elif time.monotonic() - listing[0] > LIST_CACHE_SECONDS and self._refreshing.acquire(blocking=False):
+            def refresh() -> None:
+                try:
+                    self._refresh()
+                finally:
+                    self._refreshing.release()
+
+            self.pool.submit(refresh)
+        jobs = dict(self.jobs)
+        items: list[tuple[str, ProjectResult | Job]] = [(r.project, jobs.pop(r.project, r)) for r in listing[1]]
+        items.extend(jobs.items())
+        return items
+
+    def _refresh(self) -> tuple[float, list[ProjectResult]]:
+        self._listing = (time.monotonic(), list(self.provisioner.status().results))
+        return self._listing
+
+    def _changed(self) -> None:
+        """Something changed through the API: the next listing is built afresh."""
+        self._listing = None
+
+    def control(self, name: str, verb: ControlVerb) -> ProjectResult:
+        try:
+            return self.provisioner.control(name, verb)
+        finally:
+            self._changed()
+
+    def delete(self, name: str, *, delete_data: bool) -> ProjectResult:
+        self.jobs.pop(name, None)
+        try:
+            return self.provisioner.destroy(name, delete_data=delete_data, yes=True, backup=delete_data)
+        finally:
+            self._changed()
+
+    def shutdown(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)

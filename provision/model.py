@@ -1,0 +1,156 @@
+"""The facts passed between the service layer and a backend: frozen, no behaviour beyond reading them.
+
+A `Target` says which project; a backend's `observe` answers with `Observed` (what runs, and a
+`Handle`: what the backend needs to act on that project later, kept in the project's record by the
+service); `prepare` answers with `Prepared` (secrets and, locally, leased ports).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from .config import EnvConfig, ProjectSpec
+from .secrets import Secret, SecretURL
+
+ControlVerb = Literal["stop", "start", "restart"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One project in one env, with the env's validated config."""
+
+    config: EnvConfig
+    spec: ProjectSpec
+
+    @property
+    def env(self) -> str:
+        return self.config.name
+
+    @property
+    def project(self) -> str:
+        return self.spec.name
+
+
+class Handle(Protocol):
+    """What a backend needs to act on one project later (uuids, recorded hashes). The service stores
+    `to_dict()` in the project's record and gives it back through the backend's `load_handle`."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceState:
+    state: str  # running, exited, created, restarting, starting, missing, ...
+    health: str = ""  # healthy, unhealthy, starting, unknown, or "" (no healthcheck)
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def ready(self) -> bool:
+        """The one definition of ready: running, and healthy or without a healthcheck verdict."""
+        return self.running and self.health in ("", "healthy", "unknown")
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a backend sees deployed for one project; read-only facts, no decisions."""
+
+    exists: bool
+    config_hash: str | None = None
+    services: Mapping[str, ServiceState] = field(default_factory=dict)
+    # where the project lives on the backend (None: nothing found to act on)
+    handle: Handle | None = None
+    # the compose text provision last applied, when the backend can tell (for diffs and rollback)
+    applied_text: str | None = field(default=None, repr=False)
+    # why what runs differs from what provision last applied (changed by hand), or None
+    drift: str | None = None
+    # data the backend keeps for the project although no stack runs (a volume name), or None
+    kept_data: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return bool(self.services) and all(s.running for s in self.services.values())
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.services) and all(s.ready for s in self.services.values())
+
+    @property
+    def any_running(self) -> bool:
+        return any(s.running for s in self.services.values())
+
+    def summary(self) -> str:
+        """running / stopped / partial / absent / unhealthy / starting."""
+        if not self.exists:
+            return "absent"
+        if not self.services:
+            return "stopped"
+        states = list(self.services.values())
+        if all(s.ready for s in states):
+            return "running"
+        if all(s.running for s in states):
+            return "unhealthy" if any(s.health == "unhealthy" for s in states) else "starting"
+        if any(s.running for s in states):
+            return "partial"
+        return "stopped"
+
+
+ABSENT = Observed(exists=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """What a local project leases on the host: ports on the bind address, and a subnet for its
+    network when `local.network_pool` is set (else Docker picks one)."""
+
+    api: int
+    db: int
+    subnet: str | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Inputs resolved before rendering: the project's secrets and (local) its host ports.
+    `new_secrets`: some were generated now, and the service must save them before applying."""
+
+    secrets: Mapping[str, Secret]
+    ports: Ports | None = None
+    new_secrets: bool = False
+    preview: bool = False  # ports are a preview, not a lease
+
+    def __repr__(self) -> str:
+        return f"Prepared(secrets=<{len(self.secrets)} hidden>, ports={self.ports!r}, new_secrets={self.new_secrets})"
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api_url: str | None
+    db_url: SecretURL | None
+    db_url_scope: Literal["public", "internal", "host"] = "host"
+
+
+NO_ENDPOINTS = Endpoints(None, None)
+
+
+@dataclass(frozen=True)
+class Destroyed:
+    """What a backend's destroy did. `changed`: something was removed; `kept_secrets`: secrets the backend
+    held itself (Coolify) and that the service must keep, because the data they open is kept."""
+
+    changed: bool
+    messages: tuple[str, ...] = ()
+    kept_secrets: Mapping[str, Secret] | None = field(default=None, repr=False)
+
+
+def db_url(user: str, password: Secret | None, host: str, port: int | str, database: str) -> SecretURL:
+    """The one way a db_url is assembled: user and database percent-encoded, the password kept secret."""
+    from urllib.parse import quote
+
+    auth = quote(user, safe="")
+    if password is not None:
+        auth += f":{password.reveal()}"
+    return SecretURL(f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}")

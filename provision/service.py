@@ -1,0 +1,543 @@
+"""The service layer: every operation on projects, the same on every backend, for every entry point.
+
+`tasks.py`, the HTTP API (through `jobs.ProjectRequests`) and the tests call a `Provisioner`; it is the
+only writer of project records, secrets files and history. Each changing operation reads (observe),
+plans (pure), then applies, under the env+project lock, with the user's hooks around it. `changed` is
+true exactly when the backend changed something, and only then is a history line written. A failed
+update of a running project is rolled back to what ran before; a failed first create is removed again,
+its data volume kept.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+
+from . import history, interrupts
+from .backends.base import Backend
+from .config import EnvConfig
+from .errors import (
+    ConfirmationRequired,
+    HealthTimeout,
+    Interrupted,
+    ProjectConflict,
+    ProjectNotFound,
+    ProvisionError,
+    RolledBack,
+    with_note,
+)
+from .hooks import Hooks, hook_variables
+from .model import ABSENT, NO_ENDPOINTS, ControlVerb, Endpoints, Handle, Observed, Prepared, Target
+from .planner import Action, Plan, plan, unified_diff
+from .render import RenderedStack, build_context, deployed_stack_hash, render_stack
+from .report import NullReporter, Reporter
+from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
+from .state import ProjectRecord, StateStore, utc_now, utc_stamp
+
+DEFAULT_LOCK_TIMEOUT = 600.0
+_VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-applied",
+         Action.START: "started", Action.NOOP: "unchanged"}
+
+
+@dataclass
+class _Operation:
+    """What one locked operation did, for its history line."""
+
+    action: str
+    changed: bool = False
+    config_hash: str | None = None
+    duration: float = 0.0
+
+
+class Provisioner:
+    """Runs operations for one env on one backend; owns the env's project records."""
+
+    def __init__(
+        self,
+        config: EnvConfig,
+        backend: Backend,
+        store: StateStore,
+        *,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
+        reporter: Reporter | None = None,
+        hooks: Hooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.store = store
+        self.lock_timeout = lock_timeout
+        self.reporter = reporter or NullReporter()
+        self.hooks = hooks or Hooks(config.root / "hooks")
+        self.clock = clock
+
+    @property
+    def env(self) -> str:
+        return self.config.name
+
+    # --- targets and records -------------------------------------------------------------
+    def target(self, project: str) -> Target:
+        """The target for `project`; the name is validated (one rule, `config.project`) before anything else."""
+        return Target(self.config, self.config.project(project))
+
+    def record(self, project: str) -> ProjectRecord | None:
+        return self.store.read_record(self.env, project)
+
+    def known_target(self, project: str) -> Target:
+        """Like `target`, but the project must be declared, recorded in state, or deployed."""
+        target = self.target(project)
+        if target.spec.declared or self.record(project) is not None:
+            return target
+        if project in self._observe_env():
+            return target
+        raise ProjectNotFound(
+            f"project {project!r} is not declared in {self.config.relpath} and was never provisioned in env "
+            f"{self.env!r}: check the name, or run `invoke provision --env={self.env} --project={project}`"
+        )
+
+    def _handle(self, record: ProjectRecord | None) -> Handle | None:
+        return self.backend.load_handle(record.handle) if record is not None and record.handle else None
+
+    def _observe(self, target: Target, record: ProjectRecord | None) -> Observed:
+        """What runs, with drift only for a project whose last provision finished (after an interrupted
+        one, the difference is an update anyway) or that this machine has no record of."""
+        observed = self.backend.observe(target, self._handle(record))
+        return self._settle(observed, record)
+
+    @staticmethod
+    def _settle(observed: Observed, record: ProjectRecord | None) -> Observed:
+        if observed.drift and record is not None and record.status != "provisioned":
+            return replace(observed, drift=None)
+        return observed
+
+    def _prepare(self, target: Target, observed: Observed, *, create: bool) -> Prepared:
+        """Secrets and ports; with `create`, newly generated secrets are saved (0600) before anything is deployed."""
+        stored = self.store.read_secrets(target.env, target.project)
+        prepared = self.backend.prepare(target, observed, stored, create=create)
+        if create and prepared.new_secrets:
+            self.store.write_secrets(target.env, target.project, prepared.secrets)
+        return prepared
+
+    def _write(self, record: ProjectRecord, previous: ProjectRecord | None) -> ProjectRecord:
+        """Write `record` if it says something `previous` did not (timestamps aside); returns what is stored."""
+        if previous is not None and record.evolve(updated_at=previous.updated_at) == previous:
+            return previous
+        record = record.evolve(updated_at=utc_now())
+        self.store.write_record(record)
+        return record
+
+    def _set_status(self, target: Target, status: str) -> None:
+        record = self.record(target.project)
+        if record is not None:
+            self._write(record.evolve(status=status), record)
+
+    def _applied_record(self, target: Target, stack: RenderedStack, prepared: Prepared, status: str,
+                        handle: Handle | None, previous: ProjectRecord | None) -> ProjectRecord:
+        now = utc_now()
+        base = previous or ProjectRecord(project=target.project, env=target.env, created_at=now)
+        return base.evolve(
+            backend=self.backend.name, status=status, config_hash=stack.config_hash,
+            service_hashes=dict(stack.service_hashes),
+            images={"db": self.config.images.db, "api": self.config.images.api},
+            variables={k: target.spec.variables[k] for k in ("db_user", "db_name")},
+            ports={"api": prepared.ports.api, "db": prepared.ports.db} if prepared.ports else base.ports,
+            handle=handle.to_dict() if handle is not None else base.handle,
+            created_at=base.created_at or now, destroyed_at=None,
+        )
+
+    def _render(self, target: Target, prepared: Prepared) -> RenderedStack:
+        context = build_context(self.config, target.spec, backend=self.backend.name, ports=prepared.ports)
+        return render_stack(self.config.template_path, context, prepared.secrets)
+
+    def render(self, project: str) -> tuple[RenderedStack, Prepared]:
+        """Render without changing anything: existing secrets and ports, or a preview of new ones."""
+        target = self.target(project)
+        prepared = self._prepare(target, ABSENT, create=False)
+        return self._render(target, prepared), prepared
+
+    @contextmanager
+    def _operation(self, target: Target, action: str) -> Iterator[_Operation]:
+        """Hold the lock, time the operation and, when it changed something or failed, write its history line."""
+        started = self.clock()
+        op = _Operation(action)
+        result, detail = "ok", ""
+        try:
+            with self.store.lock(target.env, target.project, timeout=self.lock_timeout):
+                yield op
+        except (Interrupted, KeyboardInterrupt):
+            result, op.changed = "interrupted", True
+            raise
+        except RolledBack as exc:
+            result, detail, op.changed = "rolled back", str(exc), True
+            raise
+        except ProvisionError as exc:
+            result, detail, op.changed = "failed", str(exc), True
+            raise
+        finally:
+            op.duration = self.clock() - started
+            if op.changed:
+                history.record(self.store.root, env=target.env, project=target.project, action=op.action,
+                               config_hash=op.config_hash, result=result, duration=op.duration,
+                               backend=self.backend.name, detail=detail)
+
+    def _hook(self, name: str, target: Target, action: str, endpoints: Callable[[], Endpoints | None]) -> None:
+        """Run hook `name` if the project root has it; `endpoints` is only asked for then."""
+        if self.hooks.path(name) is None:
+            return
+        found = endpoints()
+        variables = hook_variables(
+            env=target.env, project=target.project, backend=self.backend.name, action=action,
+            api_url=found.api_url if found else None,
+            db_url=found.db_url.reveal() if found and found.db_url else None,
+        )
+        self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
+
+    # --- provision -----------------------------------------------------------------------
+    def provision(self, project: str) -> ProjectResult:
+        """Create, update or start `project` until it answers; a no-op when it already matches.
+
+        Raises ProvisionError: HealthTimeout (with a log tail) when the stack does not come up,
+        RolledBack when an update failed and the previous version was restored.
+        """
+        target = self.target(project)
+        interrupts.check()
+        with self._operation(target, "provision") as op:
+            record = self.record(project)
+            observed = self._observe(target, record)
+            prepared = self._prepare(target, observed, create=True)
+            stack = self._render(target, prepared)
+            decision = plan(stack, observed)
+            op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
+            handle = observed.handle or self._handle(record)
+            self._hook("pre-provision", target, decision.action.value,
+                       lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
+            if decision.changes:
+                self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
+                record = self._write(self._applied_record(target, stack, prepared, "applying", None, record), record)
+                endpoints, handle = self._apply(target, observed, stack, prepared, decision, record)
+            else:
+                endpoints = self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout,
+                                              settled=observed)
+            record = self._write(self._applied_record(target, stack, prepared, "provisioned", handle, record), record)
+            if decision.changes and self.backend.holds_secrets:
+                self.store.delete_secrets(target.env, project)  # the backend holds them from now on
+            self._hook("post-provision", target, decision.action.value, lambda: endpoints)
+        self.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
+        return ProjectResult(
+            project=project, env=target.env, backend=self.backend.name, status="running",
+            changed=decision.changes, action=decision.action.value, api_url=endpoints.api_url,
+            db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
+            duration=op.duration,
+        )
+
+    def _apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+               decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
+        """Apply and wait; on failure roll an update of a running stack back, or remove a failed create."""
+        rollback_to = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
+        try:
+            handle = self.backend.apply(target, observed, stack, prepared, decision)
+            self._write(record.evolve(handle=handle.to_dict()), record)
+            self.reporter.step(target.project, "waiting until it is healthy and answers")
+            return self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout), handle
+        except (Interrupted, KeyboardInterrupt):
+            self._set_status(target, "interrupted")
+            raise
+        except ProvisionError as exc:
+            if rollback_to is not None:
+                raise self._roll_back(target, prepared, rollback_to, exc) from exc
+            if decision.action is Action.CREATE:
+                self.reporter.step(target.project, "removing the stack that failed to start (data is kept)")
+                try:
+                    self.backend.destroy(target, self._observe(target, self.record(target.project)),
+                                         delete_data=False, backup_to=None)
+                except ProvisionError as cleanup:
+                    self._set_status(target, "failed")
+                    raise with_note(exc, f"(removing the failed stack failed too: {cleanup})") from exc
+                self._set_status(target, "failed")
+                raise with_note(exc, "The new stack was removed; its data volume and credentials are kept.") from exc
+            self._set_status(target, "failed")
+            raise
+
+    def _roll_back(self, target: Target, prepared: Prepared, previous: str, failure: ProvisionError) -> ProvisionError:
+        """Re-apply the compose text that ran before; returns the error to raise (the failure's log tail kept)."""
+        self.reporter.step(target.project, "the new version failed: rolling back to the previous one")
+        try:
+            stack = RenderedStack(
+                project=target.project, env=target.env, compose_project="", text=previous, service_hashes={},
+                config_hash=deployed_stack_hash(previous, prepared.secrets), secret_names=(), document={},
+            )
+            now = self._observe(target, self.record(target.project))  # what the failed update left running
+            handle = self.backend.apply(target, now, stack, prepared, Plan(Action.UPDATE, "rollback"))
+            self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout)
+        except (Interrupted, KeyboardInterrupt):
+            raise
+        except ProvisionError as exc:
+            self._set_status(target, "failed")
+            return with_note(failure, f"Rolling back failed too: {exc}")
+        record = self.record(target.project)
+        if record is not None:
+            self._write(record.evolve(status="rolled back", handle=handle.to_dict()), record)
+        self.reporter.step(target.project, "rolled back: the previous version is serving again")
+        summary = (f"{target.project}: the new version failed and was rolled back; the previous version is "
+                   f"serving again (data untouched).")
+        if isinstance(failure, HealthTimeout):
+            return RolledBack(f"{summary}\n{failure.message}", logs=failure.logs)
+        return RolledBack(f"{summary}\n{failure}")
+
+    def provision_many(self, projects: list[str], *, keep_going: bool = False, parallel: int = 1) -> RunSummary:
+        """Provision several projects, up to `parallel` at a time, results in the given order.
+
+        Fail-fast by default: after a failure no further project is started (those already
+        running finish) and the rest are reported as skipped; `keep_going` runs them all.
+        An interrupt stops every worker and is re-raised.
+        """
+        results: dict[str, ProjectResult] = {}
+        stop = threading.Event()
+
+        def run(project: str) -> None:
+            if stop.is_set():
+                results[project] = self._skipped(project)
+                return
+            started = self.clock()
+            try:
+                results[project] = self.provision(project)
+            except (Interrupted, KeyboardInterrupt):
+                raise
+            except ProvisionError as exc:
+                results[project] = self._failed(project, "provision", exc, self.clock() - started)
+                if not keep_going:
+                    stop.set()
+
+        if parallel <= 1:
+            for project in projects:
+                run(project)
+        else:
+            with ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="provision") as pool:
+                futures = [pool.submit(run, project) for project in projects]
+                try:
+                    for future in futures:
+                        future.result()
+                except BaseException:
+                    interrupts.CANCELLED.set()  # the workers' subprocesses and waits stop now
+                    stop.set()
+                    raise
+        return RunSummary(self.env, self.backend.name, tuple(results[p] for p in projects))
+
+    def _skipped(self, project: str) -> ProjectResult:
+        return ProjectResult(
+            project=project, env=self.env, backend=self.backend.name, status="skipped", changed=False,
+            action="provision", error="not started: an earlier project failed (use --keep-going to run every project)",
+        )
+
+    def _failed(self, project: str, action: str, exc: ProvisionError, duration: float = 0.0) -> ProjectResult:
+        status = "rolled back" if isinstance(exc, RolledBack) else "failed"
+        self.reporter.step(project, f"{status}: {str(exc).splitlines()[0]}")
+        return ProjectResult(
+            project=project, env=self.env, backend=self.backend.name, status=status,
+            changed=isinstance(exc, RolledBack), action=action, error=str(exc), duration=duration,
+        )
+
+    # --- plan ------------------------------------------------------------------------------
+    def plan(self, project: str | None = None) -> list[PlanItem]:
+        """What provision would do, per project, including drift and orphans. Changes nothing."""
+        if project is not None:
+            target = self.target(project)
+            return [self._plan_one(target, self._observe(target, self.record(project)))]
+        deployed = self._observe_env(full=True)
+        items = [self._plan_one(self.target(p.name), deployed.get(p.name) or ABSENT) for p in self.config.projects]
+        for name in self._orphans(deployed):
+            items.append(PlanItem(name, self.env, self.backend.name, "orphan",
+                                  "deployed in this env but no longer declared (provision --prune --yes removes it)",
+                                  declared=False))
+        return items
+
+    def _observe_env(self, *, full: bool = False) -> dict[str, Observed]:
+        """Every project deployed in the env (one backend query), each given the handle its record holds."""
+        records = {p: self.record(p) for _, p in self.store.known_projects(self.env)}
+        known = {p: h for p, r in records.items() if (h := self._handle(r)) is not None}
+        found = self.backend.observe_env(self.config, known, full=full)
+        return {name: self._settle(observed, records.get(name)) for name, observed in found.items()}
+
+    def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
+        prepared = self._prepare(target, observed, create=False)
+        stack = self._render(target, prepared)
+        decision = plan(stack, observed)
+        diff = ""
+        if decision.outcome in ("update", "drift") and observed.applied_text:
+            diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
+        return PlanItem(target.project, target.env, self.backend.name, decision.outcome, decision.reason, diff,
+                        declared=target.spec.declared)
+
+    def prune(self, *, yes: bool = False) -> list[ProjectResult]:
+        """Destroy (keeping data) every project deployed in the env but no longer declared."""
+        orphans = self._orphans()
+        if orphans and not yes:
+            raise ConfirmationRequired(f"--prune would destroy {', '.join(orphans)} (data kept): add --yes to confirm")
+        return [self.destroy(name) for name in orphans]
+
+    def _orphans(self, deployed: Mapping[str, Observed] | None = None) -> list[str]:
+        """Undeclared projects with a running or stopped stack (data kept by a destroy does not count)."""
+        declared = {p.name for p in self.config.projects}
+        deployed = self._observe_env() if deployed is None else deployed
+        return sorted(name for name, observed in deployed.items() if observed.exists and name not in declared)
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def control(self, project: str, verb: ControlVerb) -> ProjectResult:
+        """stop / start / restart; start and restart wait until the stack answers again.
+        Stop of a stopped stack and start of a running one change nothing and report changed=False."""
+        target = self.known_target(project)
+        with self._operation(target, verb) as op:
+            record = self.record(project)
+            if record is not None and record.status == "destroyed":
+                raise ProjectConflict(
+                    f"{project!r} in env {target.env!r} was destroyed (its data volume was kept): "
+                    f"run `invoke provision --env={target.env} --project={project}` to bring it back, not {verb}"
+                )
+            observed = self._observe(target, record)
+            op.changed = self.backend.control(target, observed, verb)
+            prepared = self._prepare(target, observed, create=False)
+            handle = observed.handle or self._handle(record)
+            if verb == "stop":
+                endpoints = self.backend.endpoints(target, handle, prepared)
+                status = "stopped"
+            else:
+                endpoints = self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout,
+                                              settled=None if op.changed else observed)
+                status = "running"
+        note_text = {"stop": ("stopped", "already stopped"), "start": ("started", "already running"),
+                     "restart": ("restarted", "restarted")}[verb]
+        self.reporter.step(project, note_text[0] if op.changed else note_text[1])
+        return ProjectResult(
+            project=project, env=target.env, backend=self.backend.name, status=status, changed=op.changed,
+            action=verb, api_url=endpoints.api_url, db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope,
+            declared=target.spec.declared, duration=op.duration,
+        )
+
+    def destroy(self, project: str, *, delete_data: bool = False, yes: bool = False, backup: bool = True) -> ProjectResult:
+        """Remove the project's stack. Keeps the data volume and its credentials unless `delete_data`.
+
+        With `delete_data` (which needs `yes`), writes a pg_dump to the state directory first unless
+        `backup` is False. Destroying what is already gone changes nothing and reports changed=False.
+        """
+        if delete_data and not yes:
+            raise ConfirmationRequired(
+                f"--delete-data permanently deletes the database of {project!r} in env {self.env!r}: "
+                f"add --yes to confirm (a pg_dump is written to the state directory first unless --no-backup)"
+            )
+        target = self.known_target(project)
+        action = "destroy --delete-data" if delete_data else "destroy"
+        with self._operation(target, action) as op:
+            record = self.record(project)
+            observed = self._observe(target, record)
+            prepared = self._prepare(target, observed, create=False)
+            handle = observed.handle or self._handle(record)
+            self._hook("pre-destroy", target, action,
+                       lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
+            backup_to = None
+            if delete_data and backup:
+                backup_to = self.store.paths(target.env, project).backups / f"{project}-{target.env}-{utc_stamp()}.sql"
+            done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
+            messages = list(done.messages)
+            op.changed = done.changed
+            if done.kept_secrets:
+                self.store.write_secrets(target.env, project, done.kept_secrets)
+            if delete_data:
+                paths = self.store.paths(target.env, project)
+                if record is not None or paths.secrets.is_file():
+                    op.changed = True
+                    messages.append("deleted the project's secrets and records (backups stay)")
+                self.store.delete_secrets(target.env, project)
+                self.store.delete_record(target.env, project)
+            elif record is not None and (record.status != "destroyed" or done.changed):
+                self._write(record.evolve(status="destroyed", destroyed_at=utc_now(), handle={}), record)
+            if op.changed:
+                self._hook("post-destroy", target, action, lambda: None)
+        if not delete_data:
+            messages.append(f"`invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes the data")
+        if not op.changed:
+            messages.insert(0, "nothing to destroy: no stack is deployed")
+        for line in messages:
+            self.reporter.step(project, line)
+        return ProjectResult(
+            project=project, env=target.env, backend=self.backend.name,
+            status="deleted" if delete_data else "destroyed", changed=op.changed,
+            action="destroy", declared=target.spec.declared, messages=tuple(messages), duration=op.duration,
+        )
+
+    # --- reads ---------------------------------------------------------------------------
+    def status(self, project: str | None = None) -> RunSummary:
+        """Status of one project, or of every declared, recorded or deployed project in the env."""
+        if project is not None:
+            target = self.known_target(project)
+            result = self.status_of(target, self._observe(target, self.record(project)))
+            return RunSummary(self.env, self.backend.name, (result,))
+        observed_all = self._observe_env()
+        results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT)
+                   for name in self.project_names(observed_all)]
+        return RunSummary(self.env, self.backend.name, tuple(results))
+
+    def status_of(self, target: Target, observed: Observed) -> ProjectResult:
+        record = self.record(target.project)
+        prepared = self._prepare(target, observed, create=False)
+        handle = observed.handle or self._handle(record)
+        endpoints = self.backend.endpoints(target, handle, prepared) if (observed.exists or record) else NO_ENDPOINTS
+        status = observed.summary()
+        if status == "absent":
+            status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
+        return ProjectResult(
+            project=target.project, env=target.env, backend=self.backend.name, status=status, changed=False,
+            action="status", api_url=endpoints.api_url, db_url=endpoints.db_url,
+            db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
+            services=tuple(ServiceStatus(k, v.state, v.health) for k, v in sorted(observed.services.items())),
+            messages=(f"drift: {observed.drift}",) if observed.drift else (),
+        )
+
+    def outputs(self, project: str) -> ProjectResult:
+        """api_url and db_url of a provisioned project (ProjectNotFound if it never was)."""
+        target = self.known_target(project)
+        result = self.status_of(target, self._observe(target, self.record(project)))
+        if result.api_url is None and result.db_url is None:
+            raise ProjectNotFound(
+                f"{project!r} has not been provisioned in env {self.env!r}: "
+                f"run `invoke provision --env={self.env} --project={project}` first"
+            )
+        return result
+
+    def logs(self, project: str, *, service: str | None = None, tail: int = 100) -> str:
+        target = self.known_target(project)
+        return self.backend.logs(target, self._observe(target, self.record(project)), service=service, tail=tail)
+
+    def project_names(self, deployed: Mapping[str, Observed] | None = None) -> list[str]:
+        """Declared projects first (in file order), then recorded or deployed undeclared ones."""
+        declared = [p.name for p in self.config.projects]
+        extra = {p for _, p in self.store.known_projects(self.env)}
+        extra |= set(self._observe_env() if deployed is None else deployed)
+        return declared + sorted(extra - set(declared))
+
+    # --- names taken, for requests that create projects --------------------------------------
+    def is_taken(self, project: str) -> bool:
+        """A live record or something deployed under this name. A destroyed or failed project, or one
+        only declared in the env file, may be created (again): its kept data is reattached."""
+        record = self.record(project)
+        if record is not None and record.live:
+            return True
+        return self.backend.observe(self.target(project), self._handle(record)).exists
+
+    def mark_requested(self, project: str, *, via: str) -> None:
+        """Record that a request to create `project` was accepted (a destroyed project keeps its records)."""
+        previous = self.record(project)
+        base = previous or ProjectRecord(project=project, env=self.env)
+        self._write(base.evolve(status="requested", created_via=via, requested_at=utc_now()), previous)
+
+    def requested(self, *, via: str) -> list[str]:
+        """Projects whose creation was requested through `via` and not finished (a killed server's work)."""
+        unfinished = []
+        for _, project in self.store.known_projects(self.env):
+            record = self.record(project)
+            if record is not None and record.created_via == via and record.status in ("requested", "applying", "interrupted"):
+                unfinished.append(project)
+        return unfinished

@@ -1,0 +1,629 @@
+"""LocalBackend in process, through its seams: a FakeRunner answers the docker/compose CLI (with recorded
+`docker ps` / `docker volume ls` output) and a small fake stands in for the Docker SDK client."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import docker.errors
+import pytest
+import requests.exceptions
+
+from provision.backends.local import LocalBackend, LocalHandle
+from provision.backends.local.compose import ComposeCLI
+from provision.backends.local.ports import LeaseBook
+from provision.config import load_env
+from provision.errors import BackendError, BackendUnavailable, CommandFailed, ProvisionError, StateError
+from provision.model import ABSENT, Destroyed, Observed, Ports, Prepared, ServiceState, Target
+from provision.planner import Action, Plan
+from provision.render import RenderedStack, stack_hash
+from provision.secrets import Secret
+from provision.state import StateStore
+from tests.conftest import write_env
+from tests.unit.fakes import FakeRunner
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "docker"
+PS_RUNNING = (FIXTURES / "ps-running-20.10.24.jsonl").read_text()
+PS_STOPPED = (FIXTURES / "ps-stopped-20.10.24.jsonl").read_text()
+VOLUME_LS = (FIXTURES / "volume-ls-20.10.24.jsonl").read_text()
+
+# the labels the recorded containers carry (env "demo", project "shop", compose project "shop_demo")
+SERVICE_HASHES = {"api": "114b61ce2f94b840", "db": "b5177af3c1931b7d"}
+COMPOSE_HASHES = {
+    "api": "7fffe1a3337ac20947db315ee7216cef6c59f63c2ce299632eb4076ea7fcea39",
+    "db": "abde491b8dd96d0204280a100acae653642abcdc86508f9677d78473bdf7333d",
+}
+PORT_RANGE = (43100, 43199)
+ENV = f"""
+images: {{db: "postgres:16-alpine", api: "postgrest/postgrest:v12.2.3"}}
+projects: [{{name: shop}}]
+health: {{timeout: 5}}
+local: {{port_range: [{PORT_RANGE[0]}, {PORT_RANGE[1]}]}}
+"""
+PROJECT_LABEL = "label=com.docker.compose.project=shop_demo"
+SECRETS = {"DB_PASSWORD": Secret("pw-0123456789abcdef"), "JWT_SECRET": Secret("jwt-" + "x" * 32)}
+
+
+# --- a fake Docker SDK client ---------------------------------------------------------------------
+@dataclass
+class FakeVolume:
+    name: str
+    removed: list[str]
+    error: Exception | None = None
+
+    def remove(self, force: bool = False) -> None:
+        if self.error is not None:
+            raise self.error
+        self.removed.append(self.name)
+
+
+@dataclass
+class FakeContainer:
+    id: str
+    attrs: dict[str, Any]
+
+
+@dataclass
+class FakeCollection:
+    """`client.volumes` / `client.containers` / `client.networks`: `.list(**kwargs)` answers `items`."""
+
+    items: list[Any] = field(default_factory=list)
+    error: Exception | None = None
+    calls: list[dict[str, Any]] = field(default_factory=list)
+
+    def list(self, **kwargs: Any) -> list[Any]:
+        self.calls.append(kwargs)
+        if self.error is not None:
+            raise self.error
+        return list(self.items)
+
+
+@dataclass
+class FakeExecAPI:
+    """The low-level `client.api` exec calls that `pg_dump` streams through."""
+
+    chunks: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
+    exit_code: int = 0
+    created: list[tuple[str, list[str]]] = field(default_factory=list)
+
+    def exec_create(self, container: str, cmd: list[str], **kwargs: Any) -> dict[str, str]:
+        self.created.append((container, list(cmd)))
+        return {"Id": "exec-1"}
+
+    def exec_start(self, exec_id: str, *, stream: bool, demux: bool) -> Iterator[tuple[bytes | None, bytes | None]]:
+        assert exec_id == "exec-1" and stream and demux
+        return iter(self.chunks)
+
+    def exec_inspect(self, exec_id: str) -> dict[str, Any]:
+        return {"ExitCode": self.exit_code}
+
+
+@dataclass
+class FakeDocker:
+    volumes: FakeCollection = field(default_factory=FakeCollection)
+    containers: FakeCollection = field(default_factory=FakeCollection)
+    networks: FakeCollection = field(default_factory=FakeCollection)
+    api: FakeExecAPI = field(default_factory=FakeExecAPI)
+    removed: list[str] = field(default_factory=list)
+
+    def with_volumes(self, *names: str) -> FakeDocker:
+        self.volumes.items = [FakeVolume(name, self.removed) for name in names]
+        return self
+
+
+def no_docker() -> Any:
+    raise AssertionError("the Docker SDK client was asked for, but this path should need only the CLI")
+
+
+# --- fixtures and helpers --------------------------------------------------------------------------
+@pytest.fixture
+def target(project_root: Path) -> Target:
+    write_env(project_root, "demo", ENV)
+    config = load_env("demo", project_root, environ={})
+    return Target(config, config.project("shop"))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> StateStore:
+    return StateStore(tmp_path / "state")
+
+
+@pytest.fixture
+def rendered(store: StateStore) -> tuple[Path, Path]:
+    """The project's rendered compose file and secrets file, as the service leaves them after a provision."""
+    paths = store.ensure_dir("demo", "shop")
+    paths.compose.write_text("services:\n  db: {}\n  api: {}\n")
+    store.write_secrets("demo", "shop", SECRETS)
+    return paths.compose, paths.secrets
+
+
+def backend(store: StateStore, runner: FakeRunner, docker: Any = None) -> LocalBackend:
+    factory = no_docker if docker is None else (lambda: docker)
+    return LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=factory)
+
+
+def compose_calls(runner: FakeRunner) -> list[tuple[str, ...]]:
+    return [call for call in runner.calls if call[:2] == ("docker", "compose")]
+
+
+def subcommands(runner: FakeRunner) -> list[str]:
+    """The compose subcommand of each compose call (what follows the global flags)."""
+    found = []
+    for call in compose_calls(runner):
+        rest = list(call[2:])
+        while rest and rest[0] in ("--project-name", "--file", "--env-file"):
+            rest = rest[2:]
+        found.append(rest[0])
+    return found
+
+
+def observed_from(store: StateStore, ps_output: str, target: Target) -> Observed:
+    return backend(store, FakeRunner().on("docker", "ps", stdout=ps_output)).observe(target, None)
+
+
+# --- 1. observe --------------------------------------------------------------------------------------
+def test_observe_without_containers_is_absent(target: Target, store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "ps", stdout="")
+    observed = backend(store, runner).observe(target, None)
+    assert observed == Observed(exists=False)
+    assert observed.handle is None and observed.drift is None and observed.summary() == "absent"
+    [call] = runner.calls
+    assert call[:2] == ("docker", "ps") and PROJECT_LABEL in call
+
+
+def test_observe_reads_recorded_docker_ps_of_db_and_api(target: Target, store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING)
+    observed = backend(store, runner).observe(target, None)  # no_docker: observe never opens the SDK
+    assert observed.exists and observed.ready and observed.summary() == "running"
+    assert dict(observed.services) == {"api": ServiceState("running", ""), "db": ServiceState("running", "healthy")}
+    assert observed.config_hash == stack_hash(SERVICE_HASHES)
+    assert isinstance(observed.handle, LocalHandle)
+    assert dict(observed.handle.service_hashes) == SERVICE_HASHES
+    assert dict(observed.handle.compose_hashes) == COMPOSE_HASHES
+    assert observed.drift is None and observed.applied_text is None
+    assert [c for c in runner.calls if PROJECT_LABEL not in c] == []
+
+
+def test_observe_of_a_stopped_stack_and_the_applied_text(target: Target, store: StateStore,
+                                                         rendered: tuple[Path, Path]) -> None:
+    observed = observed_from(store, PS_STOPPED, target)
+    assert observed.exists and not observed.any_running and observed.summary() == "stopped"
+    assert {s.state for s in observed.services.values()} == {"exited"}
+    assert observed.applied_text == rendered[0].read_text()
+
+
+def test_the_handle_round_trips_through_the_record(target: Target, store: StateStore) -> None:
+    observed = observed_from(store, PS_RUNNING, target)
+    assert isinstance(observed.handle, LocalHandle)
+    data = json.loads(json.dumps(observed.handle.to_dict()))
+    assert backend(store, FakeRunner()).load_handle(data) == observed.handle
+    assert backend(store, FakeRunner()).load_handle({}) is None
+    assert backend(store, FakeRunner()).load_handle({"uuid": "coolify-thing"}) is None
+
+
+# --- 2. drift ----------------------------------------------------------------------------------------
+def observe_with(store: StateStore, target: Target, known: Any, ps_output: str = PS_RUNNING) -> Observed:
+    return backend(store, FakeRunner().on("docker", "ps", stdout=ps_output)).observe(target, known)
+
+
+def test_no_drift_when_the_labels_match_the_known_handle(target: Target, store: StateStore) -> None:
+    known = LocalHandle(service_hashes=dict(SERVICE_HASHES), compose_hashes=dict(COMPOSE_HASHES))
+    assert observe_with(store, target, known).drift is None
+
+
+def test_no_drift_without_a_known_handle(target: Target, store: StateStore) -> None:
+    assert observe_with(store, target, None).drift is None
+    assert observe_with(store, target, object()).drift is None  # another backend's handle is no baseline
+
+
+def test_drift_when_a_provision_config_hash_label_differs(target: Target, store: StateStore) -> None:
+    known = LocalHandle(service_hashes={**SERVICE_HASHES, "db": "0000000000000000"},
+                        compose_hashes=dict(COMPOSE_HASHES))
+    drift = observe_with(store, target, known).drift
+    assert drift is not None and "replaced outside provision" in drift
+    assert "db" in drift and "api" not in drift
+
+
+def test_drift_when_the_running_containers_labels_were_changed(target: Target, store: StateStore) -> None:
+    """The same check from the other side: the containers now carry another io.provision.config-hash."""
+    known = LocalHandle(service_hashes=dict(SERVICE_HASHES), compose_hashes=dict(COMPOSE_HASHES))
+    replaced = PS_RUNNING.replace("io.provision.config-hash=114b61ce2f94b840", "io.provision.config-hash=ffffffffffffffff")
+    assert replaced != PS_RUNNING
+    drift = observe_with(store, target, known, replaced).drift
+    assert drift is not None and "api" in drift and "db" not in drift
+
+
+def test_drift_when_a_compose_config_hash_label_differs(target: Target, store: StateStore) -> None:
+    known = LocalHandle(service_hashes=dict(SERVICE_HASHES), compose_hashes={**COMPOSE_HASHES, "api": "a" * 64})
+    drift = observe_with(store, target, known).drift
+    assert drift is not None and "recreated outside provision" in drift
+    assert drift.startswith("api ")
+
+
+def test_no_drift_for_an_absent_stack_even_with_a_known_handle(target: Target, store: StateStore) -> None:
+    known = LocalHandle(service_hashes={"db": "1"}, compose_hashes={"db": "2"})
+    assert observe_with(store, target, known, "").drift is None
+
+
+# --- 3. prepare --------------------------------------------------------------------------------------
+def test_prepare_generates_secrets_and_leases_ports_but_writes_no_secrets(target: Target,
+                                                                         store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "volume", "ls", stdout="")
+    prepared = backend(store, runner).prepare(target, ABSENT, {}, create=True)
+    assert prepared.new_secrets and not prepared.preview
+    assert {"DB_PASSWORD", "JWT_SECRET"} <= set(prepared.secrets)
+    assert all(s.reveal() for s in prepared.secrets.values())
+    assert prepared.ports is not None and prepared.ports.api != prepared.ports.db
+    assert all(PORT_RANGE[0] <= p <= PORT_RANGE[1] for p in (prepared.ports.api, prepared.ports.db))
+    # the lease is in ports.json under the store root
+    leases = json.loads((store.root / "ports.json").read_text())["leases"]
+    assert leases == {"demo/shop": {"api": prepared.ports.api, "db": prepared.ports.db}}
+    # the secrets are the service's to save
+    assert not store.paths("demo", "shop").secrets.exists()
+    assert store.read_secrets("demo", "shop") == {}
+    [call] = runner.calls
+    assert call[:3] == ("docker", "volume", "ls") and PROJECT_LABEL in call
+
+
+def test_prepare_again_with_stored_secrets_keeps_them_and_the_lease(target: Target, store: StateStore) -> None:
+    first = backend(store, FakeRunner().on("docker", "volume", "ls", stdout="")).prepare(target, ABSENT, {})
+    runner = FakeRunner()  # with DB_PASSWORD stored, no volume lookup is needed
+    again = backend(store, runner).prepare(target, ABSENT, first.secrets, create=True)
+    assert not again.new_secrets and again.ports == first.ports
+    assert {k: v.reveal() for k, v in again.secrets.items()} == {k: v.reveal() for k, v in first.secrets.items()}
+    assert runner.calls == []
+
+
+def test_prepare_refuses_new_secrets_over_an_existing_data_volume(target: Target, store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "volume", "ls", stdout=VOLUME_LS)
+    with pytest.raises(StateError, match="data volume shop_demo_pgdata") as info:
+        backend(store, runner).prepare(target, ABSENT, {}, create=True)
+    assert "secrets" in str(info.value)
+    assert not (store.root / "ports.json").exists()
+
+
+def test_prepare_refuses_new_secrets_for_existing_containers(target: Target, store: StateStore) -> None:
+    observed = observed_from(store, PS_RUNNING, target)
+    with pytest.raises(StateError, match="^containers for 'shop'"):
+        backend(store, FakeRunner()).prepare(target, observed, {"JWT_SECRET": Secret("j")}, create=True)
+
+
+def test_prepare_trusts_kept_data_from_the_observation(target: Target, store: StateStore) -> None:
+    observed = Observed(exists=False, kept_data="shop_demo_pgdata")
+    with pytest.raises(StateError, match="shop_demo_pgdata"):
+        backend(store, FakeRunner()).prepare(target, observed, {}, create=True)  # no volume lookup
+
+
+def test_prepare_without_create_previews_ports_and_writes_nothing(target: Target, store: StateStore) -> None:
+    prepared = backend(store, FakeRunner()).prepare(target, ABSENT, {}, create=False)
+    assert prepared.preview and not prepared.new_secrets and dict(prepared.secrets) == {}
+    assert prepared.ports is not None and PORT_RANGE[0] <= prepared.ports.api <= PORT_RANGE[1]
+    assert not store.root.exists() or not (store.root / "ports.json").exists()
+
+
+def test_prepare_without_create_returns_the_existing_lease(target: Target, store: StateStore) -> None:
+    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}})
+    prepared = backend(store, FakeRunner()).prepare(target, ABSENT, SECRETS, create=False)
+    assert prepared == Prepared(secrets=SECRETS, ports=Ports(api=43150, db=43151))
+
+
+def test_prepare_leases_a_subnet_around_the_engines_networks(project_root: Path, store: StateStore) -> None:
+    write_env(project_root, "demo", ENV)
+    config = load_env("demo", project_root, environ={}, overrides={"local.network_pool": "10.201.0.0/16"})
+    taken = FakeContainer("net-1", {"IPAM": {"Config": [{"Subnet": "10.201.0.0/26"}]}})
+    fake = FakeDocker(networks=FakeCollection([taken]))
+    prepared = backend(store, FakeRunner(), fake).prepare(Target(config, config.project("shop")), ABSENT, SECRETS)
+    assert prepared.ports is not None and prepared.ports.subnet == "10.201.0.64/26"
+    assert fake.networks.calls == [{"greedy": True}]
+
+
+# --- 4. control --------------------------------------------------------------------------------------
+def test_stop_with_nothing_running_changes_nothing(target: Target, store: StateStore,
+                                                   rendered: tuple[Path, Path]) -> None:
+    for observed in (observed_from(store, PS_STOPPED, target), ABSENT):
+        runner = FakeRunner()
+        assert backend(store, runner).control(target, observed, "stop") is False
+        assert runner.calls == []
+
+
+def test_start_of_a_running_stack_changes_nothing(target: Target, store: StateStore,
+                                                  rendered: tuple[Path, Path]) -> None:
+    observed = observed_from(store, PS_RUNNING, target)
+    runner = FakeRunner()
+    assert backend(store, runner).control(target, observed, "start") is False
+    assert runner.calls == []
+
+
+def test_stop_of_a_running_stack_runs_compose_stop(target: Target, store: StateStore,
+                                                   rendered: tuple[Path, Path]) -> None:
+    compose_file, secrets_file = rendered
+    observed = observed_from(store, PS_RUNNING, target)
+    runner = FakeRunner().on("stop")
+    assert backend(store, runner).control(target, observed, "stop") is True
+    assert runner.calls == [("docker", "compose", "--project-name", "shop_demo", "--file", str(compose_file),
+                             "--env-file", str(secrets_file), "stop")]
+
+
+def test_stop_of_a_partly_running_stack_stops_it(target: Target, store: StateStore,
+                                                 rendered: tuple[Path, Path]) -> None:
+    observed = Observed(exists=True, services={"db": ServiceState("running", "healthy"), "api": ServiceState("exited")})
+    runner = FakeRunner().on("stop")
+    assert backend(store, runner).control(target, observed, "stop") is True
+    assert subcommands(runner) == ["stop"]
+
+
+def test_start_of_a_stopped_stack_ups_without_recreating(target: Target, store: StateStore,
+                                                         rendered: tuple[Path, Path]) -> None:
+    observed = observed_from(store, PS_STOPPED, target)
+    runner = FakeRunner().on("up")
+    assert backend(store, runner).control(target, observed, "start") is True
+    [call] = runner.calls
+    assert call[-4:] == ("up", "--detach", "--remove-orphans", "--no-recreate")
+    assert "--force-recreate" not in call
+
+
+def test_restart_runs_restart_or_up_when_nothing_exists(target: Target, store: StateStore,
+                                                        rendered: tuple[Path, Path]) -> None:
+    runner = FakeRunner().on("restart").on("up")
+    assert backend(store, runner).control(target, observed_from(store, PS_RUNNING, target), "restart") is True
+    assert backend(store, runner).control(target, ABSENT, "restart") is True
+    assert subcommands(runner) == ["restart", "up"]
+
+
+def test_control_without_a_rendered_compose_file_says_to_provision(target: Target, store: StateStore) -> None:
+    runner = FakeRunner()
+    with pytest.raises(StateError, match="no rendered compose file"):
+        backend(store, runner).control(target, observed_from(store, PS_RUNNING, target), "stop")
+    assert runner.calls == []
+
+
+def test_a_failing_compose_command_is_redacted(target: Target, store: StateStore,
+                                               rendered: tuple[Path, Path]) -> None:
+    password = SECRETS["DB_PASSWORD"].reveal()
+    runner = FakeRunner().on("stop", returncode=1, stderr=f"error: auth with {password} failed\n")
+    with pytest.raises(CommandFailed) as info:
+        backend(store, runner).control(target, observed_from(store, PS_RUNNING, target), "stop")
+    assert password not in str(info.value) and "auth with *** failed" in str(info.value)
+
+
+# --- 5. destroy --------------------------------------------------------------------------------------
+def test_destroy_of_nothing_runs_no_down(target: Target, store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "ps", stdout="")
+    destroyed = backend(store, runner, FakeDocker()).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    assert destroyed == Destroyed(changed=False)
+    assert compose_calls(runner) == []
+
+
+def test_destroy_of_containers_runs_down_and_keeps_the_volumes(target: Target, store: StateStore,
+                                                              rendered: tuple[Path, Path]) -> None:
+    runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("down")
+    observed = observed_from(store, PS_RUNNING, target)
+    destroyed = backend(store, runner, FakeDocker()).destroy(target, observed, delete_data=False, backup_to=None)
+    assert destroyed.changed
+    assert destroyed.messages == ("removed 2 container(s) and the network",)
+    [down] = compose_calls(runner)
+    assert down[-4:] == ("down", "--remove-orphans", "--timeout", "20") and "--volumes" not in down
+
+
+def test_kept_volumes_are_reported_but_are_no_change(target: Target, store: StateStore) -> None:
+    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}})
+    runner = FakeRunner().on("docker", "ps", stdout="")
+    fake = FakeDocker().with_volumes("shop_demo_pgdata")
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    assert destroyed.changed is False
+    [message] = destroyed.messages
+    assert message.startswith("kept data volume(s) shop_demo_pgdata and the credentials")
+    assert "--env=demo --project=shop" in message
+    assert compose_calls(runner) == [] and fake.removed == []
+    assert fake.volumes.calls == [{"filters": {"label": "com.docker.compose.project=shop_demo"}}]
+    assert "demo/shop" in LeaseBook(store.root).read()  # the lease stays with the data
+
+
+def test_destroy_with_containers_and_kept_volumes(target: Target, store: StateStore) -> None:
+    runner = FakeRunner().on("docker", "ps", stdout=PS_STOPPED).on("down")
+    fake = FakeDocker().with_volumes("shop_demo_pgdata")
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    assert destroyed.changed
+    assert destroyed.messages[0] == "removed 2 container(s) and the network"
+    assert destroyed.messages[1].startswith("kept data volume(s) shop_demo_pgdata")
+
+
+def test_destroy_deleting_data_removes_volumes_and_releases_the_lease(target: Target, store: StateStore,
+                                                                     rendered: tuple[Path, Path]) -> None:
+    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}, "demo/blog": {"api": 43152, "db": 43153}})
+    runner = FakeRunner().on("docker", "ps", stdout="").on("down")
+    fake = FakeDocker().with_volumes("shop_demo_pgdata")
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=None)
+    assert destroyed.changed
+    assert destroyed.messages == ("deleted data volume(s) shop_demo_pgdata",)
+    [down] = compose_calls(runner)
+    assert down[-5:] == ("down", "--remove-orphans", "--timeout", "20", "--volumes")
+    assert fake.removed == ["shop_demo_pgdata"]  # what `down --volumes` left (here: all of it) is removed
+    assert set(LeaseBook(store.root).read()) == {"demo/blog"}
+
+
+def test_destroy_backs_up_the_database_before_deleting_it(target: Target, store: StateStore,
+                                                          rendered: tuple[Path, Path]) -> None:
+    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running",
+                                           "Status": "Up 2 seconds (healthy)",
+                                           "Labels": {"com.docker.compose.service": "db"}})
+    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
+    fake.api.chunks = [(b"-- PostgreSQL dump\n", None), (None, b"pg_dump: warning\n"), (b"CREATE TABLE t();\n", None)]
+    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
+    backup = store.paths("demo", "shop").backups / "shop.sql"
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
+    assert destroyed.changed
+    assert destroyed.messages[0] == f"wrote a pg_dump of the database to {backup}"
+    assert backup.read_bytes() == b"-- PostgreSQL dump\nCREATE TABLE t();\n"
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert not backup.with_name("shop.sql.partial").exists()
+    assert subcommands(runner) == ["up", "down"]
+    assert compose_calls(runner)[0][-6:] == ("up", "--detach", "--remove-orphans", "--no-recreate", "--", "db")
+    [(container, argv)] = fake.api.created
+    assert container == "db-container-id" and argv[0] == "pg_dump" and "app" in argv
+
+
+def test_a_failed_backup_deletes_nothing(target: Target, store: StateStore, rendered: tuple[Path, Path]) -> None:
+    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running", "Status": "Up",
+                                           "Labels": {"com.docker.compose.service": "db"}})
+    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
+    fake.api.chunks = [(b"partial", b"pg_dump: error: connection failed\n")]
+    fake.api.exit_code = 1
+    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
+    backup = store.paths("demo", "shop").backups / "shop.sql"
+    with pytest.raises(CommandFailed, match="the data was NOT deleted"):
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
+    assert "down" not in subcommands(runner) and fake.removed == []
+    assert not backup.exists() and not backup.with_name("shop.sql.partial").exists()
+
+
+# --- 6. Docker SDK errors ----------------------------------------------------------------------------
+def test_sdk_api_errors_become_backend_errors(target: Target, store: StateStore) -> None:
+    cause = docker.errors.APIError("boom", response=None, explanation="no such thing")
+    fake = FakeDocker(volumes=FakeCollection(error=cause))
+    runner = FakeRunner().on("docker", "ps", stdout="")
+    with pytest.raises(BackendError) as info:
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    assert isinstance(info.value, ProvisionError) and not isinstance(info.value, docker.errors.DockerException)
+    assert info.value.operation == "list volumes" and info.value.status is None
+    assert "no such thing" in str(info.value)
+    assert info.value.__cause__ is cause
+
+
+def test_volume_removal_errors_become_backend_errors(target: Target, store: StateStore) -> None:
+    fake = FakeDocker()
+    fake.volumes.items = [FakeVolume("shop_demo_pgdata", fake.removed,
+                                     error=docker.errors.APIError("409", explanation="volume is in use"))]
+    runner = FakeRunner().on("docker", "ps", stdout="").on("down")
+    with pytest.raises(BackendError, match="remove a volume failed: volume is in use"):
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=None)
+
+
+def test_transport_errors_say_the_engine_is_unreachable(target: Target, store: StateStore) -> None:
+    fake = FakeDocker(volumes=FakeCollection(error=requests.exceptions.ConnectionError("refused")))
+    runner = FakeRunner().on("docker", "ps", stdout="")
+    with pytest.raises(BackendUnavailable, match="Docker Engine is not reachable"):
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+
+
+def test_network_listing_errors_during_prepare_become_backend_errors(project_root: Path,
+                                                                     store: StateStore) -> None:
+    write_env(project_root, "demo", ENV)
+    config = load_env("demo", project_root, environ={}, overrides={"local.network_pool": "10.201.0.0/16"})
+    fake = FakeDocker(networks=FakeCollection(error=docker.errors.APIError("x", explanation="denied")))
+    with pytest.raises(BackendError, match="list networks failed: denied"):
+        backend(store, FakeRunner(), fake).prepare(Target(config, config.project("shop")), ABSENT, SECRETS)
+
+
+# --- 7. no memory between calls ----------------------------------------------------------------------
+def test_a_fresh_instance_acts_on_target_and_observation_alone(target: Target, store: StateStore,
+                                                               rendered: tuple[Path, Path]) -> None:
+    observed = observed_from(store, PS_RUNNING, target)  # made by another instance
+
+    runner = FakeRunner().on("stop")
+    assert backend(store, runner).control(target, observed, "stop") is True  # no_docker: the CLI suffices
+    assert subcommands(runner) == ["stop"] and runner.calls[0][3] == "shop_demo"
+
+    runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("down")
+    destroyed = LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=FakeDocker).destroy(
+        target, observed, delete_data=False, backup_to=None)
+    assert destroyed.changed and subcommands(runner) == ["down"]
+
+    # and a record's handle, reloaded by yet another instance, is the same baseline
+    fresh = backend(store, FakeRunner().on("docker", "ps", stdout=PS_RUNNING))
+    handle = fresh.load_handle(observed.handle.to_dict() if observed.handle else {})
+    assert fresh.observe(target, handle).drift is None
+
+
+def test_instances_share_only_the_state_directory(target: Target, store: StateStore) -> None:
+    first = backend(store, FakeRunner().on("docker", "volume", "ls", stdout="")).prepare(target, ABSENT, {})
+    other = backend(store, FakeRunner()).prepare(target, ABSENT, first.secrets, create=False)
+    assert other.ports == first.ports and not other.preview  # read back from ports.json, not memory
+
+
+# --- apply, logs, endpoints, observe_env -------------------------------------------------------------
+def stack(text: str = "services:\n  db: {}\n  api: {}\n") -> RenderedStack:
+    return RenderedStack(project="shop", env="demo", compose_project="shop_demo", text=text,
+                         service_hashes=dict(SERVICE_HASHES), config_hash=stack_hash(SERVICE_HASHES),
+                         secret_names=("DB_PASSWORD", "JWT_SECRET"), document={})
+
+
+@pytest.mark.parametrize(("action", "flag"), [(Action.CREATE, None), (Action.DRIFT, "--force-recreate")])
+def test_apply_writes_the_compose_file_ups_it_and_returns_the_labels(target: Target, store: StateStore,
+                                                                     action: Action, flag: str | None) -> None:
+    store.write_secrets("demo", "shop", SECRETS)
+    runner = FakeRunner().on("up").on("docker", "ps", stdout=PS_RUNNING)
+    prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
+    handle = backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(action, "test"))
+    assert handle == LocalHandle(service_hashes=SERVICE_HASHES, compose_hashes=COMPOSE_HASHES)
+    compose_file = store.paths("demo", "shop").compose
+    assert compose_file.read_text() == stack().text and compose_file.stat().st_mode & 0o777 == 0o600
+    up = compose_calls(runner)[0]
+    assert ("--file", str(compose_file)) == up[4:6]
+    assert up[-3:] == (("up", "--detach", "--remove-orphans") if flag is None else ("--detach", "--remove-orphans", flag))
+
+
+def test_logs_are_redacted_and_stripped_of_colour(target: Target, store: StateStore,
+                                                  rendered: tuple[Path, Path]) -> None:
+    password = SECRETS["DB_PASSWORD"].reveal()
+    runner = FakeRunner().on("logs", stdout=f"\x1b[32mdb-1 |\x1b[0m password={password}\n")
+    text = backend(store, runner).logs(target, ABSENT, service="db", tail=5)
+    assert text == "db-1 | password=***\n"
+    assert runner.calls == [("docker", "compose", "--project-name", "shop_demo", "logs", "--no-color", "--tail", "5",
+                             "--", "db")]
+
+
+def test_endpoints_come_from_the_leased_ports(target: Target, store: StateStore) -> None:
+    endpoints = backend(store, FakeRunner()).endpoints(target, None, Prepared(SECRETS, Ports(api=43150, db=43151)))
+    assert endpoints.api_url == "http://127.0.0.1:43150" and endpoints.db_url_scope == "host"
+    assert endpoints.db_url is not None
+    assert endpoints.db_url.reveal() == f"postgresql://app:{SECRETS['DB_PASSWORD'].reveal()}@127.0.0.1:43151/app"
+    assert backend(store, FakeRunner()).endpoints(target, None, Prepared(SECRETS)).api_url is None
+
+
+def test_observe_env_finds_running_projects_and_kept_data(target: Target, store: StateStore) -> None:
+    blog_volume = VOLUME_LS.replace("shop", "blog")
+    runner = (FakeRunner().on("docker", "ps", stdout=PS_RUNNING)
+              .on("docker", "volume", "ls", stdout=VOLUME_LS + blog_volume))
+    known = {"shop": LocalHandle(service_hashes={**SERVICE_HASHES, "db": "0"}, compose_hashes=COMPOSE_HASHES)}
+    found = backend(store, runner).observe_env(target.config, known)
+    assert set(found) == {"shop", "blog"}
+    assert found["shop"].exists and found["shop"].drift is not None and "db" in found["shop"].drift
+    assert found["blog"] == Observed(exists=False, kept_data="blog_demo_pgdata")
+    assert all("label=io.provision.env=demo" in call for call in runner.calls)
+
+
+
+def test_one_off_containers_do_not_hide_the_services_state(target: Target, store: StateStore) -> None:
+    leftover = json.loads(PS_STOPPED.splitlines()[0])
+    leftover["Names"] = "shop_demo-api-run-0a1b2c"
+    leftover["Labels"] = leftover["Labels"].replace("com.docker.compose.oneoff=False", "com.docker.compose.oneoff=True")
+    runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING + json.dumps(leftover) + "\n")
+    observed = backend(store, runner).observe(target, None)
+    assert observed.summary() == "running" and observed.services["api"] == ServiceState("running", "")
+
+
+def test_a_disk_error_while_writing_a_backup_is_no_engine_error(target: Target, store: StateStore,
+                                                               rendered: tuple[Path, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running",
+                                           "Status": "Up 2 seconds (healthy)",
+                                           "Labels": {"com.docker.compose.service": "db"}})
+    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
+    fake.api.chunks = [(b"-- PostgreSQL dump\n", None)]
+    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    backup = store.paths("demo", "shop").backups / "shop.sql"
+    with pytest.raises(StateError, match="No space left on device; the data was NOT deleted"):
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
+    assert "down" not in subcommands(runner) and fake.removed == []
