@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import stat
 import urllib.request
 
@@ -104,6 +105,10 @@ def test_destroy_keeps_data_then_delete_data_dumps_and_removes_it(sandbox: Sandb
     destroyed = sandbox.cli("destroy", "--project=shop")
     assert "kept data volume" in destroyed.stderr and "reattaches" in destroyed.stderr
     assert _docker("volume", "inspect", volume).returncode == 0
+    again = sandbox.cli("destroy", "--project=shop", "--json")
+    assert again.json()["changed"] is False and "compose" not in again.stderr  # nothing ran, nothing changed
+    history = [json.loads(line)["action"] for line in sandbox.cli("history", "--project=shop", "--json").stdout.splitlines()]
+    assert history == ["create", "destroy"]
     assert _docker("ps", "-aq", "--filter", f"label=com.docker.compose.project={sandbox.compose_name('shop')}").stdout == ""
     assert "destroyed" in sandbox.cli("status", "--project=shop").stdout
     assert sandbox.cli("start", "--project=shop", check=False).returncode != 0  # says: provision it instead
