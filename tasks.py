@@ -275,6 +275,22 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
         _print(output.table([result], ("project", "status", "changed")))
 
 
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm the take-over", "lock_timeout": LOCK_HELP,
+            "json": "Print JSON"})
+def adopt(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
+          lock_timeout: str | None = None, json: bool = False) -> None:
+    """Take over a same-named Coolify stack that carries no (or another) owner id; needs --yes."""
+    from provision import output
+
+    project = _require_project(project)
+    with _session() as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).adopt(project, yes=yes)
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed")))
+
+
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
 def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
             limit: int = 50) -> None:

@@ -32,7 +32,7 @@ def make_root(emu: CoolifyEmulator, env: str, projects: list[str]) -> Path:
     (root / "envs").mkdir()
     listed = "".join(f"  - name: {p}\n" for p in projects)
     (root / "envs" / f"{env}.yml").write_text(
-        "backend: coolify\nimages:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\n"
+        "owner: bench-0001\nbackend: coolify\nimages:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\n"
         f"projects:\n{listed}health:\n  timeout: 120\n"
     )
     (root / "envs" / f"{env}.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN={TOKEN}\n")

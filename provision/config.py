@@ -161,7 +161,18 @@ class CoolifySettings(_Strict):
         return value
 
 
+OWNER_PATTERN = r"^[a-z0-9][a-z0-9-]{5,39}$"
+
+
+def new_owner_id() -> str:
+    """A fresh owner id: 10 random hex characters."""
+    import secrets as _random
+
+    return _random.token_hex(5)
+
+
 class EnvFile(_Strict):
+    owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
     backend: BackendName | None = None
     template: str = DEFAULT_TEMPLATE
     images: Images
@@ -217,6 +228,8 @@ class EnvConfig:
     local: LocalSettings
     coolify: CoolifySettings
     coolify_credentials: CoolifyCredentials | None = field(default=None, repr=False)
+    # marks what this repository's envs create on a shared server (Coolify): other checkouts' resources differ
+    owner: str | None = None
 
     @property
     def relpath(self) -> str:
@@ -226,7 +239,7 @@ class EnvConfig:
     def min_project_name(self) -> int:
         """The shortest project name this env accepts: Coolify needs project names of 3 characters or more,
         counting `coolify.project_prefix`."""
-        return max(1, 3 - len(self.coolify.project_prefix)) if self.backend == "coolify" else 1
+        return coolify_min_project_name(self.coolify.project_prefix) if self.backend == "coolify" else 1
 
     def project(self, name: str) -> ProjectSpec:
         """The declared project `name`, or an undeclared one with env-level variables; name validated."""
@@ -313,6 +326,16 @@ def load_env(
             f"in the environment or in envs/{env}.env (never in a committed file)"
         )
 
+    if backend == "coolify":
+        _check_coolify_names(env, parsed, shown)
+        if parsed.owner is None:
+            raise ConfigError(
+                f"{shown}: owner: missing: a Coolify env needs an owner id, which marks the resources this "
+                f"repository creates so that other checkouts' and teams' stacks on the same server are never "
+                f"touched. Add this line to {shown} and commit it (every clone must use the same value):\n"
+                f"owner: {new_owner_id()}"
+            )
+
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
     projects = tuple(
         ProjectSpec(
@@ -337,7 +360,33 @@ def load_env(
         local=parsed.local,
         coolify=parsed.coolify,
         coolify_credentials=credentials,
+        owner=parsed.owner,
     )
+
+
+# environment names that Coolify's routes shadow: GET /projects/{uuid}/envs and /projects/{uuid}/environments
+COOLIFY_RESERVED_ENVS = ("envs", "environments")
+
+
+def coolify_min_project_name(prefix: str) -> int:
+    """Coolify needs project and environment names of 3 characters or more (ValidationPatterns.php)."""
+    return max(1, 3 - len(prefix))
+
+
+def _check_coolify_names(env: str, parsed: EnvFile, shown: str) -> None:
+    """Names Coolify would refuse or misroute are refused when the env file is loaded."""
+    if len(env) < 3 or env in COOLIFY_RESERVED_ENVS:
+        why = "has fewer than 3 characters" if len(env) < 3 else "is shadowed by a Coolify API route"
+        raise ConfigError(f"{shown}: env name {env!r} {why}: Coolify would refuse or misroute it; rename the file "
+                          f"to an env name of 3 or more characters other than {' or '.join(COOLIFY_RESERVED_ENVS)}")
+    shortest = coolify_min_project_name(parsed.coolify.project_prefix)
+    for index, project in enumerate(parsed.projects):
+        if len(project.name) < shortest:
+            raise ConfigError(
+                f"{shown}: projects[{index}].name: {project.name!r} is too short for Coolify, which needs project "
+                f"names of 3 characters or more (with coolify.project_prefix {parsed.coolify.project_prefix!r}): "
+                f"use at least {shortest} characters, or set a coolify.project_prefix such as 'app-'"
+            )
 
 
 def _coolify_credentials(values: Mapping[str, str], shown: str, env: str) -> CoolifyCredentials | None:

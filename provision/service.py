@@ -468,6 +468,24 @@ class Provisioner:
             action="destroy", declared=target.spec.declared, messages=tuple(messages), duration=op.duration,
         )
 
+    def adopt(self, project: str, *, yes: bool = False) -> ProjectResult:
+        """Take over a same-named stack that this env's owner id does not mark (made before owner ids, by hand,
+        or by another checkout); needs `yes`. Adopting what is ours already changes nothing."""
+        if not yes:
+            raise ConfirmationRequired(
+                f"adopt makes {project!r} in env {self.env!r} this repository's: provision will then update, prune "
+                f"and destroy it as its own. Add --yes to confirm"
+            )
+        target = self.target(project)
+        with self._operation(target, "adopt") as op:
+            messages = self.backend.adopt(target)
+            op.changed = bool(messages)
+        for line in messages or ("nothing to adopt: it is this env's already",):
+            self.reporter.step(project, line)
+        return ProjectResult(project=project, env=target.env, backend=self.backend.name, status="adopted",
+                             changed=op.changed, action="adopt", declared=target.spec.declared,
+                             messages=tuple(messages), duration=op.duration)
+
     # --- reads ---------------------------------------------------------------------------
     def status(self, project: str | None = None) -> RunSummary:
         """Status of one project, or of every declared, recorded or deployed project in the env."""

@@ -65,6 +65,11 @@ class Backend(Protocol):
         """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False."""
         ...
 
+    def adopt(self, target: Target) -> tuple[str, ...]:
+        """Take over the project's same-named resources made without this env's owner id (a shared server);
+        returns what was done, nothing when there is nothing to adopt."""
+        ...
+
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str: ...
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,

@@ -10,23 +10,24 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
-from tests.coolify_emulator import CoolifyEmulator
+from tests.coolify_emulator import REALISTIC, CoolifyEmulator
 from tests.sandbox import Sandbox
 
 TOKEN = "7|tok-" + "s3cr3t" * 6
+OWNER = "test-owner-1"  # what a repository's env files carry; another checkout would have another
 PUBLIC_IMAGES = {"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.3"}
 
 
 @pytest.fixture
 def emulator() -> Iterator[CoolifyEmulator]:
-    with CoolifyEmulator(token=TOKEN, action_delay=0.2) as emu:
+    with CoolifyEmulator(token=TOKEN, **REALISTIC) as emu:
         yield emu
 
 
 def coolify_env(images: dict[str, str] = PUBLIC_IMAGES, *, projects: tuple[str, ...] = ("shop",),
-                timeout: float = 20, extra: str = "") -> str:
+                timeout: float = 20, extra: str = "", owner: str = OWNER) -> str:
     listed = "".join(f"  - name: {p}\n" for p in projects)
-    return (f"backend: coolify\nimages:\n  db: {images['db']}\n  api: {images['api']}\n"
+    return (f"owner: {owner}\nbackend: coolify\nimages:\n  db: {images['db']}\n  api: {images['api']}\n"
             f"projects:\n{listed}health:\n  timeout: {timeout}\n  interval: 1\n"
             f"coolify:\n  request_timeout: 3\n" + extra)
 

@@ -12,11 +12,12 @@ See :class:`CoolifyEmulator` for the test helpers and ``README.md`` for the beha
 
 from .api import ApiRequest, ApiResponse
 from .core import aggregate_status
-from .emulator import CoolifyEmulator
+from .emulator import REALISTIC, CoolifyEmulator
 from .faults import Fault, RequestLog, RequestRecord
 from .proxy import ProxyContext
 
 __all__ = [
+    "REALISTIC",
     "ApiRequest",
     "ApiResponse",
     "CoolifyEmulator",

@@ -904,6 +904,12 @@ class Api:
             return jr(404, {"message": "Sub-service not found."})
         lines = int(data.get("lines") or 100)
         timestamps = query_bool(data.get("show_timestamps"), False)
+        # ServicesController::logs: 404 when the container is gone, 400 when it exists but does not run
+        state = self.core.container_state(svc, sub)
+        if state is None:
+            return jr(404, {"message": "Container not found."})
+        if not state.startswith("running"):
+            return jr(400, {"message": "Container is not running."})
         if self.core.docker is not None:
             logs = self.core.docker.logs(svc, sub, lines, timestamps)
         else:
@@ -924,6 +930,8 @@ class Api:
         if not sensitive:
             data.pop("value")
             data.pop("real_value")
+        elif env.is_shown_once:  # hidden from every token, read:sensitive included (API-NOTES §17)
+            data["value"] = data["real_value"] = None
         return data
 
     @staticmethod

@@ -44,6 +44,12 @@ class Settings:
     rate_limit_window: float = 60.0
     action_delay: float = 0.3
     delete_delay: float | None = None
+    # realistic timings (pure mode), after app/Actions/Service/StartService.php, StopService.php and the status
+    # refresh of app/Actions/Docker/GetContainersStatus.php (API-NOTES §17):
+    stop_seconds: float = 0.0  # restart/stop: removing the old containers (the stored status does not change)
+    start_seconds: float = 0.0  # the start activity: the aggregate reads starting:unhealthy while it runs
+    refresh_interval: float = 0.0  # stored container states follow the containers only at these ticks (0: at once)
+    health_start_seconds: float = 0.0  # a new container's healthcheck reads "starting" this long
     public_ip: str = "127.0.0.1"
     hang_seconds: float = 30.0
     strict_accept: bool = True
@@ -64,13 +70,13 @@ def aggregate_status(subs: list[tuple[str, bool]], starting: bool) -> str:
         states.append((state, health.split(":")[0] if health else ""))
     names = [s for s, _ in states]
     running = sum(1 for s in names if s in ("running", "healthy"))
-    exited = sum(1 for s in names if s in ("exited", "stopped", "dead", "created", "removing"))
+    exited = sum(1 for s in names if s in ("exited", "stopped", "dead", "removing"))
     if "restarting" in names or (running and exited):
         return "degraded:unhealthy"
     if all(s == "paused" for s in names):
         return "paused:unknown"
-    if "starting" in names and not exited:
-        return "starting:unknown"
+    if any(s in ("starting", "created") for s in names) and not exited:
+        return "starting:unknown"  # ContainerStatusAggregator: created counts as starting
     if running == len(names):
         healths = [h for _, h in states]
         if "unhealthy" in healths:
@@ -278,21 +284,61 @@ class Core:
 
     # ------------------------------------------------------------------ statuses and actions
     def settle(self) -> None:
-        """Apply due pure-mode actions (start/stop/restart/delete) in queue order."""
+        """Advance pure-mode jobs (start/stop/restart/delete) in queue order, then refresh stored statuses.
+
+        A job is queued until ``ready_at`` (the stored status does not move), a restart or stop then removes
+        the old containers for ``stop_seconds`` (StartService runs StopService first; still no status change),
+        a start or restart runs its activity for ``start_seconds`` (the aggregate reads starting:unhealthy),
+        and the containers' new states reach the stored statuses only at the next refresh tick.
+        """
         if self.docker is not None:
             return
         now = time.monotonic()
         with self.store.lock:
             changed = False
             for svc in list(self.store.services.values()):
-                while svc.pending and svc.pending[0].ready_at <= now:
-                    action = svc.pending.pop(0)
+                while svc.pending:
+                    action = svc.pending[0]
+                    if action.kind in ("stop", "restart") and not action.stopped and action.stop_until <= now:
+                        action.stopped = True
+                        self._stop_containers(svc, action.stop_until)
+                    if action.done_at > now:
+                        break
+                    svc.pending.pop(0)
                     changed = True
                     self._apply_pure(svc, action)
                     if svc.uuid not in self.store.services:
                         break
+                if svc.uuid in self.store.services:
+                    self._refresh(svc, now)
             if changed:
                 self.idle.notify_all()
+
+    def _refresh(self, svc: Service, now: float) -> None:
+        """Stored statuses follow the containers at refresh ticks (Sentinel / the per-minute server check)."""
+        interval = self.settings.refresh_interval
+        for sub in svc.apps:
+            actual, since = sub.actual, sub.actual_since
+            if actual.startswith("running") and sub.has_healthcheck:
+                if now < sub.healthy_at:
+                    actual = "running:starting"  # GetContainersStatus stores a starting healthcheck like this
+                else:
+                    actual, since = "running:healthy", max(since, sub.healthy_at)
+            if sub.status == actual:
+                continue
+            if interval <= 0 or int(now / interval) > int(since / interval):
+                sub.status = actual
+
+    def _set_actual(self, sub: SubResource, status: str, at: float) -> None:
+        sub.actual, sub.actual_since = status, at
+
+    def _stop_containers(self, svc: Service, at: float) -> None:
+        for sub in svc.apps:
+            sub.status_override = None
+            if sub.exists:
+                self._log(svc, sub, f"Container {sub.name}-{svc.uuid} Stopped")
+            sub.exists = False
+            self._set_actual(sub, "exited", at)
 
     def _apply_pure(self, svc: Service, action: PendingAction) -> None:
         server = self.server_of(svc)
@@ -301,19 +347,19 @@ class Core:
             for sub in svc.apps:
                 sub.status_override = None
                 if server.functional:
-                    sub.status = "running:healthy" if sub.has_healthcheck else "running:unknown"
+                    self._set_actual(sub, "running:unknown" if not sub.has_healthcheck else "running:healthy",
+                                     action.done_at)
+                    sub.healthy_at = action.done_at + self.settings.health_start_seconds
+                    sub.exists = True
                     sub.last_online_at = stamp
                     self._log(svc, sub, f"Container {sub.name}-{svc.uuid} Started")
                 else:
-                    sub.status = "exited"
+                    self._set_actual(sub, "exited", action.done_at)
             if server.functional:
                 self.mark_deployed(svc)
         elif action.kind == "stop":
-            for sub in svc.apps:
-                sub.status_override = None
-                if sub.status != "exited":
-                    self._log(svc, sub, f"Container {sub.name}-{svc.uuid} Stopped")
-                sub.status = "exited"
+            if not action.stopped:
+                self._stop_containers(svc, action.done_at)
         elif action.kind == "delete":
             if action.options.get("delete_volumes", True):
                 self.volumes = {v for v in self.volumes if not v.startswith(f"{svc.uuid}_")}
@@ -367,8 +413,12 @@ class Core:
             delay = self.settings.action_delay
             if kind == "delete" and self.settings.delete_delay is not None:
                 delay = self.settings.delete_delay
-            last = svc.pending[-1].ready_at if svc.pending else 0.0
-            svc.pending.append(PendingAction(kind, max(time.monotonic() + delay, last), options))
+            last = svc.pending[-1].done_at if svc.pending else 0.0
+            ready = max(time.monotonic() + delay, last)
+            stop_until = ready + (self.settings.stop_seconds if kind in ("stop", "restart") else 0.0)
+            done = stop_until + (self.settings.start_seconds if kind in ("start", "restart") else 0.0)
+            svc.pending.append(PendingAction(kind, ready, options, stop_until=stop_until, active_from=stop_until,
+                                             done_at=done))
         self.settle()
 
     def sub_statuses(self, svc: Service) -> dict[str, str]:
@@ -385,8 +435,21 @@ class Core:
                 result[sub.name] = sub.status
         return result
 
+    def container_state(self, svc: Service, sub: SubResource) -> str | None:
+        """The container's real state for the logs endpoint: None when no container exists."""
+        if self.docker is not None:
+            return self.docker.container_statuses(svc).get(f"{sub.name}-{svc.uuid}")
+        if not sub.exists:
+            return None
+        return sub.status_override or sub.actual
+
     def is_starting(self, svc: Service) -> bool:
-        return any(a.kind in ("start", "restart") for a in svc.pending)
+        """A start activity runs now (Service status accessor). Queued jobs and a restart's stop phase keep
+        the old status; docker mode runs each job at once, so a pending start is its activity."""
+        if self.docker is not None:
+            return any(a.kind in ("start", "restart") for a in svc.pending)
+        now = time.monotonic()
+        return any(a.kind in ("start", "restart") and a.active_from <= now < a.done_at for a in svc.pending)
 
     def service_status(self, svc: Service, subs: dict[str, str] | None = None) -> str:
         subs = subs if subs is not None else self.sub_statuses(svc)
@@ -394,7 +457,8 @@ class Core:
                                 self.is_starting(svc))
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
-        """Block until no service has pending actions (True) or the timeout passes (False)."""
+        """Block until no service has pending actions (True) or the timeout passes (False); stored statuses
+        may still lag behind by up to ``refresh_interval``."""
         deadline = time.monotonic() + timeout
         while True:
             self.settle()
@@ -407,5 +471,6 @@ class Core:
                     return False
                 wait = remaining
                 if self.docker is None:
-                    wait = min(remaining, max(0.0, min(pending) - time.monotonic()) + 0.005)
+                    due = min(a.done_at for s in self.store.services.values() for a in s.pending)
+                    wait = min(remaining, max(0.0, due - time.monotonic()) + 0.005)
                 self.idle.wait(timeout=min(wait, 0.25))

@@ -17,7 +17,12 @@ from .server import ApiServer
 from .state import Service, Token, new_uuid, random_string
 
 _SETTINGS_ATTRS = ("api_enabled", "allowed_ips", "rate_limit", "rate_limit_window", "action_delay", "delete_delay",
-                   "public_ip", "hang_seconds", "strict_accept")
+                   "public_ip", "hang_seconds", "strict_accept", "stop_seconds", "start_seconds", "refresh_interval",
+                   "health_start_seconds")
+# Coolify's own timings, shortened: queue, stop-first restart, start activity, status refresh, healthcheck start
+# (API-NOTES §17). Tests that check what a client sees over time use this; the default profile answers at once.
+REALISTIC = {"action_delay": 0.4, "stop_seconds": 0.4, "start_seconds": 0.8, "refresh_interval": 1.5,
+             "health_start_seconds": 0.5}
 
 
 class CoolifyEmulator:
@@ -29,7 +34,11 @@ class CoolifyEmulator:
 
     Settings that tests may flip at any time are plain attributes: ``api_enabled``,
     ``allowed_ips``, ``rate_limit``, ``rate_limit_window``, ``action_delay``, ``delete_delay``,
-    ``public_ip``, ``hang_seconds``, ``strict_accept``.
+    ``public_ip``, ``hang_seconds``, ``strict_accept``, and the timings of a job: ``stop_seconds`` (a restart
+    or stop removes the old containers; the stored status does not move), ``start_seconds`` (the start activity:
+    starting:unhealthy), ``refresh_interval`` (stored container states follow the containers only at these
+    ticks) and ``health_start_seconds`` (a new container's healthcheck reads "starting", aggregated as healthy).
+    ``CoolifyEmulator(**REALISTIC)`` behaves like a real server, only faster.
     """
 
     core: Core
@@ -42,6 +51,10 @@ class CoolifyEmulator:
     public_ip: str
     hang_seconds: float
     strict_accept: bool
+    stop_seconds: float
+    start_seconds: float
+    refresh_interval: float
+    health_start_seconds: float
 
     def __init__(
         self,
@@ -64,10 +77,16 @@ class CoolifyEmulator:
         api_enabled: bool = True,
         strict_accept: bool = True,
         seed: bool = True,
+        stop_seconds: float = 0.0,
+        start_seconds: float = 0.0,
+        refresh_interval: float = 0.0,
+        health_start_seconds: float = 0.0,
     ) -> None:
         settings = Settings(api_enabled=api_enabled, rate_limit=rate_limit, rate_limit_window=rate_limit_window,
                             action_delay=action_delay, delete_delay=delete_delay, public_ip=public_ip,
-                            hang_seconds=hang_seconds, strict_accept=strict_accept)
+                            hang_seconds=hang_seconds, strict_accept=strict_accept, stop_seconds=stop_seconds,
+                            start_seconds=start_seconds, refresh_interval=refresh_interval,
+                            health_start_seconds=health_start_seconds)
         self._docker = DockerBackend(workdir, keep_resources=keep_docker_resources) if docker else None
         object.__setattr__(self, "core", Core(settings, self._docker))
         if self._docker is not None:

@@ -144,8 +144,13 @@ class SubResource:
     image: str | None
     service_id: int
     fqdn: str | None = None
-    status: str = "exited"
+    status: str = "exited"  # what Coolify has stored (refreshed from the containers periodically)
     status_override: str | None = None
+    # pure mode: what the containers really are, since when, and when a healthcheck passes
+    actual: str = "exited"
+    actual_since: float = 0.0
+    healthy_at: float = 0.0
+    exists: bool = False  # a container exists (started once and not removed by a stop)
     has_healthcheck: bool = False
     exclude_from_status: bool = False
     human_name: str | None = None
@@ -160,8 +165,12 @@ class PendingAction:
     """An asynchronous service action queued in pure mode (settled lazily by time)."""
 
     kind: str  # "start" | "stop" | "restart" | "delete"
-    ready_at: float
+    ready_at: float  # the queued job starts running
     options: dict[str, Any] = field(default_factory=dict)
+    stop_until: float = 0.0  # restart/stop: the old containers are being stopped until then
+    active_from: float = 0.0  # start/restart: the start activity ("starting:unhealthy") runs from...
+    done_at: float = 0.0  # ...until then; the job is finished
+    stopped: bool = False  # the stop phase has been applied
 
 
 @dataclass

@@ -31,11 +31,11 @@ def wait_status(client: httpx.Client, uuid: str, wanted: str, timeout: float = 5
 
 
 def test_start_stop_with_lag(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
-    emu.action_delay = 0.4
+    emu.action_delay, emu.start_seconds, emu.stop_seconds = 0.4, 0.3, 0.2
     resp = client.post(f"/services/{service}/start")
     assert resp.json() == {"message": "Service starting request queued."}
-    assert status(client, service) == "starting:unhealthy"
-    assert wait_status(client, service, "running:healthy") == ["starting:unhealthy", "running:healthy"]
+    assert status(client, service) == "exited"  # queued: the stored status does not move
+    assert wait_status(client, service, "running:healthy") == ["exited", "starting:unhealthy", "running:healthy"]
     apps = client.get(f"/services/{service}").json()
     assert apps["applications"][0]["status"] == "running:healthy" and apps["config_hash"]
     resp = client.post(f"/services/{service}/start")
@@ -45,6 +45,53 @@ def test_start_stop_with_lag(emu: CoolifyEmulator, client: httpx.Client, service
     wait_status(client, service, "exited")
     resp = client.post(f"/services/{service}/stop")
     assert (resp.status_code, resp.json()) == (400, {"message": "Service is already stopped."})
+
+
+def test_restart_keeps_the_old_status_while_it_stops_the_old_containers(
+        emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    """StartService runs StopService first: the stored running:healthy stays while the job is queued and
+    while the old containers are removed; starting:unhealthy shows only while the start activity runs."""
+    emu.action_delay, emu.start_seconds, emu.stop_seconds = 0, 0.3, 0
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5)
+    emu.action_delay, emu.stop_seconds = 0.3, 0.4
+    started = time.monotonic()
+    client.post(f"/services/{service}/restart")
+    seen = wait_status(client, service, "starting:unhealthy")
+    assert seen == ["running:healthy", "starting:unhealthy"] and time.monotonic() - started >= 0.6
+    assert wait_status(client, service, "running:healthy") == ["starting:unhealthy", "running:healthy"]
+
+
+def test_stored_statuses_lag_until_the_next_refresh(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay, emu.start_seconds, emu.stop_seconds, emu.refresh_interval = 0, 0.2, 0, 1.0
+    client.post(f"/services/{service}/start")
+    seen = wait_status(client, service, "running:healthy", timeout=5)
+    # after the activity the containers run, but Coolify shows the stale "exited" until its next refresh
+    assert seen == ["starting:unhealthy", "exited", "running:healthy"]
+
+
+def test_a_starting_healthcheck_aggregates_to_running_healthy(emu: CoolifyEmulator, client: httpx.Client,
+                                                              service: str) -> None:
+    emu.action_delay, emu.start_seconds, emu.health_start_seconds = 0, 0.1, 2.0
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5)
+    body = client.get(f"/services/{service}").json()
+    assert body["status"] == "running:healthy"
+    assert "running:starting" in {a["status"] for a in body["applications"] + body.get("databases", [])}
+    assert aggregate_status([("created", False)], False) == "starting:unknown"
+
+
+def test_logs_of_containers_that_do_not_run(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay, emu.start_seconds = 0, 0.05
+    name = client.get(f"/services/{service}").json()["applications"][0]["name"]
+    gone = client.get(f"/services/{service}/logs", params={"sub_service_name": name})
+    assert (gone.status_code, gone.json()) == (404, {"message": "Container not found."})
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5)
+    assert client.get(f"/services/{service}/logs", params={"sub_service_name": name}).status_code == 200
+    emu.set_service_status(service, "exited", app=name)  # crashed: the container exists but does not run
+    stopped = client.get(f"/services/{service}/logs", params={"sub_service_name": name})
+    assert (stopped.status_code, stopped.json()) == (400, {"message": "Container is not running."})
 
 
 def test_running_unknown_without_healthchecks(emu: CoolifyEmulator, client: httpx.Client,
@@ -57,7 +104,7 @@ def test_running_unknown_without_healthchecks(emu: CoolifyEmulator, client: http
 
 
 def test_restart_and_deploy_endpoint(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
-    emu.action_delay = 0.1
+    emu.action_delay, emu.start_seconds = 0, 0.3
     resp = client.post("/deploy", params={"uuid": service})
     assert resp.json() == {"deployments": [{
         "message": "Service stack started. It could take a while, be patient.", "resource_uuid": service}]}

@@ -28,7 +28,8 @@ def _seeded(test: Callable[..., Any]) -> Callable[..., Any]:
 
 @pytest.fixture
 def coolify_server(tmp_path: Path, server_factory: list[Server]) -> Iterator[tuple[Server, CoolifyEmulator]]:
-    with CoolifyEmulator(token=COOLIFY_TOKEN, action_delay=0.1, rate_limit=100_000) as emu:
+    # Coolify-like jobs (a restart shows its start activity), kept short: every operation is fuzzed
+    with CoolifyEmulator(token=COOLIFY_TOKEN, rate_limit=100_000, action_delay=0.05, start_seconds=0.6) as emu:
         box = make_sandbox(tmp_path, emu)
         box.write_env_text(coolify_env(timeout=5))
         yield run_server(server_factory, box), emu

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ from provision.errors import ConfigError, InvalidName
 from tests.conftest import write_env
 
 MINIMAL = """
+owner: repo-0001
 images:
   db: postgres:16-alpine
   api: postgrest/postgrest:v12.2.3
@@ -147,3 +149,31 @@ def test_coolify_names_are_long_enough_for_coolify(project_root: Path) -> None:
     assert config.project("abc").name == "abc"
     write_env(project_root, "dev", MINIMAL + "backend: coolify\ncoolify: {project_prefix: app-}\n")
     assert load_env("dev", project_root, environ=environ).project("rt").name == "rt"
+
+
+@pytest.mark.parametrize(("env", "text", "expected"), [
+    ("qa", "", "env name 'qa' has fewer than 3 characters"),
+    ("envs", "", "env name 'envs' is shadowed by a Coolify API route"),
+    ("dev", "  - name: ab\n", r"projects\[2\]\.name: 'ab' is too short for Coolify"),
+])
+def test_names_coolify_refuses_are_refused_when_the_env_file_is_loaded(project_root: Path, env: str, text: str,
+                                                                       expected: str) -> None:
+    write_env(project_root, env, MINIMAL + text + "backend: coolify\n")
+    environ = {"COOLIFY_API_URL": "http://127.0.0.1:9/api/v1", "COOLIFY_API_TOKEN": "t"}
+    with pytest.raises(ConfigError, match=expected):
+        load_env(env, project_root, environ=environ)
+
+
+def test_a_coolify_env_without_an_owner_gets_a_line_to_paste(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL.replace("owner: repo-0001\n", "") + "backend: coolify\n")
+    environ = {"COOLIFY_API_URL": "http://127.0.0.1:9/api/v1", "COOLIFY_API_TOKEN": "t"}
+    with pytest.raises(ConfigError) as info:
+        load_env("dev", project_root, environ=environ)
+    line = str(info.value).splitlines()[-1]
+    assert "envs/dev.yml: owner: missing" in str(info.value) and re.fullmatch(r"owner: [0-9a-f]{10}", line)
+    write_env(project_root, "dev", MINIMAL + "backend: coolify\n" + line.replace("owner", "owner_typo"))
+    with pytest.raises(ConfigError, match="owner_typo: unknown key"):
+        load_env("dev", project_root, environ=environ)
+    write_env(project_root, "dev", MINIMAL.replace("owner: repo-0001", "owner: A B") + "backend: coolify\n")
+    with pytest.raises(ConfigError, match="owner"):
+        load_env("dev", project_root, environ=environ)

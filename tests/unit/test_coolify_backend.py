@@ -14,13 +14,21 @@ import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs
 from provision.config import EnvConfig, load_env
-from provision.errors import CoolifyAPIError, CoolifyAuthError, CoolifyResponseError, ProvisionError
+from provision.errors import (
+    CoolifyAPIError,
+    CoolifyAuthError,
+    CoolifyResponseError,
+    HealthTimeout,
+    ProjectConflict,
+    ProvisionError,
+    StateError,
+)
 from provision.model import Observed, Prepared, ServiceState, Target
 from provision.planner import Action, Plan
 from provision.render import RenderedStack, build_context, render_stack
 from provision.secrets import Secret
 from tests.conftest import write_env
-from tests.coolify.conftest import coolify_env
+from tests.coolify.conftest import OWNER, coolify_env
 
 TOKEN = "9|unit-" + "t0k3n" * 6
 API = "https://coolify.test/api/v1"
@@ -34,7 +42,7 @@ class FakeCoolify:
 
     def __init__(self) -> None:
         self.service: dict[str, Any] = {
-            "uuid": S, "name": "shop", "description": f"provision:{HASH} — managed by provision",
+            "uuid": S, "name": "shop", "description": f"provision:{HASH} owner:{OWNER} — managed by provision",
             "status": "running:healthy",
             "applications": [{"uuid": "app1", "name": "api", "status": "running:healthy",
                               "fqdn": "http://shop-dev.example.test:3000"}],
@@ -74,6 +82,8 @@ class FakeCoolify:
             routes[("POST", f"/services/{S}/{verb}")] = (200, {"message": f"Service {verb} request queued."})
         if key == ("POST", f"/services/{S}/stop"):
             self.service["status"] = "exited"
+        if key == ("POST", f"/services/{S}/restart"):
+            self.service["status"] = "starting:unhealthy"  # the job runs at once here
         status, body = routes.get(key, (404, {"message": "Not found."}))
         return httpx.Response(status, json=body)
 
@@ -158,8 +168,10 @@ def test_a_fresh_backend_applies_an_update_from_the_observation_alone(fake: Fake
     refs = fresh(fake, config).apply(target(config), existing(running=running), rendered,
                                      Prepared(secrets=SECRETS), Plan(Action.UPDATE, "config differs"))
     assert refs.service_uuid == S
-    assert fake.requests == [("PATCH", f"/services/{S}"), ("PATCH", f"/services/{S}/envs/bulk"),
-                             ("POST", f"/services/{S}/{verb}")]
+    assert fake.requests[:3] == [("PATCH", f"/services/{S}"), ("PATCH", f"/services/{S}/envs/bulk"),
+                                 ("POST", f"/services/{S}/{verb}")]
+    # a restart then looks until Coolify shows it under way; a start needs no such evidence
+    assert fake.requests[3:] == ([("GET", f"/services/{S}")] if verb == "restart" else [])
     patch = fake.bodies[("PATCH", f"/services/{S}")]
     assert base64.b64decode(patch["docker_compose_raw"]).decode() == rendered.text
     assert f"provision:{rendered.config_hash}" in patch["description"]
@@ -291,3 +303,82 @@ def test_odd_server_settings(fake: FakeCoolify, backend: CoolifyBackend, config:
                                           "settings": ["x"]}])  # _choose_server: settings.get
     survives(lambda: backend.apply(target(config), Observed(exists=False, handle=Refs(P, E)), stack(config),
                                    Prepared(secrets=SECRETS), Plan(Action.CREATE, "nothing is deployed")))
+
+
+def test_a_restart_returns_only_once_coolify_shows_it_under_way(fake: FakeCoolify, backend: CoolifyBackend,
+                                                              config: EnvConfig) -> None:
+    """Coolify keeps the old running:healthy while a restart is queued and its old containers are stopped."""
+    statuses = iter(["running:healthy", "running:healthy", "starting:unhealthy"])
+    original = fake.__call__
+
+    def lagging(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET" and request.url.path.endswith(f"/services/{S}"):
+            fake.service["status"] = next(statuses, "starting:unhealthy")
+        response = original(request)
+        if request.method == "POST" and request.url.path.endswith("/restart"):
+            fake.service["status"] = "running:healthy"  # queued: nothing moved yet
+        return response
+
+    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(lagging))
+    client.sleep = lambda seconds: None
+    lagging_backend = CoolifyBackend(client, config)
+    observed = lagging_backend.observe(target(config), Refs(P, E, S))
+    assert lagging_backend.control(target(config), observed, "restart") is True
+    polls = [r for r in fake.requests if r == ("GET", f"/services/{S}")]
+    assert len(polls) >= 3  # it looked until the status left running:healthy
+
+
+def test_a_restart_that_never_begins_is_a_timeout_naming_the_statuses(fake: FakeCoolify, config: EnvConfig,
+                                                                    project_root: Path) -> None:
+    original = fake.__call__
+
+    def stuck(request: httpx.Request) -> httpx.Response:
+        response = original(request)
+        fake.service["status"] = "running:healthy"
+        return response
+
+    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(stuck))
+    write_env(project_root, "dev", coolify_env(timeout=1))
+    quick = load_env("dev", project_root, environ={"COOLIFY_API_URL": API, "COOLIFY_API_TOKEN": TOKEN})
+    backend = CoolifyBackend(client, quick)
+    observed = backend.observe(target(quick), Refs(P, E, S))
+    with pytest.raises(HealthTimeout, match=r"did not begin restarting .* stayed running:healthy \(api: running:healthy"):
+        backend.control(target(quick), observed, "restart")
+
+
+# --- ownership: only services carrying exactly this env's owner id are ours ------------------------
+@pytest.mark.parametrize("description", [
+    f"provision:{HASH} owner:someone-else — managed by provision",  # another checkout
+    f"provision:{HASH} owner:{OWNER}x — managed by provision",  # a longer id is not ours
+    f"provision:{HASH} — managed by provision",  # made before owner ids
+    f"notes: provision: owner:{OWNER}-old",  # a hand-made description that mentions provision
+])
+def test_a_same_named_service_that_is_not_ours_is_refused_and_untouched(
+        fake: FakeCoolify, backend: CoolifyBackend, config: EnvConfig, description: str) -> None:
+    fake.service["description"] = description
+    with pytest.raises(ProjectConflict, match="will not change or delete it") as info:
+        backend.observe(target(config), None)
+    assert "invoke adopt" in str(info.value)
+    assert all(method == "GET" for method, _ in fake.requests)
+    assert backend.observe_env(config, {}) == {}  # not listed, so never an orphan either
+    # a recorded uuid does not make it ours either: it is looked up by name, and refused
+    with pytest.raises(ProjectConflict):
+        backend.observe(target(config), Refs(P, E, S))
+
+
+def test_prepare_refuses_a_new_password_for_an_existing_database(fake: FakeCoolify, backend: CoolifyBackend,
+                                                                 config: EnvConfig) -> None:
+    fake.envs = [{"key": "DB_PASSWORD", "value": None, "real_value": None, "is_shown_once": True},
+                 {"key": "JWT_SECRET", "value": "jwt-stored"}]
+    observed = backend.observe(target(config), Refs(P, E, S))
+    with pytest.raises(StateError, match="could not be read back .* will not give an existing database a new password"):
+        backend.prepare(target(config), observed, {"DB_PASSWORD": Secret("a-local-copy")}, create=True)
+    assert all(method == "GET" for method, _ in fake.requests)
+
+
+def test_adopt_takes_over_a_legacy_service(fake: FakeCoolify, backend: CoolifyBackend, config: EnvConfig) -> None:
+    fake.service["description"] = f"provision:{HASH} compose:{HASH} — managed by provision"
+    done = backend.adopt(target(config))
+    assert done and OWNER in done[0]
+    patched = fake.bodies[("PATCH", f"/services/{S}")]
+    assert patched["description"] == f"provision:{HASH} compose:{HASH} owner:{OWNER} — managed by provision"

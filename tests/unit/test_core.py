@@ -106,6 +106,9 @@ class MemoryBackend:
         self.deployed.pop(target.project, None)
         return Destroyed(changed=True, messages=("removed",))
 
+    def adopt(self, target: Target) -> tuple[str, ...]:
+        return ()
+
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         return ""
 

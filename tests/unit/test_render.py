@@ -106,6 +106,13 @@ def test_coolify_render_publishes_no_host_ports(project_root: Path) -> None:
     assert "ports" not in doc["services"]["db"] and "ports" not in doc["services"]["api"]
 
 
+def test_coolify_gets_an_unlabelled_data_volume(project_root: Path) -> None:
+    coolify = yaml.safe_load(_render(project_root, ports=None, backend="coolify").text)
+    local = yaml.safe_load(_render(project_root, ports=Ports(api=1, db=2), backend="local").text)
+    assert coolify["volumes"] == {"pgdata": {}}
+    assert local["volumes"]["pgdata"]["labels"]["io.provision.project"] == "shop"
+
+
 def test_rendering_is_fast(project_root: Path) -> None:
     # a sanity bound only; the real numbers live in bench/ and docs/benchmarks.md
     write_env(project_root, "dev", ENV)

@@ -12,7 +12,7 @@ import base64
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,9 @@ from ...errors import (
     CoolifyNotFound,
     HealthTimeout,
     InvalidName,
+    ProjectConflict,
     ProvisionError,
+    StateError,
 )
 from ...model import (
     NO_ENDPOINTS,
@@ -51,6 +53,8 @@ from .client import CoolifyClient
 
 MARKER = "provision:"
 _HASH = re.compile(r"provision:([0-9a-f]{16})")
+LEGACY_PROJECT = "Managed by provision"  # the description of projects made before owner ids
+_OWNER = re.compile(r"(?<!\S)owner:([a-z0-9-]+)(?!\S)")
 _COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
@@ -87,6 +91,9 @@ class CoolifyBackend:
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
         self.config = config
+        self.owner = config.owner or ""
+        # how long a create whose answer was lost is looked for before it is sent again
+        self.create_grace = max(10.0, 2 * config.coolify.request_timeout)
         self._lock = threading.Lock()
         # the env's server, looked up once from config: a read-through cache of configuration, not of any
         # project's state (every project verb works on a fresh instance)
@@ -130,17 +137,56 @@ class CoolifyBackend:
             return None
 
     def _service_in(self, environment: Mapping[str, Any], target: Target) -> dict[str, Any] | None:
+        """The project's service in `environment`; an error when the name is taken by something else or
+        when several services carry it (names are not unique in Coolify: the user must pick one)."""
         name = self.service_name(target)
-        for service in _objects(environment.get("services")):
-            if service.get("name") == name:
-                if MARKER not in str(service.get("description") or ""):
-                    raise ProvisionError(
-                        f"a service named {name!r} already exists in Coolify project "
-                        f"{self.coolify_project_name(target.project)!r}, environment {target.env!r}, and "
-                        f"provision did not create it: rename it in Coolify or choose another project name"
-                    )
-                return dict(service)
+        matches = [service for service in _objects(environment.get("services")) if service.get("name") == name]
+        if len(matches) > 1:
+            uuids = ", ".join(str(m["uuid"]) for m in matches)
+            raise ProvisionError(
+                f"Coolify has {len(matches)} services named {name!r} in project "
+                f"{self.coolify_project_name(target.project)!r}, environment {target.env!r} ({uuids}): provision "
+                f"cannot tell which one holds the data. Keep the one whose database you need, delete the others in "
+                f"Coolify's UI (without deleting volumes if unsure), then run provision again"
+            )
+        for service in matches:
+            if not self._ours(service):
+                raise ProjectConflict(self._foreign(service, target))
+            return dict(service)
         return None
+
+    def _ours(self, resource: Mapping[str, Any]) -> bool:
+        """Made by this repository: the description carries provision's marker and exactly this env's owner id."""
+        description = str(resource.get("description") or "")
+        return MARKER in description and _owner_of(description) == self.owner
+
+    def _foreign(self, service: Mapping[str, Any], target: Target) -> str:
+        owner = _owner_of(str(service.get("description") or ""))
+        if MARKER not in str(service.get("description") or ""):
+            whose = "was not made by provision"
+        elif owner is None:
+            whose = "was made by provision before owner ids existed (or by hand), without an owner id"
+        else:
+            whose = f"belongs to another checkout or team (owner {owner}, this env's owner is {self.owner})"
+        return (f"a service named {self.service_name(target)!r} ({service.get('uuid')}) exists in Coolify project "
+                f"{self.coolify_project_name(target.project)!r}, environment {target.env!r}, and {whose}: provision "
+                f"will not change or delete it. Choose another project name, or take it over with "
+                f"`invoke adopt --env={target.env} --project={target.project} --yes`")
+
+    def _look_for(self, find: Callable[[], str | None], what: str) -> str | None:
+        """After a create whose answer was lost: look for its result for a grace period (Coolify may still be
+        processing the request that timed out) before anything is created again."""
+        found: list[str] = []
+
+        def look() -> str | None:
+            uuid = find()
+            if uuid is not None:
+                found.append(uuid)
+                return None
+            return f"no {what} yet"
+
+        wait_for({"created": look}, timeout=self.create_grace, interval=1.0, max_interval=2.0)
+        return found[0] if found else None
 
     def _get_service(self, uuid: str) -> dict[str, Any] | None:
         try:
@@ -153,8 +199,7 @@ class CoolifyBackend:
         cached = known if isinstance(known, Refs) else Refs()
         if cached.service_uuid:
             service = self._get_service(cached.service_uuid)
-            if service is not None and service.get("name") == self.service_name(target) \
-                    and MARKER in str(service.get("description") or ""):
+            if service is not None and service.get("name") == self.service_name(target) and self._ours(service):
                 return replace(cached, api_fqdn=_fqdn(service, "api")), service
         project = self._find_project(target)
         if project is None:
@@ -186,6 +231,14 @@ class CoolifyBackend:
             existing = self._read_secrets(refs.service_uuid)
         if not create:
             return Prepared(secrets=existing)
+        if observed.exists and not existing.get("DB_PASSWORD"):
+            uuid = refs.service_uuid if refs is not None else "?"
+            raise StateError(
+                f"the Coolify service {uuid} of {target.project!r} in env {target.env!r} exists, but its DB_PASSWORD "
+                f"could not be read back (missing, empty, or marked 'shown once' in Coolify): provision will not give "
+                f"an existing database a new password. Put the password the database was created with back into the "
+                f"service's DB_PASSWORD variable in Coolify (not 'shown once'), then run provision again"
+            )
         secrets = generate_missing(existing)
         return Prepared(secrets=secrets, new_secrets=secrets != existing)
 
@@ -223,7 +276,7 @@ class CoolifyBackend:
         if refs.service_uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to {plan.action}")
         if plan.action in (Action.UPDATE, Action.DRIFT):
-            body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack)}
+            body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack, self.owner)}
             urls = self._urls(target)
             if urls:
                 body["urls"] = urls
@@ -242,7 +295,7 @@ class CoolifyBackend:
         server = self._choose_server()
         body: dict[str, Any] = {
             "name": self.service_name(target),
-            "description": _description(stack),
+            "description": _description(stack, self.owner),
             "project_uuid": project_uuid,
             "environment_uuid": environment_uuid,
             "server_uuid": server["uuid"],
@@ -261,11 +314,15 @@ class CoolifyBackend:
                 created = self.client.request_object("POST", "/services", body=body, keys=("uuid",))
                 return Refs(project_uuid, environment_uuid, str(created["uuid"]))
             except AmbiguousResult:
-                # the create may have happened: look before trying again, never create twice
-                environment = self._find_environment(project_uuid, environment_uuid)
-                found = self._service_in(environment, target) if environment else None
-                if found is not None:
-                    return Refs(project_uuid, environment_uuid, str(found["uuid"]))
+                # the create may have happened, or may still happen: look (for a while) before trying again
+                def service() -> str | None:
+                    environment = self._find_environment(project_uuid, environment_uuid)
+                    found = self._service_in(environment, target) if environment else None
+                    return str(found["uuid"]) if found is not None else None
+
+                uuid = self._look_for(service, f"service {target.project!r}")
+                if uuid is not None:
+                    return Refs(project_uuid, environment_uuid, uuid)
             except CoolifyAPIError as exc:
                 if exc.status == 400 and "multiple destinations" in exc.message:
                     raise self._destination_error(server) from exc
@@ -285,10 +342,17 @@ class CoolifyBackend:
                 return str(project["uuid"])
             try:
                 created = self.client.request_object(
-                    "POST", "/projects", body={"name": name, "description": "Managed by provision"}, keys=("uuid",))
+                    "POST", "/projects", body={"name": name, "description": _project_description(self.owner)},
+                    keys=("uuid",))
                 return str(created["uuid"])
             except AmbiguousResult:
-                continue  # look it up again before another create
+                def project_uuid() -> str | None:
+                    found = self._find_project(target)
+                    return str(found["uuid"]) if found is not None else None
+
+                uuid = self._look_for(project_uuid, f"project {name!r}")
+                if uuid is not None:
+                    return uuid
         raise BackendUnavailable(f"could not create the Coolify project {name!r}: Coolify kept failing; retry later")
 
     def _ensure_environment(self, project_uuid: str, env: str, *, look_first: bool = True) -> str:
@@ -303,7 +367,13 @@ class CoolifyBackend:
                     return str(created["uuid"])
                 # 409: it exists (created concurrently): look it up on the next pass
             except AmbiguousResult:
-                continue
+                def environment() -> str | None:
+                    found = self._find_environment(project_uuid, env)
+                    return str(found["uuid"]) if found is not None else None
+
+                uuid = self._look_for(environment, f"environment {env!r}")
+                if uuid is not None:
+                    return uuid
         raise BackendUnavailable(f"could not create the Coolify environment {env!r}: Coolify kept failing; retry later")
 
     def _choose_server(self) -> dict[str, Any]:
@@ -374,14 +444,42 @@ class CoolifyBackend:
         self.client.request("PATCH", f"/services/{refs.service_uuid}/envs/bulk", body={"data": data})
 
     def _action(self, refs: Refs, verb: str) -> bool:
-        """POST start/stop/restart; Coolify's 'already running/stopped' counts as done (returns False)."""
+        """POST start/stop/restart; Coolify's 'already running/stopped' counts as done (returns False).
+
+        A restart returns only once Coolify shows it under way: it only queues a job, and until the job
+        runs (and while it stops the old containers first) the service keeps reading running:healthy,
+        with the old containers still answering (app/Actions/Service/StartService.php, API-NOTES §17).
+        """
         try:
             self.client.request("POST", f"/services/{refs.service_uuid}/{verb}", idempotent=True)
         except CoolifyAPIError as exc:
             if exc.status == 400 and ("already running" in exc.message or "already stopped" in exc.message):
                 return False
             raise
+        if verb == "restart":
+            self._await_begun(str(refs.service_uuid), timeout=self.config.health.timeout)
         return True
+
+    def _await_begun(self, uuid: str, *, timeout: float) -> None:
+        """Poll until the service's status leaves the running state it had before a restart: evidence that the
+        old containers are gone and the start activity runs (starting:unhealthy), so what answers afterwards is
+        the new deployment. Raises HealthTimeout naming the statuses seen."""
+        seen: list[str] = []
+
+        def begun() -> str | None:
+            service = self._get_service(uuid)
+            if service is None:
+                return None  # deleted meanwhile: the wait that follows says so
+            status = _describe_status(service)
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            return f"status still {status}" if _is_up(service) else None
+
+        outcome = wait_for({"restart": begun}, timeout=timeout, interval=0.25, max_interval=0.5)
+        if not outcome.ok:
+            raise HealthTimeout(f"Coolify did not begin restarting service {uuid} within {timeout:.0f} s: its status "
+                                f"stayed {' -> '.join(seen) or 'unknown'} (is its queue stuck? see the deployment "
+                                f"logs in Coolify)")
 
     # --- wait -------------------------------------------------------------------------------
     def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
@@ -401,7 +499,7 @@ class CoolifyBackend:
                 return "the service does not exist (any more)"
             last.clear()
             last.update(service)
-            return None if _is_up(service) else f"status {service.get('status')}"
+            return None if _is_up(service) else f"status {_describe_status(service)}"
 
         if settled is None or not settled.ready:
             # Coolify's status lags behind its actions; the first look is worth making only after a moment
@@ -426,9 +524,10 @@ class CoolifyBackend:
         return endpoints
 
     def _health_timeout(self, uuid: str, service: Mapping[str, Any], message: str) -> HealthTimeout:
+        """A HealthTimeout with the log tail of the failing containers, or Coolify's reason for refusing it."""
         failing = [a["name"] for a in _apps(service) if not _app_state(a).ready] or [a["name"] for a in _apps(service)]
         try:
-            logs = self._logs(uuid, failing, LOG_LINES)
+            logs = self._logs(uuid, failing, LOG_LINES, refusals=True)
         except ProvisionError as exc:
             logs = f"(could not read logs: {exc})"
         return HealthTimeout(message, logs=logs)
@@ -527,13 +626,15 @@ class CoolifyBackend:
 
     def _remove_if_empty(self, project_uuid: str, env: str) -> list[str]:
         """Delete the env and then the project when they hold nothing; Coolify refuses otherwise."""
-        done = []
+        done: list[str] = []
         try:
+            project = self.client.request_object("GET", f"/projects/{project_uuid}")
+            if not self._ours(project):
+                return done  # made by hand or by another checkout: never deleted here
             environment = self._find_environment(project_uuid, env)
             if environment is not None and not _has_resources(environment):
                 self.client.request("DELETE", f"/projects/{project_uuid}/environments/{environment['uuid']}")
                 done.append(f"removed the empty Coolify environment {env!r}")
-            project = self.client.request_object("GET", f"/projects/{project_uuid}")
             for other in _objects(project.get("environments")):
                 details = self._find_environment(project_uuid, str(other.get("uuid")))
                 if details is not None and _has_resources(details):
@@ -545,6 +646,33 @@ class CoolifyBackend:
                 raise
         return done
 
+    def adopt(self, target: Target) -> tuple[str, ...]:
+        """Take over the same-named service (made before owner ids, by hand or by another checkout): its
+        description gets this env's owner id. Returns what was done (nothing when it is ours already)."""
+        project = self._find_project(target)
+        environment = self._find_environment(str(project["uuid"]), target.env) if project else None
+        name = self.service_name(target)
+        matches = [s for s in _objects((environment or {}).get("services")) if s.get("name") == name]
+        if not matches:
+            raise ProvisionError(f"no Coolify service named {name!r} in project "
+                                 f"{self.coolify_project_name(target.project)!r}, environment {target.env!r} to adopt")
+        if len(matches) > 1:
+            self._service_in(environment or {}, target)  # raises: which uuids, and what to do
+        service = matches[0]
+        done: list[str] = []
+        if not self._ours(service):
+            description = _with_owner(str(service.get("description") or MARKER), self.owner)
+            if MARKER not in description:
+                description = f"{MARKER} {description}"
+            self.client.request("PATCH", f"/services/{service['uuid']}", body={"description": description})
+            done.append(f"adopted Coolify service {service['uuid']}: it now carries owner {self.owner}")
+        legacy = str((project or {}).get("description") or "")
+        if project is not None and not self._ours(project) and (MARKER in legacy or legacy == LEGACY_PROJECT):
+            body = {"description": _project_description(self.owner)}
+            self.client.request("PATCH", f"/projects/{project['uuid']}", body=body)
+            done.append(f"adopted Coolify project {project.get('name')!r}")
+        return tuple(done)
+
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         refs = observed.handle if isinstance(observed.handle, Refs) else None
         if refs is None or refs.service_uuid is None or not observed.exists:
@@ -552,11 +680,19 @@ class CoolifyBackend:
         names = [service] if service else sorted(observed.services)
         return self._logs(refs.service_uuid, names, tail)
 
-    def _logs(self, uuid: str, names: list[str], tail: int) -> str:
+    def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
+        """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400
+        "Container is not running.", 404 "Container not found.") gets Coolify's message quoted instead."""
         chunks = []
         for name in names:
-            data = self.client.request_object("GET", f"/services/{uuid}/logs",
-                                              params={"sub_service_name": name, "lines": tail})
+            try:
+                data = self.client.request_object("GET", f"/services/{uuid}/logs",
+                                                  params={"sub_service_name": name, "lines": tail})
+            except CoolifyAPIError as exc:
+                if not refusals or exc.status not in (400, 404):
+                    raise
+                chunks.append(f"({name}: no logs, Coolify answered {exc.status} {exc.message!r})")
+                continue
             text = str(data.get("logs") or "").rstrip()
             chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
         return "\n".join(chunks)
@@ -574,7 +710,7 @@ class CoolifyBackend:
             if environment is None:
                 continue
             for service in _objects(environment.get("services")):
-                if service.get("name") == short and MARKER in str(service.get("description") or ""):
+                if service.get("name") == short and self._ours(service):
                     refs = Refs(str(project["uuid"]), str(environment["uuid"]), str(service["uuid"]))
                     view = self._get_service(str(service["uuid"])) if full else service
                     found[short] = _observed(view or service, refs)
@@ -586,10 +722,28 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def _description(stack: RenderedStack) -> str:
-    """The service description: the stack hash (secrets included) and the compose's own hash."""
-    return (f"{MARKER}{stack.config_hash} compose:{compose_hash(stack.text)} "
+def _description(stack: RenderedStack, owner: str) -> str:
+    """The service description: the stack hash (secrets included), the compose's own hash and the owner id."""
+    return (f"{MARKER}{stack.config_hash} compose:{compose_hash(stack.text)} owner:{owner} "
             f"— managed by provision; edits to the compose in Coolify are reported as drift")
+
+
+def _project_description(owner: str) -> str:
+    return f"{MARKER} owner:{owner} — managed by provision"
+
+
+def _owner_of(description: str) -> str | None:
+    """The owner id token of a description (`owner:<id>` as a whole word), or None."""
+    found = _OWNER.findall(description)
+    return found[0] if len(found) == 1 else None
+
+
+def _with_owner(description: str, owner: str) -> str:
+    """`description` carrying exactly `owner` (an existing owner token replaced, else one added after the hashes)."""
+    if _OWNER.search(description):
+        return _OWNER.sub(f"owner:{owner}", description)
+    head, sep, rest = description.partition(" — ")
+    return f"{head.rstrip()} owner:{owner}" + (f" — {rest}" if sep else "")
 
 
 def compose_hash(text: str) -> str:
@@ -611,6 +765,12 @@ def _listed(value: object) -> list[object]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
+
+
+def _describe_status(service: Mapping[str, Any]) -> str:
+    """Coolify's own status strings: the aggregate, then each container's, e.g. 'running:healthy (db: exited)'."""
+    parts = [f"{a['name']}: {a.get('status') or 'unknown'}" for a in _apps(service)]
+    return str(service.get("status") or "unknown") + (f" ({', '.join(parts)})" if parts else "")
 
 
 def _is_up(service: Mapping[str, Any]) -> bool:

@@ -443,6 +443,10 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
+    def adopt(self, target: Target) -> tuple[str, ...]:
+        """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
+        return ()
+
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         return self._logs(target, service=service, tail=tail)
 

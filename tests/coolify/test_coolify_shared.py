@@ -1,0 +1,110 @@
+"""A Coolify server shared by several checkouts and runners, as a real one behaves (realistic timings)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.coolify.conftest import coolify_env, make_sandbox, methods
+from tests.coolify_emulator import CoolifyEmulator
+from tests.sandbox import Sandbox
+
+
+def _checkout(tmp_path: Path, emulator: CoolifyEmulator, name: str, owner: str, projects: tuple[str, ...]) -> Sandbox:
+    box = make_sandbox(tmp_path / name, emulator, env="st-shared")
+    box.write_env_text(coolify_env(projects=projects, owner=owner))
+    return box
+
+
+def test_two_checkouts_share_an_env_without_touching_each_other(tmp_path: Path, emulator: CoolifyEmulator) -> None:
+    team_a = _checkout(tmp_path, emulator, "a", "team-a-0001", ("shop",))
+    team_b = _checkout(tmp_path, emulator, "b", "team-b-0001", ("blog",))
+    team_a.cli("provision")
+    team_b.cli("provision")
+    listed = team_a.cli("status", "--json").json()["projects"]
+    assert [p["project"] for p in listed] == ["shop"]
+    plan = team_a.cli("plan", "--json").json()["projects"]
+    assert [(p["project"], p["outcome"]) for p in plan] == [("shop", "no-op")]  # blog is no orphan of A's
+    team_a.cli("provision", "--prune", "--yes")
+    assert sorted(s["name"] for s in emulator.find_services()) == ["blog", "shop"]
+    assert emulator.service_status(emulator.find_services("blog")[0]["uuid"]).startswith("running")
+
+    # B declares a project named like A's: refused, and A's stack is not changed
+    [shop] = emulator.find_services("shop")
+    before = emulator.service(shop["uuid"])
+    team_b.write_env_text(coolify_env(projects=("blog", "shop"), owner="team-b-0001"))
+    refused = team_b.cli("provision", "--project=shop", check=False)
+    assert refused.returncode != 0 and "belongs to another checkout or team (owner team-a-0001" in refused.stderr
+    after = emulator.service(shop["uuid"])
+    assert after is not None and before is not None
+    assert (after["description"], after["docker_compose_raw"]) == (before["description"], before["docker_compose_raw"])
+    assert team_b.cli("destroy", "--project=shop", check=False).returncode != 0
+    assert emulator.find_services("shop")
+
+
+def test_destroy_leaves_a_hand_made_project_and_environment_alone(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    project = emulator.create_project("shop")
+    emulator.create_environment(project["uuid"], sandbox.env)
+    sandbox.cli("destroy", "--project=shop")
+    assert emulator.find_projects("shop") and not [m for m in methods(emulator) if m.startswith("DELETE")]
+
+
+def test_a_legacy_service_is_adopted_only_when_asked(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    [service] = emulator.find_services("shop")
+    legacy = service["description"].replace(" owner:test-owner-1", "")
+    emulator.core.store.services[service["uuid"]].description = legacy
+    refused = sandbox.cli("provision", check=False)
+    assert refused.returncode != 0 and "without an owner id" in refused.stderr and "invoke adopt" in refused.stderr
+    assert sandbox.cli("adopt", "--project=shop", check=False).returncode != 0  # needs --yes
+    adopted = sandbox.cli("adopt", "--project=shop", "--yes", "--json").json()
+    assert adopted["changed"] is True
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
+
+
+def test_a_create_answered_after_the_client_timeout_makes_one_service(sandbox: Sandbox,
+                                                                     emulator: CoolifyEmulator) -> None:
+    # the request reaches Coolify only after the client (request_timeout 3 s) gave up on it
+    emulator.inject("latency", method="POST", path=r"^/services$", seconds=5, times=1)
+    result = sandbox.cli("provision", "--json", timeout=120).json()["projects"][0]
+    assert result["status"] == "running"
+    assert len(emulator.find_services()) == 1
+    assert emulator.count(method="POST", path=r"/services") == 1
+
+
+def test_duplicates_made_by_hand_stop_the_run_naming_each(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    [first] = emulator.find_services("shop")
+    service = emulator.service(first["uuid"])
+    assert service is not None
+    second = emulator.create_service(emulator.find_projects("shop")[0]["uuid"], service["docker_compose_raw"],
+                                     name="shop", environment=sandbox.env)
+    emulator.core.store.services[second].description = service["description"]
+    shutil.rmtree(sandbox.state_dir)  # a fresh clone: found by name
+    failed = sandbox.cli("provision", check=False)
+    assert failed.returncode != 0 and first["uuid"] in failed.stderr and second in failed.stderr
+
+
+def test_an_unreadable_password_is_never_replaced(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    [service] = emulator.find_services("shop")
+    env = next(e for e in emulator.core.store.envs_of(emulator.core.store.services[service["uuid"]])
+               if e.key == "DB_PASSWORD")
+    env.is_shown_once = True
+    sandbox.write_env_text(coolify_env({"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.4"}))
+    emulator.requests.clear()
+    refused = sandbox.cli("provision", check=False)
+    assert refused.returncode != 0 and "will not give an existing database a new password" in refused.stderr
+    assert all(m.startswith("GET") for m in methods(emulator))  # nothing generated, pushed or restarted
+
+
+def test_restart_returns_only_after_the_restart_ran(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    [service] = emulator.find_services("shop")
+    restarted = sandbox.cli("restart", "--project=shop", "--json").json()
+    assert restarted["changed"] is True and restarted["status"] == "running"
+    snapshot = emulator.service(service["uuid"])
+    assert snapshot is not None and snapshot["pending"] == []  # the job had finished when restart returned
+    history = [json.loads(line) for line in sandbox.cli("history", "--project=shop", "--json").stdout.splitlines()]
+    assert [h["action"] for h in history][-1] == "restart"
