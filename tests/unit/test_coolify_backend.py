@@ -382,3 +382,21 @@ def test_adopt_takes_over_a_legacy_service(fake: FakeCoolify, backend: CoolifyBa
     assert done and OWNER in done[0]
     patched = fake.bodies[("PATCH", f"/services/{S}")]
     assert patched["description"] == f"provision:{HASH} compose:{HASH} owner:{OWNER} — managed by provision"
+
+
+def test_a_listing_needs_no_request_per_project_for_the_api_url(fake: FakeCoolify, backend: CoolifyBackend,
+                                                               config: EnvConfig) -> None:
+    """Environment views carry no fqdn: the one recorded in the handle is used, so endpoints make no request."""
+    recorded = Refs(P, E, S, "http://shop-dev.example.test:3000")
+    [(name, observed)] = backend.observe_env(config, {"shop": recorded}).items()
+    fake.requests.clear()
+    endpoints = backend.endpoints(target(config), observed.handle, Prepared(secrets=SECRETS))
+    assert name == "shop" and endpoints.api_url == "http://shop-dev.example.test" and fake.requests == []
+
+
+def test_a_create_records_the_api_fqdn_coolify_answers(fake: FakeCoolify, backend: CoolifyBackend,
+                                                       config: EnvConfig) -> None:
+    fake.answer("POST", "/services", 201, {"uuid": S, "domains": ["http://api-x.example.test:3000"]})
+    refs = backend.apply(target(config), Observed(exists=False, handle=Refs(P, E)), stack(config),
+                         Prepared(secrets=SECRETS), Plan(Action.CREATE, "nothing is deployed"))
+    assert refs == Refs(P, E, S, "http://api-x.example.test:3000")

@@ -312,7 +312,10 @@ class CoolifyBackend:
         for _ in range(3):
             try:
                 created = self.client.request_object("POST", "/services", body=body, keys=("uuid",))
-                return Refs(project_uuid, environment_uuid, str(created["uuid"]))
+                domains = [d for d in created.get("domains") or [] if isinstance(d, str)]
+                # only the api has a URL in the stack: Coolify's one domain is the api's
+                return Refs(project_uuid, environment_uuid, str(created["uuid"]),
+                            domains[0] if len(domains) == 1 else None)
             except AmbiguousResult:
                 # the create may have happened, or may still happen: look (for a while) before trying again
                 def service() -> str | None:
@@ -711,7 +714,11 @@ class CoolifyBackend:
                 continue
             for service in _objects(environment.get("services")):
                 if service.get("name") == short and self._ours(service):
-                    refs = Refs(str(project["uuid"]), str(environment["uuid"]), str(service["uuid"]))
+                    recorded = known.get(short)
+                    fqdn = recorded.api_fqdn if isinstance(recorded, Refs) and \
+                        recorded.service_uuid == service["uuid"] else None
+                    # a summary has no fqdn: the recorded one spares endpoints a request per project
+                    refs = Refs(str(project["uuid"]), str(environment["uuid"]), str(service["uuid"]), fqdn)
                     view = self._get_service(str(service["uuid"])) if full else service
                     found[short] = _observed(view or service, refs)
         return found
@@ -792,7 +799,8 @@ def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
         exists=True,
         config_hash=match.group(1) if match else None,
         services=services,
-        handle=Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid")), _fqdn(service, "api")),
+        handle=Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid")),
+                    _fqdn(service, "api") or refs.api_fqdn),
         applied_text=str(raw) if raw else None,
         drift=_drift(service, str(raw) if raw else None),
     )
