@@ -918,7 +918,7 @@ class Api:
         return jr(200, {"logs": logs})
 
     # ------------------------------------------------------------------ services: envs
-    def envvar_json(self, env: EnvVar, svc: Service, sensitive: bool) -> dict[str, Any]:
+    def envvar_json(self, env: EnvVar, svc: Service, sensitive: bool, *, listing: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {
             "uuid": env.uuid, "key": env.key, "value": env.value, "real_value": env.value,
             "is_literal": env.is_literal, "is_multiline": env.is_multiline, "is_shown_once": env.is_shown_once,
@@ -930,7 +930,7 @@ class Api:
         if not sensitive:
             data.pop("value")
             data.pop("real_value")
-        elif env.is_shown_once:  # hidden from every token, read:sensitive included (API-NOTES §17)
+        elif listing and env.is_shown_once:  # GET …/envs hides it from every token, read:sensitive included (§17)
             data["value"] = data["real_value"] = None
         return data
 
@@ -978,7 +978,7 @@ class Api:
             svc = self._service_or_404(req, uuid)
             if isinstance(svc, ApiResponse):
                 return svc
-            return jr(200, [self.envvar_json(e, svc, req.sensitive) for e in self.store.envs_of(svc)])
+            return jr(200, [self.envvar_json(e, svc, req.sensitive, listing=True) for e in self.store.envs_of(svc)])
 
     def create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
         found = self._env_input(req, uuid)

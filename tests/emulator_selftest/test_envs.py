@@ -51,6 +51,9 @@ def test_create_update_delete(client: httpx.Client, service: str) -> None:
     assert resp.status_code == 201
     created = resp.json()
     assert created["key"] == "API_KEY" and created["value"] == "k1" and created["uuid"]
+    # a "shown once" value is hidden from GET …/envs, even for a read:sensitive (here root) token
+    listed = {e["key"]: e for e in client.get(f"/services/{service}/envs").json()}
+    assert listed["API_KEY"]["value"] is None and listed["API_KEY"]["real_value"] is None
     resp = client.post(f"/services/{service}/envs", json={"key": "API_KEY", "value": "k2"})
     assert (resp.status_code, resp.json()) == (409, {
         "message": "Environment variable already exists. Use PATCH request to update it."})
