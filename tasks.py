@@ -275,6 +275,28 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
         _print(output.table([result], ("project", "status", "changed")))
 
 
+@task(help={"env": ENV_HELP, "json": "Print JSON"})
+def lock(c: Context, env: str | None = None, json: bool = False) -> None:
+    """Show who holds the env's project locks on the backend (Coolify: every runner's changing runs)."""
+    from provision import output
+
+    with _session() as reporter:
+        held = _provisioner(env, reporter).locks()
+    if json:
+        _print(output.to_json({"locks": [info.to_dict() for info in held]}))
+    else:
+        _print(output.locks_table(held))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm: break the lock even if its holder runs"})
+def unlock(c: Context, env: str | None = None, project: str | None = None, yes: bool = False) -> None:
+    """Break a project's stale lock on the backend (its holder died); needs --yes."""
+    project = _require_project(project)
+    with _session() as reporter:
+        broken = _provisioner(env, reporter).unlock(project, yes=yes)
+    _print(f"broke the lock of {project}" if broken else f"{project} holds no lock")
+
+
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm the take-over", "lock_timeout": LOCK_HELP,
             "json": "Print JSON"})
 def adopt(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,

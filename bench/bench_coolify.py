@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, environ  # noqa: E402
-from tests.coolify_emulator import CoolifyEmulator  # noqa: E402
+from tests.coolify_emulator import REALISTIC, CoolifyEmulator  # noqa: E402
 
 TOKEN = "1|bench-token"
 
@@ -39,12 +40,12 @@ def make_root(emu: CoolifyEmulator, env: str, projects: list[str]) -> Path:
     return root
 
 
-def run(root: Path, emu: CoolifyEmulator, *args: str) -> float:
+def run(root: Path, emu: CoolifyEmulator, *args: str, task: str = "provision") -> float:
     env = environ(root)
     env.update({"HTTP_PROXY": emu.proxy_url, "http_proxy": emu.proxy_url,
                 "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"})
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "invoke", "provision", *args], cwd=root, env=env, check=True,
+    subprocess.run([sys.executable, "-m", "invoke", task, *args], cwd=root, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return time.perf_counter() - started
 
@@ -58,6 +59,9 @@ def bench_requests() -> None:
     with CoolifyEmulator(token=TOKEN, action_delay=0.3) as emu:
         root = make_root(emu, "reqs", ["shop"])
         run(root, emu, "--env=reqs")
+        print(f"first provision on this server (makes the lock project): {count(emu)} requests")
+        emu.requests.clear()
+        run(root, emu, "--env=reqs", "--project=other")
         print(f"fresh provision: {count(emu)} requests; each: {[f'{r.method} {r.path}' for r in emu.requests]}")
         emu.requests.clear()
         run(root, emu, "--env=reqs")
@@ -84,13 +88,36 @@ def bench_parallel(projects: int, latency: float, parallel: int) -> None:
     print(f"  ratio parallel/serial (target <= 0.2): {ratio:.3f}")
 
 
+def bench_restart(runs: int) -> None:
+    """`restart` against Coolify-like timings: from its POST to its return, beside the emulator's own time from
+    that POST until the new containers run (queue + stop + start activity); it must never return before."""
+    with CoolifyEmulator(token=TOKEN, **REALISTIC) as emu:
+        root = make_root(emu, "restart", ["shop"])
+        run(root, emu, "--env=restart")
+        job = emu.action_delay + emu.stop_seconds + emu.start_seconds
+        ratios, returns = [], []
+        for _ in range(runs):
+            emu.requests.clear()
+            run(root, emu, "--env=restart", "--project=shop", task="restart")
+            returned = time.time()
+            [posted] = [r.at for r in emu.requests if r.method == "POST" and r.path.endswith("/restart")]
+            returns.append(returned - posted)
+            ratios.append((returned - posted) / job)
+        print(f"restart: POST to return median {statistics.median(returns):.2f} s (min {min(returns):.2f}); the "
+              f"emulator's job takes {job:.2f} s (+ status refresh every {emu.refresh_interval:g} s)")
+        print(f"  ratio return/job (target: >= 1, <= 1.2): median {statistics.median(ratios):.2f}, "
+              f"min {min(ratios):.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--projects", type=int, default=50)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--parallel", type=int, default=16)
+    parser.add_argument("--restarts", type=int, default=5)
     args = parser.parse_args()
     bench_requests()
+    bench_restart(args.restarts)
     bench_parallel(args.projects, args.latency, args.parallel)
 
 

@@ -146,6 +146,22 @@ class Destroyed:
     kept_secrets: Mapping[str, Secret] | None = field(default=None, repr=False)
 
 
+@dataclass(frozen=True)
+class LockInfo:
+    """A lock a run holds (or held) on a project, as the backend records it for every runner to see."""
+
+    env: str
+    project: str
+    holder: str  # user@host pid N, or "unknown" while the holder has not written it yet
+    since: str  # UTC, ISO 8601
+    expires: str
+    stale: bool  # past its expiry: `unlock` may break it, and a waiting run breaks it itself
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"env": self.env, "project": self.project, "holder": self.holder, "since": self.since,
+                "expires": self.expires, "stale": self.stale}
+
+
 def db_url(user: str, password: Secret | None, host: str, port: int | str, database: str) -> SecretURL:
     """The one way a db_url is assembled: user and database percent-encoded, the password kept secret."""
     from urllib.parse import quote

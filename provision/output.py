@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from .model import LockInfo
 from .results import PlanItem, ProjectResult, RunSummary
 
 
@@ -39,6 +40,14 @@ def plan_text(items: Sequence[PlanItem]) -> str:
     changes = sum(1 for i in items if i.changes)
     lines.append(f"\n{changes} of {len(items)} project(s) with changes pending" if changes else "\nno changes")
     return "\n".join(lines)
+
+
+def locks_table(locks: Sequence[LockInfo]) -> str:
+    """One row per held lock; a line saying so when there is none."""
+    if not locks:
+        return "no locks held"
+    return _grid([{**info.to_dict(), "stale": "stale" if info.stale else ""} for info in locks],
+                 ("project", "holder", "since", "expires", "stale"))
 
 
 def history_table(records: Sequence[dict[str, Any]]) -> str:

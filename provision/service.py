@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
 from . import history, interrupts
@@ -31,7 +31,7 @@ from .errors import (
     with_note,
 )
 from .hooks import Hooks, hook_variables
-from .model import ABSENT, NO_ENDPOINTS, ControlVerb, Endpoints, Handle, Observed, Prepared, Target
+from .model import ABSENT, NO_ENDPOINTS, ControlVerb, Endpoints, Handle, LockInfo, Observed, Prepared, Target
 from .planner import Action, Plan, plan, unified_diff
 from .render import RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
@@ -205,12 +205,12 @@ class Provisioner:
         """
         target = self.target(project)
         interrupts.check()
-        with self._operation(target, "provision") as op:
-            record = self.record(project)
-            observed = self._observe(target, record)
-            prepared = self._prepare(target, observed, create=True)
-            stack = self._render(target, prepared)
-            decision = plan(stack, observed)
+        with self._operation(target, "provision") as op, ExitStack() as held:
+            record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
+            if decision.changes:
+                # only a change takes the lock every runner sees; then read and plan again under it
+                held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)
             op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
             handle = observed.handle or self._handle(record)
             self._hook("pre-provision", target, decision.action.value,
@@ -233,6 +233,15 @@ class Provisioner:
             db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
             duration=op.duration,
         )
+
+    def _read_and_plan(self, target: Target, *, create: bool
+                       ) -> tuple[ProjectRecord | None, Observed, Prepared, RenderedStack, Plan]:
+        """Read (record, observation, secrets and ports: missing ones made only with `create`), render, plan."""
+        record = self.record(target.project)
+        observed = self._observe(target, record)
+        prepared = self._prepare(target, observed, create=create)
+        stack = self._render(target, prepared)
+        return record, observed, prepared, stack, plan(stack, observed)
 
     def _apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
                decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
@@ -398,16 +407,21 @@ class Provisioner:
                     f"run `invoke provision --env={target.env} --project={project}` to bring it back, not {verb}"
                 )
             observed = self._observe(target, record)
-            op.changed = self.backend.control(target, observed, verb)
-            prepared = self._prepare(target, observed, create=False)
-            handle = observed.handle or self._handle(record)
-            if verb == "stop":
-                endpoints = self.backend.endpoints(target, handle, prepared)
-                status = "stopped"
-            else:
-                endpoints = self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout,
-                                              settled=None if op.changed else observed)
-                status = "running"
+            nothing_to_do = (verb == "stop" and not observed.any_running) or (verb == "start" and observed.ready)
+            with ExitStack() as held:
+                if not nothing_to_do:
+                    held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                    observed = self._observe(target, record)
+                op.changed = self.backend.control(target, observed, verb)
+                prepared = self._prepare(target, observed, create=False)
+                handle = observed.handle or self._handle(record)
+                if verb == "stop":
+                    endpoints = self.backend.endpoints(target, handle, prepared)
+                    status = "stopped"
+                else:
+                    endpoints = self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout,
+                                                  settled=None if op.changed else observed)
+                    status = "running"
         note_text = {"stop": ("stopped", "already stopped"), "start": ("started", "already running"),
                      "restart": ("restarted", "restarted")}[verb]
         self.reporter.step(project, note_text[0] if op.changed else note_text[1])
@@ -440,7 +454,11 @@ class Provisioner:
             backup_to = None
             if delete_data and backup:
                 backup_to = self.store.paths(target.env, project).backups / f"{project}-{target.env}-{utc_stamp()}.sql"
-            done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
+            with ExitStack() as held:
+                if observed.exists or delete_data:
+                    held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                    observed = self._observe(target, record)
+                done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
             messages = list(done.messages)
             op.changed = done.changed
             if done.kept_secrets:
@@ -477,7 +495,7 @@ class Provisioner:
                 f"and destroy it as its own. Add --yes to confirm"
             )
         target = self.target(project)
-        with self._operation(target, "adopt") as op:
+        with self._operation(target, "adopt") as op, self.backend.lock(target, timeout=self.lock_timeout):
             messages = self.backend.adopt(target)
             op.changed = bool(messages)
         for line in messages or ("nothing to adopt: it is this env's already",):
@@ -485,6 +503,19 @@ class Provisioner:
         return ProjectResult(project=project, env=target.env, backend=self.backend.name, status="adopted",
                              changed=op.changed, action="adopt", declared=target.spec.declared,
                              messages=tuple(messages), duration=op.duration)
+
+    def locks(self) -> list[LockInfo]:
+        """The env's project locks held on the backend (where every runner sees them)."""
+        return self.backend.locks(self.config)
+
+    def unlock(self, project: str, *, yes: bool = False) -> bool:
+        """Break the project's lock on the backend (its holder died); needs `yes`. True if there was one."""
+        if not yes:
+            raise ConfirmationRequired(
+                f"unlock breaks the lock of {project!r} in env {self.env!r}: if its holder still runs, two runs may "
+                f"then change the project at once. Check `invoke lock --env={self.env}` first, then add --yes"
+            )
+        return self.backend.unlock(self.target(project))
 
     # --- reads ---------------------------------------------------------------------------
     def status(self, project: str | None = None) -> RunSummary:

@@ -5,11 +5,12 @@ that `observe` returned (the service keeps it in the project's record)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import EnvConfig
-from ..model import ControlVerb, Destroyed, Endpoints, Handle, Observed, Prepared, Target
+from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target
 from ..planner import Plan
 from ..render import RenderedStack
 from ..secrets import Secret
@@ -63,6 +64,20 @@ class Backend(Protocol):
     def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
                 backup_to: Path | None) -> Destroyed:
         """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False."""
+        ...
+
+    def lock(self, target: Target, *, timeout: float) -> AbstractContextManager[None]:
+        """Hold the project's lock where every runner sees it (Coolify: on the server), waiting up to `timeout`
+        seconds (LockTimeout naming the holder); a no-op where the state directory's lock already serialises
+        every runner that can reach the backend (local)."""
+        ...
+
+    def locks(self, config: EnvConfig) -> list[LockInfo]:
+        """The env's project locks held on the backend now."""
+        ...
+
+    def unlock(self, target: Target) -> bool:
+        """Break the project's lock on the backend (a stale one: its holder died); True if there was one."""
         ...
 
     def adopt(self, target: Target) -> tuple[str, ...]:

@@ -92,11 +92,14 @@ def test_an_unreadable_password_is_never_replaced(sandbox: Sandbox, emulator: Co
     env = next(e for e in emulator.core.store.envs_of(emulator.core.store.services[service["uuid"]])
                if e.key == "DB_PASSWORD")
     env.is_shown_once = True
+    password = env.value
     sandbox.write_env_text(coolify_env({"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.4"}))
     emulator.requests.clear()
     refused = sandbox.cli("provision", check=False)
     assert refused.returncode != 0 and "will not give an existing database a new password" in refused.stderr
-    assert all(m.startswith("GET") for m in methods(emulator))  # nothing generated, pushed or restarted
+    # nothing generated, pushed or restarted (the run only took and released its lock)
+    assert [m for m in methods(emulator) if "/services" in m and not m.startswith("GET")] == []
+    assert emulator.envs(service["uuid"])["DB_PASSWORD"] == password
 
 
 def test_restart_returns_only_after_the_restart_ran(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
@@ -108,3 +111,57 @@ def test_restart_returns_only_after_the_restart_ran(sandbox: Sandbox, emulator: 
     assert snapshot is not None and snapshot["pending"] == []  # the job had finished when restart returned
     history = [json.loads(line) for line in sandbox.cli("history", "--project=shop", "--json").stdout.splitlines()]
     assert [h["action"] for h in history][-1] == "restart"
+
+
+# --- the lock every runner sees ------------------------------------------------------------------
+def _hold_lock(emulator: CoolifyEmulator, box: Sandbox, *, expires: str, holder: str = "ci@other-runner") -> str:
+    """A lock on `shop` as another runner holds it: the lock project and its environment, made by hand."""
+    locks = emulator.create_project("provision-locks-test-owner-1",
+                                    description="provision: owner:test-owner-1 — locks of provision runs")
+    environment = emulator.create_environment(locks["uuid"], f"lock.{box.env}.shop")
+    emulator.core.store.environments[environment["uuid"]].description = (
+        f"provision lock holder={holder} pid=4242 since=2026-11-30T08:00:00Z expires={expires}")
+    return str(locks["uuid"])
+
+
+def test_two_runners_on_different_machines_make_one_service(tmp_path: Path, emulator: CoolifyEmulator) -> None:
+    first = _checkout(tmp_path, emulator, "runner-1", "test-owner-1", ("shop",))
+    second = _checkout(tmp_path, emulator, "runner-2", "test-owner-1", ("shop",))  # its own state directory
+    runs = [box.popen("provision", "--json") for box in (first, second)]
+    results = []
+    for proc in runs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+        results.append(json.loads(out)["projects"][0])
+    assert sorted(r["action"] for r in results) == ["create", "no-op"]
+    assert len(emulator.find_services("shop")) == 1 and len(emulator.find_projects("shop")) == 1
+    assert emulator.count(method="POST", path=r"/projects/[^/]+/environments", status=409) >= 1  # one waited
+    assert first.cli("lock", "--json").json() == {"locks": []}  # released
+
+
+def test_a_held_lock_makes_a_change_wait_and_unlock_breaks_it(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    _hold_lock(emulator, sandbox, expires="2099-01-01T00:00:00Z")
+    shown = sandbox.cli("lock", "--json").json()["locks"]
+    assert [(lock["project"], lock["holder"], lock["stale"]) for lock in shown] == [
+        ("shop", "ci@other-runner pid 4242", False)]
+    waited = sandbox.cli("provision", "--lock-timeout=2", check=False)
+    assert waited.returncode != 0 and "holds the Coolify lock" in waited.stderr and "ci@other-runner" in waited.stderr
+    assert not emulator.find_services()
+    assert sandbox.cli("unlock", "--project=shop", check=False).returncode != 0  # needs --yes
+    assert "broke the lock" in sandbox.cli("unlock", "--project=shop", "--yes").stdout
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "create"
+
+
+def test_a_stale_lock_is_broken_by_the_next_change(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    _hold_lock(emulator, sandbox, expires="2026-01-01T00:00:00Z")
+    assert sandbox.cli("lock", "--json").json()["locks"][0]["stale"] is True
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "create"
+    assert sandbox.cli("lock", "--json").json() == {"locks": []}
+
+
+def test_a_no_op_takes_no_lock(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.cli("provision")
+    emulator.requests.clear()
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
+    assert [m for m in methods(emulator) if not m.startswith("GET")] == []
+    assert len(emulator.requests) <= 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 
 from provision.config import EnvConfig, load_env
 from provision.errors import ConfirmationRequired, HealthTimeout, InvalidName, ProjectNotFound
-from provision.model import Destroyed, Endpoints, Handle, Observed, Ports, Prepared, ServiceState, Target
+from provision.model import Destroyed, Endpoints, Handle, LockInfo, Observed, Ports, Prepared, ServiceState, Target
 from provision.planner import Plan
 from provision.render import RenderedStack, stack_hash
 from provision.secrets import Secret, SecretURL, generate_missing
@@ -48,6 +49,7 @@ class MemoryBackend:
     texts: dict[str, str] = field(default_factory=dict)
     drift: str | None = None
     extra_deployed: tuple[str, ...] = ()
+    locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
 
     def describe(self) -> str:
         return "Memory provider"
@@ -108,6 +110,16 @@ class MemoryBackend:
 
     def adopt(self, target: Target) -> tuple[str, ...]:
         return ()
+
+    def lock(self, target: Target, *, timeout: float) -> AbstractContextManager[None]:
+        self.locked.append(target.project)
+        return nullcontext()
+
+    def locks(self, config: EnvConfig) -> list[LockInfo]:
+        return []
+
+    def unlock(self, target: Target) -> bool:
+        return False
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         return ""
@@ -362,3 +374,18 @@ def test_version_1_records_are_migrated(tmp_path: Path) -> None:
 
     with pytest.raises(StateError, match="newer than this provision"):
         store.read_record("dev", "shop")
+
+
+def test_only_a_change_takes_the_backend_lock(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, _ = setup
+    provisioner.provision("shop")
+    assert backend.locked == ["shop"]
+    provisioner.provision("shop")  # no-op
+    provisioner.control("shop", "start")  # running already
+    provisioner.plan()
+    provisioner.status()
+    assert backend.locked == ["shop"]
+    provisioner.control("shop", "stop")
+    provisioner.destroy("shop")
+    provisioner.destroy("shop")  # gone already
+    assert backend.locked == ["shop", "shop", "shop"]

@@ -9,10 +9,11 @@ variables and are read back (the token needs `read:sensitive`); they are generat
 from __future__ import annotations
 
 import base64
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ...errors import (
     CoolifyNotFound,
     HealthTimeout,
     InvalidName,
+    LockTimeout,
     ProjectConflict,
     ProvisionError,
     StateError,
@@ -39,6 +41,7 @@ from ...model import (
     Destroyed,
     Endpoints,
     Handle,
+    LockInfo,
     Observed,
     Prepared,
     ServiceState,
@@ -92,6 +95,8 @@ class CoolifyBackend:
         self.client = client
         self.config = config
         self.owner = config.owner or ""
+        # a lock outlives its holder at most this long (a run that dies holding it is not waited on forever)
+        self.lock_ttl = max(600.0, 3 * config.health.timeout)
         # how long a create whose answer was lost is looked for before it is sent again
         self.create_grace = max(10.0, 2 * config.coolify.request_timeout)
         self._lock = threading.Lock()
@@ -649,6 +654,112 @@ class CoolifyBackend:
                 raise
         return done
 
+    # --- the lock every runner sees: an environment in the owner's lock project -------------------------
+    # Coolify answers 409 to a second environment of one name in a project, so creating one is an atomic
+    # "take the lock if free" (app/Http/Controllers/Api/ProjectController.php, create_environment).
+    def _lock_project(self, *, create: bool) -> str | None:
+        """The uuid of this owner's lock project; created when `create`. Two runners may create it at the same
+        time (project names are not unique): every runner then uses the oldest."""
+        name = f"provision-locks-{self.owner}"
+
+        def oldest() -> str | None:
+            mine = [p for p in self.client.request_list("GET", "/projects") if p.get("name") == name and self._ours(p)]
+            if not mine:
+                return None
+            return str(min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"])))["uuid"])
+
+        found = oldest()
+        if found is not None or not create:
+            return found
+        description = f"{MARKER} owner:{self.owner} — locks of provision runs (an environment per running change)"
+        with contextlib.suppress(AmbiguousResult):
+            self.client.request_object("POST", "/projects", body={"name": name, "description": description},
+                                       keys=("uuid",))
+        found = oldest()
+        if found is None:
+            raise BackendUnavailable(f"could not create the Coolify project {name!r} that holds provision's locks")
+        return found
+
+    @staticmethod
+    def _lock_name(target: Target) -> str:
+        return f"lock.{target.env}.{target.project}"
+
+    @contextlib.contextmanager
+    def lock(self, target: Target, *, timeout: float) -> Iterator[None]:
+        project_uuid = str(self._lock_project(create=True))
+        held = self._acquire(project_uuid, target, timeout)
+        failed = False
+        try:
+            yield
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            try:
+                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held}", ok=(200, 404))
+            except ProvisionError:
+                if not failed:
+                    raise  # else the run's own error is the one to show; the lock expires by itself
+
+    def _acquire(self, project_uuid: str, target: Target, timeout: float) -> str:
+        """Create the lock environment (201: ours; 409: held), then record the holder; a stale one is broken."""
+        name = self._lock_name(target)
+        deadline = time.monotonic() + timeout
+        while True:
+            interrupts.check()
+            try:
+                created = self.client.request("POST", f"/projects/{project_uuid}/environments", body={"name": name},
+                                              ok=(201, 409))
+            except AmbiguousResult:
+                created = None
+            if isinstance(created, dict) and isinstance(created.get("uuid"), str):
+                uuid = str(created["uuid"])
+                since = time.time()
+                description = _holder_description(since, since + self.lock_ttl)
+                self.client.request("PATCH", f"/projects/{project_uuid}/environments/{uuid}",
+                                    body={"description": description})
+                return uuid
+            held = self._lock_environment(project_uuid, name)
+            if held is None:
+                continue  # released between our create and our look
+            info = _lock_info(held, target.env, target.project)
+            if info.stale:
+                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held['uuid']}", ok=(200, 404))
+                continue
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise LockTimeout(
+                    f"another run holds the Coolify lock of project {target.project!r} in env {target.env!r} "
+                    f"({info.holder} since {info.since}, until {info.expires} at the latest); waited {timeout:g} s. "
+                    f"Wait for it to finish or raise --lock-timeout; `invoke lock --env={target.env}` shows holders, "
+                    f"`invoke unlock --env={target.env} --project={target.project} --yes` breaks a stale one"
+                )
+            interrupts.sleep(min(2.0, remaining))
+
+    def _lock_environment(self, project_uuid: str, name: str) -> dict[str, Any] | None:
+        project = self.client.request_object("GET", f"/projects/{project_uuid}")
+        return next((e for e in _objects(project.get("environments")) if e.get("name") == name), None)
+
+    def locks(self, config: EnvConfig) -> list[LockInfo]:
+        project_uuid = self._lock_project(create=False)
+        if project_uuid is None:
+            return []
+        project = self.client.request_object("GET", f"/projects/{project_uuid}")
+        found = []
+        for environment in _objects(project.get("environments")):
+            env, _, name = str(environment.get("name") or "").removeprefix("lock.").partition(".")
+            if str(environment.get("name") or "").startswith("lock.") and env == config.name and name:
+                found.append(_lock_info(environment, env, name))
+        return sorted(found, key=lambda info: info.project)
+
+    def unlock(self, target: Target) -> bool:
+        project_uuid = self._lock_project(create=False)
+        held = self._lock_environment(project_uuid, self._lock_name(target)) if project_uuid else None
+        if held is None:
+            return False
+        self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held['uuid']}", ok=(200, 404))
+        return True
+
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Take over the same-named service (made before owner ids, by hand or by another checkout): its
         description gets this env's owner id. Returns what was done (nothing when it is ours already)."""
@@ -772,6 +883,48 @@ def _listed(value: object) -> list[object]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
+
+
+_HOLDER = re.compile(r"holder=(\S+) pid=(\d+) since=(\S+) expires=(\S+)")
+UNCLAIMED_STALE_AFTER = 60.0  # a lock environment whose holder never wrote its name (it died at once)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _epoch(iso: str) -> float | None:
+    import datetime
+
+    try:
+        return datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def _holder_description(since: float, expires: float) -> str:
+    import getpass
+    import os
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return (f"provision lock holder={user}@{socket.gethostname()} pid={os.getpid()} since={_iso(since)} "
+            f"expires={_iso(expires)}")
+
+
+def _lock_info(environment: Mapping[str, Any], env: str, project: str) -> LockInfo:
+    """What a lock environment says of its holder; stale past its expiry (or, unclaimed, a minute after creation)."""
+    found = _HOLDER.search(str(environment.get("description") or ""))
+    now = time.time()
+    if found is None:
+        created = _epoch(str(environment.get("created_at") or "")) or now
+        return LockInfo(env, project, "unknown (not recorded yet)", _iso(created),
+                        _iso(created + UNCLAIMED_STALE_AFTER), now > created + UNCLAIMED_STALE_AFTER)
+    holder, pid, since, expires = found.groups()
+    return LockInfo(env, project, f"{holder} pid {pid}", since, expires, (_epoch(expires) or 0.0) < now)
 
 
 def _describe_status(service: Mapping[str, Any]) -> str:

@@ -34,6 +34,7 @@ from ...model import (
     Destroyed,
     Endpoints,
     Handle,
+    LockInfo,
     Observed,
     Ports,
     Prepared,
@@ -446,6 +447,16 @@ class LocalBackend:
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
         return ()
+
+    def lock(self, target: Target, *, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """Nothing more to hold: the state directory's file lock serialises every run on this engine."""
+        return contextlib.nullcontext()
+
+    def locks(self, config: EnvConfig) -> list[LockInfo]:
+        return []
+
+    def unlock(self, target: Target) -> bool:
+        return False
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
         return self._logs(target, service=service, tail=tail)
