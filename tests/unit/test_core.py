@@ -11,7 +11,17 @@ import pytest
 
 from provision.config import EnvConfig, load_env
 from provision.errors import ConfirmationRequired, HealthTimeout, InvalidName, ProjectNotFound
-from provision.model import Destroyed, Endpoints, Handle, LockInfo, Observed, Ports, Prepared, ServiceState, Target
+from provision.model import (
+    Destroyed,
+    Endpoints,
+    Handle,
+    LockInfo,
+    Observed,
+    Ports,
+    Prepared,
+    ServiceState,
+    Target,
+)
 from provision.planner import Plan
 from provision.render import RenderedStack, stack_hash
 from provision.secrets import Secret, SecretURL, generate_missing
