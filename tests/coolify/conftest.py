@@ -53,3 +53,15 @@ def sandbox(tmp_path: Path, emulator: CoolifyEmulator) -> Sandbox:
 
 def methods(emu: CoolifyEmulator) -> list[str]:
     return [f"{r.method} {r.path}" for r in emu.requests]
+
+
+def stack_changes(emu: CoolifyEmulator) -> list[str]:
+    """The requests that change something, without those that take and release the run's lock."""
+    locks = {p["uuid"] for p in emu.find_projects() if p["name"].startswith("provision-locks-")}
+
+    def on_lock(method: str, path: str, body: object) -> bool:
+        creates_lock_project = method == "POST" and path == "/projects" and isinstance(body, dict) \
+            and str(body.get("name", "")).startswith("provision-locks-")
+        return creates_lock_project or any(uuid in path for uuid in locks)
+
+    return [f"{r.method} {r.path}" for r in emu.requests if r.method != "GET" and not on_lock(r.method, r.path, r.body)]

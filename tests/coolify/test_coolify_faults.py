@@ -8,9 +8,15 @@ from typing import Any
 
 import pytest
 
-from tests.coolify.conftest import TOKEN, make_sandbox
+from tests.coolify.conftest import OWNER, TOKEN, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
+
+
+def with_lock_project(emulator: CoolifyEmulator) -> None:
+    """The owner's lock project, as an earlier change on this server left it."""
+    emulator.create_project(f"provision-locks-{OWNER}", description=f"provision: owner:{OWNER} — locks")
+
 
 RECOVERABLE: list[tuple[str, dict[str, Any]]] = [
     ("500 on a lookup", {"fault": "500", "method": "GET", "path": r"^/projects$"}),
@@ -31,12 +37,13 @@ RECOVERABLE: list[tuple[str, dict[str, Any]]] = [
 @pytest.mark.parametrize("fault", [f for _, f in RECOVERABLE], ids=[name for name, _ in RECOVERABLE])
 def test_recoverable_faults_end_in_one_running_stack(sandbox: Sandbox, emulator: CoolifyEmulator,
                                                      fault: dict[str, Any]) -> None:
+    with_lock_project(emulator)  # so that each fault hits the project's own requests
     emulator.inject(**fault)
     result = sandbox.cli("provision", "--json", timeout=120).json()["projects"][0]
     assert result["status"] == "running"
     assert len(emulator.find_projects("shop")) == 1
     assert len(emulator.find_services()) == 1
-    assert len(emulator.find_projects()) == 1
+    assert len(emulator.find_projects()) == 2  # shop and the lock project
     # and the next run is a clean no-op
     emulator.clear_faults()
     emulator.requests.clear()

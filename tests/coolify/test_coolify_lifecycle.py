@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.coolify.conftest import TOKEN, coolify_env, methods
+from tests.coolify.conftest import TOKEN, coolify_env, stack_changes
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
 
@@ -24,7 +24,7 @@ def test_fresh_provision_creates_project_environment_service_and_waits(sandbox: 
     assert len(envs["DB_PASSWORD"] or "") == 48 and len(envs["JWT_SECRET"] or "") == 48
     status = emulator.service_status(services[0]["uuid"])
     assert status.startswith("running")
-    posts = [m for m in methods(emulator) if not m.startswith("GET")]
+    posts = stack_changes(emulator)
     assert posts[:2] == ["POST /projects", f"POST /projects/{project['uuid']}/environments"]
     assert "POST /services" in posts and f"POST /services/{services[0]['uuid']}/start" in posts
 
@@ -56,7 +56,7 @@ def test_a_changed_image_patches_and_restarts(sandbox: Sandbox, emulator: Coolif
     update = sandbox.cli("provision", "--json").json()["projects"][0]
     assert update["action"] == "update" and update["changed"] is True
     [service] = emulator.find_services()
-    changes = [m for m in methods(emulator) if not m.startswith("GET")]
+    changes = stack_changes(emulator)
     uuid = service["uuid"]
     assert changes == [f"PATCH /services/{uuid}", f"PATCH /services/{uuid}/envs/bulk", f"POST /services/{uuid}/restart"]
     assert "postgrest/postgrest:v12.2.4" in emulator.service(uuid)["docker_compose_raw"]
