@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -89,24 +90,48 @@ def bench_parallel(projects: int, latency: float, parallel: int) -> None:
 
 
 def bench_restart(runs: int) -> None:
-    """`restart` against Coolify-like timings: from its POST to its return, beside the emulator's own time from
-    that POST until the new containers run (queue + stop + start activity); it must never return before."""
+    """`restart` against Coolify-like timings: from its POST to its return, beside the emulator's own completion:
+    the moment its job has finished and the service reads running again (after the status refresh that
+    reports the new containers). `restart` must never return before it."""
     with CoolifyEmulator(token=TOKEN, **REALISTIC) as emu:
         root = make_root(emu, "restart", ["shop"])
         run(root, emu, "--env=restart")
-        job = emu.action_delay + emu.stop_seconds + emu.start_seconds
-        ratios, returns = [], []
+        [service] = emu.find_services("shop")
+        ratios, returns, completions = [], [], []
         for _ in range(runs):
             emu.requests.clear()
+            completed: list[float] = []
+            done = threading.Event()
+
+            def watch(uuid: str = service["uuid"], done: threading.Event = done,
+                      completed: list[float] = completed) -> None:
+                # the emulator's own view: job finished (nothing pending) and the stored status running again
+                while not done.is_set():
+                    posted = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/restart")]
+                    snapshot = emu.service(uuid) or {}
+                    if posted and not snapshot.get("pending") and str(snapshot.get("status")).startswith("running"):
+                        completed.append(time.time())
+                        return
+                    time.sleep(0.005)
+
+            watcher = threading.Thread(target=watch)
+            watcher.start()
             run(root, emu, "--env=restart", "--project=shop", task="restart")
             returned = time.time()
+            done.set()
+            watcher.join()
             [posted] = [r.at for r in emu.requests if r.method == "POST" and r.path.endswith("/restart")]
+            completion = (completed[0] if completed else returned) - posted
             returns.append(returned - posted)
-            ratios.append((returned - posted) / job)
-        print(f"restart: POST to return median {statistics.median(returns):.2f} s (min {min(returns):.2f}); the "
-              f"emulator's job takes {job:.2f} s (+ status refresh every {emu.refresh_interval:g} s)")
-        print(f"  ratio return/job (target: >= 1, <= 1.2): median {statistics.median(ratios):.2f}, "
-              f"min {min(ratios):.2f}")
+            completions.append(completion)
+            ratios.append((returned - posted) / completion)
+            if "--verbose" in sys.argv:
+                print(f"  run: return {returned - posted:.2f} s, completion {completion:.2f} s")
+        print(f"restart: POST to return median {statistics.median(returns):.2f} s; the emulator's own completion "
+              f"(job {emu.action_delay + emu.stop_seconds + emu.start_seconds:.1f} s, then the status refresh "
+              f"every {emu.refresh_interval:g} s) median {statistics.median(completions):.2f} s")
+        print(f"  ratio return/completion (target: >= 1, <= 1.2): median {statistics.median(ratios):.2f}, "
+              f"min {min(ratios):.2f}, max {max(ratios):.2f}")
 
 
 def main() -> None:

@@ -209,7 +209,8 @@ class Provisioner:
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
             if decision.changes:
                 # only a change takes the lock every runner sees; then read and plan again under it
-                held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                known = observed.handle or self._handle(record)
+                held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
                 record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)
             op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
             handle = observed.handle or self._handle(record)
@@ -410,7 +411,8 @@ class Provisioner:
             nothing_to_do = (verb == "stop" and not observed.any_running) or (verb == "start" and observed.ready)
             with ExitStack() as held:
                 if not nothing_to_do:
-                    held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                    known = observed.handle or self._handle(record)
+                    held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
                     observed = self._observe(target, record)
                 op.changed = self.backend.control(target, observed, verb)
                 prepared = self._prepare(target, observed, create=False)
@@ -456,7 +458,8 @@ class Provisioner:
                 backup_to = self.store.paths(target.env, project).backups / f"{project}-{target.env}-{utc_stamp()}.sql"
             with ExitStack() as held:
                 if observed.exists or delete_data:
-                    held.enter_context(self.backend.lock(target, timeout=self.lock_timeout))
+                    known = observed.handle or self._handle(record)
+                    held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
                     observed = self._observe(target, record)
                 done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
             messages = list(done.messages)
@@ -495,7 +498,8 @@ class Provisioner:
                 f"and destroy it as its own. Add --yes to confirm"
             )
         target = self.target(project)
-        with self._operation(target, "adopt") as op, self.backend.lock(target, timeout=self.lock_timeout):
+        with self._operation(target, "adopt") as op, \
+                self.backend.lock(target, self._handle(self.record(project)), timeout=self.lock_timeout):
             messages = self.backend.adopt(target)
             op.changed = bool(messages)
         for line in messages or ("nothing to adopt: it is this env's already",):

@@ -66,10 +66,11 @@ class Backend(Protocol):
         """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False."""
         ...
 
-    def lock(self, target: Target, *, timeout: float) -> AbstractContextManager[None]:
+    def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
         """Hold the project's lock where every runner sees it (Coolify: on the server), waiting up to `timeout`
         seconds (LockTimeout naming the holder); a no-op where the state directory's lock already serialises
-        every runner that can reach the backend (local)."""
+        every runner that can reach the backend (local). `known`: the handle observed last, which may spare a
+        look-up."""
         ...
 
     def locks(self, config: EnvConfig) -> list[LockInfo]:

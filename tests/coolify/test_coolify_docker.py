@@ -49,3 +49,12 @@ def test_the_pushed_stack_runs_and_serves_data(tmp_path: Path, docker_emulator: 
     # a restart through the API keeps the data
     box.cli("restart", "--project=shop", timeout=300)
     assert sql(result["db_url"], "SELECT body FROM notes") == [("through coolify",)]
+
+    # an api image that never answers: the update is rolled back, the old version serves, the data is intact
+    broken = {**test_images, "api": "provision-test/debian-base:bookworm"}
+    box.write_env_text(coolify_env(broken, timeout=20, extra=f"variables:\n  db_public_port: {port}\n"))
+    failed = box.cli("provision", "--json", timeout=300, check=False)
+    assert failed.returncode != 0 and failed.json()["projects"][0]["status"] == "rolled back"
+    with opener.open(result["api_url"] + "/notes", timeout=10) as response:
+        assert json.loads(response.read()) == [{"id": 1, "body": "through coolify"}]
+    assert sql(result["db_url"], "SELECT body FROM notes") == [("through coolify",)]

@@ -190,7 +190,7 @@ class ProxyServer:
                 return None
             _, svc, sub, meta = best
             port_s, prefix = meta.split("|", 1)
-            statuses = core.sub_statuses(svc)
-            running = statuses.get(sub.name, "exited").startswith("running") and not svc.deleting
+            # Traefik routes to the container that runs now, whatever Coolify has stored of it yet
+            running = (core.container_state(svc, sub) or "exited").startswith("running") and not svc.deleting
             ip = core.docker.container_ip(svc, sub) if core.docker is not None and running else None
             return _Target(svc.uuid, sub.name, int(port_s), prefix, running, ip)

@@ -121,7 +121,7 @@ class MemoryBackend:
     def adopt(self, target: Target) -> tuple[str, ...]:
         return ()
 
-    def lock(self, target: Target, *, timeout: float) -> AbstractContextManager[None]:
+    def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
         self.locked.append(target.project)
         return nullcontext()
 

@@ -73,15 +73,17 @@ class Refs:
     environment_uuid: str | None = None
     service_uuid: str | None = None
     api_fqdn: str | None = None
+    lock_project: str | None = None  # this owner's lock project, when the listing that found the rest showed it
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("project_uuid", self.project_uuid), ("environment_uuid", self.environment_uuid),
-                                  ("service_uuid", self.service_uuid), ("api_fqdn", self.api_fqdn)) if v}
+                                  ("service_uuid", self.service_uuid), ("api_fqdn", self.api_fqdn),
+                                  ("lock_project", self.lock_project)) if v}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refs | None:
-        values = {k: str(data[k]) for k in ("project_uuid", "environment_uuid", "service_uuid", "api_fqdn")
-                  if data.get(k)}
+        values = {k: str(data[k]) for k in ("project_uuid", "environment_uuid", "service_uuid", "api_fqdn",
+                                            "lock_project") if data.get(k)}
         return cls(**values) if values else None
 
 
@@ -124,9 +126,10 @@ class CoolifyBackend:
     def service_name(target: Target) -> str:
         return target.project
 
-    def _find_project(self, target: Target) -> dict[str, Any] | None:
+    def _find_project(self, target: Target, projects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         name = self.coolify_project_name(target.project)
-        matches = [p for p in self.client.request_list("GET", "/projects") if p.get("name") == name]
+        listed = self.client.request_list("GET", "/projects") if projects is None else projects
+        matches = [p for p in listed if p.get("name") == name]
         if len(matches) > 1:
             uuids = ", ".join(str(p.get("uuid")) for p in matches)
             raise ProvisionError(
@@ -206,13 +209,15 @@ class CoolifyBackend:
             service = self._get_service(cached.service_uuid)
             if service is not None and service.get("name") == self.service_name(target) and self._ours(service):
                 return replace(cached, api_fqdn=_fqdn(service, "api")), service
-        project = self._find_project(target)
+        projects = self.client.request_list("GET", "/projects")
+        lock_project = self._oldest_lock_project(projects)  # the same listing spares the lock a request
+        project = self._find_project(target, projects)
         if project is None:
-            return Refs(), None
+            return Refs(lock_project=lock_project), None
         environment = self._find_environment(project["uuid"], target.env)
         if environment is None:
-            return Refs(project["uuid"]), None
-        refs = Refs(str(project["uuid"]), str(environment["uuid"]))
+            return Refs(project["uuid"], lock_project=lock_project), None
+        refs = Refs(str(project["uuid"]), str(environment["uuid"]), lock_project=lock_project)
         summary = self._service_in(environment, target)
         if summary is None:
             return refs, None
@@ -223,7 +228,7 @@ class CoolifyBackend:
     def observe(self, target: Target, known: Handle | None) -> Observed:
         refs, service = self._locate(target, known)
         if service is None:
-            return Observed(exists=False, handle=refs if refs.project_uuid else None)
+            return Observed(exists=False, handle=refs if (refs.project_uuid or refs.lock_project) else None)
         return _observed(service, refs)
 
     def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
@@ -287,7 +292,7 @@ class CoolifyBackend:
                 body["urls"] = urls
             self.client.request("PATCH", f"/services/{refs.service_uuid}", body=body)
             self._set_secrets(refs, prepared)
-            self._action(refs, "restart" if observed.any_running else "start")
+            self._action(refs, "restart" if observed.any_running else "start", was_up=observed.ready)
         else:
             self._action(refs, "start")
         return refs
@@ -451,7 +456,7 @@ class CoolifyBackend:
         ]
         self.client.request("PATCH", f"/services/{refs.service_uuid}/envs/bulk", body={"data": data})
 
-    def _action(self, refs: Refs, verb: str) -> bool:
+    def _action(self, refs: Refs, verb: str, *, was_up: bool = False) -> bool:
         """POST start/stop/restart; Coolify's 'already running/stopped' counts as done (returns False).
 
         A restart returns only once Coolify shows it under way: it only queues a job, and until the job
@@ -465,13 +470,15 @@ class CoolifyBackend:
                 return False
             raise
         if verb == "restart":
-            self._await_begun(str(refs.service_uuid), timeout=self.config.health.timeout)
+            self._await_begun(str(refs.service_uuid), was_up=was_up, timeout=self.config.health.timeout)
         return True
 
-    def _await_begun(self, uuid: str, *, timeout: float) -> None:
-        """Poll until the service's status leaves the running state it had before a restart: evidence that the
-        old containers are gone and the start activity runs (starting:unhealthy), so what answers afterwards is
-        the new deployment. Raises HealthTimeout naming the statuses seen."""
+    def _await_begun(self, uuid: str, *, was_up: bool, timeout: float) -> None:
+        """Poll until Coolify shows the restart under way: evidence that the old containers are gone, so what
+        answers afterwards is the new deployment. Evidence is the start activity (the aggregate reads starting:…,
+        which only a running start job produces), or, for a service that read up before the POST, any status
+        that no longer does (Coolify stored the old containers stopped). A stale not-up status read before the
+        POST proves nothing. Raises HealthTimeout naming the statuses seen."""
         seen: list[str] = []
 
         def begun() -> str | None:
@@ -481,7 +488,9 @@ class CoolifyBackend:
             status = _describe_status(service)
             if not seen or seen[-1] != status:
                 seen.append(status)
-            return f"status still {status}" if _is_up(service) else None
+            if str(service.get("status") or "").startswith("starting") or (was_up and not _is_up(service)):
+                return None
+            return f"status still {status}"
 
         outcome = wait_for({"restart": begun}, timeout=timeout, interval=0.25, max_interval=0.5)
         if not outcome.ok:
@@ -492,6 +501,11 @@ class CoolifyBackend:
     # --- wait -------------------------------------------------------------------------------
     def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
              settled: Observed | None = None) -> Endpoints:
+        """Until Coolify reports the stack running and it answers. After an action the old containers are gone
+        (a restart was seen under way before this; a start or create had none running), so a running status
+        from now on is the new deployment's, once Coolify's periodic refresh reports it; it is awaited, so that
+        the next run's observation (and `status`) agrees. Without an action, a stack observed up (`settled`)
+        needs only its probes."""
         started = time.monotonic()
         refs = handle if isinstance(handle, Refs) else Refs()
         if refs.service_uuid is None:
@@ -503,20 +517,21 @@ class CoolifyBackend:
 
         def running() -> str | None:
             service = self._get_service(str(uuid))
+            last.clear()
+            last.update(service or {})
             if service is None:
                 return "the service does not exist (any more)"
-            last.clear()
-            last.update(service)
             return None if _is_up(service) else f"status {_describe_status(service)}"
 
         if settled is None or not settled.ready:
-            # Coolify's status lags behind its actions; the first look is worth making only after a moment
-            interrupts.sleep(min(1.0, timeout / 10))
-            outcome = wait_for({"coolify": running}, timeout=timeout, interval=1.0, max_interval=5.0)
+            # a queued job needs a moment before anything can have changed; then the refresh that reports the
+            # new containers may come at any moment: polled every 0.5-1 s
+            interrupts.sleep(min(0.5, timeout / 10) if settled is None else 0.0)
+            outcome = wait_for({"coolify": running}, timeout=timeout, interval=0.5, max_interval=1.0)
             if not outcome.ok:
                 raise self._health_timeout(uuid, last, f"{target.project} ({target.env}) is not running on Coolify "
                                                        f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
-            refs = replace(refs, api_fqdn=_fqdn(last, "api"))
+            refs = replace(refs, api_fqdn=_fqdn(last, "api") or refs.api_fqdn)
         endpoints = self.endpoints(target, refs, prepared)
         probes = {}
         if endpoints.api_url:
@@ -524,7 +539,7 @@ class CoolifyBackend:
         if endpoints.db_url and endpoints.db_url_scope == "public":
             probes["db"] = postgres_probe(endpoints.db_url.reveal())
         remaining = max(1.0, timeout - (time.monotonic() - started))
-        outcome = wait_for(probes, timeout=remaining, interval=0.5, max_interval=3.0)
+        outcome = wait_for(probes, timeout=remaining, interval=0.25, max_interval=1.0)
         if not outcome.ok:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(outcome.failures.items()))
             raise self._health_timeout(uuid, last, f"{target.project} ({target.env}) runs on Coolify but is "
@@ -578,7 +593,7 @@ class CoolifyBackend:
                 f"{target.project!r} has no Coolify service in env {target.env!r}: "
                 f"run `invoke provision --env={target.env} --project={target.project}` first"
             )
-        changed = self._action(refs, verb)
+        changed = self._action(refs, verb, was_up=observed.ready)
         if verb == "stop" and changed:
             self._await_status(refs, lambda s: not s.startswith(("running", "starting", "restarting")),
                                "stopped", timeout=self.config.health.timeout)
@@ -663,10 +678,7 @@ class CoolifyBackend:
         name = f"provision-locks-{self.owner}"
 
         def oldest() -> str | None:
-            mine = [p for p in self.client.request_list("GET", "/projects") if p.get("name") == name and self._ours(p)]
-            if not mine:
-                return None
-            return str(min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"])))["uuid"])
+            return self._oldest_lock_project(self.client.request_list("GET", "/projects"))
 
         found = oldest()
         if found is not None or not create:
@@ -680,14 +692,28 @@ class CoolifyBackend:
             raise BackendUnavailable(f"could not create the Coolify project {name!r} that holds provision's locks")
         return found
 
+    def _oldest_lock_project(self, projects: list[dict[str, Any]]) -> str | None:
+        name = f"provision-locks-{self.owner}"
+        mine = [p for p in projects if p.get("name") == name and self._ours(p)]
+        if not mine:
+            return None
+        return str(min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"])))["uuid"])
+
     @staticmethod
     def _lock_name(target: Target) -> str:
         return f"lock.{target.env}.{target.project}"
 
     @contextlib.contextmanager
-    def lock(self, target: Target, *, timeout: float) -> Iterator[None]:
-        project_uuid = str(self._lock_project(create=True))
-        held = self._acquire(project_uuid, target, timeout)
+    def lock(self, target: Target, known: Handle | None, *, timeout: float) -> Iterator[None]:
+        recorded = known.lock_project if isinstance(known, Refs) and known.lock_project else None
+        project_uuid = recorded or str(self._lock_project(create=True))
+        try:
+            held = self._acquire(project_uuid, target, timeout)
+        except CoolifyNotFound:
+            if recorded is None:
+                raise
+            project_uuid = str(self._lock_project(create=True))  # the recorded one was deleted: find or make it
+            held = self._acquire(project_uuid, target, timeout)
         failed = False
         try:
             yield

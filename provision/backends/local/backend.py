@@ -448,7 +448,8 @@ class LocalBackend:
         """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
         return ()
 
-    def lock(self, target: Target, *, timeout: float) -> contextlib.AbstractContextManager[None]:
+    def lock(self, target: Target, known: Handle | None, *,
+             timeout: float) -> contextlib.AbstractContextManager[None]:
         """Nothing more to hold: the state directory's file lock serialises every run on this engine."""
         return contextlib.nullcontext()
 
