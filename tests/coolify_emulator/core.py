@@ -449,7 +449,9 @@ class Core:
         if self.docker is not None:
             return any(a.kind in ("start", "restart") for a in svc.pending)
         now = time.monotonic()
-        return any(a.kind in ("start", "restart") and a.active_from <= now < a.done_at for a in svc.pending)
+        # until settle() applies a finished job, it still counts as running its activity: a reader never sees
+        # the gap between "activity over" and "containers recorded" as a stale exited
+        return any(a.kind in ("start", "restart") and a.active_from <= now for a in svc.pending)
 
     def service_status(self, svc: Service, subs: dict[str, str] | None = None) -> str:
         subs = subs if subs is not None else self.sub_statuses(svc)

@@ -64,6 +64,8 @@ def test_restart_keeps_the_old_status_while_it_stops_the_old_containers(
 
 def test_stored_statuses_lag_until_the_next_refresh(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
     emu.action_delay, emu.start_seconds, emu.stop_seconds, emu.refresh_interval = 0, 0.2, 0, 1.0
+    while time.monotonic() % 1.0 > 0.05:  # start just after a refresh tick, so the next is 0.8 s after the job
+        time.sleep(0.005)
     client.post(f"/services/{service}/start")
     seen = wait_status(client, service, "running:healthy", timeout=5)
     # after the activity the containers run, but Coolify shows the stale "exited" until its next refresh

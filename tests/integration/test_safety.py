@@ -120,3 +120,15 @@ def test_no_secret_appears_in_any_output(sandbox: Sandbox) -> None:
     shown = sandbox.cli("outputs", "--project=shop", "--show-secrets").stdout
     assert secrets["DB_PASSWORD"] in shown
     assert secrets["DB_PASSWORD"] in sandbox.cli("render", "--project=shop", "--show-secrets").stdout
+
+
+def test_a_kept_volume_without_its_secrets_file_is_never_given_a_new_password(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    sandbox.cli("destroy", "--project=shop")  # keeps the data volume and the secrets file
+    (sandbox.state_dir / sandbox.env / "shop" / "secrets.env").unlink()  # ...which then gets lost
+    refused = sandbox.cli("provision", "--project=shop", check=False)
+    assert refused.returncode != 0 and "data volume" in refused.stderr and "restore it" in refused.stderr
+    project = f"label=com.docker.compose.project={sandbox.compose_name('shop')}"
+    assert _docker("ps", "-aq", "--filter", project).stdout == ""  # nothing started on the old data
+    assert _docker("volume", "ls", "-q", "--filter", project).stdout.strip()  # the data is still there
+    assert not (sandbox.state_dir / sandbox.env / "shop" / "secrets.env").exists()  # no new password made
