@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import socket
@@ -11,7 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .state import utc_now
+from .state import current_user, utc_now
 
 HISTORY_FILE = "history.jsonl"
 
@@ -31,18 +30,11 @@ class HistoryRecord:
     detail: str = ""
 
 
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 def record(state_dir: Path, *, env: str, project: str, action: str, config_hash: str | None, result: str,
            duration: float, backend: str, detail: str = "") -> HistoryRecord:
     """Append one record; a single O_APPEND write of one line, so concurrent writers never interleave."""
     entry = HistoryRecord(
-        time=utc_now(), user=_user(), host=socket.gethostname(),
+        time=utc_now(), user=current_user(), host=socket.gethostname(),
         env=env, project=project, action=action, config_hash=config_hash, result=result,
         duration_s=round(duration, 3), backend=backend, detail=detail.splitlines()[0][:300] if detail else "",
     )

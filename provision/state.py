@@ -39,9 +39,23 @@ STATE_DIR_ENV = "PROVISION_STATE_DIR"
 SCHEMA_VERSION = 2
 
 
-def utc_now() -> str:
-    """The one timestamp format of records, history and lock notes: UTC, ISO 8601, seconds."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+def utc_now(epoch: float | None = None) -> str:
+    """The one timestamp format of records, history and lock notes: UTC, ISO 8601, seconds (of `epoch`,
+    default now)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def current_user() -> str:
+    """Who runs this process, for history lines and lock holders (the uid when there is no user name)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def holder_record() -> dict[str, Any]:
+    """Who holds a lock taken now: user, host, pid and since."""
+    return {"user": current_user(), "host": socket.gethostname(), "pid": os.getpid(), "since": utc_now()}
 
 
 def utc_stamp() -> str:
@@ -297,20 +311,7 @@ def hold_lock(path: Path, timeout: float, *, what: str) -> Iterator[None]:
         ) from exc
     try:
         with contextlib.suppress(OSError):  # who holds the lock: informative only, never worth an fsync
-            atomic_write(info, json.dumps(_holder_record()), mode=0o644, durable=False)
+            atomic_write(info, json.dumps(holder_record()), mode=0o644, durable=False)
         yield
     finally:
         lock.release()
-
-
-def _holder_record() -> dict[str, Any]:
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return {
-        "user": user,
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "since": utc_now(),
-    }

@@ -52,6 +52,7 @@ from ...planner import Action, Plan
 from ...probes import http_probe, postgres_probe, wait_for
 from ...render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
+from ...state import holder_record, utc_now
 from .client import CoolifyClient
 
 MARKER = "provision:"
@@ -915,10 +916,6 @@ _HOLDER = re.compile(r"holder=(\S+) pid=(\d+) since=(\S+) expires=(\S+)")
 UNCLAIMED_STALE_AFTER = 60.0  # a lock environment whose holder never wrote its name (it died at once)
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
 def _epoch(iso: str) -> float | None:
     import datetime
 
@@ -929,16 +926,9 @@ def _epoch(iso: str) -> float | None:
 
 
 def _holder_description(since: float, expires: float) -> str:
-    import getpass
-    import os
-    import socket
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = str(os.getuid())
-    return (f"provision lock holder={user}@{socket.gethostname()} pid={os.getpid()} since={_iso(since)} "
-            f"expires={_iso(expires)}")
+    who = holder_record()
+    return (f"provision lock holder={who['user']}@{who['host']} pid={who['pid']} since={utc_now(since)} "
+            f"expires={utc_now(expires)}")
 
 
 def _lock_info(environment: Mapping[str, Any], env: str, project: str) -> LockInfo:
@@ -947,8 +937,8 @@ def _lock_info(environment: Mapping[str, Any], env: str, project: str) -> LockIn
     now = time.time()
     if found is None:
         created = _epoch(str(environment.get("created_at") or "")) or now
-        return LockInfo(env, project, "unknown (not recorded yet)", _iso(created),
-                        _iso(created + UNCLAIMED_STALE_AFTER), now > created + UNCLAIMED_STALE_AFTER)
+        return LockInfo(env, project, "unknown (not recorded yet)", utc_now(created),
+                        utc_now(created + UNCLAIMED_STALE_AFTER), now > created + UNCLAIMED_STALE_AFTER)
     holder, pid, since, expires = found.groups()
     return LockInfo(env, project, f"{holder} pid {pid}", since, expires, (_epoch(expires) or 0.0) < now)
 
