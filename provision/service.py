@@ -102,6 +102,16 @@ class Provisioner:
     def _handle(self, record: ProjectRecord | None) -> Handle | None:
         return self.backend.load_handle(record.handle) if record is not None and record.handle else None
 
+    def _known(self, observed: Observed, record: ProjectRecord | None) -> Handle | None:
+        """The handle to act on: what was just observed, else what the record holds."""
+        return observed.handle or self._handle(record)
+
+    def _lock_and_observe(self, held: ExitStack, target: Target, observed: Observed,
+                          record: ProjectRecord | None) -> Observed:
+        """Take the backend lock every runner sees (released with `held`), then observe again under it."""
+        held.enter_context(self.backend.lock(target, self._known(observed, record), timeout=self.lock_timeout))
+        return self._observe(target, record)
+
     def _observe(self, target: Target, record: ProjectRecord | None) -> Observed:
         """What runs, with drift only for a project whose last provision finished (after an interrupted
         one, the difference is an update anyway) or that this machine has no record of."""
@@ -209,11 +219,10 @@ class Provisioner:
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
             if decision.changes:
                 # only a change takes the lock every runner sees; then read and plan again under it
-                known = observed.handle or self._handle(record)
-                held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
+                held.enter_context(self.backend.lock(target, self._known(observed, record), timeout=self.lock_timeout))
                 record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)
             op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
-            handle = observed.handle or self._handle(record)
+            handle = self._known(observed, record)
             self._hook("pre-provision", target, decision.action.value,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
             if decision.changes:
@@ -240,9 +249,14 @@ class Provisioner:
         """Read (record, observation, secrets and ports: missing ones made only with `create`), render, plan."""
         record = self.record(target.project)
         observed = self._observe(target, record)
+        return (record, observed, *self._plan_for(target, observed, create=create))
+
+    def _plan_for(self, target: Target, observed: Observed, *, create: bool
+                  ) -> tuple[Prepared, RenderedStack, Plan]:
+        """Secrets and ports, the rendered stack, and what it takes to make `observed` match it."""
         prepared = self._prepare(target, observed, create=create)
         stack = self._render(target, prepared)
-        return record, observed, prepared, stack, plan(stack, observed)
+        return prepared, stack, plan(stack, observed)
 
     def _apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
                decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
@@ -365,17 +379,20 @@ class Provisioner:
                                   declared=False))
         return items
 
-    def _observe_env(self, *, full: bool = False) -> dict[str, Observed]:
+    def _records(self) -> dict[str, ProjectRecord | None]:
+        """Every project of the env with a record, and its record."""
+        return {p: self.record(p) for _, p in self.store.known_projects(self.env)}
+
+    def _observe_env(self, *, full: bool = False,
+                     records: Mapping[str, ProjectRecord | None] | None = None) -> dict[str, Observed]:
         """Every project deployed in the env (one backend query), each given the handle its record holds."""
-        records = {p: self.record(p) for _, p in self.store.known_projects(self.env)}
+        records = self._records() if records is None else records
         known = {p: h for p, r in records.items() if (h := self._handle(r)) is not None}
         found = self.backend.observe_env(self.config, known, full=full)
         return {name: self._settle(observed, records.get(name)) for name, observed in found.items()}
 
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
-        prepared = self._prepare(target, observed, create=False)
-        stack = self._render(target, prepared)
-        decision = plan(stack, observed)
+        _, stack, decision = self._plan_for(target, observed, create=False)
         diff = ""
         if decision.outcome in ("update", "drift") and observed.applied_text:
             diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
@@ -411,12 +428,10 @@ class Provisioner:
             nothing_to_do = (verb == "stop" and not observed.any_running) or (verb == "start" and observed.ready)
             with ExitStack() as held:
                 if not nothing_to_do:
-                    known = observed.handle or self._handle(record)
-                    held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
-                    observed = self._observe(target, record)
+                    observed = self._lock_and_observe(held, target, observed, record)
                 op.changed = self.backend.control(target, observed, verb)
                 prepared = self._prepare(target, observed, create=False)
-                handle = observed.handle or self._handle(record)
+                handle = self._known(observed, record)
                 if verb == "stop":
                     endpoints = self.backend.endpoints(target, handle, prepared)
                     status = "stopped"
@@ -450,7 +465,7 @@ class Provisioner:
             record = self.record(project)
             observed = self._observe(target, record)
             prepared = self._prepare(target, observed, create=False)
-            handle = observed.handle or self._handle(record)
+            handle = self._known(observed, record)
             self._hook("pre-destroy", target, action,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
             backup_to = None
@@ -458,9 +473,7 @@ class Provisioner:
                 backup_to = self.store.paths(target.env, project).backups / f"{project}-{target.env}-{utc_stamp()}.sql"
             with ExitStack() as held:
                 if observed.exists or delete_data:
-                    known = observed.handle or self._handle(record)
-                    held.enter_context(self.backend.lock(target, known, timeout=self.lock_timeout))
-                    observed = self._observe(target, record)
+                    observed = self._lock_and_observe(held, target, observed, record)
                 done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
             messages = list(done.messages)
             op.changed = done.changed
@@ -526,18 +539,20 @@ class Provisioner:
         """Status of one project, or of every declared, recorded or deployed project in the env."""
         if project is not None:
             target = self.known_target(project)
-            result = self.status_of(target, self._observe(target, self.record(project)))
+            record = self.record(project)
+            result = self.status_of(target, self._observe(target, record), record)
             return RunSummary(self.env, self.backend.name, (result,))
-        observed_all = self._observe_env()
-        results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT)
-                   for name in self.project_names(observed_all)]
+        records = self._records()
+        observed_all = self._observe_env(records=records)
+        results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT, records.get(name))
+                   for name in self.project_names(observed_all, recorded=records)]
         return RunSummary(self.env, self.backend.name, tuple(results))
 
-    def status_of(self, target: Target, observed: Observed) -> ProjectResult:
-        record = self.record(target.project)
+    def status_of(self, target: Target, observed: Observed, record: ProjectRecord | None) -> ProjectResult:
+        """One project's status from an observation and its record (None: it has none)."""
         prepared = self._prepare(target, observed, create=False)
-        handle = observed.handle or self._handle(record)
-        endpoints = self.backend.endpoints(target, handle, prepared) if (observed.exists or record) else NO_ENDPOINTS
+        endpoints = (self.backend.endpoints(target, self._known(observed, record), prepared)
+                     if (observed.exists or record) else NO_ENDPOINTS)
         status = observed.summary()
         if status == "absent":
             status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
@@ -552,7 +567,8 @@ class Provisioner:
     def outputs(self, project: str) -> ProjectResult:
         """api_url and db_url of a provisioned project (ProjectNotFound if it never was)."""
         target = self.known_target(project)
-        result = self.status_of(target, self._observe(target, self.record(project)))
+        record = self.record(project)
+        result = self.status_of(target, self._observe(target, record), record)
         if result.api_url is None and result.db_url is None:
             raise ProjectNotFound(
                 f"{project!r} has not been provisioned in env {self.env!r}: "
@@ -564,10 +580,11 @@ class Provisioner:
         target = self.known_target(project)
         return self.backend.logs(target, self._observe(target, self.record(project)), service=service, tail=tail)
 
-    def project_names(self, deployed: Mapping[str, Observed] | None = None) -> list[str]:
+    def project_names(self, deployed: Mapping[str, Observed] | None = None, *,
+                      recorded: Mapping[str, ProjectRecord | None] | None = None) -> list[str]:
         """Declared projects first (in file order), then recorded or deployed undeclared ones."""
         declared = [p.name for p in self.config.projects]
-        extra = {p for _, p in self.store.known_projects(self.env)}
+        extra = set(self._records() if recorded is None else recorded)
         extra |= set(self._observe_env() if deployed is None else deployed)
         return declared + sorted(extra - set(declared))
 
@@ -589,8 +606,7 @@ class Provisioner:
     def requested(self, *, via: str) -> list[str]:
         """Projects whose creation was requested through `via` and not finished (a killed server's work)."""
         unfinished = []
-        for _, project in self.store.known_projects(self.env):
-            record = self.record(project)
+        for project, record in self._records().items():
             if record is not None and record.created_via == via and record.status in ("requested", "applying", "interrupted"):
                 unfinished.append(project)
         return unfinished

@@ -152,6 +152,10 @@ class LocalBackend:
     def _project_name(self, target: Target) -> str:
         return names.compose_project_name(target.env, target.project)
 
+    def _label(self, target: Target) -> str:
+        """The label filter that selects the project's containers and volumes."""
+        return f"com.docker.compose.project={self._project_name(target)}"
+
     def _files(self, target: Target, *, with_file: bool = True) -> ComposeFiles:
         paths = self.store.paths(target.env, target.project)
         has_file = with_file and paths.compose.is_file()
@@ -166,7 +170,7 @@ class LocalBackend:
         return self.compose.with_secrets([s.reveal() for s in secrets.values()])
 
     def _containers(self, target: Target) -> list[ContainerState]:
-        return _services(self.compose.containers(f"com.docker.compose.project={self._project_name(target)}"))
+        return _services(self.compose.containers(self._label(target)))
 
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target, known: Handle | None) -> Observed:
@@ -195,7 +199,7 @@ class LocalBackend:
             return Prepared(secrets=stored, ports=ports)
         kept = observed.kept_data
         if not stored.get("DB_PASSWORD") and not observed.exists and kept is None:
-            label = f"com.docker.compose.project={self._project_name(target)}"
+            label = self._label(target)
             kept = next(iter(self.compose.volumes(label).values()), None)
         if not stored.get("DB_PASSWORD") and (observed.exists or kept):
             what = "containers" if observed.exists else f"its data volume {kept}"
@@ -292,7 +296,7 @@ class LocalBackend:
         client = self._docker
         if client is None:
             return self._containers(target)
-        label = f"com.docker.compose.project={self._project_name(target)}"
+        label = self._label(target)
         with sdk_errors("list containers"):
             found = client.containers.list(all=True, sparse=True, filters={"label": label})
         return _services([container_state(c.attrs) for c in found])
@@ -406,7 +410,7 @@ class LocalBackend:
 
     def _volumes(self, target: Target) -> list[Any]:
         client = self._docker_client()
-        label = f"com.docker.compose.project={self._project_name(target)}"
+        label = self._label(target)
         with sdk_errors("list volumes"):
             return list(client.volumes.list(filters={"label": label}))
 
@@ -415,7 +419,7 @@ class LocalBackend:
         client = self._docker_client()
         with sdk_errors("find the db container"):
             containers = client.containers.list(
-                filters={"label": [f"com.docker.compose.project={self._project_name(target)}",
+                filters={"label": [self._label(target),
                                    "com.docker.compose.service=db"]}
             )
         if not containers:
