@@ -30,6 +30,7 @@ class Job:
 
     status: str = "provisioning"
     error: str | None = None
+    unexpected: bool = False  # failed on a bug (an incident), not on the backend
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class ProjectRequests:
             self._changed()
             return None
         except Exception as exc:
-            self.jobs[name] = Job(status="failed", error=str(incidents.record(exc)))
+            self.jobs[name] = Job(status="failed", error=str(incidents.record(exc)), unexpected=True)
             self._changed()
             return None
         self.jobs.pop(name, None)

@@ -212,9 +212,8 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
         name = accepted.project
         item: ProjectResult | Job = accepted.result if accepted.result is not None else service.get(name)
         if isinstance(item, Job) and item.status == "failed" and wait:
-            failure = 500 if (item.error or "").startswith("unexpected error") else 502
-            raise ProblemError(failure, "Unexpected error" if failure == 500 else "Backend failure",
-                               item.error or "provisioning failed")
+            failure, title = (500, "Unexpected error") if item.unexpected else (502, "Backend failure")
+            raise ProblemError(failure, title, item.error or "provisioning failed")
         out = _out(service, item, name, authenticated=authenticated)
         code = 202 if isinstance(item, Job) and item.status == "provisioning" else 201
         headers = {"Location": f"/v1/projects/{name}"}
