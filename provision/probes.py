@@ -62,10 +62,13 @@ def wait_for(
     timeout: float,
     interval: float = 0.25,
     max_interval: float = 2.0,
+    pace: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = interrupts.sleep,
 ) -> WaitOutcome:
     """Run `probes` until all pass or `timeout` seconds elapse; backs off from `interval` to `max_interval`.
+    With `pace`, the pause is instead that share of the time waited so far (between `interval` and
+    `max_interval`): a wait never overshoots the moment things became ready by much more than that share.
 
     Probes that passed are not run again. Never raises for a failing probe: the outcome says which failed;
     raises Interrupted when the run is interrupted.
@@ -88,5 +91,7 @@ def wait_for(
             return WaitOutcome(True, elapsed, {})
         if elapsed >= timeout:
             return WaitOutcome(False, elapsed, dict(failures))
+        if pace is not None:
+            delay = min(max(interval, pace * elapsed), max_interval)
         sleep(min(delay, max(0.0, timeout - elapsed)))
         delay = min(delay * 1.5, max_interval)

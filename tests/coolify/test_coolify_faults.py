@@ -27,6 +27,7 @@ RECOVERABLE: list[tuple[str, dict[str, Any]]] = [
     ("response lost after the service was created", {"fault": "drop", "method": "POST", "path": r"^/services$", "after": True}),
     ("hang after the service was created", {"fault": "hang", "method": "POST", "path": r"^/services$", "after": True, "seconds": 5}),
     ("environment create answered 500 after it happened", {"fault": "500", "method": "POST", "path": r"/environments$", "after": True}),
+    ("lock taken, its answer a 500", {"fault": "500", "method": "POST", "path": r"^/projects/[^/]+/envs$", "after": True}),
     ("malformed JSON on a lookup", {"fault": "malformed", "method": "GET", "path": r"^/projects$"}),
     ("connection reset on the secrets", {"fault": "reset", "method": "PATCH", "path": r"/envs/bulk$"}),
     ("start answer lost", {"fault": "drop", "method": "POST", "path": r"/start$", "after": True}),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from tests.coolify.conftest import TOKEN, coolify_env, stack_changes
+from tests.coolify.conftest import TOKEN, coolify_env, methods, stack_changes
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
 
@@ -36,6 +36,28 @@ def test_no_op_rerun_makes_only_get_requests(sandbox: Sandbox, emulator: Coolify
     assert again["changed"] is False and again["action"] == "no-op"
     assert emulator.requests and all(r.method == "GET" for r in emulator.requests)
     assert len(emulator.requests) <= 3
+
+
+def test_a_fresh_provision_takes_ten_requests_and_goes_to_the_remembered_server(
+        sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    sandbox.write_env_text(coolify_env(projects=("shop", "blog", "wiki")))
+    sandbox.cli("provision", "--project=shop")  # the first on this server: makes the lock project, finds the server
+    [locks] = [p for p in emulator.find_projects() if p["name"].startswith("provision-locks-")]
+    [server] = {s["server_uuid"] for s in emulator.find_services()}
+    assert f"server:{server}" in locks["description"]
+    emulator.requests.clear()
+    sandbox.cli("provision", "--project=blog")
+    sent = [m for m in methods(emulator) if not m.startswith("GET /services/")]  # less the wait's status polls
+    assert len(sent) <= 9 and "GET /servers" not in sent, sent  # lock included: POST and DELETE of its variable
+    assert [r for r in sent if "/envs" in r and locks["uuid"] in r] == [
+        f"POST /projects/{locks['uuid']}/envs", f"DELETE /projects/{locks['uuid']}/envs/2"]  # the 2nd lock taken
+
+    # a remembered server that is gone is chosen again, and that one remembered
+    emulator.core.store.projects[locks["uuid"]].description = locks["description"].replace(server, "gone0000000000000000")
+    emulator.requests.clear()
+    assert sandbox.cli("provision", "--project=wiki", "--json").json()["projects"][0]["status"] == "running"
+    assert "GET /servers" in methods(emulator)
+    assert f"server:{server}" in str(emulator.project(locks["uuid"])["description"])
 
 
 def test_a_fresh_state_directory_finds_everything_again(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:

@@ -115,12 +115,12 @@ def test_restart_returns_only_after_the_restart_ran(sandbox: Sandbox, emulator: 
 
 # --- the lock every runner sees ------------------------------------------------------------------
 def _hold_lock(emulator: CoolifyEmulator, box: Sandbox, *, expires: str, holder: str = "ci@other-runner") -> str:
-    """A lock on `shop` as another runner holds it: the lock project and its environment, made by hand."""
+    """A lock on `shop` as another runner holds it: the lock project and its variable, made by hand."""
     locks = emulator.create_project("provision-locks-test-owner-1",
                                     description="provision: owner:test-owner-1 — locks of provision runs")
-    environment = emulator.create_environment(locks["uuid"], f"lock.{box.env}.shop")
-    emulator.core.store.environments[environment["uuid"]].description = (
-        f"provision lock holder={holder} pid=4242 since=2026-11-30T08:00:00Z expires={expires}")
+    emulator.create_project_variable(
+        locks["uuid"], f"lock.{box.env}.shop".replace("-", "_"), "held",
+        comment=f"provision lock holder={holder} pid=4242 since=2026-11-30T08:00:00Z expires={expires}")
     return str(locks["uuid"])
 
 
@@ -135,7 +135,7 @@ def test_two_runners_on_different_machines_make_one_service(tmp_path: Path, emul
         results.append(json.loads(out)["projects"][0])
     assert sorted(r["action"] for r in results) == ["create", "no-op"]
     assert len(emulator.find_services("shop")) == 1 and len(emulator.find_projects("shop")) == 1
-    assert emulator.count(method="POST", path=r"/projects/[^/]+/environments", status=409) >= 1  # one waited
+    assert emulator.count(method="POST", path=r"/projects/[^/]+/envs", status=409) >= 1  # one waited
     assert first.cli("lock", "--json").json() == {"locks": []}  # released
 
 

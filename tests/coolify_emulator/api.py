@@ -21,6 +21,7 @@ from .state import (
     Project,
     Server,
     Service,
+    SharedEnv,
     SubResource,
     Token,
     new_uuid,
@@ -251,6 +252,11 @@ class Api:
         add("POST", rf"/projects/{u}/environments", self.create_environment, "write")
         add("PATCH", rf"/projects/{u}/environments/(?P<env>[^/]+)", self.update_environment, "write")
         add("DELETE", rf"/projects/{u}/environments/(?P<env>[^/]+)", self.delete_environment, "write")
+        # routes/api.php: the project's shared variables are routed before `/projects/{uuid}/{environment}`
+        add("GET", rf"/projects/{u}/envs", self.project_envs, "read")
+        add("POST", rf"/projects/{u}/envs", self.project_create_env, "write")
+        add("PATCH", rf"/projects/{u}/envs/(?P<env_id>[^/]+)", self.project_update_env, "write")
+        add("DELETE", rf"/projects/{u}/envs/(?P<env_id>[^/]+)", self.project_delete_env, "write")
         add("GET", rf"/projects/{u}/(?P<env>[^/]+)", self.get_environment, "read")
         add("GET", r"/services", self.list_services, "read")
         add("POST", r"/services", self.create_service, "write")
@@ -494,8 +500,93 @@ class Api:
                 return jr(400, {"message": "Project has resources, so it cannot be deleted."})
             for env in envs:
                 self.store.environments.pop(env.uuid, None)
+            for shared in self.store.shared_envs_of(project):
+                self.store.shared_envs.pop(shared.id)
             self.store.projects.pop(project.uuid, None)
             return jr(200, {"message": "Project deleted."})
+
+    # ------------------------------------------------------------------ projects: shared variables
+    # app/Http/Controllers/Api/SharedEnvironmentVariablesController.php (type=project). A second create of one key
+    # answers 409; the table's unique (key, project_id, team_id) index makes that hold even for racing creates
+    # (database/migrations/2024_01_23_113129_create_shared_environment_variables_table.php), which the store's
+    # lock gives here. `value` shows only to read:sensitive tokens and never when is_shown_once; `comment` always.
+    _SHARED_FIELDS = ("key", "value", "is_literal", "is_multiline", "is_shown_once", "comment")
+
+    @staticmethod
+    def _shared_json(env: SharedEnv, sensitive: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {"id": env.id, "key": env.key, "is_literal": env.is_literal,
+                                "is_multiline": env.is_multiline, "is_shown_once": env.is_shown_once,
+                                "comment": env.comment, "type": "project", "created_at": env.created_at,
+                                "updated_at": env.updated_at}
+        if sensitive and not env.is_shown_once:
+            data["value"] = env.value
+        return data
+
+    def _shared_input(self, req: ApiRequest, key_required: bool) -> tuple[dict[str, Any], ApiResponse | None]:
+        bad = validate_incoming(req)
+        if bad:
+            return {}, bad
+        data = req.input()
+        rules = self._env_rules(key_required)
+        rules.pop("is_preview")
+        bad = _rejected(data, rules, self._SHARED_FIELDS)
+        return data, bad
+
+    def project_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
+            return jr(200, [self._shared_json(e, req.sensitive) for e in self.store.shared_envs_of(project)])
+
+    def project_create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        data, bad = self._shared_input(req, key_required=True)
+        if bad:
+            return bad
+        with self.store.lock:
+            project = self._project_or_404(req, uuid)
+            if isinstance(project, ApiResponse):
+                return project
+            if any(e.key == data["key"] for e in self.store.shared_envs_of(project)):
+                return jr(409, {"message": "Environment variable already exists. Use PATCH request to update it."})
+            env = SharedEnv(self.store.next_id("shared_envs"), data["key"], data.get("value"), project.id,
+                            comment=data.get("comment"),
+                            **{f: to_bool(data[f]) for f in ("is_literal", "is_multiline", "is_shown_once")
+                               if data.get(f) is not None})
+            self.store.shared_envs[env.id] = env
+            return jr(201, {"id": env.id})
+
+    def _shared_or_404(self, req: ApiRequest, uuid: str, env_id: str) -> SharedEnv | ApiResponse:
+        project = self._project_or_404(req, uuid)
+        if isinstance(project, ApiResponse):
+            return project
+        env = self.store.shared_envs.get(int(env_id)) if env_id.isdigit() else None
+        if env is None or env.project_id != project.id:
+            return jr(404, {"message": "Environment variable not found."})
+        return env
+
+    def project_update_env(self, req: ApiRequest, uuid: str, env_id: str) -> ApiResponse:
+        with self.store.lock:
+            env = self._shared_or_404(req, uuid, env_id)
+            if isinstance(env, ApiResponse):
+                return env
+        data, bad = self._shared_input(req, key_required=False)
+        if bad:
+            return bad
+        with self.store.lock:
+            for name in ("value", "comment"):
+                if name in data:
+                    setattr(env, name, data[name])
+            env.updated_at = now_iso()
+            return jr(200, self._shared_json(env, req.sensitive))
+
+    def project_delete_env(self, req: ApiRequest, uuid: str, env_id: str) -> ApiResponse:
+        with self.store.lock:
+            env = self._shared_or_404(req, uuid, env_id)
+            if isinstance(env, ApiResponse):
+                return env
+            self.store.shared_envs.pop(env.id)
+            return jr(200, {"message": "Environment variable deleted."})
 
     def list_environments(self, req: ApiRequest, uuid: str) -> ApiResponse:
         with self.store.lock:
@@ -578,11 +669,15 @@ class Api:
             return jr(404, {"message": "Service application not found."})
         return svc, sub
 
+    def _last_online(self, sub: SubResource, status: str) -> str | None:
+        # docker mode reads the containers at every request: each read is a refresh that finds them
+        return now_iso() if self.core.docker is not None and status.startswith("running") else sub.last_online_at
+
     def sub_json(self, sub: SubResource, status: str) -> dict[str, Any]:
         common = {"uuid": sub.uuid, "name": sub.name, "human_name": sub.human_name, "description": sub.description,
                   "ports": None, "exclude_from_status": sub.exclude_from_status, "image": sub.image,
                   "is_log_drain_enabled": False, "is_include_timestamps": False, "is_migrated": False,
-                  "last_online_at": sub.last_online_at, "service_id": sub.service_id, "status": status,
+                  "last_online_at": self._last_online(sub, status), "service_id": sub.service_id, "status": status,
                   "created_at": sub.created_at, "updated_at": sub.updated_at, "deleted_at": None}
         if sub.kind == "application":
             common.update({"fqdn": sub.fqdn, "required_fqdn": False, "is_gzip_enabled": True,

@@ -317,6 +317,7 @@ class Core:
     def _refresh(self, svc: Service, now: float) -> None:
         """Stored statuses follow the containers at refresh ticks (Sentinel / the per-minute server check)."""
         interval = self.settings.refresh_interval
+        tick = int(now / interval) if interval > 0 else now
         for sub in svc.apps:
             actual, since = sub.actual, sub.actual_since
             if actual.startswith("running") and sub.has_healthcheck:
@@ -324,10 +325,16 @@ class Core:
                     actual = "running:starting"  # GetContainersStatus stores a starting healthcheck like this
                 else:
                     actual, since = "running:healthy", max(since, sub.healthy_at)
-            if sub.status == actual:
-                continue
+            changed = False
             if interval <= 0 or int(now / interval) > int(since / interval):
+                changed = sub.status != actual
                 sub.status = actual
+                sub.fresh = True
+            # GetContainersStatus stamps last_online_at on every container it finds at each refresh, and the
+            # model does on every status change (app/Models/ServiceApplication.php, saving)
+            if changed or (tick != sub.last_tick and sub.actual.startswith("running")):
+                sub.last_online_at = now_iso()
+            sub.last_tick = tick
 
     def _set_actual(self, sub: SubResource, status: str, at: float) -> None:
         sub.actual, sub.actual_since = status, at
@@ -342,7 +349,6 @@ class Core:
 
     def _apply_pure(self, svc: Service, action: PendingAction) -> None:
         server = self.server_of(svc)
-        stamp = now_iso()
         if action.kind in ("start", "restart"):
             for sub in svc.apps:
                 sub.status_override = None
@@ -350,8 +356,8 @@ class Core:
                     self._set_actual(sub, "running:unknown" if not sub.has_healthcheck else "running:healthy",
                                      action.done_at)
                     sub.healthy_at = action.done_at + self.settings.health_start_seconds
+                    sub.fresh = False
                     sub.exists = True
-                    sub.last_online_at = stamp
                     self._log(svc, sub, f"Container {sub.name}-{svc.uuid} Started")
                 else:
                     self._set_actual(sub, "exited", action.done_at)

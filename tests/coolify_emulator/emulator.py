@@ -14,7 +14,7 @@ from .docker_mode import DockerBackend
 from .faults import _UNSET, Fault, RequestLog
 from .proxy import ProxyContext, ProxyServer
 from .server import ApiServer
-from .state import Service, Token, new_uuid, random_string
+from .state import Service, SharedEnv, Token, new_uuid, random_string
 
 _SETTINGS_ATTRS = ("api_enabled", "allowed_ips", "rate_limit", "rate_limit_window", "action_delay", "delete_delay",
                    "public_ip", "hang_seconds", "strict_accept", "stop_seconds", "start_seconds", "refresh_interval",
@@ -285,19 +285,36 @@ class CoolifyEmulator:
             env = self.core.create_environment(self.core.store.projects[project_uuid], name)
             return {"uuid": env.uuid, "name": env.name}
 
+    def create_project_variable(self, project_uuid: str, key: str, value: str | None = None,
+                                comment: str | None = None) -> int:
+        """Create a project's shared variable directly (as if through the UI); returns its id."""
+        with self.core.store.lock:
+            project = self.core.store.projects[project_uuid]
+            env = SharedEnv(self.core.store.next_id("shared_envs"), key, value, project.id, comment=comment)
+            self.core.store.shared_envs[env.id] = env
+            return env.id
+
+    def project_variables(self, project_uuid: str) -> list[dict[str, Any]]:
+        with self.core.store.lock:
+            project = self.core.store.projects[project_uuid]
+            return [{"id": e.id, "key": e.key, "value": e.value, "comment": e.comment}
+                    for e in self.core.store.shared_envs_of(project)]
+
     def _service_dict(self, svc: Service) -> dict[str, Any]:
         subs = self.core.sub_statuses(svc)
         env = self.core.store.environment_by_id(svc.environment_id)
         project = self.core.store.project_by_id(env.project_id) if env else None
+        server = self.core.store.server_by_id(svc.server_id)
         return {
             "uuid": svc.uuid, "name": svc.name, "description": svc.description,
+            "server_uuid": server.uuid if server else None,
             "project_uuid": project.uuid if project else None, "environment_name": env.name if env else None,
             "status": self.core.service_status(svc, subs), "deleting": svc.deleting,
             "docker_compose_raw": svc.docker_compose_raw, "compose": copy.deepcopy(svc.parsed),
             "docker_compose": C.dump_yaml(self.core.generated_compose(svc)),
             "connect_to_docker_network": svc.connect_to_docker_network, "tags": list(svc.tags),
             "applications": [{"uuid": a.uuid, "name": a.name, "kind": a.kind, "image": a.image, "fqdn": a.fqdn,
-                              "status": subs.get(a.name, "exited")} for a in svc.apps],
+                              "status": subs.get(a.name, "exited"), "fresh": a.fresh} for a in svc.apps],
             "envs": {e.key: e.value for e in self.core.store.envs_of(svc)},
             "deployed_envs": dict(svc.deployed_envs) if svc.deployed_envs is not None else None,
             "config_changed": svc.config_hash is not None and svc.config_hash != self.core.config_hash(svc),

@@ -116,6 +116,22 @@ class Environment:
 
 
 @dataclass
+class SharedEnv:
+    """A project-scoped shared variable (``SharedEnvironmentVariable`` with ``type=project``)."""
+
+    id: int
+    key: str
+    value: str | None
+    project_id: int
+    comment: str | None = None
+    is_literal: bool = False
+    is_multiline: bool = False
+    is_shown_once: bool = False
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+
+@dataclass
 class EnvVar:
     """A service environment variable (``EnvironmentVariable`` with a Service resourceable)."""
 
@@ -150,6 +166,8 @@ class SubResource:
     actual: str = "exited"
     actual_since: float = 0.0
     healthy_at: float = 0.0
+    last_tick: float = -1.0  # the refresh tick that last looked at it
+    fresh: bool = True  # the stored status was refreshed after the containers last started (no stale old one)
     exists: bool = False  # a container exists (started once and not removed by a stop)
     has_healthcheck: bool = False
     exclude_from_status: bool = False
@@ -225,6 +243,7 @@ class Store:
         self.environments: dict[str, Environment] = {}
         self.services: dict[str, Service] = {}
         self.envs: dict[str, EnvVar] = {}
+        self.shared_envs: dict[int, SharedEnv] = {}
         self.tags: dict[str, str] = {}  # name -> uuid
 
     def next_id(self, table: str, start: int = 1) -> int:
@@ -259,6 +278,9 @@ class Store:
 
     def services_of_team(self, team_id: int) -> list[Service]:
         return sorted((s for s in self.services.values() if s.team_id == team_id), key=lambda s: s.id)
+
+    def shared_envs_of(self, project: Project) -> list[SharedEnv]:
+        return sorted((e for e in self.shared_envs.values() if e.project_id == project.id), key=lambda e: e.id)
 
     def envs_of(self, service: Service) -> list[EnvVar]:
         """Env vars of a service ordered by key (Coolify's relation orders by key)."""

@@ -72,6 +72,22 @@ def test_stored_statuses_lag_until_the_next_refresh(emu: CoolifyEmulator, client
     assert seen == ["starting:unhealthy", "exited", "running:healthy"]
 
 
+def test_every_refresh_stamps_last_online_at(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    emu.action_delay, emu.start_seconds, emu.refresh_interval = 0, 0.05, 0.5
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5)
+
+    def stamps() -> list[str | None]:
+        body = client.get(f"/services/{service}").json()
+        return [a["last_online_at"] for a in body["applications"] + body.get("databases", [])]
+
+    time.sleep(0.6)
+    first = stamps()
+    assert all(first) and stamps() == first  # within one refresh interval nothing moves
+    time.sleep(0.6)
+    assert all(a != b for a, b in zip(stamps(), first, strict=True))  # the next refresh stamps every container
+
+
 def test_a_starting_healthcheck_aggregates_to_running_healthy(emu: CoolifyEmulator, client: httpx.Client,
                                                               service: str) -> None:
     emu.action_delay, emu.start_seconds, emu.health_start_seconds = 0, 0.1, 2.0

@@ -54,6 +54,7 @@ class FakeCoolify:
         self.overrides: dict[tuple[str, str], httpx.Response] = {}
         self.requests: list[tuple[str, str]] = []
         self.bodies: dict[tuple[str, str], Any] = {}
+        self.reads_since_restart: int | None = None
 
     def answer(self, method: str, path: str, status: int = 200, body: Any = None) -> None:
         self.overrides[(method, path)] = httpx.Response(status, json=body)
@@ -84,6 +85,13 @@ class FakeCoolify:
             self.service["status"] = "exited"
         if key == ("POST", f"/services/{S}/restart"):
             self.service["status"] = "starting:unhealthy"  # the job runs at once here
+            self.reads_since_restart = 0
+        if key == ("GET", f"/services/{S}") and self.reads_since_restart is not None:
+            self.reads_since_restart += 1
+            if self.reads_since_restart == 2:  # Coolify's next refresh: the new containers' states, stamped
+                self.service["status"] = "running:healthy"
+                for sub in self.service["applications"] + self.service["databases"]:
+                    sub["last_online_at"] = "2026-11-30T12:00:01.000000Z"
         status, body = routes.get(key, (404, {"message": "Not found."}))
         return httpx.Response(status, json=body)
 
@@ -170,8 +178,9 @@ def test_a_fresh_backend_applies_an_update_from_the_observation_alone(fake: Fake
     assert refs.service_uuid == S
     assert fake.requests[:3] == [("PATCH", f"/services/{S}"), ("PATCH", f"/services/{S}/envs/bulk"),
                                  ("POST", f"/services/{S}/{verb}")]
-    # a restart then looks until Coolify shows it under way; a start needs no such evidence
-    assert fake.requests[3:] == ([("GET", f"/services/{S}")] if verb == "restart" else [])
+    # a restart then looks until Coolify shows it under way, and (its containers' states being the old ones'
+    # still) until Coolify's next refresh; a start needs no such evidence
+    assert fake.requests[3:] == ([("GET", f"/services/{S}")] * 2 if verb == "restart" else [])
     patch = fake.bodies[("PATCH", f"/services/{S}")]
     assert base64.b64decode(patch["docker_compose_raw"]).decode() == rendered.text
     assert f"provision:{rendered.config_hash}" in patch["description"]
@@ -313,10 +322,15 @@ def test_a_restart_returns_only_once_coolify_shows_it_under_way(fake: FakeCoolif
 
     def lagging(request: httpx.Request) -> httpx.Response:
         if request.method == "GET" and request.url.path.endswith(f"/services/{S}"):
-            fake.service["status"] = next(statuses, "starting:unhealthy")
+            status = next(statuses, None)
+            fake.service["status"] = status or "running:healthy"
+            if status is None:  # Coolify's next refresh: the new containers' states, stamped
+                for sub in fake.service["applications"] + fake.service["databases"]:
+                    sub["last_online_at"] = "2026-11-30T12:00:01.000000Z"
         response = original(request)
         if request.method == "POST" and request.url.path.endswith("/restart"):
             fake.service["status"] = "running:healthy"  # queued: nothing moved yet
+            fake.reads_since_restart = None
         return response
 
     client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(lagging))
@@ -325,7 +339,8 @@ def test_a_restart_returns_only_once_coolify_shows_it_under_way(fake: FakeCoolif
     observed = lagging_backend.observe(target(config), Refs(P, E, S))
     assert lagging_backend.control(target(config), observed, "restart") is True
     polls = [r for r in fake.requests if r == ("GET", f"/services/{S}")]
-    assert len(polls) >= 3  # it looked until the status left running:healthy
+    # it looked until the status left running:healthy, then until the refresh after it
+    assert len(polls) >= 4 and fake.service["databases"][0].get("last_online_at")
 
 
 def test_a_restart_that_never_begins_is_a_timeout_naming_the_statuses(fake: FakeCoolify, config: EnvConfig,

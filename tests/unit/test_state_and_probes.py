@@ -73,6 +73,22 @@ def test_wait_for_backs_off_and_reports_the_last_failure() -> None:
     assert sleeps[:3] == [0.5, 0.75, 1.125] and max(sleeps) <= 2
 
 
+def test_wait_for_with_a_pace_pauses_a_share_of_the_time_waited() -> None:
+    now = [0.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(round(seconds, 3))
+        now[0] += seconds
+
+    ready_at = 13.0
+    outcome = wait_for({"api": lambda: None if now[0] >= ready_at else "starting"}, timeout=60, interval=0.25,
+                       max_interval=2.0, pace=0.1, clock=lambda: now[0], sleep=sleep)
+    assert outcome.ok
+    assert sleeps[:4] == [0.25, 0.25, 0.25, 0.25]  # floor while a tenth of the wait is shorter
+    assert max(sleeps) <= 2.0 and outcome.elapsed - ready_at <= 0.1 * ready_at + 0.25  # never far past ready
+
+
 def test_wait_for_stops_running_probes_that_passed() -> None:
     calls = {"a": 0, "b": 0}
 

@@ -75,6 +75,8 @@ class Refs:
     service_uuid: str | None = None
     api_fqdn: str | None = None
     lock_project: str | None = None  # this owner's lock project, when the listing that found the rest showed it
+    # the server the lock project names for new services (coolify.server unset); not recorded: read each run
+    new_server: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("project_uuid", self.project_uuid), ("environment_uuid", self.environment_uuid),
@@ -211,14 +213,18 @@ class CoolifyBackend:
             if service is not None and service.get("name") == self.service_name(target) and self._ours(service):
                 return replace(cached, api_fqdn=_fqdn(service, "api")), service
         projects = self.client.request_list("GET", "/projects")
-        lock_project = self._oldest_lock_project(projects)  # the same listing spares the lock a request
+        # the same listing spares the lock a request, and a create the GET /servers
+        locks = self._lock_project_in(projects) or {}
+        remembered = _SERVER.search(str(locks.get("description") or "")) if not self.config.coolify.server else None
+        base = Refs(lock_project=str(locks["uuid"]) if locks else None,
+                    new_server=remembered.group(1) if remembered else None)
         project = self._find_project(target, projects)
         if project is None:
-            return Refs(lock_project=lock_project), None
+            return base, None
         environment = self._find_environment(project["uuid"], target.env)
         if environment is None:
-            return Refs(project["uuid"], lock_project=lock_project), None
-        refs = Refs(str(project["uuid"]), str(environment["uuid"]), lock_project=lock_project)
+            return replace(base, project_uuid=str(project["uuid"])), None
+        refs = replace(base, project_uuid=str(project["uuid"]), environment_uuid=str(environment["uuid"]))
         summary = self._service_in(environment, target)
         if summary is None:
             return refs, None
@@ -229,7 +235,7 @@ class CoolifyBackend:
     def observe(self, target: Target, known: Handle | None) -> Observed:
         refs, service = self._locate(target, known)
         if service is None:
-            return Observed(exists=False, handle=refs if (refs.project_uuid or refs.lock_project) else None)
+            return Observed(exists=False, handle=refs if refs != Refs() else None)
         return _observed(service, refs)
 
     def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
@@ -303,7 +309,9 @@ class CoolifyBackend:
         project_uuid = known.project_uuid or self._ensure_project(target, look_first=False)
         environment_uuid = known.environment_uuid or self._ensure_environment(
             project_uuid, target.env, look_first=target.env == "production")  # Coolify makes 'production' itself
-        server = self._choose_server()
+        server = {"uuid": known.new_server, "name": known.new_server} if known.new_server else self._choose_server()
+        if not self.config.coolify.server and not known.new_server:
+            self._remember_server(known.lock_project, str(server["uuid"]))
         body: dict[str, Any] = {
             "name": self.service_name(target),
             "description": _description(stack, self.owner),
@@ -326,7 +334,7 @@ class CoolifyBackend:
                 domains = [d for d in created.get("domains") or [] if isinstance(d, str)]
                 # only the api has a URL in the stack: Coolify's one domain is the api's
                 return Refs(project_uuid, environment_uuid, str(created["uuid"]),
-                            domains[0] if len(domains) == 1 else None)
+                            domains[0] if len(domains) == 1 else None, lock_project=known.lock_project)
             except AmbiguousResult:
                 # the create may have happened, or may still happen: look (for a while) before trying again
                 def service() -> str | None:
@@ -336,10 +344,17 @@ class CoolifyBackend:
 
                 uuid = self._look_for(service, f"service {target.project!r}")
                 if uuid is not None:
-                    return Refs(project_uuid, environment_uuid, uuid)
+                    return Refs(project_uuid, environment_uuid, uuid, lock_project=known.lock_project)
             except CoolifyAPIError as exc:
                 if exc.status == 400 and "multiple destinations" in exc.message:
                     raise self._destination_error(server) from exc
+                if exc.status == 404 and "Server not found" in exc.message and known.new_server:
+                    # the remembered server is gone: choose again, remember that one, and retry
+                    server = self._choose_server()
+                    self._remember_server(known.lock_project, str(server["uuid"]))
+                    known = replace(known, new_server=None)
+                    body["server_uuid"] = server["uuid"]
+                    continue
                 if exc.status == 404 and "Server not found" in exc.message:
                     servers = self.client.request_list("GET", "/servers")
                     raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server['uuid']!r} in "
@@ -479,8 +494,14 @@ class CoolifyBackend:
         answers afterwards is the new deployment. Evidence is the start activity (the aggregate reads starting:…,
         which only a running start job produces), or, for a service that read up before the POST, any status
         that no longer does (Coolify stored the old containers stopped). A stale not-up status read before the
-        POST proves nothing. Raises HealthTimeout naming the statuses seen."""
+        POST proves nothing. Raises HealthTimeout naming the statuses seen.
+
+        Seen by its activity alone, the containers' stored states may still be the old containers' (no refresh
+        ran since they stopped), and would read running:healthy once the activity ends: so it then also waits
+        for the next refresh, which moves a container's status or its last_online_at (GetContainersStatus
+        stamps every container it finds; app/Actions/Docker/GetContainersStatus.php)."""
         seen: list[str] = []
+        baseline: list[tuple[tuple[str, str, str], ...]] = []
 
         def begun() -> str | None:
             service = self._get_service(uuid)
@@ -489,11 +510,29 @@ class CoolifyBackend:
             status = _describe_status(service)
             if not seen or seen[-1] != status:
                 seen.append(status)
-            if str(service.get("status") or "").startswith("starting") or (was_up and not _is_up(service)):
+            if str(service.get("status") or "").startswith("starting"):
+                if all(_app_state(app).ready for app in _apps(service)):
+                    baseline.append(_marks(service))  # the old containers' states, maybe: wait for a refresh
                 return None
+            if was_up and not _is_up(service):
+                return None  # a refresh stored the old containers stopped
             return f"status still {status}"
 
+        def refreshed() -> str | None:
+            service = self._get_service(uuid)
+            if service is None or _marks(service) != baseline[0]:
+                return None
+            return "Coolify has not refreshed the containers' states since the old ones stopped"
+
+        started = time.monotonic()
         outcome = wait_for({"restart": begun}, timeout=timeout, interval=0.25, max_interval=0.5)
+        if outcome.ok and baseline:
+            outcome = wait_for({"refresh": refreshed}, timeout=max(1.0, timeout - (time.monotonic() - started)),
+                               interval=0.25, max_interval=2.0, pace=0.1)
+        if not outcome.ok and baseline:
+            raise HealthTimeout(f"Coolify restarted service {uuid} but has not refreshed its containers' states "
+                                f"within {timeout:.0f} s (statuses seen: {' -> '.join(seen)}); is its server check "
+                                f"or Sentinel running?")
         if not outcome.ok:
             raise HealthTimeout(f"Coolify did not begin restarting service {uuid} within {timeout:.0f} s: its status "
                                 f"stayed {' -> '.join(seen) or 'unknown'} (is its queue stuck? see the deployment "
@@ -525,10 +564,10 @@ class CoolifyBackend:
             return None if _is_up(service) else f"status {_describe_status(service)}"
 
         if settled is None or not settled.ready:
-            # a queued job needs a moment before anything can have changed; then the refresh that reports the
-            # new containers may come at any moment: polled every 0.5-1 s
-            interrupts.sleep(min(0.5, timeout / 10) if settled is None else 0.0)
-            outcome = wait_for({"coolify": running}, timeout=timeout, interval=0.5, max_interval=1.0)
+            # the refresh that reports the new containers may come at any moment: polled every tenth of the time
+            # waited (0.25-2 s), so the return comes at most ~10% after it, and a minute's wait costs Coolify
+            # ~50 requests, not 60+
+            outcome = wait_for({"coolify": running}, timeout=timeout, interval=0.25, max_interval=2.0, pace=0.1)
             if not outcome.ok:
                 raise self._health_timeout(uuid, last, f"{target.project} ({target.env}) is not running on Coolify "
                                                        f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
@@ -670,21 +709,25 @@ class CoolifyBackend:
                 raise
         return done
 
-    # --- the lock every runner sees: an environment in the owner's lock project -------------------------
-    # Coolify answers 409 to a second environment of one name in a project, so creating one is an atomic
-    # "take the lock if free" (app/Http/Controllers/Api/ProjectController.php, create_environment).
+    # --- the lock every runner sees: a shared variable of the owner's lock project -----------------------
+    # Coolify answers 409 to a second project variable of one key, and the table's unique (key, project_id,
+    # team_id) index holds even for two racing creates (the loser gets a 500)
+    # (app/Http/Controllers/Api/SharedEnvironmentVariablesController.php, createEnv;
+    # database/migrations/2024_01_23_113129_create_shared_environment_variables_table.php). So creating it is an
+    # atomic "take the lock if free", and its comment records the holder in that same request.
     def _lock_project(self, *, create: bool) -> str | None:
         """The uuid of this owner's lock project; created when `create`. Two runners may create it at the same
         time (project names are not unique): every runner then uses the oldest."""
         name = f"provision-locks-{self.owner}"
 
         def oldest() -> str | None:
-            return self._oldest_lock_project(self.client.request_list("GET", "/projects"))
+            found = self._lock_project_in(self.client.request_list("GET", "/projects"))
+            return str(found["uuid"]) if found is not None else None
 
         found = oldest()
         if found is not None or not create:
             return found
-        description = f"{MARKER} owner:{self.owner} — locks of provision runs (an environment per running change)"
+        description = f"{MARKER} owner:{self.owner} — locks of provision runs (a project variable per running change)"
         with contextlib.suppress(AmbiguousResult):
             self.client.request_object("POST", "/projects", body={"name": name, "description": description},
                                        keys=("uuid",))
@@ -693,16 +736,25 @@ class CoolifyBackend:
             raise BackendUnavailable(f"could not create the Coolify project {name!r} that holds provision's locks")
         return found
 
-    def _oldest_lock_project(self, projects: list[dict[str, Any]]) -> str | None:
+    def _lock_project_in(self, projects: list[dict[str, Any]]) -> dict[str, Any] | None:
         name = f"provision-locks-{self.owner}"
         mine = [p for p in projects if p.get("name") == name and self._ours(p)]
-        if not mine:
-            return None
-        return str(min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"])))["uuid"])
+        return min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"]))) if mine else None
+
+    def _remember_server(self, lock_project: str | None, server_uuid: str) -> None:
+        """Record on the lock project the server chosen for new services (when coolify.server is unset), so
+        that later creates skip GET /servers; a failure to record costs only that request next time."""
+        if lock_project is None:
+            return
+        with contextlib.suppress(ProvisionError):
+            description = (f"{MARKER} owner:{self.owner} server:{server_uuid} — locks of provision runs "
+                           f"(a project variable per running change); new services go to that server")
+            self.client.request("PATCH", f"/projects/{lock_project}", body={"description": description})
 
     @staticmethod
-    def _lock_name(target: Target) -> str:
-        return f"lock.{target.env}.{target.project}"
+    def _lock_key(target: Target) -> str:
+        # Coolify keys allow letters, digits, '_' and '.'; names are [a-z0-9-]: '-' -> '_' stays unambiguous
+        return f"lock.{target.env}.{target.project}".replace("-", "_")
 
     @contextlib.contextmanager
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> Iterator[None]:
@@ -723,35 +775,35 @@ class CoolifyBackend:
             raise
         finally:
             try:
-                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held}", ok=(200, 404))
+                self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held}", ok=(200, 404))
             except ProvisionError:
                 if not failed:
                     raise  # else the run's own error is the one to show; the lock expires by itself
 
-    def _acquire(self, project_uuid: str, target: Target, timeout: float) -> str:
-        """Create the lock environment (201: ours; 409: held), then record the holder; a stale one is broken."""
-        name = self._lock_name(target)
+    def _acquire(self, project_uuid: str, target: Target, timeout: float) -> int:
+        """Create the lock variable with the holder in its comment (201: ours; 409: held); a stale one is broken.
+        After a lost answer, a variable whose comment is exactly ours is ours."""
+        key = self._lock_key(target)
         deadline = time.monotonic() + timeout
         while True:
             interrupts.check()
+            since = time.time()
+            holder = _holder_description(since, since + self.lock_ttl)
             try:
-                created = self.client.request("POST", f"/projects/{project_uuid}/environments", body={"name": name},
-                                              ok=(201, 409))
+                created = self.client.request("POST", f"/projects/{project_uuid}/envs",
+                                              body={"key": key, "value": "held", "comment": holder}, ok=(201, 409))
             except AmbiguousResult:
                 created = None
-            if isinstance(created, dict) and isinstance(created.get("uuid"), str):
-                uuid = str(created["uuid"])
-                since = time.time()
-                description = _holder_description(since, since + self.lock_ttl)
-                self.client.request("PATCH", f"/projects/{project_uuid}/environments/{uuid}",
-                                    body={"description": description})
-                return uuid
-            held = self._lock_environment(project_uuid, name)
+            if isinstance(created, dict) and isinstance(created.get("id"), int):
+                return int(created["id"])
+            held = self._lock_variable(project_uuid, key)
             if held is None:
                 continue  # released between our create and our look
+            if held.get("comment") == holder:
+                return int(held["id"])  # our create went through; its answer was lost
             info = _lock_info(held, target.env, target.project)
             if info.stale:
-                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held['uuid']}", ok=(200, 404))
+                self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held['id']}", ok=(200, 404))
                 continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -763,28 +815,32 @@ class CoolifyBackend:
                 )
             interrupts.sleep(min(2.0, remaining))
 
-    def _lock_environment(self, project_uuid: str, name: str) -> dict[str, Any] | None:
-        project = self.client.request_object("GET", f"/projects/{project_uuid}")
-        return next((e for e in _objects(project.get("environments")) if e.get("name") == name), None)
+    def _lock_variables(self, project_uuid: str) -> list[dict[str, Any]]:
+        found = self.client.request_list("GET", f"/projects/{project_uuid}/envs", keys=())
+        return [v for v in found if isinstance(v.get("id"), int) and str(v.get("key") or "").startswith("lock.")]
+
+    def _lock_variable(self, project_uuid: str, key: str) -> dict[str, Any] | None:
+        return next((v for v in self._lock_variables(project_uuid) if v.get("key") == key), None)
 
     def locks(self, config: EnvConfig) -> list[LockInfo]:
         project_uuid = self._lock_project(create=False)
         if project_uuid is None:
             return []
-        project = self.client.request_object("GET", f"/projects/{project_uuid}")
+        prefix = f"lock.{config.name}.".replace("-", "_")
         found = []
-        for environment in _objects(project.get("environments")):
-            env, _, name = str(environment.get("name") or "").removeprefix("lock.").partition(".")
-            if str(environment.get("name") or "").startswith("lock.") and env == config.name and name:
-                found.append(_lock_info(environment, env, name))
+        for variable in self._lock_variables(project_uuid):
+            key = str(variable["key"])
+            if key.startswith(prefix):
+                name = key.removeprefix(prefix).replace("_", "-")
+                found.append(_lock_info(variable, config.name, name))
         return sorted(found, key=lambda info: info.project)
 
     def unlock(self, target: Target) -> bool:
         project_uuid = self._lock_project(create=False)
-        held = self._lock_environment(project_uuid, self._lock_name(target)) if project_uuid else None
+        held = self._lock_variable(project_uuid, self._lock_key(target)) if project_uuid else None
         if held is None:
             return False
-        self.client.request("DELETE", f"/projects/{project_uuid}/environments/{held['uuid']}", ok=(200, 404))
+        self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held['id']}", ok=(200, 404))
         return True
 
     def adopt(self, target: Target) -> tuple[str, ...]:
@@ -913,7 +969,7 @@ def _app_state(app: Mapping[str, Any]) -> ServiceState:
 
 
 _HOLDER = re.compile(r"holder=(\S+) pid=(\d+) since=(\S+) expires=(\S+)")
-UNCLAIMED_STALE_AFTER = 60.0  # a lock environment whose holder never wrote its name (it died at once)
+_SERVER = re.compile(r"(?<!\S)server:([a-z0-9]+)(?!\S)")
 
 
 def _epoch(iso: str) -> float | None:
@@ -931,16 +987,22 @@ def _holder_description(since: float, expires: float) -> str:
             f"expires={utc_now(expires)}")
 
 
-def _lock_info(environment: Mapping[str, Any], env: str, project: str) -> LockInfo:
-    """What a lock environment says of its holder; stale past its expiry (or, unclaimed, a minute after creation)."""
-    found = _HOLDER.search(str(environment.get("description") or ""))
+def _lock_info(variable: Mapping[str, Any], env: str, project: str) -> LockInfo:
+    """What a lock variable's comment says of its holder; stale past its expiry. A comment in no form
+    provision writes (edited by hand) counts from the variable's creation, as if it had the shortest ttl."""
+    found = _HOLDER.search(str(variable.get("comment") or ""))
     now = time.time()
     if found is None:
-        created = _epoch(str(environment.get("created_at") or "")) or now
-        return LockInfo(env, project, "unknown (not recorded yet)", utc_now(created),
-                        utc_now(created + UNCLAIMED_STALE_AFTER), now > created + UNCLAIMED_STALE_AFTER)
+        created = _epoch(str(variable.get("created_at") or "")) or now
+        return LockInfo(env, project, "unknown (no holder recorded)", utc_now(created),
+                        utc_now(created + 600.0), now > created + 600.0)
     holder, pid, since, expires = found.groups()
     return LockInfo(env, project, f"{holder} pid {pid}", since, expires, (_epoch(expires) or 0.0) < now)
+
+
+def _marks(service: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
+    """Each container's stored status and last refresh stamp: they move only when Coolify refreshes them."""
+    return tuple(sorted((str(a["name"]), str(a.get("status")), str(a.get("last_online_at"))) for a in _apps(service)))
 
 
 def _describe_status(service: Mapping[str, Any]) -> str:
