@@ -31,9 +31,10 @@ HOOKS_HELP = "Do not run the executables in hooks/"
 
 
 @contextmanager
-def _session(*, live: bool = True) -> Iterator[Reporter]:
+def _session(*, live: bool = True, failure_code: int | None = None) -> Iterator[Reporter]:
     """A progress reporter on stderr; library errors and interrupts become a non-zero exit, and so does
-    anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback."""
+    anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback. The exit code is
+    the error's (EXIT_CODES), or `failure_code` for every error (plan --detailed-exitcode: 1)."""
     from provision import incidents, interrupts
     from provision.errors import ProvisionError
     from provision.report import StreamReporter, for_stream
@@ -46,7 +47,7 @@ def _session(*, live: bool = True) -> Iterator[Reporter]:
     except (KeyboardInterrupt, interrupts.Interrupted):
         raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
     except ProvisionError as exc:
-        raise Exit(f"error: {exc}", code=1) from exc
+        raise Exit(f"error: {exc}", code=failure_code or exc.exit_code) from exc
     except Exit:
         raise
     except Exception as exc:
@@ -68,6 +69,21 @@ def _require_project(project: str | None) -> str:
     return project
 
 
+def _number(flag: str, value: object, *, minimum: float = 0, maximum: float = float("inf"),
+            integer: bool = True) -> float:
+    """A numeric flag's value, or exit 2 naming the flag (never a ValueError traceback)."""
+    text = str(value).strip()
+    try:
+        number = float(int(text)) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise Exit(f"error: --{flag} {text!r}: use {kind}, e.g. --{flag}={int(minimum) + 1}", code=2) from None
+    if not minimum <= number <= maximum or number in (float("inf"), float("-inf")):
+        bound = f"between {minimum:g} and {maximum:g}" if maximum != float("inf") else f"at least {minimum:g}"
+        raise Exit(f"error: --{flag} {text!r}: must be {bound}", code=2)
+    return number
+
+
 def _overrides(pairs: list[str] | None) -> dict[str, str]:
     overrides = {}
     for pair in pairs or []:
@@ -84,7 +100,7 @@ def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | s
 
     options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter}
     if lock_timeout is not None:
-        options["lock_timeout"] = float(lock_timeout)
+        options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
     return Workspace(ROOT).provisioner(_require_env(env), **options)
 
 
@@ -97,7 +113,8 @@ def _print(text: str) -> None:
     iterable=["set_"],
     help={
         "env": ENV_HELP,
-        "project": "Only this project (declared or new); default: every project declared in the env",
+        "project": "Only this project; default: every project declared in the env",
+        "create": "Also create --project when the env file does not declare it (a typo guard)",
         "json": "Print the result as one JSON object on stdout",
         "show_secrets": "Show db_url passwords instead of ***",
         "keep_going": "With several projects: continue after a failure (default: start no new ones)",
@@ -110,8 +127,9 @@ def _print(text: str) -> None:
     },
 )
 def provision(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-              show_secrets: bool = False, keep_going: bool = False, parallel: int = 4, set_: list[str] | None = None,
-              skip_hooks: bool = False, prune: bool = False, yes: bool = False, lock_timeout: str | None = None) -> None:
+              show_secrets: bool = False, keep_going: bool = False, parallel: str = "4", set_: list[str] | None = None,
+              skip_hooks: bool = False, prune: bool = False, yes: bool = False, lock_timeout: str | None = None,
+              create: bool = False) -> None:
     """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
     from provision import output
 
@@ -120,7 +138,8 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
         projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
         if not projects and not prune:
             raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
-        summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=int(parallel))
+        workers = int(_number("parallel", parallel, minimum=1))
+        summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=workers, create=create)
         if prune:
             summary = summary.extended(provisioner.prune(yes=yes))
     sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
@@ -139,7 +158,7 @@ def plan(c: Context, env: str | None = None, project: str | None = None, json: b
     """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
     from provision import output
 
-    with _session() as reporter:
+    with _session(failure_code=1 if detailed_exitcode else None) as reporter:
         items = _provisioner(env, reporter, sets=set_).plan(project)
     if json:
         _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
@@ -150,20 +169,23 @@ def plan(c: Context, env: str | None = None, project: str | None = None, json: b
         raise Exit(code=2)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "format": "env (default) or json",
-            "show_secrets": "Print the real db_url password instead of ***"})
-def outputs(c: Context, env: str | None = None, project: str | None = None, format: str = "env",
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
+            "format": "env or json: for scripts, with the real password (default: env, masked on a terminal)",
+            "show_secrets": "On a terminal without --format: print the real db_url password instead of ***"})
+def outputs(c: Context, env: str | None = None, project: str | None = None, format: str | None = None,
             show_secrets: bool = False) -> None:
-    """Print a project's API_URL and DB_URL (dotenv lines or JSON)."""
+    """Print a project's API_URL and DB_URL (dotenv lines or JSON). With --format, or when stdout is not a
+    terminal, the values are the real ones, password included: that is what scripts read them for."""
     from provision import output
 
     project = _require_project(project)
     formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
-    if format not in formatters:
+    if format is not None and format not in formatters:
         raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
     with _session() as reporter:
         result = _provisioner(env, reporter).outputs(project)
-    _print(formatters[format](result, show_secrets=show_secrets))
+    for_machines = format is not None or not sys.stdout.isatty()
+    _print(formatters[format or "env"](result, show_secrets=show_secrets or for_machines))
 
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
@@ -218,11 +240,12 @@ def restart(c: Context, env: str | None = None, project: str | None = None, lock
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
             "tail": "Lines per service (default 100)"})
 def logs(c: Context, env: str | None = None, project: str | None = None, service: str | None = None,
-         tail: int = 100) -> None:
+         tail: str = "100") -> None:
     """Print the last lines of a project's container logs."""
     project = _require_project(project)
+    lines = int(_number("tail", tail, minimum=1))
     with _session() as reporter:
-        text = _provisioner(env, reporter).logs(project, service=service, tail=int(tail))
+        text = _provisioner(env, reporter).logs(project, service=service, tail=lines)
     _print(text)
 
 
@@ -275,6 +298,21 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
         _print(output.table([result], ("project", "status", "changed")))
 
 
+@task(help={"env": "The env file to create when missing (default dev)",
+            "backend": "Its backend: local (default) or coolify"})
+def init(c: Context, env: str = "dev", backend: str = "local") -> None:
+    """Make this directory a provision project, or complete it: an env file, an owner id in every env file,
+    .gitignore entries, example hooks. Never overwrites a file; run twice, the second run changes nothing."""
+    from provision.workspace import Workspace
+
+    with _session(live=False):
+        result = Workspace(ROOT).init(env, backend=backend)
+    for action in result.actions:
+        _print(action)
+    if not result.changed:
+        _print("nothing to do: this is a provision project already")
+
+
 @task(help={"env": ENV_HELP, "json": "Print JSON"})
 def lock(c: Context, env: str | None = None, json: bool = False) -> None:
     """Show who holds the env's project locks on the backend (Coolify: every runner's changing runs)."""
@@ -315,14 +353,15 @@ def adopt(c: Context, env: str | None = None, project: str | None = None, yes: b
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
 def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-            limit: int = 50) -> None:
+            limit: str = "50") -> None:
     """Show who changed what and when: every state-changing operation, from the state directory."""
     import json as json_module
 
     from provision import output
     from provision.workspace import Workspace
 
-    records = Workspace(ROOT).history(_require_env(env), project)[-int(limit):]
+    count = int(_number("limit", limit, minimum=1))
+    records = Workspace(ROOT).history(_require_env(env), project)[-count:]
     if json:
         _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
     else:
@@ -331,14 +370,15 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
 
 @task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
             "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address"})
-def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str = "8000",
           no_auth: bool = False) -> None:
     """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
     from provision.server import serve as run_server
     from provision.workspace import Workspace
 
+    listen_port = int(_number("port", port, minimum=1, maximum=65535))
     with _session(live=False) as reporter:
         workspace = Workspace(ROOT)
         token = workspace.api_token(_require_env(env))
         provisioner = _provisioner(env, reporter)
-        run_server(provisioner, host=host, port=int(port), token=token, no_auth=no_auth)
+        run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth)

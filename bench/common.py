@@ -27,7 +27,7 @@ def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]
     env = "bench-" + uuid.uuid4().hex[:6]
     listed = "".join(f"  - name: {p}\n" for p in projects)
     (root / "envs" / f"{env}.yml").write_text(
-        f"backend: local\nimages:\n  db: {IMAGES['db']}\n  api: {IMAGES['api']}\n"
+        f"allow_undeclared: true\nbackend: local\nimages:\n  db: {IMAGES['db']}\n  api: {IMAGES['api']}\n"
         + (f"projects:\n{listed}" if projects else "projects: []\n")
         + f"health:\n  timeout: 120\n  interval: {health_interval:g}\nlocal:\n  port_range: {port_range}\n"
         + (f"  network_pool: {network_pool}\n" if network_pool else "")

@@ -43,8 +43,10 @@ class _Strict(BaseModel):
 
 
 def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
+    if not isinstance(value, dict):
+        return value  # the schema says what is wrong
     for key, item in value.items():
-        if not _VARIABLE_KEY.match(key):
+        if not isinstance(key, str) or not _VARIABLE_KEY.match(key):
             raise ValueError(f"variable name {key!r} must be lowercase letters, digits and '_'")
         if isinstance(item, (dict, list)) or item is None:
             raise ValueError(f"variable {key!r} must be a string, number or boolean")
@@ -70,7 +72,7 @@ class ProjectDecl(_Strict):
         except InvalidName as exc:
             raise ValueError(str(exc)) from exc
 
-    _variables = field_validator("variables")(_check_variables)
+    _variables = field_validator("variables", mode="before")(_check_variables)
 
 
 class Images(_Strict):
@@ -173,6 +175,7 @@ def new_owner_id() -> str:
 
 class EnvFile(_Strict):
     owner: str | None = Field(default=None, pattern=OWNER_PATTERN)
+    allow_undeclared: bool = False
     backend: BackendName | None = None
     template: str = DEFAULT_TEMPLATE
     images: Images
@@ -182,7 +185,7 @@ class EnvFile(_Strict):
     local: LocalSettings = Field(default_factory=LocalSettings)
     coolify: CoolifySettings = Field(default_factory=CoolifySettings)
 
-    _variables = field_validator("variables")(_check_variables)
+    _variables = field_validator("variables", mode="before")(_check_variables)
 
     @model_validator(mode="after")
     def _unique_projects(self) -> EnvFile:
@@ -230,6 +233,8 @@ class EnvConfig:
     coolify_credentials: CoolifyCredentials | None = field(default=None, repr=False)
     # marks what this repository's envs create on a shared server (Coolify): other checkouts' resources differ
     owner: str | None = None
+    # `provision --project=P` may create a project the env file does not declare without --create
+    allow_undeclared: bool = False
 
     @property
     def relpath(self) -> str:
@@ -332,7 +337,8 @@ def load_env(
             raise ConfigError(
                 f"{shown}: owner: missing: a Coolify env needs an owner id, which marks the resources this "
                 f"repository creates so that other checkouts' and teams' stacks on the same server are never "
-                f"touched. Add this line to {shown} and commit it (every clone must use the same value):\n"
+                f"touched. Add this line to {shown} and commit it (every clone must use the same value), or "
+                f"run `invoke init`, which adds the repository's owner id to every env file without one:\n"
                 f"owner: {new_owner_id()}"
             )
 
@@ -361,6 +367,7 @@ def load_env(
         coolify=parsed.coolify,
         coolify_credentials=credentials,
         owner=parsed.owner,
+        allow_undeclared=parsed.allow_undeclared,
     )
 
 

@@ -56,19 +56,37 @@ def tail(text: str, lines: int = _TAIL_LINES) -> str:
 
 
 class ProvisionError(Exception):
-    """Root of all errors raised by provision; `str(exc)` is the message to show the user."""
+    """Root of all errors raised by provision; `str(exc)` is the message to show the user, and `exit_code`
+    the CLI's: 1 the operation failed, 2 usage/config/validation (nothing contacted or changed), 3 the
+    backend refused the credentials, 4 a lock was held past --lock-timeout."""
+
+    exit_code = 1
 
 
 class ConfigError(ProvisionError, ValueError):
     """A configuration file, key or value is invalid."""
 
+    exit_code = 2
+
+
+class UsageError(ConfigError):
+    """A command-line flag or argument is missing or invalid."""
+
+
+class UndeclaredProject(ConfigError):
+    """A project the env file does not declare, to be created without --create."""
+
 
 class InvalidName(ProvisionError, ValueError):
     """A project or environment name is refused before anything is created."""
 
+    exit_code = 2
+
 
 class TemplateError(ProvisionError):
     """The compose template could not be rendered."""
+
+    exit_code = 2
 
 
 class StateError(ProvisionError):
@@ -78,9 +96,13 @@ class StateError(ProvisionError):
 class LockTimeout(ProvisionError):
     """Another run is operating on the same env+project and did not finish in time."""
 
+    exit_code = 4
+
 
 class ProjectNotFound(ProvisionError, KeyError):
     """The project is neither declared in the env nor known to the backend."""
+
+    exit_code = 2
 
     def __str__(self) -> str:  # KeyError would add quotes
         return str(self.args[0]) if self.args else "project not found"
@@ -88,6 +110,8 @@ class ProjectNotFound(ProvisionError, KeyError):
 
 class ConfirmationRequired(ProvisionError):
     """A destructive operation was requested without explicit confirmation."""
+
+    exit_code = 2
 
 
 class ProjectConflict(ProvisionError):
@@ -191,6 +215,8 @@ class CoolifyAPIError(ProvisionError):
 
 class CoolifyAuthError(CoolifyAPIError):
     """401 or 403: the token is invalid, lacks an ability, or the API is disabled."""
+
+    exit_code = 3
 
 
 class CoolifyNotFound(CoolifyAPIError):

@@ -99,7 +99,7 @@ class ProjectRequests:
         """Provision `name` and record the outcome in the job table; in the background errors are kept, not
         raised, and an unexpected one fails the job (with an incident id) instead of leaving it provisioning."""
         try:
-            result = self.provisioner.provision(name)
+            result = self.provisioner.provision(name, create=True)  # a POST is an explicit create
         except ProvisionError as exc:
             self.jobs[name] = Job(status="failed", error=str(exc))
             self._changed()

@@ -10,6 +10,7 @@ its data volume kept.
 
 from __future__ import annotations
 
+import difflib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -28,6 +29,7 @@ from .errors import (
     ProjectNotFound,
     ProvisionError,
     RolledBack,
+    UndeclaredProject,
     with_note,
 )
 from .hooks import Hooks, hook_variables
@@ -207,13 +209,17 @@ class Provisioner:
         self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
 
     # --- provision -----------------------------------------------------------------------
-    def provision(self, project: str) -> ProjectResult:
+    def provision(self, project: str, *, create: bool = False) -> ProjectResult:
         """Create, update or start `project` until it answers; a no-op when it already matches.
 
-        Raises ProvisionError: HealthTimeout (with a log tail) when the stack does not come up,
-        RolledBack when an update failed and the previous version was restored.
+        A project the env file does not declare, and that this state directory never provisioned, is made
+        only with `create` (or `allow_undeclared: true` in the env file): a typo never creates a stack.
+        Raises ProvisionError: UndeclaredProject (before anything is contacted), HealthTimeout (with a log
+        tail) when the stack does not come up, RolledBack when an update failed and the previous version was
+        restored.
         """
         target = self.target(project)
+        self._check_declared(target, create=create)
         interrupts.check()
         with self._operation(target, "provision") as op, ExitStack() as held:
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
@@ -312,13 +318,29 @@ class Provisioner:
             return RolledBack(f"{summary}\n{failure.message}", logs=failure.logs)
         return RolledBack(f"{summary}\n{failure}")
 
-    def provision_many(self, projects: list[str], *, keep_going: bool = False, parallel: int = 1) -> RunSummary:
+    def _check_declared(self, target: Target, *, create: bool) -> None:
+        if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:
+            return
+        declared = [p.name for p in self.config.projects]
+        close = difflib.get_close_matches(target.project, declared, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UndeclaredProject(
+            f"project {target.project!r} is not declared in {self.config.relpath}: {hint}to create it anyway pass "
+            f"--create (or set allow_undeclared: true in {self.config.relpath}); declared: "
+            f"{', '.join(declared) or 'none'}"
+        )
+
+    def provision_many(self, projects: list[str], *, keep_going: bool = False, parallel: int = 1,
+                       create: bool = False) -> RunSummary:
         """Provision several projects, up to `parallel` at a time, results in the given order.
 
         Fail-fast by default: after a failure no further project is started (those already
         running finish) and the rest are reported as skipped; `keep_going` runs them all.
         An interrupt stops every worker and is re-raised.
         """
+        for project in projects:  # a bad name, a typo or a broken template stops the run before anything starts
+            self._check_declared(self.target(project), create=create)
+            self.render(project)
         results: dict[str, ProjectResult] = {}
         stop = threading.Event()
 
@@ -328,7 +350,7 @@ class Provisioner:
                 return
             started = self.clock()
             try:
-                results[project] = self.provision(project)
+                results[project] = self.provision(project, create=create)
             except (Interrupted, KeyboardInterrupt):
                 raise
             except ProvisionError as exc:

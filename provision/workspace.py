@@ -13,6 +13,7 @@ from .errors import ProvisionError
 from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
+from .scaffold import InitResult, init
 from .secrets import Secret
 from .service import DEFAULT_LOCK_TIMEOUT, Provisioner
 from .state import StateStore, default_state_dir
@@ -31,6 +32,10 @@ class Workspace:
         if self.state_dir is None:
             self.state_dir = default_state_dir(self.root, self.environ)
         self.store = StateStore(self.state_dir)
+
+    def init(self, env: str = "dev", *, backend: str = "local") -> InitResult:
+        """Complete this root as a provision project (see `scaffold.init`); never overwrites a file."""
+        return init(self.root, env=env, backend=backend)
 
     def envs(self) -> list[str]:
         return available_envs(self.root)

@@ -15,8 +15,7 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
-if ! docker info >/dev/null 2>&1; then
-  echo "bootstrap: no Docker Engine answers: start dockerd (with the Compose v2 plugin) and try again" >&2
-  exit 1
-fi
+# a Docker Engine with the Compose v2 plugin: installed and started here when missing (root or sudo), else
+# the exact commands to run
+bash scripts/ensure-docker.sh
 bash scripts/build-images.sh >&2

@@ -21,10 +21,37 @@ def test_tasks_py_imports_no_heavy_libraries() -> None:
     assert out.strip() == "[]"
 
 
+def _on_a_terminal(argv: list[str], sandbox: Sandbox) -> str:
+    """What a command prints when its stdout is a terminal (a pseudo-terminal here)."""
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        subprocess.run(argv, cwd=sandbox.root, env=sandbox.environ(), stdout=follower, stderr=subprocess.DEVNULL,
+                       timeout=120, check=True)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+
+
 def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:
     sandbox.cli("provision", "--project=shop")
-    env_lines = sandbox.cli("outputs", "--project=shop").stdout.splitlines()
-    assert env_lines[0].startswith('API_URL="http://127.0.0.1:') and env_lines[1].startswith('DB_URL="postgresql://app:***@')
+    password = sandbox.secrets("shop")["DB_PASSWORD"]
+    env_lines = sandbox.cli("outputs", "--project=shop").stdout.splitlines()  # stdout is a pipe: for machines
+    assert env_lines[0].startswith('API_URL="http://127.0.0.1:') and env_lines[1].startswith(f'DB_URL="postgresql://app:{password}@')
+    on_terminal = _on_a_terminal(sandbox.argv("outputs", "--project=shop"), sandbox)
+    assert "DB_URL=\"postgresql://app:***@" in on_terminal and password not in on_terminal
     logs = sandbox.cli("logs", "--project=shop", "--service=db", "--tail=5").stdout
     assert "db-1" in logs and "api-1" not in logs
     rendered = sandbox.cli("render", "--project=shop").stdout

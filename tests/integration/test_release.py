@@ -149,10 +149,10 @@ def test_hooks_migrate_after_provision_and_a_failing_pre_hook_aborts(sandbox: Sa
     db_url = sandbox.cli("outputs", "--project=shop", "--format=json", "--show-secrets").json()["db_url"]
     assert sql(db_url, "SELECT to_regclass('migrated')::text") == [("migrated",)]
 
-    aborted = sandbox.cli("provision", "--project=bad", check=False)
+    aborted = sandbox.cli("provision", "--project=bad", "--create", check=False)
     assert aborted.returncode != 0 and "pre-provision" in aborted.stderr
     assert _containers(sandbox, "bad") == []
-    skipped = sandbox.cli("provision", "--project=bad", "--skip-hooks")
+    skipped = sandbox.cli("provision", "--project=bad", "--create", "--skip-hooks")
     assert skipped.returncode == 0 and _containers(sandbox, "bad")
 
 

@@ -10,7 +10,13 @@ from pathlib import Path
 import pytest
 
 from provision.config import EnvConfig, load_env
-from provision.errors import ConfirmationRequired, HealthTimeout, InvalidName, ProjectNotFound
+from provision.errors import (
+    ConfirmationRequired,
+    HealthTimeout,
+    InvalidName,
+    ProjectNotFound,
+    UndeclaredProject,
+)
 from provision.model import (
     Destroyed,
     Endpoints,
@@ -216,6 +222,18 @@ def test_destroy_keeps_data_and_says_how_to_delete_it(setup: tuple[Provisioner, 
         provisioner.control("shop", "start")
 
 
+def test_a_typo_creates_nothing_and_names_the_declared_project(
+        setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, store = setup
+    for run in (lambda: provisioner.provision("shpo"), lambda: provisioner.provision_many(["shop", "shpo"])):
+        with pytest.raises(UndeclaredProject, match="did you mean 'shop'.*--create") as info:
+            run()
+        assert info.value.exit_code == 2
+    assert backend.calls == [] and not store.root.exists()  # nothing contacted, nothing written
+    assert provisioner.provision("shpo", create=True).changed  # explicit: created
+    assert provisioner.provision("shpo").action == "no-op"  # and known from then on
+
+
 def test_unknown_projects_are_not_found(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, _, _ = setup
     with pytest.raises(ProjectNotFound, match="never provisioned"):
@@ -223,16 +241,20 @@ def test_unknown_projects_are_not_found(setup: tuple[Provisioner, MemoryBackend,
 
 
 def test_keep_going_continues_after_a_failure(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
-    provisioner, _, _ = setup
-    summary = provisioner.provision_many(["Bad", "shop"], keep_going=True)
+    provisioner, backend, _ = setup
+    backend.broken_marker = "broken-one"
+    summary = provisioner.provision_many(["broken-one", "shop"], keep_going=True, create=True)
     assert [r.status for r in summary.results] == ["failed", "running"]
-    assert [r.status for r in provisioner.provision_many(["Bad", "shop"]).results] == ["failed", "skipped"]
+    again = provisioner.provision_many(["broken-one", "shop"], create=True)
+    assert [r.status for r in again.results] == ["failed", "skipped"]
+    with pytest.raises(InvalidName):  # a bad name stops the whole run before anything starts
+        provisioner.provision_many(["shop", "Bad"], keep_going=True)
 
 
 def test_parallel_provision_keeps_the_order_of_results(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, _ = setup
     names = [f"p{i}" for i in range(8)]
-    summary = provisioner.provision_many(names, parallel=4)
+    summary = provisioner.provision_many(names, parallel=4, create=True)
     assert [r.project for r in summary.results] == names and summary.ok
     assert sorted(backend.deployed) == sorted(names)
 
@@ -301,7 +323,7 @@ def test_hooks_run_in_order_with_the_project_in_their_environment(
 def test_a_failing_pre_hook_aborts_that_project_only(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, _ = setup
     _hook(provisioner.hooks.directory, "pre-provision", '[ "$PROVISION_PROJECT" != bad ] || exit 3\n')
-    summary = provisioner.provision_many(["bad", "shop"], keep_going=True)
+    summary = provisioner.provision_many(["bad", "shop"], keep_going=True, create=True)
     assert [r.status for r in summary.results] == ["failed", "running"]
     assert "exited with status 3" in (summary.results[0].error or "")
     assert backend.calls == ["apply:create"] and "bad" not in backend.deployed

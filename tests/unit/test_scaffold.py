@@ -1,0 +1,52 @@
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from provision.config import load_env
+from provision.errors import ConfigError
+from provision.scaffold import init
+from tests.conftest import write_env
+
+
+def test_init_makes_a_project_that_loads_and_changes_nothing_the_second_time(project_root: Path) -> None:
+    first = init(project_root, env="dev")
+    assert first.changed and re.fullmatch(r"[0-9a-f]{10}", first.owner)
+    config = load_env("dev", project_root, environ={})
+    assert config.owner == first.owner and [p.name for p in config.projects] == ["demo"]
+    assert (project_root / "envs" / "dev.env.example").is_file()
+    gitignore = (project_root / ".gitignore").read_text().splitlines()
+    assert {".env", "envs/*.env", ".provision/"} <= set(gitignore)
+    hook = project_root / "hooks" / "post-provision.example"
+    assert os.access(hook, os.X_OK)
+
+    again = init(project_root, env="dev")
+    assert not again.changed and again.actions == ()
+    assert (project_root / ".gitignore").read_text().splitlines() == gitignore
+
+
+def test_init_gives_unowned_env_files_the_repository_owner_and_overwrites_nothing(project_root: Path) -> None:
+    write_env(project_root, "prod", "owner: team-abc123\nimages: {db: a, api: b}\n")
+    write_env(project_root, "staging", "# staging\nbackend: coolify\nimages: {db: a, api: b}\n")
+    before = (project_root / "envs" / "prod.yml").read_text()
+    result = init(project_root, env="dev", backend="coolify")
+    assert result.owner == "team-abc123"
+    assert "envs/staging.yml: added owner: team-abc123" in result.actions
+    assert (project_root / "envs" / "staging.yml").read_text().startswith("owner: team-abc123\n# staging\n")
+    assert (project_root / "envs" / "prod.yml").read_text() == before
+    assert "owner: team-abc123" in (project_root / "envs" / "dev.yml").read_text()
+    assert "COOLIFY_API_TOKEN=" in (project_root / "envs" / "dev.env.example").read_text()
+
+
+def test_init_refuses_to_guess_between_owners_and_bad_input(project_root: Path) -> None:
+    write_env(project_root, "prod", "owner: team-abc123\nimages: {db: a, api: b}\n")
+    write_env(project_root, "staging", "owner: team-def456\nimages: {db: a, api: b}\n")
+    write_env(project_root, "qa", "images: {db: a, api: b}\n")
+    with pytest.raises(ConfigError, match="different owner ids"):
+        init(project_root)
+    assert not (project_root / "envs" / "dev.yml").exists()  # nothing half-done
+    with pytest.raises(ConfigError, match="--backend 'nomad'"):
+        init(project_root, backend="nomad")
