@@ -25,6 +25,7 @@ from .secrets import Secret
 BackendName = Literal["local", "coolify"]
 BACKENDS: tuple[BackendName, ...] = ("local", "coolify")
 DEFAULT_TEMPLATE = "templates/docker-compose.project.yml.j2"
+PACKAGED_TEMPLATE = Path(__file__).resolve().parent / "templates" / "docker-compose.project.yml.j2"
 Scalar = str | int | float | bool
 
 # Variables every template can rely on; env- and project-level `variables` override them.
@@ -316,6 +317,8 @@ def load_env(
         raise ConfigError(_format_validation_error(shown, exc)) from exc
 
     template_path = (root / parsed.template).resolve()
+    if not template_path.is_file() and parsed.template == DEFAULT_TEMPLATE:
+        template_path = PACKAGED_TEMPLATE  # a project's own templates/ overrides the one provision ships
     if not template_path.is_file():
         raise ConfigError(f"{shown}: template: {parsed.template} not found (paths are relative to {root})")
 

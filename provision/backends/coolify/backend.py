@@ -63,6 +63,7 @@ _COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
 LOG_LINES = 40
+START_GRACE = 0.5  # seconds between POST start and the first status poll
 
 
 @dataclass(frozen=True)
@@ -487,6 +488,8 @@ class CoolifyBackend:
             raise
         if verb == "restart":
             self._await_begun(str(refs.service_uuid), was_up=was_up, timeout=self.config.health.timeout)
+        elif verb == "start":
+            interrupts.sleep(START_GRACE)  # a queued job: nothing can have moved yet, so the wait's polls start later
         return True
 
     def _await_begun(self, uuid: str, *, was_up: bool, timeout: float) -> None:

@@ -1,0 +1,416 @@
+"""The command line: Invoke tasks that parse arguments, call the `provision` library and print.
+
+One collection serves both `provision <task>` (the console script and `python -m provision`) and
+`invoke <task>` in a checkout whose tasks.py imports it. Data goes to stdout, progress and banners to
+stderr. Every failure exits with its documented code and the library's message, never a traceback.
+The library is imported inside each task so listing the tasks stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+
+if TYPE_CHECKING:
+    from provision.model import ControlVerb
+    from provision.report import Reporter
+    from provision.service import Provisioner
+
+ROOT_VARIABLE = "PROVISION_ROOT"
+
+
+def _root(*, for_init: bool = False) -> Path:
+    """The project directory: --root (PROVISION_ROOT), else the nearest directory from here upward that has
+    envs/, as git finds .git; `init` falls back to the current directory."""
+    explicit = os.environ.get(ROOT_VARIABLE)
+    if explicit:
+        return Path(explicit).resolve()
+    here = Path.cwd().resolve()
+    for candidate in (here, *here.parents):
+        if (candidate / "envs").is_dir():
+            return candidate
+    if for_init:
+        return here
+    raise Exit(f"error: no envs/ directory in {here} or above it: run `provision init` to make this directory a "
+               f"provision project, or pass --root=PATH", code=2)
+
+
+ENV_HELP = "Environment: reads envs/<env>.yml (required)"
+PROJECT_HELP = "Project name (lowercase letters, digits, hyphens)"
+LOCK_HELP = "Seconds to wait for another run on the same project (default 600)"
+SET_HELP = "Override a key of the env file for this run, e.g. --set images.api=registry/api:1.4.2 (repeatable)"
+HOOKS_HELP = "Do not run the executables in hooks/"
+
+
+@contextmanager
+def _session(*, live: bool = True, failure_code: int | None = None) -> Iterator[Reporter]:
+    """A progress reporter on stderr; library errors and interrupts become a non-zero exit, and so does
+    anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback. The exit code is
+    the error's (EXIT_CODES), or `failure_code` for every error (plan --detailed-exitcode: 1)."""
+    from provision import incidents, interrupts
+    from provision.errors import ProvisionError
+    from provision.report import StreamReporter, for_stream
+    from provision.state import default_state_dir
+
+    interrupts.install_signal_handlers()
+    try:
+        with for_stream(sys.stderr) if live else StreamReporter(sys.stderr) as reporter:
+            yield reporter
+    except (KeyboardInterrupt, interrupts.Interrupted):
+        raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
+    except ProvisionError as exc:
+        raise Exit(f"error: {exc}", code=failure_code or exc.exit_code) from exc
+    except Exit:
+        raise
+    except Exception as exc:
+        raise Exit(f"error: {incidents.record(exc, default_state_dir(_root(for_init=True)) / 'incidents')}",
+                   code=1) from None
+
+
+def _require_env(env: str | None) -> str:
+    if env:
+        return env
+    from provision.config import available_envs
+
+    raise Exit(f"error: --env is required, e.g. --env=dev (envs here: {', '.join(available_envs(_root())) or 'none'})", code=2)
+
+
+def _require_project(project: str | None) -> str:
+    """`--project` must be given; its value is validated by the library (an empty one is refused there)."""
+    if project is None:
+        raise Exit("error: --project is required, e.g. --project=shop", code=2)
+    return project
+
+
+def _number(flag: str, value: object, *, minimum: float = 0, maximum: float = float("inf"),
+            integer: bool = True) -> float:
+    """A numeric flag's value, or exit 2 naming the flag (never a ValueError traceback)."""
+    text = str(value).strip()
+    try:
+        number = float(int(text)) if integer else float(text)
+    except ValueError:
+        kind = "a whole number" if integer else "a number"
+        raise Exit(f"error: --{flag} {text!r}: use {kind}, e.g. --{flag}={int(minimum) + 1}", code=2) from None
+    if not minimum <= number <= maximum or number in (float("inf"), float("-inf")):
+        bound = f"between {minimum:g} and {maximum:g}" if maximum != float("inf") else f"at least {minimum:g}"
+        raise Exit(f"error: --{flag} {text!r}: must be {bound}", code=2)
+    return number
+
+
+def _overrides(pairs: list[str] | None) -> dict[str, str]:
+    overrides = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Exit(f"error: --set {pair!r}: use key=value, e.g. --set images.api=registry/api:1.4.2", code=2)
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
+                 sets: list[str] | None = None, skip_hooks: bool = False) -> Provisioner:
+    from provision.workspace import Workspace
+
+    options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter}
+    if lock_timeout is not None:
+        options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
+    return Workspace(_root()).provisioner(_require_env(env), **options)
+
+
+def _print(text: str) -> None:
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+@task(
+    iterable=["set_"],
+    help={
+        "env": ENV_HELP,
+        "project": "Only this project; default: every project declared in the env",
+        "create": "Also create --project when the env file does not declare it (a typo guard)",
+        "json": "Print the result as one JSON object on stdout",
+        "show_secrets": "Show db_url passwords instead of ***",
+        "keep_going": "With several projects: continue after a failure (default: start no new ones)",
+        "parallel": "How many projects to provision at once (default 4)",
+        "set": SET_HELP,
+        "skip_hooks": HOOKS_HELP,
+        "prune": "Also destroy (keeping data) projects deployed in the env but no longer declared; needs --yes",
+        "yes": "Confirm --prune",
+        "lock_timeout": LOCK_HELP,
+    },
+)
+def provision(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+              show_secrets: bool = False, keep_going: bool = False, parallel: str = "4", set_: list[str] | None = None,
+              skip_hooks: bool = False, prune: bool = False, yes: bool = False, lock_timeout: str | None = None,
+              create: bool = False) -> None:
+    """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
+    from provision import output
+
+    with _session() as reporter:
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, sets=set_, skip_hooks=skip_hooks)
+        projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
+        if not projects and not prune:
+            raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
+        workers = int(_number("parallel", parallel, minimum=1))
+        summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=workers, create=create)
+        if prune:
+            summary = summary.extended(provisioner.prune(yes=yes))
+    sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
+    if json:
+        _print(output.summary_json(summary, show_secrets=show_secrets))
+    if not summary.ok:
+        failed = [r for r in summary.results if r.error and r.status != "skipped"]
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+
+
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
+                               "detailed_exitcode": "Exit 0 when nothing would change, 2 when changes are pending, 1 on error",
+                               "set": SET_HELP})
+def plan(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+         detailed_exitcode: bool = False, set_: list[str] | None = None) -> None:
+    """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
+    from provision import output
+
+    with _session(failure_code=1 if detailed_exitcode else None) as reporter:
+        items = _provisioner(env, reporter, sets=set_).plan(project)
+    if json:
+        _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
+                               "projects": [i.to_dict() for i in items]}))
+    else:
+        _print(output.plan_text(items))
+    if detailed_exitcode and any(i.changes for i in items):
+        raise Exit(code=2)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
+            "format": "env or json: for scripts, with the real password (default: env, masked on a terminal)",
+            "show_secrets": "On a terminal without --format: print the real db_url password instead of ***"})
+def outputs(c: Context, env: str | None = None, project: str | None = None, format: str | None = None,
+            show_secrets: bool = False) -> None:
+    """Print a project's API_URL and DB_URL (dotenv lines or JSON). With --format, or when stdout is not a
+    terminal, the values are the real ones, password included: that is what scripts read them for."""
+    from provision import output
+
+    project = _require_project(project)
+    formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
+    if format is not None and format not in formatters:
+        raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
+    with _session() as reporter:
+        result = _provisioner(env, reporter).outputs(project)
+    for_machines = format is not None or not sys.stdout.isatty()
+    _print(formatters[format or "env"](result, show_secrets=show_secrets or for_machines))
+
+
+@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
+            "show_secrets": "Show db_url passwords instead of ***"})
+def status(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+           show_secrets: bool = False) -> None:
+    """Show whether each project's stack is running, its services' health and its URLs."""
+    from provision import output
+
+    with _session() as reporter:
+        summary = _provisioner(env, reporter).status(project)
+    if json:
+        _print(output.summary_json(summary, show_secrets=show_secrets))
+    else:
+        columns = ("project", "status", "declared", "services", "api_url", "db_url")
+        _print(output.table(summary.results, columns, show_secrets=show_secrets))
+
+
+def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool) -> None:
+    from provision import output
+
+    project = _require_project(project)
+    with _session() as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed", "api_url", "db_url")))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def stop(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+         json: bool = False) -> None:
+    """Stop a project's containers; data and configuration are kept."""
+    _control(env, project, "stop", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def start(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+          json: bool = False) -> None:
+    """Start a stopped project and wait until it answers."""
+    _control(env, project, "start", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def restart(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
+            json: bool = False) -> None:
+    """Restart a project's containers and wait until it answers."""
+    _control(env, project, "restart", lock_timeout, json)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
+            "tail": "Lines per service (default 100)"})
+def logs(c: Context, env: str | None = None, project: str | None = None, service: str | None = None,
+         tail: str = "100") -> None:
+    """Print the last lines of a project's container logs."""
+    project = _require_project(project)
+    lines = int(_number("tail", tail, minimum=1))
+    with _session() as reporter:
+        text = _provisioner(env, reporter).logs(project, service=service, tail=lines)
+    _print(text)
+
+
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
+                               "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
+def render(c: Context, env: str | None = None, project: str | None = None, show_secrets: bool = False,
+           set_: list[str] | None = None) -> None:
+    """Print the compose file provision would apply; changes nothing."""
+    project = _require_project(project)
+    with _session() as reporter:
+        from provision.render import reveal_secrets
+
+        stack, prepared = _provisioner(env, reporter, sets=set_).render(project)
+        text = reveal_secrets(stack.text, prepared.secrets) if show_secrets else stack.text
+    _print(text)
+
+
+@task(name="list", help={"env": "Only this env (default: every env in envs/)", "json": "Print JSON",
+                         "show_secrets": "Show db_url passwords instead of ***"})
+def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False) -> None:
+    """List projects: declared, provisioned or deployed, with status and URLs."""
+    from provision import output
+    from provision.workspace import Workspace
+
+    with _session() as reporter:
+        results = Workspace(_root()).list_projects(env, reporter=reporter)
+    if json:
+        _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
+    else:
+        _print(output.table(results, ("env", "project", "backend", "status", "declared", "api_url"), show_secrets=show_secrets))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP,
+            "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
+            "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
+            "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+def destroy(c: Context, env: str | None = None, project: str | None = None, delete_data: bool = False,
+            yes: bool = False, backup: bool = True, skip_hooks: bool = False, lock_timeout: str | None = None,
+            json: bool = False) -> None:
+    """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
+    from provision import output
+
+    project = _require_project(project)
+    with _session() as reporter:
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
+        result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed")))
+
+
+@task(help={"env": "The env file to create when missing (default dev)",
+            "backend": "Its backend: local (default) or coolify"})
+def init(c: Context, env: str = "dev", backend: str = "local") -> None:
+    """Make this directory a provision project, or complete it: an env file, an owner id in every env file,
+    .gitignore entries, example hooks. Never overwrites a file; run twice, the second run changes nothing."""
+    from provision.workspace import Workspace
+
+    with _session(live=False):
+        result = Workspace(_root(for_init=True)).init(env, backend=backend)
+    for action in result.actions:
+        _print(action)
+    if not result.changed:
+        _print("nothing to do: this is a provision project already")
+
+
+@task(help={"env": ENV_HELP, "json": "Print JSON"})
+def lock(c: Context, env: str | None = None, json: bool = False) -> None:
+    """Show who holds the env's project locks on the backend (Coolify: every runner's changing runs)."""
+    from provision import output
+
+    with _session() as reporter:
+        held = _provisioner(env, reporter).locks()
+    if json:
+        _print(output.to_json({"locks": [info.to_dict() for info in held]}))
+    else:
+        _print(output.locks_table(held))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm: break the lock even if its holder runs"})
+def unlock(c: Context, env: str | None = None, project: str | None = None, yes: bool = False) -> None:
+    """Break a project's stale lock on the backend (its holder died); needs --yes."""
+    project = _require_project(project)
+    with _session() as reporter:
+        broken = _provisioner(env, reporter).unlock(project, yes=yes)
+    _print(f"broke the lock of {project}" if broken else f"{project} holds no lock")
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm the take-over", "lock_timeout": LOCK_HELP,
+            "json": "Print JSON"})
+def adopt(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
+          lock_timeout: str | None = None, json: bool = False) -> None:
+    """Take over a same-named Coolify stack that carries no (or another) owner id; needs --yes."""
+    from provision import output
+
+    project = _require_project(project)
+    with _session() as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).adopt(project, yes=yes)
+    if json:
+        _print(output.to_json(result.to_dict()))
+    else:
+        _print(output.table([result], ("project", "status", "changed")))
+
+
+@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
+def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+            limit: str = "50") -> None:
+    """Show who changed what and when: every state-changing operation, from the state directory."""
+    import json as json_module
+
+    from provision import output
+    from provision.workspace import Workspace
+
+    count = int(_number("limit", limit, minimum=1))
+    records = Workspace(_root()).history(_require_env(env), project)[-count:]
+    if json:
+        _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
+    else:
+        _print(output.history_table(records))
+
+
+@task(auto_shortflags=False,  # -h stays --help
+      help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
+            "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address"})
+def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str = "8000",
+          no_auth: bool = False) -> None:
+    """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
+    try:
+        from provision.server import serve as run_server
+    except ImportError as exc:
+        if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic_core"):
+            raise
+        raise Exit(f"error: the HTTP server needs FastAPI and uvicorn ({exc.name} is not installed): "
+                   f"pip install 'provision[server]'", code=2) from None
+    from provision.workspace import Workspace
+
+    listen_port = int(_number("port", port, minimum=1, maximum=65535))
+    with _session(live=False) as reporter:
+        workspace = Workspace(_root())
+        token = workspace.api_token(_require_env(env))
+        provisioner = _provisioner(env, reporter)
+        run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth)
+
+
+namespace = Collection.from_module(sys.modules[__name__])
