@@ -392,9 +392,10 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
 
 @task(auto_shortflags=False,  # -h stays --help
       help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
-            "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address"})
+            "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address",
+            "workers": "How many creates run at once in the background (default 16)"})
 def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str = "8000",
-          no_auth: bool = False) -> None:
+          no_auth: bool = False, workers: str = "16") -> None:
     """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
     try:
         from provision.server import serve as run_server
@@ -406,11 +407,12 @@ def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str
     from provision.workspace import Workspace
 
     listen_port = int(_number("port", port, minimum=1, maximum=65535))
+    background = int(_number("workers", workers, minimum=1, maximum=256))
     with _session(live=False) as reporter:
         workspace = Workspace(_root())
         token = workspace.api_token(_require_env(env))
         provisioner = _provisioner(env, reporter)
-        run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth)
+        run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth, workers=background)
 
 
 namespace = Collection.from_module(sys.modules[__name__])

@@ -114,6 +114,12 @@ class ConfirmationRequired(ProvisionError):
     exit_code = 2
 
 
+class IdempotencyMismatch(ProvisionError):
+    """An Idempotency-Key reused for a request that differs from the one it was first sent with."""
+
+    exit_code = 2
+
+
 class ProjectConflict(ProvisionError):
     """The name is taken, or the project's state refuses the verb (e.g. start of a destroyed project)."""
 

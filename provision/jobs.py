@@ -10,11 +10,11 @@ from __future__ import annotations
 import secrets as _random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import incidents
-from .errors import ProjectConflict, ProvisionError
+from .errors import IdempotencyMismatch, ProjectConflict, ProvisionError
 from .model import ControlVerb
 from .results import ProjectResult
 from .service import Provisioner
@@ -52,6 +52,7 @@ class ProjectRequests:
         self.backend = provisioner.backend.name
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="api-job")
         self.jobs: dict[str, Job] = {}
+        self.futures: dict[str, Future[ProjectResult | None]] = {}  # background creates, until they finish
         self._lock = threading.Lock()  # reservations and idempotency keys
         self._listing: tuple[float, list[ProjectResult]] | None = None
         self._refreshing = threading.Lock()
@@ -68,10 +69,17 @@ class ProjectRequests:
         """
         with self._lock:
             if key:
-                known = self.store.read_idempotency(self.env, key).get("project")
+                seen = self.store.read_idempotency(self.env, key)
+                known = seen.get("project")
                 if known:
+                    if seen.get("requested", name) != name:  # records from before this rule have no "requested"
+                        raise IdempotencyMismatch(
+                            f"Idempotency-Key {key!r} was used for a request with "
+                            f"{_described(seen.get('requested'))}, and this one has {_described(name)}: a key "
+                            f"names one request; use a new key for a different one")
                     job = self.jobs.get(str(known))
                     return Accepted(str(known), finished=not (job is not None and job.status == "provisioning"))
+            requested = name
             if name is None:
                 name = _random.token_hex(6)  # 48 random bits: a clash is checked below all the same
             self.provisioner.target(name)  # the one name rule (InvalidName)
@@ -79,7 +87,8 @@ class ProjectRequests:
                 raise ProjectConflict(f"a project named {name!r} is being created in env {self.env!r}")
             self.jobs[name] = Job()
             if key:
-                self.store.write_idempotency(self.env, key, {"project": name, "at": utc_now()})
+                self.store.write_idempotency(self.env, key, {"project": name, "requested": requested,
+                                                             "at": utc_now()})
         try:
             if self.provisioner.is_taken(name):
                 raise ProjectConflict(f"a project named {name!r} already exists in env {self.env!r}")
@@ -91,7 +100,7 @@ class ProjectRequests:
                     self.store.delete_idempotency(self.env, key)
             raise
         if not wait:
-            self.pool.submit(self._run, name)
+            self.futures[name] = self.pool.submit(self._run, name)
             return Accepted(name, finished=False)
         return Accepted(name, finished=True, result=self._run(name) or self.jobs.get(name))
 
@@ -108,6 +117,8 @@ class ProjectRequests:
             self.jobs[name] = Job(status="failed", error=str(incidents.record(exc)), unexpected=True)
             self._changed()
             return None
+        finally:
+            self.futures.pop(name, None)
         self.jobs.pop(name, None)
         self._changed()
         return result
@@ -117,7 +128,7 @@ class ProjectRequests:
         unfinished = self.provisioner.requested(via=VIA)
         for name in unfinished:
             self.jobs[name] = Job()
-            self.pool.submit(self._run, name)
+            self.futures[name] = self.pool.submit(self._run, name)
         return unfinished
 
     def get(self, name: str) -> ProjectResult | Job:
@@ -160,12 +171,21 @@ class ProjectRequests:
         finally:
             self._changed()
 
-    def delete(self, name: str, *, delete_data: bool) -> ProjectResult:
+    def delete(self, name: str, *, delete_data: bool, backup: bool = True) -> ProjectResult:
+        """Destroy `name`; a create of it still queued is cancelled, one already running is waited for, so
+        what the DELETE answers is the final state."""
+        future = self.futures.pop(name, None)
+        if future is not None and not future.cancel():
+            future.result()  # the create runs: let it finish (its errors are kept in the job), then destroy
         self.jobs.pop(name, None)
         try:
-            return self.provisioner.destroy(name, delete_data=delete_data, yes=True, backup=delete_data)
+            return self.provisioner.destroy(name, delete_data=delete_data, yes=True, backup=delete_data and backup)
         finally:
             self._changed()
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _described(name: object) -> str:
+    return f"name {name!r}" if name else "no name (a generated one)"

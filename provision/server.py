@@ -14,7 +14,10 @@ recorded in the state directory, so a restarted server finishes what a killed on
 
 import hmac
 import ipaddress
+import json
 import logging
+import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -33,6 +36,7 @@ from .errors import (
     ConfigError,
     ConfirmationRequired,
     HealthTimeout,
+    IdempotencyMismatch,
     InvalidName,
     LockTimeout,
     ProjectConflict,
@@ -95,8 +99,8 @@ class Health(BaseModel):
 
 
 def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    titles = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict", 422: "Invalid input",
-              423: "Locked", 500: "Unexpected error (a bug; the detail names the incident id in the server log)",
+    titles = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict", 413: "Payload too large",
+              415: "Unsupported media type", 422: "Invalid input", 423: "Locked", 500: "Unexpected error (a bug; the detail names the incident id in the server log)",
               502: "Backend failure", 503: "Backend unavailable"}
     return {code: {"model": Problem, "description": titles[code], "content": {PROBLEM: {}}} for code in codes}
 
@@ -114,7 +118,7 @@ def problem_for(exc: ProvisionError) -> ProblemError:
     detail = str(exc)
     if isinstance(exc, UnexpectedError):
         return ProblemError(500, "Unexpected error", detail)
-    if isinstance(exc, InvalidName):
+    if isinstance(exc, (InvalidName, IdempotencyMismatch)):
         return ProblemError(422, "Invalid input", detail)
     if isinstance(exc, ProjectNotFound):
         return ProblemError(404, "Not found", detail)
@@ -141,7 +145,8 @@ def _out(service: ProjectRequests, item: ProjectResult | Job, name: str, *, auth
 
 
 # --- the app -------------------------------------------------------------------------------------
-def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int = 16, resume: bool = True) -> FastAPI:
+def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int = 16, resume: bool = True,
+               access_log: Callable[[str], None] | None = None) -> FastAPI:
     """The API over `provisioner`'s env; `token=None` means no authentication (loopback only, checked by `serve`)."""
     service = ProjectRequests(provisioner, workers=workers)
     ProjectIn = project_in(service.min_name_length)
@@ -159,6 +164,7 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     app = FastAPI(title="provision", version="1.0", lifespan=lifespan,
                   description=f"Projects of env {service.env!r} on the {service.backend} backend.")
     app.state.service = service
+    app.add_middleware(Guard, token=token, log=access_log or _access_logger())
 
     bearer = HTTPBearer(auto_error=False, description="PROVISION_API_TOKEN")
 
@@ -192,7 +198,9 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
 
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _problem(request, ProblemError(exc.status_code, str(exc.detail), str(exc.detail)))
+        title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code,
+                                                                                           str(exc.detail))
+        return _problem(request, ProblemError(exc.status_code, title, str(exc.detail)))
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
@@ -200,7 +208,7 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
 
     @app.post("/v1/projects", status_code=201, response_model=ProjectOut,
               responses={202: {"model": ProjectOut, "description": "Accepted; poll the Location"},
-                         **_problem_responses(400, 401, 409, 422, 423, 500, 502, 503)})
+                         **_problem_responses(400, 401, 409, 413, 415, 422, 423, 500, 502, 503)})
     def create_project(
         request: Request,
         authenticated: Authenticated,
@@ -246,12 +254,117 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     @app.delete("/v1/projects/{project_id}", response_model=ProjectOut,
                 responses=_problem_responses(400, 401, 404, 422, 423, 500, 502, 503))
     def delete_project(project_id: ProjectId, authenticated: Authenticated,
-                       delete_data: Annotated[bool, Query(description="also delete the data (a dump is written first on the local backend)")] = False,
+                       delete_data: Annotated[bool, Query(description="also delete the data (a pg_dump is written first; the Coolify backend cannot, and needs no_backup=true)")] = False,
+                       no_backup: Annotated[bool, Query(description="with delete_data: skip the pg_dump")] = False,
                        ) -> ProjectOut:
-        return _out(service, service.delete(_checked(project_id), delete_data=delete_data), project_id,
-                    authenticated=authenticated)
+        deleted = service.delete(_checked(project_id), delete_data=delete_data, backup=not no_backup)
+        return _out(service, deleted, project_id, authenticated=authenticated)
 
     return app
+
+
+# --- the outermost guard ----------------------------------------------------------------------------
+MAX_BODY = 1024 * 1024  # bytes; the largest real body is a project name
+OPEN_PATHS = ("/healthz",)
+
+
+class Guard:
+    """ASGI middleware in front of everything: the bearer token is checked before the body is read; bodies
+    over MAX_BODY answer 413; without a token (loopback only) a request must name a loopback Host and send
+    JSON, so a cross-site page or a DNS-rebound name cannot drive the API; one access line per request
+    (method, path, status, duration: never a header or a body)."""
+
+    def __init__(self, app: Any, *, token: Secret | None, log: Callable[[str], None]) -> None:
+        self.app = app
+        self.token = token
+        self.log = log
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        status: list[int] = [0]
+        path = str(scope.get("path") or "")
+
+        async def sending(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            refusal = self._refusal(scope, path)
+            if refusal is not None:
+                await _send_problem(sending, path, *refusal)
+                return
+            await self.app(scope, _limited(receive), sending)
+        finally:
+            self.log(f'{scope.get("method")} {path} {status[0] or "-"} {time.monotonic() - started:.3f}s')
+
+    def _refusal(self, scope: dict[str, Any], path: str) -> tuple[int, str, str] | None:
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
+        if path not in OPEN_PATHS:
+            if self.token is not None:
+                scheme, _, offered = headers.get("authorization", "").partition(" ")
+                if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(),
+                                                                         self.token.reveal().encode()):
+                    return 401, "Unauthorized", "a valid bearer token is required (Authorization: Bearer <token>)"
+            else:
+                host = headers.get("host", "")
+                if not is_loopback(_hostname(host)):
+                    return 400, "Bad request", (f"Host {host!r} is not a loopback name: without a token this API "
+                                                f"answers only requests to 127.0.0.1, ::1 or localhost")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > MAX_BODY:
+            return 413, "Payload too large", f"the request body is larger than {MAX_BODY} bytes"
+        has_body = (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "")
+        if has_body and self.token is None and not headers.get("content-type", "").startswith("application/json"):
+            return 415, "Unsupported media type", "send the body as application/json"
+        return None
+
+
+def _limited(receive: Callable[..., Any]) -> Callable[..., Any]:
+    """`receive` that stops a body (sent without a Content-Length) once it passes MAX_BODY: 413."""
+    seen = [0]
+
+    async def limited() -> Any:
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen[0] += len(message.get("body") or b"")
+            if seen[0] > MAX_BODY:
+                raise StarletteHTTPException(413, f"the request body is larger than {MAX_BODY} bytes")
+        return message
+
+    return limited
+
+
+async def _send_problem(send: Callable[..., Any], path: str, status: int, title: str, detail: str) -> None:
+    body = json.dumps({"type": "about:blank", "title": title, "status": status, "detail": detail,
+                       "instance": path}).encode()
+    headers = [(b"content-type", PROBLEM.encode()), (b"content-length", str(len(body)).encode())]
+    if status == 401:
+        headers.append((b"www-authenticate", b'Bearer realm="provision"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _hostname(host: str) -> str:
+    """The name in a Host header, without its port ('[::1]:8000' -> '::1')."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def _access_logger() -> Callable[[str], None]:
+    """One line per request on stderr: time, method, path, status, duration (no headers, no bodies)."""
+    logger = logging.getLogger("provision.access")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger.info
 
 
 def _project_id(min_length: int) -> Any:
@@ -289,7 +402,8 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def serve(provisioner: Provisioner, *, host: str, port: int, token: Secret | None, no_auth: bool) -> None:
+def serve(provisioner: Provisioner, *, host: str, port: int, token: Secret | None, no_auth: bool,
+          workers: int = 16) -> None:
     """Run the API with uvicorn until interrupted. Refuses to run without a token unless
     explicitly asked to (`no_auth`) on a loopback address."""
     import uvicorn
@@ -299,7 +413,7 @@ def serve(provisioner: Provisioner, *, host: str, port: int, token: Secret | Non
                           "or pass --no-auth on a loopback address")
     if token is None and not is_loopback(host):
         raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: set PROVISION_API_TOKEN")
-    app = create_app(provisioner, token=token)
+    app = create_app(provisioner, token=token, workers=workers)
     provisioner.reporter.banner(f"[Provisioning] API on http://{host}:{port} (docs at /docs, auth: "
                                 f"{'bearer token' if token else 'none, loopback only'})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -481,6 +481,12 @@ class Provisioner:
                 f"--delete-data permanently deletes the database of {project!r} in env {self.env!r}: "
                 f"add --yes to confirm (a pg_dump is written to the state directory first unless --no-backup)"
             )
+        if delete_data and backup and not self.backend.dumps_before_delete:
+            raise ConfirmationRequired(
+                f"the {self.backend.name} backend cannot write a pg_dump before deleting the data of {project!r} "
+                f"(Coolify's API runs no command in a service and returns no file): dump the database yourself, "
+                f"then repeat without the backup (CLI: --no-backup; HTTP: ?no_backup=true)"
+            )
         target = self.known_target(project)
         action = "destroy --delete-data" if delete_data else "destroy"
         with self._operation(target, action) as op:

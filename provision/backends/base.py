@@ -24,6 +24,8 @@ class Backend(Protocol):
     # True when the backend stores the project's secrets itself (Coolify): the service keeps a copy
     # only while no stack holds them (after a destroy that kept the data)
     holds_secrets: bool
+    # True when destroy can write a pg_dump before deleting the data (local); Coolify's API cannot
+    dumps_before_delete: bool
 
     def describe(self) -> str:
         """e.g. 'Local Docker provider' or 'Coolify provider (https://coolify.example/api/v1)'."""

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -103,6 +104,69 @@ def test_idempotency_key_returns_the_same_project(sandbox: Sandbox, server_facto
     assert first.json()["id"] == second.json()["id"]
     ids = [p["id"] for p in api.get("/v1/projects").json()["projects"]]
     assert ids.count(first.json()["id"]) == 1 and len([i for i in ids if re.fullmatch(r"[0-9a-f]{12}", i)]) == 1
+
+
+def test_a_reused_idempotency_key_with_another_body_is_refused(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    api = run_server(server_factory, sandbox).client()
+    first = api.post("/v1/projects", json={"name": "once"}, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == 201
+    other = api.post("/v1/projects", json={"name": "twice"}, headers={"Idempotency-Key": "k-1"})
+    assert other.status_code == 422 and "Idempotency-Key 'k-1'" in problem(other)["detail"]
+    assert api.get("/v1/projects/twice").status_code == 404
+    api.delete("/v1/projects/once", params={"delete_data": "true"})
+
+
+def test_the_guard_answers_before_reading_bodies(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox)
+    big = b'{"name": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    anonymous = httpx.post(server.url + "/v1/projects", content=big, headers={"Content-Type": "application/json"},
+                           trust_env=False, timeout=30)
+    assert anonymous.status_code == 401  # no token: refused before its 2 MiB are read
+    api = server.client()
+    assert problem(api.post("/v1/projects", content=big, headers={"Content-Type": "application/json"}))["status"] == 413
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"name": "'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"}'
+
+    streamed = api.post("/v1/projects", content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413, streamed.text
+    assert api.get("/openapi.json").status_code == 200
+    assert httpx.get(server.url + "/openapi.json", trust_env=False).status_code == 401  # the API's own rule
+    log = server.log()
+    assert "POST /v1/projects 401" in log and "POST /v1/projects 413" in log and TOKEN not in log
+
+
+def test_without_a_token_only_loopback_hosts_and_json_are_served(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox, "--no-auth", token=None)
+    api = server.client(token=None)
+    rebound = api.get("/v1/projects", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "attacker.example" in problem(rebound)["detail"]
+    form = api.post("/v1/projects", content=b"name=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 415
+    assert api.get("/v1/projects", headers={"Host": f"localhost:{server.port}"}).status_code == 200
+    assert api.get("/v1/projects", headers={"Host": f"[::1]:{server.port}"}).status_code == 200
+
+
+def test_a_delete_cancels_a_queued_create(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    hooks = sandbox.root / "hooks"
+    hooks.mkdir()
+    (hooks / "pre-provision").write_text('#!/bin/sh\n[ "$PROVISION_PROJECT" != slow ] || sleep 3\n')
+    (hooks / "pre-provision").chmod(0o755)
+    api = run_server(server_factory, sandbox, "--workers=1").client()
+    assert api.post("/v1/projects", params={"wait": "false"}, json={"name": "slow"}).status_code == 202
+    assert api.post("/v1/projects", params={"wait": "false"}, json={"name": "queued"}).status_code == 202
+    deleted = api.delete("/v1/projects/queued", params={"delete_data": "true"})  # the one worker is busy
+    assert deleted.status_code == 200 and deleted.json()["status"] == "deleted"
+    for _ in range(100):
+        if api.get("/v1/projects/slow").json()["status"] == "running":
+            break
+        time.sleep(0.2)
+    assert api.get("/v1/projects/queued").status_code == 404  # what the DELETE said is final
+    assert _docker("ps", "-aq", "--filter", "label=io.provision.project=queued").stdout == ""
+    api.delete("/v1/projects/slow", params={"delete_data": "true"})
 
 
 def test_ten_concurrent_posts_make_ten_running_projects(sandbox: Sandbox, server_factory: list[Server]) -> None:

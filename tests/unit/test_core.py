@@ -56,6 +56,7 @@ class MemoryBackend:
 
     name: str = "memory"
     holds_secrets: bool = False
+    dumps_before_delete: bool = True
     deployed: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> service hashes
     running: dict[str, bool] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)

@@ -96,6 +96,7 @@ class CoolifyBackend:
 
     name = "coolify"
     holds_secrets = True
+    dumps_before_delete = False
 
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client

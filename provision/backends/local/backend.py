@@ -112,6 +112,7 @@ class LocalBackend:
 
     name = "local"
     holds_secrets = False
+    dumps_before_delete = True
 
     def __init__(
         self,
