@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,22 +49,36 @@ PROJECT_HELP = "Project name (lowercase letters, digits, hyphens)"
 LOCK_HELP = "Seconds to wait for another run on the same project (default 600)"
 SET_HELP = "Override a key of the env file for this run, e.g. --set images.api=registry/api:1.4.2 (repeatable)"
 HOOKS_HELP = "Do not run the executables in hooks/"
+QUIET_HELP = "Print errors only: no banner, progress or summary (data on stdout stays)"
+NO_COLOR_HELP = "Plain progress lines, no colour or live display (as when NO_COLOR is set)"
 
 
 @contextmanager
-def _session(*, live: bool = True, failure_code: int | None = None) -> Iterator[Reporter]:
+def _session(*, live: bool = True, failure_code: int | None = None, quiet: bool = False, color: bool = True,
+             read_only: bool = False) -> Iterator[Reporter]:
     """A progress reporter on stderr; library errors and interrupts become a non-zero exit, and so does
     anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback. The exit code is
-    the error's (EXIT_CODES), or `failure_code` for every error (plan --detailed-exitcode: 1)."""
+    the error's (ProvisionError.exit_code), or `failure_code` for every error (plan --detailed-exitcode: 1).
+
+    The live display (colour, spinners, a hidden cursor) only for a changing command on a terminal without
+    --no-color or NO_COLOR; plain lines otherwise; nothing but errors with --quiet; read-only commands
+    print no banner."""
     from provision import incidents, interrupts
     from provision.errors import ProvisionError
-    from provision.report import StreamReporter, for_stream
-    from provision.state import default_state_dir
+    from provision.report import NullReporter, StreamReporter, for_stream
 
     interrupts.install_signal_handlers()
+    plain = not live or read_only or not color or bool(os.environ.get("NO_COLOR"))
+    reporter: NullReporter | StreamReporter | AbstractContextManager[Reporter]
+    if quiet:
+        reporter = NullReporter()
+    elif plain:
+        reporter = StreamReporter(sys.stderr, banners=not read_only)
+    else:
+        reporter = for_stream(sys.stderr)
     try:
-        with for_stream(sys.stderr) if live else StreamReporter(sys.stderr) as reporter:
-            yield reporter
+        with reporter as active:
+            yield active
     except (KeyboardInterrupt, interrupts.Interrupted):
         raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
     except ProvisionError as exc:
@@ -72,6 +86,8 @@ def _session(*, live: bool = True, failure_code: int | None = None) -> Iterator[
     except Exit:
         raise
     except Exception as exc:
+        from provision.state import default_state_dir
+
         raise Exit(f"error: {incidents.record(exc, default_state_dir(_root(for_init=True)) / 'incidents')}",
                    code=1) from None
 
@@ -146,16 +162,18 @@ def _print(text: str) -> None:
         "prune": "Also destroy (keeping data) projects deployed in the env but no longer declared; needs --yes",
         "yes": "Confirm --prune",
         "lock_timeout": LOCK_HELP,
+        "quiet": QUIET_HELP,
+        "no_color": NO_COLOR_HELP,
     },
 )
 def provision(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
               show_secrets: bool = False, keep_going: bool = False, parallel: str = "4", set_: list[str] | None = None,
               skip_hooks: bool = False, prune: bool = False, yes: bool = False, lock_timeout: str | None = None,
-              create: bool = False) -> None:
+              create: bool = False, quiet: bool = False, no_color: bool = False) -> None:
     """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
     from provision import output
 
-    with _session() as reporter:
+    with _session(quiet=quiet, color=not no_color) as reporter:
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, sets=set_, skip_hooks=skip_hooks)
         projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
         if not projects and not prune:
@@ -164,7 +182,8 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
         summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=workers, create=create)
         if prune:
             summary = summary.extended(provisioner.prune(yes=yes))
-    sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
+    if not quiet:
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
     if not summary.ok:
@@ -180,7 +199,7 @@ def plan(c: Context, env: str | None = None, project: str | None = None, json: b
     """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
     from provision import output
 
-    with _session(failure_code=1 if detailed_exitcode else None) as reporter:
+    with _session(failure_code=1 if detailed_exitcode else None, read_only=True) as reporter:
         items = _provisioner(env, reporter, sets=set_).plan(project)
     if json:
         _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
@@ -204,7 +223,7 @@ def outputs(c: Context, env: str | None = None, project: str | None = None, form
     formatters: dict[str, Callable[..., str]] = {"env": output.outputs_env, "json": output.outputs_json}
     if format is not None and format not in formatters:
         raise Exit(f"error: --format must be env or json, not {format!r}", code=2)
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         result = _provisioner(env, reporter).outputs(project)
     for_machines = format is not None or not sys.stdout.isatty()
     _print(formatters[format or "env"](result, show_secrets=show_secrets or for_machines))
@@ -217,7 +236,7 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
     """Show whether each project's stack is running, its services' health and its URLs."""
     from provision import output
 
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         summary = _provisioner(env, reporter).status(project)
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
@@ -226,11 +245,12 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
         _print(output.table(summary.results, columns, show_secrets=show_secrets))
 
 
-def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool) -> None:
+def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool,
+             quiet: bool, no_color: bool) -> None:
     from provision import output
 
     project = _require_project(project)
-    with _session() as reporter:
+    with _session(quiet=quiet, color=not no_color) as reporter:
         result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)
     if json:
         _print(output.to_json(result.to_dict()))
@@ -238,25 +258,28 @@ def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeo
         _print(output.table([result], ("project", "status", "changed", "api_url", "db_url")))
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
+            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
 def stop(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-         json: bool = False) -> None:
+         json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
     """Stop a project's containers; data and configuration are kept."""
-    _control(env, project, "stop", lock_timeout, json)
+    _control(env, project, "stop", lock_timeout, json, quiet, no_color)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
+            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
 def start(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-          json: bool = False) -> None:
+          json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
     """Start a stopped project and wait until it answers."""
-    _control(env, project, "start", lock_timeout, json)
+    _control(env, project, "start", lock_timeout, json, quiet, no_color)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
+            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
 def restart(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-            json: bool = False) -> None:
+            json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
     """Restart a project's containers and wait until it answers."""
-    _control(env, project, "restart", lock_timeout, json)
+    _control(env, project, "restart", lock_timeout, json, quiet, no_color)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
@@ -266,7 +289,7 @@ def logs(c: Context, env: str | None = None, project: str | None = None, service
     """Print the last lines of a project's container logs."""
     project = _require_project(project)
     lines = int(_number("tail", tail, minimum=1))
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         text = _provisioner(env, reporter).logs(project, service=service, tail=lines)
     _print(text)
 
@@ -277,7 +300,7 @@ def render(c: Context, env: str | None = None, project: str | None = None, show_
            set_: list[str] | None = None) -> None:
     """Print the compose file provision would apply; changes nothing."""
     project = _require_project(project)
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         from provision.render import reveal_secrets
 
         stack, prepared = _provisioner(env, reporter, sets=set_).render(project)
@@ -292,7 +315,7 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
     from provision import output
     from provision.workspace import Workspace
 
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         results = Workspace(_root()).list_projects(env, reporter=reporter)
     if json:
         _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
@@ -303,15 +326,16 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP,
             "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
             "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
-            "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON"})
+            "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON", "quiet": QUIET_HELP,
+            "no_color": NO_COLOR_HELP})
 def destroy(c: Context, env: str | None = None, project: str | None = None, delete_data: bool = False,
             yes: bool = False, backup: bool = True, skip_hooks: bool = False, lock_timeout: str | None = None,
-            json: bool = False) -> None:
+            json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
     """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
     from provision import output
 
     project = _require_project(project)
-    with _session() as reporter:
+    with _session(quiet=quiet, color=not no_color) as reporter:
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
         result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
     if json:
@@ -340,7 +364,7 @@ def lock(c: Context, env: str | None = None, json: bool = False) -> None:
     """Show who holds the env's project locks on the backend (Coolify: every runner's changing runs)."""
     from provision import output
 
-    with _session() as reporter:
+    with _session(read_only=True) as reporter:
         held = _provisioner(env, reporter).locks()
     if json:
         _print(output.to_json({"locks": [info.to_dict() for info in held]}))

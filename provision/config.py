@@ -6,6 +6,7 @@ path (``projects[2].name``) and what to do. Nothing here touches Docker or the n
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
@@ -345,6 +346,7 @@ def load_env(
                 f"owner: {new_owner_id()}"
             )
 
+    _check_variables_used(parsed, template_path, shown)
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
     projects = tuple(
         ProjectSpec(
@@ -372,6 +374,28 @@ def load_env(
         owner=parsed.owner,
         allow_undeclared=parsed.allow_undeclared,
     )
+
+
+# variables provision itself reads (db_url, pg_dump, the Coolify db port), whatever the template uses
+CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port"})
+
+
+def _check_variables_used(parsed: EnvFile, template_path: Path, shown: str) -> None:
+    """A variable that neither the template nor provision reads is a typo until shown otherwise."""
+    from .render import template_variables
+
+    used = template_variables(template_path)
+    if used is None:
+        return
+    known = used | CODE_VARIABLES
+    declared = [(f"variables.{k}", k) for k in parsed.variables]
+    declared += [(f"projects[{i}].variables.{k}", k) for i, p in enumerate(parsed.projects) for k in p.variables]
+    for where, key in declared:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"{shown}: {where}: the template {template_path.name} does not use {key!r}: {hint}"
+                              f"it uses {', '.join(sorted(known))}")
 
 
 # environment names that Coolify's routes shadow: GET /projects/{uuid}/envs and /projects/{uuid}/environments
@@ -431,9 +455,14 @@ def _apply_override(raw: dict[str, Any], dotted: str, value: str, shown: str) ->
         if not isinstance(child, dict):
             raise ConfigError(f"--set {dotted}: {shown} has {key!r} as a {type(child).__name__}, not a mapping")
         node = child
-    try:
-        node[keys[-1]] = yaml.safe_load(value) if value.strip() else value
-    except yaml.YAMLError:
+    # the value is text, which the schema converts to the type the key expects (so 05432 stays "05432" for a
+    # variable and `no` stays "no"); only a list or mapping written inline ([a, b], {k: v}) is parsed as YAML
+    if value.lstrip().startswith(("[", "{")):
+        try:
+            node[keys[-1]] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {dotted}={value}: not a valid inline list or mapping: {exc}") from None
+    else:
         node[keys[-1]] = value
 
 

@@ -86,6 +86,42 @@ def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
         raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
 
 
+@lru_cache(maxsize=16)
+def _template_variables(path: str, mtime_ns: int) -> frozenset[str] | None:
+    from jinja2 import nodes
+
+    source = Path(path).read_text(encoding="utf-8")
+    try:
+        tree = jinja2.Environment().parse(source)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
+    names: set[str] = set()
+    reads = 0
+    for attr in tree.find_all(nodes.Getattr):
+        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
+            names.add(attr.attr)
+            reads += 1
+    for item in tree.find_all(nodes.Getitem):
+        if isinstance(item.node, nodes.Name) and item.node.name == "vars" and isinstance(item.arg, nodes.Const) \
+                and isinstance(item.arg.value, str):
+            names.add(item.arg.value)
+            reads += 1
+    uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "vars")
+    called = any(isinstance(c.node, nodes.Getattr) and isinstance(c.node.node, nodes.Name) and c.node.node.name == "vars"
+                 for c in tree.find_all(nodes.Call))  # vars.items(), vars.get(...): any name may be read
+    return frozenset(names) if uses == reads and not called else None
+
+
+def template_variables(path: Path) -> frozenset[str] | None:
+    """The names the template reads as `vars.NAME` (or `vars["NAME"]`); None when it also reads `vars` as a
+    whole (a loop, a filter), so that which names it uses cannot be told."""
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError as exc:
+        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
+    return _template_variables(str(path), mtime)
+
+
 def load_template(path: Path) -> jinja2.Template:
     """The compiled template at `path` (cached until the file changes)."""
     try:

@@ -28,9 +28,10 @@ class Reporter(Protocol):
 class StreamReporter:
     """Plain lines on a stream (stderr by default): timestamp, project, elapsed time since its first line."""
 
-    def __init__(self, stream: TextIO | None = None, *, timestamps: bool | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, timestamps: bool | None = None, banners: bool = True) -> None:
         self.stream = stream or sys.stderr
         self.timestamps = (not _isatty(self.stream)) if timestamps is None else timestamps
+        self.banners = banners  # read-only commands print none
         self._lock = threading.Lock()
         self._started: dict[str, float] = {}
 
@@ -41,7 +42,8 @@ class StreamReporter:
             self.stream.flush()
 
     def banner(self, text: str) -> None:
-        self._write(text)
+        if self.banners:
+            self._write(text)
 
     def step(self, project: str, text: str) -> None:
         started = self._started.setdefault(project, time.monotonic())
@@ -96,6 +98,8 @@ class LiveReporter:
 
 
 class NullReporter:
+    """Reports nothing (`--quiet`, the library's default)."""
+
     def banner(self, text: str) -> None:
         pass
 
@@ -104,6 +108,12 @@ class NullReporter:
 
     def warn(self, text: str) -> None:
         pass
+
+    def __enter__(self) -> NullReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
 
 
 def for_stream(stream: TextIO | None = None) -> StreamReporter | LiveReporter:

@@ -91,6 +91,10 @@ CASES = [
          env_file=GOOD_ENV_LINES + "local:\n  network_pool: 10.0.0.0/30\n"),
     Case("a network pool that is no network", ("provision", f"--env={BAD_ENV}"), 2, "network_pool",
          env_file=GOOD_ENV_LINES + "local:\n  network_pool: not-a-network\n"),
+    Case("a variable the template does not use", ("provision", f"--env={BAD_ENV}"), 2, "did you mean 'db_user'",
+         env_file=GOOD_ENV_LINES + "variables:\n  db_usr: bob\n"),
+    Case("--set of a variable the template does not use", ("plan", "--env={env}", "--set=variables.db_nmae=x"), 2,
+         "variables.db_nmae"),
     # templates
     Case("template syntax error", ("provision", f"--env={BAD_ENV}"), 2, "bad.yml.j2",
          env_file=GOOD_ENV_LINES + "template: templates/bad.yml.j2\n", template="services: {{ nope\n"),

@@ -21,15 +21,16 @@ def test_tasks_py_imports_no_heavy_libraries() -> None:
     assert out.strip() == "[]"
 
 
-def _on_a_terminal(argv: list[str], sandbox: Sandbox) -> str:
-    """What a command prints when its stdout is a terminal (a pseudo-terminal here)."""
+def _on_a_terminal(argv: list[str], sandbox: Sandbox, *, stream: str = "stdout", **environ: str) -> str:
+    """What a command prints on `stream` when that stream is a terminal (a pseudo-terminal here)."""
     import os
     import pty
 
     leader, follower = pty.openpty()
     try:
-        subprocess.run(argv, cwd=sandbox.root, env=sandbox.environ(), stdout=follower, stderr=subprocess.DEVNULL,
-                       timeout=120, check=True)
+        where = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, stream: follower}
+        subprocess.run(argv, cwd=sandbox.root, env=sandbox.environ(**environ), stdout=where["stdout"],
+                       stderr=where["stderr"], timeout=300, check=True)
         os.close(follower)
         chunks = []
         while True:
@@ -40,9 +41,22 @@ def _on_a_terminal(argv: list[str], sandbox: Sandbox) -> str:
             if not chunk:
                 break
             chunks.append(chunk)
-        return b"".join(chunks).decode()
+        return b"".join(chunks).decode(errors="replace")
     finally:
         os.close(leader)
+
+
+def test_quiet_no_color_and_read_only_output(sandbox: Sandbox) -> None:
+    quiet = sandbox.cli("provision", "--project=shop", "--quiet", "--json")
+    assert quiet.stderr == "" and quiet.json()["projects"][0]["status"] == "running"  # data stays on stdout
+    status = sandbox.cli("status", "--project=shop")
+    assert "[Provisioning]" not in status.stderr  # a read-only command prints no banner
+    live = _on_a_terminal(sandbox.argv("restart", "--project=shop"), sandbox, stream="stderr")
+    assert "\x1b[" in live  # a terminal gets the live display...
+    for plain in (_on_a_terminal(sandbox.argv("restart", "--project=shop"), sandbox, stream="stderr", NO_COLOR="1"),
+                  _on_a_terminal(sandbox.argv("restart", "--project=shop", "--no-color"), sandbox, stream="stderr"),
+                  _on_a_terminal(sandbox.argv("status", "--project=shop"), sandbox, stream="stderr")):
+        assert "\x1b[" not in plain  # ...but not with NO_COLOR, --no-color, or for a read-only command
 
 
 def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:

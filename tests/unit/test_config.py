@@ -129,6 +129,28 @@ def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> No
         load_env("dev", project_root, environ={}, overrides={"health.timeout": "never"})
     with pytest.raises(ConfigError, match="unknown key"):
         load_env("dev", project_root, environ={}, overrides={"imagez.api": "x"})
+    # values take the type the schema expects: text stays text, numbers and lists where the key wants them
+    typed = load_env("dev", project_root, environ={}, overrides={
+        "variables.db_public_port": "05432", "variables.api_schemas": "no", "health.timeout": "45",
+        "local.port_range": "[30000, 30099]"})
+    assert typed.variables["db_public_port"] == "05432" and typed.variables["api_schemas"] == "no"
+    assert typed.health.timeout == 45 and typed.local.port_range == (30000, 30099)
+
+
+def test_variables_the_template_does_not_use_are_refused(project_root: Path) -> None:
+    from provision.render import template_variables
+
+    write_env(project_root, "dev", MINIMAL + "variables:\n  db_usr: bob\n")
+    with pytest.raises(ConfigError, match=r"variables.db_usr: .*did you mean 'db_user'"):
+        load_env("dev", project_root, environ={})
+    write_env(project_root, "dev", MINIMAL.replace("      db_name: blog", "      db_nam: blog"))
+    with pytest.raises(ConfigError, match=r"projects\[1\].variables.db_nam: .*did you mean 'db_name'"):
+        load_env("dev", project_root, environ={})
+    looping = project_root / "templates" / "loop.yml.j2"
+    looping.write_text("services:\n{% for k, v in vars.items() %}  # {{ k }}\n{% endfor %}")
+    assert template_variables(looping) is None  # it reads them all: nothing is refused
+    write_env(project_root, "dev", MINIMAL + "template: templates/loop.yml.j2\nvariables:\n  anything: 1\n")
+    assert load_env("dev", project_root, environ={}).variables["anything"] == "1"
 
 
 def test_shipped_envs_are_valid() -> None:
