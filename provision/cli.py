@@ -133,10 +133,11 @@ def _overrides(pairs: list[str] | None) -> dict[str, str]:
 
 
 def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
-                 sets: list[str] | None = None, skip_hooks: bool = False) -> Provisioner:
+                 sets: list[str] | None = None, skip_hooks: bool = False, offline: bool = False) -> Provisioner:
     from provision.workspace import Workspace
 
-    options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter}
+    options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter,
+                               "offline": offline}
     if lock_timeout is not None:
         options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
     return Workspace(_root()).provisioner(_require_env(env), **options)
@@ -298,12 +299,13 @@ def logs(c: Context, env: str | None = None, project: str | None = None, service
                                "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
 def render(c: Context, env: str | None = None, project: str | None = None, show_secrets: bool = False,
            set_: list[str] | None = None) -> None:
-    """Print the compose file provision would apply; changes nothing."""
+    """Print the compose file provision would apply; changes nothing and contacts no server (a Coolify env
+    needs no credentials for it)."""
     project = _require_project(project)
     with _session(read_only=True) as reporter:
         from provision.render import reveal_secrets
 
-        stack, prepared = _provisioner(env, reporter, sets=set_).render(project)
+        stack, prepared = _provisioner(env, reporter, sets=set_, offline=True).render(project)
         text = reveal_secrets(stack.text, prepared.secrets) if show_secrets else stack.text
     _print(text)
 
@@ -407,7 +409,8 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
     from provision.workspace import Workspace
 
     count = int(_number("limit", limit, minimum=1))
-    records = Workspace(_root()).history(_require_env(env), project)[-count:]
+    with _session(read_only=True):
+        records = Workspace(_root()).history(_require_env(env), project)[-count:]
     if json:
         _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
     else:

@@ -169,10 +169,12 @@ OWNER_PATTERN = r"^[a-z0-9][a-z0-9-]{5,39}$"
 
 
 def new_owner_id() -> str:
-    """A fresh owner id: 10 random hex characters."""
+    """A fresh owner id: a letter, then 10 random hex characters. The letter matters: an id of digits only
+    (`owner: 0123456789`) or in the shape of a number (`owner: 12e4567890`) would be read by YAML as a number."""
     import secrets as _random
+    import string
 
-    return _random.token_hex(5)
+    return _random.choice(string.ascii_lowercase) + _random.token_hex(5)
 
 
 class EnvFile(_Strict):
@@ -287,11 +289,13 @@ def load_env(
     *,
     environ: Mapping[str, str] | None = None,
     overrides: Mapping[str, str] | None = None,
+    offline: bool = False,
 ) -> EnvConfig:
     """Read, validate and resolve `envs/<env>.yml` under `root`.
 
     `overrides` maps dotted keys (``images.api``) to values applied on top of the file,
-    like `--set`. Raises ConfigError or InvalidName with the file and key at fault.
+    like `--set`. `offline`: for a command that contacts no server (render), a Coolify env may lack its
+    credentials. Raises ConfigError or InvalidName with the file and key at fault.
     """
     names.validate_env_name(env)
     path = root / "envs" / f"{env}.yml"
@@ -329,7 +333,7 @@ def load_env(
         backend: BackendName = "coolify" if credentials is not None else "local"
     else:
         backend = parsed.backend
-    if backend == "coolify" and credentials is None:
+    if backend == "coolify" and credentials is None and not offline:
         raise ConfigError(
             f"{shown}: backend: coolify needs COOLIFY_API_URL and COOLIFY_API_TOKEN "
             f"in the environment or in envs/{env}.env (never in a committed file)"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
-from .errors import ProvisionError
+from .errors import ConfigError, ProvisionError
 from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
@@ -40,8 +40,8 @@ class Workspace:
     def envs(self) -> list[str]:
         return available_envs(self.root)
 
-    def load(self, env: str, *, overrides: Mapping[str, str] | None = None) -> EnvConfig:
-        return load_env(env, self.root, environ=self.environ, overrides=overrides)
+    def load(self, env: str, *, overrides: Mapping[str, str] | None = None, offline: bool = False) -> EnvConfig:
+        return load_env(env, self.root, environ=self.environ, overrides=overrides, offline=offline)
 
     def provisioner(
         self,
@@ -51,10 +51,12 @@ class Workspace:
         reporter: Reporter | None = None,
         lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
         skip_hooks: bool = False,
+        offline: bool = False,
     ) -> Provisioner:
-        """Load the env, pick its backend and say which one was chosen on the reporter."""
+        """Load the env, pick its backend and say which one was chosen on the reporter. `offline`: for a
+        command that contacts no server (render); a Coolify env then needs no credentials."""
         reporter = reporter or NullReporter()
-        config = self.load(env, overrides=overrides)
+        config = self.load(env, overrides=overrides, offline=offline)
         backend = create_backend(config, self.store)
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
@@ -69,7 +71,11 @@ class Workspace:
         """The history records of an env (and project), oldest first."""
         from . import history
 
-        return list(history.read(self.store.root, env=env, project=project))
+        records = list(history.read(self.store.root, env=env, project=project))
+        if not records and env not in self.envs():
+            raise ConfigError(f"envs/{env}.yml not found, and env {env!r} has no history here (envs here: "
+                              f"{', '.join(self.envs()) or 'none'})")
+        return records
 
     def list_projects(self, env: str | None = None, *, reporter: Reporter | None = None) -> list[ProjectResult]:
         """Every declared, recorded or deployed project of one env, or of every env.
@@ -79,12 +85,19 @@ class Workspace:
         """
         reporter = reporter or NullReporter()
         results: list[ProjectResult] = []
-        for name in [env] if env is not None else self.envs():
+        envs = [env] if env is not None else self.envs()
+        if not envs:
+            raise ConfigError(f"no envs/*.yml in {self.root}: run `provision init`, or pass --env")
+        skipped = []
+        for name in envs:
             try:
                 provisioner = self.provisioner(name, reporter=reporter)
                 results.extend(provisioner.status().results)
             except ProvisionError as exc:
                 if env is not None:
                     raise
+                skipped.append(f"{name}: {str(exc).splitlines()[0]}")
                 reporter.warn(f"skipped env {name!r}: {str(exc).splitlines()[0]}")
+        if skipped and len(skipped) == len(envs):
+            raise ProvisionError("every env was skipped, so nothing is listed:\n  " + "\n  ".join(skipped))
         return results

@@ -53,6 +53,8 @@ CASES = [
     Case("destroy without --project", ("destroy", "--env={env}"), 2, "--project is required"),
     Case("outputs of a project never made", ("outputs", "--env={env}", "--project=ghost"), 2, "'ghost'"),
     Case("init with an unknown backend", ("init", "--backend=nomad"), 2, "--backend 'nomad'"),
+    Case("history of an env that does not exist", ("history", "--env=DEV"), 2, "envs/DEV.yml not found"),
+
     # env files
     Case("unknown top-level key", ("provision", f"--env={BAD_ENV}"), 2, "imagez",
          env_file="imagez:\n  db: x\n  api: y\n"),
@@ -122,6 +124,14 @@ def test_bad_input_is_refused_precisely_and_creates_nothing(sandbox: Sandbox, ca
     assert not sandbox.state_dir.exists()  # no record, lease, lock or history line
     assert sorted(p.relative_to(sandbox.root) for p in sandbox.root.rglob("*")) == before
     assert leftovers(sandbox.env) == [] and leftovers(BAD_ENV) == []
+
+
+def test_list_fails_when_every_env_was_skipped(sandbox: Sandbox) -> None:
+    (sandbox.root / "envs" / f"{sandbox.env}.yml").write_text(
+        "owner: repo-0001\nbackend: coolify\nimages: {db: a, api: b}\n")  # no Coolify credentials
+    result = subprocess.run([sys.executable, "-m", "invoke", "list"], cwd=sandbox.root, env=sandbox.environ(),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 1 and "every env was skipped" in result.stderr and "COOLIFY_API_TOKEN" in result.stderr
 
 
 def test_there_are_at_least_forty_cases() -> None:

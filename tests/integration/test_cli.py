@@ -87,3 +87,12 @@ def test_missing_env_and_unknown_project_exit_non_zero_with_a_hint(sandbox: Sand
 def test_render_changes_nothing(sandbox: Sandbox) -> None:
     sandbox.cli("render", "--project=fresh")
     assert not (sandbox.state_dir / sandbox.env / "fresh").exists()
+
+
+def test_render_of_a_coolify_env_needs_no_credentials(sandbox: Sandbox) -> None:
+    sandbox.write_env_text("owner: repo-0001\nbackend: coolify\nimages:\n  db: postgres:16-alpine\n"
+                           "  api: postgrest/postgrest:v12.2.3\nprojects:\n  - name: shop\n", name="cloud")
+    rendered = sandbox.cli("render", "--project=shop", env="cloud")
+    assert "services:" in rendered.stdout and "pgdata: {}" in rendered.stdout  # Coolify's unlabelled volume
+    planned = sandbox.cli("plan", env="cloud", check=False)  # plan reads Coolify: it needs them
+    assert planned.returncode == 2 and "COOLIFY_API_TOKEN" in planned.stderr

@@ -192,7 +192,7 @@ def test_a_coolify_env_without_an_owner_gets_a_line_to_paste(project_root: Path)
     with pytest.raises(ConfigError) as info:
         load_env("dev", project_root, environ=environ)
     line = str(info.value).splitlines()[-1]
-    assert "envs/dev.yml: owner: missing" in str(info.value) and re.fullmatch(r"owner: [0-9a-f]{10}", line)
+    assert "envs/dev.yml: owner: missing" in str(info.value) and re.fullmatch(r"owner: [a-z][0-9a-f]{10}", line)
     write_env(project_root, "dev", MINIMAL + "backend: coolify\n" + line.replace("owner", "owner_typo"))
     with pytest.raises(ConfigError, match="owner_typo: unknown key"):
         load_env("dev", project_root, environ=environ)

@@ -14,7 +14,7 @@ from tests.conftest import write_env
 
 def test_init_makes_a_project_that_loads_and_changes_nothing_the_second_time(project_root: Path) -> None:
     first = init(project_root, env="dev")
-    assert first.changed and re.fullmatch(r"[0-9a-f]{10}", first.owner)
+    assert first.changed and re.fullmatch(r"[a-z][0-9a-f]{10}", first.owner)
     config = load_env("dev", project_root, environ={})
     assert config.owner == first.owner and [p.name for p in config.projects] == ["demo"]
     assert (project_root / "envs" / "dev.env.example").is_file()
@@ -50,3 +50,13 @@ def test_init_refuses_to_guess_between_owners_and_bad_input(project_root: Path) 
     assert not (project_root / "envs" / "dev.yml").exists()  # nothing half-done
     with pytest.raises(ConfigError, match="--backend 'nomad'"):
         init(project_root, backend="nomad")
+
+
+def test_new_owner_ids_are_always_read_back_as_text(project_root: Path) -> None:
+    import yaml
+
+    from provision.config import new_owner_id
+
+    for _ in range(2000):  # ids of digits only, or shaped like 12e45, would come back from YAML as numbers
+        owner = new_owner_id()
+        assert yaml.safe_load(f"owner: {owner}") == {"owner": owner}

@@ -17,8 +17,10 @@ __all__ = ["CoolifyBackend", "CoolifyClient", "Refs", "create"]
 def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
     """The registry factory: one API client for this run, from the env's credentials."""
     credentials = config.coolify_credentials
-    if credentials is None:
-        raise ConfigError(f"{config.relpath}: the coolify backend needs COOLIFY_API_URL and COOLIFY_API_TOKEN")
+    if credentials is None:  # loaded offline (render): any request says what is missing, none is sent
+        return CoolifyBackend(CoolifyClient.offline(ConfigError(
+            f"{config.relpath}: this command contacts Coolify, which needs COOLIFY_API_URL and COOLIFY_API_TOKEN "
+            f"in the environment or in envs/{config.name}.env")), config)
     timeout = config.coolify.request_timeout
     client = CoolifyClient.connect(credentials.api_url, credentials.token,
                                    timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))

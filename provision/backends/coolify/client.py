@@ -91,6 +91,14 @@ class CoolifyClient:
         )
         return cls(http, token)
 
+    @classmethod
+    def offline(cls, refusal: ProvisionError) -> CoolifyClient:
+        """A client without a server: every request raises `refusal` and nothing leaves the machine."""
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise refusal
+
+        return cls.connect("http://offline.invalid/api/v1", Secret("offline"), transport=httpx.MockTransport(refuse))
+
     def __repr__(self) -> str:
         return f"CoolifyClient(base_url={str(self.http.base_url)!r}, token=***)"
 
