@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
-from . import history, interrupts
+from . import compose_check, history, interrupts
 from .backends.base import Backend
 from .config import EnvConfig
 from .errors import (
@@ -224,6 +224,7 @@ class Provisioner:
         with self._operation(target, "provision") as op, ExitStack() as held:
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
             if decision.changes:
+                compose_check.check(stack.text, template=self.config.template_path)  # before anything changes
                 # only a change takes the lock every runner sees; then read and plan again under it
                 held.enter_context(self.backend.lock(target, self._known(observed, record), timeout=self.lock_timeout))
                 record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)

@@ -96,3 +96,17 @@ def test_render_of_a_coolify_env_needs_no_credentials(sandbox: Sandbox) -> None:
     assert "services:" in rendered.stdout and "pgdata: {}" in rendered.stdout  # Coolify's unlabelled volume
     planned = sandbox.cli("plan", env="cloud", check=False)  # plan reads Coolify: it needs them
     assert planned.returncode == 2 and "COOLIFY_API_TOKEN" in planned.stderr
+
+
+def test_a_misspelt_compose_key_is_refused_before_anything_runs(sandbox: Sandbox) -> None:
+    template = (REPO / "provision" / "templates" / "docker-compose.project.yml.j2").read_text()
+    broken = template.replace("    restart: unless-stopped", "    restartt: unless-stopped", 1)
+    line = broken.splitlines().index("    restartt: unless-stopped") + 1
+    (sandbox.root / "templates" / "typo.yml.j2").write_text(broken)
+    sandbox.write_env(["shop"], extra="template: templates/typo.yml.j2\n")
+    result = sandbox.cli("provision", "--project=shop", check=False)
+    assert result.returncode != 0 and f"typo.yml.j2:{line}" in result.stderr and "restartt" in result.stderr
+    assert "Traceback" not in result.output
+    label = f"label=io.provision.env={sandbox.env}"
+    assert subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True,
+                          timeout=60, check=True).stdout == ""  # nothing was started
