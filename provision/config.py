@@ -6,7 +6,6 @@ path (``projects[2].name``) and what to do. Nothing here touches Docker or the n
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
 import re
@@ -396,8 +395,7 @@ def _check_variables_used(parsed: EnvFile, template_path: Path, shown: str) -> N
     declared += [(f"projects[{i}].variables.{k}", k) for i, p in enumerate(parsed.projects) for k in p.variables]
     for where, key in declared:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = names.did_you_mean(key, known)
             raise ConfigError(f"{shown}: {where}: the template {template_path.name} does not use {key!r}: {hint}"
                               f"it uses {', '.join(sorted(known))}")
 

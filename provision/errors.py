@@ -69,10 +69,6 @@ class ConfigError(ProvisionError, ValueError):
     exit_code = 2
 
 
-class UsageError(ConfigError):
-    """A command-line flag or argument is missing or invalid."""
-
-
 class UndeclaredProject(ConfigError):
     """A project the env file does not declare, to be created without --create."""
 

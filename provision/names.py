@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 
@@ -66,3 +67,9 @@ def find_collisions(names: Iterable[str]) -> list[tuple[str, str]]:
 def compose_project_name(env: str, project: str) -> str:
     """The compose project name for a project in an env; unique because names contain no '_'."""
     return f"{project}_{env}"
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """'did you mean 'x'? ' for the closest candidate, or '' when none is close."""
+    close = difflib.get_close_matches(word, sorted(candidates), n=1)
+    return f"did you mean {close[0]!r}? " if close else ""

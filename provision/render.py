@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import jinja2
 import yaml
+from jinja2 import nodes
 
 from . import names
 from .config import EnvConfig, ProjectSpec
@@ -68,9 +69,8 @@ def secret_ref(name: str, *, required: bool = True) -> str:
     return "${" + name + ":?" + name + " is not set; it comes from the project's secrets}"
 
 
-@lru_cache(maxsize=16)
-def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
-    source = Path(path).read_text(encoding="utf-8")
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
     env = jinja2.Environment(
         undefined=jinja2.StrictUndefined,
         autoescape=False,
@@ -80,55 +80,61 @@ def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
     )
     env.filters["q"] = q
     env.filters["urlquote"] = lambda v: quote(str(v), safe="")
+    return env
+
+
+@lru_cache(maxsize=16)
+def _parsed(path: str, mtime_ns: int) -> nodes.Template:
+    """The template's syntax tree, parsed once per version of the file for both of its uses below."""
+    source = Path(path).read_text(encoding="utf-8")
     try:
-        return env.from_string(source)
+        return _environment().parse(source)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
 
 
 @lru_cache(maxsize=16)
-def _template_variables(path: str, mtime_ns: int) -> frozenset[str] | None:
-    from jinja2 import nodes
+def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
+    return _environment().from_string(_parsed(path, mtime_ns))
 
-    source = Path(path).read_text(encoding="utf-8")
-    try:
-        tree = jinja2.Environment().parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
-    names: set[str] = set()
+
+@lru_cache(maxsize=16)
+def _template_variables(path: str, mtime_ns: int) -> frozenset[str] | None:
+    tree = _parsed(path, mtime_ns)
+    found: set[str] = set()
     reads = 0
     for attr in tree.find_all(nodes.Getattr):
         if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
-            names.add(attr.attr)
+            found.add(attr.attr)
             reads += 1
     for item in tree.find_all(nodes.Getitem):
         if isinstance(item.node, nodes.Name) and item.node.name == "vars" and isinstance(item.arg, nodes.Const) \
                 and isinstance(item.arg.value, str):
-            names.add(item.arg.value)
+            found.add(item.arg.value)
             reads += 1
     uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "vars")
     called = any(isinstance(c.node, nodes.Getattr) and isinstance(c.node.node, nodes.Name) and c.node.node.name == "vars"
                  for c in tree.find_all(nodes.Call))  # vars.items(), vars.get(...): any name may be read
-    return frozenset(names) if uses == reads and not called else None
+    return frozenset(found) if uses == reads and not called else None
+
+
+def _version(path: Path) -> int:
+    """The file's modification time, which keys the caches above; TemplateError when it cannot be read."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError as exc:
+        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
 
 
 def template_variables(path: Path) -> frozenset[str] | None:
     """The names the template reads as `vars.NAME` (or `vars["NAME"]`); None when it also reads `vars` as a
     whole (a loop, a filter), so that which names it uses cannot be told."""
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
-    return _template_variables(str(path), mtime)
+    return _template_variables(str(path), _version(path))
 
 
 def load_template(path: Path) -> jinja2.Template:
     """The compiled template at `path` (cached until the file changes)."""
-    try:
-        mtime = path.stat().st_mtime_ns
-    except OSError as exc:
-        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
-    return _load_template(str(path), mtime)
+    return _load_template(str(path), _version(path))
 
 
 def build_context(

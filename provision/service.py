@@ -10,7 +10,6 @@ its data volume kept.
 
 from __future__ import annotations
 
-import difflib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 
-from . import compose_check, history, interrupts
+from . import compose_check, history, interrupts, names
 from .backends.base import Backend
 from .config import EnvConfig
 from .errors import (
@@ -323,8 +322,7 @@ class Provisioner:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:
             return
         declared = [p.name for p in self.config.projects]
-        close = difflib.get_close_matches(target.project, declared, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = names.did_you_mean(target.project, declared)
         raise UndeclaredProject(
             f"project {target.project!r} is not declared in {self.config.relpath}: {hint}to create it anyway pass "
             f"--create (or set allow_undeclared: true in {self.config.relpath}); declared: "

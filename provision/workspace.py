@@ -96,8 +96,9 @@ class Workspace:
             except ProvisionError as exc:
                 if env is not None:
                     raise
-                skipped.append(f"{name}: {str(exc).splitlines()[0]}")
-                reporter.warn(f"skipped env {name!r}: {str(exc).splitlines()[0]}")
+                reason = str(exc).splitlines()[0]
+                skipped.append(f"{name}: {reason}")
+                reporter.warn(f"skipped env {name!r}: {reason}")
         if skipped and len(skipped) == len(envs):
             raise ProvisionError("every env was skipped, so nothing is listed:\n  " + "\n  ".join(skipped))
         return results

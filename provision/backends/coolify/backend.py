@@ -63,6 +63,7 @@ _COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
 LOG_LINES = 40
+MIN_LOCK_TTL = 600.0  # seconds; a lock lives 3 x health.timeout, never less than this
 START_GRACE = 0.5  # seconds between POST start and the first status poll
 
 
@@ -103,7 +104,7 @@ class CoolifyBackend:
         self.config = config
         self.owner = config.owner or ""
         # a lock outlives its holder at most this long (a run that dies holding it is not waited on forever)
-        self.lock_ttl = max(600.0, 3 * config.health.timeout)
+        self.lock_ttl = max(MIN_LOCK_TTL, 3 * config.health.timeout)
         # how long a create whose answer was lost is looked for before it is sent again
         self.create_grace = max(10.0, 2 * config.coolify.request_timeout)
         self._lock = threading.Lock()
@@ -722,7 +723,7 @@ class CoolifyBackend:
     def _lock_project(self, *, create: bool) -> str | None:
         """The uuid of this owner's lock project; created when `create`. Two runners may create it at the same
         time (project names are not unique): every runner then uses the oldest."""
-        name = f"provision-locks-{self.owner}"
+        name = self._lock_project_name()
 
         def oldest() -> str | None:
             found = self._lock_project_in(self.client.request_list("GET", "/projects"))
@@ -731,17 +732,27 @@ class CoolifyBackend:
         found = oldest()
         if found is not None or not create:
             return found
-        description = f"{MARKER} owner:{self.owner} — locks of provision runs (a project variable per running change)"
         with contextlib.suppress(AmbiguousResult):
-            self.client.request_object("POST", "/projects", body={"name": name, "description": description},
+            self.client.request_object("POST", "/projects",
+                                       body={"name": name, "description": self._lock_project_description()},
                                        keys=("uuid",))
         found = oldest()
         if found is None:
             raise BackendUnavailable(f"could not create the Coolify project {name!r} that holds provision's locks")
         return found
 
+    def _lock_project_name(self) -> str:
+        return f"provision-locks-{self.owner}"
+
+    def _lock_project_description(self, server_uuid: str | None = None) -> str:
+        """The lock project's description: this owner's marker and, once chosen, the server for new services."""
+        server = f" server:{server_uuid}" if server_uuid else ""
+        remembered = "; new services go to that server" if server_uuid else ""
+        return (f"{MARKER} owner:{self.owner}{server} — locks of provision runs (a project variable per running "
+                f"change){remembered}")
+
     def _lock_project_in(self, projects: list[dict[str, Any]]) -> dict[str, Any] | None:
-        name = f"provision-locks-{self.owner}"
+        name = self._lock_project_name()
         mine = [p for p in projects if p.get("name") == name and self._ours(p)]
         return min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"]))) if mine else None
 
@@ -751,9 +762,8 @@ class CoolifyBackend:
         if lock_project is None:
             return
         with contextlib.suppress(ProvisionError):
-            description = (f"{MARKER} owner:{self.owner} server:{server_uuid} — locks of provision runs "
-                           f"(a project variable per running change); new services go to that server")
-            self.client.request("PATCH", f"/projects/{lock_project}", body={"description": description})
+            self.client.request("PATCH", f"/projects/{lock_project}",
+                                body={"description": self._lock_project_description(server_uuid)})
 
     @staticmethod
     def _lock_key(target: Target) -> str:
@@ -993,13 +1003,13 @@ def _holder_description(since: float, expires: float) -> str:
 
 def _lock_info(variable: Mapping[str, Any], env: str, project: str) -> LockInfo:
     """What a lock variable's comment says of its holder; stale past its expiry. A comment in no form
-    provision writes (edited by hand) counts from the variable's creation, as if it had the shortest ttl."""
+    provision writes (edited by hand) counts from the variable's creation, with the shortest ttl."""
     found = _HOLDER.search(str(variable.get("comment") or ""))
     now = time.time()
     if found is None:
         created = _epoch(str(variable.get("created_at") or "")) or now
         return LockInfo(env, project, "unknown (no holder recorded)", utc_now(created),
-                        utc_now(created + 600.0), now > created + 600.0)
+                        utc_now(created + MIN_LOCK_TTL), now > created + MIN_LOCK_TTL)
     holder, pid, since, expires = found.groups()
     return LockInfo(env, project, f"{holder} pid {pid}", since, expires, (_epoch(expires) or 0.0) < now)
 
