@@ -9,9 +9,11 @@ The library is imported inside each task so listing the tasks stays fast.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -194,14 +196,17 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
                                "detailed_exitcode": "Exit 0 when nothing would change, 2 when changes are pending, 1 on error",
-                               "set": SET_HELP})
+                               "set": SET_HELP,
+                               "offline": "Ask no server (a Coolify env needs no credentials): validate, render and "
+                                          "compare with what this machine last applied"})
 def plan(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-         detailed_exitcode: bool = False, set_: list[str] | None = None) -> None:
+         detailed_exitcode: bool = False, set_: list[str] | None = None, offline: bool = False) -> None:
     """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
     from provision import output
 
     with _session(failure_code=1 if detailed_exitcode else None, read_only=True) as reporter:
-        items = _provisioner(env, reporter, sets=set_).plan(project)
+        provisioner = _provisioner(env, reporter, sets=set_, offline=offline)
+        items = provisioner.plan_offline(project) if offline else provisioner.plan(project)
     if json:
         _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
                                "projects": [i.to_dict() for i in items]}))
@@ -284,15 +289,43 @@ def restart(c: Context, env: str | None = None, project: str | None = None, lock
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
-            "tail": "Lines per service (default 100)"})
+            "tail": "Lines per service (default 100)", "follow": "Keep printing new lines until Ctrl-C",
+            "since": "Only lines written since then: 30s, 10m, 2h, 1d, 1h30m, or a time like 2026-11-30T14:00:00Z"},
+      aliases=["log"])
 def logs(c: Context, env: str | None = None, project: str | None = None, service: str | None = None,
-         tail: str = "100") -> None:
-    """Print the last lines of a project's container logs."""
+         tail: str = "100", follow: bool = False, since: str | None = None) -> None:
+    """Print the last lines of a project's container logs (secrets redacted); --follow keeps printing."""
     project = _require_project(project)
     lines = int(_number("tail", tail, minimum=1))
+    moment = _since(since) if since is not None else None
     with _session(read_only=True) as reporter:
-        text = _provisioner(env, reporter).logs(project, service=service, tail=lines)
-    _print(text)
+        chunks = _provisioner(env, reporter).logs(project, service=service, tail=lines, since=moment, follow=follow)
+        try:
+            for chunk in chunks:
+                sys.stdout.write(chunk if follow else chunk.rstrip("\n") + "\n")
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            if not follow:
+                raise  # following ends with Ctrl-C: that is no failure
+
+
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def _since(value: str) -> datetime:
+    """--since: a duration back from now (30s, 10m, 2h, 1d, 1h30m) or an ISO 8601 time (UTC when it names no
+    zone); exit 2 naming the value otherwise."""
+    text = value.strip()
+    found = _DURATION.fullmatch(text)
+    if text and found:
+        days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+        return datetime.now(UTC) - timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+    except ValueError:
+        raise Exit(f"error: --since {value!r}: use a duration (30s, 10m, 2h, 1d, 1h30m) or a time like "
+                   f"2026-11-30T14:00:00Z", code=2) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,

@@ -16,11 +16,13 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 from . import compose_check, history, interrupts, names
 from .backends.base import Backend
 from .config import EnvConfig
 from .errors import (
+    ConfigError,
     ConfirmationRequired,
     HealthTimeout,
     Interrupted,
@@ -42,6 +44,20 @@ from .state import ProjectRecord, StateStore, utc_now, utc_stamp
 DEFAULT_LOCK_TIMEOUT = 600.0
 _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-applied",
          Action.START: "started", Action.NOOP: "unchanged"}
+
+
+OFFLINE_NOTE = " (offline: the backend was not asked)"
+
+
+def _offline_decision(stack: RenderedStack, record: ProjectRecord | None) -> tuple[str, str]:
+    """Outcome and reason of an offline plan: the rendered stack against the record of the last apply. Pure."""
+    if record is None or not record.live or record.config_hash is None:
+        return "create", f"this machine has no record of it{OFFLINE_NOTE}"
+    if record.config_hash == stack.config_hash:
+        return "no-op", f"matches what this machine last applied{OFFLINE_NOTE}"
+    changed = sorted(s for s, h in stack.service_hashes.items() if record.service_hashes.get(s) != h)
+    what = f"service(s) {', '.join(changed)} differ" if changed else "the configuration differs"
+    return "update", f"{what} from what this machine last applied{OFFLINE_NOTE}"
 
 
 @dataclass
@@ -400,6 +416,27 @@ class Provisioner:
                                   declared=False))
         return items
 
+    def plan_offline(self, project: str | None = None) -> list[PlanItem]:
+        """What `plan` can say without asking the backend (`plan --offline`: CI without credentials):
+        every project is validated and rendered, then compared with what this machine last applied
+        (its record's configuration hash). Changes nothing and contacts no server; each reason says so."""
+        records = self._records()
+        names_ = [project] if project is not None else [p.name for p in self.config.projects]
+        items = []
+        for name in names_:
+            target = self.target(name)
+            stack, _ = self.render(name)
+            compose_check.check(stack.text, template=self.config.template_path)
+            items.append(PlanItem(name, self.env, self.backend.name, *_offline_decision(stack, records.get(name)),
+                                  declared=target.spec.declared))
+        if project is None:
+            declared = set(names_)
+            for name, record in sorted(records.items()):
+                if name not in declared and record is not None and record.live:
+                    items.append(PlanItem(name, self.env, self.backend.name, "orphan",
+                                          f"recorded here but no longer declared{OFFLINE_NOTE}", declared=False))
+        return items
+
     def _records(self) -> dict[str, ProjectRecord | None]:
         """Every project of the env with a record, and its record."""
         return {p: self.record(p) for _, p in self.store.known_projects(self.env)}
@@ -603,9 +640,15 @@ class Provisioner:
             )
         return result
 
-    def logs(self, project: str, *, service: str | None = None, tail: int = 100) -> str:
+    def logs(self, project: str, *, service: str | None = None, tail: int = 100, since: datetime | None = None,
+             follow: bool = False) -> Iterator[str]:
+        """The project's container logs (secrets redacted) as chunks of text; with `follow`, endless until
+        the reader stops (the caller's Ctrl-C)."""
         target = self.known_target(project)
-        return self.backend.logs(target, self._observe(target, self.record(project)), service=service, tail=tail)
+        observed = self._observe(target, self.record(project))
+        if service is not None and observed.services and service not in observed.services:
+            raise ConfigError(f"--service {service!r}: {project!r} has {', '.join(sorted(observed.services))}")
+        return self.backend.logs(target, observed, service=service, tail=tail, since=since, follow=follow)
 
     def project_names(self, deployed: Mapping[str, Observed] | None = None, *,
                       recorded: Mapping[str, ProjectRecord | None] | None = None) -> list[str]:

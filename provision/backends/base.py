@@ -4,8 +4,9 @@ that `observe` returned (the service keeps it in the project's record)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,7 +89,11 @@ class Backend(Protocol):
         returns what was done, nothing when there is nothing to adopt."""
         ...
 
-    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str: ...
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
+             since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+        """The last `tail` lines per service (those written since `since`), secrets redacted; with `follow`,
+        then new lines as they come, until the reader stops."""
+        ...
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> Mapping[str, Observed]:

@@ -100,6 +100,7 @@ def test_stop_start_restart(sandbox: Sandbox, emulator: CoolifyEmulator) -> None
     assert status["status"] == "running" and status["db_url_scope"] == "internal"
     logs = sandbox.cli("logs", "--project=shop").stdout
     assert "db |" in logs or "api |" in logs or "printed no logs" in logs
+    assert sandbox.cli("logs", "--project=shop", "--since=2099-01-01T00:00:00Z").stdout.strip() == ""
     assert "shop" in sandbox.cli("list", f"--env={sandbox.env}").stdout
 
 

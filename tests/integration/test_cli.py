@@ -68,8 +68,42 @@ def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:
     assert "DB_URL=\"postgresql://app:***@" in on_terminal and password not in on_terminal
     logs = sandbox.cli("logs", "--project=shop", "--service=db", "--tail=5").stdout
     assert "db-1" in logs and "api-1" not in logs
+    assert sandbox.cli("logs", "--project=shop", "--since=2099-01-01T00:00:00Z").stdout.strip() == ""
+    assert "db-1" in sandbox.cli("logs", "--project=shop", "--since=1h").stdout
     rendered = sandbox.cli("render", "--project=shop").stdout
     assert "${DB_PASSWORD:?" in rendered and 'name: "shop_' in rendered
+    offline = sandbox.cli("plan", "--offline", "--json").json()["projects"]
+    assert [(p["project"], p["outcome"]) for p in offline] == [("shop", "no-op")] and "offline" in offline[0]["reason"]
+    changed = sandbox.cli("plan", "--offline", "--set=variables.db_name=other", "--detailed-exitcode", check=False)
+    assert changed.returncode == 2 and "update" in changed.stdout
+
+
+def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> None:
+    import signal
+    import time
+
+    import httpx
+
+    sandbox.cli("provision", "--project=shop")
+    api_url = sandbox.cli("outputs", "--project=shop", "--format=json").json()["api_url"]
+    with subprocess.Popen([*sandbox.argv("logs", "--project=shop", "--service=api", "--follow", "--tail=1")],
+                          cwd=sandbox.root, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True) as follower:
+        assert follower.stdout is not None and follower.stderr is not None
+        try:
+            follower.stdout.readline()  # the last line so far
+            time.sleep(0.5)
+            httpx.get(api_url + "/follow-marker", timeout=10)
+            deadline = time.monotonic() + 20
+            line = ""
+            while "follow-marker" not in line and time.monotonic() < deadline:
+                line = follower.stdout.readline()
+            assert "follow-marker" in line
+        finally:
+            follower.send_signal(signal.SIGINT)
+            code = follower.wait(20)
+        errors = follower.stderr.read()
+    assert code == 0 and "Traceback" not in errors, errors
     status = sandbox.cli("status", "--json").json()
     [shop] = status["projects"]
     assert shop["status"] == "running" and {s["service"] for s in shop["services"]} == {"db", "api"}
@@ -96,6 +130,8 @@ def test_render_of_a_coolify_env_needs_no_credentials(sandbox: Sandbox) -> None:
     assert "services:" in rendered.stdout and "pgdata: {}" in rendered.stdout  # Coolify's unlabelled volume
     planned = sandbox.cli("plan", env="cloud", check=False)  # plan reads Coolify: it needs them
     assert planned.returncode == 2 and "COOLIFY_API_TOKEN" in planned.stderr
+    offline = sandbox.cli("plan", "--offline", "--detailed-exitcode", env="cloud", check=False)  # ...unless offline
+    assert offline.returncode == 2 and "shop" in offline.stdout and "create" in offline.stdout, offline.output
 
 
 def test_a_misspelt_compose_key_is_refused_before_anything_runs(sandbox: Sandbox) -> None:

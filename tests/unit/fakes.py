@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -30,6 +30,10 @@ class FakeRunner:
             if _contains(argv, fragment):
                 return Completed(argv, answer.returncode, answer.stdout, answer.stderr)
         raise AssertionError(f"unexpected command: {argv}")
+
+    def stream(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+        """The matching answer's stdout, line by line."""
+        yield from self.run(argv, timeout=0, env=env).stdout.splitlines(keepends=True)
 
 
 def _contains(argv: tuple[str, ...], fragment: tuple[str, ...]) -> bool:

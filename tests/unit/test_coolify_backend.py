@@ -415,3 +415,33 @@ def test_a_create_records_the_api_fqdn_coolify_answers(fake: FakeCoolify, backen
     refs = backend.apply(target(config), Observed(exists=False, handle=Refs(P, E)), stack(config),
                          Prepared(secrets=SECRETS), Plan(Action.CREATE, "nothing is deployed"))
     assert refs == Refs(P, E, S, "http://api-x.example.test:3000")
+
+
+def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: EnvConfig,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+    from itertools import islice
+
+    import provision.backends.coolify.backend as coolify_backend
+
+    monkeypatch.setattr(coolify_backend, "FOLLOW_INTERVAL", 0.0)
+    polls = [["2026-11-30T11:59:59.000000000Z old", "2026-11-30T12:00:01.000000000Z first"],
+             ["2026-11-30T12:00:01.000000000Z first", "2026-11-30T12:00:02.500000000Z second"]]
+    asked: list[dict[str, str]] = []
+
+    def logs(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/logs"):
+            asked.append(dict(request.url.params))
+            return httpx.Response(200, json={"logs": "\n".join(polls[min(len(asked), 2) - 1])})
+        return fake(request)
+
+    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(logs))
+    backend = CoolifyBackend(client, config)
+    since = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+    once = list(backend.logs(target(config), existing(), service="db", tail=10, since=since))
+    assert once == ["db | first\n"]  # the line before `since` is left out
+    asked.clear()
+    followed = list(islice(backend.logs(target(config), existing(), service="db", tail=10, follow=True), 3))
+    assert followed == ["db | old\n", "db | first\n", "db | second\n"]  # `first` is not printed twice
+    assert asked[0] == {"sub_service_name": "db", "lines": "10", "show_timestamps": "true"}
+    assert asked[1]["lines"] == str(coolify_backend.FOLLOW_LINES)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -571,10 +572,20 @@ def test_logs_are_redacted_and_stripped_of_colour(target: Target, store: StateSt
                                                   rendered: tuple[Path, Path]) -> None:
     password = SECRETS["DB_PASSWORD"].reveal()
     runner = FakeRunner().on("logs", stdout=f"\x1b[32mdb-1 |\x1b[0m password={password}\n")
-    text = backend(store, runner).logs(target, ABSENT, service="db", tail=5)
+    text = "".join(backend(store, runner).logs(target, ABSENT, service="db", tail=5))
     assert text == "db-1 | password=***\n"
     assert runner.calls == [("docker", "compose", "--project-name", "shop_demo", "logs", "--no-color", "--tail", "5",
                              "--", "db")]
+
+
+def test_followed_logs_stream_redacted_lines_since_a_time(target: Target, store: StateStore,
+                                                          rendered: tuple[Path, Path]) -> None:
+    password = SECRETS["DB_PASSWORD"].reveal()
+    runner = FakeRunner().on("logs", stdout=f"db-1 | one\napi-1 | \x1b[1m{password}\x1b[0m\n")
+    since = datetime(2026, 11, 30, 15, 0, tzinfo=timezone(timedelta(hours=2)))
+    lines = list(backend(store, runner).logs(target, ABSENT, service=None, tail=7, since=since, follow=True))
+    assert lines == ["db-1 | one\n", "api-1 | ***\n"]
+    assert runner.calls[0][4:] == ("logs", "--no-color", "--tail", "7", "--since", "2026-11-30T13:00:00Z", "--follow")
 
 
 def test_endpoints_come_from_the_leased_ports(target: Target, store: StateStore) -> None:

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -63,6 +64,8 @@ _COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
 LOG_LINES = 40
+FOLLOW_INTERVAL = 2.0  # seconds between two asks for new log lines (`logs --follow`)
+FOLLOW_LINES = 500  # lines asked for each time while following
 MIN_LOCK_TTL = 600.0  # seconds; a lock lives 3 x health.timeout, never less than this
 START_GRACE = 0.5  # seconds between POST start and the first status poll
 
@@ -884,12 +887,35 @@ class CoolifyBackend:
             done.append(f"adopted Coolify project {project.get('name')!r}")
         return tuple(done)
 
-    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
+             since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+        """Coolify's `GET /services/{uuid}/logs` returns a container's last N lines and nothing newer on its own:
+        `since` filters them by their Docker timestamps (`show_timestamps`), and `follow` asks again every
+        FOLLOW_INTERVAL seconds, printing only lines newer than the last one printed (a container that writes
+        more than FOLLOW_LINES lines between two asks loses the excess)."""
         refs = observed.handle if isinstance(observed.handle, Refs) else None
         if refs is None or refs.service_uuid is None or not observed.exists:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
         names = [service] if service else sorted(observed.services)
-        return self._logs(refs.service_uuid, names, tail)
+        if not follow and since is None:
+            yield self._logs(refs.service_uuid, names, tail)
+            return
+        newest = {name: _docker_stamp(since) if since is not None else "" for name in names}
+        lines = tail
+        while True:
+            for name in names:
+                data = self.client.request_object("GET", f"/services/{refs.service_uuid}/logs", params={
+                    "sub_service_name": name, "lines": lines, "show_timestamps": "true"})
+                for line in str(data.get("logs") or "").splitlines():
+                    stamp, _, text = line.partition(" ")
+                    if stamp and stamp <= newest[name]:
+                        continue
+                    newest[name] = stamp
+                    yield f"{name} | {text}\n"
+            if not follow:
+                return
+            lines = FOLLOW_LINES
+            interrupts.sleep(FOLLOW_INTERVAL)
 
     def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
         """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400
@@ -980,6 +1006,11 @@ def _listed(value: object) -> list[object]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
+
+
+def _docker_stamp(moment: datetime) -> str:
+    """`moment` written as Docker writes log timestamps (RFC 3339, nanoseconds, UTC), so the two compare as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
 
 
 _HOLDER = re.compile(r"holder=(\S+) pid=(\d+) since=(\S+) expires=(\S+)")

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -464,8 +465,22 @@ class LocalBackend:
     def unlock(self, target: Target) -> bool:
         return False
 
-    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
-        return self._logs(target, service=service, tail=tail)
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
+             since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+        """`docker compose logs`, redacted; with `follow`, line by line until the reader stops."""
+        if not follow and since is None:
+            yield self._logs(target, service=service, tail=tail)
+            return
+        args = ["logs", "--no-color", "--tail", str(tail)]
+        if since is not None:
+            args += ["--since", since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+        if follow:
+            args.append("--follow")
+        if service:
+            args += ["--", service]
+        secrets = [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
+        for line in self._compose(target).stream(self._files(target, with_file=False), *args):
+            yield redact(strip_ansi(line), secrets)
 
     def _logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = ()) -> str:
         selected = (service,) if service else services

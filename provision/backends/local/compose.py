@@ -7,7 +7,8 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -39,6 +40,10 @@ class Runner(Protocol):
         env: Mapping[str, str] | None = None,
         stdout: IO[bytes] | None = None,
     ) -> Completed: ...
+
+    def stream(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+        """The command's output lines as they come (no time limit: the reader decides when to stop)."""
+        ...
 
 
 class SubprocessRunner:
@@ -82,6 +87,30 @@ class SubprocessRunner:
             raise
         text = out.decode(errors="replace") if isinstance(out, bytes) else ""
         return Completed(tuple(argv), proc.returncode, text, (err or b"").decode(errors="replace"))
+
+
+    def stream(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+        """stdout and stderr, line by line as they come, until the command exits (CommandFailed when it
+        exits non-zero) or the reader stops reading (the command is then terminated)."""
+        interrupts.check()
+        try:
+            proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # noqa: S603
+                                    stdin=subprocess.DEVNULL, env=dict(env) if env is not None else None)
+        except FileNotFoundError as exc:
+            raise BackendUnavailable(f"{argv[0]!r} was not found on PATH: install the Docker CLI with the Compose "
+                                     f"v2 plugin") from exc
+        last: deque[str] = deque(maxlen=20)
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                last.append(line)
+                yield line
+            proc.wait(timeout=10)
+        finally:
+            _stop(proc)
+        if proc.returncode != 0:
+            raise CommandFailed(argv, proc.returncode, "".join(last))
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -229,6 +258,10 @@ class ComposeCLI:
         if check and result.returncode != 0:
             self._raise(result)
         return result
+
+    def stream(self, files: ComposeFiles, *args: str) -> Iterator[str]:
+        """One long-running compose subcommand's output lines (`logs --follow`)."""
+        return self.runner.stream(self.argv(files, *args), env=self._env)
 
     def containers(self, *labels: str, timeout: float = 30) -> list[ContainerState]:
         """Containers (any state) carrying every `key=value` label, via `docker ps` (~5x faster than compose ps)."""
