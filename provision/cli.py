@@ -328,6 +328,25 @@ def _since(value: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "command": "Run this SQL and exit (psql --command)",
+            "via": "host: this machine's psql; container: psql in the db container; auto (default): host when it can"})
+def psql(c: Context, env: str | None = None, project: str | None = None, command: str | None = None,
+         via: str = "auto") -> None:
+    """Open psql on a project's database (the password goes in psql's environment, never on a command line);
+    exits 1 when psql fails."""
+    from provision import shell
+
+    project = _require_project(project)
+    with _session(read_only=True) as reporter:
+        interactive = command is None and sys.stdin.isatty() and sys.stdout.isatty()
+        psql_command = _provisioner(env, reporter).psql(project, sql=command, via=via, tty=interactive)
+        if interactive:
+            sys.stderr.write(f"provision: {psql_command.via} on {project!r} (\\q quits)\n")
+        code = shell.run(psql_command)
+    if code != 0:
+        raise Exit(f"error: psql exited {code}", code=1)
+
+
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
                                "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
 def render(c: Context, env: str | None = None, project: str | None = None, show_secrets: bool = False,

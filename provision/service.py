@@ -10,6 +10,7 @@ its data volume kept.
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import urlsplit
 
 from . import compose_check, history, interrupts, names
 from .backends.base import Backend
@@ -39,6 +41,7 @@ from .planner import Action, Plan, plan, unified_diff
 from .render import RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
+from .shell import ShellCommand
 from .state import ProjectRecord, StateStore, utc_now, utc_stamp
 
 DEFAULT_LOCK_TIMEOUT = 600.0
@@ -649,6 +652,41 @@ class Provisioner:
         if service is not None and observed.services and service not in observed.services:
             raise ConfigError(f"--service {service!r}: {project!r} has {', '.join(sorted(observed.services))}")
         return self.backend.logs(target, observed, service=service, tail=tail, since=since, follow=follow)
+
+    def psql(self, project: str, *, sql: str | None = None, via: str = "auto", tty: bool = False) -> ShellCommand:
+        """The command that opens psql on the project's database: this machine's psql when there is one and the
+        database is published to it (`via` auto or host), else psql inside the db container (auto or container).
+        The password travels as PGPASSWORD in the child's environment. `sql`: run it and exit (psql --command)."""
+        if via not in ("auto", "host", "container"):
+            raise ConfigError(f"--via {via!r}: use auto, host or container")
+        target = self.known_target(project)
+        record = self.record(project)
+        observed = self._observe(target, record)
+        db = observed.services.get("db")
+        if db is None or not db.running:
+            raise ProvisionError(f"the db of {project!r} is not running in env {self.env!r}: run "
+                                 f"`provision start --env={self.env} --project={project}`")
+        prepared = self._prepare(target, observed, create=False)
+        password = prepared.secrets.get("DB_PASSWORD")
+        environment = {"PGPASSWORD": password} if password is not None else {}
+        variables = target.spec.variables
+        options = ["--username", str(variables["db_user"]), "--dbname", str(variables["db_name"]),
+                   *(["--command", sql] if sql is not None else [])]
+        if via != "container":
+            endpoints = self.backend.endpoints(target, self._known(observed, record), prepared)
+            client = shutil.which("psql")
+            published = endpoints.db_url is not None and endpoints.db_url_scope in ("host", "public")
+            if client is not None and published and endpoints.db_url is not None:
+                url = urlsplit(endpoints.db_url.reveal())
+                return ShellCommand((client, "--host", url.hostname or "127.0.0.1", "--port", str(url.port or 5432),
+                                     *options), environment, via="this machine's psql")
+            if via == "host":
+                raise ProvisionError("this machine has no psql (install postgresql-client)" if client is None else
+                                     f"the db of {project!r} is not published to this machine "
+                                     f"(set variables.db_public_port), so only --via=container can reach it")
+        argv = self.backend.exec_argv(target, "db", ["psql", "--host", "127.0.0.1", *options],
+                                      env_names=tuple(environment), tty=tty)
+        return ShellCommand(tuple(argv), environment, via="psql in the db container")
 
     def project_names(self, deployed: Mapping[str, Observed] | None = None, *,
                       recorded: Mapping[str, ProjectRecord | None] | None = None) -> list[str]:

@@ -95,6 +95,13 @@ class Backend(Protocol):
         then new lines as they come, until the reader stops."""
         ...
 
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        """The argv that runs `command` inside the service's running container, passing the variables
+        `env_names` from the caller's environment (so secrets stay out of argv); ProvisionError saying why
+        where the backend cannot run a command in a container."""
+        ...
+
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> Mapping[str, Observed]:
         """Every project of this env with something deployed (containers, a service, or kept data), in as

@@ -146,3 +146,15 @@ def test_a_misspelt_compose_key_is_refused_before_anything_runs(sandbox: Sandbox
     label = f"label=io.provision.env={sandbox.env}"
     assert subprocess.run(["docker", "ps", "-aq", "--filter", label], capture_output=True, text=True,
                           timeout=60, check=True).stdout == ""  # nothing was started
+
+
+def test_psql_runs_sql_in_the_project_database(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    password = sandbox.secrets("shop")["DB_PASSWORD"]
+    for via in ("container", "auto"):  # auto: this machine's psql when it has one, else the container's
+        result = sandbox.cli("psql", "--project=shop", f"--via={via}", "--command=select 40 + 2 as answer")
+        assert "42" in result.stdout and password not in result.output
+    failed = sandbox.cli("psql", "--project=shop", "--via=container", "--command=select * from nope", check=False)
+    assert failed.returncode == 1 and "nope" in failed.stderr and "psql exited" in failed.stderr
+    wrong = sandbox.cli("psql", "--project=shop", "--via=ssh", check=False)
+    assert wrong.returncode == 2 and "--via 'ssh'" in wrong.stderr

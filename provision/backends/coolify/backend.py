@@ -917,6 +917,15 @@ class CoolifyBackend:
             lines = FOLLOW_LINES
             interrupts.sleep(FOLLOW_INTERVAL)
 
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        """Coolify's API v1 has no endpoint that runs a command in a container and returns its output (its
+        terminal is a websocket of the web UI; scheduled tasks run on their cron schedule)."""
+        raise ProvisionError(
+            f"Coolify's API cannot run a command in {target.project!r}'s {service} container: publish the database "
+            f"(variables.db_public_port in envs/{target.env}.yml, then `provision provision --env={target.env}`) "
+            f"and this machine's own psql connects to it")
+
     def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
         """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400
         "Container is not running.", 404 "Container not found.") gets Coolify's message quoted instead."""

@@ -482,6 +482,18 @@ class LocalBackend:
         for line in self._compose(target).stream(self._files(target, with_file=False), *args):
             yield redact(strip_ansi(line), secrets)
 
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        """`docker exec` in the service's running container."""
+        running = [c for c in self._containers(target) if c.service == service and c.running]
+        if not running:
+            raise ProvisionError(f"{target.project!r} has no running {service} container in env {target.env!r}: "
+                                 f"run `provision start --env={target.env} --project={target.project}`")
+        argv = ["docker", "exec", "--interactive", *(["--tty"] if tty else [])]
+        for name in env_names:
+            argv += ["--env", name]
+        return [*argv, running[0].name, *command]
+
     def _logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = ()) -> str:
         selected = (service,) if service else services
         args = ["logs", "--no-color", "--tail", str(tail)]
