@@ -39,6 +39,18 @@ class ProvisionProgram(Program):
         if root:
             os.environ[cli.ROOT_VARIABLE] = str(Path(root).resolve())
 
+    def parse_cleanup(self) -> None:
+        """`--complete` (the shell's completion script) also completes flag values: env and project
+        names, services, formats."""
+        if self.args.complete.value:
+            from .completion import flag_values
+
+            values = flag_values(self.core.remainder, lambda: cli._root())
+            if values is not None:
+                print("\n".join(values))
+                raise Exit
+        super().parse_cleanup()
+
     def parse_tasks(self) -> None:
         try:
             super().parse_tasks()
@@ -46,7 +58,8 @@ class ProvisionProgram(Program):
             raise Exit(f"error: {exc} (see `provision --help <task>`)", code=2) from None
 
 
-program = ProvisionProgram(namespace=cli.namespace, name="provision", binary="provision", version=_version())
+program = ProvisionProgram(namespace=cli.namespace, name="provision", binary="provision", binary_names=["provision"],
+                           version=_version())
 
 
 def main() -> None:
