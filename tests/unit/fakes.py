@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
-from provision.backends.local.compose import Completed
+from provision.commands import Completed
 
 
 @dataclass
@@ -22,7 +22,7 @@ class FakeRunner:
         return self
 
     def run(self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
-            stdout: IO[bytes] | None = None) -> Completed:
+            stdout: IO[bytes] | None = None, stdin: IO[bytes] | None = None) -> Completed:
         argv = tuple(argv)
         self.calls.append(argv)
         self.envs.append(env)
