@@ -37,6 +37,8 @@ class ProvisionProgram(Program):
             raise Exit(f"error: {exc}", code=2) from None
         root = self.args["root"].value
         if root:
+            if not Path(root).is_dir():
+                raise Exit(f"error: --root {root!r}: no such directory", code=2)
             os.environ[cli.ROOT_VARIABLE] = str(Path(root).resolve())
 
     def parse_cleanup(self) -> None:

@@ -35,7 +35,11 @@ def _root(*, for_init: bool = False) -> Path:
     envs/, as git finds .git; `init` falls back to the current directory."""
     explicit = os.environ.get(ROOT_VARIABLE)
     if explicit:
-        return Path(explicit).resolve()
+        root = Path(explicit).resolve()
+        if not for_init and not (root / "envs").is_dir():
+            raise Exit(f"error: --root {root} ({ROOT_VARIABLE}) has no envs/ directory: run `provision --root={root} "
+                       f"init` to make it a provision project", code=2)
+        return root
     here = Path.cwd().resolve()
     for candidate in (here, *here.parents):
         if (candidate / "envs").is_dir():

@@ -128,6 +128,15 @@ class HookFailed(ProvisionError):
     """A hook exited non-zero or timed out."""
 
 
+class BackupError(ProvisionError):
+    """A dump that cannot be used (not a pg_dump archive, corrupt, from a newer server) or a backup
+    whose verification failed."""
+
+
+class NotSupported(ProvisionError):
+    """The backend cannot do this at all; the message says why and what works instead."""
+
+
 class BackendUnavailable(ProvisionError):
     """The backend (Docker Engine, compose CLI, Coolify server) cannot be used."""
 

@@ -197,7 +197,12 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code,
                                                                                            str(exc.detail))
-        return _problem(request, ProblemError(exc.status_code, title, str(exc.detail)))
+        detail = str(exc.detail)
+        if exc.status_code == 404 and detail == "Not Found":  # the router's: no route has this path
+            detail = f"no route {request.url.path!r}: see /docs for the API's routes"
+        elif exc.status_code == 405:
+            detail = f"{request.method} is not allowed on {request.url.path!r}"
+        return _problem(request, ProblemError(exc.status_code, title, detail))
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
@@ -267,9 +272,9 @@ OPEN_PATHS = ("/healthz",)
 
 class Guard:
     """ASGI middleware in front of everything: the bearer token is checked before the body is read; bodies
-    over MAX_BODY answer 413; without a token (loopback only) a request must name a loopback Host and send
-    JSON, so a cross-site page or a DNS-rebound name cannot drive the API; one access line per request
-    (method, path, status, duration: never a header or a body)."""
+    over MAX_BODY answer 413, bodies not sent as application/json 415; without a token (loopback only) a
+    request must name a loopback Host, so a cross-site page or a DNS-rebound name cannot drive the API; one
+    access line per request (method, path as sent, status, duration: never a header or a body)."""
 
     def __init__(self, app: Any, *, token: Secret | None, log: Callable[[str], None]) -> None:
         self.app = app
@@ -283,6 +288,7 @@ class Guard:
         started = time.monotonic()
         status: list[int] = [0]
         path = str(scope.get("path") or "")
+        logged_path = bytes(scope.get("raw_path") or path.encode()).decode("latin-1")  # still %-encoded: one line
 
         async def sending(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -296,7 +302,7 @@ class Guard:
                 return
             await self.app(scope, _limited(receive), sending)
         finally:
-            self.log(f'{scope.get("method")} {path} {status[0] or "-"} {time.monotonic() - started:.3f}s')
+            self.log(f'{scope.get("method")} {logged_path} {status[0] or "-"} {time.monotonic() - started:.3f}s')
 
     def _refusal(self, scope: dict[str, Any], path: str) -> tuple[int, str, str] | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
@@ -315,8 +321,10 @@ class Guard:
         if length.isdigit() and int(length) > MAX_BODY:
             return 413, "Payload too large", f"the request body is larger than {MAX_BODY} bytes"
         has_body = (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "")
-        if has_body and self.token is None and not headers.get("content-type", "").startswith("application/json"):
-            return 415, "Unsupported media type", "send the body as application/json"
+        sent_type = headers.get("content-type", "")
+        if has_body and not sent_type.startswith("application/json"):
+            return 415, "Unsupported media type", (f"the body was sent as {sent_type or 'no Content-Type'!r}: send it "
+                                                   f"as application/json")
         return None
 
 
@@ -380,6 +388,8 @@ def _validation_detail(errors: Any) -> str:
                 names.validate_name(error["input"])
             except InvalidName as exc:
                 message = str(exc)
+        if error.get("type") == "json_invalid":
+            where, message = "body", f"not valid JSON (near character {error.get('loc', ('', '?'))[-1]})"
         parts.append(f"{where}: {message}")
     return "; ".join(parts)
 

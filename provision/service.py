@@ -649,8 +649,9 @@ class Provisioner:
         the reader stops (the caller's Ctrl-C)."""
         target = self.known_target(project)
         observed = self._observe(target, self.record(project))
-        if service is not None and observed.services and service not in observed.services:
-            raise ConfigError(f"--service {service!r}: {project!r} has {', '.join(sorted(observed.services))}")
+        services = observed.services or self.render(project)[0].services
+        if service is not None and service not in services:
+            raise ConfigError(f"--service {service!r}: {project!r} has {', '.join(sorted(services))}")
         return self.backend.logs(target, observed, service=service, tail=tail, since=since, follow=follow)
 
     def psql(self, project: str, *, sql: str | None = None, via: str = "auto", tty: bool = False) -> ShellCommand:

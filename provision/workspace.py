@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import names
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .errors import ConfigError, ProvisionError
@@ -71,6 +72,7 @@ class Workspace:
         """The history records of an env (and project), oldest first."""
         from . import history
 
+        names.validate_env_name(env)
         records = list(history.read(self.store.root, env=env, project=project))
         if not records and env not in self.envs():
             raise ConfigError(f"envs/{env}.yml not found, and env {env!r} has no history here (envs here: "

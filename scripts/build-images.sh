@@ -5,6 +5,8 @@
 #   provision-test/debian-base:bookworm  Debian packages from tests/images/base-packages,
 #                                        made with mmdebstrap + docker import
 #   provision-test/postgres:15 (+ :15-b) tests/images/db   - the postgres:16-alpine interface
+#   provision-test/debian-base:trixie    postgresql-17 from Debian 13, the same way
+#   provision-test/postgres:17           tests/images/db on it (major upgrades are tested 15 -> 17)
 #   provision-test/postgrest:12          tests/images/api  - the postgrest/postgrest interface
 #
 # Idempotent and cached: each image carries the label io.provision.build-hash, a
@@ -21,6 +23,10 @@ DB=provision-test/postgres:15
 DB_ALIASES=(provision-test/postgres:15-b)
 API=provision-test/postgrest:12
 SUITE=bookworm
+BASE17=provision-test/debian-base:trixie
+DB17=provision-test/postgres:17
+SUITE17=trixie
+PACKAGES17=postgresql-17
 # Bump when the base-image recipe below changes (it is not hashed itself).
 RECIPE=2
 HASH_LABEL=io.provision.build-hash
@@ -57,9 +63,8 @@ debian_mirror() {
   echo "${m:-http://deb.debian.org/debian}"
 }
 
-build_base() {  # $1 = hash
-  local packages id log
-  packages=$(sed 's/#.*//' "$src/base-packages" | tr -s ' \t\n' ',' | sed 's/^,//; s/,$//')
+build_base() {  # $1 = hash, $2 = image, $3 = Debian suite, $4 = packages (comma-separated)
+  local packages=$4 id log
   [ -n "$packages" ] || die "no packages listed in $src/base-packages"
   log=$(mktemp)
   if ! command -v mmdebstrap >/dev/null; then
@@ -78,25 +83,26 @@ build_base() {  # $1 = hash
       --dpkgopt='path-exclude=/usr/share/info/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
       --setup-hook='mkdir -p "$1/etc/postgresql-common/createcluster.d" && echo "create_main_cluster = false" > "$1/etc/postgresql-common/createcluster.d/no-main-cluster.conf"' \
       --customize-hook='chroot "$1" dpkg --purge --force-depends libllvm14 libz3-4 >/dev/null 2>&1 || true' \
+      --customize-hook='chroot "$1" dpkg --purge --force-depends libllvm19 libz3-4 >/dev/null 2>&1 || true' \
       --customize-hook='rm -rf "$1"/usr/lib/postgresql/*/lib/llvmjit* "$1"/usr/lib/postgresql/*/lib/bitcode' \
       --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/*.log "$1"/var/cache/debconf/*-old "$1"/usr/share/postgresql/*/man' \
-      "$SUITE" - "$(debian_mirror)" 2>"$log" \
+      "$3" - "$(debian_mirror)" 2>"$log" \
     | docker import -c 'CMD ["/bin/bash"]' -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       -c "LABEL io.provision.test-image=true" -c "LABEL $HASH_LABEL=$1" - 2>>"$log"); then
     tail -n 30 "$log" >&2; rm -f "$log"
     [ -z "${id:-}" ] || docker image rm "$id" >/dev/null 2>&1 || true  # a partial import
-    die "building $BASE with mmdebstrap + docker import failed (packages: $packages)"
+    die "building $2 with mmdebstrap + docker import failed (packages: $packages)"
   fi
   rm -f "$log"
-  docker tag "$id" "$BASE"
+  docker tag "$id" "$2"
 }
 
-build_dockerfile() {  # $1 = image, $2 = dir under tests/images, $3 = hash
-  local log; log=$(mktemp)
+build_dockerfile() {  # $1 = image, $2 = dir under tests/images, $3 = hash, $4... = docker build arguments
+  local image=$1 dir=$2 hash=$3 log; shift 3; log=$(mktemp)
   # Legacy builder: no buildx needed, and FROM resolves to the local base image.
-  if ! DOCKER_BUILDKIT=0 docker build --label "$HASH_LABEL=$3" -t "$1" "$src/$2" >"$log" 2>&1; then
+  if ! DOCKER_BUILDKIT=0 docker build --label "$HASH_LABEL=$hash" "$@" -t "$image" "$src/$dir" >"$log" 2>&1; then
     tail -n 30 "$log" >&2; rm -f "$log"
-    die "docker build of $1 from tests/images/$2 failed"
+    die "docker build of $image from tests/images/$dir failed"
   fi
   rm -f "$log"
 }
@@ -118,9 +124,14 @@ ensure() {  # $1 = image, $2 = hash, $3 = build function, $4... = its arguments
 base_hash=$( { echo "recipe $RECIPE suite $SUITE"; cat "$src/base-packages"; } | sha)
 db_hash=$( { echo "$base_hash"; dir_hash db; } | sha)
 api_hash=$( { echo "$base_hash"; dir_hash api; } | sha)
+base17_hash=$( { echo "recipe $RECIPE suite $SUITE17"; echo "$PACKAGES17"; } | sha)
+db17_hash=$( { echo "$base17_hash"; dir_hash db; } | sha)
+base_packages=$(sed 's/#.*//' "$src/base-packages" | tr -s ' \t\n' ',' | sed 's/^,//; s/,$//')
 
-ensure "$BASE" "$base_hash" build_base "$base_hash"
+ensure "$BASE" "$base_hash" build_base "$base_hash" "$BASE" "$SUITE" "$base_packages"
 ensure "$DB" "$db_hash" build_dockerfile "$DB" db "$db_hash"
+ensure "$BASE17" "$base17_hash" build_base "$base17_hash" "$BASE17" "$SUITE17" "$PACKAGES17"
+ensure "$DB17" "$db17_hash" build_dockerfile "$DB17" db "$db17_hash" --build-arg "BASE=$BASE17" --build-arg PG_MAJOR=17
 db_id=$(docker image inspect -f '{{.Id}}' "$DB")
 for alias in "${DB_ALIASES[@]}"; do
   if [ "$(docker image inspect -f '{{.Id}}' "$alias" 2>/dev/null || true)" != "$db_id" ]; then

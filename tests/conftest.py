@@ -27,13 +27,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.coolify)
 
 
+# developer settings no test may see: Coolify credentials, a state dir override, secrets, the API token
+DEVELOPER_VARIABLES = ("COOLIFY_API_URL", "COOLIFY_API_TOKEN", "PROVISION_STATE_DIR", "PROVISION_COMPOSE",
+                       "DB_PASSWORD", "JWT_SECRET", "PROVISION_API_TOKEN")
+
+
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Remove DEVELOPER_VARIABLES and give HOME a fresh empty directory (for fixtures of a wider scope too)."""
+    for key in DEVELOPER_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No developer settings leak into tests: no Coolify credentials, no state dir override, no HOME files."""
-    for key in ("COOLIFY_API_URL", "COOLIFY_API_TOKEN", "PROVISION_STATE_DIR", "PROVISION_COMPOSE",
-                "DB_PASSWORD", "JWT_SECRET", "PROVISION_API_TOKEN"):
-        monkeypatch.delenv(key, raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path_factory.mktemp("home")))
+    clean_environment(monkeypatch, tmp_path_factory)
 
 
 def write_env(root: Path, name: str, text: str) -> Path:
@@ -99,15 +108,23 @@ def leftovers(env: str) -> list[str]:
     return found
 
 
-@pytest.fixture
-def sandbox(tmp_path: Path, test_images: Mapping[str, str]) -> Iterator[Sandbox]:
-    root = tmp_path / "root"
+def new_sandbox(tmp: Path, images: Mapping[str, str]) -> Sandbox:
+    """A project root `tmp`/root (tasks.py, the real templates, envs/<env>.yml declaring shop on the local
+    backend) with a unique env name; the caller removes the env's resources (cleanup_env)."""
+    root = tmp / "root"
     (root / "envs").mkdir(parents=True)
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
     env = "it-" + uuid.uuid4().hex[:8]
-    box = Sandbox(root=root, env=env, images=test_images)
+    box = Sandbox(root=root, env=env, images=images)
     box.write_env(["shop"])
+    return box
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path, test_images: Mapping[str, str]) -> Iterator[Sandbox]:
+    box = new_sandbox(tmp_path, test_images)
+    env = box.env
     try:
         yield box
     finally:

@@ -1,30 +1,82 @@
-"""Bad input of every kind: a precise message naming the input, the documented exit code, no traceback, and
-nothing created (no state directory, port lease, history line, container, volume or network)."""
+"""Bad input of every kind, on the command line and over HTTP, in one table: the documented exit code or status,
+a precise message naming the input, no traceback, and nothing created (no state directory, record, port lease,
+history line, container, volume or network).
+
+CLI rows run `python -m provision` (the packaged program), or `python -m invoke` (this checkout's tasks.py) where
+`via="invoke"`; invoke's own parse errors exit 1 rather than 2, so invoke rows never test those. HTTP rows go to
+one of two servers (`invoke serve`) started once for the module: one with a bearer token, one with --no-auth."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
+import httpx
 import pytest
 
-from tests.conftest import Sandbox, leftovers
+from tests.conftest import clean_environment, cleanup_env, leftovers, new_sandbox
+from tests.sandbox import Sandbox
+from tests.server.conftest import TOKEN, Server, free_port, problem
 
 BAD_ENV = "badenv"
 GOOD_ENV_LINES = "images:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\nprojects:\n  - name: shop\n"
+MIB = 1024 * 1024  # the API's body limit
+OVER_MIB = b"x" * (MIB + 1)
+
+ServerKind = Literal["token", "no-auth"]
+
+
+@dataclass(frozen=True)
+class HTTPRequest:
+    """One request to the module's API servers."""
+
+    method: str
+    path: str
+    json: Mapping[str, object] | None = None
+    body: bytes | None = field(default=None, repr=False)  # raw body (sent without a Content-Type unless headers say)
+    headers: tuple[tuple[str, str], ...] = ()
+    token: bool = True  # send the token server's bearer token
+    chunked: bool = False  # send `body` in pieces, without a Content-Length
+    server: ServerKind = "token"
 
 
 @dataclass(frozen=True)
 class Case:
     name: str
-    args: tuple[str, ...]  # after `python -m invoke`; {env} is the sandbox's env
-    code: int
-    says: str  # a fragment of stderr that names the input
+    args: tuple[str, ...]  # CLI: after `python -m provision` (or invoke); {env} is the sandbox's env
+    code: int  # CLI: the exit code; HTTP: the status
+    says: str  # CLI: a fragment of stderr; HTTP: of the problem's title or detail. It names the input
     env_file: str | None = None  # envs/badenv.yml, for cases about the env file
     template: str | None = None  # templates/bad.yml.j2
     secrets: str | None = None  # envs/badenv.env
+    via: Literal["provision", "invoke"] = "provision"  # the CLI program (`python -m <via>`)
+    http: HTTPRequest | None = None  # an HTTP row: this request instead of a command line
 
+
+def api(name: str, request: HTTPRequest, status: int, says: str) -> Case:
+    return Case(f"HTTP {name}", (), status, says, http=request)
+
+
+def get(path: str, **kwargs: Any) -> HTTPRequest:
+    return HTTPRequest("GET", path, **kwargs)
+
+
+def post(path: str, **kwargs: Any) -> HTTPRequest:
+    return HTTPRequest("POST", path, **kwargs)
+
+
+def delete(path: str, **kwargs: Any) -> HTTPRequest:
+    return HTTPRequest("DELETE", path, **kwargs)
+
+
+JSON = (("Content-Type", "application/json"),)
+INVALID_NAME = "is invalid: use lowercase letters"
 
 CASES = [
     # flags and arguments
@@ -53,7 +105,25 @@ CASES = [
     Case("destroy without --project", ("destroy", "--env={env}"), 2, "--project is required"),
     Case("outputs of a project never made", ("outputs", "--env={env}", "--project=ghost"), 2, "'ghost'"),
     Case("init with an unknown backend", ("init", "--backend=nomad"), 2, "--backend 'nomad'"),
-    Case("history of an env that does not exist", ("history", "--env=DEV"), 2, "envs/DEV.yml not found"),
+    Case("history of an invalid env name", ("history", "--env=DEV"), 2, "env name 'DEV' is invalid"),
+    Case("history of an env that does not exist", ("history", "--env=nosuch"), 2, "envs/nosuch.yml not found"),
+    Case("--root that does not exist", ("--root=/nonexistent/x", "plan", "--env={env}"), 2, "--root '/nonexistent/x'"),
+    Case("--root without envs/", ("--root=/proc", "plan", "--env={env}"), 2, "has no envs/ directory"),
+    Case("logs of a service the stack does not have", ("logs", "--env={env}", "--project=shop", "--service=nginx"), 2,
+         "--service 'nginx'"),
+    Case("an unknown flag", ("provision", "--env={env}", "--bogus"), 2, "'--bogus'"),
+    Case("an unknown flag of a read-only task", ("status", "--env={env}", "--json", "--bogus"), 2, "'--bogus'"),
+    Case("a misspelt task", ("provison", "--env={env}"), 2, "'provison'"),
+    Case("a flag without its value", ("provision", "--env={env}", "--project"), 2, "project (p)"),
+    Case("a path as env name", ("plan", "--env=../etc"), 2, "env name '../etc'"),
+    Case("an empty image from --set", ("provision", "--env={env}", "--set=images.api="), 2, "images.api"),
+    Case("a --since that is no time", ("logs", "--env={env}", "--project=shop", "--since=yesterday"), 2,
+         "--since 'yesterday'"),
+    Case("status of a project never made", ("status", "--env={env}", "--project=ghost"), 2, "'ghost'"),
+    # through this checkout's tasks.py (`invoke provision`): the same rules, the same exit codes
+    Case("invoke: a space in a project name", ("provision", "--env={env}", "--project=my shop", "--create"), 2,
+         "'my shop'", via="invoke"),
+    Case("invoke: an uppercase env name", ("plan", "--env=Dev"), 2, "env name 'Dev'", via="invoke"),
 
     # env files
     Case("unknown top-level key", ("provision", f"--env={BAD_ENV}"), 2, "imagez",
@@ -103,11 +173,125 @@ CASES = [
     Case("template using an undefined variable", ("provision", f"--env={BAD_ENV}"), 2, "no_such_variable",
          env_file=GOOD_ENV_LINES + "template: templates/bad.yml.j2\n",
          template="services:\n  db:\n    image: {{ no_such_variable }}\n"),
+
+    # HTTP: authentication (the token is checked before the body is read)
+    api("missing token", get("/v1/projects", token=False), 401, "bearer token"),
+    api("wrong token", get("/v1/projects", token=False, headers=(("Authorization", "Bearer wrong"),)), 401,
+        "bearer token"),
+    api("wrong token on a create", post("/v1/projects", json={"name": "shop"}, token=False,
+                                        headers=(("Authorization", "Bearer wrong"),)), 401, "bearer token"),
+    api("the token under another scheme", post("/v1/projects", json={"name": "shop"}, token=False,
+                                               headers=(("Authorization", f"Basic {TOKEN}"),)), 401,
+        "Authorization: Bearer"),
+    # HTTP: request bodies
+    api("malformed JSON body", post("/v1/projects", body=b'{"name": "shop"', headers=JSON), 422,
+        "body: not valid JSON (near character 15)"),
+    api("text/plain body with a token", post("/v1/projects", body=b'{"name": "shop"}',
+                                             headers=(("Content-Type", "text/plain"),)), 415, "'text/plain'"),
+    api("a JSON body that is no object", post("/v1/projects", body=b'["shop"]', headers=JSON), 422,
+        "body: Input should be a valid dictionary"),
+    api("body over 1 MiB", post("/v1/projects", body=OVER_MIB, headers=JSON), 413,
+        f"larger than {MIB} bytes"),
+    api("body over 1 MiB without Content-Length", post("/v1/projects", body=OVER_MIB, headers=JSON,
+                                                       chunked=True), 413, f"larger than {MIB} bytes"),
+    api("uppercase name", post("/v1/projects", json={"name": "Shop"}), 422,
+        f"body.name: project name 'Shop' {INVALID_NAME}"),
+    api("path in a name", post("/v1/projects", json={"name": "../x"}), 422, f"project name '../x' {INVALID_NAME}"),
+    api("trailing newline in a name", post("/v1/projects", json={"name": "shop\n"}), 422,
+        f"project name 'shop\\n' {INVALID_NAME}"),
+    api("empty name", post("/v1/projects", json={"name": ""}), 422, "body.name: project name is empty"),
+    api("name over 40 characters", post("/v1/projects", json={"name": "a" * 41}), 422, "41 characters long"),
+    api("name that is no string", post("/v1/projects", json={"name": 42}), 422,
+        "body.name: Input should be a valid string"),
+    api("unknown field", post("/v1/projects", json={"name": "shop", "size": "xl"}), 422,
+        "body.size: Extra inputs are not permitted"),
+    # HTTP: query parameters and headers
+    api("?wait that is no boolean", post("/v1/projects?wait=maybe", json={"name": "shop"}), 422, "query.wait"),
+    api("Idempotency-Key over 255 characters", post("/v1/projects", json={"name": "shop"},
+                                                    headers=(("Idempotency-Key", "k" * 256),)), 422,
+        "header.idempotency-key"),
+    api("?delete_data that is no boolean", delete("/v1/projects/shop?delete_data=maybe"), 422,
+        "query.delete_data"),
+    # HTTP: project names in the path
+    api("uppercase name in the path", get("/v1/projects/Shop"), 422,
+        f"path.project_id: project name 'Shop' {INVALID_NAME}"),
+    api("trailing newline in the path", get("/v1/projects/shop%0A"), 422,
+        f"project name 'shop\\n' {INVALID_NAME}"),
+    api("double hyphen in the path of a stop", post("/v1/projects/shop--x/stop"), 422,
+        f"project name 'shop--x' {INVALID_NAME}"),
+    api("uppercase name in the path of a delete", delete("/v1/projects/Shop?delete_data=true&no_backup=true"), 422,
+        f"project name 'Shop' {INVALID_NAME}"),
+    api("status of a project never made", get("/v1/projects/ghost"), 404, "project 'ghost' is not declared"),
+    api("restart of a project never made", post("/v1/projects/ghost/restart"), 404,
+        "project 'ghost' is not declared"),
+    api("delete with its data of a project never made", delete("/v1/projects/ghost?delete_data=true"), 404,
+        "project 'ghost' is not declared"),
+    # HTTP without a token (--no-auth): loopback Host names and JSON bodies only
+    api("foreign Host without a token", get("/v1/projects", server="no-auth", headers=(("Host", "evil.example"),)),
+        400, "Host 'evil.example' is not a loopback name"),
+    api("DNS-rebound Host without a token", get("/v1/projects", server="no-auth",
+                                                headers=(("Host", "127.0.0.1.nip.io:8000"),)), 400,
+        "Host '127.0.0.1.nip.io:8000'"),
+    api("a Host that starts with localhost", post("/v1/projects", json={"name": "shop"}, server="no-auth",
+                                                  headers=(("Host", "localhost.evil.example"),)), 400,
+        "Host 'localhost.evil.example'"),
+    api("text/plain body without a token", post("/v1/projects", body=b'{"name": "shop"}', server="no-auth",
+                                                headers=(("Content-Type", "text/plain"),)), 415, "application/json"),
+    api("form body without a token", post("/v1/projects", body=b"name=shop", server="no-auth",
+                                          headers=(("Content-Type", "application/x-www-form-urlencoded"),)),
+        415, "application/json"),
+    api("body without a Content-Type without a token", post("/v1/projects", body=b'{"name": "shop"}',
+                                                            server="no-auth"), 415, "application/json"),
+    api("body over 1 MiB without a token", post("/v1/projects", body=OVER_MIB, headers=JSON,
+                                                server="no-auth"), 413, f"larger than {MIB} bytes"),
+    api("uppercase name without a token", post("/v1/projects", json={"name": "Shop"}, server="no-auth"), 422,
+        f"project name 'Shop' {INVALID_NAME}"),
 ]
 
 
+@dataclass
+class APIServers:
+    """The module's two API servers over one sandbox, and what its root held once they had started."""
+
+    sandbox: Sandbox
+    servers: dict[ServerKind, Server]
+    baseline: list[str]
+
+
+def snapshot(box: Sandbox) -> list[str]:
+    """Every path under the sandbox's root (the state dir included), without the servers' own logs."""
+    return sorted(str(p.relative_to(box.root)) for p in box.root.rglob("*") if not p.name.startswith("server-"))
+
+
+@pytest.fixture(scope="module")
+def api_servers(tmp_path_factory: pytest.TempPathFactory, test_images: Mapping[str, str]) -> Iterator[APIServers]:
+    """`invoke serve` twice on one sandbox (env declaring shop): with a bearer token, and with --no-auth."""
+    box = new_sandbox(tmp_path_factory.mktemp("api"), test_images)
+    servers: dict[ServerKind, Server] = {}
+    try:
+        with pytest.MonkeyPatch.context() as monkeypatch:  # the servers' environment is taken at start
+            clean_environment(monkeypatch, tmp_path_factory)
+            servers["token"] = Server(box, free_port())
+            servers["token"].start()
+            servers["no-auth"] = Server(box, free_port(), token=None)
+            servers["no-auth"].start("--no-auth")
+        yield APIServers(box, servers, snapshot(box))
+    finally:
+        for server in servers.values():
+            server.stop()
+        cleanup_env(box.env)
+    assert leftovers(box.env) == [], f"resources left behind for env {box.env}"
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_bad_input_is_refused_precisely_and_creates_nothing(sandbox: Sandbox, case: Case) -> None:
+def test_bad_input_is_refused_precisely_and_creates_nothing(request: pytest.FixtureRequest, case: Case) -> None:
+    if case.http is not None:
+        check_http(request.getfixturevalue("api_servers"), case, case.http)
+    else:
+        check_cli(request.getfixturevalue("sandbox"), case)
+
+
+def check_cli(sandbox: Sandbox, case: Case) -> None:
     if case.env_file is not None:
         (sandbox.root / "envs" / f"{BAD_ENV}.yml").write_text(case.env_file)
     if case.secrets is not None:
@@ -115,7 +299,7 @@ def test_bad_input_is_refused_precisely_and_creates_nothing(sandbox: Sandbox, ca
     if case.template is not None:
         (sandbox.root / "templates" / "bad.yml.j2").write_text(case.template)
     before = sorted(p.relative_to(sandbox.root) for p in sandbox.root.rglob("*"))
-    argv = [sys.executable, "-m", "invoke", *(a.replace("{env}", sandbox.env) for a in case.args)]
+    argv = [sys.executable, "-m", case.via, *(a.replace("{env}", sandbox.env) for a in case.args)]
     result = subprocess.run(argv, cwd=sandbox.root, env=sandbox.environ(), capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.returncode == case.code, (result.returncode, result.stderr)
@@ -124,6 +308,52 @@ def test_bad_input_is_refused_precisely_and_creates_nothing(sandbox: Sandbox, ca
     assert not sandbox.state_dir.exists()  # no record, lease, lock or history line
     assert sorted(p.relative_to(sandbox.root) for p in sandbox.root.rglob("*")) == before
     assert leftovers(sandbox.env) == [] and leftovers(BAD_ENV) == []
+
+
+def check_http(api: APIServers, case: Case, call: HTTPRequest) -> None:
+    server = api.servers[call.server]
+    log_path = api.sandbox.root / f"server-{server.port}.log"
+    seen = log_path.stat().st_size
+    response = send(server, call)
+    body = problem(response)  # application/problem+json, its status the response's
+    assert response.status_code == case.code, (response.status_code, body)
+    assert case.says in f"{body['title']}: {body['detail']}", body
+    if case.code == 401:
+        assert response.headers["www-authenticate"].startswith("Bearer"), response.headers
+    new_log = access_logged(log_path, seen, call.method, case.code)
+    assert "Traceback" not in new_log and "Exception" not in new_log, new_log
+    assert server.proc is not None and server.proc.poll() is None, server.log()
+    assert snapshot(api.sandbox) == api.baseline  # no record, lease, lock, idempotency key or history line
+    assert leftovers(api.sandbox.env) == []
+
+
+def send(server: Server, call: HTTPRequest) -> httpx.Response:
+    headers = dict(call.headers)
+    if call.token and server.token:
+        headers.setdefault("Authorization", f"Bearer {server.token}")
+    content: bytes | Iterator[bytes] | None = call.body
+    if call.chunked and call.body is not None:
+        content = pieces(call.body)
+    with httpx.Client(base_url=server.url, timeout=60, trust_env=False) as client:
+        return client.request(call.method, call.path, json=call.json, content=content, headers=headers)
+
+
+def pieces(body: bytes, size: int = 64 * 1024) -> Iterator[bytes]:
+    for start in range(0, len(body), size):
+        yield body[start:start + size]
+
+
+def access_logged(log_path: Path, seen: int, method: str, status: int, timeout: float = 10) -> str:
+    """What the server logged since `seen` (bytes), once the access line of this request is there: it is
+    written after the answer went out, so anything the request logged is in the log by then."""
+    line = re.compile(rf"^\d\d:\d\d:\d\d {re.escape(method)} [\s\S]*? {status} \d+\.\d+s$", re.MULTILINE)
+    deadline = time.monotonic() + timeout
+    while True:
+        text = log_path.read_bytes()[seen:].decode(errors="replace")
+        if line.search(text) or time.monotonic() > deadline:
+            assert line.search(text), f"no access line for {method} ... {status}:\n{text}"
+            return text
+        time.sleep(0.05)
 
 
 def test_list_fails_when_every_env_was_skipped(sandbox: Sandbox) -> None:
@@ -135,4 +365,10 @@ def test_list_fails_when_every_env_was_skipped(sandbox: Sandbox) -> None:
 
 
 def test_there_are_at_least_forty_cases() -> None:
+    cli = [c for c in CASES if c.http is None]
+    http = [c for c in CASES if c.http is not None]
     assert len(CASES) >= 40 and len({c.name for c in CASES}) == len(CASES)
+    assert len(cli) >= 10 and len(http) >= 10
+    assert {c.via for c in cli} == {"provision", "invoke"}
+    assert {c.http.server for c in http if c.http is not None} == {"token", "no-auth"}
+    assert all(not c.args and c.env_file is c.template is c.secrets is None for c in http)
