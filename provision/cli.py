@@ -25,6 +25,7 @@ from invoke.tasks import task
 if TYPE_CHECKING:
     from provision.model import ControlVerb
     from provision.report import Reporter
+    from provision.results import ProjectResult
     from provision.service import Provisioner
 
 ROOT_VARIABLE = "PROVISION_ROOT"
@@ -349,6 +350,141 @@ def psql(c: Context, env: str | None = None, project: str | None = None, command
         code = shell.run(psql_command)
     if code != 0:
         raise Exit(f"error: psql exited {code}", code=1)
+
+
+# --- data: backup, restore, clone, upgrade-db, rotate ---------------------------------------------------
+def _data_result(result: ProjectResult, json: bool, line: str, *, show_secrets: bool = False) -> None:
+    from provision import output
+
+    _print(output.to_json(result.to_dict(show_secrets=show_secrets)) if json else line)
+
+
+@task(help={"env": ENV_HELP, "project": "The project (or --all)", "all": "Every declared project",
+            "out": "Write the dump here instead of the state directory's backups/<env>/<project>/",
+            "keep": "After a successful backup, delete all but the newest N of the project's backups",
+            "json": "Print JSON", "parallel": "With --all: how many at once (default 2)",
+            "keep_going": "With --all: go on after a failure", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def backup(c: Context, env: str | None = None, project: str | None = None, all: bool = False,
+           out: str | None = None, keep: str | None = None, json: bool = False, parallel: str = "2",
+           keep_going: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """pg_dump (custom format) of a project's database, 0600 in a 0700 directory, with a manifest (version,
+    image, size, sha256, row counts); prints the dump's path."""
+    from provision import output
+
+    if all == (project is not None):
+        raise Exit("error: pass --project=NAME or --all", code=2)
+    if all and out is not None:
+        raise Exit("error: --out names one file: it does not go with --all", code=2)
+    kept = int(_number("keep", keep, minimum=1)) if keep is not None else None
+    workers = int(_number("parallel", parallel, minimum=1))
+    with _session(quiet=quiet) as reporter:
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout)
+        if project is not None:
+            result = provisioner.data.backup(project, out=Path(out) if out else None, keep=kept)
+            _data_result(result, json, str(result.details["path"]))
+            return
+        names = [p.name for p in provisioner.config.projects]
+        summary = provisioner.run_many(names, lambda name: provisioner.data.backup(name, keep=kept), action="backup",
+                                       keep_going=keep_going, parallel=workers)
+    if json:
+        _print(output.summary_json(summary))
+    else:
+        _print("\n".join(str(r.details.get("path", "")) for r in summary.results if r.error is None))
+    if not summary.ok:
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in summary.results if r.error), code=1)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON"})
+def backups(c: Context, env: str | None = None, project: str | None = None, json: bool = False) -> None:
+    """List a project's backups, newest first: time, PostgreSQL major, size, tables, path."""
+    from provision import output
+
+    project = _require_project(project)
+    with _session(read_only=True) as reporter:
+        found = _provisioner(env, reporter, offline=True).data.listing(project)
+    if json:
+        _print(output.to_json({"project": project, "env": env, "backups": [b.to_dict() for b in found]}))
+        return
+    rows = [f"{b.manifest.get('created_at', '?'):<21} pg{b.manifest.get('server_major', '?'):<3} "
+            f"{b.manifest.get('size', b.path.stat().st_size):>12}  {len(b.row_counts or {}):>4} tables  {b.path}"
+            for b in found]
+    _print("\n".join(rows) if rows else f"no backups of {project!r} yet")
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
+            "yes": "Confirm: the database is replaced (a safety backup is taken first)", "json": "Print JSON",
+            "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def restore(c: Context, env: str | None = None, project: str | None = None, from_: str | None = None,
+            yes: bool = False, json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Restore a backup into a project: safety backup, pg_restore --clean --if-exists in one transaction, API
+    schema reload, row counts checked against the manifest."""
+    project = _require_project(project)
+    if not from_:
+        raise Exit("error: --from is required: a dump's path, or --from=latest", code=2)
+    with _session(quiet=quiet) as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes)
+    _data_result(result, json, f"restored {result.details['restored_from']}")
+
+
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",
+                               "to_env": "The env of the copy (default: the same)", "json": "Print JSON",
+                               "set": "Override a key of the copy's env file, e.g. --set images.db=postgres:17",
+                               "show_secrets": "Show the copy's db_url password", "lock_timeout": LOCK_HELP,
+                               "quiet": QUIET_HELP})
+def clone(c: Context, env: str | None = None, project: str | None = None, to: str | None = None,
+          to_env: str | None = None, json: bool = False, set_: list[str] | None = None, show_secrets: bool = False,
+          lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
+    --project into it. The source is only read."""
+    from provision.workspace import Workspace
+
+    project = _require_project(project)
+    if not to:
+        raise Exit("error: --to is required: the new project's name, e.g. --to=shop-pr-42", code=2)
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
+    with _session(quiet=quiet) as reporter:
+        result = Workspace(_root()).clone(_require_env(env), project, to=to, to_env=to_env,
+                                          overrides=_overrides(set_), reporter=reporter, **options)
+    db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
+    _data_result(result, json, f"API_URL={result.api_url}\nDB_URL={db_url}", show_secrets=show_secrets)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm (the project is stopped while it moves)",
+            "finalize": "Delete the old data an upgrade kept", "rollback": "Return to the old data and image",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def upgrade_db(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
+               finalize: bool = False, rollback: bool = False, json: bool = False, lock_timeout: str | None = None,
+               quiet: bool = False) -> None:
+    """Move a project's data to the PostgreSQL major of the env's db image: backup, new data directory,
+    restore, row counts checked; the old data is kept until --finalize (--rollback returns to it)."""
+    project = _require_project(project)
+    if finalize and rollback:
+        raise Exit("error: --finalize and --rollback exclude each other", code=2)
+    with _session(quiet=quiet) as reporter:
+        data = _provisioner(env, reporter, lock_timeout=lock_timeout).data
+        if finalize:
+            result = data.finalize(project, yes=yes)
+        elif rollback:
+            result = data.rollback(project, yes=yes)
+        else:
+            result = data.upgrade(project, yes=yes)
+    _data_result(result, json, "\n".join(result.messages))
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "secret": "db_password or jwt_secret", "yes": "Confirm",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def rotate(c: Context, env: str | None = None, project: str | None = None, secret: str | None = None,
+           yes: bool = False, json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Replace a project's db_password (inside the running database, checked; the old one is put back on any
+    failure) or jwt_secret (tokens signed with the old one stop working)."""
+    project = _require_project(project)
+    if not secret:
+        raise Exit("error: --secret is required: db_password or jwt_secret", code=2)
+    with _session(quiet=quiet) as reporter:
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.rotate(project, secret, yes=yes)
+    _data_result(result, json, "\n".join(result.messages))
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,

@@ -133,6 +133,16 @@ class BackupError(ProvisionError):
     whose verification failed."""
 
 
+class DumpRefused(BackupError):
+    """A dump refused before anything changed: not a pg_dump archive, corrupt, or from a newer major."""
+
+    exit_code = 2
+
+
+class MajorUpgradeRequired(ProvisionError):
+    """The db image is another PostgreSQL major than the data directory: `upgrade-db` moves the data."""
+
+
 class NotSupported(ProvisionError):
     """The backend cannot do this at all; the message says why and what works instead."""
 

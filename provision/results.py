@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +34,8 @@ class ProjectResult:
     messages: tuple[str, ...] = ()
     duration: float = 0.0
     error: str | None = None
+    # what a data operation produced: backup path and manifest, row counts, downtime
+    details: Mapping[str, Any] = field(default_factory=dict)
 
     def to_dict(self, *, show_secrets: bool = False) -> dict[str, Any]:
         """The JSON shape scripts rely on; every key is always present (null when unknown)."""
@@ -54,6 +57,7 @@ class ProjectResult:
             "messages": list(self.messages),
             "duration_s": round(self.duration, 3),
             "error": self.error,
+            "details": dict(self.details),
         }
 
 

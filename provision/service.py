@@ -23,11 +23,14 @@ from urllib.parse import urlsplit
 from . import compose_check, history, interrupts, names
 from .backends.base import Backend
 from .config import EnvConfig
+from .data import DataLifecycle
 from .errors import (
     ConfigError,
     ConfirmationRequired,
     HealthTimeout,
     Interrupted,
+    MajorUpgradeRequired,
+    NotSupported,
     ProjectConflict,
     ProjectNotFound,
     ProvisionError,
@@ -94,6 +97,8 @@ class Provisioner:
         self.reporter = reporter or NullReporter()
         self.hooks = hooks or Hooks(config.root / "hooks")
         self.clock = clock
+        self._image_majors: dict[str, int] = {}  # image -> its PostgreSQL major, asked once per run
+        self.data = DataLifecycle(self)  # backup, restore, upgrade-db, rotate
 
     @property
     def env(self) -> str:
@@ -172,7 +177,7 @@ class Provisioner:
         return base.evolve(
             backend=self.backend.name, status=status, config_hash=stack.config_hash,
             service_hashes=dict(stack.service_hashes),
-            images={"db": self.config.images.db, "api": self.config.images.api},
+            images={"db": target.config.images.db, "api": target.config.images.api},
             variables={k: target.spec.variables[k] for k in ("db_user", "db_name")},
             ports={"api": prepared.ports.api, "db": prepared.ports.db} if prepared.ports else base.ports,
             handle=handle.to_dict() if handle is not None else base.handle,
@@ -180,8 +185,8 @@ class Provisioner:
         )
 
     def _render(self, target: Target, prepared: Prepared) -> RenderedStack:
-        context = build_context(self.config, target.spec, backend=self.backend.name, ports=prepared.ports)
-        return render_stack(self.config.template_path, context, prepared.secrets)
+        context = build_context(target.config, target.spec, backend=self.backend.name, ports=prepared.ports)
+        return render_stack(target.config.template_path, context, prepared.secrets)
 
     def render(self, project: str) -> tuple[RenderedStack, Prepared]:
         """Render without changing anything: existing secrets and ports, or a preview of new ones."""
@@ -239,10 +244,27 @@ class Provisioner:
         target = self.target(project)
         self._check_declared(target, create=create)
         interrupts.check()
-        with self._operation(target, "provision") as op, ExitStack() as held:
+        with self._operation(target, "provision") as op:
+            endpoints, decision = self._converge(target, op)
+        self.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
+        return ProjectResult(
+            project=project, env=target.env, backend=self.backend.name, status="running",
+            changed=decision.changes, action=decision.action.value, api_url=endpoints.api_url,
+            db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
+            duration=op.duration,
+        )
+
+    def _converge(self, target: Target, op: _Operation, *, major_change: bool = False) -> tuple[Endpoints, Plan]:
+        """Under the state-directory lock: read, plan and, for a change, take the backend lock, plan again and
+        apply, then record. A change of the db image to another PostgreSQL major is refused (MajorUpgradeRequired)
+        unless `major_change` (upgrade-db, which has moved the old data aside)."""
+        project = target.project
+        with ExitStack() as held:
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
             if decision.changes:
-                compose_check.check(stack.text, template=self.config.template_path)  # before anything changes
+                compose_check.check(stack.text, template=target.config.template_path)  # before anything changes
+                if not major_change:
+                    self._check_major(target, record)
                 # only a change takes the lock every runner sees; then read and plan again under it
                 held.enter_context(self.backend.lock(target, self._known(observed, record), timeout=self.lock_timeout))
                 record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)
@@ -261,13 +283,35 @@ class Provisioner:
             if decision.changes and self.backend.holds_secrets:
                 self.store.delete_secrets(target.env, project)  # the backend holds them from now on
             self._hook("post-provision", target, decision.action.value, lambda: endpoints)
-        self.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
-        return ProjectResult(
-            project=project, env=target.env, backend=self.backend.name, status="running",
-            changed=decision.changes, action=decision.action.value, api_url=endpoints.api_url,
-            db_url=endpoints.db_url, db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
-            duration=op.duration,
-        )
+        return endpoints, decision
+
+    # --- PostgreSQL majors ---------------------------------------------------------------------
+    def majors(self, target: Target, record: ProjectRecord | None) -> tuple[int, int] | None:
+        """(data directory's major, db image's major) when the env's db image differs from the one last
+        applied and the project has data; None when nothing can differ or the backend cannot tell."""
+        image = target.config.images.db
+        previous = (record.images.get("db") if record is not None else None) or None
+        if previous == image:
+            return None
+        try:
+            data = self.backend.data_major(target, previous or image)
+            if data is None:
+                return None
+            if image not in self._image_majors:
+                self._image_majors[image] = self.backend.image_major(image)
+            return data, self._image_majors[image]
+        except NotSupported:
+            return None
+
+    def _check_major(self, target: Target, record: ProjectRecord | None) -> None:
+        found = self.majors(target, record)
+        if found is not None and found[0] != found[1]:
+            data, image = found
+            raise MajorUpgradeRequired(
+                f"{target.project!r} in env {target.env!r}: its data directory is PostgreSQL {data} and "
+                f"{target.config.images.db} is PostgreSQL {image}, which cannot start on it. Nothing was changed. "
+                f"Run `provision upgrade-db --env={target.env} --project={target.project} --yes` (dump, new data "
+                f"directory, restore, row counts checked; the old data is kept until --finalize)")
 
     def _read_and_plan(self, target: Target, *, create: bool
                        ) -> tuple[ProjectRecord | None, Observed, Prepared, RenderedStack, Plan]:
@@ -359,20 +403,28 @@ class Provisioner:
         for project in projects:  # a bad name, a typo or a broken template stops the run before anything starts
             self._check_declared(self.target(project), create=create)
             self.render(project)
+        return self.run_many(projects, lambda project: self.provision(project, create=create), action="provision",
+                             keep_going=keep_going, parallel=parallel)
+
+    def run_many(self, projects: list[str], operation: Callable[[str], ProjectResult], *, action: str,
+                 keep_going: bool = False, parallel: int = 1) -> RunSummary:
+        """`operation` on each project, up to `parallel` at a time, results in the given order. Fail-fast by
+        default: after a failure no further project is started (those already running finish) and the rest
+        are reported as skipped; `keep_going` runs them all. An interrupt stops every worker and is re-raised."""
         results: dict[str, ProjectResult] = {}
         stop = threading.Event()
 
         def run(project: str) -> None:
             if stop.is_set():
-                results[project] = self._skipped(project)
+                results[project] = self._skipped(project, action)
                 return
             started = self.clock()
             try:
-                results[project] = self.provision(project, create=create)
+                results[project] = operation(project)
             except (Interrupted, KeyboardInterrupt):
                 raise
             except ProvisionError as exc:
-                results[project] = self._failed(project, "provision", exc, self.clock() - started)
+                results[project] = self._failed(project, action, exc, self.clock() - started)
                 if not keep_going:
                     stop.set()
 
@@ -391,10 +443,10 @@ class Provisioner:
                     raise
         return RunSummary(self.env, self.backend.name, tuple(results[p] for p in projects))
 
-    def _skipped(self, project: str) -> ProjectResult:
+    def _skipped(self, project: str, action: str = "provision") -> ProjectResult:
         return ProjectResult(
             project=project, env=self.env, backend=self.backend.name, status="skipped", changed=False,
-            action="provision", error="not started: an earlier project failed (use --keep-going to run every project)",
+            action=action, error="not started: an earlier project failed (use --keep-going to run every project)",
         )
 
     def _failed(self, project: str, action: str, exc: ProvisionError, duration: float = 0.0) -> ProjectResult:
@@ -454,6 +506,12 @@ class Provisioner:
 
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
         _, stack, decision = self._plan_for(target, observed, create=False)
+        if decision.changes:
+            majors = self.majors(target, self.record(target.project))
+            if majors is not None and majors[0] != majors[1]:
+                return PlanItem(target.project, target.env, self.backend.name, "upgrade-db",
+                                f"upgrade-db {majors[0]} → {majors[1]}: provision refuses it; run `provision upgrade-db "
+                                f"--env={target.env} --project={target.project} --yes`", declared=target.spec.declared)
         diff = ""
         if decision.outcome in ("update", "drift") and observed.applied_text:
             diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")

@@ -86,6 +86,9 @@ class ProjectRecord:
     updated_at: str | None = None
     requested_at: str | None = None
     destroyed_at: str | None = None
+    # set by upgrade-db until --finalize or --rollback: the data kept aside (label, volume, image, major,
+    # backup) so that --rollback can return to it
+    kept_data: Mapping[str, Any] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> ProjectRecord:
         return replace(self, **changes)

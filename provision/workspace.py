@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import names
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
-from .errors import ConfigError, ProvisionError
+from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
 from .hooks import Hooks
 from .report import NullReporter, Reporter
 from .results import ProjectResult
@@ -62,6 +63,37 @@ class Workspace:
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
         return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+
+    def clone(self, env: str, project: str, *, to: str, to_env: str | None = None,
+              overrides: Mapping[str, str] | None = None, reporter: Reporter | None = None,
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
+        """A parallel copy: back up `project`, provision `to` (in `to_env`, with `overrides` applied to that env
+        only) and restore the backup into it, row counts verified. `to` must be new; if the copy fails, the new
+        project is removed again (with its data: nothing of it existed before). The source is only read."""
+        source = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
+        target_env = to_env or env
+        dest = source if target_env == env and not overrides else self.provisioner(
+            target_env, overrides=overrides, reporter=reporter, lock_timeout=lock_timeout)
+        source.known_target(project)
+        dest.target(to)  # the new name is validated before anything runs
+        if target_env == env and to == project:
+            raise ConfigError(f"--to {to!r} is the project itself: name the copy differently")
+        if dest.is_taken(to):
+            raise ProjectConflict(f"{to!r} already exists in env {target_env!r}: a clone never overwrites a project; "
+                                  f"pick a new name or destroy it first")
+        made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")
+        chosen = source.data.choose(project, str(made.details["path"]))
+        created = dest.provision(to, create=True)
+        try:
+            restored = dest.data.restore_into_new(to, chosen)
+        except ProvisionError as exc:
+            with contextlib.suppress(ProvisionError):
+                dest.destroy(to, delete_data=True, yes=True, backup=False)
+            raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
+        return replace(created, action="clone", changed=True, messages=(
+            f"cloned {project!r} ({env}) into {to!r} ({target_env}) from {made.details['path']}",
+            *restored.messages), details={"source": project, "source_env": env, "backup": made.details["path"],
+                                          "row_counts": restored.details.get("row_counts")})
 
     def api_token(self, env: str) -> Secret | None:
         """PROVISION_API_TOKEN from the environment, envs/<env>.env or .env (None when unset)."""

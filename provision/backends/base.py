@@ -102,6 +102,29 @@ class Backend(Protocol):
         where the backend cannot run a command in a container."""
         ...
 
+    # PostgreSQL major upgrades (NotSupported where the backend cannot run an image or touch volumes)
+    def image_major(self, image: str) -> int:
+        """The major version of the PostgreSQL server in `image`, from the image itself (`postgres --version`)."""
+        ...
+
+    def data_major(self, target: Target, image: str) -> int | None:
+        """The major version that wrote the project's data directory (its PG_VERSION), read with `image`;
+        None when the project has no data yet."""
+        ...
+
+    def keep_data(self, target: Target, label: str, image: str) -> str:
+        """Move the stopped project's data aside into a kept volume named with `label`, leaving its data
+        volume empty for a new server to initialise; returns the kept volume's name."""
+        ...
+
+    def return_data(self, target: Target, label: str, image: str) -> str:
+        """Put the data kept under `label` back into the stopped project's data volume (the kept copy stays)."""
+        ...
+
+    def drop_kept(self, target: Target, label: str) -> str | None:
+        """Delete the volume kept under `label`; its name, or None when there was none."""
+        ...
+
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> Mapping[str, Observed]:
         """Every project of this env with something deployed (containers, a service, or kept data), in as

@@ -32,6 +32,7 @@ from ...errors import (
     HealthTimeout,
     InvalidName,
     LockTimeout,
+    NotSupported,
     ProjectConflict,
     ProvisionError,
     StateError,
@@ -919,12 +920,28 @@ class CoolifyBackend:
 
     def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
                   tty: bool = False) -> list[str]:
-        """Coolify's API v1 has no endpoint that runs a command in a container and returns its output (its
-        terminal is a websocket of the web UI; scheduled tasks run on their cron schedule)."""
-        raise ProvisionError(
+        """Coolify's API v1 has no exec endpoint (its terminal is a websocket of the web UI); a scheduled task
+        run with POST .../execute is one-shot, with no stdin or terminal and its output capped at 5 MB
+        (app/Jobs/ScheduledTaskJob.php), so neither psql nor a dump can go through it."""
+        raise NotSupported(
             f"Coolify's API cannot run a command in {target.project!r}'s {service} container: publish the database "
             f"(variables.db_public_port in envs/{target.env}.yml, then `provision provision --env={target.env}`) "
             f"and this machine's own psql connects to it")
+
+    def image_major(self, image: str) -> int:
+        raise NotSupported(f"Coolify's API cannot run the image {image!r} to ask its PostgreSQL version")
+
+    def data_major(self, target: Target, image: str) -> int | None:
+        raise NotSupported("Coolify's API cannot read a file of a service's volume")
+
+    def keep_data(self, target: Target, label: str, image: str) -> str:
+        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
+
+    def return_data(self, target: Target, label: str, image: str) -> str:
+        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
+
+    def drop_kept(self, target: Target, label: str) -> str | None:
+        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
 
     def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
         """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400
@@ -1015,6 +1032,11 @@ def _listed(value: object) -> list[object]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
+
+
+_NO_VOLUMES = ("Coolify's API has no volume operations (no copy, no move aside), so {project!r} cannot be upgraded in "
+               "place: clone it to a new project on the new image (`provision clone --env={env} --project={project} "
+               "--to=<new> --set images.db=<new image>`), check it, then switch your clients to it")
 
 
 def _docker_stamp(moment: datetime) -> str:

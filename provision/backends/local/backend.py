@@ -19,6 +19,7 @@ from typing import Any
 
 from ... import names
 from ...config import EnvConfig
+from ...database import major_of
 from ...errors import (
     BackendError,
     BackendUnavailable,
@@ -64,6 +65,9 @@ def _docker_from_env() -> Any:
         client = docker.from_env(timeout=30)
         client.ping()
     return client
+
+
+KEPT_LABEL = "io.provision.kept"  # on a data volume a major upgrade kept: the label it was kept under
 
 
 @contextlib.contextmanager
@@ -449,6 +453,88 @@ class LocalBackend:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
+
+    # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
+    def image_major(self, image: str) -> int:
+        """The major version of the PostgreSQL server in `image`: its own `postgres --version` (entrypoint
+        overridden), not a variable such as PG_MAJOR that not every image sets."""
+        output = self._run_helper(image, ["postgres", "--version"], f"run `postgres --version` in {image}")
+        return major_of(output)
+
+    def data_major(self, target: Target, image: str) -> int | None:
+        """PG_VERSION of the project's data volume (read with `image`'s shell); None without a volume or
+        with an empty one."""
+        volume = self._data_volume(target)
+        if volume is None:
+            return None
+        output = self._run_helper(image, ["sh", "-c", "cat /data/PG_VERSION 2>/dev/null || true"],
+                                  f"read PG_VERSION in volume {volume}", volumes={volume: "/data"})
+        return int(output.strip()) if output.strip().isdigit() else None
+
+    def keep_data(self, target: Target, label: str, image: str) -> str:
+        """Copy the (stopped) project's data volume into a new volume `<volume>-<label>`, then empty the
+        original, so the next start initialises a new data directory; returns the kept volume's name."""
+        volume = self._data_volume(target)
+        if volume is None:
+            raise ProvisionError(f"{target.project!r} has no data volume in env {target.env!r}")
+        kept = f"{volume}-{label}"
+        client = self._docker_client()
+        with sdk_errors(f"create volume {kept}"):
+            client.volumes.create(kept, labels={**self._volume_labels(target), KEPT_LABEL: label})
+        self._run_helper(image, ["sh", "-c", "set -e; cp -a /from/. /to/; find /from -mindepth 1 -delete"],
+                         f"copy volume {volume} to {kept}", volumes={volume: "/from", kept: "/to"})
+        return kept
+
+    def return_data(self, target: Target, label: str, image: str) -> str:
+        """The reverse of keep_data: empty the data volume and copy the kept one back into it (the kept one
+        stays until drop_kept); returns the kept volume's name."""
+        volume = self._data_volume(target)
+        kept = f"{volume}-{label}"
+        if volume is None or kept not in {v.name for v in self._volumes(target)}:
+            raise ProvisionError(f"{target.project!r} has no kept volume {kept!r} in env {target.env!r}")
+        self._run_helper(image, ["sh", "-c", "set -e; find /to -mindepth 1 -delete; cp -a /from/. /to/"],
+                         f"copy volume {kept} back to {volume}", volumes={kept: "/from", volume: "/to"})
+        return kept
+
+    def drop_kept(self, target: Target, label: str) -> str | None:
+        """Remove the kept volume `<volume>-<label>`; returns its name, None when there was none."""
+        for volume in self._volumes(target):
+            if (volume.attrs.get("Labels") or {}).get(KEPT_LABEL) == label:
+                with sdk_errors(f"remove volume {volume.name}"):
+                    volume.remove(force=True)
+                return str(volume.name)
+        return None
+
+    def _data_volume(self, target: Target) -> str | None:
+        """The project's data volume: its labelled volume that is not a kept copy (`<project>_pgdata`)."""
+        found = sorted(str(v.name) for v in self._volumes(target) if KEPT_LABEL not in (v.attrs.get("Labels") or {}))
+        preferred = [name for name in found if name.endswith("_pgdata")]
+        return (preferred or found)[0] if found else None
+
+    def _volume_labels(self, target: Target) -> dict[str, str]:
+        return {"com.docker.compose.project": self._project_name(target), names.LABEL_MANAGED: "true",
+                names.LABEL_PROJECT: target.project, names.LABEL_ENV: target.env}
+
+    def _run_helper(self, image: str, command: list[str], operation: str, *,
+                    volumes: Mapping[str, str] | None = None) -> str:
+        """Run `command` as root in a throwaway container of `image` without network; its output, or
+        CommandFailed with the output's tail."""
+        import docker.errors
+
+        client = self._docker_client()
+        binds = {name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()}
+        try:
+            with sdk_errors(operation):
+                output = client.containers.run(image, command[1:], entrypoint=[command[0]], user="0:0", remove=True,
+                                               network_mode="none", volumes=binds, stdout=True, stderr=True,
+                                               labels={names.LABEL_MANAGED: "true", names.LABEL_ENV: "helper"})
+        except BackendError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, docker.errors.ContainerError):
+                raise CommandFailed(command, cause.exit_status, (cause.stderr or b"").decode(errors="replace"),
+                                    hint=operation) from exc
+            raise
+        return bytes(output).decode(errors="replace")
 
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""

@@ -1,0 +1,211 @@
+"""PostgreSQL's own client tools (pg_dump, pg_restore, psql) run against one project's database, either
+inside its db container or from this machine through a published port: dumps, restores, exact row
+counts, server versions, password changes. Secrets travel in the child's environment or on its stdin,
+never in argv."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import re
+import secrets as random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .commands import Runner
+from .errors import BackupError, CommandFailed
+from .secrets import Secret
+
+# Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
+ROW_COUNTS_SQL = """
+select format('%I.%I', table_schema, table_name),
+       (xpath('/row/c/text()', query_to_xml(format('select count(*) as c from %I.%I', table_schema, table_name),
+                                            false, true, '')))[1]::text
+from information_schema.tables
+where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema')
+order by 1
+"""
+DUMP_MAGIC = b"PGDMP"
+
+
+@dataclass(frozen=True)
+class DbAccess:
+    """How to reach one project's database with PostgreSQL's client tools. `prefix`: what runs them in the
+    db container (`docker exec ... <container>`), empty for this machine's own tools."""
+
+    prefix: tuple[str, ...]
+    host: str
+    port: int
+    user: str
+    dbname: str
+    environment: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    where: str = ""  # for messages: "in the db container" or "from this machine (127.0.0.1:5432)"
+
+    def argv(self, tool: str, *args: str) -> list[str]:
+        return [*self.prefix, tool, "--host", self.host, "--port", str(self.port), "--username", self.user, *args]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, **{key: value.reveal() for key, value in self.environment.items()}}
+
+
+@dataclass(frozen=True)
+class DumpHeader:
+    """What a custom-format archive says about itself (read from its header, no tool needed)."""
+
+    server_version: str  # "15.18 (Debian 15.18-0+deb12u1)"
+    dump_version: str
+    database: str
+
+    @property
+    def major(self) -> int:
+        return major_of(self.server_version)
+
+
+def major_of(version: str) -> int:
+    """15 from '15.18 (Debian ...)' or 'postgres (PostgreSQL) 15.18'; 9 from '9.6.24' (majors before 10 are
+    two numbers, but no image this tool runs is that old)."""
+    found = re.search(r"(\d+)(?:\.\d+)?", version)
+    if found is None:
+        raise BackupError(f"no PostgreSQL version in {version!r}")
+    return int(found.group(1))
+
+
+def query(access: DbAccess, runner: Runner, sql: str, *, timeout: float = 60) -> str:
+    """One statement's rows, unaligned (`|` between columns), no headers."""
+    result = runner.run(access.argv("psql", "--no-psqlrc", "--no-align", "--tuples-only", "--quiet",
+                                    "--set", "ON_ERROR_STOP=1", "--dbname", access.dbname, "--command", sql),
+                        timeout=timeout, env=access.env())
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr)
+    return result.stdout
+
+
+def server_major(access: DbAccess, runner: Runner) -> int:
+    return int(query(access, runner, "show server_version_num").strip()) // 10000
+
+
+def row_counts(access: DbAccess, runner: Runner) -> dict[str, int]:
+    """Exact row counts of every table, by schema-qualified name."""
+    counts = {}
+    for line in query(access, runner, ROW_COUNTS_SQL, timeout=600).splitlines():
+        name, _, count = line.rpartition("|")
+        if name:
+            counts[name] = int(count)
+    return counts
+
+
+def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
+    """`pg_dump --format=custom` into `path` (0600, written under a temporary name and renamed, so `path`
+    is a whole dump or absent)."""
+    partial = path.with_name(path.name + ".part")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as out:
+            result = runner.run(access.argv("pg_dump", "--format=custom", "--dbname", access.dbname),
+                                timeout=timeout, env=access.env(), stdout=out)
+        if result.returncode != 0:
+            raise CommandFailed(result.argv, result.returncode, result.stderr, hint="the dump was not written")
+        read_header(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def restore(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
+    """`pg_restore --clean --if-exists` in one transaction: on any error nothing of the dump is applied."""
+    with path.open("rb") as dump_file:
+        result = runner.run(access.argv("pg_restore", "--clean", "--if-exists", "--single-transaction",
+                                        "--exit-on-error", "--no-owner", "--dbname", access.dbname),
+                            timeout=timeout, env=access.env(), stdin=dump_file)
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr,
+                            hint="nothing was restored (one transaction, rolled back)")
+
+
+def set_password(access: DbAccess, runner: Runner, role: str, password: Secret) -> None:
+    """ALTER ROLE ... PASSWORD with a SCRAM-SHA-256 verifier computed here: the plaintext never reaches the
+    server, and the statement goes on psql's stdin, not its argv."""
+    statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{scram_verifier(password)}';\n"
+    with tempfile.TemporaryFile() as sql:
+        sql.write(statement.encode())
+        sql.seek(0)
+        result = runner.run(access.argv("psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
+                                        "--dbname", access.dbname), timeout=60, env=access.env(), stdin=sql)
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr)
+
+
+def scram_verifier(password: Secret, *, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (RFC 5802/7677, as PostgreSQL writes it)."""
+    salt = salt if salt is not None else random.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.reveal().encode(), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def read_header(path: Path) -> DumpHeader:
+    """The header of a pg_dump custom-format archive (pg_backup_archiver.c, ReadHead); BackupError for a file
+    that is not one (a plain SQL dump, a truncated or corrupt file)."""
+    try:
+        data = path.read_bytes()[:4096]
+    except OSError as exc:
+        raise BackupError(f"{path}: cannot be read ({exc.strerror})") from exc
+    reader = _HeaderReader(data, path)
+    if reader.take(5) != DUMP_MAGIC:
+        raise BackupError(f"{path}: not a pg_dump custom-format archive (pg_dump --format=custom)")
+    major, minor = reader.byte(), reader.byte()
+    revision = reader.byte() if (major, minor) > (1, 0) else 0
+    version = (major, minor, revision)
+    reader.int_size = reader.byte()
+    if version >= (1, 7, 0):
+        reader.byte()  # offset size
+    if reader.byte() != 1:  # archCustom
+        raise BackupError(f"{path}: a pg_dump archive, but not in the custom format")
+    if version >= (1, 15, 0):
+        reader.byte()  # compression algorithm
+    else:
+        reader.integer()  # compression level
+    for _ in range(7):  # creation time: sec, min, hour, day, month, year, isdst
+        reader.integer()
+    database = reader.text()
+    if version < (1, 10, 0):
+        raise BackupError(f"{path}: written by a pg_dump too old to name its server version")
+    return DumpHeader(server_version=reader.text(), dump_version=reader.text(), database=database)
+
+
+class _HeaderReader:
+    def __init__(self, data: bytes, path: Path) -> None:
+        self.data, self.path, self.offset, self.int_size = data, path, 0, 4
+
+    def take(self, count: int) -> bytes:
+        if self.offset + count > len(self.data):
+            raise BackupError(f"{self.path}: the archive's header is cut short (a truncated or corrupt dump)")
+        chunk = self.data[self.offset:self.offset + count]
+        self.offset += count
+        return chunk
+
+    def byte(self) -> int:
+        return self.take(1)[0]
+
+    def integer(self) -> int:
+        sign = self.byte()
+        value = int.from_bytes(self.take(self.int_size), "little")
+        return -value if sign else value
+
+    def text(self) -> str:
+        length = self.integer()
+        return "" if length < 0 else self.take(length).decode("utf-8", errors="replace")

@@ -1,0 +1,151 @@
+"""The data lifecycle on the real engine with real PostgreSQL 15 and 17: backup, restore, clone, major
+upgrade (and its rollback and finalize), secret rotation."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+
+import httpx
+import psycopg
+import pytest
+
+from tests.conftest import Sandbox, sql
+
+PG17 = "provision-test/postgres:17"
+
+
+def _urls(sandbox: Sandbox, project: str) -> tuple[str, str]:
+    out = sandbox.cli("outputs", f"--project={project}", "--format=json").json()
+    return str(out["api_url"]), str(out["db_url"])
+
+
+def _seed(db_url: str, rows: int) -> None:
+    sql(db_url, "create table if not exists items (id int primary key, name text)")
+    sql(db_url, "insert into items select g, 'item ' || g from generate_series(1, %s) g", rows)
+
+
+def _count(db_url: str) -> int:
+    return int(sql(db_url, "select count(*) from items")[0][0])
+
+
+def _major(db_url: str) -> int:
+    return int(sql(db_url, "show server_version_num")[0][0]) // 10000
+
+
+def _volumes(sandbox: Sandbox) -> list[str]:
+    return subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=io.provision.env={sandbox.env}"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
+
+
+def test_backup_then_restore_brings_the_rows_back(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    api_url, db_url = _urls(sandbox, "shop")
+    _seed(db_url, 3)
+    made = sandbox.cli("backup", "--project=shop", "--json").json()
+    dump = made["details"]["path"]
+    assert made["changed"] is True and made["details"]["row_counts"] == {"public.items": 3}
+    assert made["details"]["server_major"] == 15 and made["details"]["sha256"]
+    from pathlib import Path
+
+    assert stat.S_IMODE(Path(dump).stat().st_mode) == 0o600 and stat.S_IMODE(Path(dump).parent.stat().st_mode) == 0o700
+    manifest = json.loads(Path(dump).with_suffix(".json").read_text())
+    assert manifest["row_counts"] == {"public.items": 3} and manifest["image"] == sandbox.images["db"]
+
+    sql(db_url, "delete from items")
+    assert _count(db_url) == 0
+    restored = sandbox.cli("restore", "--project=shop", "--from=latest", "--yes", "--json").json()
+    assert restored["details"]["restored_from"] == dump and restored["details"]["safety_backup"]
+    assert _count(db_url) == 3
+    assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 3  # the API serves the restored rows
+    listed = sandbox.cli("backups", "--project=shop", "--json").json()["backups"]
+    assert [b["label"] for b in listed] == ["safety", ""]  # newest first: the safety backup of the empty table
+
+    # a corrupt dump, and one without --yes, are refused before anything changes
+    broken = sandbox.root / "broken.dump"
+    broken.write_bytes(Path(dump).read_bytes()[:40])
+    refused = sandbox.cli("restore", "--project=shop", f"--from={broken}", "--yes", check=False)
+    assert refused.returncode == 2 and "nothing was changed" in refused.stderr
+    unconfirmed = sandbox.cli("restore", "--project=shop", "--from=latest", check=False)
+    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert _count(db_url) == 3 and len(sandbox.cli("backups", "--project=shop", "--json").json()["backups"]) == 2
+
+    # --keep prunes older backups once a new one succeeded
+    sandbox.cli("backup", "--project=shop", "--keep=1")
+    assert len(sandbox.cli("backups", "--project=shop", "--json").json()["backups"]) == 1
+    history = sandbox.cli("history", "--project=shop", "--json").stdout
+    assert '"action": "backup"' in history and '"action": "restore"' in history
+
+
+def test_clone_copies_rows_and_writes_stay_apart(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    _, source_url = _urls(sandbox, "shop")
+    _seed(source_url, 5)
+    cloned = sandbox.cli("clone", "--project=shop", "--to=shop-pr-42", "--json").json()
+    assert cloned["project"] == "shop-pr-42" and cloned["details"]["row_counts"] == {"public.items": 5}
+    api_url, clone_url = _urls(sandbox, "shop-pr-42")
+    assert _count(clone_url) == 5 and len(httpx.get(f"{api_url}/items", timeout=10).json()) == 5
+    sql(clone_url, "insert into items values (100, 'only in the clone')")
+    assert _count(clone_url) == 6 and _count(source_url) == 5
+    again = sandbox.cli("clone", "--project=shop", "--to=shop-pr-42", check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr and _count(clone_url) == 6
+    sandbox.cli("destroy", "--project=shop-pr-42", "--delete-data", "--yes", "--no-backup")
+    assert _count(source_url) == 5
+
+
+def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    api_url, db_url = _urls(sandbox, "shop")
+    _seed(db_url, 7)
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": PG17})
+
+    planned = sandbox.cli("plan", "--json").json()["projects"]
+    assert planned[0]["outcome"] == "upgrade-db" and "15 → 17" in planned[0]["reason"]
+    refused = sandbox.cli("provision", "--project=shop", check=False)
+    assert refused.returncode == 1 and "upgrade-db" in refused.stderr and "Nothing was changed" in refused.stderr
+    assert _major(db_url) == 15 and _count(db_url) == 7  # untouched
+
+    upgraded = sandbox.cli("upgrade-db", "--project=shop", "--yes", "--json").json()
+    details = upgraded["details"]
+    assert (details["from_major"], details["to_major"]) == (15, 17) and details["downtime_s"] > 0
+    assert details["kept_volume"].endswith("-pg15") and details["kept_volume"] in _volumes(sandbox)
+    assert _major(db_url) == 17 and _count(db_url) == 7
+    assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 7
+    assert sandbox.cli("plan", "--json").json()["projects"][0]["outcome"] == "no-op"
+
+    # a dump of the 17 server cannot go into a 15 one
+    newer = sandbox.cli("backup", "--project=shop", "--json").json()["details"]["path"]
+    sql(db_url, "insert into items values (1000, 'written on 17')")
+    back = sandbox.cli("upgrade-db", "--project=shop", "--rollback", "--yes", "--json").json()
+    assert back["details"]["backup"]  # what was written on 17 is saved
+    assert _major(db_url) == 15 and _count(db_url) == 7
+    refused_dump = sandbox.cli("restore", "--project=shop", f"--from={newer}", "--yes", check=False)
+    assert refused_dump.returncode == 2 and "PostgreSQL 17, newer" in refused_dump.stderr
+
+    # upgrade again, then finalize: the kept volume goes
+    sandbox.cli("upgrade-db", "--project=shop", "--yes")
+    kept = [v for v in _volumes(sandbox) if v.endswith("-pg15")]
+    assert kept and _major(db_url) == 17
+    sandbox.cli("upgrade-db", "--project=shop", "--finalize", "--yes")
+    assert not [v for v in _volumes(sandbox) if v.endswith("-pg15")] and _count(db_url) == 7
+
+
+def test_rotating_the_db_password(sandbox: Sandbox) -> None:
+    sandbox.cli("provision", "--project=shop")
+    api_url, old_url = _urls(sandbox, "shop")
+    _seed(old_url, 2)
+    old_password = sandbox.secrets("shop")["DB_PASSWORD"]
+    rotated = sandbox.cli("rotate", "--project=shop", "--secret=db_password", "--yes")
+    assert old_password not in rotated.output
+    new_password = sandbox.secrets("shop")["DB_PASSWORD"]
+    assert new_password != old_password
+    _, new_url = _urls(sandbox, "shop")
+    assert _count(new_url) == 2 and len(httpx.get(f"{api_url}/items", timeout=10).json()) == 2
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(old_url, connect_timeout=10).close()
+    jwt = sandbox.cli("rotate", "--project=shop", "--secret=jwt_secret", "--yes")
+    assert "tokens signed with the old JWT secret stop working" in jwt.stdout
+    assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 2
+    wrong = sandbox.cli("rotate", "--project=shop", "--secret=api_key", "--yes", check=False)
+    assert wrong.returncode == 2 and "--secret 'api_key'" in wrong.stderr
