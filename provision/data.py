@@ -402,8 +402,12 @@ class DataLifecycle:
         return self._result(target, f"rotate {secret}", "running", op, messages, {"secret": secret})
 
     def _store_secret(self, target: Target, prepared: Prepared, name: str, value: Secret) -> None:
-        """The service's copy (local: the compose env file's source; Coolify: pushed again by the next apply)."""
-        self.service.store.write_secrets(target.env, target.project, {**prepared.secrets, name: value})
+        """The service's copy (local: what the compose env file is written from) and the backend's own
+        (Coolify: the service's variables), before the stack is re-applied."""
+        secrets = {**prepared.secrets, name: value}
+        self.service.store.write_secrets(target.env, target.project, secrets)
+        observed = self.service._observe(target, self.service.record(target.project))
+        self.service.backend.store_secrets(target, observed, secrets)
 
     @staticmethod
     def _with_password(access: database.DbAccess, password: Secret) -> database.DbAccess:

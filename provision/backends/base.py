@@ -102,6 +102,11 @@ class Backend(Protocol):
         where the backend cannot run a command in a container."""
         ...
 
+    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
+        """Make the backend's own copy of the project's secrets these values (rotation), where it keeps one
+        (holds_secrets: Coolify's service variables); the stack is re-applied afterwards."""
+        ...
+
     # PostgreSQL major upgrades (NotSupported where the backend cannot run an image or touch volumes)
     def image_major(self, image: str) -> int:
         """The major version of the PostgreSQL server in `image`, from the image itself (`postgres --version`)."""

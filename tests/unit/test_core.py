@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +14,8 @@ from provision.errors import (
     ConfirmationRequired,
     HealthTimeout,
     InvalidName,
+    MajorUpgradeRequired,
+    NotSupported,
     ProjectNotFound,
     UndeclaredProject,
 )
@@ -67,6 +69,7 @@ class MemoryBackend:
     drift: str | None = None
     extra_deployed: tuple[str, ...] = ()
     locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
+    data_majors: dict[str, int] = field(default_factory=dict)  # project -> the major of its data directory
 
     def describe(self) -> str:
         return "Memory provider"
@@ -138,8 +141,31 @@ class MemoryBackend:
     def unlock(self, target: Target) -> bool:
         return False
 
-    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int) -> str:
-        return ""
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
+             since: object = None, follow: bool = False) -> Iterator[str]:
+        yield ""
+
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        raise NotSupported("the memory backend runs no commands")
+
+    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
+        self.calls.append("store_secrets")
+
+    def image_major(self, image: str) -> int:
+        return 17 if image.endswith(":17") else 15
+
+    def data_major(self, target: Target, image: str) -> int | None:
+        return self.data_majors.get(target.project)
+
+    def keep_data(self, target: Target, label: str, image: str) -> str:
+        raise NotSupported("no volumes here")
+
+    def return_data(self, target: Target, label: str, image: str) -> str:
+        raise NotSupported("no volumes here")
+
+    def drop_kept(self, target: Target, label: str) -> str | None:
+        raise NotSupported("no volumes here")
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> dict[str, Observed]:
@@ -422,3 +448,19 @@ def test_only_a_change_takes_the_backend_lock(setup: tuple[Provisioner, MemoryBa
     provisioner.destroy("shop")
     provisioner.destroy("shop")  # gone already
     assert backend.locked == ["shop", "shop", "shop"]
+
+
+def test_a_new_postgresql_major_is_refused_and_planned_as_upgrade_db(
+        setup: tuple[Provisioner, MemoryBackend, StateStore], project_root: Path) -> None:
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    backend.data_majors["shop"] = 15
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:17"))
+    newer = Provisioner(load_env("dev", project_root, environ={}), backend, store)
+    [item] = newer.plan("shop")
+    assert item.outcome == "upgrade-db" and "15 → 17" in item.reason and item.changes
+    with pytest.raises(MajorUpgradeRequired, match="upgrade-db"):
+        newer.provision("shop")
+    assert backend.calls == ["apply:create"]  # nothing was applied
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:15.9"))  # same major: a plain update
+    assert Provisioner(load_env("dev", project_root, environ={}), backend, store).provision("shop").action == "update"

@@ -472,6 +472,12 @@ class CoolifyBackend:
         scheme, _, host = domain.rpartition("://")
         return f"{scheme or 'https'}://{target.project}-{target.env}.{host}"
 
+    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
+        refs = observed.handle if isinstance(observed.handle, Refs) else None
+        if refs is None or refs.service_uuid is None or not observed.exists:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
+        self._set_secrets(refs, Prepared(secrets=dict(secrets)))
+
     def _set_secrets(self, refs: Refs, prepared: Prepared) -> None:
         data = [
             {"key": key, "value": value.reveal(), "is_literal": True}

@@ -454,6 +454,9 @@ class LocalBackend:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
 
+    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
+        """Nothing: the service's secrets file is the copy the compose env file is written from."""
+
     # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
     def image_major(self, image: str) -> int:
         """The major version of the PostgreSQL server in `image`: its own `postgres --version` (entrypoint
