@@ -238,7 +238,13 @@ class DataLifecycle:
                                      f"({record.kept_data.get('volume')}): finish that one first with "
                                      f"`provision upgrade-db --env={target.env} --project={project} --finalize --yes` "
                                      f"(or --rollback --yes)")
-            majors = service.majors(target, record)
+            try:
+                majors = service.majors(target, record, strict=True)
+            except NotSupported as exc:
+                raise NotSupported(
+                    f"{exc}, so {project!r} cannot be upgraded in place on the {service.backend.name} backend: clone it "
+                    f"onto the new image (`provision clone --env={target.env} --project={project} --to=<new name> "
+                    f"--set images.db={target.config.images.db}`), check the copy, then move your clients to it") from None
             if majors is None or majors[0] == majors[1]:
                 message = (f"nothing to upgrade: the data directory and {target.config.images.db} are both "
                            f"PostgreSQL {majors[0]}" if majors else

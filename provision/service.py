@@ -286,22 +286,28 @@ class Provisioner:
         return endpoints, decision
 
     # --- PostgreSQL majors ---------------------------------------------------------------------
-    def majors(self, target: Target, record: ProjectRecord | None) -> tuple[int, int] | None:
+    def majors(self, target: Target, record: ProjectRecord | None, *, strict: bool = False) -> tuple[int, int] | None:
         """(data directory's major, db image's major) when the env's db image differs from the one last
-        applied and the project has data; None when nothing can differ or the backend cannot tell."""
+        applied and the project has data; None when nothing can differ or (unless `strict`: NotSupported) the
+        backend cannot tell."""
         image = target.config.images.db
         previous = (record.images.get("db") if record is not None else None) or None
         if previous == image:
             return None
+        if strict:
+            return self._majors(target, previous or image, image)
         try:
-            data = self.backend.data_major(target, previous or image)
-            if data is None:
-                return None
-            if image not in self._image_majors:
-                self._image_majors[image] = self.backend.image_major(image)
-            return data, self._image_majors[image]
+            return self._majors(target, previous or image, image)
         except NotSupported:
             return None
+
+    def _majors(self, target: Target, previous: str, image: str) -> tuple[int, int] | None:
+        data = self.backend.data_major(target, previous)
+        if data is None:
+            return None
+        if image not in self._image_majors:
+            self._image_majors[image] = self.backend.image_major(image)
+        return data, self._image_majors[image]
 
     def _check_major(self, target: Target, record: ProjectRecord | None) -> None:
         found = self.majors(target, record)

@@ -1,0 +1,87 @@
+"""The data lifecycle on Coolify (the emulator deploys on the local engine): Coolify's API moves no bytes in
+or out of a service, so dumps go through the db's published port (variables.db_public_port) with this
+machine's PostgreSQL tools; without a published port each verb says so and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import sql
+from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
+from tests.coolify_emulator import CoolifyEmulator
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def docker_emulator(test_images: Mapping[str, str]) -> Iterator[CoolifyEmulator]:
+    with CoolifyEmulator(token=TOKEN, docker=True, action_delay=0) as emu:
+        yield emu
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_backup_restore_rotate_and_clone_through_the_published_port(
+        tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
+    emu = docker_emulator
+    box = make_sandbox(tmp_path, emu)
+    port = _free_port()
+    box.write_env_text(coolify_env(dict(test_images), timeout=90, extra=f"variables:\n  db_public_port: {port}\n"))
+    result = box.cli("provision", "--json", "--show-secrets", timeout=300).json()["projects"][0]
+    db_url, api_url = result["db_url"], result["api_url"]
+    sql(db_url, "create table items (id int primary key)")
+    sql(db_url, "insert into items select generate_series(1, 4)")
+
+    made = box.cli("backup", "--project=shop", "--json", timeout=300).json()["details"]
+    assert made["row_counts"] == {"public.items": 4} and made["backend"] == "coolify"
+    sql(db_url, "delete from items")
+    box.cli("restore", "--project=shop", "--from=latest", "--yes", timeout=300)
+    assert sql(db_url, "select count(*) from items") == [(4,)]
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
+    with opener.open(api_url + "/items", timeout=10) as response:
+        assert len(json.loads(response.read())) == 4
+
+    rotated = box.cli("rotate", "--project=shop", "--secret=db_password", "--yes", timeout=300)
+    assert "a connection with the new password works" in rotated.stdout
+    new_url = box.cli("outputs", "--project=shop", "--format=json").json()["db_url"]
+    assert new_url != db_url and sql(new_url, "select count(*) from items") == [(4,)]
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(db_url, connect_timeout=10).close()
+    with opener.open(api_url + "/items", timeout=10) as response:  # the API was given the new password
+        assert len(json.loads(response.read())) == 4
+
+    copy_port = _free_port()
+    cloned = box.cli("clone", "--project=shop", "--to=shop-copy", f"--set=variables.db_public_port={copy_port}",
+                     "--json", "--show-secrets", timeout=600).json()
+    assert cloned["details"]["row_counts"] == {"public.items": 4} and f":{copy_port}/" in cloned["db_url"]
+    sql(cloned["db_url"], "insert into items values (99)")
+    assert sql(new_url, "select count(*) from items") == [(4,)]
+
+    box.write_env_text(coolify_env({**test_images, "db": "provision-test/postgres:17"}, timeout=90,
+                                   extra=f"variables:\n  db_public_port: {port}\n"))
+    upgrade = box.cli("upgrade-db", "--project=shop", "--yes", check=False)
+    assert upgrade.returncode == 1 and "provision clone" in upgrade.stderr, upgrade.output  # no volume operations
+    assert sql(new_url, "select count(*) from items") == [(4,)]
+
+
+def test_without_a_published_port_the_data_verbs_say_what_works(
+        tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
+    box = make_sandbox(tmp_path, docker_emulator)
+    box.write_env_text(coolify_env(dict(test_images), timeout=90))
+    box.cli("provision", timeout=300)
+    for verb in (("backup", "--project=shop"), ("rotate", "--project=shop", "--secret=db_password", "--yes"),
+                 ("psql", "--project=shop", "--command=select 1")):
+        refused = box.cli(*verb, check=False, timeout=120)
+        assert refused.returncode == 1 and "db_public_port" in refused.stderr, refused.output
+    assert not (box.state_dir / "backups").exists()
