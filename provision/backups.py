@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import BackupError
-from .state import atomic_write, utc_stamp
+from .state import atomic_write
 
 LATEST = "latest"
 
@@ -45,12 +46,12 @@ def new_path(folder: Path, *, label: str = "") -> Path:
     """A fresh `<UTC time>[-label].dump` in `folder` (created 0700), never an existing file's name."""
     for part in (folder.parent.parent.parent, folder.parent.parent, folder.parent, folder):
         part.mkdir(mode=0o700, exist_ok=True)
-    stem = utc_stamp() + (f"-{label}" if label else "")
-    path, n = folder / f"{stem}.dump", 1
-    while path.exists():
-        n += 1
-        path = folder / f"{stem}-{n}.dump"
-    return path
+    while True:  # names sort in time order: UTC to the microsecond
+        now = time.time()
+        path = folder / (time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+                         + (f"-{label}" if label else "") + ".dump")
+        if not path.exists():
+            return path
 
 
 def manifest_path(dump: Path) -> Path:

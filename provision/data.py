@@ -10,7 +10,6 @@ the backend can exec (local), else on this machine through the db's published po
 
 from __future__ import annotations
 
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -102,6 +101,31 @@ class DataLifecycle:
         messages += [f"deleted old backup {p.name}" for p in pruned]
         return self._result(target, "backup", "backed up", op, messages,
                             {**made.to_dict(), "pruned": [str(p) for p in pruned]})
+
+    def before_delete(self, target: Target, observed: Observed, op: _Operation) -> backups.Backup | None:
+        """destroy --delete-data's backup (the lock is held): the database is started again if it does not run
+        (a stopped or destroyed project's kept data), then dumped; ConfirmationRequired when it cannot be dumped
+        from here, naming what works. None when the project has no data at all."""
+        service = self.service
+        db = observed.services.get("db")
+        running = db is not None and db.running
+        if not running and not observed.exists and observed.kept_data is None:
+            return None
+        try:
+            access = self.access(target, observed, service._prepare(target, observed, create=False))
+        except NotSupported as exc:  # before anything is started or changed
+            raise ConfirmationRequired(f"no pg_dump can be written before deleting the data of {target.project!r}: "
+                                       f"{exc}. Or delete without a dump (CLI: --no-backup; HTTP: ?no_backup=true)") from None
+        except ProvisionError:
+            if running:
+                raise
+        if not running:
+            service.reporter.step(target.project, "starting the database to dump it before its data is deleted")
+            service._converge(target, op)
+            op.action = "destroy --delete-data"
+            observed = service._observe(target, service.record(target.project))
+            access = self.access(target, observed, service._prepare(target, observed, create=False))
+        return self._dump(target, access, label="before-delete")
 
     def listing(self, project: str) -> list[backups.Backup]:
         """The project's backups in the state directory, newest first."""
@@ -252,8 +276,7 @@ class DataLifecycle:
                 return self._result(target, "upgrade-db", "running", op, [message], {})
             old_major, new_major = majors
             old_image = str(record.images.get("db")) if record is not None else target.config.images.db
-            old_target = Target(replace(target.config, images=target.config.images.model_copy(update={"db": old_image})),
-                                target.spec)
+            old_target = with_db_image(target, old_image)
             observed, prepared, access = self._running_db(old_target)
             made = self._dump(old_target, access, label=f"before-upgrade-to-{new_major}")
             op.changed = True
@@ -310,8 +333,7 @@ class DataLifecycle:
                 _, _, access = self._running_db(target)
                 since = self._dump(target, access, label="before-rollback")
             op.changed = True
-            old_target = Target(replace(target.config, images=target.config.images.model_copy(
-                update={"db": str(kept_data["image"])})), target.spec)
+            old_target = with_db_image(target, str(kept_data["image"]))
             self._return_to_kept(old_target, kept_data, drop=True)
         return self._result(target, "upgrade-db --rollback", "running", op, [
             f"back on PostgreSQL {kept_data['major']} ({kept_data['image']}) with the data kept before the upgrade",
@@ -442,6 +464,7 @@ class DataLifecycle:
                              messages=tuple(messages), duration=op.duration, details=details)
 
 
-def host_tools_missing(tools: tuple[str, ...] = ("pg_dump", "pg_restore", "psql")) -> list[str]:
-    """PostgreSQL client tools this machine lacks (for messages)."""
-    return [tool for tool in tools if shutil.which(tool) is None]
+def with_db_image(target: Target, image: str) -> Target:
+    """`target` with another db image (an upgrade's old one), everything else the same."""
+    images = target.config.images.model_copy(update={"db": image})
+    return Target(replace(target.config, images=images), target.spec)

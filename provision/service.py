@@ -45,7 +45,7 @@ from .render import RenderedStack, build_context, deployed_stack_hash, render_st
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
 from .shell import ShellCommand
-from .state import ProjectRecord, StateStore, utc_now, utc_stamp
+from .state import ProjectRecord, StateStore, utc_now
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-applied",
@@ -209,6 +209,8 @@ class Provisioner:
         except RolledBack as exc:
             result, detail, op.changed = "rolled back", str(exc), True
             raise
+        except ConfirmationRequired:
+            raise  # refused before anything changed: no history line
         except ProvisionError as exc:
             result, detail, op.changed = "failed", str(exc), True
             raise
@@ -264,7 +266,7 @@ class Provisioner:
             if decision.changes:
                 compose_check.check(stack.text, template=target.config.template_path)  # before anything changes
                 if not major_change:
-                    self._check_major(target, record)
+                    self._check_major(target, record, observed)
                 # only a change takes the lock every runner sees; then read and plan again under it
                 held.enter_context(self.backend.lock(target, self._known(observed, record), timeout=self.lock_timeout))
                 record, observed, prepared, stack, decision = self._read_and_plan(target, create=True)
@@ -286,13 +288,14 @@ class Provisioner:
         return endpoints, decision
 
     # --- PostgreSQL majors ---------------------------------------------------------------------
-    def majors(self, target: Target, record: ProjectRecord | None, *, strict: bool = False) -> tuple[int, int] | None:
+    def majors(self, target: Target, record: ProjectRecord | None, observed: Observed | None = None, *,
+               strict: bool = False) -> tuple[int, int] | None:
         """(data directory's major, db image's major) when the env's db image differs from the one last
         applied and the project has data; None when nothing can differ or (unless `strict`: NotSupported) the
-        backend cannot tell."""
+        backend cannot tell. `observed`: what runs, when known (no stack and no kept data: no data to ask)."""
         image = target.config.images.db
         previous = (record.images.get("db") if record is not None else None) or None
-        if previous == image:
+        if previous == image or (observed is not None and not observed.exists and observed.kept_data is None):
             return None
         if strict:
             return self._majors(target, previous or image, image)
@@ -309,8 +312,8 @@ class Provisioner:
             self._image_majors[image] = self.backend.image_major(image)
         return data, self._image_majors[image]
 
-    def _check_major(self, target: Target, record: ProjectRecord | None) -> None:
-        found = self.majors(target, record)
+    def _check_major(self, target: Target, record: ProjectRecord | None, observed: Observed) -> None:
+        found = self.majors(target, record, observed)
         if found is not None and found[0] != found[1]:
             data, image = found
             raise MajorUpgradeRequired(
@@ -352,7 +355,7 @@ class Provisioner:
                 self.reporter.step(target.project, "removing the stack that failed to start (data is kept)")
                 try:
                     self.backend.destroy(target, self._observe(target, self.record(target.project)),
-                                         delete_data=False, backup_to=None)
+                                         delete_data=False)
                 except ProvisionError as cleanup:
                     self._set_status(target, "failed")
                     raise with_note(exc, f"(removing the failed stack failed too: {cleanup})") from exc
@@ -513,7 +516,7 @@ class Provisioner:
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
         _, stack, decision = self._plan_for(target, observed, create=False)
         if decision.changes:
-            majors = self.majors(target, self.record(target.project))
+            majors = self.majors(target, self.record(target.project), observed)
             if majors is not None and majors[0] != majors[1]:
                 return PlanItem(target.project, target.env, self.backend.name, "upgrade-db",
                                 f"upgrade-db {majors[0]} → {majors[1]}: provision refuses it; run `provision upgrade-db "
@@ -584,12 +587,6 @@ class Provisioner:
                 f"--delete-data permanently deletes the database of {project!r} in env {self.env!r}: "
                 f"add --yes to confirm (a pg_dump is written to the state directory first unless --no-backup)"
             )
-        if delete_data and backup and not self.backend.dumps_before_delete:
-            raise ConfirmationRequired(
-                f"the {self.backend.name} backend cannot write a pg_dump before deleting the data of {project!r} "
-                f"(Coolify's API runs no command in a service and returns no file): dump the database yourself, "
-                f"then repeat without the backup (CLI: --no-backup; HTTP: ?no_backup=true)"
-            )
         target = self.known_target(project)
         action = "destroy --delete-data" if delete_data else "destroy"
         with self._operation(target, action) as op:
@@ -599,15 +596,13 @@ class Provisioner:
             handle = self._known(observed, record)
             self._hook("pre-destroy", target, action,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
-            backup_to = None
-            if delete_data and backup:
-                backup_to = self.store.paths(target.env, project).backups / f"{project}-{target.env}-{utc_stamp()}.sql"
+            dumped = self.data.before_delete(target, observed, op) if delete_data and backup else None
             with ExitStack() as held:
                 if observed.exists or delete_data:
                     observed = self._lock_and_observe(held, target, observed, record)
-                done = self.backend.destroy(target, observed, delete_data=delete_data, backup_to=backup_to)
-            messages = list(done.messages)
-            op.changed = done.changed
+                done = self.backend.destroy(target, observed, delete_data=delete_data)
+            messages = ([f"wrote a pg_dump of the database to {dumped.path}"] if dumped else []) + list(done.messages)
+            op.changed = done.changed or dumped is not None
             if done.kept_secrets:
                 self.store.write_secrets(target.env, project, done.kept_secrets)
             if delete_data:

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import EnvConfig
@@ -25,8 +24,6 @@ class Backend(Protocol):
     # True when the backend stores the project's secrets itself (Coolify): the service keeps a copy
     # only while no stack holds them (after a destroy that kept the data)
     holds_secrets: bool
-    # True when destroy can write a pg_dump before deleting the data (local); Coolify's API cannot
-    dumps_before_delete: bool
 
     def describe(self) -> str:
         """e.g. 'Local Docker provider' or 'Coolify provider (https://coolify.example/api/v1)'."""
@@ -64,8 +61,7 @@ class Backend(Protocol):
         """stop/start/restart; returns whether anything changed (stop of a stopped stack: False)."""
         ...
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
-                backup_to: Path | None) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False."""
         ...
 

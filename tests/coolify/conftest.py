@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,16 @@ def stack_changes(emu: CoolifyEmulator) -> list[str]:
         return creates_lock_project or any(uuid in path for uuid in locks)
 
     return [f"{r.method} {r.path}" for r in emu.requests if r.method != "GET" and not on_lock(r.method, r.path, r.body)]
+
+
+@pytest.fixture
+def docker_emulator(test_images: Mapping[str, str]) -> Iterator[CoolifyEmulator]:
+    """An emulator that deploys what is pushed to it on the local Docker Engine."""
+    with CoolifyEmulator(token=TOKEN, docker=True, action_delay=0) as emu:
+        yield emu
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

@@ -5,38 +5,25 @@ machine's PostgreSQL tools; without a published port each verb says so and chang
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from tests.conftest import sql
-from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
+from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def docker_emulator(test_images: Mapping[str, str]) -> Iterator[CoolifyEmulator]:
-    with CoolifyEmulator(token=TOKEN, docker=True, action_delay=0) as emu:
-        yield emu
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_backup_restore_rotate_and_clone_through_the_published_port(
         tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
     emu = docker_emulator
     box = make_sandbox(tmp_path, emu)
-    port = _free_port()
+    port = free_port()
     box.write_env_text(coolify_env(dict(test_images), timeout=90, extra=f"variables:\n  db_public_port: {port}\n"))
     result = box.cli("provision", "--json", "--show-secrets", timeout=300).json()["projects"][0]
     db_url, api_url = result["db_url"], result["api_url"]
@@ -61,7 +48,7 @@ def test_backup_restore_rotate_and_clone_through_the_published_port(
     with opener.open(api_url + "/items", timeout=10) as response:  # the API was given the new password
         assert len(json.loads(response.read())) == 4
 
-    copy_port = _free_port()
+    copy_port = free_port()
     cloned = box.cli("clone", "--project=shop", "--to=shop-copy", f"--set=variables.db_public_port={copy_port}",
                      "--json", "--show-secrets", timeout=600).json()
     assert cloned["details"]["row_counts"] == {"public.items": 4} and f":{copy_port}/" in cloned["db_url"]

@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import sql
-from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
+from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def docker_emulator(test_images: Mapping[str, str]) -> Iterator[CoolifyEmulator]:
-    with CoolifyEmulator(token=TOKEN, docker=True, action_delay=0) as emu:
-        yield emu
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_the_pushed_stack_runs_and_serves_data(tmp_path: Path, docker_emulator: CoolifyEmulator,
                                                test_images: Mapping[str, str]) -> None:
     emu = docker_emulator
     box = make_sandbox(tmp_path, emu)
-    port = _free_port()
+    port = free_port()
     box.write_env_text(coolify_env(dict(test_images), timeout=90,
                                    extra=f"variables:\n  db_public_port: {port}\n"))
     result = box.cli("provision", "--json", "--show-secrets", timeout=300).json()["projects"][0]

@@ -6,7 +6,7 @@ import json
 import stat
 import urllib.request
 
-from tests.conftest import Sandbox, _docker, sql
+from tests.conftest import Sandbox, _docker, leftovers, sql
 
 
 def _get(url: str) -> int:
@@ -122,19 +122,21 @@ def test_destroy_keeps_data_then_delete_data_dumps_and_removes_it(sandbox: Sandb
     assert refused.returncode != 0 and "--yes" in refused.stderr
     assert _docker("volume", "inspect", volume).returncode == 0
 
+    sandbox.cli("destroy", "--project=shop")  # only the data is left: it is started again to be dumped
     deleted = sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes")
     assert "pg_dump" in deleted.stderr
     assert _docker("volume", "inspect", volume).returncode != 0
-    [dump] = list((sandbox.state_dir / sandbox.env / "shop" / "backups").glob("*.sql"))
-    assert stat.S_IMODE(dump.stat().st_mode) == 0o600
-    assert "precious" in dump.read_text()
+    [dump] = list((sandbox.state_dir / "backups" / sandbox.env / "shop").glob("*.dump"))
+    assert stat.S_IMODE(dump.stat().st_mode) == 0o600 and dump.read_bytes().startswith(b"PGDMP")
+    assert json.loads(dump.with_suffix(".json").read_text())["row_counts"] == {"public.keep": 1}
     assert not (sandbox.state_dir / sandbox.env / "shop" / "secrets.env").exists()
+    assert leftovers(sandbox.env) == []
 
 
 def test_delete_data_without_backup_writes_no_dump(sandbox: Sandbox) -> None:
     sandbox.cli("provision", "--project=shop")
     sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
-    assert not (sandbox.state_dir / sandbox.env / "shop" / "backups").exists()
+    assert not (sandbox.state_dir / "backups").exists()
     assert _docker("volume", "inspect", f"{sandbox.compose_name('shop')}_pgdata").returncode != 0
 
 

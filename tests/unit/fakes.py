@@ -17,8 +17,14 @@ class FakeRunner:
     calls: list[tuple[str, ...]] = field(default_factory=list)
     envs: list[Mapping[str, str] | None] = field(default_factory=list)
 
-    def on(self, *fragment: str, returncode: int = 0, stdout: str = "", stderr: str = "") -> FakeRunner:
+    writes: dict[tuple[str, ...], bytes] = field(default_factory=dict)  # bytes written to a `stdout` file
+    inputs: list[bytes] = field(default_factory=list)  # what each call read from its `stdin` file
+
+    def on(self, *fragment: str, returncode: int = 0, stdout: str = "", stderr: str = "",
+           writes: bytes | None = None) -> FakeRunner:
         self.answers.append((fragment, Completed(fragment, returncode, stdout, stderr)))
+        if writes is not None:
+            self.writes[fragment] = writes
         return self
 
     def run(self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
@@ -26,8 +32,12 @@ class FakeRunner:
         argv = tuple(argv)
         self.calls.append(argv)
         self.envs.append(env)
+        if stdin is not None:
+            self.inputs.append(stdin.read())
         for fragment, answer in self.answers:
             if _contains(argv, fragment):
+                if stdout is not None and fragment in self.writes:
+                    stdout.write(self.writes[fragment])
                 return Completed(argv, answer.returncode, answer.stdout, answer.stderr)
         raise AssertionError(f"unexpected command: {argv}")
 

@@ -213,8 +213,7 @@ def test_other_control_errors_are_raised_without_the_token(fake: FakeCoolify, ba
 @pytest.mark.parametrize("handle", [None, Refs(P, E)])
 def test_destroy_of_nothing_sends_no_delete(fake: FakeCoolify, backend: CoolifyBackend, config: EnvConfig,
                                             handle: Refs | None) -> None:
-    destroyed = backend.destroy(target(config), Observed(exists=False, handle=handle), delete_data=False,
-                                backup_to=None)
+    destroyed = backend.destroy(target(config), Observed(exists=False, handle=handle), delete_data=False)
     assert destroyed.changed is False and destroyed.messages == () and destroyed.kept_secrets is None
     assert not [r for r in fake.requests if r[0] == "DELETE"]
 

@@ -120,11 +120,10 @@ class MemoryBackend:
         self.running[target.project] = verb != "stop"
         return True
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
-                backup_to: Path | None) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         if not observed.exists and not delete_data:
             return Destroyed(changed=False, messages=("kept data",))
-        self.calls.append(f"destroy:{delete_data}:{backup_to is not None}")
+        self.calls.append(f"destroy:{delete_data}")
         self.deployed.pop(target.project, None)
         return Destroyed(changed=True, messages=("removed",))
 
@@ -216,7 +215,7 @@ def test_a_failed_create_is_removed_and_recorded(
     assert not summary.ok and summary.results[0].status == "failed"
     assert "boom" in (summary.results[0].error or "")
     assert "data volume and credentials are kept" in (summary.results[0].error or "")
-    assert backend.calls == ["apply:create", "destroy:False:False"]  # the failed first create is removed
+    assert backend.calls == ["apply:create", "destroy:False"]  # the failed first create is removed
     assert record_status(store) == "failed"
 
 
@@ -233,16 +232,25 @@ def test_delete_data_needs_yes_and_checks_before_anything(setup: tuple[Provision
     with pytest.raises(ConfirmationRequired, match="--yes"):
         provisioner.destroy("shop", delete_data=True)
     assert backend.calls == ["apply:create"]
+    dumped: list[str] = []
+
+    def before_delete(target: Target, observed: Observed, op: object) -> None:
+        dumped.append(f"{target.project}:{observed.running}")  # the dump comes first, of the running stack
+
+    provisioner.data.before_delete = before_delete  # type: ignore[method-assign]
     result = provisioner.destroy("shop", delete_data=True, yes=True)
-    assert backend.calls[-1] == "destroy:True:True"
+    assert dumped == ["shop:True"] and backend.calls[-1] == "destroy:True"
     assert result.status == "deleted"
+    provisioner.provision("shop")
+    provisioner.destroy("shop", delete_data=True, yes=True, backup=False)
+    assert dumped == ["shop:True"]  # no dump with backup=False
 
 
 def test_destroy_keeps_data_and_says_how_to_delete_it(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, store = setup
     provisioner.provision("shop")
     result = provisioner.destroy("shop")
-    assert backend.calls[-1] == "destroy:False:False"
+    assert backend.calls[-1] == "destroy:False"
     assert result.status == "destroyed" and any("--delete-data --yes" in m for m in result.messages)
     assert record_status(store) == "destroyed"
     with pytest.raises(Exception, match="was destroyed"):
@@ -395,7 +403,7 @@ def test_repeated_verbs_change_nothing_and_write_no_history(setup: tuple[Provisi
     first = provisioner.destroy("shop")
     second = provisioner.destroy("shop")
     assert first.changed and not second.changed
-    assert backend.calls == ["apply:create", "stop", "start", "destroy:False:False"]
+    assert backend.calls == ["apply:create", "stop", "start", "destroy:False"]
     actions = [r["action"] for r in history.read(store.root, env="dev", project="shop")]
     assert actions == ["create", "stop", "start", "destroy"]
     assert record_status(store) == "destroyed"

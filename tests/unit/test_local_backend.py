@@ -168,12 +168,18 @@ def observed_from(store: StateStore, ps_output: str, target: Target) -> Observed
 
 # --- 1. observe --------------------------------------------------------------------------------------
 def test_observe_without_containers_is_absent(target: Target, store: StateStore) -> None:
-    runner = FakeRunner().on("docker", "ps", stdout="")
+    runner = FakeRunner().on("docker", "ps", stdout="").on("docker", "volume", "ls", stdout="")
     observed = backend(store, runner).observe(target, None)
     assert observed == Observed(exists=False)
     assert observed.handle is None and observed.drift is None and observed.summary() == "absent"
-    [call] = runner.calls
-    assert call[:2] == ("docker", "ps") and PROJECT_LABEL in call
+    ps, volumes = runner.calls
+    assert ps[:2] == ("docker", "ps") and PROJECT_LABEL in ps and volumes[:3] == ("docker", "volume", "ls")
+
+
+def test_observe_without_containers_finds_the_kept_data_volume(target: Target, store: StateStore) -> None:
+    listed = '{"Name": "shop_demo_pgdata", "Labels": "io.provision.project=shop,io.provision.env=demo"}\n'
+    runner = FakeRunner().on("docker", "ps", stdout="").on("docker", "volume", "ls", stdout=listed)
+    assert backend(store, runner).observe(target, None) == Observed(exists=False, kept_data="shop_demo_pgdata")
 
 
 def test_observe_reads_recorded_docker_ps_of_db_and_api(target: Target, store: StateStore) -> None:
@@ -208,7 +214,8 @@ def test_the_handle_round_trips_through_the_record(target: Target, store: StateS
 
 # --- 2. drift ----------------------------------------------------------------------------------------
 def observe_with(store: StateStore, target: Target, known: Any, ps_output: str = PS_RUNNING) -> Observed:
-    return backend(store, FakeRunner().on("docker", "ps", stdout=ps_output)).observe(target, known)
+    runner = FakeRunner().on("docker", "ps", stdout=ps_output).on("docker", "volume", "ls", stdout="")
+    return backend(store, runner).observe(target, known)
 
 
 def test_no_drift_when_the_labels_match_the_known_handle(target: Target, store: StateStore) -> None:
@@ -394,7 +401,7 @@ def test_a_failing_compose_command_is_redacted(target: Target, store: StateStore
 # --- 5. destroy --------------------------------------------------------------------------------------
 def test_destroy_of_nothing_runs_no_down(target: Target, store: StateStore) -> None:
     runner = FakeRunner().on("docker", "ps", stdout="")
-    destroyed = backend(store, runner, FakeDocker()).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    destroyed = backend(store, runner, FakeDocker()).destroy(target, ABSENT, delete_data=False)
     assert destroyed == Destroyed(changed=False)
     assert compose_calls(runner) == []
 
@@ -403,7 +410,7 @@ def test_destroy_of_containers_runs_down_and_keeps_the_volumes(target: Target, s
                                                               rendered: tuple[Path, Path]) -> None:
     runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("down")
     observed = observed_from(store, PS_RUNNING, target)
-    destroyed = backend(store, runner, FakeDocker()).destroy(target, observed, delete_data=False, backup_to=None)
+    destroyed = backend(store, runner, FakeDocker()).destroy(target, observed, delete_data=False)
     assert destroyed.changed
     assert destroyed.messages == ("removed 2 container(s) and the network",)
     [down] = compose_calls(runner)
@@ -414,7 +421,7 @@ def test_kept_volumes_are_reported_but_are_no_change(target: Target, store: Stat
     LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}})
     runner = FakeRunner().on("docker", "ps", stdout="")
     fake = FakeDocker().with_volumes("shop_demo_pgdata")
-    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False)
     assert destroyed.changed is False
     [message] = destroyed.messages
     assert message.startswith("kept data volume(s) shop_demo_pgdata and the credentials")
@@ -427,7 +434,7 @@ def test_kept_volumes_are_reported_but_are_no_change(target: Target, store: Stat
 def test_destroy_with_containers_and_kept_volumes(target: Target, store: StateStore) -> None:
     runner = FakeRunner().on("docker", "ps", stdout=PS_STOPPED).on("down")
     fake = FakeDocker().with_volumes("shop_demo_pgdata")
-    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False)
     assert destroyed.changed
     assert destroyed.messages[0] == "removed 2 container(s) and the network"
     assert destroyed.messages[1].startswith("kept data volume(s) shop_demo_pgdata")
@@ -438,7 +445,7 @@ def test_destroy_deleting_data_removes_volumes_and_releases_the_lease(target: Ta
     LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}, "demo/blog": {"api": 43152, "db": 43153}})
     runner = FakeRunner().on("docker", "ps", stdout="").on("down")
     fake = FakeDocker().with_volumes("shop_demo_pgdata")
-    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=None)
+    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True)
     assert destroyed.changed
     assert destroyed.messages == ("deleted data volume(s) shop_demo_pgdata",)
     [down] = compose_calls(runner)
@@ -447,48 +454,13 @@ def test_destroy_deleting_data_removes_volumes_and_releases_the_lease(target: Ta
     assert set(LeaseBook(store.root).read()) == {"demo/blog"}
 
 
-def test_destroy_backs_up_the_database_before_deleting_it(target: Target, store: StateStore,
-                                                          rendered: tuple[Path, Path]) -> None:
-    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running",
-                                           "Status": "Up 2 seconds (healthy)",
-                                           "Labels": {"com.docker.compose.service": "db"}})
-    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
-    fake.api.chunks = [(b"-- PostgreSQL dump\n", None), (None, b"pg_dump: warning\n"), (b"CREATE TABLE t();\n", None)]
-    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
-    backup = store.paths("demo", "shop").backups / "shop.sql"
-    destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
-    assert destroyed.changed
-    assert destroyed.messages[0] == f"wrote a pg_dump of the database to {backup}"
-    assert backup.read_bytes() == b"-- PostgreSQL dump\nCREATE TABLE t();\n"
-    assert backup.stat().st_mode & 0o777 == 0o600
-    assert not backup.with_name("shop.sql.partial").exists()
-    assert subcommands(runner) == ["up", "down"]
-    assert compose_calls(runner)[0][-6:] == ("up", "--detach", "--remove-orphans", "--no-recreate", "--", "db")
-    [(container, argv)] = fake.api.created
-    assert container == "db-container-id" and argv[0] == "pg_dump" and "app" in argv
-
-
-def test_a_failed_backup_deletes_nothing(target: Target, store: StateStore, rendered: tuple[Path, Path]) -> None:
-    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running", "Status": "Up",
-                                           "Labels": {"com.docker.compose.service": "db"}})
-    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
-    fake.api.chunks = [(b"partial", b"pg_dump: error: connection failed\n")]
-    fake.api.exit_code = 1
-    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
-    backup = store.paths("demo", "shop").backups / "shop.sql"
-    with pytest.raises(CommandFailed, match="the data was NOT deleted"):
-        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
-    assert "down" not in subcommands(runner) and fake.removed == []
-    assert not backup.exists() and not backup.with_name("shop.sql.partial").exists()
-
-
 # --- 6. Docker SDK errors ----------------------------------------------------------------------------
 def test_sdk_api_errors_become_backend_errors(target: Target, store: StateStore) -> None:
     cause = docker.errors.APIError("boom", response=None, explanation="no such thing")
     fake = FakeDocker(volumes=FakeCollection(error=cause))
     runner = FakeRunner().on("docker", "ps", stdout="")
     with pytest.raises(BackendError) as info:
-        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False)
     assert isinstance(info.value, ProvisionError) and not isinstance(info.value, docker.errors.DockerException)
     assert info.value.operation == "list volumes" and info.value.status is None
     assert "no such thing" in str(info.value)
@@ -501,14 +473,14 @@ def test_volume_removal_errors_become_backend_errors(target: Target, store: Stat
                                      error=docker.errors.APIError("409", explanation="volume is in use"))]
     runner = FakeRunner().on("docker", "ps", stdout="").on("down")
     with pytest.raises(BackendError, match="remove a volume failed: volume is in use"):
-        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=None)
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True)
 
 
 def test_transport_errors_say_the_engine_is_unreachable(target: Target, store: StateStore) -> None:
     fake = FakeDocker(volumes=FakeCollection(error=requests.exceptions.ConnectionError("refused")))
     runner = FakeRunner().on("docker", "ps", stdout="")
     with pytest.raises(BackendUnavailable, match="Docker Engine is not reachable"):
-        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False, backup_to=None)
+        backend(store, runner, fake).destroy(target, ABSENT, delete_data=False)
 
 
 def test_network_listing_errors_during_prepare_become_backend_errors(project_root: Path,
@@ -531,7 +503,7 @@ def test_a_fresh_instance_acts_on_target_and_observation_alone(target: Target, s
 
     runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("down")
     destroyed = LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=FakeDocker).destroy(
-        target, observed, delete_data=False, backup_to=None)
+        target, observed, delete_data=False)
     assert destroyed.changed and subcommands(runner) == ["down"]
 
     # and a record's handle, reloaded by yet another instance, is the same baseline
@@ -618,23 +590,3 @@ def test_one_off_containers_do_not_hide_the_services_state(target: Target, store
     assert observed.summary() == "running" and observed.services["api"] == ServiceState("running", "")
 
 
-def test_a_disk_error_while_writing_a_backup_is_no_engine_error(target: Target, store: StateStore,
-                                                               rendered: tuple[Path, Path],
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
-    db = FakeContainer("db-container-id", {"Names": ["/shop_demo-db-1"], "State": "running",
-                                           "Status": "Up 2 seconds (healthy)",
-                                           "Labels": {"com.docker.compose.service": "db"}})
-    fake = FakeDocker(containers=FakeCollection([db])).with_volumes("shop_demo_pgdata")
-    fake.api.chunks = [(b"-- PostgreSQL dump\n", None)]
-    runner = FakeRunner().on("docker", "ps", stdout="").on("up").on("down")
-
-    def full_disk(fd: int) -> None:
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(os, "fsync", full_disk)
-    backup = store.paths("demo", "shop").backups / "shop.sql"
-    with pytest.raises(StateError, match="No space left on device; the data was NOT deleted"):
-        backend(store, runner, fake).destroy(target, ABSENT, delete_data=True, backup_to=backup)
-    assert "down" not in subcommands(runner) and fake.removed == []

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -55,6 +54,7 @@ from ...probes import http_probe, postgres_probe, wait_for
 from ...render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import holder_record, utc_now
+from ..base import Backend
 from .client import CoolifyClient
 
 MARKER = "provision:"
@@ -101,7 +101,6 @@ class CoolifyBackend:
 
     name = "coolify"
     holds_secrets = True
-    dumps_before_delete = False
 
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
@@ -665,17 +664,11 @@ class CoolifyBackend:
             raise HealthTimeout(f"the Coolify service did not become {wanted} in {timeout:.0f} s "
                                 f"({outcome.failures['status']})")
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
-                backup_to: Path | None) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         done: list[str] = []
         kept: dict[str, Secret] | None = None
         if refs.service_uuid and observed.exists:
-            if delete_data and backup_to is not None:
-                raise ProvisionError(
-                    "Coolify's API cannot run pg_dump inside the service, so no backup can be taken before "
-                    "deleting its data: dump the database yourself, then repeat with --no-backup"
-                )
             if not delete_data:
                 kept = self._read_secrets(refs.service_uuid) or None
             volumes = "true" if delete_data else "false"
@@ -1173,3 +1166,8 @@ def _objects(items: object) -> list[dict[str, Any]]:
     if not isinstance(items, list):
         return []
     return [item for item in items if isinstance(item, dict) and isinstance(item.get("uuid"), str)]
+
+
+def _implements_the_protocol(backend: CoolifyBackend) -> Backend:
+    """Never called: mypy checks here that CoolifyBackend has every verb of the Backend protocol."""
+    return backend

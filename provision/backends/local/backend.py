@@ -1,20 +1,18 @@
 """The local backend: one compose project per env+project on a Docker Engine.
 
 Compose (v2 CLI) creates, updates, stops and removes stacks; the Docker SDK inspects
-volumes, finds deployed projects and streams `pg_dump` out of the db container.
+volumes, finds deployed projects and runs the throwaway containers that read and move data volumes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from ... import names
@@ -49,6 +47,7 @@ from ...probes import Probe, http_probe, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import StateStore, atomic_write
+from ..base import Backend
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
 
@@ -117,7 +116,6 @@ class LocalBackend:
 
     name = "local"
     holds_secrets = False
-    dumps_before_delete = True
 
     def __init__(
         self,
@@ -180,8 +178,12 @@ class LocalBackend:
 
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target, known: Handle | None) -> Observed:
-        """The project's containers, what provision last applied, and whether they still match it."""
-        return self._complete(target.env, target.project, _observed(self._containers(target)), known)
+        """The project's containers, what provision last applied, and whether they still match it; without
+        containers, the data volume a destroy kept (one `docker volume ls`)."""
+        observed = _observed(self._containers(target))
+        if not observed.exists:
+            observed = replace(observed, kept_data=next(iter(self.compose.volumes(self._label(target)).values()), None))
+        return self._complete(target.env, target.project, observed, known)
 
     def _complete(self, env: str, project: str, observed: Observed, known: Handle | None) -> Observed:
         """`observed` with the compose text last applied and the drift from the recorded baseline."""
@@ -370,25 +372,13 @@ class LocalBackend:
         self._compose(target).run(files, "restart", timeout=180)
         return True
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
-                backup_to: Path | None) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         """`compose down` when containers exist (or, with `delete_data`, volumes); a destroyed project's
         second destroy runs nothing. Kept volumes are reported, not counted as a change."""
         files = self._files(target)
         done: list[str] = []
         volumes = self._volumes(target)
         changed = False
-        if delete_data and backup_to is not None and volumes:
-            if files.compose_file is None:
-                raise StateError(
-                    f"cannot back up {target.project!r}: its compose file is missing from the state directory; "
-                    f"re-run provision first, or pass --no-backup to delete without a dump"
-                )
-            self._up(target, timeout=target.config.health.timeout, services=("db",), recreate=False)
-            self._await_ready(target, ("db",), timeout=target.config.health.timeout)
-            self._dump(target, backup_to)
-            done.append(f"wrote a pg_dump of the database to {backup_to}")
-            changed = True
         args = ["down", "--remove-orphans", "--timeout", "20"]
         if delete_data:
             args.append("--volumes")
@@ -419,40 +409,6 @@ class LocalBackend:
         label = self._label(target)
         with sdk_errors("list volumes"):
             return list(client.volumes.list(filters={"label": label}))
-
-    def _dump(self, target: Target, backup_to: Path) -> None:
-        """Stream `pg_dump` of the project's database into `backup_to` (0600), written atomically."""
-        client = self._docker_client()
-        with sdk_errors("find the db container"):
-            containers = client.containers.list(
-                filters={"label": [self._label(target),
-                                   "com.docker.compose.service=db"]}
-            )
-        if not containers:
-            raise ProvisionError(f"cannot back up {target.project!r}: its db container is not running")
-        variables = target.spec.variables
-        argv = ["pg_dump", "--username", variables["db_user"], "--dbname", variables["db_name"], "--no-password"]
-        backup_to.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        partial = backup_to.with_name(backup_to.name + ".partial")
-        errors = b""
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "wb") as handle, sdk_errors("pg_dump in the db container"):
-                exec_id = client.api.exec_create(containers[0].id, argv, stdout=True, stderr=True)["Id"]
-                for out, err in client.api.exec_start(exec_id, stream=True, demux=True):
-                    if out:
-                        _write_backup(handle, out, partial)
-                    if err:
-                        errors += err
-                _write_backup(handle, b"", partial, sync=True)
-                code = client.api.exec_inspect(exec_id).get("ExitCode")
-            if code != 0:
-                raise CommandFailed(argv, int(code or -1), errors.decode(errors="replace"),
-                                    hint="the data was NOT deleted")
-            os.replace(partial, backup_to)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
 
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         """Nothing: the service's secrets file is the copy the compose env file is written from."""
@@ -656,21 +612,14 @@ def _observed(containers: list[ContainerState]) -> Observed:
     return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running)
 
 
-def _write_backup(handle: Any, data: bytes, path: Path, *, sync: bool = False) -> None:
-    """Write (and with `sync`, flush to disk) part of a backup; a disk error is a StateError, not the engine's."""
-    try:
-        if data:
-            handle.write(data)
-        if sync:
-            handle.flush()
-            os.fsync(handle.fileno())
-    except OSError as exc:
-        raise StateError(f"cannot write the backup {path}: {exc.strerror}; the data was NOT deleted") from exc
-
-
 def _url_host(address: str) -> str:
     if address in ("0.0.0.0", ""):
         return "127.0.0.1"
     if address == "::":
         return "[::1]"
     return f"[{address}]" if ":" in address else address
+
+
+def _implements_the_protocol(backend: LocalBackend) -> Backend:
+    """Never called: mypy checks here that LocalBackend has every verb of the Backend protocol."""
+    return backend
