@@ -19,6 +19,7 @@ from .state import (
     Environment,
     EnvVar,
     Project,
+    ScheduledTask,
     Server,
     Service,
     SharedEnv,
@@ -276,6 +277,13 @@ class Api:
             add("POST", rf"/services/{u}/{action}", getattr(self, f"{action}_service"), "deploy")
             add("GET", rf"/services/{u}/{action}", self.moved_to_post, None)
             add("GET", rf"/applications/{u}/{action}", self.moved_to_post, None)
+        # app/Http/Controllers/Api/ScheduledTasksController.php (routes/api.php 417-422; execute since v4.3.0)
+        add("GET", rf"/services/{u}/scheduled-tasks", self.list_tasks, "read")
+        add("POST", rf"/services/{u}/scheduled-tasks", self.create_task, "write")
+        add("PATCH", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)", self.update_task, "write")
+        add("DELETE", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)", self.delete_task, "write")
+        add("GET", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)/executions", self.task_executions, "read")
+        add("POST", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)/execute", self.execute_task, "write")
         add("POST", r"/deploy", self.deploy, "deploy")
         add("GET", r"/deploy", self.moved_to_post, None)
         add("GET", r"/deployments", self.list_deployments, "read")
@@ -1198,6 +1206,116 @@ class Api:
                                 "resource_uuid": svc.uuid})
         return jr(200, {"deployments": deployments})
 
+
+    # ------------------------------------------------------------------ services: scheduled tasks
+    def list_tasks(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
+            return jr(200, [t.to_json() for t in self.store.tasks.values() if t.service_id == svc.id])
+
+    def _task_input(self, req: ApiRequest, *, create: bool) -> tuple[dict[str, Any], ApiResponse | None]:
+        """The six allowed fields; name, command and frequency required on create; `frequency` must be a
+        cron expression (validate_cron_expression in bootstrap/helpers/shared.php)."""
+        need = ["required"] if create else ["sometimes"]
+        rules: dict[str, list[Any]] = {"name": [*need, "string", "max:255"], "command": [*need, "string"],
+                                       "frequency": [*need, "string"], "container": ["nullable", "string"],
+                                       "timeout": ["nullable", "integer", "min:1"], "enabled": ["boolean"]}
+        if create:
+            data, bad = _validated(req, rules, _TASK_FIELDS)
+        else:  # update_by_uuid: no validateIncomingRequest, an empty body is its own 422
+            data = req.json_bag() if req.is_json else {}
+            if not any(f in data for f in _TASK_FIELDS):
+                return data, jr(422, {"message": "At least one field must be provided."})
+            bad = _rejected(data, rules, _TASK_FIELDS)
+        if bad:
+            return data, bad
+        if "frequency" in data and not _is_cron(str(data["frequency"])):
+            return data, validation_failed({"frequency": ["Invalid cron expression or frequency format."]})
+        return data, None
+
+    def create_task(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
+        data, bad = self._task_input(req, create=True)
+        if bad:
+            return bad
+        with self.store.lock:
+            task = ScheduledTask(new_uuid(), svc.id, str(data["name"]), str(data["command"]).strip(),
+                                 str(data["frequency"]), data.get("container"), int(data.get("timeout") or 300),
+                                 to_bool(data.get("enabled", True)))
+            self.store.tasks[task.uuid] = task
+            return jr(201, task.to_json())
+
+    def _task_or_404(self, req: ApiRequest, uuid: str, task_uuid: str) -> tuple[Service, ScheduledTask] | ApiResponse:
+        svc = self._service_or_404(req, uuid)
+        if isinstance(svc, ApiResponse):
+            return svc
+        task = self.store.tasks.get(task_uuid)
+        if task is None or task.service_id != svc.id:
+            return jr(404, {"message": "Scheduled task not found."})
+        return svc, task
+
+    def update_task(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:
+        with self.store.lock:
+            found = self._task_or_404(req, uuid, task)
+            if isinstance(found, ApiResponse):
+                return found
+        data, bad = self._task_input(req, create=False)
+        if bad:
+            return bad
+        with self.store.lock:
+            row = found[1]
+            for name in _TASK_FIELDS:
+                if name in data:
+                    value = data[name]
+                    setattr(row, name, to_bool(value) if name == "enabled" else int(value) if name == "timeout"
+                            else value)
+            row.updated_at = now_iso()
+            return jr(200, row.to_json())
+
+    def delete_task(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:
+        with self.store.lock:
+            found = self._task_or_404(req, uuid, task)
+            if isinstance(found, ApiResponse):
+                return found
+            self.store.tasks.pop(found[1].uuid, None)
+            self.store.executions.pop(found[1].uuid, None)
+            return jr(200, {"message": "Scheduled task deleted."})
+
+    def task_executions(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:
+        with self.store.lock:
+            found = self._task_or_404(req, uuid, task)
+            if isinstance(found, ApiResponse):
+                return found
+            runs = self.store.executions.get(found[1].uuid, [])
+            return jr(200, [e.to_json() for e in reversed(runs)])  # newest first
+
+    def execute_task(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:
+        """Queues ScheduledTaskJob (disabled tasks run too: `enabled` is only read by the cron dispatcher);
+        no execution uuid comes back: the row appears when a worker picks the job up."""
+        with self.store.lock:
+            found = self._task_or_404(req, uuid, task)
+            if isinstance(found, ApiResponse):
+                return found
+        self.core.queue_task(*found)
+        return jr(200, {"message": "Scheduled task execution queued."})
+
+
+_TASK_FIELDS = ("name", "command", "frequency", "container", "timeout", "enabled")
+_CRON_ALIASES = {"every_minute", "hourly", "daily", "weekly", "monthly", "yearly", "@hourly", "@daily", "@weekly",
+                 "@monthly", "@yearly", "@annually", "@midnight"}
+
+
+def _is_cron(value: str) -> bool:
+    """A 5-field cron expression (dragonmantank/cron-expression) or one of the aliases Coolify accepts."""
+    if value.strip() in _CRON_ALIASES:
+        return True
+    fields = value.split()
+    return len(fields) == 5 and all(re.fullmatch(r"[\d*/,\-A-Za-z?LW#]+", f) for f in fields)
 
 
 def server_error(req: ApiRequest) -> ApiResponse:

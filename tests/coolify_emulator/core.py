@@ -10,6 +10,7 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,10 +20,12 @@ from .state import (
     EnvVar,
     PendingAction,
     Project,
+    ScheduledTask,
     Server,
     Service,
     Store,
     SubResource,
+    TaskExecution,
     Token,
     new_uuid,
     now_iso,
@@ -100,6 +103,8 @@ class Core:
         self._logs: dict[tuple[str, str], list[str]] = {}
         self.volumes: set[str] = set()  # pure mode: named volumes that "exist" on the server
         self.idle = threading.Condition(self.store.lock)
+        # pure mode: what a task's command does, (service, container name, command) -> (exit code, output)
+        self.task_runner: Callable[[Service, str, str], tuple[int, str]] = lambda svc, name, cmd: (0, "")
 
     # ------------------------------------------------------------------ seeding
     def add_server(self, name: str, ip: str, *, team_id: int = 0, reachable: bool = True, usable: bool = True,
@@ -402,6 +407,9 @@ class Core:
             self.store.services.pop(svc.uuid, None)
             for env in [e for e in self.store.envs.values() if e.service_id == svc.id]:
                 self.store.envs.pop(env.uuid, None)
+            for task in [t for t in self.store.tasks.values() if t.service_id == svc.id]:
+                self.store.tasks.pop(task.uuid, None)
+                self.store.executions.pop(task.uuid, None)
             for sub in svc.apps:
                 self._logs.pop((svc.uuid, sub.name), None)
             self.idle.notify_all()
@@ -426,6 +434,56 @@ class Core:
             svc.pending.append(PendingAction(kind, ready, options, stop_until=stop_until, active_from=stop_until,
                                              done_at=done))
         self.settle()
+
+    def queue_task(self, svc: Service, task: ScheduledTask) -> None:
+        """ScheduledTaskJob on the `high` queue: after `action_delay` a worker creates the execution row
+        (`running`), picks the container and runs the command (app/Jobs/ScheduledTaskJob.php)."""
+        def work() -> None:
+            time.sleep(self.settings.action_delay)
+            run = TaskExecution(new_uuid(), task.uuid)
+            with self.store.lock:
+                if task.uuid not in self.store.tasks:  # deleted meanwhile: the serialized model no longer resolves
+                    return
+                self.store.executions.setdefault(task.uuid, []).append(run)
+            started = time.monotonic()
+            code, output = self._run_task(svc, task)
+            with self.store.lock:
+                run.duration = f"{time.monotonic() - started:.2f}"
+                run.finished_at = run.updated_at = now_iso()
+                if code == 0:
+                    run.status, run.message = "success", output
+                else:  # failed(): maxExceptions = 1, the message is rewritten, the exit code is not kept
+                    run.status = "failed"
+                    run.message = "Job permanently failed after 1 attempts: " + (
+                        output or f"SSH command failed with exit code: {code}")
+                    run.error_details = "RuntimeException: " + (output or "")[:200]
+
+        threading.Thread(target=work, daemon=True, name=f"task-{task.uuid}").start()
+
+    def _run_task(self, svc: Service, task: ScheduledTask) -> tuple[int, str]:
+        """The container among those whose *stored* status is running: the only one whatever `container`
+        says, else the one named `<container>-<uuid>`; then `docker exec <it> sh -c <command>`, stdout and
+        stderr merged, capped at 5 MB, trimmed."""
+        running = [name for name, status in self.sub_statuses(svc).items() if "running" in status]
+        if not running:
+            return 1, "ScheduledTaskJob failed: No containers running."
+        if len(running) == 1:
+            chosen = running[0]
+        elif not task.container:
+            return 1, "ScheduledTaskJob failed: More than one container is running; set the container."
+        else:
+            matches = [name for name in running if f"{name}-{svc.uuid}".startswith(f"{task.container}-{svc.uuid}")]
+            if not matches:
+                return 1, "ScheduledTaskJob failed: No valid container was found. Is the container name correct?"
+            chosen = matches[0]
+        if self.docker is not None:
+            code, output = self.docker.exec(f"{chosen}-{svc.uuid}", task.command, timeout=task.timeout)
+        else:
+            code, output = self.task_runner(svc, chosen, task.command)
+        limit = 5 * 1024 * 1024
+        if len(output.encode()) > limit:
+            output = output.encode()[:limit].decode(errors="ignore") + "\n[... Output truncated at 5MB limit ...]"
+        return code, output.strip()
 
     def sub_statuses(self, svc: Service) -> dict[str, str]:
         """Per sub-resource status (overrides win; docker mode reads the containers)."""

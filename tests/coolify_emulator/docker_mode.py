@@ -112,6 +112,17 @@ class DockerBackend:
             raise CommandError(f"docker {' '.join(args[:6])} failed ({proc.returncode}): {proc.stderr.strip()}")
         return proc
 
+    def exec(self, container: str, command: str, *, timeout: float) -> tuple[int, str]:
+        """`docker exec <container> sh -c <command>` as ScheduledTaskJob runs it (no -i, no -t, the image's
+        user); stdout and stderr merged."""
+        try:
+            proc = subprocess.run(  # noqa: S603 - fixed binary, argv list
+                [self.docker_bin, "exec", container, "sh", "-c", command], stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, text=True, timeout=timeout, env=self._env(), check=False)
+        except subprocess.TimeoutExpired:
+            return 124, f"The command timed out after {timeout:g} seconds."
+        return proc.returncode, proc.stdout
+
     def workdir(self, uuid: str) -> Path:
         return self.root / uuid
 

@@ -231,6 +231,48 @@ class Service:
         return [a for a in self.apps if a.kind == "database"]
 
 
+@dataclass
+class ScheduledTask:
+    """A service's scheduled task (app/Models/ScheduledTask.php; API: ScheduledTasksController.php)."""
+
+    uuid: str
+    service_id: int
+    name: str
+    command: str
+    frequency: str
+    container: str | None = None
+    timeout: int = 300
+    enabled: bool = True
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("uuid", "name", "command", "frequency", "container", "timeout",
+                                              "enabled", "created_at", "updated_at")}
+
+
+@dataclass
+class TaskExecution:
+    """One run of a task (app/Models/ScheduledTaskExecution.php): `duration` is a decimal cast, a string."""
+
+    uuid: str
+    task_uuid: str
+    status: str = "running"
+    message: str | None = None
+    retry_count: int = 0
+    duration: str | None = None
+    error_details: str | None = None
+    started_at: str = field(default_factory=now_iso)
+    finished_at: str | None = None
+    created_at: str = field(default_factory=now_iso)
+    updated_at: str = field(default_factory=now_iso)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("uuid", "status", "message", "retry_count", "duration",
+                                              "started_at", "finished_at", "created_at", "updated_at",
+                                              "error_details")}
+
+
 class Store:
     """All emulated rows plus id counters, guarded by ``lock``."""
 
@@ -245,6 +287,8 @@ class Store:
         self.envs: dict[str, EnvVar] = {}
         self.shared_envs: dict[int, SharedEnv] = {}
         self.tags: dict[str, str] = {}  # name -> uuid
+        self.tasks: dict[str, ScheduledTask] = {}
+        self.executions: dict[str, list[TaskExecution]] = {}  # task uuid -> runs, oldest first
 
     def next_id(self, table: str, start: int = 1) -> int:
         """Auto-increment id per table."""
