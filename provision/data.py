@@ -397,26 +397,32 @@ class DataLifecycle:
         target = service.known_target(project)
         name = secret.upper()
         with service._operation(target, f"rotate {secret}") as op:
-            observed, prepared, access = self._running_db(target)
+            observed = service._observe(target, service.record(project))
+            db = observed.services.get("db")
+            if db is None or not db.running:
+                raise ProvisionError(f"the db of {project!r} is not running in env {target.env!r}: run "
+                                     f"`provision start --env={target.env} --project={project}` first")
+            prepared = service._prepare(target, observed, create=False)
             old = prepared.secrets.get(name)
             if old is None:
                 raise ProvisionError(f"the current {name} of {project!r} is unknown here: nothing was changed")
             new = generate_secret()
             role = str(target.spec.variables["db_user"])
+            statement, verifier = database.password_statement(role, new)
             if secret == "db_password":
-                database.set_password(access, self.runner, role, new)
+                service.backend.run_sql(target, observed, statement)
             op.changed = True
             try:
                 self._store_secret(target, prepared, name, new)
                 service._converge(target, op)
                 op.action = f"rotate {secret}"
-                if secret == "db_password":
-                    self._check_password(target, role, new, old)
+                proof = self._check_password(target, role, verifier, new, old) if secret == "db_password" else ""
             except ProvisionError as exc:
                 service.reporter.step(project, f"the rotation failed: putting the old {name} back")
                 try:
                     if secret == "db_password":
-                        database.set_password(self._with_password(access, new), self.runner, role, old)
+                        now = service._observe(target, service.record(project))
+                        service.backend.run_sql(target, now, database.password_statement(role, old)[0])
                     self._store_secret(target, prepared, name, old)
                     service._converge(target, op)
                 except ProvisionError as back:
@@ -424,7 +430,7 @@ class DataLifecycle:
                 raise with_note(exc, f"The old {name} is back in use.") from exc
         messages = [f"rotated {name}; the API answers"]
         if secret == "db_password":
-            messages.append("a connection with the new password works and one with the old is refused")
+            messages.append(proof)
         else:
             messages.append("tokens signed with the old JWT secret stop working now: issue new ones")
         return self._result(target, f"rotate {secret}", "running", op, messages, {"secret": secret})
@@ -441,18 +447,23 @@ class DataLifecycle:
     def _with_password(access: database.DbAccess, password: Secret) -> database.DbAccess:
         return replace(access, environment={**access.environment, "PGPASSWORD": password})
 
-    def _check_password(self, target: Target, role: str, new: Secret, old: Secret) -> None:
-        """A TCP connection (password auth, unlike the container's local socket) with the new password works,
-        one with the old is refused."""
-        record = self.service.record(target.project)
-        observed = self.service._observe(target, record)
-        prepared = self.service._prepare(target, observed, create=False)
-        access = self.access(target, observed, prepared)
+    def _check_password(self, target: Target, role: str, verifier: str, new: Secret, old: Secret) -> str:
+        """The role's stored password is exactly the new verifier (so the new password logs in and the old
+        does not); where this machine reaches the database, also a TCP connection (password auth, unlike the
+        container's local socket) with each. Returns what was proven."""
+        service = self.service
+        observed = service._observe(target, service.record(target.project))
+        if service.backend.run_sql(target, observed, database.verifier_check(role, verifier)).strip() != "t":
+            raise ProvisionError(f"after ALTER ROLE, role {role!r} does not have the new password")
+        try:
+            access = self.access(target, observed, service._prepare(target, observed, create=False))
+        except NotSupported:
+            return "the role's stored password is the new one (its SCRAM verifier, checked in the database)"
         database.query(self._with_password(access, new), self.runner, "select 1")
         try:
             database.query(self._with_password(access, old), self.runner, "select 1")
         except CommandFailed:
-            return
+            return "a connection with the new password works and one with the old is refused"
         raise ProvisionError(f"the old password of role {role!r} still connects after the rotation")
 
     def _result(self, target: Target, action: str, status: str, op: _Operation, messages: list[str],

@@ -11,7 +11,6 @@ import hmac
 import os
 import re
 import secrets as random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,8 @@ where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'informat
 order by 1
 """
 DUMP_MAGIC = b"PGDMP"
+# psql inside a db container (official postgres image interface): its owner role, local socket, no password
+PSQL_AS_OWNER = 'psql -X -A -t -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'
 
 
 @dataclass(frozen=True)
@@ -126,17 +127,17 @@ def restore(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> 
                             hint="nothing was restored (one transaction, rolled back)")
 
 
-def set_password(access: DbAccess, runner: Runner, role: str, password: Secret) -> None:
-    """ALTER ROLE ... PASSWORD with a SCRAM-SHA-256 verifier computed here: the plaintext never reaches the
-    server, and the statement goes on psql's stdin, not its argv."""
-    statement = f"ALTER ROLE {quote_identifier(role)} PASSWORD '{scram_verifier(password)}';\n"
-    with tempfile.TemporaryFile() as sql:
-        sql.write(statement.encode())
-        sql.seek(0)
-        result = runner.run(access.argv("psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
-                                        "--dbname", access.dbname), timeout=60, env=access.env(), stdin=sql)
-    if result.returncode != 0:
-        raise CommandFailed(result.argv, result.returncode, result.stderr)
+def password_statement(role: str, password: Secret) -> tuple[str, str]:
+    """(ALTER ROLE statement, the SCRAM-SHA-256 verifier it sets): the plaintext never reaches the server, nor
+    a command line, nor a log; `verifier_check(role, verifier)` later proves the role has exactly it."""
+    verifier = scram_verifier(password)
+    return f"ALTER ROLE {quote_identifier(role)} PASSWORD '{verifier}';\n", verifier
+
+
+def verifier_check(role: str, verifier: str) -> str:
+    """SQL printing `t` when `role`'s stored password is `verifier` (so that password, and no other, logs in)."""
+    return (f"SELECT rolpassword = '{verifier}' FROM pg_authid WHERE rolname = "
+            f"'{role.replace(chr(39), chr(39) * 2)}';\n")
 
 
 def scram_verifier(password: Secret, *, iterations: int = 4096, salt: bytes | None = None) -> str:

@@ -98,6 +98,12 @@ class Backend(Protocol):
         where the backend cannot run a command in a container."""
         ...
 
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
+        """Run `sql` with psql inside the project's running db container, as its owner role over the local
+        socket (no password, no published port); psql's unaligned output, ProvisionError quoting psql on
+        failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens)."""
+        ...
+
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         """Make the backend's own copy of the project's secrets these values (rotation), where it keeps one
         (holds_secrets: Coolify's service variables); the stack is re-applied afterwards."""

@@ -8,6 +8,7 @@ import json
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -62,13 +63,26 @@ def test_backup_restore_rotate_and_clone_through_the_published_port(
     assert sql(new_url, "select count(*) from items") == [(4,)]
 
 
-def test_without_a_published_port_the_data_verbs_say_what_works(
+def test_without_a_published_port_dumps_are_refused_and_rotation_goes_through_a_task(
         tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
-    box = make_sandbox(tmp_path, docker_emulator)
+    emu = docker_emulator
+    box = make_sandbox(tmp_path, emu)
     box.write_env_text(coolify_env(dict(test_images), timeout=90))
-    box.cli("provision", timeout=300)
-    for verb in (("backup", "--project=shop"), ("rotate", "--project=shop", "--secret=db_password", "--yes"),
-                 ("psql", "--project=shop", "--command=select 1")):
+    api_url = box.cli("provision", "--json", timeout=300).json()["projects"][0]["api_url"]
+    for verb in (("backup", "--project=shop"), ("psql", "--project=shop", "--command=select 1")):
         refused = box.cli(*verb, check=False, timeout=120)
         assert refused.returncode == 1 and "db_public_port" in refused.stderr, refused.output
     assert not (box.state_dir / "backups").exists()
+
+    old_url = box.cli("outputs", "--project=shop", "--format=json").json()["db_url"]
+    rotated = box.cli("rotate", "--project=shop", "--secret=db_password", "--yes", timeout=300)
+    assert "its SCRAM verifier, checked in the database" in rotated.stdout, rotated.output
+    new_url = box.cli("outputs", "--project=shop", "--format=json").json()["db_url"]
+    new_password = urlsplit(new_url).password
+    assert new_password and new_url != old_url
+    posted = [r for r in emu.requests if r.method == "POST" and r.path.endswith("/scheduled-tasks")]
+    assert posted and all(new_password not in json.dumps(r.body) for r in posted)  # no plaintext in a command
+    assert any(r.path.endswith("/execute") for r in emu.requests) and not emu.core.store.tasks  # deleted after
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
+    with opener.open(api_url + "/", timeout=10) as response:  # the API connects with the new password
+        assert response.status == 200

@@ -151,6 +151,9 @@ class MemoryBackend:
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         self.calls.append("store_secrets")
 
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
+        raise NotSupported("the memory backend has no database")
+
     def image_major(self, image: str) -> int:
         return 17 if image.endswith(":17") else 15
 

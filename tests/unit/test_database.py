@@ -78,12 +78,12 @@ def test_row_counts_and_versions_parse_psql_output() -> None:
     assert database.row_counts(IN_CONTAINER, runner) == {"public.items": 3, "public.odd|name": 0}
 
 
-def test_a_new_password_goes_as_a_scram_verifier_on_stdin() -> None:
-    runner = FakeRunner().on("psql")
-    database.set_password(IN_CONTAINER, runner, 'we"ird', Secret("n3w-password"))
-    statement = runner.inputs[0].decode()
-    assert statement.startswith('ALTER ROLE "we""ird" PASSWORD \'SCRAM-SHA-256$4096:')
-    assert "n3w-password" not in statement and "n3w-password" not in " ".join(runner.calls[0])
+def test_a_new_password_is_set_as_a_scram_verifier() -> None:
+    statement, verifier = database.password_statement('we"ird', Secret("n3w-password"))
+    assert statement == f'ALTER ROLE "we""ird" PASSWORD \'{verifier}\';\n' and verifier.startswith("SCRAM-SHA-256$4096:")
+    assert "n3w-password" not in statement
+    assert database.verifier_check("o'brien", verifier) == (
+        f"SELECT rolpassword = '{verifier}' FROM pg_authid WHERE rolname = 'o''brien';\n")
 
 
 def test_the_scram_verifier_is_the_one_postgresql_computes() -> None:

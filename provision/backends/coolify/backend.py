@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import re
+import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlsplit
 
 from ... import interrupts
 from ...config import EnvConfig
+from ...database import PSQL_AS_OWNER
 from ...errors import (
     AmbiguousResult,
     BackendUnavailable,
@@ -67,6 +69,8 @@ API_PORT = 3000
 LOG_LINES = 40
 FOLLOW_INTERVAL = 2.0  # seconds between two asks for new log lines (`logs --follow`)
 FOLLOW_LINES = 500  # lines asked for each time while following
+TASK_FREQUENCY = "0 0 1 1 *"  # a one-off task's cron: it is disabled and only ever run through /execute
+TASK_QUEUE_SLACK = 120.0  # seconds a task may wait for a queue worker, on top of its own timeout
 MIN_LOCK_TTL = 600.0  # seconds; a lock lives 3 x health.timeout, never less than this
 START_GRACE = 0.5  # seconds between POST start and the first status poll
 
@@ -470,6 +474,55 @@ class CoolifyBackend:
             return None
         scheme, _, host = domain.rpartition("://")
         return f"{scheme or 'https'}://{target.project}-{target.env}.{host}"
+
+    # --- commands in the db container: one-off scheduled tasks ----------------------------------------
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
+        """`sql` through psql in the service's db container as a one-off scheduled task (POST .../scheduled-tasks,
+        POST .../execute, poll .../executions, DELETE: app/Http/Controllers/Api/ScheduledTasksController.php,
+        app/Jobs/ScheduledTaskJob.php). The SQL travels base64-encoded through the two shells the command passes;
+        psql connects over the container's local socket as POSTGRES_USER. Any read token can see a task's
+        command and output, so callers put no plaintext secret in `sql`."""
+        refs = observed.handle if isinstance(observed.handle, Refs) else None
+        if refs is None or refs.service_uuid is None or not observed.exists:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
+        encoded = base64.b64encode(sql.encode()).decode()
+        # a task runs in the only running container whatever `container` says: the guard refuses the api's
+        script = ("command -v psql >/dev/null 2>&1 || { echo PROVISION_WRONG_CONTAINER; exit 97; }; "
+                  f"echo {encoded} | base64 -d | {PSQL_AS_OWNER}; rc=$?; echo PROVISION_RC=$rc; exit $rc")
+        output = self._run_task(refs.service_uuid, "db", script, timeout=timeout, purpose="sql")
+        return "\n".join(line for line in output.splitlines() if not line.startswith("PROVISION_RC="))
+
+    def _run_task(self, uuid: str, container: str, script: str, *, timeout: float, purpose: str) -> str:
+        """Create a disabled task (never due: it runs only through /execute), execute it, wait for its run
+        and delete it; the run's output, or ProvisionError quoting it."""
+        body = {"name": f"provision-{purpose}-{secrets.token_hex(3)}", "command": script,
+                "frequency": TASK_FREQUENCY, "container": container, "timeout": max(1, int(timeout)),
+                "enabled": False}
+        task = self.client.request_object("POST", f"/services/{uuid}/scheduled-tasks", body=body, keys=("uuid",))
+        path = f"/services/{uuid}/scheduled-tasks/{task['uuid']}"
+        try:
+            self.client.request("POST", f"{path}/execute")
+            finished: list[dict[str, Any]] = []
+
+            def done() -> str | None:
+                runs = self.client.request_list("GET", f"{path}/executions")
+                if runs and str(runs[0].get("status")) != "running":
+                    finished.append(runs[0])
+                    return None
+                return f"run {runs[0].get('status')}" if runs else "not picked up by a worker yet"
+
+            outcome = wait_for({"task": done}, timeout=timeout + TASK_QUEUE_SLACK, interval=0.5, max_interval=3.0)
+            if not outcome.ok:
+                raise HealthTimeout(f"Coolify did not run the task in the {container} container within "
+                                    f"{timeout + TASK_QUEUE_SLACK:.0f} s ({outcome.failures['task']})")
+        finally:
+            with contextlib.suppress(ProvisionError):
+                self.client.request("DELETE", path)
+        run = finished[0]
+        message = str(run.get("message") or "")
+        if run.get("status") != "success" or "PROVISION_WRONG_CONTAINER" in message:
+            raise ProvisionError(f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}")
+        return message
 
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         refs = observed.handle if isinstance(observed.handle, Refs) else None

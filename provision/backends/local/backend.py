@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +18,7 @@ from typing import Any
 
 from ... import names
 from ...config import EnvConfig
-from ...database import major_of
+from ...database import PSQL_AS_OWNER, major_of
 from ...errors import (
     BackendError,
     BackendUnavailable,
@@ -409,6 +410,17 @@ class LocalBackend:
         label = self._label(target)
         with sdk_errors("list volumes"):
             return list(client.volumes.list(filters={"label": label}))
+
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
+        """`docker exec -i <db> psql` as POSTGRES_USER over the container's socket, `sql` on its stdin."""
+        argv = self.exec_argv(target, "db", ["sh", "-c", PSQL_AS_OWNER])
+        with tempfile.TemporaryFile() as statements:
+            statements.write(sql.encode())
+            statements.seek(0)
+            result = self.compose.runner.run(argv, timeout=timeout, stdin=statements)
+        if result.returncode != 0:
+            raise CommandFailed(argv, result.returncode, result.stderr)
+        return result.stdout
 
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         """Nothing: the service's secrets file is the copy the compose env file is written from."""
