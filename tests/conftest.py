@@ -140,3 +140,26 @@ def sql(url: str, statement: str, *params: object) -> list[tuple]:  # type: igno
         rows = cursor.fetchall() if cursor.description else []
         conn.commit()
         return rows
+
+
+def reload_schema(db_url: str, api_url: str, table: str, *, proxy: str | None = None, timeout: float = 15) -> None:
+    """What a deploy does after DDL: `NOTIFY pgrst, 'reload schema'`, then wait until the API (PostgREST's
+    schema cache) serves `table`."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    sql(db_url, "NOTIFY pgrst, 'reload schema'")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": proxy} if proxy else {}))
+    deadline = time.monotonic() + timeout
+    status = 0
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(f"{api_url}/{table}", timeout=5) as response:
+                status = response.status
+        except urllib.error.HTTPError as error:
+            status = error.code
+        if status != 404:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{api_url}/{table} still answers 404 after NOTIFY pgrst, 'reload schema'")

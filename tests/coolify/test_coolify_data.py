@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from tests.conftest import sql
+from tests.conftest import reload_schema, sql
 from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 
@@ -30,6 +30,7 @@ def test_backup_restore_rotate_and_clone_through_the_published_port(
     db_url, api_url = result["db_url"], result["api_url"]
     sql(db_url, "create table items (id int primary key)")
     sql(db_url, "insert into items select generate_series(1, 4)")
+    reload_schema(db_url, api_url, "items", proxy=emu.proxy_url)
 
     made = box.cli("backup", "--project=shop", "--json", timeout=300).json()["details"]
     assert made["row_counts"] == {"public.items": 4} and made["backend"] == "coolify"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sql
+from tests.conftest import reload_schema, sql
 from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 
@@ -29,6 +29,7 @@ def test_the_pushed_stack_runs_and_serves_data(tmp_path: Path, docker_emulator: 
 
     sql(result["db_url"], "CREATE TABLE notes (id serial PRIMARY KEY, body text)")
     sql(result["db_url"], "INSERT INTO notes (body) VALUES ('through coolify')")
+    reload_schema(result["db_url"], result["api_url"], "notes", proxy=emu.proxy_url)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
     with opener.open(result["api_url"] + "/notes", timeout=10) as response:
         assert json.loads(response.read()) == [{"id": 1, "body": "through coolify"}]

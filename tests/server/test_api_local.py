@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.conftest import _docker, sql
+from tests.conftest import _docker, reload_schema, sql
 from tests.sandbox import Sandbox
 from tests.server.conftest import TOKEN, Server, free_port, problem, run_server
 
@@ -33,6 +33,7 @@ def test_full_lifecycle_over_http(sandbox: Sandbox, server_factory: list[Server]
     assert body["id"] == "web" and body["status"] == "running" and body["backend"] == "local"
     assert body["api_url"].startswith("http://127.0.0.1:") and body["db_url"].startswith("postgresql://app:")
     sql(body["db_url"], "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    reload_schema(body["db_url"], body["api_url"], "t")
     assert httpx.get(body["api_url"] + "/t", timeout=10).json() == [{"v": 1}]
 
     assert api.get("/v1/projects/web").json()["status"] == "running"

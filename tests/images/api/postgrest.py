@@ -13,14 +13,22 @@ PGRST_SERVER_HOST (default all IPv4 interfaces), PGRST_SERVER_PORT (default 3000
 
 Each request opens its own connection, so the server answers while the db is down.
 Rows are turned into JSON by PostgreSQL (json_agg), as PostgREST does.
+
+Like PostgREST, it serves only the tables in its schema cache: loaded when it first reaches the
+database, and loaded again on `NOTIFY pgrst, 'reload schema'` (its db-channel, LISTENed on by a
+thread that reconnects, reloading on every reconnect) or SIGUSR1. A table created since is a 404
+(PGRST205) until then.
 """
 from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import sys
+import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -75,6 +83,69 @@ def run(query: sql.Composable, params: Any = None) -> tuple[Any, ...] | None:
         raise ApiError(status, code, diag.message_primary or str(e), diag.message_detail, diag.message_hint) from e
     finally:
         conn.close()
+
+
+class SchemaCache:
+    """The tables PostgREST knows; None until the database was first reached."""
+
+    def __init__(self) -> None:
+        self.tables: frozenset[str] | None = None
+        self.lock = threading.Lock()
+
+    def load(self, cursor: Any = None) -> None:
+        query = "SELECT table_name FROM information_schema.tables WHERE table_schema = %s"
+        if cursor is not None:
+            cursor.execute(query, (SCHEMA,))
+            names = frozenset(r[0] for r in cursor.fetchall())
+        else:
+            conn = psycopg2.connect(DB_URI, connect_timeout=5, application_name="postgrest-schema")
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute(query, (SCHEMA,))
+                    names = frozenset(r[0] for r in cur.fetchall())
+            finally:
+                conn.close()
+        with self.lock:
+            self.tables = names
+
+    def require(self, table: str) -> None:
+        with self.lock:
+            tables = self.tables
+        if tables is None:
+            try:
+                self.load()
+            except psycopg2.Error as e:
+                raise ApiError(503, "PGRST002", "Could not query the database for the schema cache. Retrying.",
+                               str(e).strip()) from e
+            with self.lock:
+                tables = self.tables
+        if tables is not None and table not in tables:
+            raise ApiError(404, "PGRST205", f"Could not find the table '{SCHEMA}.{table}' in the schema cache",
+                           hint="Reload the schema cache: NOTIFY pgrst, 'reload schema'")
+
+    def listen(self) -> None:
+        """LISTEN pgrst forever: reload on 'reload schema' (or an empty payload) and on every reconnect."""
+        while True:
+            try:
+                conn = psycopg2.connect(DB_URI, connect_timeout=5, application_name="postgrest-listener")
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("LISTEN pgrst")
+                    self.load(cur)
+                    while True:
+                        if select.select([conn], [], [], 5) != ([], [], []):
+                            conn.poll()
+                            reload = False
+                            while conn.notifies:
+                                reload |= conn.notifies.pop(0).payload in ("", "reload schema")
+                            if reload:
+                                self.load(cur)
+                                print("Schema cache reloaded", flush=True)
+            except psycopg2.Error:
+                time.sleep(1)
+
+
+CACHE = SchemaCache()
 
 
 def openapi(host: str) -> dict[str, Any]:
@@ -206,6 +277,7 @@ class Handler(BaseHTTPRequestHandler):
                 return
             if not path or "/" in path:
                 raise ApiError(404, None, "Not Found")
+            CACHE.require(path)
             if method == "GET":
                 query, params = select_query(path, url.query)
                 rows, count = run(query, params) or ("[]", 0)
@@ -259,6 +331,8 @@ def main() -> None:
     # As PID 1 the kernel ignores SIGTERM unless a handler is installed.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGUSR1, lambda _signum, _frame: threading.Thread(target=CACHE.load, daemon=True).start())
+    threading.Thread(target=CACHE.listen, daemon=True, name="listener").start()
     print(f"Listening on {host}:{PORT} (schema {SCHEMA}, anon role {ANON_ROLE or '-'})", flush=True)
     try:
         server.serve_forever()
