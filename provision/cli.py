@@ -453,10 +453,11 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm (the project is stopped while it moves)",
             "finalize": "Delete the old data an upgrade kept", "rollback": "Return to the old data and image",
+            "backup": "With --rollback: first back up what was written since the upgrade (default)",
             "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
 def upgrade_db(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
-               finalize: bool = False, rollback: bool = False, json: bool = False, lock_timeout: str | None = None,
-               quiet: bool = False) -> None:
+               finalize: bool = False, rollback: bool = False, backup: bool = True, json: bool = False,
+               lock_timeout: str | None = None, quiet: bool = False) -> None:
     """Move a project's data to the PostgreSQL major of the env's db image: backup, new data directory,
     restore, row counts checked; the old data is kept until --finalize (--rollback returns to it)."""
     project = _require_project(project)
@@ -467,7 +468,7 @@ def upgrade_db(c: Context, env: str | None = None, project: str | None = None, y
         if finalize:
             result = data.finalize(project, yes=yes)
         elif rollback:
-            result = data.rollback(project, yes=yes)
+            result = data.rollback(project, yes=yes, backup=backup)
         else:
             result = data.upgrade(project, yes=yes)
     _data_result(result, json, "\n".join(result.messages))

@@ -29,9 +29,10 @@ from .errors import (
     with_note,
 )
 from .model import Observed, Prepared, Target
+from .render import DEFAULT_DB_VOLUME
 from .results import ProjectResult
 from .secrets import Secret, generate_secret
-from .state import utc_now
+from .state import utc_now, utc_stamp
 
 if TYPE_CHECKING:
     from .service import Provisioner, _Operation
@@ -281,15 +282,21 @@ class DataLifecycle:
             made = self._dump(old_target, access, label=f"before-upgrade-to-{new_major}")
             op.changed = True
             label = f"pg{old_major}"
-            service.reporter.step(project, f"stopping; keeping the PostgreSQL {old_major} data aside")
+            record = service.record(project)
+            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+            new_key = old_key
             down_since = time.monotonic()
-            service.backend.control(old_target, observed, "stop")
-            kept = service.backend.keep_data(old_target, label, old_image)
-            kept_data = {"label": label, "volume": kept, "image": old_image, "major": old_major,
-                         "backup": str(made.path), "at": utc_now()}
+            if service.backend.copies_data:
+                service.reporter.step(project, f"stopping; keeping the PostgreSQL {old_major} data aside")
+                service.backend.control(old_target, observed, "stop")
+            else:  # the old volume stays untouched; the stack moves to a new, empty one
+                new_key = f"{DEFAULT_DB_VOLUME}_pg{new_major}_{utc_stamp().lower()}"
+            kept = service.backend.keep_data(old_target, label, old_image, old_key)
+            kept_data = {"label": label, "volume": kept, "volume_key": old_key, "image": old_image,
+                         "major": old_major, "backup": str(made.path), "at": utc_now()}
             record = service.record(project)
             if record is not None:
-                record = service._write(record.evolve(kept_data=kept_data), record)
+                record = service._write(record.evolve(kept_data=kept_data, db_volume=new_key), record)
             try:
                 service.reporter.step(project, f"starting PostgreSQL {new_major} on a new data directory")
                 service._converge(target, op, major_change=True)
@@ -317,8 +324,9 @@ class DataLifecycle:
             "from_major": old_major, "to_major": new_major, "kept_volume": kept, "backup": str(made.path),
             "downtime_s": round(downtime, 3), "row_counts": made.row_counts})
 
-    def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Return to the data and image an upgrade kept (writes made since the upgrade are in a backup)."""
+    def rollback(self, project: str, *, yes: bool = False, backup: bool = True) -> ProjectResult:
+        """Return to the data and image an upgrade kept; what was written since the upgrade is saved in a
+        backup first unless `backup` is False."""
         if not yes:
             raise ConfirmationRequired(f"upgrade-db --rollback returns {project!r} to the data kept before its "
                                        f"upgrade; what was written since is saved in a backup first: add --yes")
@@ -329,16 +337,21 @@ class DataLifecycle:
             since = None
             observed = service._observe(target, service.record(project))
             db = observed.services.get("db")
-            if db is not None and db.running:  # save what was written since the upgrade
+            if backup and db is not None and db.running:  # save what was written since the upgrade
                 _, _, access = self._running_db(target)
-                since = self._dump(target, access, label="before-rollback")
+                try:
+                    since = self._dump(target, access, label="before-rollback")
+                except CommandFailed as exc:
+                    raise with_note(exc, "Nothing was rolled back: what was written since the upgrade could not be "
+                                         "saved (a pg_dump older than the server?); install a client of the "
+                                         "server's version, or roll back without it: --no-backup") from exc
             op.changed = True
             old_target = with_db_image(target, str(kept_data["image"]))
             self._return_to_kept(old_target, kept_data, drop=True)
         return self._result(target, "upgrade-db --rollback", "running", op, [
             f"back on PostgreSQL {kept_data['major']} ({kept_data['image']}) with the data kept before the upgrade",
-            f"what was written since the upgrade is in {since.path}" if since else "the db was not running: "
-            "nothing written since the upgrade could be saved",
+            f"what was written since the upgrade is in {since.path}" if since else
+            "nothing written since the upgrade was saved (--no-backup, or the db was not running)",
             f"envs/{target.env}.yml still names {target.config.images.db}: set images.db back, or provision will "
             f"refuse until the next upgrade-db"], {"backup": str(since.path) if since else None})
 
@@ -351,14 +364,17 @@ class DataLifecycle:
         target = service.known_target(project)
         with service._operation(target, "upgrade-db --finalize") as op:
             kept_data = self._kept(target)
-            dropped = service.backend.drop_kept(target, str(kept_data["label"]))
+            try:
+                dropped = service.backend.drop_kept(target, str(kept_data["label"]))
+                done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
+            except NotSupported as exc:
+                dropped, done = None, f"{exc}: the volume {kept_data.get('volume')} stays"
             record = service.record(project)
             if record is not None:
                 service._write(record.evolve(kept_data={}), record)
             op.changed = True
         return self._result(target, "upgrade-db --finalize", "running", op,
-                            [f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone",
-                             f"the backup {kept_data.get('backup')} stays"], {"deleted_volume": dropped})
+                            [done, f"the backup {kept_data.get('backup')} stays"], {"deleted_volume": dropped})
 
     def _kept(self, target: Target) -> dict[str, Any]:
         record = self.service.record(target.project)
@@ -367,18 +383,23 @@ class DataLifecycle:
         return dict(record.kept_data)
 
     def _return_to_kept(self, old_target: Target, kept_data: dict[str, Any], *, drop: bool) -> None:
-        """Stop, put the kept data back, apply the old image (the lock is held); with `drop`, the kept copy
-        is then deleted and the record forgets it."""
+        """Put the kept data back (local: copied back into the stopped stack's volume; Coolify: the stack moves
+        back to the old volume) and apply the old image (the lock is held); with `drop`, a local kept copy is
+        then deleted. The record forgets the upgrade."""
         service = self.service
-        observed = service._observe(old_target, service.record(old_target.project))
-        if observed.any_running:
-            service.backend.control(old_target, observed, "stop")
         label = str(kept_data["label"])
-        service.backend.return_data(old_target, label, str(kept_data["image"]))
+        if service.backend.copies_data:
+            observed = service._observe(old_target, service.record(old_target.project))
+            if observed.any_running:
+                service.backend.control(old_target, observed, "stop")
+            service.backend.return_data(old_target, label, str(kept_data["image"]))
+        record = service.record(old_target.project)
+        if record is not None:
+            service._write(record.evolve(db_volume=str(kept_data.get("volume_key") or "")), record)
         from .service import _Operation
 
         service._converge(old_target, _Operation("rollback"), major_change=True)
-        if drop:
+        if drop and service.backend.copies_data:
             service.backend.drop_kept(old_target, label)
         record = service.record(old_target.project)
         if record is not None:

@@ -136,6 +136,8 @@ def load_template(path: Path) -> jinja2.Template:
     """The compiled template at `path` (cached until the file changes)."""
     return _load_template(str(path), _version(path))
 
+DEFAULT_DB_VOLUME = "pgdata"
+
 
 def build_context(
     config: EnvConfig,
@@ -143,9 +145,12 @@ def build_context(
     *,
     backend: str,
     ports: Ports | None,
+    db_volume: str = DEFAULT_DB_VOLUME,
 ) -> dict[str, Any]:
-    """The variables the template sees; pure data, no secrets (only `${VAR}` references)."""
+    """The variables the template sees; pure data, no secrets (only `${VAR}` references). `db_volume`: the
+    compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify)."""
     return {
+        "db_volume": db_volume,
         "project": spec.name,
         "env": config.name,
         "backend": backend,

@@ -41,7 +41,7 @@ from .errors import (
 from .hooks import Hooks, hook_variables
 from .model import ABSENT, NO_ENDPOINTS, ControlVerb, Endpoints, Handle, LockInfo, Observed, Prepared, Target
 from .planner import Action, Plan, plan, unified_diff
-from .render import RenderedStack, build_context, deployed_stack_hash, render_stack
+from .render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
 from .shell import ShellCommand
@@ -185,7 +185,9 @@ class Provisioner:
         )
 
     def _render(self, target: Target, prepared: Prepared) -> RenderedStack:
-        context = build_context(target.config, target.spec, backend=self.backend.name, ports=prepared.ports)
+        record = self.record(target.project)
+        context = build_context(target.config, target.spec, backend=self.backend.name, ports=prepared.ports,
+                                db_volume=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME)
         return render_stack(target.config.template_path, context, prepared.secrets)
 
     def render(self, project: str) -> tuple[RenderedStack, Prepared]:

@@ -89,6 +89,9 @@ class ProjectRecord:
     # set by upgrade-db until --finalize or --rollback: the data kept aside (label, volume, image, major,
     # backup) so that --rollback can return to it
     kept_data: Mapping[str, Any] = field(default_factory=dict)
+    # the compose key of the db's data volume when it is not the template's default (after a major upgrade
+    # on a backend that cannot copy volumes: Coolify)
+    db_volume: str = ""
 
     def evolve(self, **changes: Any) -> ProjectRecord:
         return replace(self, **changes)

@@ -24,6 +24,9 @@ class Backend(Protocol):
     # True when the backend stores the project's secrets itself (Coolify): the service keeps a copy
     # only while no stack holds them (after a destroy that kept the data)
     holds_secrets: bool
+    # True when keep_data copies the old data aside and empties the volume (local); False when the old volume
+    # stays untouched and the stack must move to a new volume key instead (Coolify: no volume operations)
+    copies_data: bool
 
     def describe(self) -> str:
         """e.g. 'Local Docker provider' or 'Coolify provider (https://coolify.example/api/v1)'."""
@@ -119,9 +122,10 @@ class Backend(Protocol):
         None when the project has no data yet."""
         ...
 
-    def keep_data(self, target: Target, label: str, image: str) -> str:
-        """Move the stopped project's data aside into a kept volume named with `label`, leaving its data
-        volume empty for a new server to initialise; returns the kept volume's name."""
+    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
+        """Keep the project's data (in the volume of compose key `volume_key`) for a major upgrade; returns the
+        kept volume's name. copies_data: copied into a volume named with `label` and the (stopped) data volume
+        emptied for a new server to initialise; otherwise only named (the stack moves to a new volume key)."""
         ...
 
     def return_data(self, target: Target, label: str, image: str) -> str:

@@ -57,10 +57,22 @@ def test_backup_restore_rotate_and_clone_through_the_published_port(
     sql(cloned["db_url"], "insert into items values (99)")
     assert sql(new_url, "select count(*) from items") == [(4,)]
 
+    # PostgreSQL 15 -> 17: Coolify's API cannot copy a volume, so the stack moves to a new one
     box.write_env_text(coolify_env({**test_images, "db": "provision-test/postgres:17"}, timeout=90,
                                    extra=f"variables:\n  db_public_port: {port}\n"))
-    upgrade = box.cli("upgrade-db", "--project=shop", "--yes", check=False)
-    assert upgrade.returncode == 1 and "provision clone" in upgrade.stderr, upgrade.output  # no volume operations
+    [planned] = box.cli("plan", "--project=shop", "--json", timeout=300).json()["projects"]
+    assert planned["outcome"] == "upgrade-db" and "15 → 17" in planned["reason"]
+    refused = box.cli("provision", "--project=shop", check=False, timeout=300)
+    assert refused.returncode == 1 and "upgrade-db" in refused.stderr
+    upgraded = box.cli("upgrade-db", "--project=shop", "--yes", "--json", timeout=600).json()["details"]
+    assert (upgraded["from_major"], upgraded["to_major"]) == (15, 17) and upgraded["kept_volume"].endswith("_pgdata")
+    assert sql(new_url, "show server_version_num")[0][0].startswith("17")
+    assert sql(new_url, "select count(*) from items") == [(4,)]
+    with opener.open(api_url + "/items", timeout=10) as response:
+        assert len(json.loads(response.read())) == 4
+    back = box.cli("upgrade-db", "--project=shop", "--rollback", "--yes", "--no-backup", timeout=600)
+    assert "back on PostgreSQL 15" in back.stdout
+    assert sql(new_url, "show server_version_num")[0][0].startswith("15")
     assert sql(new_url, "select count(*) from items") == [(4,)]
 
 

@@ -58,6 +58,7 @@ class MemoryBackend:
 
     name: str = "memory"
     holds_secrets: bool = False
+    copies_data: bool = True
     dumps_before_delete: bool = True
     deployed: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> service hashes
     running: dict[str, bool] = field(default_factory=dict)
@@ -160,7 +161,7 @@ class MemoryBackend:
     def data_major(self, target: Target, image: str) -> int | None:
         return self.data_majors.get(target.project)
 
-    def keep_data(self, target: Target, label: str, image: str) -> str:
+    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
         raise NotSupported("no volumes here")
 
     def return_data(self, target: Target, label: str, image: str) -> str:

@@ -12,6 +12,8 @@ import base64
 import contextlib
 import re
 import secrets
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 from ... import interrupts
 from ...config import EnvConfig
-from ...database import PSQL_AS_OWNER
+from ...database import PSQL_AS_OWNER, major_of
 from ...errors import (
     AmbiguousResult,
     BackendUnavailable,
@@ -37,6 +39,7 @@ from ...errors import (
     ProjectConflict,
     ProvisionError,
     StateError,
+    tail,
 )
 from ...model import (
     NO_ENDPOINTS,
@@ -105,6 +108,7 @@ class CoolifyBackend:
 
     name = "coolify"
     holds_secrets = True
+    copies_data = False  # no volume operations in Coolify's API: an upgrade moves to a new volume key
 
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
@@ -981,19 +985,44 @@ class CoolifyBackend:
             f"and this machine's own psql connects to it")
 
     def image_major(self, image: str) -> int:
-        raise NotSupported(f"Coolify's API cannot run the image {image!r} to ask its PostgreSQL version")
+        """Coolify's API cannot run an image; this machine's Docker Engine can, when it has one and the image."""
+        docker = shutil.which("docker")
+        if docker is None:
+            raise NotSupported(f"Coolify's API cannot run {image!r} to ask its PostgreSQL version, and this machine "
+                               f"has no docker CLI to ask it here")
+        argv = [docker, "run", "--rm", "--network", "none", "--entrypoint", "postgres", image, "--version"]
+        try:
+            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,  # noqa: S603
+                                    stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as exc:
+            raise NotSupported(f"`postgres --version` in {image!r} did not answer here in 120 s") from exc
+        if result.returncode != 0:
+            raise NotSupported(f"cannot run {image!r} on this machine to ask its PostgreSQL version "
+                               f"({tail(result.stderr, 2)}): pull it here first")
+        return major_of(result.stdout)
 
     def data_major(self, target: Target, image: str) -> int | None:
-        raise NotSupported("Coolify's API cannot read a file of a service's volume")
+        """The running server's major (SHOW server_version_num, through a one-off task): the data directory's."""
+        observed = self.observe(target, None)
+        db = observed.services.get("db")
+        if not observed.exists or db is None or not db.running:
+            raise NotSupported(f"the db of {target.project!r} is not running, and Coolify's API cannot read its "
+                               f"volume's PG_VERSION")
+        return int(self.run_sql(target, observed, "SHOW server_version_num;").strip()) // 10000
 
-    def keep_data(self, target: Target, label: str, image: str) -> str:
-        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
+    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
+        """Nothing moves: Coolify keeps the volume `<service uuid>_<key>` until the service is deleted with
+        its volumes; the stack moves to a new key."""
+        refs = self.observe(target, None).handle
+        uuid = refs.service_uuid if isinstance(refs, Refs) else None
+        return f"{uuid}_{volume_key}" if uuid else volume_key
 
     def return_data(self, target: Target, label: str, image: str) -> str:
         raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
 
     def drop_kept(self, target: Target, label: str) -> str | None:
-        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
+        raise NotSupported("Coolify's API deletes a service's volumes only with the service "
+                           "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)")
 
     def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
         """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400
@@ -1086,9 +1115,8 @@ def _app_state(app: Mapping[str, Any]) -> ServiceState:
     return ServiceState(state, rest.split(":")[0])
 
 
-_NO_VOLUMES = ("Coolify's API has no volume operations (no copy, no move aside), so {project!r} cannot be upgraded in "
-               "place: clone it to a new project on the new image (`provision clone --env={env} --project={project} "
-               "--to=<new> --set images.db=<new image>`), check it, then switch your clients to it")
+_NO_VOLUMES = ("Coolify's API has no volume operations (no copy, no move aside) for {project!r} in env {env!r}: "
+               "an upgrade moves the stack to a new volume instead")
 
 
 def _docker_stamp(moment: datetime) -> str:

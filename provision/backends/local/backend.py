@@ -117,6 +117,7 @@ class LocalBackend:
 
     name = "local"
     holds_secrets = False
+    copies_data = True
 
     def __init__(
         self,
@@ -442,7 +443,7 @@ class LocalBackend:
                                   f"read PG_VERSION in volume {volume}", volumes={volume: "/data"})
         return int(output.strip()) if output.strip().isdigit() else None
 
-    def keep_data(self, target: Target, label: str, image: str) -> str:
+    def keep_data(self, target: Target, label: str, image: str, volume_key: str = "pgdata") -> str:
         """Copy the (stopped) project's data volume into a new volume `<volume>-<label>`, then empty the
         original, so the next start initialises a new data directory; returns the kept volume's name."""
         volume = self._data_volume(target)
