@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cleanup, environ, invoke, make_root, ratio, summary, timed  # noqa: E402
+from bench.common import cleanup, environ, invoke, make_root, ratio, summary  # noqa: E402
 
 PG17 = "provision-test/postgres:17"
 
@@ -30,6 +30,13 @@ def _cli_json(root: Path, *args: str) -> dict[str, object]:
     result = subprocess.run([sys.executable, "-m", "invoke", *args, "--json"], cwd=root, env=environ(root),
                             capture_output=True, text=True, check=True)
     return dict(json.loads(result.stdout))
+
+
+def _timed_io(argv: list[str], **streams: object) -> float:
+    """Wall time of `argv` with its stdin or stdout redirected to a file."""
+    started = time.perf_counter()
+    subprocess.run(argv, check=True, stderr=subprocess.DEVNULL, **streams)  # type: ignore[call-overload]
+    return time.perf_counter() - started
 
 
 def _psql(container: str, statement: str) -> None:
@@ -54,15 +61,15 @@ def main() -> None:
         for i in range(options.runs):
             samples["backup"].append(invoke(root, "backup", f"--env={env}", "--project=shop"))
             with (raw / f"{i}.dump").open("wb") as out:
-                samples["raw_dump"].append(timed(["docker", "exec", container, "pg_dump", "-Fc", "-U", "app",
-                                                  "-d", "app"], stdout=out))
+                samples["raw_dump"].append(_timed_io(["docker", "exec", container, "pg_dump", "-Fc", "-U", "app",
+                                                      "-d", "app"], stdout=out))
             size = (raw / f"{i}.dump").stat().st_size
             samples["restore"].append(invoke(root, "restore", f"--env={env}", "--project=shop", "--from=latest",
                                              "--yes"))
             with (raw / f"{i}.dump").open("rb") as dump:
-                samples["raw_restore"].append(timed(["docker", "exec", "-i", container, "pg_restore", "--clean",
-                                                     "--if-exists", "--single-transaction", "-U", "app", "-d", "app"],
-                                                    stdin=dump))
+                samples["raw_restore"].append(_timed_io(["docker", "exec", "-i", container, "pg_restore", "--clean",
+                                                         "--if-exists", "--single-transaction", "-U", "app", "-d",
+                                                         "app"], stdin=dump, stdout=subprocess.DEVNULL))
         env_file = root / "envs" / f"{env}.yml"
         env_file.write_text(env_file.read_text().replace("provision-test/postgres:15", PG17))
         started = time.perf_counter()

@@ -256,41 +256,74 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
         _print(output.table(summary.results, columns, show_secrets=show_secrets))
 
 
-def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool,
-             quiet: bool, no_color: bool) -> None:
+ALL_HELP = "Every project of the env that has a stack (running or stopped)"
+PARALLEL_HELP = "With --all: how many projects at once (default 4)"
+KEEP_GOING_HELP = "With --all: go on after a project failed (default: start no further project)"
+
+
+def _fleet(env: str | None, project: str | None, all_: bool, parallel: str, keep_going: bool, json: bool,
+           quiet: bool, no_color: bool, lock_timeout: str | None, action: str,
+           operation: Callable[[Provisioner, str], ProjectResult], *, skip_hooks: bool = False) -> None:
+    """One project, or with --all every deployed project of the env (bounded parallelism, a summary table on
+    stderr, exit 1 when any failed)."""
     from provision import output
 
-    project = _require_project(project)
+    if all_ and project is not None:
+        raise Exit("error: --all and --project exclude each other: pass one", code=2)
+    if not all_:
+        project = _require_project(project)
+    workers = int(_number("parallel", parallel, minimum=1))
     with _session(quiet=quiet, color=not no_color) as reporter:
-        result = _provisioner(env, reporter, lock_timeout=lock_timeout).control(project, verb)
+        provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
+        if project is not None:
+            result = operation(provisioner, project)
+            _print(output.to_json(result.to_dict()) if json else
+                   output.table([result], ("project", "status", "changed", "api_url", "db_url")))
+            return
+        summary = provisioner.run_many(provisioner.deployed(), lambda name: operation(provisioner, name),
+                                       action=action, keep_going=keep_going, parallel=workers)
+    if not quiet:
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s")) + "\n")
     if json:
-        _print(output.to_json(result.to_dict()))
-    else:
-        _print(output.table([result], ("project", "status", "changed", "api_url", "db_url")))
+        _print(output.summary_json(summary))
+    if not summary.ok:
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in summary.results if r.error and
+                             r.status != "skipped"), code=1)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
-            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
+def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool,
+             quiet: bool, no_color: bool, all_: bool, parallel: str, keep_going: bool) -> None:
+    _fleet(env, project, all_, parallel, keep_going, json, quiet, no_color, lock_timeout, verb,
+           lambda provisioner, name: provisioner.control(name, verb))
+
+
+_CONTROL_HELP = {"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
+                 "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP, "all": ALL_HELP, "parallel": PARALLEL_HELP,
+                 "keep_going": KEEP_GOING_HELP}
+
+
+@task(help=_CONTROL_HELP)
 def stop(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-         json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
-    """Stop a project's containers; data and configuration are kept."""
-    _control(env, project, "stop", lock_timeout, json, quiet, no_color)
+         json: bool = False, quiet: bool = False, no_color: bool = False, all: bool = False, parallel: str = "4",
+         keep_going: bool = False) -> None:
+    """Stop a project's containers (or every project's, --all); data and configuration are kept."""
+    _control(env, project, "stop", lock_timeout, json, quiet, no_color, all, parallel, keep_going)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
-            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
+@task(help=_CONTROL_HELP)
 def start(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-          json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
-    """Start a stopped project and wait until it answers."""
-    _control(env, project, "start", lock_timeout, json, quiet, no_color)
+          json: bool = False, quiet: bool = False, no_color: bool = False, all: bool = False, parallel: str = "4",
+          keep_going: bool = False) -> None:
+    """Start a stopped project (or every project, --all) and wait until it answers."""
+    _control(env, project, "start", lock_timeout, json, quiet, no_color, all, parallel, keep_going)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON",
-            "quiet": QUIET_HELP, "no_color": NO_COLOR_HELP})
+@task(help=_CONTROL_HELP)
 def restart(c: Context, env: str | None = None, project: str | None = None, lock_timeout: str | None = None,
-            json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
-    """Restart a project's containers and wait until it answers."""
-    _control(env, project, "restart", lock_timeout, json, quiet, no_color)
+            json: bool = False, quiet: bool = False, no_color: bool = False, all: bool = False, parallel: str = "4",
+            keep_going: bool = False) -> None:
+    """Restart a project's containers (or every project's, --all) and wait until it answers."""
+    _control(env, project, "restart", lock_timeout, json, quiet, no_color, all, parallel, keep_going)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "service": "Only this service (db or api)",
@@ -522,13 +555,25 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
             "delete_data": "Also delete the database volume (needs --yes); a pg_dump is written first",
             "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
             "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON", "quiet": QUIET_HELP,
-            "no_color": NO_COLOR_HELP})
+            "no_color": NO_COLOR_HELP, "all": ALL_HELP + " (needs --yes; data is kept)", "parallel": PARALLEL_HELP,
+            "keep_going": KEEP_GOING_HELP})
 def destroy(c: Context, env: str | None = None, project: str | None = None, delete_data: bool = False,
             yes: bool = False, backup: bool = True, skip_hooks: bool = False, lock_timeout: str | None = None,
-            json: bool = False, quiet: bool = False, no_color: bool = False) -> None:
-    """Remove a project's containers and network; its data volume is kept unless --delete-data --yes."""
+            json: bool = False, quiet: bool = False, no_color: bool = False, all: bool = False, parallel: str = "4",
+            keep_going: bool = False) -> None:
+    """Remove a project's containers and network (or every project's, --all --yes); its data volume is kept
+    unless --delete-data --yes (one project at a time)."""
     from provision import output
 
+    if all:
+        if delete_data:
+            raise Exit("error: --delete-data deletes one project's data at a time: it does not go with --all", code=2)
+        if not yes:
+            raise Exit("error: destroy --all removes the stack of every project in the env (their data is kept): "
+                       "add --yes to confirm", code=2)
+        _fleet(env, project, True, parallel, keep_going, json, quiet, no_color, lock_timeout, "destroy",
+               lambda provisioner, name: provisioner.destroy(name), skip_hooks=skip_hooks)
+        return
     project = _require_project(project)
     with _session(quiet=quiet, color=not no_color) as reporter:
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)

@@ -758,6 +758,12 @@ class Provisioner:
         extra |= set(self._observe_env() if deployed is None else deployed)
         return declared + sorted(extra - set(declared))
 
+    def deployed(self) -> list[str]:
+        """The env's projects that have a stack (running or stopped), declared ones first: what `--all` acts on
+        (one backend query)."""
+        found = self._observe_env()
+        return [name for name in self.project_names(found) if (seen := found.get(name)) is not None and seen.exists]
+
     # --- names taken, for requests that create projects --------------------------------------
     def is_taken(self, project: str) -> bool:
         """A live record or something deployed under this name. A destroyed or failed project, or one

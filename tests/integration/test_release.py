@@ -20,6 +20,11 @@ def _containers(sandbox: Sandbox, project: str | None = None) -> list[str]:
     return _docker("ps", "-aq", "--filter", f"label=io.provision.env={sandbox.env}", "--filter", label).stdout.split()
 
 
+def _running(sandbox: Sandbox, project: str) -> bool:
+    label = f"label=io.provision.project={project}"
+    return bool(_docker("ps", "-q", "--filter", f"label=io.provision.env={sandbox.env}", "--filter", label).stdout.split())
+
+
 def _plan(sandbox: Sandbox, *args: str) -> tuple[int, dict]:  # type: ignore[type-arg]
     result = sandbox.cli("plan", "--json", "--detailed-exitcode", *args, check=False)
     assert result.returncode in (0, 2), result.stderr
@@ -176,6 +181,21 @@ def test_ten_projects_in_parallel_fail_fast_and_keep_going(sandbox: Sandbox) -> 
     assert statuses == {"p00": "failed", **{n: "running" for n in names[1:]}}
     ports = {p["api_url"] for p in keep_going.json()["projects"] if p["api_url"]}
     assert len(ports) == 9
+
+    # fleet verbs over every deployed project of the env (p00 never came up: not deployed)
+    stopped = sandbox.cli("stop", "--all", "--parallel=4", "--json")
+    assert {p["project"]: p["status"] for p in stopped.json()["projects"]} == {n: "stopped" for n in names[1:]}
+    assert "PROJECT" in stopped.stderr and not any(_running(sandbox, n) for n in names)
+    started = sandbox.cli("start", "--all", "--parallel=4", "--json").json()["projects"]
+    assert [p["status"] for p in started] == ["running"] * 9 and all(p["changed"] for p in started)
+    again = sandbox.cli("start", "--all", "--json").json()["projects"]
+    assert not any(p["changed"] for p in again)  # nothing to do: changed is false everywhere
+    refused = sandbox.cli("destroy", "--all", check=False)
+    assert refused.returncode == 2 and "--yes" in refused.stderr and _running(sandbox, "p01")
+    gone = sandbox.cli("destroy", "--all", "--yes", "--json").json()["projects"]
+    assert [p["status"] for p in gone] == ["destroyed"] * 9 and not any(_containers(sandbox, n) for n in names)
+    both = sandbox.cli("stop", "--all", "--project=p01", check=False)
+    assert both.returncode == 2 and "--all" in both.stderr
 
 
 def test_history_lists_state_changing_operations(sandbox: Sandbox) -> None:

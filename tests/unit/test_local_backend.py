@@ -260,7 +260,7 @@ def test_no_drift_for_an_absent_stack_even_with_a_known_handle(target: Target, s
 # --- 3. prepare --------------------------------------------------------------------------------------
 def test_prepare_generates_secrets_and_leases_ports_but_writes_no_secrets(target: Target,
                                                                          store: StateStore) -> None:
-    runner = FakeRunner().on("docker", "volume", "ls", stdout="")
+    runner = FakeRunner()
     prepared = backend(store, runner).prepare(target, ABSENT, {}, create=True)
     assert prepared.new_secrets and not prepared.preview
     assert {"DB_PASSWORD", "JWT_SECRET"} <= set(prepared.secrets)
@@ -273,8 +273,7 @@ def test_prepare_generates_secrets_and_leases_ports_but_writes_no_secrets(target
     # the secrets are the service's to save
     assert not store.paths("demo", "shop").secrets.exists()
     assert store.read_secrets("demo", "shop") == {}
-    [call] = runner.calls
-    assert call[:3] == ("docker", "volume", "ls") and PROJECT_LABEL in call
+    assert runner.calls == []  # what is kept was observed already (observe names a kept data volume)
 
 
 def test_prepare_again_with_stored_secrets_keeps_them_and_the_lease(target: Target, store: StateStore) -> None:
@@ -287,9 +286,9 @@ def test_prepare_again_with_stored_secrets_keeps_them_and_the_lease(target: Targ
 
 
 def test_prepare_refuses_new_secrets_over_an_existing_data_volume(target: Target, store: StateStore) -> None:
-    runner = FakeRunner().on("docker", "volume", "ls", stdout=VOLUME_LS)
+    kept = Observed(exists=False, kept_data="shop_demo_pgdata")
     with pytest.raises(StateError, match="data volume shop_demo_pgdata") as info:
-        backend(store, runner).prepare(target, ABSENT, {}, create=True)
+        backend(store, FakeRunner()).prepare(target, kept, {}, create=True)
     assert "secrets" in str(info.value)
     assert not (store.root / "ports.json").exists()
 

@@ -207,10 +207,7 @@ class LocalBackend:
                 ) if not observed.exists else None
                 return Prepared(secrets=stored, ports=ports, preview=True)
             return Prepared(secrets=stored, ports=ports)
-        kept = observed.kept_data
-        if not stored.get("DB_PASSWORD") and not observed.exists and kept is None:
-            label = self._label(target)
-            kept = next(iter(self.compose.volumes(label).values()), None)
+        kept = observed.kept_data  # observe names a kept data volume whenever no container exists
         if not stored.get("DB_PASSWORD") and (observed.exists or kept):
             what = "containers" if observed.exists else f"its data volume {kept}"
             raise StateError(
