@@ -20,6 +20,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import names
 from .errors import ConfigError, InvalidName
+from .resources import DEFAULTS as DEFAULT_LIMITS
+from .resources import POSTGRES_SETTINGS, StackLimits
+from .resources import limits as stack_limits
 from .secrets import Secret
 
 BackendName = Literal["local", "coolify"]
@@ -54,6 +57,10 @@ def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
     for key in ("db_user", "db_name"):
         if key in value and not _PG_IDENTIFIER.match(str(value[key])):
             raise ValueError(f"{key} {value[key]!r} must be a lowercase PostgreSQL identifier such as 'app'")
+    connections = value.get("pg_max_connections")
+    if connections is not None and (isinstance(connections, bool) or not str(connections).isdigit()
+                                    or not 5 <= int(connections) <= 10000):
+        raise ValueError(f"pg_max_connections {connections!r} must be a whole number from 5 to 10000")
     if "db_public_port" in value:
         port = value["db_public_port"]
         if isinstance(port, bool) or not str(port).isdigit() or not 1024 <= int(port) <= 65535:
@@ -64,6 +71,7 @@ def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
 class ProjectDecl(_Strict):
     name: str
     variables: dict[str, Scalar] = Field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
@@ -184,6 +192,7 @@ class EnvFile(_Strict):
     images: Images
     projects: list[ProjectDecl] = Field(default_factory=list)
     variables: dict[str, Scalar] = Field(default_factory=dict)
+    resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     local: LocalSettings = Field(default_factory=LocalSettings)
     coolify: CoolifySettings = Field(default_factory=CoolifySettings)
@@ -206,6 +215,7 @@ class ProjectSpec:
     env: str
     declared: bool
     variables: Mapping[str, str]
+    limits: StackLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +248,8 @@ class EnvConfig:
     owner: str | None = None
     # `provision --project=P` may create a project the env file does not declare without --create
     allow_undeclared: bool = False
+    # the env file's resources: (an undeclared project's limits)
+    limits: StackLimits = DEFAULT_LIMITS
 
     @property
     def relpath(self) -> str:
@@ -264,7 +276,7 @@ class EnvConfig:
         for spec in self.projects:
             if names.normalise(spec.name) == names.normalise(name):
                 raise InvalidName(f"project name {name!r} collides with declared project {spec.name!r}")
-        return ProjectSpec(name=name, env=self.name, declared=False, variables=self.variables)
+        return ProjectSpec(name=name, env=self.name, declared=False, variables=self.variables, limits=self.limits)
 
 
 def available_envs(root: Path) -> list[str]:
@@ -351,14 +363,17 @@ def load_env(
 
     _check_variables_used(parsed, template_path, shown)
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
+    env_limits = _limits(shown, "resources", parsed.resources)
     projects = tuple(
         ProjectSpec(
             name=p.name,
             env=env,
             declared=True,
             variables={**env_variables, **{k: _scalar(v) for k, v in p.variables.items()}},
+            limits=_limits(shown, f"projects[{i}].resources", parsed.resources, p.resources) if p.resources
+            else env_limits,
         )
-        for p in parsed.projects
+        for i, p in enumerate(parsed.projects)
     )
     return EnvConfig(
         name=env,
@@ -376,11 +391,20 @@ def load_env(
         coolify_credentials=credentials,
         owner=parsed.owner,
         allow_undeclared=parsed.allow_undeclared,
+        limits=env_limits,
     )
 
 
-# variables provision itself reads (db_url, pg_dump, the Coolify db port), whatever the template uses
-CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port"})
+# variables provision itself reads (db_url, pg_dump, the Coolify db port, PostgreSQL's settings), whatever the
+# template uses
+CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port", *(f"pg_{k}" for k in POSTGRES_SETTINGS)})
+
+
+def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:
+    try:
+        return stack_limits(*layers)
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: {where}.{exc}") from None
 
 
 def _check_variables_used(parsed: EnvFile, template_path: Path, shown: str) -> None:

@@ -159,6 +159,13 @@ CASES = [
          env_file=GOOD_ENV_LINES + "variables:\n  db_user: Robert'); DROP\n"),
     Case("db_public_port out of range", ("provision", f"--env={BAD_ENV}"), 2, "db_public_port",
          env_file=GOOD_ENV_LINES + "variables:\n  db_public_port: 80\n"),
+    Case("a memory limit below the minimum", ("provision", f"--env={BAD_ENV}"), 2, "resources.db.memory: 10M",
+         env_file=GOOD_ENV_LINES + "resources:\n  db: {memory: 10M}\n"),
+    Case("a size that is no size", ("provision", f"--env={BAD_ENV}"), 2, "projects[0].resources.api.memory: 'lots'",
+         env_file="images:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\nprojects:\n"
+                  "  - name: shop\n    resources: {api: {memory: lots}}\n"),
+    Case("resources of an unknown service", ("provision", f"--env={BAD_ENV}"), 2, "'web'",
+         env_file=GOOD_ENV_LINES + "resources:\n  web: {cpus: 1}\n"),
     Case("a network pool too small", ("provision", f"--env={BAD_ENV}"), 2, "network_pool",
          env_file=GOOD_ENV_LINES + "local:\n  network_pool: 10.0.0.0/30\n"),
     Case("a network pool that is no network", ("provision", f"--env={BAD_ENV}"), 2, "network_pool",

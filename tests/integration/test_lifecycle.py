@@ -150,3 +150,22 @@ def test_state_files_are_private(sandbox: Sandbox) -> None:
     password = sandbox.secrets("shop")["DB_PASSWORD"]
     assert password not in (project_dir / "docker-compose.yml").read_text()
     assert password not in (project_dir / "state.json").read_text()
+
+
+def test_resource_limits_and_postgres_settings_reach_the_containers(sandbox: Sandbox) -> None:
+    sandbox.write_env(["shop"], extra="resources:\n  api: {memory: 48M, cpus: 0.25}\n")
+    sandbox.write_env_text(sandbox.root.joinpath("envs", f"{sandbox.env}.yml").read_text().replace(
+        "  - name: shop\n", "  - name: shop\n    resources: {db: {memory: 192M, memory_reservation: 96M}}\n"))
+    sandbox.cli("provision", "--project=shop")
+    _, db_url = _urls(sandbox)
+
+    def host_config(service: str, key: str) -> str:
+        name = f"{sandbox.compose_name('shop')}-{service}-1"
+        return _docker("inspect", "-f", f"{{{{.HostConfig.{key}}}}}", name).stdout.strip()
+
+    assert host_config("db", "Memory") == str(192 * 1024 * 1024)
+    assert host_config("db", "MemoryReservation") == str(96 * 1024 * 1024)
+    assert host_config("db", "NanoCpus") == str(10**9)  # the default 1.0
+    assert host_config("api", "Memory") == str(48 * 1024 * 1024) and host_config("api", "NanoCpus") == str(25 * 10**7)
+    assert sql(db_url, "SHOW shared_buffers") == [("48MB",)]  # a quarter of 192M
+    assert sql(db_url, "SHOW max_connections") == [("40",)]
