@@ -80,7 +80,7 @@ def test_bad_project_names_are_refused_with_nothing_created(sandbox: Sandbox, na
 
 def test_a_stack_that_never_gets_healthy_fails_with_the_log_tail(sandbox: Sandbox) -> None:
     # the api image is swapped for the bare base image: its command exits at once
-    sandbox.write_env(["shop"], timeout=20,
+    sandbox.write_env(["shop"], timeout=8,
                       images={"db": sandbox.images["db"], "api": "provision-test/debian-base:bookworm"})
     result = sandbox.cli("provision", "--project=shop", check=False)
     assert result.returncode != 0
