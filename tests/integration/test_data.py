@@ -94,7 +94,13 @@ def test_clone_copies_rows_and_writes_stay_apart(sandbox: Sandbox) -> None:
     assert _count(source_url) == 5
 
 
+def _anonymous_volumes() -> set[str]:
+    return set(subprocess.run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], capture_output=True,
+                              text=True, timeout=60, check=True).stdout.split())
+
+
 def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
+    before = _anonymous_volumes()
     sandbox.cli("provision", "--project=shop")
     api_url, db_url = _urls(sandbox, "shop")
     _seed(db_url, 7)
@@ -129,6 +135,7 @@ def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
     assert kept and _major(db_url) == 17
     sandbox.cli("upgrade-db", "--project=shop", "--finalize", "--yes")
     assert not [v for v in _volumes(sandbox) if v.endswith("-pg15")] and _count(db_url) == 7
+    assert _anonymous_volumes() - before == set()  # the helper containers took their anonymous volumes along
 
 
 def test_rotating_the_db_password(sandbox: Sandbox) -> None:

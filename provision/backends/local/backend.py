@@ -485,25 +485,24 @@ class LocalBackend:
                 names.LABEL_PROJECT: target.project, names.LABEL_ENV: target.env}
 
     def _run_helper(self, image: str, command: list[str], operation: str, *,
-                    volumes: Mapping[str, str] | None = None) -> str:
+                    volumes: Mapping[str, str] | None = None, timeout: float = 1800) -> str:
         """Run `command` as root in a throwaway container of `image` without network; its output, or
-        CommandFailed with the output's tail."""
-        import docker.errors
-
+        CommandFailed with the output's tail. The container goes with its anonymous volumes (a postgres
+        image declares VOLUME for its data directory, which `remove=True` alone would leave behind)."""
         client = self._docker_client()
         binds = {name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()}
-        try:
-            with sdk_errors(operation):
-                output = client.containers.run(image, command[1:], entrypoint=[command[0]], user="0:0", remove=True,
-                                               network_mode="none", volumes=binds, stdout=True, stderr=True,
-                                               labels={names.LABEL_MANAGED: "true", names.LABEL_ENV: "helper"})
-        except BackendError as exc:
-            cause = exc.__cause__
-            if isinstance(cause, docker.errors.ContainerError):
-                raise CommandFailed(command, cause.exit_status, (cause.stderr or b"").decode(errors="replace"),
-                                    hint=operation) from exc
-            raise
-        return bytes(output).decode(errors="replace")
+        with sdk_errors(operation):
+            container = client.containers.run(image, command[1:], entrypoint=[command[0]], user="0:0", detach=True,
+                                              network_mode="none", volumes=binds,
+                                              labels={names.LABEL_MANAGED: "true", names.LABEL_ENV: "helper"})
+            try:
+                code = int(container.wait(timeout=timeout).get("StatusCode", -1))
+                output = bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
+            finally:
+                container.remove(v=True, force=True)
+        if code != 0:
+            raise CommandFailed(command, code, output, hint=operation)
+        return output
 
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
