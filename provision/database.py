@@ -162,7 +162,8 @@ def read_header(path: Path) -> DumpHeader:
     """The header of a pg_dump custom-format archive (pg_backup_archiver.c, ReadHead); BackupError for a file
     that is not one (a plain SQL dump, a truncated or corrupt file)."""
     try:
-        data = path.read_bytes()[:4096]
+        with path.open("rb") as dump_file:
+            data = dump_file.read(4096)  # the header only: a dump can be gigabytes
     except OSError as exc:
         raise BackupError(f"{path}: cannot be read ({exc.strerror})") from exc
     reader = _HeaderReader(data, path)

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import names
+from . import backups, names
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
@@ -82,7 +82,7 @@ class Workspace:
             raise ProjectConflict(f"{to!r} already exists in env {target_env!r}: a clone never overwrites a project; "
                                   f"pick a new name or destroy it first")
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")
-        chosen = source.data.choose(project, str(made.details["path"]))
+        chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
         created = dest.provision(to, create=True)
         try:
             restored = dest.data.restore_into_new(to, chosen)
