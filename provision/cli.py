@@ -25,7 +25,7 @@ from invoke.tasks import task
 if TYPE_CHECKING:
     from provision.model import ControlVerb
     from provision.report import Reporter
-    from provision.results import ProjectResult
+    from provision.results import ProjectResult, RunSummary
     from provision.service import Provisioner
 
 ROOT_VARIABLE = "PROVISION_ROOT"
@@ -150,6 +150,13 @@ def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | s
     return Workspace(_root()).provisioner(_require_env(env), **options)
 
 
+def _exit_if_failed(summary: RunSummary) -> None:
+    """Exit 1 naming each project that failed (those skipped after it are in the summary)."""
+    if not summary.ok:
+        failed = [r for r in summary.results if r.error and r.status != "skipped"]
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+
+
 def _print(text: str) -> None:
     sys.stdout.write(text.rstrip("\n") + "\n")
     sys.stdout.flush()
@@ -194,9 +201,7 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
         sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
-    if not summary.ok:
-        failed = [r for r in summary.results if r.error and r.status != "skipped"]
-        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+    _exit_if_failed(summary)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
@@ -286,9 +291,7 @@ def _fleet(env: str | None, project: str | None, all_: bool, parallel: str, keep
         sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s")) + "\n")
     if json:
         _print(output.summary_json(summary))
-    if not summary.ok:
-        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in summary.results if r.error and
-                             r.status != "skipped"), code=1)
+    _exit_if_failed(summary)
 
 
 def _control(env: str | None, project: str | None, verb: ControlVerb, lock_timeout: str | None, json: bool,
@@ -423,8 +426,7 @@ def backup(c: Context, env: str | None = None, project: str | None = None, all: 
         _print(output.summary_json(summary))
     else:
         _print("\n".join(str(r.details.get("path", "")) for r in summary.results if r.error is None))
-    if not summary.ok:
-        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in summary.results if r.error), code=1)
+    _exit_if_failed(summary)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON"})

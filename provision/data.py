@@ -53,34 +53,56 @@ class DataLifecycle:
     def access(self, target: Target, observed: Observed, prepared: Prepared) -> database.DbAccess:
         """The db container's own tools (their major is the server's) where the backend can exec in it, else
         this machine's tools through the published port; NotSupported saying what would work."""
-        variables = target.spec.variables
-        password = prepared.secrets.get("DB_PASSWORD")
-        environment = {"PGPASSWORD": password} if password is not None else {}
-        user, dbname = str(variables["db_user"]), str(variables["db_name"])
         try:
-            prefix = self.service.backend.exec_argv(target, "db", [], env_names=tuple(environment))
-            return database.DbAccess(tuple(prefix), "127.0.0.1", 5432, user, dbname, environment,
-                                     where="in the db container")
+            return self.container_access(target, prepared)
         except NotSupported as cannot_exec:
-            record = self.service.record(target.project)
-            endpoints = self.service.backend.endpoints(target, self.service._known(observed, record), prepared)
-            if endpoints.db_url is None or endpoints.db_url_scope not in ("host", "public"):
+            found = self.host_access(target, observed, prepared)
+            if found is None:
                 raise NotSupported(
                     f"{cannot_exec} And the db of {target.project!r} is not published to this machine: set "
                     f"variables.db_public_port (a port of the server reachable from here) in envs/{target.env}.yml, "
                     f"run provision, and PostgreSQL's tools on this machine do it through that port") from None
-            url = urlsplit(endpoints.db_url.reveal())
-            host, port = url.hostname or "127.0.0.1", url.port or 5432
-            return database.DbAccess((), host, port, user, dbname, environment, where=f"from this machine ({host}:{port})")
+            return found
 
-    def _running_db(self, target: Target) -> tuple[Observed, Prepared, database.DbAccess]:
+    def container_access(self, target: Target, prepared: Prepared, *, tty: bool = False) -> database.DbAccess:
+        """The tools inside the running db container (`exec_argv`; NotSupported where the backend cannot)."""
+        environment = self._environment(prepared)
+        prefix = self.service.backend.exec_argv(target, "db", [], env_names=tuple(environment), tty=tty)
+        return database.DbAccess(tuple(prefix), "127.0.0.1", 5432, *self._role(target), environment,
+                                 where="in the db container")
+
+    def host_access(self, target: Target, observed: Observed, prepared: Prepared) -> database.DbAccess | None:
+        """This machine's tools through the db's published port; None when it is not published here."""
+        record = self.service.record(target.project)
+        endpoints = self.service.backend.endpoints(target, self.service._known(observed, record), prepared)
+        if endpoints.db_url is None or endpoints.db_url_scope not in ("host", "public"):
+            return None
+        url = urlsplit(endpoints.db_url.reveal())
+        host, port = url.hostname or "127.0.0.1", url.port or 5432
+        return database.DbAccess((), host, port, *self._role(target), self._environment(prepared),
+                                 where=f"from this machine ({host}:{port})")
+
+    @staticmethod
+    def _role(target: Target) -> tuple[str, str]:
+        return str(target.spec.variables["db_user"]), str(target.spec.variables["db_name"])
+
+    @staticmethod
+    def _environment(prepared: Prepared) -> dict[str, Secret]:
+        password = prepared.secrets.get("DB_PASSWORD")
+        return {"PGPASSWORD": password} if password is not None else {}
+
+    def running(self, target: Target) -> tuple[Observed, Prepared]:
+        """What runs and the project's secrets, once its db is seen running (ProvisionError saying to start it)."""
         record = self.service.record(target.project)
         observed = self.service._observe(target, record)
         db = observed.services.get("db")
         if db is None or not db.running:
             raise ProvisionError(f"the db of {target.project!r} is not running in env {target.env!r}: run "
                                  f"`provision start --env={target.env} --project={target.project}` first")
-        prepared = self.service._prepare(target, observed, create=False)
+        return observed, self.service._prepare(target, observed, create=False)
+
+    def _running_db(self, target: Target) -> tuple[Observed, Prepared, database.DbAccess]:
+        observed, prepared = self.running(target)
         return observed, prepared, self.access(target, observed, prepared)
 
     # --- backup ---------------------------------------------------------------------------
@@ -418,12 +440,7 @@ class DataLifecycle:
         target = service.known_target(project)
         name = secret.upper()
         with service._operation(target, f"rotate {secret}") as op:
-            observed = service._observe(target, service.record(project))
-            db = observed.services.get("db")
-            if db is None or not db.running:
-                raise ProvisionError(f"the db of {project!r} is not running in env {target.env!r}: run "
-                                     f"`provision start --env={target.env} --project={project}` first")
-            prepared = service._prepare(target, observed, create=False)
+            observed, prepared = self.running(target)
             old = prepared.secrets.get(name)
             if old is None:
                 raise ProvisionError(f"the current {name} of {project!r} is unknown here: nothing was changed")

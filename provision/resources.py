@@ -115,7 +115,7 @@ def postgres_settings(memory: int | None, variables: Mapping[str, str]) -> dict[
     if memory is None:
         return overrides
     mib = memory // MIB
-    connections = int(overrides.get("max_connections", "40")) if overrides.get("max_connections", "40").isdigit() else 40
+    connections = int(overrides.get("max_connections", "40"))  # a whole number: the env file's schema checked it
     derived = {
         "max_connections": str(connections),
         "shared_buffers": f"{max(16, mib // 4)}MB",

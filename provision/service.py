@@ -18,7 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from . import compose_check, history, interrupts, names
 from .backends.base import Backend
@@ -722,33 +721,19 @@ class Provisioner:
         if via not in ("auto", "host", "container"):
             raise ConfigError(f"--via {via!r}: use auto, host or container")
         target = self.known_target(project)
-        record = self.record(project)
-        observed = self._observe(target, record)
-        db = observed.services.get("db")
-        if db is None or not db.running:
-            raise ProvisionError(f"the db of {project!r} is not running in env {self.env!r}: run "
-                                 f"`provision start --env={self.env} --project={project}`")
-        prepared = self._prepare(target, observed, create=False)
-        password = prepared.secrets.get("DB_PASSWORD")
-        environment = {"PGPASSWORD": password} if password is not None else {}
-        variables = target.spec.variables
-        options = ["--username", str(variables["db_user"]), "--dbname", str(variables["db_name"]),
-                   *(["--command", sql] if sql is not None else [])]
+        observed, prepared = self.data.running(target)
+        options = ["--dbname", str(target.spec.variables["db_name"]), *(["--command", sql] if sql is not None else [])]
         if via != "container":
-            endpoints = self.backend.endpoints(target, self._known(observed, record), prepared)
             client = shutil.which("psql")
-            published = endpoints.db_url is not None and endpoints.db_url_scope in ("host", "public")
-            if client is not None and published and endpoints.db_url is not None:
-                url = urlsplit(endpoints.db_url.reveal())
-                return ShellCommand((client, "--host", url.hostname or "127.0.0.1", "--port", str(url.port or 5432),
-                                     *options), environment, via="this machine's psql")
+            host = self.data.host_access(target, observed, prepared)
+            if client is not None and host is not None:
+                return ShellCommand(tuple(host.argv("psql", *options)), host.environment, via="this machine's psql")
             if via == "host":
                 raise ProvisionError("this machine has no psql (install postgresql-client)" if client is None else
                                      f"the db of {project!r} is not published to this machine "
                                      f"(set variables.db_public_port), so only --via=container can reach it")
-        argv = self.backend.exec_argv(target, "db", ["psql", "--host", "127.0.0.1", *options],
-                                      env_names=tuple(environment), tty=tty)
-        return ShellCommand(tuple(argv), environment, via="psql in the db container")
+        inside = self.data.container_access(target, prepared, tty=tty)
+        return ShellCommand(tuple(inside.argv("psql", *options)), inside.environment, via="psql in the db container")
 
     def project_names(self, deployed: Mapping[str, Observed] | None = None, *,
                       recorded: Mapping[str, ProjectRecord | None] | None = None) -> list[str]:

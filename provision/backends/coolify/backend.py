@@ -13,7 +13,6 @@ import contextlib
 import re
 import secrets
 import shutil
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -23,11 +22,13 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ... import interrupts
+from ...commands import SubprocessRunner
 from ...config import EnvConfig
 from ...database import PSQL_AS_OWNER, major_of
 from ...errors import (
     AmbiguousResult,
     BackendUnavailable,
+    CommandFailed,
     ConfigError,
     CoolifyAPIError,
     CoolifyAuthError,
@@ -992,9 +993,8 @@ class CoolifyBackend:
                                f"has no docker CLI to ask it here")
         argv = [docker, "run", "--rm", "--network", "none", "--entrypoint", "postgres", image, "--version"]
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False,  # noqa: S603
-                                    stdin=subprocess.DEVNULL)
-        except subprocess.TimeoutExpired as exc:
+            result = SubprocessRunner().run(argv, timeout=120)
+        except CommandFailed as exc:  # the runner's timeout
             raise NotSupported(f"`postgres --version` in {image!r} did not answer here in 120 s") from exc
         if result.returncode != 0:
             raise NotSupported(f"cannot run {image!r} on this machine to ask its PostgreSQL version "

@@ -522,17 +522,11 @@ class LocalBackend:
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: datetime | None = None, follow: bool = False) -> Iterator[str]:
         """`docker compose logs`, redacted; with `follow`, line by line until the reader stops."""
-        if not follow and since is None:
-            yield self._logs(target, service=service, tail=tail)
+        if not follow:
+            yield self._logs(target, service=service, tail=tail, since=since)
             return
-        args = ["logs", "--no-color", "--tail", str(tail)]
-        if since is not None:
-            args += ["--since", since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
-        if follow:
-            args.append("--follow")
-        if service:
-            args += ["--", service]
-        secrets = [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
+        args = _logs_args(tail, (service,) if service else (), since, follow=True)
+        secrets = self._secret_values(target)
         for line in self._compose(target).stream(self._files(target, with_file=False), *args):
             yield redact(strip_ansi(line), secrets)
 
@@ -548,14 +542,14 @@ class LocalBackend:
             argv += ["--env", name]
         return [*argv, running[0].name, *command]
 
-    def _logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = ()) -> str:
-        selected = (service,) if service else services
-        args = ["logs", "--no-color", "--tail", str(tail)]
-        if selected:
-            args += ["--", *selected]
+    def _logs(self, target: Target, *, service: str | None, tail: int, services: tuple[str, ...] = (),
+              since: datetime | None = None) -> str:
+        args = _logs_args(tail, (service,) if service else services, since)
         result = self._compose(target).run(self._files(target, with_file=False), *args, timeout=60)
-        secrets = [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
-        return redact(strip_ansi(result.stdout + result.stderr), secrets)
+        return redact(strip_ansi(result.stdout + result.stderr), self._secret_values(target))
+
+    def _secret_values(self, target: Target) -> list[str]:
+        return [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
 
     def _subnets_in_use(self) -> list[str]:
         """Subnets of every Docker network on the engine (asked only when a new subnet is leased)."""
@@ -619,6 +613,16 @@ def _observed(containers: list[ContainerState]) -> Observed:
         compose_hashes={c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers},
     )
     return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running)
+
+
+def _logs_args(tail: int, services: tuple[str, ...], since: datetime | None, *, follow: bool = False) -> list[str]:
+    """`docker compose logs` arguments: the last `tail` lines per service, written since `since` (UTC)."""
+    args = ["logs", "--no-color", "--tail", str(tail)]
+    if since is not None:
+        args += ["--since", since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    if follow:
+        args.append("--follow")
+    return args + (["--", *services] if services else [])
 
 
 def _url_host(address: str) -> str:
