@@ -2,7 +2,8 @@
 
     python bench/bench_local.py [--runs N]
 
-1. cold `invoke provision` / raw `docker compose up -d --wait` on the same rendered file and images
+1. cold `invoke provision` / raw `docker compose up -d --wait` on the same rendered file and images (with
+   the pre-issue-12 1 s healthcheck the raw side needs: common.raw_baseline)
 2. no-op re-provision / raw `docker compose up -d --wait` on the already running stack
 3. `invoke --list` wall time
 4. rendering 1,000 project x env combinations (in process)
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, cleanup, invoke, make_root, ratio, summary, timed  # noqa: E402
+from bench.common import REPO, cleanup, invoke, make_root, ratio, raw_baseline, summary, timed  # noqa: E402
 
 
 def bench_cold_and_noop(runs: int) -> dict[str, list[float]]:
@@ -36,7 +37,7 @@ def bench_cold_and_noop(runs: int) -> dict[str, list[float]]:
             invoke(root, "destroy", f"--env={env}", f"--project={project}", "--delete-data", "--yes", "--no-backup")
             raw_dir = root / "raw" / project
             raw_dir.mkdir(parents=True)
-            (raw_dir / "docker-compose.yml").write_text(saved[0])
+            (raw_dir / "docker-compose.yml").write_text(raw_baseline(saved[0]))
             (raw_dir / "secrets.env").write_text(saved[1])
             argv = ["docker", "compose", "--project-name", f"raw{project}_{env}", "--file", str(raw_dir / "docker-compose.yml"),
                     "--env-file", str(raw_dir / "secrets.env"), "up", "-d", "--wait"]

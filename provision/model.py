@@ -51,8 +51,10 @@ class ServiceState:
 
     @property
     def ready(self) -> bool:
-        """The one definition of ready: running, and healthy or without a healthcheck verdict."""
-        return self.running and self.health in ("", "healthy", "unknown")
+        """The one definition of ready: running, and not judged unhealthy. A healthcheck still `starting` counts:
+        its first check comes only after health.interval (long, to keep idle stacks cheap), so readiness is
+        decided by provision's own probes of what the stack serves (Backend.wait), not by the healthcheck."""
+        return self.running and self.health != "unhealthy"
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -47,6 +48,47 @@ def postgres_probe(url: str, *, timeout: float = 3.0) -> Probe:
         return None
 
     return check
+
+
+def postgres_ping(host: str, port: int, *, timeout: float = 2.0) -> Probe:
+    """Passes when a PostgreSQL server at host:port accepts connections, as `pg_isready` decides (libpq's
+    PQping): it answers a startup message with an authentication request, or with any error but
+    57P03 "the database system is starting up". Needs no password; a proxy that accepts and then drops
+    the connection (Docker's, before the server listens) does not pass."""
+
+    def check() -> str | None:
+        user = b"provision-ping"
+        params = b"user\0" + user + b"\0database\0" + user + b"\0\0"
+        startup = (8 + len(params)).to_bytes(4, "big") + (196608).to_bytes(4, "big") + params  # protocol 3.0
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                sock.sendall(startup)
+                kind = sock.recv(1)
+                if kind == b"R":
+                    return None
+                if kind != b"E":
+                    return f"{host}:{port} closed the connection (the server is not listening yet)"
+                length = int.from_bytes(_recv_exactly(sock, 4), "big")
+                body = _recv_exactly(sock, max(0, min(length - 4, 8192)))
+        except OSError as exc:
+            return f"{host}:{port} does not accept connections: {exc}"
+        fields = {chunk[:1]: chunk[1:].decode(errors="replace") for chunk in body.split(b"\0") if chunk}
+        if fields.get(b"C") == "57P03":
+            return f"{host}:{port}: {fields.get(b'M', 'the database system is starting up')}"
+        return None
+
+    return check
+
+
+def _recv_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError("the server closed the connection")
+        data += chunk
+    return data
 
 
 @dataclass(frozen=True)

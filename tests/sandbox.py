@@ -45,7 +45,7 @@ class Sandbox:
         images = images or self.images
         lines = ["backend: local", "images:", f"  db: {images['db']}", f"  api: {images['api']}"]
         lines += ["projects:", *(f"  - name: {p}" for p in projects)] if projects else ["projects: []"]
-        lines += ["health:", f"  timeout: {timeout}", "  interval: 1", "local:", "  port_range: [32000, 32999]"]
+        lines += ["health:", f"  timeout: {timeout}", "local:", "  port_range: [32000, 32999]"]
         self.write_env_text("\n".join(lines) + "\n" + extra, name=name)
 
     def write_env_text(self, text: str, *, name: str | None = None) -> None:

@@ -29,7 +29,7 @@ def coolify_env(images: dict[str, str] = PUBLIC_IMAGES, *, projects: tuple[str, 
                 timeout: float = 20, extra: str = "", owner: str = OWNER) -> str:
     listed = "".join(f"  - name: {p}\n" for p in projects)
     return (f"owner: {owner}\nbackend: coolify\nimages:\n  db: {images['db']}\n  api: {images['api']}\n"
-            f"projects:\n{listed}health:\n  timeout: {timeout}\n  interval: 1\n"
+            f"projects:\n{listed}health:\n  timeout: {timeout}\n"
             f"coolify:\n  request_timeout: 3\n" + extra)
 
 

@@ -277,7 +277,9 @@ class DockerBackend:
         state, health = info["state"], info["health"]
         if state == "running":
             if health == "starting":
-                return "starting:unknown"
+                # app/Actions/Docker/GetContainersStatus.php stores a running container whose healthcheck is
+                # still starting as running:starting (API-NOTES §17: aggregated as running)
+                return "running:starting"
             return f"running:{health or 'unknown'}"
         if state == "restarting":
             return "restarting:unknown"

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
+
 from ... import names
 from ...config import EnvConfig
 from ...database import PSQL_AS_OWNER, major_of
@@ -44,7 +46,7 @@ from ...model import (
     db_url,
 )
 from ...planner import Action, Plan
-from ...probes import Probe, http_probe, postgres_probe, wait_for
+from ...probes import Probe, http_probe, postgres_ping, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import StateStore, atomic_write
@@ -245,7 +247,8 @@ class LocalBackend:
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
         self._warm_up()
-        self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT)
+        self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
+                 db_port=prepared.ports.db if prepared.ports else None)
         containers = self._containers(target)
         return LocalHandle(
             service_hashes={c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers},
@@ -253,11 +256,12 @@ class LocalBackend:
         )
 
     def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True,
-            force: bool = False) -> None:
-        """`compose up --detach`; compose holds the api back until the db is healthy (depends_on).
-
-        Waiting for the rest is `_await_ready`'s job: it polls container health itself, sooner than
-        `up --wait`, which polls every 0.5 s.
+            force: bool = False, db_port: int | None = None) -> None:
+        """`compose up --detach`. With `db_port` (the whole stack), in two steps: the db first, then, once it
+        accepts connections on that port (`postgres_ping`, polled every 50-250 ms), the rest. So the api's
+        first connection succeeds: PostgREST retries a failed one only after 1, 2, 4 ... s, and depends_on
+        is service_started, not service_healthy, so that the db's healthcheck can run seldom (it costs CPU on
+        every stack at every interval). The rest of the readiness is `wait`'s: the tool's own probes.
         """
         args = ["up", "--detach", "--remove-orphans"]
         if not recreate:
@@ -265,7 +269,35 @@ class LocalBackend:
         elif force:
             args.append("--force-recreate")
         if services:
-            args += ["--", *services]
+            self._compose_up(target, [*args, "--", *services], timeout=timeout)
+            return
+        others = self._db_dependants(target) if db_port is not None else None
+        if db_port is None or others is None:
+            self._compose_up(target, args, timeout=timeout)
+            return
+        self._compose_up(target, [*args, "--", "db"], timeout=timeout)
+        self._await_db(target, db_port, timeout=timeout)
+        self._compose_up(target, [*args, "--no-deps", "--", *others], timeout=timeout)
+
+    def _db_dependants(self, target: Target) -> tuple[str, ...] | None:
+        """The rendered stack's services other than `db`; None when it has no `db` or nothing else."""
+        services = self._compose_services(target)
+        others = tuple(s for s in services if s != "db")
+        return others if others and len(others) < len(services) else None
+
+    def _await_db(self, target: Target, db_port: int, *, timeout: float) -> None:
+        host = _url_host(target.config.local.bind_address).strip("[]")
+        outcome = wait_for({"db": postgres_ping(host, db_port)}, timeout=timeout, interval=0.05, max_interval=0.25)
+        if not outcome.ok:
+            raise self._health_timeout(target, f"{target.project} ({target.env}): the db does not accept connections "
+                                                f"after {outcome.elapsed:.0f} s: {outcome.failures['db']}",
+                                       services=("db",))
+
+    def _leased_db_port(self, target: Target) -> int | None:
+        lease = self.leases.read().get(lease_key(target.env, target.project))
+        return int(lease["db"]) if lease else None
+
+    def _compose_up(self, target: Target, args: list[str], *, timeout: float) -> None:
         try:
             self._compose(target).run(self._files(target), *args, timeout=timeout + 120)
         except CommandFailed as exc:
@@ -273,13 +305,23 @@ class LocalBackend:
                 raise self._health_timeout(target, f"the stack did not become healthy: {exc}") from exc
             raise
 
+    def _compose_services(self, target: Target) -> tuple[str, ...]:
+        """The services of the project's rendered compose file (its top-level `services` keys)."""
+        path = self.store.paths(target.env, target.project).compose
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            return ()
+        services = loaded.get("services") if isinstance(loaded, dict) else None
+        return tuple(str(name) for name in services) if isinstance(services, dict) else ()
+
     def _await_ready(self, target: Target, services: tuple[str, ...], *, timeout: float) -> None:
-        """Poll until the containers of `services` run and pass their healthchecks."""
+        """Poll until the containers of `services` run and none is judged unhealthy."""
         outcome = wait_for({"containers": self._containers_ready(target, services)}, timeout=timeout,
                            interval=0.1, max_interval=0.5)
         if not outcome.ok:
             raise self._health_timeout(
-                target, f"{target.project} ({target.env}): containers not healthy after {timeout:.0f} s: "
+                target, f"{target.project} ({target.env}): containers not running after {timeout:.0f} s: "
                 f"{outcome.failures['containers']}"
             )
 
@@ -363,12 +405,21 @@ class LocalBackend:
         if verb == "start":
             if observed.exists and observed.running:
                 return False
-            self._up(target, timeout=target.config.health.timeout, recreate=False)
+            self._up(target, timeout=target.config.health.timeout, recreate=False,
+                     db_port=self._leased_db_port(target))
             return True
         if not observed.exists:
-            self._up(target, timeout=target.config.health.timeout, recreate=False)
+            self._up(target, timeout=target.config.health.timeout, recreate=False,
+                     db_port=self._leased_db_port(target))
             return True
-        self._compose(target).run(files, "restart", timeout=180)
+        # the db first, so that the api's first connection after its own restart finds it up
+        db_port, others = self._leased_db_port(target), self._db_dependants(target)
+        if db_port is None or others is None:
+            self._compose(target).run(files, "restart", timeout=180)
+            return True
+        self._compose(target).run(files, "restart", "db", timeout=180)
+        self._await_db(target, db_port, timeout=target.config.health.timeout)
+        self._compose(target).run(files, "restart", *others, timeout=180)
         return True
 
     def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:

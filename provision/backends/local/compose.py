@@ -37,8 +37,9 @@ class ContainerState:
 
     @property
     def ready(self) -> bool:
-        """Running, and healthy when the container has a healthcheck."""
-        return self.running and self.health in ("", "healthy")
+        """Running, and not judged unhealthy: a healthcheck still `starting` (its first check comes only after
+        health.interval) is left to provision's own probes of what the stack serves."""
+        return self.running and self.health != "unhealthy"
 
 
 def parse_labels(raw: object) -> dict[str, str]:

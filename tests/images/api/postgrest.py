@@ -11,7 +11,10 @@ PGRST_SERVER_HOST (default all IPv4 interfaces), PGRST_SERVER_PORT (default 3000
   POST /<table> insert a JSON object or array; 201, rows back with
                 "Prefer: return=representation"
 
-Each request opens its own connection, so the server answers while the db is down.
+Like PostgREST, it serves only once its connection worker has reached the database: at start and after
+a request finds the connection lost, it retries with exponential backoff (1, 2, 4, ... 32 s), and until
+then every request is a 503 PGRST000. So an api started before its db is ready answers only at the next
+retry; a stack that starts both at once must expect that. Each request then opens its own connection.
 Rows are turned into JSON by PostgreSQL (json_agg), as PostgREST does.
 
 Like PostgREST, it serves only the tables in its schema cache: loaded when it first reaches the
@@ -66,6 +69,7 @@ def run(query: sql.Composable, params: Any = None) -> tuple[Any, ...] | None:
     try:
         conn = psycopg2.connect(DB_URI, connect_timeout=5, application_name="postgrest")
     except psycopg2.OperationalError as e:
+        CONNECTION.recover()
         raise ApiError(503, "PGRST000", "Database connection error. Retrying the connection.", str(e).strip()) from e
     try:
         with conn, conn.cursor() as cur:
@@ -77,12 +81,54 @@ def run(query: sql.Composable, params: Any = None) -> tuple[Any, ...] | None:
     except psycopg2.Error as e:
         code = e.pgcode
         if code is None:  # the connection broke: no SQLSTATE
+            CONNECTION.recover()
             raise ApiError(503, "PGRST001", "Database client error. Retrying the connection.", str(e).strip()) from e
         status = next((STATUS[code[:n]] for n in (5, 2) if code[:n] in STATUS), 400)
         diag = e.diag
         raise ApiError(status, code, diag.message_primary or str(e), diag.message_detail, diag.message_hint) from e
     finally:
         conn.close()
+
+
+class Connection:
+    """PostgREST's connection worker: `up` once the database was reached; one worker at a time retries
+    with exponential backoff (1 s doubling to 32 s), as PostgREST's automatic connection recovery does."""
+
+    def __init__(self) -> None:
+        self.up = threading.Event()
+        self.lock = threading.Lock()
+        self.working = False
+
+    def recover(self) -> None:
+        with self.lock:
+            self.up.clear()
+            if self.working:
+                return
+            self.working = True
+        threading.Thread(target=self._work, daemon=True, name="connection-worker").start()
+
+    def _work(self) -> None:
+        delay = 1
+        while True:
+            try:
+                psycopg2.connect(DB_URI, connect_timeout=5, application_name="postgrest-worker").close()
+                break
+            except psycopg2.Error as e:
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                print(f"{first}; Attempting to reconnect to the database in {delay} seconds...", flush=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 32)
+        print("Connection successful", flush=True)
+        with self.lock:
+            self.working = False
+            self.up.set()
+
+    def require(self) -> None:
+        if not self.up.is_set():
+            raise ApiError(503, "PGRST000", "Database connection error. Retrying the connection.")
+
+
+CONNECTION = Connection()
 
 
 class SchemaCache:
@@ -271,6 +317,7 @@ class Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         path = unquote(url.path).strip("/")
         try:
+            CONNECTION.require()
             if method == "GET" and not path:
                 host = self.headers.get("Host", f"{HOST}:{PORT}")
                 self.send(200, json.dumps(openapi(host)), "application/openapi+json; charset=utf-8")
@@ -332,6 +379,7 @@ def main() -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGUSR1, lambda _signum, _frame: threading.Thread(target=CACHE.load, daemon=True).start())
+    CONNECTION.recover()
     threading.Thread(target=CACHE.listen, daemon=True, name="listener").start()
     print(f"Listening on {host}:{PORT} (schema {SCHEMA}, anon role {ANON_ROLE or '-'})", flush=True)
     try:
