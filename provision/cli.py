@@ -246,19 +246,41 @@ def outputs(c: Context, env: str | None = None, project: str | None = None, form
 
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
-            "show_secrets": "Show db_url passwords instead of ***"})
+            "show_secrets": "Show db_url passwords instead of ***",
+            "watch": "Refresh every N seconds (default 2) until Ctrl-C; with --json, one JSON line per refresh"},
+      optional=["watch"])
 def status(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-           show_secrets: bool = False) -> None:
-    """Show whether each project's stack is running, its services' health and its URLs."""
+           show_secrets: bool = False, watch: str | bool | None = None) -> None:
+    """Show each project's state, its services' health, what it costs (memory, CPU, uptime) and its URLs."""
+    from provision import interrupts
+
+    every = None if watch in (None, False) else (2.0 if watch is True else _number("watch", str(watch), minimum=0.5))
+    with _session(read_only=True) as reporter:
+        provisioner = _provisioner(env, reporter)
+        try:
+            while True:
+                _print(_status_text(provisioner.status(project), json=json, show_secrets=show_secrets, every=every))
+                if every is None:
+                    return
+                interrupts.sleep(every)
+        except (KeyboardInterrupt, interrupts.Interrupted):
+            if every is None:
+                raise
+            # a watch ends with Ctrl-C: that is no failure
+
+
+def _status_text(summary: RunSummary, *, json: bool, show_secrets: bool, every: float | None) -> str:
     from provision import output
 
-    with _session(read_only=True) as reporter:
-        summary = _provisioner(env, reporter).status(project)
     if json:
-        _print(output.summary_json(summary, show_secrets=show_secrets))
-    else:
-        columns = ("project", "status", "declared", "services", "api_url", "db_url")
-        _print(output.table(summary.results, columns, show_secrets=show_secrets))
+        if every is None:
+            return output.summary_json(summary, show_secrets=show_secrets)
+        return output.to_json_line(summary.to_dict(show_secrets=show_secrets))
+    table = output.status_table(summary.results, show_secrets=show_secrets)
+    if every is None:
+        return table
+    clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""  # a live view, like top
+    return f"{clear}{datetime.now().strftime('%H:%M:%S')}  env {summary.env}  (every {every:g} s, Ctrl-C to stop)\n{table}\n"
 
 
 ALL_HELP = "Every project of the env that has a stack (running or stopped)"

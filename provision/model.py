@@ -58,6 +58,18 @@ class ServiceState:
 
 
 @dataclass(frozen=True)
+class Usage:
+    """What one container costs now, as the engine reports it; None where the backend cannot tell."""
+
+    memory_used_bytes: int | None = None
+    memory_limit_bytes: int | None = None  # None: no limit
+    cpu_percent: float | None = None  # of one core, as `docker stats` shows it
+    uptime_s: float | None = None  # since the container last started; None when it does not run
+    oom_killed: bool = False  # its main process was killed for going over its memory limit
+    restarts: int = 0  # restarts by the engine's restart policy
+
+
+@dataclass(frozen=True)
 class Observed:
     """What a backend sees deployed for one project; read-only facts, no decisions."""
 
@@ -72,6 +84,8 @@ class Observed:
     drift: str | None = None
     # data the backend keeps for the project although no stack runs (a volume name), or None
     kept_data: str | None = None
+    # the server the stack runs on, where the env spreads stacks over several (Coolify placement), or None
+    server: str | None = None
 
     @property
     def running(self) -> bool:

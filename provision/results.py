@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .model import Usage
 from .secrets import SecretURL
 
 
@@ -14,6 +15,14 @@ class ServiceStatus:
     service: str
     state: str
     health: str = ""
+    usage: Usage | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        usage = self.usage or Usage()
+        return {"service": self.service, "state": self.state, "health": self.health,
+                "memory_used_bytes": usage.memory_used_bytes, "memory_limit_bytes": usage.memory_limit_bytes,
+                "cpu_percent": usage.cpu_percent, "uptime_s": usage.uptime_s, "oom_killed": usage.oom_killed,
+                "restarts": usage.restarts}
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,7 @@ class ProjectResult:
     db_url_scope: str = "host"
     declared: bool | None = None
     services: tuple[ServiceStatus, ...] = ()
+    server: str | None = None  # where the stack runs, when the env spreads stacks over several servers
     messages: tuple[str, ...] = ()
     duration: float = 0.0
     error: str | None = None
@@ -53,11 +63,30 @@ class ProjectResult:
             "db_url": db_url,
             "db_url_scope": self.db_url_scope if self.db_url is not None else None,
             "declared": self.declared,
-            "services": [{"service": s.service, "state": s.state, "health": s.health} for s in self.services],
+            "services": [s.to_dict() for s in self.services],
+            "server": self.server,
+            **self.usage_totals(),
             "messages": list(self.messages),
             "duration_s": round(self.duration, 3),
             "error": self.error,
             "details": dict(self.details),
+        }
+
+
+    def usage_totals(self) -> dict[str, Any]:
+        """The stack's cost: memory and CPU summed over its services, the limit summed (None when a service
+        has none or nothing is known), uptime the shortest of its running services'."""
+        usages = [s.usage for s in self.services if s.usage is not None]
+        used = [u.memory_used_bytes for u in usages if u.memory_used_bytes is not None]
+        limits = [u.memory_limit_bytes for u in usages]
+        cpus = [u.cpu_percent for u in usages if u.cpu_percent is not None]
+        uptimes = [u.uptime_s for u in usages if u.uptime_s is not None]
+        return {
+            "memory_used_bytes": sum(used) if used else None,
+            "memory_limit_bytes": sum(x for x in limits if x is not None) if limits and None not in limits else None,
+            "cpu_percent": round(sum(cpus), 2) if cpus else None,
+            "uptime_s": round(min(uptimes), 1) if uptimes else None,
+            "oom_killed": [s.service for s in self.services if s.usage is not None and s.usage.oom_killed],
         }
 
 

@@ -38,7 +38,18 @@ from .errors import (
     with_note,
 )
 from .hooks import Hooks, hook_variables
-from .model import ABSENT, NO_ENDPOINTS, ControlVerb, Endpoints, Handle, LockInfo, Observed, Prepared, Target
+from .model import (
+    ABSENT,
+    NO_ENDPOINTS,
+    ControlVerb,
+    Endpoints,
+    Handle,
+    LockInfo,
+    Observed,
+    Prepared,
+    Target,
+    Usage,
+)
 from .planner import Action, Plan, plan, unified_diff
 from .render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
@@ -52,6 +63,10 @@ _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-a
 
 
 OFFLINE_NOTE = " (offline: the backend was not asked)"
+
+
+def _mib(size: int | None) -> str:
+    return f"{(size or 0) / 2**20:.0f} MiB"
 
 
 def _offline_decision(stack: RenderedStack, record: ProjectRecord | None) -> tuple[str, str]:
@@ -662,33 +677,45 @@ class Provisioner:
         return self.backend.unlock(self.target(project))
 
     # --- reads ---------------------------------------------------------------------------
-    def status(self, project: str | None = None) -> RunSummary:
-        """Status of one project, or of every declared, recorded or deployed project in the env."""
+    def status(self, project: str | None = None, *, usage: bool = True) -> RunSummary:
+        """Status of one project, or of every declared, recorded or deployed project in the env; with `usage`,
+        what each running stack costs (one sweep of the backend for all of them)."""
         if project is not None:
             target = self.known_target(project)
             record = self.record(project)
-            result = self.status_of(target, self._observe(target, record), record)
+            observed = self._observe(target, record)
+            costs = self.backend.usage(self.config, [project]) if usage and observed.exists else {}
+            result = self.status_of(target, observed, record, costs.get(project))
             return RunSummary(self.env, self.backend.name, (result,))
         records = self._records()
         observed_all = self._observe_env(records=records)
-        results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT, records.get(name))
+        costs = self.backend.usage(self.config, [n for n, o in observed_all.items() if o.exists]) if usage else {}
+        results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT, records.get(name), costs.get(name))
                    for name in self.project_names(observed_all, recorded=records)]
         return RunSummary(self.env, self.backend.name, tuple(results))
 
-    def status_of(self, target: Target, observed: Observed, record: ProjectRecord | None) -> ProjectResult:
-        """One project's status from an observation and its record (None: it has none)."""
+    def status_of(self, target: Target, observed: Observed, record: ProjectRecord | None,
+                  usage: Mapping[str, Usage] | None = None) -> ProjectResult:
+        """One project's status from an observation and its record (None: it has none), with what its
+        containers cost when `usage` is given."""
         prepared = self._prepare(target, observed, create=False)
         endpoints = (self.backend.endpoints(target, self._known(observed, record), prepared)
                      if (observed.exists or record) else NO_ENDPOINTS)
         status = observed.summary()
         if status == "absent":
             status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
+        usage = usage or {}
+        oom = sorted(name for name, u in usage.items() if u.oom_killed)
+        messages = [f"drift: {observed.drift}"] if observed.drift else []
+        messages += [f"{name}: OOM-killed (over its memory limit"
+                     + (f" of {_mib(usage[name].memory_limit_bytes)}" if usage[name].memory_limit_bytes else "")
+                     + "): raise resources." + name + ".memory" for name in oom]
         return ProjectResult(
             project=target.project, env=target.env, backend=self.backend.name, status=status, changed=False,
             action="status", api_url=endpoints.api_url, db_url=endpoints.db_url,
             db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
-            services=tuple(ServiceStatus(k, v.state, v.health) for k, v in sorted(observed.services.items())),
-            messages=(f"drift: {observed.drift}",) if observed.drift else (),
+            services=tuple(ServiceStatus(k, v.state, v.health, usage.get(k)) for k, v in sorted(observed.services.items())),
+            messages=tuple(messages), server=observed.server,
         )
 
     def outputs(self, project: str) -> ProjectResult:

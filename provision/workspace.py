@@ -126,7 +126,7 @@ class Workspace:
         for name in envs:
             try:
                 provisioner = self.provisioner(name, reporter=reporter)
-                results.extend(provisioner.status().results)
+                results.extend(provisioner.status(usage=False).results)
             except ProvisionError as exc:
                 if env is not None:
                     raise

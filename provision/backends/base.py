@@ -4,13 +4,13 @@ that `observe` returned (the service keeps it in the project's record)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
 from ..config import EnvConfig
-from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target
+from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target, Usage
 from ..planner import Plan
 from ..render import RenderedStack
 from ..secrets import Secret
@@ -134,6 +134,11 @@ class Backend(Protocol):
 
     def drop_kept(self, target: Target, label: str) -> str | None:
         """Delete the volume kept under `label`; its name, or None when there was none."""
+        ...
+
+    def usage(self, config: EnvConfig, projects: Collection[str]) -> Mapping[str, Mapping[str, Usage]]:
+        """What the containers of `projects` cost now, per project and service (memory used and limit, CPU,
+        uptime, OOM kills, restarts), in one sweep of the engine; empty where the backend cannot tell."""
         ...
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,

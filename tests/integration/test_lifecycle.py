@@ -169,3 +169,27 @@ def test_resource_limits_and_postgres_settings_reach_the_containers(sandbox: San
     assert host_config("api", "Memory") == str(48 * 1024 * 1024) and host_config("api", "NanoCpus") == str(25 * 10**7)
     assert sql(db_url, "SHOW shared_buffers") == [("48MB",)]  # a quarter of 192M
     assert sql(db_url, "SHOW max_connections") == [("40",)]
+
+
+def test_status_reports_what_each_stack_costs_and_an_oom_kill(sandbox: Sandbox) -> None:
+    """Memory used and limit, CPU and uptime per project from one sweep; a backend killed for going over the
+    db's memory limit is named in status (the container itself runs on: only its cgroup counts the kill)."""
+    import psycopg
+    import pytest
+
+    sandbox.write_env(["shop"], extra="resources:\n  db: {memory: 64M}\n")
+    sandbox.cli("provision", "--project=shop")
+    _, db_url = _urls(sandbox)
+    project = sandbox.cli("status", "--json").json()["projects"][0]
+    assert project["memory_limit_bytes"] == 64 * 2**20 + 64 * 2**20  # db 64M + the api's default 64M
+    assert 5 * 2**20 < project["memory_used_bytes"] < 128 * 2**20
+    assert project["cpu_percent"] is not None and project["uptime_s"] is not None and project["oom_killed"] == []
+    by_service = {s["service"]: s for s in project["services"]}
+    assert by_service["db"]["memory_limit_bytes"] == 64 * 2**20 and by_service["db"]["oom_killed"] is False
+
+    with pytest.raises(psycopg.Error):  # 300 MB in one backend, over the db's 64M
+        sql(db_url, "SELECT length(repeat('x', 300000000))")
+    project = sandbox.cli("status", "--json").json()["projects"][0]
+    assert project["oom_killed"] == ["db"]
+    assert any("db: OOM-killed" in m and "64 MiB" in m and "resources.db.memory" in m for m in project["messages"])
+    assert "OOM-killed: db" in sandbox.cli("status").stdout

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +53,7 @@ from ...model import (
     Prepared,
     ServiceState,
     Target,
+    Usage,
     db_url,
 )
 from ...planner import Action, Plan
@@ -1040,6 +1041,10 @@ class CoolifyBackend:
             text = str(data.get("logs") or "").rstrip()
             chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
         return "\n".join(chunks)
+
+    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
+        """Nothing: Coolify's API v1 (openapi.yaml) has no route for a container's memory or CPU."""
+        return {}
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> dict[str, Observed]:

@@ -11,7 +11,7 @@ import importlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from ...model import (
     Prepared,
     ServiceState,
     Target,
+    Usage,
     db_url,
 )
 from ...planner import Action, Plan
@@ -53,6 +54,7 @@ from ...state import StateStore, atomic_write
 from ..base import Backend
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
+from .usage import collect
 
 DockerClientFactory = Callable[[], Any]
 LOG_TAIL = 40
@@ -613,6 +615,14 @@ class LocalBackend:
                 if config.get("Subnet"):
                     subnets.append(str(config["Subnet"]))
         return subnets
+
+    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
+        """Memory, CPU, uptime and OOM kills of the projects' containers: one container list for the env, then
+        each container's inspect and stats concurrently over the SDK's socket (`usage.collect`)."""
+        if not projects:
+            return {}
+        with sdk_errors("read container stats"):
+            return collect(self._docker_client().api, config.name, projects)
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> dict[str, Observed]:

@@ -1,0 +1,151 @@
+"""What status reports a container costs: the Engine API's stats (recorded), cgroup files (v1 and v2, faked on
+disk) and the columns people read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provision.backends.local.usage import Cgroup, collect, cpu_percent, memory_used, usage_of
+from provision.model import Usage
+from provision.output import human_bytes, human_duration, status_table
+from provision.results import ProjectResult, ServiceStatus
+
+FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "docker_usage_v1.json").read_text())
+
+
+def test_engine_stats_give_memory_less_inactive_cache_and_cpu_of_one_core() -> None:
+    first, second = FIXTURE["stats"]
+    detail = second["memory_stats"]["stats"]
+    assert memory_used(second) == second["memory_stats"]["usage"] - detail["total_inactive_file"]
+    used = second["cpu_stats"]["cpu_usage"]["total_usage"] - first["cpu_stats"]["cpu_usage"]["total_usage"]
+    system = second["cpu_stats"]["system_cpu_usage"] - first["cpu_stats"]["system_cpu_usage"]
+    assert cpu_percent(first, second) == round(used / system * second["cpu_stats"]["online_cpus"] * 100, 2)
+    assert cpu_percent(None, second) is None
+
+
+def test_usage_of_a_running_and_a_stopped_container() -> None:
+    inspect = FIXTURE["inspect"]
+    started = inspect["State"]["StartedAt"]
+    from datetime import datetime
+    moment = datetime.fromisoformat(started[:19] + "+00:00").timestamp() + 90.5
+    usage = usage_of(inspect, *FIXTURE["stats"], moment)
+    assert usage.memory_limit_bytes == 64 * 2**20
+    assert usage.memory_used_bytes is not None and 1_000_000 < usage.memory_used_bytes < 64 * 2**20
+    assert usage.uptime_s is not None and 89 < usage.uptime_s <= 90.5
+    assert usage.oom_killed is False and usage.restarts == 0
+    stopped = {**inspect, "State": {**inspect["State"], "Running": False, "OOMKilled": True}, "RestartCount": 3}
+    assert usage_of(stopped, None, None, moment) == Usage(memory_limit_bytes=64 * 2**20, oom_killed=True, restarts=3)
+
+
+def _cgroup_v1(root: Path, proc: Path, cid: str, pid: int, *, oom_kills: int = 0) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    path = f"/docker/{cid}"
+    (proc / str(pid) / "cgroup").write_text(
+        f"9:name=systemd:{path}\n4:memory:{path}\n2:cpuacct:{path}\n1:cpu:{path}\n0::{path}\n")
+    memory, cpu = root / "memory" / "docker" / cid, root / "cpuacct" / "docker" / cid
+    memory.mkdir(parents=True)
+    cpu.mkdir(parents=True)
+    (memory / "memory.usage_in_bytes").write_text("50000000\n")
+    (memory / "memory.stat").write_text("cache 100\ntotal_inactive_file 8000000\n")
+    (memory / "memory.oom_control").write_text(f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kills}\n")
+    (cpu / "cpuacct.usage").write_text("1000000000\n")
+
+
+def test_cgroup_v1_files_are_read_like_the_engine_reports_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Cgroup, "ROOT", tmp_path / "sys")
+    cid = "ab" * 32
+    _cgroup_v1(tmp_path / "sys", tmp_path / "proc", cid, 41, oom_kills=2)
+    group = Cgroup.of(cid, 41, proc=tmp_path / "proc")
+    assert group is not None and not group.unified
+    first = group.sample()
+    (group.cpu / "cpuacct.usage").write_text("1250000000\n")  # a quarter of a core-second later
+    second = group.sample()
+    second["cpu_stats"]["system_cpu_usage"] = first["cpu_stats"]["system_cpu_usage"] + 1_000_000_000  # 1 s apart
+    assert memory_used(second) == 42_000_000
+    assert cpu_percent(first, second) == 25.0
+    inspect = {"State": {"Running": True, "OOMKilled": False, "StartedAt": "2026-11-30T10:00:00.5Z"},
+               "HostConfig": {"Memory": 0}}
+    usage = usage_of(inspect, first, second, 0.0)
+    assert usage.oom_killed is True  # a process inside was killed though the container runs on
+    assert usage.memory_limit_bytes is None
+
+
+def test_cgroup_v2_and_pids_that_are_not_the_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Cgroup, "ROOT", tmp_path / "sys")
+    cid = "cd" * 32
+    scope = tmp_path / "sys" / "system.slice" / f"docker-{cid}.scope"
+    scope.mkdir(parents=True)
+    (scope / "memory.current").write_text("30000000\n")
+    (scope / "memory.stat").write_text("anon 1\ninactive_file 1000000\n")
+    (scope / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n")
+    (scope / "cpu.stat").write_text("usage_usec 500\nuser_usec 400\n")
+    (tmp_path / "proc" / "7").mkdir(parents=True)
+    (tmp_path / "proc" / "7" / "cgroup").write_text(f"0::/system.slice/docker-{cid}.scope\n")
+    group = Cgroup.of(cid, 7, proc=tmp_path / "proc")
+    assert group is not None and group.unified
+    sample = group.sample()
+    assert memory_used(sample) == 29_000_000 and sample["oom_kills"] == 0
+    assert sample["cpu_stats"]["cpu_usage"]["total_usage"] == 500_000
+    # a pid whose cgroup names another container (another pid namespace), or no pid at all: not trusted
+    assert Cgroup.of("ef" * 32, 7, proc=tmp_path / "proc") is None
+    assert Cgroup.of(cid, 0, proc=tmp_path / "proc") is None
+
+
+class FakeApi:
+    """docker.APIClient's list, inspect and stats, answering from the recorded fixture."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def containers(self, all: bool, filters: dict[str, Any]) -> list[dict[str, Any]]:  # noqa: A002 - the SDK's name
+        self.calls.append("list")
+        assert filters == {"label": "io.provision.env=staging"}
+        labels = {"io.provision.project": "shop", "com.docker.compose.service": "api"}
+        oneoff = {**labels, "com.docker.compose.oneoff": "True"}
+        other = {"io.provision.project": "blog", "com.docker.compose.service": "api"}
+        return [{"Id": "c1", "Labels": labels}, {"Id": "c2", "Labels": oneoff}, {"Id": "c3", "Labels": other}]
+
+    def inspect_container(self, cid: str) -> dict[str, Any]:
+        self.calls.append(f"inspect {cid}")
+        return {**FIXTURE["inspect"], "State": {**FIXTURE["inspect"]["State"], "Pid": 0}}
+
+    def stats(self, cid: str, stream: bool, one_shot: bool) -> dict[str, Any]:
+        self.calls.append(f"stats {cid}")
+        assert stream is False and one_shot is True
+        return dict(FIXTURE["stats"][sum(c.startswith("stats") for c in self.calls) - 1])
+
+
+def test_collect_lists_once_and_falls_back_to_engine_stats_without_cgroup_files() -> None:
+    api = FakeApi()
+    found = collect(api, "staging", ["shop"], sleep=lambda _s: None)
+    assert set(found) == {"shop"} and set(found["shop"]) == {"api"}
+    assert api.calls == ["list", "inspect c1", "stats c1", "stats c1"]  # not the one-off, not the other project
+    assert found["shop"]["api"].cpu_percent == cpu_percent(*FIXTURE["stats"])
+
+
+def test_status_table_shows_cost_and_oom() -> None:
+    oom = Usage(memory_used_bytes=60 * 2**20, memory_limit_bytes=64 * 2**20, cpu_percent=1.25, uptime_s=3725,
+                oom_killed=True)
+    db = Usage(memory_used_bytes=30 * 2**20, memory_limit_bytes=256 * 2**20, cpu_percent=0.5, uptime_s=4000)
+    result = ProjectResult("shop", "staging", "local", "running", False, "status",
+                           services=(ServiceStatus("api", "running", "", oom), ServiceStatus("db", "running", "healthy", db)))
+    data = result.to_dict()
+    assert data["memory_used_bytes"] == 90 * 2**20 and data["memory_limit_bytes"] == 320 * 2**20
+    assert data["cpu_percent"] == 1.75 and data["uptime_s"] == 3725 and data["oom_killed"] == ["api"]
+    text = status_table([result])
+    assert "running (OOM-killed: api)" in text and "90M/320M" in text and "1.8%" in text and "1h02m" in text
+    assert "SERVER" not in text
+
+
+@pytest.mark.parametrize(("size", "text"), [(512, "512B"), (1536, "1.5K"), (45_000_000, "43M"), (3 * 2**30, "3.0G")])
+def test_human_bytes(size: int, text: str) -> None:
+    assert human_bytes(size) == text
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(42, "42s"), (125, "2m05s"), (3725, "1h02m"), (180000, "2d02h")])
+def test_human_duration(seconds: float, text: str) -> None:
+    assert human_duration(seconds) == text
