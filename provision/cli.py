@@ -545,6 +545,24 @@ def rotate(c: Context, env: str | None = None, project: str | None = None, secre
     _data_result(result, json, "\n".join(result.messages))
 
 
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "to_server": "A server of coolify.servers to move to",
+            "yes": "Confirm (the project is stopped while its data is copied)",
+            "finalize": "Delete, with its data, the old stack a move left stopped on the old server",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def move(c: Context, env: str | None = None, project: str | None = None, to_server: str | None = None,
+         yes: bool = False, finalize: bool = False, json: bool = False, lock_timeout: str | None = None,
+         quiet: bool = False) -> None:
+    """Move a project with its data to another Coolify server (coolify.servers): backup, set the old stack
+    aside, create on the new server, restore, row counts checked; the old stack stays until --finalize."""
+    project = _require_project(project)
+    if finalize == bool(to_server):
+        raise Exit("error: give --to-server=NAME to move, or --finalize to delete what a move left behind", code=2)
+    with _session(quiet=quiet) as reporter:
+        data = _provisioner(env, reporter, lock_timeout=lock_timeout).data
+        result = data.move_finalize(project, yes=yes) if finalize else data.move(project, str(to_server), yes=yes)
+    _data_result(result, json, "\n".join(result.messages))
+
+
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
                                "show_secrets": "Interpolate the project's secrets instead of showing ${VAR} references"})
 def render(c: Context, env: str | None = None, project: str | None = None, show_secrets: bool = False,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import names
 from .errors import ConfigError, InvalidName
 from .resources import DEFAULTS as DEFAULT_LIMITS
-from .resources import POSTGRES_SETTINGS, StackLimits
+from .resources import POSTGRES_SETTINGS, StackLimits, parse_size
 from .resources import limits as stack_limits
 from .secrets import Secret
 
@@ -152,8 +152,29 @@ class LocalSettings(_Strict):
         return value
 
 
+class CoolifyServer(_Strict):
+    """One server new stacks may go to: its Coolify name or uuid, how many stacks it holds at most, and
+    optionally how much memory it may hand out to stacks' memory limits."""
+
+    name: str = Field(min_length=1)
+    max_stacks: int = Field(gt=0, le=100000)
+    memory: int | None = None
+
+    @field_validator("memory", mode="before")
+    @classmethod
+    def _memory(cls, value: object) -> int | None:
+        if value is None:
+            return None
+        size = parse_size(value)
+        if size < 64 * 2**20:
+            raise ValueError(f"{value!r} is less than one stack needs (64M); use a size such as 16GiB")
+        return size
+
+
 class CoolifySettings(_Strict):
     server: str | None = None
+    # several servers: each new project goes to the one with the most free capacity (placement.py)
+    servers: list[CoolifyServer] | None = None
     destination: str | None = None
     domain: str | None = None
     project_prefix: str = ""
@@ -165,6 +186,19 @@ class CoolifySettings(_Strict):
         if value and not re.match(r"^[a-z0-9][a-z0-9._-]*$", value):
             raise ValueError(f"{value!r} may hold only lowercase letters, digits, '.', '_' and '-'")
         return value
+
+    @model_validator(mode="after")
+    def _one_way_to_name_servers(self) -> CoolifySettings:
+        if self.server and self.servers is not None:
+            raise ValueError("set coolify.server (one server) or coolify.servers (several), not both")
+        if self.servers is not None:
+            if not self.servers:
+                raise ValueError("servers: list at least one server, or remove the key")
+            seen = [s.name for s in self.servers]
+            for i, name in enumerate(seen):
+                if name in seen[:i]:
+                    raise ValueError(f"servers[{i}].name: {name!r} is listed twice")
+        return self
 
     @field_validator("domain")
     @classmethod
@@ -218,6 +252,13 @@ class ProjectSpec:
     declared: bool
     variables: Mapping[str, str]
     limits: StackLimits = DEFAULT_LIMITS
+    # the server a new stack goes to, decided by placement (or by `move`) before it is created; None: decide then
+    server: str | None = None
+
+    @property
+    def memory_limit(self) -> int:
+        """What the stack's memory limits add up to (0 for a service without one): what placement counts."""
+        return (self.limits.db.memory or 0) + (self.limits.api.memory or 0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ the backend can exec (local), else on this machine through the db's published po
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -426,6 +427,84 @@ class DataLifecycle:
         record = service.record(old_target.project)
         if record is not None:
             service._write(record.evolve(kept_data={}), record)
+
+    # --- move to another server -------------------------------------------------------------
+    def move(self, project: str, to_server: str, *, yes: bool = False) -> ProjectResult:
+        """Move the project, data included, to `to_server` (one of coolify.servers): back up, set the old stack
+        aside (stopped, renamed, its volume kept), create the project on the new server with the same secrets,
+        restore, verify the row counts. The old stack stays until `move_finalize`. Any failure removes the new
+        stack and puts the old one back, started."""
+        service = self.service
+        if not yes:
+            raise ConfirmationRequired(f"move stops {project!r} in env {service.env!r} while its data is copied to "
+                                       f"{to_server!r}: add --yes to confirm")
+        if not service.backend.spreads_stacks:
+            raise NotSupported(f"{service.config.relpath}: move needs coolify.servers (several servers to move "
+                               f"between); this env has one place for every stack")
+        listed = [s.name for s in service.config.coolify.servers or []]
+        if to_server not in listed:
+            raise ConfigError(f"--to-server {to_server!r} is not listed in coolify.servers of "
+                              f"{service.config.relpath}: one of {', '.join(listed)}")
+        target = service.known_target(project)
+        with service._operation(target, "move") as op:
+            observed, _, access = self._running_db(target)
+            if observed.server == to_server:
+                return self._result(target, "move", "running", op, [f"already on server {to_server}"],
+                                    {"server": to_server})
+            made = self._dump(target, access, label=f"move-to-{to_server}")
+            aside, secrets = service.backend.set_aside(target, observed, utc_stamp().lower())
+            op.changed = True
+            service.store.write_secrets(target.env, project, secrets)  # the new stack is made with the same ones
+            service._placements[project] = to_server
+            try:
+                moved = service.target(project)
+                service._converge(moved, op)
+                new_observed, new_prepared, new_access = self._running_db(moved)
+                self._restore_checked(moved, new_observed, new_prepared, new_access, made, op, safety=False)
+            except KeyboardInterrupt:
+                self._undo_move(target, aside, op)
+                raise
+            except ProvisionError as exc:
+                try:
+                    self._undo_move(target, aside, op)
+                except ProvisionError as undo:
+                    raise with_note(exc, f"Putting the old stack back failed too ({undo}): it is set aside as "
+                                         f"{aside!r} in Coolify with its data; the backup {made.path} stays") from exc
+                raise with_note(exc, f"{project!r} is back where it was ({observed.server or 'its old server'}), "
+                                     f"with its data; the backup {made.path} stays") from exc
+            finally:
+                service._placements.pop(project, None)
+        return self._result(target, "move", "moved", op, [
+            f"moved from {observed.server or 'its old server'} to {to_server}: {sum((made.row_counts or {}).values())} "
+            f"rows in {len(made.row_counts or {})} tables verified",
+            f"the old stack stays stopped on {observed.server or 'its old server'} as {aside!r} with its data: "
+            f"`provision move --env={target.env} --project={project} --finalize --yes` deletes it"],
+            {"from_server": observed.server, "to_server": to_server, "set_aside": aside, "backup": str(made.path),
+             "row_counts": made.row_counts})
+
+    def _undo_move(self, target: Target, aside: str, op: _Operation) -> None:
+        """Remove a half-made moved stack and put the one set aside back (best effort: each step is tried)."""
+        service = self.service
+        with contextlib.suppress(ProvisionError):
+            half = service._observe(target, None)
+            if half.exists:
+                service.backend.destroy(target, half, delete_data=True)
+        service.backend.put_back(target, aside)
+        with contextlib.suppress(ProvisionError):
+            service._converge(service.target(target.project), op)  # waits until it answers, records it again
+
+    def move_finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
+        """Delete, with its data, what a move left stopped on the old server."""
+        service = self.service
+        if not yes:
+            raise ConfirmationRequired(f"move --finalize deletes the stack a move left behind for {project!r}, with "
+                                       f"its data: add --yes to confirm")
+        target = service.known_target(project)
+        with service._operation(target, "move --finalize") as op:
+            dropped = service.backend.drop_set_aside(target)
+            op.changed = bool(dropped)
+        messages = [f"deleted {name!r} and its volumes" for name in dropped] or ["nothing was left behind by a move"]
+        return self._result(target, "move --finalize", "finalized", op, messages, {"deleted": dropped})
 
     # --- rotation ---------------------------------------------------------------------------
     def rotate(self, project: str, secret: str, *, yes: bool = False) -> ProjectResult:

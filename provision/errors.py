@@ -143,6 +143,10 @@ class MajorUpgradeRequired(ProvisionError):
     """The db image is another PostgreSQL major than the data directory: `upgrade-db` moves the data."""
 
 
+class ServersFull(ProvisionError):
+    """No server listed in coolify.servers can take a new stack (each named with its capacity); nothing was created."""
+
+
 class NotSupported(ProvisionError):
     """The backend cannot do this at all; the message says why and what works instead."""
 

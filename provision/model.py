@@ -109,7 +109,9 @@ class Observed:
         if all(s.ready for s in states):
             return "running"
         if all(s.running for s in states):
-            return "unhealthy" if any(s.health == "unhealthy" for s in states) else "starting"
+            return "unhealthy"
+        if any(s.state in ("starting", "restarting", "created") for s in states):
+            return "starting"
         if any(s.running for s in states):
             return "partial"
         return "stopped"

@@ -34,6 +34,7 @@ from .errors import (
     ProjectNotFound,
     ProvisionError,
     RolledBack,
+    ServersFull,
     UndeclaredProject,
     with_note,
 )
@@ -112,6 +113,7 @@ class Provisioner:
         self.hooks = hooks or Hooks(config.root / "hooks")
         self.clock = clock
         self._image_majors: dict[str, int] = {}  # image -> its PostgreSQL major, asked once per run
+        self._placements: dict[str, str] = {}  # new project -> the server this run placed it on (provision_many)
         self.data = DataLifecycle(self)  # backup, restore, upgrade-db, rotate
 
     @property
@@ -120,8 +122,11 @@ class Provisioner:
 
     # --- targets and records -------------------------------------------------------------
     def target(self, project: str) -> Target:
-        """The target for `project`; the name is validated (one rule, `config.project`) before anything else."""
-        return Target(self.config, self.config.project(project))
+        """The target for `project`; the name is validated (one rule, `config.project`) before anything else.
+        A new project placed by this run (`provision_many`) carries its server."""
+        spec = self.config.project(project)
+        server = self._placements.get(project)
+        return Target(self.config, replace(spec, server=server) if server else spec)
 
     def record(self, project: str) -> ProjectRecord | None:
         return self.store.read_record(self.env, project)
@@ -428,8 +433,22 @@ class Provisioner:
         for project in projects:  # a bad name, a typo or a broken template stops the run before anything starts
             self._check_declared(self.target(project), create=create)
             self.render(project)
-        return self.run_many(projects, lambda project: self.provision(project, create=create), action="provision",
-                             keep_going=keep_going, parallel=parallel)
+        # every new project gets its server before any is created: when one fits nowhere, nothing is created
+        self._placements = dict(self._place_new(projects))
+        try:
+            return self.run_many(projects, lambda project: self.provision(project, create=create),
+                                 action="provision", keep_going=keep_going, parallel=parallel)
+        finally:
+            self._placements = {}
+
+    def _place_new(self, projects: list[str], deployed: Mapping[str, Observed] | None = None) -> Mapping[str, str]:
+        """{project: server} for those of `projects` with no stack yet, where the backend spreads stacks over
+        servers (one observation of the env, then the backend's placement); ServersFull when one fits nowhere."""
+        if not self.backend.spreads_stacks:
+            return {}
+        deployed = self._observe_env() if deployed is None else deployed
+        new = [self.config.project(p) for p in projects if not (deployed.get(p) or ABSENT).exists]
+        return self.backend.place(self.config, new)
 
     def run_many(self, projects: list[str], operation: Callable[[str], ProjectResult], *, action: str,
                  keep_going: bool = False, parallel: int = 1) -> RunSummary:
@@ -487,14 +506,28 @@ class Provisioner:
         """What provision would do, per project, including drift and orphans. Changes nothing."""
         if project is not None:
             target = self.target(project)
-            return [self._plan_one(target, self._observe(target, self.record(project)))]
+            observed = self._observe(target, self.record(project))
+            return self._with_placement([self._plan_one(target, observed)], {project: observed})
         deployed = self._observe_env(full=True)
         items = [self._plan_one(self.target(p.name), deployed.get(p.name) or ABSENT) for p in self.config.projects]
+        items = self._with_placement(items, deployed)
         for name in self._orphans(deployed):
             items.append(PlanItem(name, self.env, self.backend.name, "orphan",
                                   "deployed in this env but no longer declared (provision --prune --yes removes it)",
                                   declared=False))
         return items
+
+    def _with_placement(self, items: list[PlanItem], deployed: Mapping[str, Observed]) -> list[PlanItem]:
+        """Each new project's reason names the server it would go to (or why none can take it)."""
+        creates = [i.project for i in items if i.outcome == "create"]
+        if not creates or not self.backend.spreads_stacks:
+            return items
+        try:
+            where = self._place_new(creates, deployed)
+        except ServersFull as exc:
+            return [replace(i, reason=f"{i.reason}; but {exc}") if i.outcome == "create" else i for i in items]
+        return [replace(i, reason=f"{i.reason}, on server {where[i.project]}") if i.project in where else i
+                for i in items]
 
     def plan_offline(self, project: str | None = None) -> list[PlanItem]:
         """What `plan` can say without asking the backend (`plan --offline`: CI without credentials):

@@ -4,12 +4,12 @@ that `observe` returned (the service keeps it in the project's record)."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..config import EnvConfig
+from ..config import EnvConfig, ProjectSpec
 from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target, Usage
 from ..planner import Plan
 from ..render import RenderedStack
@@ -27,6 +27,16 @@ class Backend(Protocol):
     # True when keep_data copies the old data aside and empties the volume (local); False when the old volume
     # stays untouched and the stack must move to a new volume key instead (Coolify: no volume operations)
     copies_data: bool
+
+    @property
+    def spreads_stacks(self) -> bool:
+        """True when new stacks are placed over several servers (`place` decides where)."""
+        ...
+
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> Mapping[str, str]:
+        """Where each of these new projects would go ({project: server}), without creating anything;
+        ServersFull when one fits nowhere; empty when the backend has one place for every stack."""
+        ...
 
     def describe(self) -> str:
         """e.g. 'Local Docker provider' or 'Coolify provider (https://coolify.example/api/v1)'."""
@@ -139,6 +149,20 @@ class Backend(Protocol):
     def usage(self, config: EnvConfig, projects: Collection[str]) -> Mapping[str, Mapping[str, Usage]]:
         """What the containers of `projects` cost now, per project and service (memory used and limit, CPU,
         uptime, OOM kills, restarts), in one sweep of the engine; empty where the backend cannot tell."""
+        ...
+
+    # moving a stack to another server (NotSupported where there is none)
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        """Stop the project's stack and set it aside under a name made with `label`, its data kept, so that the
+        project can be created again elsewhere; returns that name and the stack's secrets."""
+        ...
+
+    def put_back(self, target: Target, name: str) -> None:
+        """Undo set_aside: the stack set aside as `name` is the project's again, and started."""
+        ...
+
+    def drop_set_aside(self, target: Target) -> list[str]:
+        """Delete what moves set aside for the project, data included; the names deleted."""
         ...
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,

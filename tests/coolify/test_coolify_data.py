@@ -99,3 +99,48 @@ def test_without_a_published_port_dumps_are_refused_and_rotation_goes_through_a_
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
     with opener.open(api_url + "/", timeout=10) as response:  # the API connects with the new password
         assert response.status == 200
+
+
+def test_move_to_another_server_keeps_the_rows_and_the_old_stack_until_finalize(
+        tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
+    emu = docker_emulator
+    second = emu.add_server("second", "127.0.0.1")["uuid"]
+    box = make_sandbox(tmp_path, emu)
+    port = free_port()
+    servers = "  servers:\n    - {name: localhost, max_stacks: 5}\n    - {name: second, max_stacks: 5}\n"
+    box.write_env_text(coolify_env(dict(test_images), timeout=90,
+                                   extra=servers + f"variables:\n  db_public_port: {port}\n"))
+    result = box.cli("provision", "--json", "--show-secrets", timeout=300).json()["projects"][0]
+    db_url, api_url = result["db_url"], result["api_url"]
+    sql(db_url, "create table items (id int primary key)")
+    sql(db_url, "insert into items select generate_series(1, 7)")
+    reload_schema(db_url, api_url, "items", proxy=emu.proxy_url)
+    assert box.cli("status", "--json").json()["projects"][0]["server"] == "localhost"
+
+    # the target cannot take it: nothing is lost, the project runs where it was
+    emu.set_server(second, is_reachable=False)
+    failed = box.cli("move", "--project=shop", "--to-server=second", "--yes", check=False, timeout=600)
+    assert failed.returncode == 1 and "second cannot take 'shop': unreachable" in failed.stderr
+    assert "is back where it was (localhost)" in failed.stderr
+    assert [s["name"] for s in emu.find_services()] == ["shop"]
+    assert sql(db_url, "select count(*) from items") == [(7,)]
+
+    emu.set_server(second, is_reachable=True)
+    moved = box.cli("move", "--project=shop", "--to-server=second", "--yes", "--json", timeout=600).json()
+    assert moved["details"]["row_counts"] == {"public.items": 7} and moved["details"]["to_server"] == "second"
+    services = {s["name"]: s for s in emu.find_services()}
+    assert services["shop"]["server_uuid"] == second
+    aside = moved["details"]["set_aside"]
+    assert aside.startswith("shop-moved-") and not services[aside]["status"].startswith("running")
+    assert sql(db_url, "select count(*) from items") == [(7,)]  # same secrets, same published port
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
+    new_api = box.cli("outputs", "--project=shop", "--format=json").json()["api_url"]
+    with opener.open(new_api + "/items", timeout=10) as response:
+        assert len(json.loads(response.read())) == 7
+    [status] = box.cli("status", "--json").json()["projects"]
+    assert status["server"] == "second" and status["status"] == "running"
+    assert "already on server second" in box.cli("move", "--project=shop", "--to-server=second", "--yes").stdout
+
+    finalized = box.cli("move", "--project=shop", "--finalize", "--yes", "--json", timeout=300).json()
+    assert finalized["details"]["deleted"] == [aside]
+    assert [s["name"] for s in emu.find_services()] == ["shop"]

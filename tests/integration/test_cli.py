@@ -79,7 +79,10 @@ def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:
 
 
 def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> None:
+    import contextlib
+    import queue
     import signal
+    import threading
     import time
 
     import httpx
@@ -90,14 +93,17 @@ def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> Non
                           cwd=sandbox.root, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           text=True) as follower:
         assert follower.stdout is not None and follower.stderr is not None
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
         try:
-            follower.stdout.readline()  # the last line so far
+            lines.get(timeout=30)  # the last line so far (a reader thread: a silent follower fails, never hangs)
             time.sleep(0.5)
             httpx.get(api_url + "/follow-marker", timeout=10)
             deadline = time.monotonic() + 20
             line = ""
             while "follow-marker" not in line and time.monotonic() < deadline:
-                line = follower.stdout.readline()
+                with contextlib.suppress(queue.Empty):
+                    line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             assert "follow-marker" in line
         finally:
             follower.send_signal(signal.SIGINT)

@@ -36,7 +36,9 @@ def test_parse_docker_ps_handles_empty_output_and_exit_codes() -> None:
                           '"Labels":"com.docker.compose.service=db"}\n')
     assert c.service == "db" and not c.running and c.exit_code == 137
     [c] = parse_docker_ps('{"Names":"x","State":"running","Status":"Up 1 second (health: starting)","Labels":""}')
-    assert c.health == "starting" and not c.ready
+    assert c.health == "starting" and c.ready  # not yet judged: provision's own probes decide
+    [c] = parse_docker_ps('{"Names":"x","State":"running","Status":"Up 2 minutes (unhealthy)","Labels":""}')
+    assert c.health == "unhealthy" and c.running and not c.ready
 
 
 def test_volume_listing_maps_projects_to_volumes() -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from provision.config import EnvConfig, load_env
+from provision.config import EnvConfig, ProjectSpec, load_env
 from provision.errors import (
     ConfirmationRequired,
     HealthTimeout,
@@ -29,6 +29,7 @@ from provision.model import (
     Prepared,
     ServiceState,
     Target,
+    Usage,
 )
 from provision.planner import Plan
 from provision.render import RenderedStack, stack_hash
@@ -71,6 +72,22 @@ class MemoryBackend:
     extra_deployed: tuple[str, ...] = ()
     locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
     data_majors: dict[str, int] = field(default_factory=dict)  # project -> the major of its data directory
+    spreads_stacks: bool = False
+
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
+        return {}
+
+    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
+        return {p: {"db": Usage(memory_used_bytes=1)} for p in projects if p in self.deployed}
+
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        raise NotSupported("one place")
+
+    def put_back(self, target: Target, name: str) -> None:
+        raise NotSupported("one place")
+
+    def drop_set_aside(self, target: Target) -> list[str]:
+        return []
 
     def describe(self) -> str:
         return "Memory provider"

@@ -144,7 +144,8 @@ def rendered(store: StateStore) -> tuple[Path, Path]:
 
 def backend(store: StateStore, runner: FakeRunner, docker: Any = None) -> LocalBackend:
     factory = no_docker if docker is None else (lambda: docker)
-    return LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=factory)
+    return LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=factory,
+                        db_ping=lambda host, port: lambda: None)
 
 
 def compose_calls(runner: FakeRunner) -> list[tuple[str, ...]]:
@@ -534,9 +535,12 @@ def test_apply_writes_the_compose_file_ups_it_and_returns_the_labels(target: Tar
     assert handle == LocalHandle(service_hashes=SERVICE_HASHES, compose_hashes=COMPOSE_HASHES)
     compose_file = store.paths("demo", "shop").compose
     assert compose_file.read_text() == stack().text and compose_file.stat().st_mode & 0o777 == 0o600
-    up = compose_calls(runner)[0]
-    assert ("--file", str(compose_file)) == up[4:6]
-    assert up[-3:] == (("up", "--detach", "--remove-orphans") if flag is None else ("--detach", "--remove-orphans", flag))
+    # the db first, then, once it accepts connections, the rest (not the db again)
+    db_up, rest_up = compose_calls(runner)[:2]
+    assert ("--file", str(compose_file)) == db_up[4:6]
+    mode = () if flag is None else (flag,)
+    assert db_up[db_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "db")
+    assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--no-deps", "--", "api")
 
 
 def test_logs_are_redacted_and_stripped_of_colour(target: Target, store: StateStore,

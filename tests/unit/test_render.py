@@ -44,7 +44,7 @@ def test_default_stack_has_the_postgres_and_postgrest_interfaces(project_root: P
     assert "pg_isready" in " ".join(db["healthcheck"]["test"])
     assert db["ports"] == ["127.0.0.1:20000:5432"]
     assert api["ports"] == ["127.0.0.1:20001:3000"]
-    assert api["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert api["depends_on"] == {"db": {"condition": "service_started"}}  # the api retries; provision probes
     assert {"PGRST_DB_URI", "PGRST_DB_SCHEMAS", "PGRST_DB_ANON_ROLE", "PGRST_SERVER_PORT"} <= set(api["environment"])
     assert api["environment"]["PGRST_SERVER_PORT"] == "3000"
     for resource in (db, api, doc["volumes"]["pgdata"], doc["networks"]["default"]):

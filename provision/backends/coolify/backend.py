@@ -15,15 +15,15 @@ import secrets
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from ... import interrupts
 from ...commands import SubprocessRunner
-from ...config import EnvConfig
+from ...config import EnvConfig, ProjectSpec
 from ...database import PSQL_AS_OWNER, major_of
 from ...errors import (
     AmbiguousResult,
@@ -39,6 +39,7 @@ from ...errors import (
     NotSupported,
     ProjectConflict,
     ProvisionError,
+    ServersFull,
     StateError,
     tail,
 )
@@ -56,6 +57,7 @@ from ...model import (
     Usage,
     db_url,
 )
+from ...placement import ServerLoad, place
 from ...planner import Action, Plan
 from ...probes import http_probe, postgres_probe, wait_for
 from ...render import RenderedStack, hash_services, parse_compose, stack_hash, without_hash_labels
@@ -68,6 +70,8 @@ MARKER = "provision:"
 _HASH = re.compile(r"provision:([0-9a-f]{16})")
 LEGACY_PROJECT = "Managed by provision"  # the description of projects made before owner ids
 _OWNER = re.compile(r"(?<!\S)owner:([a-z0-9-]+)(?!\S)")
+_PLACED = re.compile(r"(?<!\S)placed:(\S+)")
+_MEMORY = re.compile(r"(?<!\S)mem:(\d+)(?!\S)")
 _COMPOSE_HASH = re.compile(r"compose:([0-9a-f]{16})")
 _UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
@@ -92,16 +96,18 @@ class Refs:
     lock_project: str | None = None  # this owner's lock project, when the listing that found the rest showed it
     # the server the lock project names for new services (coolify.server unset); not recorded: read each run
     new_server: str | None = None
+    # with coolify.servers: the listed server the service was placed on (its description's `placed:`)
+    server: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in (("project_uuid", self.project_uuid), ("environment_uuid", self.environment_uuid),
                                   ("service_uuid", self.service_uuid), ("api_fqdn", self.api_fqdn),
-                                  ("lock_project", self.lock_project)) if v}
+                                  ("lock_project", self.lock_project), ("server", self.server)) if v}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Refs | None:
         values = {k: str(data[k]) for k in ("project_uuid", "environment_uuid", "service_uuid", "api_fqdn",
-                                            "lock_project") if data.get(k)}
+                                            "lock_project", "server") if data.get(k)}
         return cls(**values) if values else None
 
 
@@ -121,6 +127,10 @@ class CoolifyBackend:
         # how long a create whose answer was lost is looked for before it is sent again
         self.create_grace = max(10.0, 2 * config.coolify.request_timeout)
         self._lock = threading.Lock()
+        # held from choosing a server until the service exists (coolify.servers): a run's creates never race
+        # for a server's last place
+        self._placement_lock = threading.Lock()
+        self._servers: list[dict[str, Any]] | None = None  # GET /servers, when coolify.servers needs addresses
         # the env's server, looked up once from config: a read-through cache of configuration, not of any
         # project's state (every project verb works on a fresh instance)
         self._server: dict[str, Any] | None = None
@@ -301,7 +311,8 @@ class CoolifyBackend:
         secrets, then restart (or start). start: start. Coolify applies env changes only on a (re)start."""
         known = observed.handle if isinstance(observed.handle, Refs) else Refs()
         if plan.action is Action.CREATE:
-            refs = self._create(target, known, stack)
+            with self._placement_lock if self.config.coolify.servers is not None else contextlib.nullcontext():
+                refs = self._create(target, known, stack)
             self._set_secrets(refs, prepared)
             self._action(refs, "start")
             return refs
@@ -309,7 +320,9 @@ class CoolifyBackend:
         if refs.service_uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to {plan.action}")
         if plan.action in (Action.UPDATE, Action.DRIFT):
-            body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text), "description": _description(stack, self.owner)}
+            body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text),
+                                    "description": _description(stack, self.owner, memory=target.spec.memory_limit,
+                                                                placed=observed.server)}
             urls = self._urls(target)
             if urls:
                 body["urls"] = urls
@@ -325,12 +338,16 @@ class CoolifyBackend:
         project_uuid = known.project_uuid or self._ensure_project(target, look_first=False)
         environment_uuid = known.environment_uuid or self._ensure_environment(
             project_uuid, target.env, look_first=target.env == "production")  # Coolify makes 'production' itself
-        server = {"uuid": known.new_server, "name": known.new_server} if known.new_server else self._choose_server()
-        if not self.config.coolify.server and not known.new_server:
-            self._remember_server(known.lock_project, str(server["uuid"]))
+        placed: str | None = None
+        if self.config.coolify.servers is not None:
+            server, placed = self._placed_server(target)
+        else:
+            server = {"uuid": known.new_server, "name": known.new_server} if known.new_server else self._choose_server()
+            if not self.config.coolify.server and not known.new_server:
+                self._remember_server(known.lock_project, str(server["uuid"]))
         body: dict[str, Any] = {
             "name": self.service_name(target),
-            "description": _description(stack, self.owner),
+            "description": _description(stack, self.owner, memory=target.spec.memory_limit, placed=placed),
             "project_uuid": project_uuid,
             "environment_uuid": environment_uuid,
             "server_uuid": server["uuid"],
@@ -350,7 +367,7 @@ class CoolifyBackend:
                 domains = [d for d in created.get("domains") or [] if isinstance(d, str)]
                 # only the api has a URL in the stack: Coolify's one domain is the api's
                 return Refs(project_uuid, environment_uuid, str(created["uuid"]),
-                            domains[0] if len(domains) == 1 else None, lock_project=known.lock_project)
+                            domains[0] if len(domains) == 1 else None, lock_project=known.lock_project, server=placed)
             except AmbiguousResult:
                 # the create may have happened, or may still happen: look (for a while) before trying again
                 def service() -> str | None:
@@ -360,7 +377,7 @@ class CoolifyBackend:
 
                 uuid = self._look_for(service, f"service {target.project!r}")
                 if uuid is not None:
-                    return Refs(project_uuid, environment_uuid, uuid, lock_project=known.lock_project)
+                    return Refs(project_uuid, environment_uuid, uuid, lock_project=known.lock_project, server=placed)
             except CoolifyAPIError as exc:
                 if exc.status == 400 and "multiple destinations" in exc.message:
                     raise self._destination_error(server) from exc
@@ -420,6 +437,73 @@ class CoolifyBackend:
                 if uuid is not None:
                     return uuid
         raise BackendUnavailable(f"could not create the Coolify environment {env!r}: Coolify kept failing; retry later")
+
+    # --- placement across coolify.servers ---------------------------------------------------------
+    def server_loads(self) -> list[ServerLoad]:
+        """What each server listed in coolify.servers holds now: its stacks (Coolify's own list of the server's
+        resources) and their memory limits (the `mem:` of provision's service descriptions). One GET /servers,
+        one GET /services, and one GET /servers/{uuid}/resources per usable listed server."""
+        listed = self.config.coolify.servers or []
+        servers = self.client.request_list("GET", "/servers")
+        memory = {str(s.get("uuid")): _memory_of(str(s.get("description") or ""))
+                  for s in self.client.request_list("GET", "/services")}
+        loads = []
+        for wanted in listed:
+            matches = [s for s in servers if wanted.name in (s.get("uuid"), s.get("name"))]
+            if not matches:
+                raise ConfigError(f"{self.config.relpath}: coolify.servers: no server {wanted.name!r} in Coolify; "
+                                  f"candidates: {_describe_servers(servers)}")
+            server = matches[0]
+            load = ServerLoad(wanted.name, wanted.max_stacks, wanted.memory, uuid=str(server["uuid"]))
+            if _settings(server).get("is_build_server"):
+                loads.append(replace(load, unusable="a build server (it cannot run stacks)"))
+                continue
+            if not server.get("is_reachable") or not server.get("is_usable"):
+                why = "unreachable" if not server.get("is_reachable") else "not usable (Coolify has not validated it)"
+                loads.append(replace(load, unusable=f"{why} (Coolify's last check)"))
+                continue
+            try:
+                resources = self.client.request_list("GET", f"/servers/{server['uuid']}/resources")
+            except BackendUnavailable as exc:
+                loads.append(replace(load, unusable=f"its resources could not be listed: {exc}"))
+                continue
+            stacks = [str(r.get("uuid")) for r in resources if r.get("type") == "service"]
+            loads.append(replace(load, stacks=len(stacks), memory_used=sum(memory.get(u, 0) for u in stacks)))
+        return loads
+
+    @property
+    def spreads_stacks(self) -> bool:
+        return self.config.coolify.servers is not None
+
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
+        """Where each of these new projects would go: {project: listed server name}; {} without coolify.servers.
+        ServersFull when one of them fits on no server."""
+        if self.config.coolify.servers is None or not projects:
+            return {}
+        return place(self.server_loads(), [(p.name, p.memory_limit) for p in projects])
+
+    def _placed_server(self, target: Target) -> tuple[dict[str, Any], str]:
+        """The server a new stack goes to now: the one placement chose before (`spec.server`) if it still takes
+        it, else the one with the most free capacity. Runs under the placement lock until the service exists, so
+        the projects of one run never take the same last place."""
+        loads = self.server_loads()
+        name = target.spec.server or place(loads, [(target.project, target.spec.memory_limit)])[target.project]
+        load = next((x for x in loads if x.name == name), None)
+        if load is None:
+            raise ConfigError(f"{self.config.relpath}: coolify.servers does not list {name!r}; listed: "
+                              f"{', '.join(x.name for x in loads)}")
+        refusal = load.refusal(target.spec.memory_limit)
+        if refusal is not None:
+            raise ServersFull(f"{load.name} cannot take {target.project!r}: {refusal}. Nothing was created")
+        return {"uuid": load.uuid, "name": load.name}, load.name
+
+    def _listed_server(self, name: str | None) -> dict[str, Any]:
+        """The Coolify server of a name listed in coolify.servers (GET /servers once per instance: configuration)."""
+        with self._lock:
+            if self._servers is None:
+                self._servers = self.client.request_list("GET", "/servers")
+            servers = self._servers
+        return next((s for s in servers if name in (s.get("uuid"), s.get("name"))), {})
 
     def _choose_server(self) -> dict[str, Any]:
         with self._lock:
@@ -688,11 +772,13 @@ class CoolifyBackend:
         user, database = variables["db_user"], variables["db_name"]
         public_port = variables.get("db_public_port")
         if public_port:
-            return Endpoints(api_url, db_url(user, password, self._server_host(), public_port, database), "public")
+            return Endpoints(api_url, db_url(user, password, self._server_host(refs.server), public_port, database),
+                             "public")
         return Endpoints(api_url, db_url(user, password, f"db-{refs.service_uuid}", 5432, database), "internal")
 
-    def _server_host(self) -> str:
-        server = self._choose_server()
+    def _server_host(self, placed: str | None = None) -> str:
+        """The address of the server the stack runs on: its listed server (coolify.servers), else the env's one."""
+        server = self._listed_server(placed) if self.config.coolify.servers is not None else self._choose_server()
         ip = str(server.get("ip") or "")
         if not ip or ip == "host.docker.internal":
             return urlsplit(str(self.client.http.base_url)).hostname or "localhost"
@@ -1042,6 +1128,52 @@ class CoolifyBackend:
             chunks.append("\n".join(f"{name} | {line}" for line in text.splitlines()) or f"({name} printed no logs)")
         return "\n".join(chunks)
 
+    # --- move to another server: the old stack set aside until --finalize --------------------------
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        """Stop the project's service and rename it `<project>-moved-<label>` (marked `aside-of:<project>`), so
+        that a new service of the project's name can be made elsewhere while this one keeps its volume; returns
+        the new name and the service's secrets (the new stack reuses them). Coolify's own
+        POST /services/{uuid}/migrate answers 404 outside its dev mode (API-NOTES §4), hence this."""
+        refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
+        if not observed.exists or refs.service_uuid is None:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to move")
+        secrets_ = self._read_secrets(refs.service_uuid)
+        self.control(target, observed, "stop")
+        service = self._get_service(refs.service_uuid) or {}
+        name = f"{self.service_name(target)}-moved-{label}"
+        description = f"{service.get('description') or ''} aside-of:{target.project}"
+        self.client.request("PATCH", f"/services/{refs.service_uuid}", body={"name": name, "description": description})
+        return name, secrets_
+
+    def _set_aside(self, target: Target) -> list[dict[str, Any]]:
+        """The project's services set aside by a move (in its Coolify project's env), oldest first."""
+        project = self._find_project(target)
+        environment = self._find_environment(project["uuid"], target.env) if project else None
+        token = f"aside-of:{target.project}"
+        return [s for s in _objects((environment or {}).get("services"))
+                if token in str(s.get("description") or "").split() and self._ours(s)]
+
+    def put_back(self, target: Target, name: str) -> None:
+        """Undo set_aside: the service set aside as `name` gets the project's name back and is started."""
+        found = [s for s in self._set_aside(target) if s.get("name") == name]
+        if not found:
+            raise ProvisionError(f"no service {name!r} set aside for {target.project!r} in env {target.env!r}")
+        uuid = str(found[0]["uuid"])
+        description = " ".join(w for w in str(found[0].get("description") or "").split(" ")
+                               if w != f"aside-of:{target.project}")
+        self.client.request("PATCH", f"/services/{uuid}", body={"name": self.service_name(target),
+                                                               "description": description})
+        self._action(Refs(service_uuid=uuid), "start")
+
+    def drop_set_aside(self, target: Target) -> list[str]:
+        """Delete every service a move set aside for the project, with its volumes; their names."""
+        dropped = []
+        for service in self._set_aside(target):
+            self.client.request("DELETE", f"/services/{service['uuid']}", params={"delete_volumes": "true"})
+            self._await_gone(str(service["uuid"]))
+            dropped.append(str(service.get("name")))
+        return dropped
+
     def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
         """Nothing: Coolify's API v1 (openapi.yaml) has no route for a container's memory or CPU."""
         return {}
@@ -1075,10 +1207,23 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
-def _description(stack: RenderedStack, owner: str) -> str:
-    """The service description: the stack hash (secrets included), the compose's own hash and the owner id."""
-    return (f"{MARKER}{stack.config_hash} compose:{compose_hash(stack.text)} owner:{owner} "
+def _description(stack: RenderedStack, owner: str, *, memory: int = 0, placed: str | None = None) -> str:
+    """The service description: the stack hash (secrets included), the compose's own hash, the owner id, the
+    stack's memory limits (`mem:`, what placement counts) and, with coolify.servers, the listed server it was
+    placed on (`placed:`, URL-quoted: what status shows)."""
+    extra = (f" mem:{memory}" if memory else "") + (f" placed:{quote(placed, safe='')}" if placed else "")
+    return (f"{MARKER}{stack.config_hash} compose:{compose_hash(stack.text)} owner:{owner}{extra} "
             f"— managed by provision; edits to the compose in Coolify are reported as drift")
+
+
+def _placed(description: str) -> str | None:
+    found = _PLACED.search(description)
+    return unquote(found.group(1)) if found else None
+
+
+def _memory_of(description: str) -> int:
+    found = _MEMORY.search(description)
+    return int(found.group(1)) if found else 0
 
 
 def _project_description(owner: str) -> str:
@@ -1181,6 +1326,7 @@ def _is_up(service: Mapping[str, Any]) -> bool:
 
 def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
     match = _HASH.search(str(service.get("description") or ""))
+    placed = _placed(str(service.get("description") or ""))
     apps = _apps(service)
     if apps:
         services = {str(a["name"]): _app_state(a) for a in apps}
@@ -1192,9 +1338,10 @@ def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
         config_hash=match.group(1) if match else None,
         services=services,
         handle=Refs(refs.project_uuid, refs.environment_uuid, str(service.get("uuid")),
-                    _fqdn(service, "api") or refs.api_fqdn),
+                    _fqdn(service, "api") or refs.api_fqdn, server=placed),
         applied_text=str(raw) if raw else None,
         drift=_drift(service, str(raw) if raw else None),
+        server=placed,
     )
 
 

@@ -11,7 +11,7 @@ import importlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -19,13 +19,14 @@ from typing import Any
 import yaml
 
 from ... import names
-from ...config import EnvConfig
+from ...config import EnvConfig, ProjectSpec
 from ...database import PSQL_AS_OWNER, major_of
 from ...errors import (
     BackendError,
     BackendUnavailable,
     CommandFailed,
     HealthTimeout,
+    NotSupported,
     ProvisionError,
     StateError,
     redact,
@@ -129,13 +130,32 @@ class LocalBackend:
         compose: ComposeCLI | None = None,
         *,
         docker_client: DockerClientFactory = _docker_from_env,
+        db_ping: Callable[[str, int], Probe] = postgres_ping,
     ) -> None:
         self.store = store  # read-only here: the rendered compose file and the secrets file compose reads
         self.leases = LeaseBook(store.root)
         self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
         self._docker_factory = docker_client
+        self._db_ping = db_ping  # does the db accept connections on a host port (pg_isready's rule)
         self._docker: Any = None  # a connection, not a memory: reopened the same on a fresh instance
         self._docker_lock = threading.Lock()
+
+    @property
+    def spreads_stacks(self) -> bool:
+        return False
+
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
+        """One engine: every stack goes to it."""
+        return {}
+
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        raise NotSupported("the local backend has one Docker Engine: there is no other server to move to")
+
+    def put_back(self, target: Target, name: str) -> None:
+        raise NotSupported("the local backend has one Docker Engine: nothing was moved")
+
+    def drop_set_aside(self, target: Target) -> list[str]:
+        return []
 
     def describe(self) -> str:
         return "Local Docker provider"
@@ -289,7 +309,7 @@ class LocalBackend:
 
     def _await_db(self, target: Target, db_port: int, *, timeout: float) -> None:
         host = _url_host(target.config.local.bind_address).strip("[]")
-        outcome = wait_for({"db": postgres_ping(host, db_port)}, timeout=timeout, interval=0.05, max_interval=0.25)
+        outcome = wait_for({"db": self._db_ping(host, db_port)}, timeout=timeout, interval=0.05, max_interval=0.25)
         if not outcome.ok:
             raise self._health_timeout(target, f"{target.project} ({target.env}): the db does not accept connections "
                                                 f"after {outcome.elapsed:.0f} s: {outcome.failures['db']}",
