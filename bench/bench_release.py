@@ -41,8 +41,7 @@ def bench_fleet(runs: int, fleet: int) -> None:
 def bench_plan(projects: int) -> None:
     names = [f"n{i:02d}" for i in range(projects)]
     # 50 networks: more than Docker's default address pools hold, so the env leases subnets
-    # and checks health every 5 s: 50 pg_isready execs a second would load a 2-core machine
-    root, env = make_root(names, port_range="[36000, 36999]", network_pool="10.211.0.0/16", health_interval=5)
+    root, env = make_root(names, port_range="[36000, 36999]", network_pool="10.211.0.0/16")
     try:
         invoke(root, "provision", f"--env={env}", "--parallel=8")
         times = [invoke(root, "plan", f"--env={env}", "--detailed-exitcode") for _ in range(5)]

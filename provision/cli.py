@@ -590,7 +590,8 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
     if json:
         _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
     else:
-        _print(output.table(results, ("env", "project", "backend", "status", "declared", "api_url"), show_secrets=show_secrets))
+        columns = ("env", "project", "backend", "status", "declared") + (("server",) if any(r.server for r in results) else ())
+        _print(output.table(results, (*columns, "api_url"), show_secrets=show_secrets))
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP,

@@ -135,7 +135,7 @@ class ProjectRequests:
         job = self.jobs.get(name)
         if job is not None:
             return job
-        return self.provisioner.status(name).results[0]
+        return self.provisioner.status(name, usage=False).results[0]
 
     def all_projects(self) -> list[tuple[str, ProjectResult | Job]]:
         """Every project, from a listing at most LIST_CACHE_SECONDS old; an older one is served while a
@@ -158,7 +158,7 @@ class ProjectRequests:
         return items
 
     def _refresh(self) -> tuple[float, list[ProjectResult]]:
-        self._listing = (time.monotonic(), list(self.provisioner.status().results))
+        self._listing = (time.monotonic(), list(self.provisioner.status(usage=False).results))
         return self._listing
 
     def _changed(self) -> None:

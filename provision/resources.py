@@ -62,6 +62,7 @@ def limits(*layers: Mapping[str, Any] | None) -> StackLimits:
     """The defaults with each layer (env file, then project) laid over them, field by field; ValueError naming
     the key (`db.memory`) at fault."""
     merged: dict[str, dict[str, Any]] = {s: dict(getattr(DEFAULTS, s).to_context()) for s in SERVICES}
+    reserved: set[str] = set()  # services whose memory_reservation a layer set (else the default follows memory)
     for layer in layers:
         for service, fields in (layer or {}).items():
             if service not in SERVICES:
@@ -72,11 +73,15 @@ def limits(*layers: Mapping[str, Any] | None) -> StackLimits:
                 if key not in ("memory", "memory_reservation", "cpus"):
                     raise ValueError(f"{service}.{key}: unknown: use memory, memory_reservation or cpus")
                 merged[service][key] = value
+                if key == "memory_reservation":
+                    reserved.add(service)
     built = {}
     for service in SERVICES:
         fields = merged[service]
         memory = _size(service, "memory", fields["memory"])
         reservation = _size(service, "memory_reservation", fields["memory_reservation"])
+        if service not in reserved and memory is not None and reservation is not None and reservation > memory:
+            reservation = memory // 2  # the default reservation under a smaller limit: half of it
         cpus = fields["cpus"]
         if memory is not None and memory < MINIMUM_MEMORY[service]:
             raise ValueError(f"{service}.memory: {show_size(memory)} is below the {show_size(MINIMUM_MEMORY[service])} "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -71,8 +72,11 @@ class Sandbox:
         return result
 
     def popen(self, task: str, *args: str) -> subprocess.Popen[str]:
+        # SIGINT as a terminal's Ctrl-C delivers it: a suite started in the background (nohup ... &) has it
+        # ignored, and an ignored signal stays ignored in every child
         return subprocess.Popen(self.argv(task, *args), cwd=self.root, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=self.environ())
+                                stderr=subprocess.PIPE, text=True, env=self.environ(),
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def secrets(self, project: str) -> dict[str, str]:
         path = self.state_dir / self.env / project / "secrets.env"

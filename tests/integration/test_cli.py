@@ -89,9 +89,11 @@ def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> Non
 
     sandbox.cli("provision", "--project=shop")
     api_url = sandbox.cli("outputs", "--project=shop", "--format=json").json()["api_url"]
+    # SIGINT as a terminal's Ctrl-C sends it: a suite started in the background (nohup ... &) has it ignored,
+    # and an ignored SIGINT is inherited
     with subprocess.Popen([*sandbox.argv("logs", "--project=shop", "--service=api", "--follow", "--tail=1")],
                           cwd=sandbox.root, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True) as follower:
+                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as follower:
         assert follower.stdout is not None and follower.stderr is not None
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
@@ -107,7 +109,11 @@ def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> Non
             assert "follow-marker" in line
         finally:
             follower.send_signal(signal.SIGINT)
-            code = follower.wait(20)
+            try:
+                code = follower.wait(20)
+            except subprocess.TimeoutExpired:
+                follower.kill()
+                raise
         errors = follower.stderr.read()
     assert code == 0 and "Traceback" not in errors, errors
     status = sandbox.cli("status", "--json").json()

@@ -183,11 +183,31 @@ def test_ten_projects_in_parallel_fail_fast_and_keep_going(sandbox: Sandbox) -> 
     assert len(ports) == 9
 
     # fleet verbs over every deployed project of the env (p00 never came up: not deployed)
+    db_url = sandbox.cli("outputs", "--project=p01", "--format=json", "--show-secrets").json()["db_url"]
+    sql(db_url, "create table kept (id int)")
+    sql(db_url, "insert into kept values (1), (2)")
     stopped = sandbox.cli("stop", "--all", "--parallel=4", "--json")
     assert {p["project"]: p["status"] for p in stopped.json()["projects"]} == {n: "stopped" for n in names[1:]}
     assert "PROJECT" in stopped.stderr and not any(_running(sandbox, n) for n in names)
+
+    # one project cannot start (its rendered compose file is gone): fail-fast starts no further project,
+    # --keep-going starts every other one; both exit 1
+    compose = sandbox.state_dir / sandbox.env / "p03" / "docker-compose.yml"
+    saved = compose.read_text()
+    compose.unlink()
+    fail_fast = sandbox.cli("start", "--all", "--parallel=1", "--json", check=False)
+    statuses = {p["project"]: p["status"] for p in fail_fast.json()["projects"]}
+    assert fail_fast.returncode == 1 and statuses["p03"] == "failed"
+    assert [statuses[n] for n in ("p01", "p02")] == ["running", "running"]
+    assert all(statuses[n] == "skipped" and not _running(sandbox, n) for n in names[4:])
+    kept_going = sandbox.cli("start", "--all", "--parallel=4", "--keep-going", "--json", check=False)
+    statuses = {p["project"]: p["status"] for p in kept_going.json()["projects"]}
+    assert kept_going.returncode == 1 and statuses == {**{n: "running" for n in names[1:]}, "p03": "failed"}
+    assert sql(db_url, "select count(*) from kept") == [(2,)]  # data intact through stop and start
+    compose.write_text(saved)
     started = sandbox.cli("start", "--all", "--parallel=4", "--json").json()["projects"]
-    assert [p["status"] for p in started] == ["running"] * 9 and all(p["changed"] for p in started)
+    assert [p["status"] for p in started] == ["running"] * 9
+    assert [p["project"] for p in started if p["changed"]] == ["p03"]
     again = sandbox.cli("start", "--all", "--json").json()["projects"]
     assert not any(p["changed"] for p in again)  # nothing to do: changed is false everywhere
     refused = sandbox.cli("destroy", "--all", check=False)

@@ -27,6 +27,8 @@ def test_layers_override_field_by_field() -> None:
     assert (stack.db.memory, stack.db.memory_reservation, stack.db.cpus) == (512 * MIB, 128 * MIB, 2.0)
     assert (stack.api.memory, stack.api.cpus) == (64 * MIB, 0.25)
     assert show_size(stack.db.memory or 0) == "512M" and show_size(1536 * MIB) == "1536M"
+    # a limit under the default reservation takes half of it as reservation; one set by hand is checked
+    assert limits({"db": {"memory": "64M"}}).db.memory_reservation == 32 * MIB
 
 
 @pytest.mark.parametrize(("layer", "says"), [
