@@ -121,7 +121,7 @@ def compose_loop(root: Path, env: str, names: list[str], verb: str, parallel: in
 
 def bench_local(projects: int, parallel: int, idle: float) -> None:
     names = [f"d{i:03d}" for i in range(projects)]
-    root, env = make_root(names, port_range="[38000, 39999]", network_pool="10.212.0.0/16")
+    root, env = make_root(names, port_range="[21000, 22999]", network_pool="10.212.0.0/16")
     try:
         took = invoke(root, "provision", f"--env={env}", f"--parallel={parallel}")
         status = cli_json(root, "status", f"--env={env}", "--json")["projects"]

@@ -254,7 +254,8 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
     """Show each project's state, its services' health, what it costs (memory, CPU, uptime) and its URLs."""
     from provision import interrupts
 
-    every = None if watch in (None, False) else (2.0 if watch is True else _number("watch", str(watch), minimum=0.5))
+    every = None if watch in (None, False) else (
+        2.0 if watch is True else _number("watch", str(watch), minimum=0.5, maximum=3600, integer=False))
     with _session(read_only=True) as reporter:
         provisioner = _provisioner(env, reporter)
         try:

@@ -66,7 +66,7 @@ class Usage:
     cpu_percent: float | None = None  # of one core, as `docker stats` shows it
     uptime_s: float | None = None  # since the container last started; None when it does not run
     oom_killed: bool = False  # its main process was killed for going over its memory limit
-    restarts: int = 0  # restarts by the engine's restart policy
+    restarts: int | None = None  # restarts by the engine's restart policy, where the backend asked
 
 
 @dataclass(frozen=True)

@@ -721,8 +721,11 @@ class Provisioner:
             result = self.status_of(target, observed, record, costs.get(project))
             return RunSummary(self.env, self.backend.name, (result,))
         records = self._records()
-        observed_all = self._observe_env(records=records)
-        costs = self.backend.usage(self.config, [n for n, o in observed_all.items() if o.exists]) if usage else {}
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # what every stack of the env costs is read (its CPU sampled over a moment) while the env is observed
+            asked = pool.submit(self.backend.usage, self.config, None) if usage else None
+            observed_all = self._observe_env(records=records)
+            costs = asked.result() if asked is not None else {}
         results = [self.status_of(self.target(name), observed_all.get(name) or ABSENT, records.get(name), costs.get(name))
                    for name in self.project_names(observed_all, recorded=records)]
         return RunSummary(self.env, self.backend.name, tuple(results))

@@ -146,8 +146,8 @@ class Backend(Protocol):
         """Delete the volume kept under `label`; its name, or None when there was none."""
         ...
 
-    def usage(self, config: EnvConfig, projects: Collection[str]) -> Mapping[str, Mapping[str, Usage]]:
-        """What the containers of `projects` cost now, per project and service (memory used and limit, CPU,
+    def usage(self, config: EnvConfig, projects: Collection[str] | None) -> Mapping[str, Mapping[str, Usage]]:
+        """What the containers of `projects` (None: every project of the env) cost now, per project and service (memory used and limit, CPU,
         uptime, OOM kills, restarts), in one sweep of the engine; empty where the backend cannot tell."""
         ...
 

@@ -170,3 +170,32 @@ def test_psql_runs_sql_in_the_project_database(sandbox: Sandbox) -> None:
     assert failed.returncode == 1 and "nope" in failed.stderr and "psql exited" in failed.stderr
     wrong = sandbox.cli("psql", "--project=shop", "--via=ssh", check=False)
     assert wrong.returncode == 2 and "--via 'ssh'" in wrong.stderr
+
+
+def test_status_watch_redraws_until_interrupted(sandbox: Sandbox) -> None:
+    """status --watch: one JSON line per refresh with --json, until Ctrl-C, which exits 0."""
+    import json
+    import signal
+
+    sandbox.write_env(["shop", "blog"])
+    with subprocess.Popen([*sandbox.argv("status", "--watch=0.5", "--json")], cwd=sandbox.root,
+                          env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as watcher:
+        assert watcher.stdout is not None and watcher.stderr is not None
+        try:
+            first, second = watcher.stdout.readline(), watcher.stdout.readline()
+        finally:
+            watcher.send_signal(signal.SIGINT)
+            try:
+                code = watcher.wait(20)
+            except subprocess.TimeoutExpired:
+                watcher.kill()
+                raise
+        errors = watcher.stderr.read()
+    assert code == 0 and "Traceback" not in errors, errors
+    for line in (first, second):
+        data = json.loads(line)
+        assert [p["project"] for p in data["projects"]] == ["shop", "blog"]
+        assert data["projects"][0]["status"] == "not provisioned" and data["projects"][0]["memory_used_bytes"] is None
+    table = sandbox.cli("status", "--watch=bad", check=False)
+    assert table.returncode == 2 and "--watch" in table.stderr

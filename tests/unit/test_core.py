@@ -77,8 +77,9 @@ class MemoryBackend:
     def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
         return {}
 
-    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
-        return {p: {"db": Usage(memory_used_bytes=1)} for p in projects if p in self.deployed}
+    def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
+        return {p: {"db": Usage(memory_used_bytes=1)} for p in (self.deployed if projects is None else projects)
+                if p in self.deployed}
 
     def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
         raise NotSupported("one place")

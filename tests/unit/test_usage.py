@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from provision.backends.local.usage import Cgroup, collect, cpu_percent, memory_used, usage_of
+from provision.backends.local import usage as usage_module
+from provision.backends.local.usage import Cgroup, cgroup_usage, collect, cpu_percent, memory_used, usage_of
 from provision.model import Usage
 from provision.output import human_bytes, human_duration, status_table
 from provision.results import ProjectResult, ServiceStatus
@@ -41,58 +42,72 @@ def test_usage_of_a_running_and_a_stopped_container() -> None:
     assert usage_of(stopped, None, None, moment) == Usage(memory_limit_bytes=64 * 2**20, oom_killed=True, restarts=3)
 
 
-def _cgroup_v1(root: Path, proc: Path, cid: str, pid: int, *, oom_kills: int = 0) -> None:
-    (proc / str(pid)).mkdir(parents=True)
-    path = f"/docker/{cid}"
-    (proc / str(pid) / "cgroup").write_text(
-        f"9:name=systemd:{path}\n4:memory:{path}\n2:cpuacct:{path}\n1:cpu:{path}\n0::{path}\n")
+def _cgroup_v1(root: Path, cid: str, *, oom_kills: int = 0, pids: str = "") -> tuple[Path, Path]:
     memory, cpu = root / "memory" / "docker" / cid, root / "cpuacct" / "docker" / cid
     memory.mkdir(parents=True)
     cpu.mkdir(parents=True)
     (memory / "memory.usage_in_bytes").write_text("50000000\n")
+    (memory / "memory.limit_in_bytes").write_text("67108864\n")
     (memory / "memory.stat").write_text("cache 100\ntotal_inactive_file 8000000\n")
     (memory / "memory.oom_control").write_text(f"oom_kill_disable 0\nunder_oom 0\noom_kill {oom_kills}\n")
+    (memory / "cgroup.procs").write_text(pids)
     (cpu / "cpuacct.usage").write_text("1000000000\n")
+    return memory, cpu
 
 
-def test_cgroup_v1_files_are_read_like_the_engine_reports_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _proc(proc: Path, pid: int, start_ticks: int) -> None:
+    (proc / str(pid)).mkdir(parents=True)
+    # starttime is the 22nd field; the name may hold spaces and parentheses
+    (proc / str(pid) / "stat").write_text(f"{pid} (post gres) S " + " ".join(["0"] * 18) + f" {start_ticks} 0 0\n")
+
+
+@pytest.fixture
+def fake_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
     monkeypatch.setattr(Cgroup, "ROOT", tmp_path / "sys")
+    monkeypatch.setattr(Cgroup, "PROC", tmp_path / "proc")
+    monkeypatch.setattr(usage_module, "TICKS", 100)
+    (tmp_path / "proc").mkdir()
+    (tmp_path / "proc" / "uptime").write_text("1000.00 1900.00\n")
+    return tmp_path / "sys", tmp_path / "proc"
+
+
+def test_cgroup_v1_files_are_read_like_the_engine_reports_them(fake_machine: tuple[Path, Path]) -> None:
+    root, proc = fake_machine
     cid = "ab" * 32
-    _cgroup_v1(tmp_path / "sys", tmp_path / "proc", cid, 41, oom_kills=2)
-    group = Cgroup.of(cid, 41, proc=tmp_path / "proc")
+    _proc(proc, 41, 40000)  # started 400 s after boot
+    _proc(proc, 77, 90000)
+    _cgroup_v1(root, cid, oom_kills=2, pids="77\n41\n")
+    group = Cgroup.find(cid)
     assert group is not None and not group.unified
     first = group.sample()
     (group.cpu / "cpuacct.usage").write_text("1250000000\n")  # a quarter of a core-second later
     second = group.sample()
     second["cpu_stats"]["system_cpu_usage"] = first["cpu_stats"]["system_cpu_usage"] + 1_000_000_000  # 1 s apart
-    assert memory_used(second) == 42_000_000
-    assert cpu_percent(first, second) == 25.0
-    inspect = {"State": {"Running": True, "OOMKilled": False, "StartedAt": "2026-11-30T10:00:00.5Z"},
-               "HostConfig": {"Memory": 0}}
-    usage = usage_of(inspect, first, second, 0.0)
+    usage = cgroup_usage(first, second)
+    assert usage.memory_used_bytes == 42_000_000 and usage.memory_limit_bytes == 64 * 2**20
+    assert usage.cpu_percent == 25.0
+    assert usage.uptime_s == 600.0  # the oldest process: up 1000 s, started at 400 s
     assert usage.oom_killed is True  # a process inside was killed though the container runs on
-    assert usage.memory_limit_bytes is None
+    assert Cgroup.find("ef" * 32) is None  # another container, or one whose cgroup is not on this machine
 
 
-def test_cgroup_v2_and_pids_that_are_not_the_containers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Cgroup, "ROOT", tmp_path / "sys")
+def test_cgroup_v2_systemd_scope(fake_machine: tuple[Path, Path]) -> None:
+    root, _ = fake_machine
     cid = "cd" * 32
-    scope = tmp_path / "sys" / "system.slice" / f"docker-{cid}.scope"
+    scope = root / "system.slice" / f"docker-{cid}.scope"
     scope.mkdir(parents=True)
     (scope / "memory.current").write_text("30000000\n")
+    (scope / "memory.max").write_text("max\n")
     (scope / "memory.stat").write_text("anon 1\ninactive_file 1000000\n")
     (scope / "memory.events").write_text("low 0\nhigh 0\nmax 4\noom 1\noom_kill 0\n")
     (scope / "cpu.stat").write_text("usage_usec 500\nuser_usec 400\n")
-    (tmp_path / "proc" / "7").mkdir(parents=True)
-    (tmp_path / "proc" / "7" / "cgroup").write_text(f"0::/system.slice/docker-{cid}.scope\n")
-    group = Cgroup.of(cid, 7, proc=tmp_path / "proc")
+    (scope / "cgroup.procs").write_text("")
+    group = Cgroup.find(cid)
     assert group is not None and group.unified
     sample = group.sample()
     assert memory_used(sample) == 29_000_000 and sample["oom_kills"] == 0
-    assert sample["cpu_stats"]["cpu_usage"]["total_usage"] == 500_000
-    # a pid whose cgroup names another container (another pid namespace), or no pid at all: not trusted
-    assert Cgroup.of("ef" * 32, 7, proc=tmp_path / "proc") is None
-    assert Cgroup.of(cid, 0, proc=tmp_path / "proc") is None
+    assert sample["memory_stats"]["limit"] is None and sample["cpu_stats"]["cpu_usage"]["total_usage"] == 500_000
+    assert cgroup_usage(sample, sample).uptime_s is None  # no process listed: unknown, not zero
 
 
 class FakeApi:
@@ -107,7 +122,9 @@ class FakeApi:
         labels = {"io.provision.project": "shop", "com.docker.compose.service": "api"}
         oneoff = {**labels, "com.docker.compose.oneoff": "True"}
         other = {"io.provision.project": "blog", "com.docker.compose.service": "api"}
-        return [{"Id": "c1", "Labels": labels}, {"Id": "c2", "Labels": oneoff}, {"Id": "c3", "Labels": other}]
+        local = {"io.provision.project": "shop", "com.docker.compose.service": "db"}
+        return [{"Id": "c1", "Labels": labels, "State": "running"}, {"Id": "c2", "Labels": oneoff, "State": "running"},
+                {"Id": "c3", "Labels": other, "State": "running"}, {"Id": "ab" * 32, "Labels": local, "State": "running"}]
 
     def inspect_container(self, cid: str) -> dict[str, Any]:
         self.calls.append(f"inspect {cid}")
@@ -119,12 +136,15 @@ class FakeApi:
         return dict(FIXTURE["stats"][sum(c.startswith("stats") for c in self.calls) - 1])
 
 
-def test_collect_lists_once_and_falls_back_to_engine_stats_without_cgroup_files() -> None:
+def test_collect_asks_the_engine_once_and_reads_cgroups_falling_back_to_its_stats(
+        fake_machine: tuple[Path, Path]) -> None:
+    _cgroup_v1(fake_machine[0], "ab" * 32)  # the db's cgroup is on this machine; the api's (c1) is not
     api = FakeApi()
     found = collect(api, "staging", ["shop"], sleep=lambda _s: None)
-    assert set(found) == {"shop"} and set(found["shop"]) == {"api"}
+    assert set(found) == {"shop"} and set(found["shop"]) == {"api", "db"}
     assert api.calls == ["list", "inspect c1", "stats c1", "stats c1"]  # not the one-off, not the other project
     assert found["shop"]["api"].cpu_percent == cpu_percent(*FIXTURE["stats"])
+    assert found["shop"]["db"].memory_used_bytes == 42_000_000
 
 
 def test_status_table_shows_cost_and_oom() -> None:

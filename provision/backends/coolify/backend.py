@@ -1174,7 +1174,7 @@ class CoolifyBackend:
             dropped.append(str(service.get("name")))
         return dropped
 
-    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
+    def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
         """Nothing: Coolify's API v1 (openapi.yaml) has no route for a container's memory or CPU."""
         return {}
 

@@ -636,10 +636,10 @@ class LocalBackend:
                     subnets.append(str(config["Subnet"]))
         return subnets
 
-    def usage(self, config: EnvConfig, projects: Collection[str]) -> dict[str, dict[str, Usage]]:
+    def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
         """Memory, CPU, uptime and OOM kills of the projects' containers: one container list for the env, then
         each container's inspect and stats concurrently over the SDK's socket (`usage.collect`)."""
-        if not projects:
+        if projects is not None and not projects:
             return {}
         with sdk_errors("read container stats"):
             return collect(self._docker_client().api, config.name, projects)

@@ -1,11 +1,14 @@
-"""What each container costs now: one container list and an inspect per container (concurrently, over the SDK's
-socket), then memory, CPU and OOM kills read from each container's cgroup files when the engine runs on this
-machine (two reads CPU_WINDOW apart: ~0.3 s for any number of containers). Elsewhere (a remote engine, or
-another pid namespace) the Engine API's stats: its collector samples once a second, so each sample waits up to
-1 s (`one-shot`), and CPU needs two: ~2 s, as `docker stats --no-stream` takes."""
+"""What each container costs now: one engine query for the whole env (the container list), then, for the
+running containers, their cgroup files on this machine read twice CPU_WINDOW apart (memory used and limit, CPU,
+OOM kills, and the uptime of their oldest process): ~0.3 s for any number of containers, no further engine
+request. Only a container that does not run is inspected (did an OOM kill end it). Where the cgroup files are
+not on this machine (a remote engine, a custom cgroup parent) the Engine API's inspect and stats are used: its
+collector samples once a second, so a stats call waits up to 1 s and CPU needs two (~2 s, as
+`docker stats --no-stream` takes)."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,42 +22,44 @@ from ...model import Usage
 COMPOSE_SERVICE = "com.docker.compose.service"
 CPU_WINDOW = 0.25  # seconds between a container's two CPU samples, at least
 WORKERS = 16
+UNLIMITED = 2**62  # cgroup v1 writes "no limit" as a number near 2**63
 
 
-def collect(api: Any, env: str, projects: Collection[str], *, now: Callable[[], float] = time.time,
+def collect(api: Any, env: str, projects: Collection[str] | None, *, now: Callable[[], float] = time.time,
             sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, Usage]]:
-    """{project: {service: Usage}} for the env's containers of `projects` (`api`: docker's low-level APIClient)."""
-    wanted = set(projects)
-    listed = api.containers(all=True, filters={"label": f"{names.LABEL_ENV}={env}"})
-    chosen: dict[str, tuple[str, str]] = {}
-    for row in listed:
+    """{project: {service: Usage}} for the env's containers of `projects` (None: all of them; `api`: docker's
+    low-level APIClient)."""
+    wanted = None if projects is None else set(projects)
+    chosen: dict[str, tuple[str, str, bool]] = {}
+    for row in api.containers(all=True, filters={"label": f"{names.LABEL_ENV}={env}"}):
         labels = row.get("Labels") or {}
         project = labels.get(names.LABEL_PROJECT)
-        if project in wanted and labels.get("com.docker.compose.oneoff", "False") != "True":
-            chosen[str(row["Id"])] = (str(project), str(labels.get(COMPOSE_SERVICE, "")))
-    if not chosen:
-        return {}
-    ids = list(chosen)
+        if project and (wanted is None or project in wanted) and labels.get("com.docker.compose.oneoff", "False") != "True":
+            chosen[str(row["Id"])] = (str(project), str(labels.get(COMPOSE_SERVICE, "")), row.get("State") == "running")
+    groups = {cid: Cgroup.find(cid) for cid, (_, _, running) in chosen.items() if running}
+    local = {cid: group for cid, group in groups.items() if group is not None}
+    first = {cid: group.sample() for cid, group in local.items()}
+    sleep(max(0.0, CPU_WINDOW - (time.monotonic() - first_moment(first, time.monotonic()))))
+    second = {cid: group.sample() for cid, group in local.items()}
+    result: dict[str, dict[str, Usage]] = {}
+    for cid in local:
+        project, service, _ = chosen[cid]
+        result.setdefault(project, {})[service] = cgroup_usage(first[cid], second[cid])
+    remote = [cid for cid in chosen if cid not in local]  # not running, or its cgroup is not on this machine
+    if remote:
+        with ThreadPoolExecutor(max_workers=min(WORKERS, len(remote))) as pool:
+            inspected = dict(zip(remote, pool.map(api.inspect_container, remote), strict=True))
+            running = [cid for cid in remote if (inspected[cid].get("State") or {}).get("Running")]
 
-    with ThreadPoolExecutor(max_workers=min(WORKERS, len(ids))) as pool:
-        inspected = dict(zip(ids, pool.map(api.inspect_container, ids), strict=True))
-        running = [cid for cid in ids if (inspected[cid].get("State") or {}).get("Running")]
-        groups = {cid: Cgroup.of(cid, int((inspected[cid].get("State") or {}).get("Pid") or 0)) for cid in running}
-        if all(group is not None for group in groups.values()):
-            first = {cid: group.sample() for cid, group in groups.items() if group is not None}
-            started = time.monotonic()
-            sleep(max(0.0, CPU_WINDOW - (time.monotonic() - first_moment(first, started))))
-            second = {cid: group.sample() for cid, group in groups.items() if group is not None}
-        else:
             def stats(cid: str) -> dict[str, Any]:
                 return dict(api.stats(cid, stream=False, one_shot=True))
 
-            first = dict(zip(running, pool.map(stats, running), strict=True))
-            second = dict(zip(running, pool.map(stats, running), strict=True))
-    result: dict[str, dict[str, Usage]] = {}
-    moment = now()
-    for cid, (project, service) in chosen.items():
-        result.setdefault(project, {})[service] = usage_of(inspected[cid], first.get(cid), second.get(cid), moment)
+            before = dict(zip(running, pool.map(stats, running), strict=True))
+            after = dict(zip(running, pool.map(stats, running), strict=True))
+        moment = now()
+        for cid in remote:
+            project, service, _ = chosen[cid]
+            result.setdefault(project, {})[service] = usage_of(inspected[cid], before.get(cid), after.get(cid), moment)
     return result
 
 
@@ -63,58 +68,87 @@ def first_moment(samples: Mapping[str, Mapping[str, Any]], default: float) -> fl
 
 
 class Cgroup:
-    """A running container's cgroup files on this machine (v1 or v2), found from its pid's /proc/<pid>/cgroup and
-    trusted only when that path names the container (a pid from another namespace would not)."""
+    """A running container's cgroup files on this machine (v1 or v2, cgroupfs or systemd driver), found by the
+    paths Docker gives them, which carry the full container id."""
 
     ROOT = Path("/sys/fs/cgroup")
+    PROC = Path("/proc")
 
     def __init__(self, memory: Path, cpu: Path, unified: bool) -> None:
         self.memory, self.cpu, self.unified = memory, cpu, unified
 
     @classmethod
-    def of(cls, container_id: str, pid: int, proc: Path = Path("/proc")) -> Cgroup | None:
-        try:
-            lines = (proc / str(pid) / "cgroup").read_text().splitlines() if pid > 0 else []
-        except OSError:
-            return None
-        v1: dict[str, str] = {}
-        unified = None
-        for line in lines:
-            _, controllers, path = line.split(":", 2)
-            if not controllers:
-                unified = path
-            for controller in controllers.split(","):
-                v1[controller] = path
-        if "memory" in v1 and "cpuacct" in v1 and container_id in v1["memory"]:
-            memory = cls.ROOT / "memory" / v1["memory"].lstrip("/")
-            cpu = next((cls.ROOT / name / v1["cpuacct"].lstrip("/") for name in ("cpuacct", "cpu,cpuacct")
-                        if (cls.ROOT / name / v1["cpuacct"].lstrip("/")).is_dir()), memory)
-            group = cls(memory, cpu, unified=False)
-        elif unified is not None and container_id in unified and "memory" not in v1:
-            group = cls(cls.ROOT / unified.lstrip("/"), cls.ROOT / unified.lstrip("/"), unified=True)
-        else:
-            return None
-        return group if group.memory.is_dir() and group.cpu.is_dir() else None
+    def find(cls, container_id: str) -> Cgroup | None:
+        for parent in ("docker", "system.slice"):
+            leaf = container_id if parent == "docker" else f"docker-{container_id}.scope"
+            memory = cls.ROOT / "memory" / parent / leaf
+            if (memory / "memory.usage_in_bytes").is_file():
+                cpu = next((cls.ROOT / name / parent / leaf for name in ("cpuacct", "cpu,cpuacct")
+                            if (cls.ROOT / name / parent / leaf / "cpuacct.usage").is_file()), None)
+                if cpu is not None:
+                    return cls(memory, cpu, unified=False)
+            unified = cls.ROOT / parent / leaf
+            if (unified / "memory.current").is_file():
+                return cls(unified, unified, unified=True)
+        return None
 
     def sample(self) -> dict[str, Any]:
-        """The same shape as the Engine API's stats (the keys usage_of reads), plus the oom_kill count."""
+        """The Engine API's stats shape (the keys usage_of reads) plus the limit, the oom_kill count and the
+        start of the oldest process (seconds since boot)."""
         moment = time.monotonic()
         try:
             stat = _key_values(self.memory / "memory.stat")
             if self.unified:
                 usage = int((self.memory / "memory.current").read_text())
+                raw_limit = (self.memory / "memory.max").read_text().strip()
+                limit = None if raw_limit == "max" else int(raw_limit)
                 cpu_ns = _key_values(self.cpu / "cpu.stat").get("usage_usec", 0) * 1000
                 events = _key_values(self.memory / "memory.events")
             else:
                 usage = int((self.memory / "memory.usage_in_bytes").read_text())
+                number = int((self.memory / "memory.limit_in_bytes").read_text())
+                limit = None if number >= UNLIMITED else number
                 cpu_ns = int((self.cpu / "cpuacct.usage").read_text())
                 events = _key_values(self.memory / "memory.oom_control")
+            started = self._started()
         except (OSError, ValueError):
             return {}
-        return {"memory_stats": {"usage": usage, "stats": stat}, "oom_kills": events.get("oom_kill", 0),
+        return {"memory_stats": {"usage": usage, "stats": stat, "limit": limit}, "oom_kills": events.get("oom_kill", 0),
                 "cpu_stats": {"cpu_usage": {"total_usage": cpu_ns}, "system_cpu_usage": int(moment * 1e9),
                               "online_cpus": 1},
-                "read_monotonic": moment}
+                "read_monotonic": moment, "started_since_boot": started}
+
+    def _started(self) -> float | None:
+        """When the cgroup's oldest process started, in seconds since boot (its PID 1: the container's start)."""
+        starts = []
+        for pid in (self.memory / "cgroup.procs").read_text().split():
+            try:
+                fields = (self.PROC / pid / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            starts.append(int(fields[19]) / TICKS)  # starttime: the 22nd field, in clock ticks since boot
+        return min(starts) if starts else None
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _uptime_since_boot(proc: Path) -> float:
+    return float((proc / "uptime").read_text().split()[0])
+
+
+def cgroup_usage(first: Mapping[str, Any], second: Mapping[str, Any]) -> Usage:
+    """One running container's Usage from two cgroup samples."""
+    if not second:
+        return Usage()
+    started = second.get("started_since_boot")
+    try:
+        uptime = None if started is None else round(max(0.0, _uptime_since_boot(Cgroup.PROC) - started), 1)
+    except (OSError, ValueError):
+        uptime = None
+    return Usage(memory_used_bytes=memory_used(second), memory_limit_bytes=second["memory_stats"].get("limit"),
+                 cpu_percent=cpu_percent(first or None, second), uptime_s=uptime,
+                 oom_killed=int(second.get("oom_kills") or 0) > 0, restarts=None)
 
 
 def _key_values(path: Path) -> dict[str, int]:
@@ -128,15 +162,12 @@ def _key_values(path: Path) -> dict[str, int]:
 
 def usage_of(inspected: Mapping[str, Any], first: Mapping[str, Any] | None, second: Mapping[str, Any] | None,
              now: float) -> Usage:
-    """One container's Usage from its inspect and two stats samples (None for a container that does not run)."""
+    """One container's Usage from its inspect and two Engine API stats samples (None: it does not run)."""
     state = inspected.get("State") or {}
     limit = int((inspected.get("HostConfig") or {}).get("Memory") or 0) or None
     oom, restarts = bool(state.get("OOMKilled")), int(inspected.get("RestartCount") or 0)
     if not state.get("Running") or second is None:
         return Usage(memory_limit_bytes=limit, oom_killed=oom, restarts=restarts)
-    # a process inside the container killed for the limit (a PostgreSQL backend) leaves the container running:
-    # only its cgroup's oom_kill count tells
-    oom = oom or int(second.get("oom_kills") or 0) > 0
     return Usage(memory_used_bytes=memory_used(second), memory_limit_bytes=limit,
                  cpu_percent=cpu_percent(first, second), uptime_s=_uptime(state.get("StartedAt"), now),
                  oom_killed=oom, restarts=restarts)
