@@ -11,7 +11,7 @@ Local (a real Docker Engine, the test images, default limits and healthcheck int
 4. `stop --all` then `start --all` (--parallel P) against `docker compose stop`/`start` of the same N projects in
    a shell loop with the same parallelism (xargs -P), interleaved
 
-Placement (the Coolify emulator, no containers): 60 projects over 3 servers of max_stacks 10, 20 and 30; the
+Placement (the Coolify emulator, no containers): 60 projects over 3 servers of max_stacks 20, 40 and 60; the
 spread against capacity, then a fresh state directory plans no change and sees the same servers.
 """
 
@@ -167,8 +167,9 @@ def bench_placement() -> None:
     from tests.coolify_emulator import CoolifyEmulator
 
     names = [f"app{i:02d}" for i in range(60)]
-    capacities = {"s10": 10, "s20": 20, "s30": 30}
-    with CoolifyEmulator(token=TOKEN) as emu:
+    capacities = {"s20": 20, "s40": 40, "s60": 60}  # room for 120: the spread, not the room, decides
+    # Coolify's API allows 200 requests a minute by default (the emulator too): 60 creates would wait on it
+    with CoolifyEmulator(token=TOKEN, rate_limit=100000) as emu:
         uuids = {name: emu.add_server(name, "127.0.0.1")["uuid"] for name in capacities}
         root = Path(tempfile.mkdtemp(prefix="provision-bench-placement-"))
         try:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from provision.backends.local import usage as usage_module
+from provision.backends.local.compose import ContainerState
 from provision.backends.local.usage import Cgroup, cgroup_usage, collect, cpu_percent, memory_used, usage_of
 from provision.model import Usage
 from provision.output import human_bytes, human_duration, status_table
@@ -111,20 +112,10 @@ def test_cgroup_v2_systemd_scope(fake_machine: tuple[Path, Path]) -> None:
 
 
 class FakeApi:
-    """docker.APIClient's list, inspect and stats, answering from the recorded fixture."""
+    """docker.APIClient's inspect and stats, answering from the recorded fixture."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []
-
-    def containers(self, all: bool, filters: dict[str, Any]) -> list[dict[str, Any]]:  # noqa: A002 - the SDK's name
-        self.calls.append("list")
-        assert filters == {"label": "io.provision.env=staging"}
-        labels = {"io.provision.project": "shop", "com.docker.compose.service": "api"}
-        oneoff = {**labels, "com.docker.compose.oneoff": "True"}
-        other = {"io.provision.project": "blog", "com.docker.compose.service": "api"}
-        local = {"io.provision.project": "shop", "com.docker.compose.service": "db"}
-        return [{"Id": "c1", "Labels": labels, "State": "running"}, {"Id": "c2", "Labels": oneoff, "State": "running"},
-                {"Id": "c3", "Labels": other, "State": "running"}, {"Id": "ab" * 32, "Labels": local, "State": "running"}]
 
     def inspect_container(self, cid: str) -> dict[str, Any]:
         self.calls.append(f"inspect {cid}")
@@ -136,15 +127,28 @@ class FakeApi:
         return dict(FIXTURE["stats"][sum(c.startswith("stats") for c in self.calls) - 1])
 
 
-def test_collect_asks_the_engine_once_and_reads_cgroups_falling_back_to_its_stats(
+def _container(cid: str, project: str, service: str, **labels: str) -> ContainerState:
+    return ContainerState(name=f"{project}-{service}-1", service=service, state="running", health="", exit_code=0,
+                          labels={"io.provision.project": project, **labels}, id=cid)
+
+
+def test_collect_reads_cgroups_and_asks_the_engine_only_where_they_do_not_tell(
         fake_machine: tuple[Path, Path]) -> None:
     _cgroup_v1(fake_machine[0], "ab" * 32)  # the db's cgroup is on this machine; the api's (c1) is not
+    listed = [_container("c1", "shop", "api"), _container("c2", "shop", "api", **{"com.docker.compose.oneoff": "True"}),
+              _container("c3", "blog", "api"), _container("ab" * 32, "shop", "db")]
     api = FakeApi()
-    found = collect(api, "staging", ["shop"], sleep=lambda _s: None)
+    found = collect(listed, lambda: api, ["shop"], sleep=lambda _s: None)
     assert set(found) == {"shop"} and set(found["shop"]) == {"api", "db"}
-    assert api.calls == ["list", "inspect c1", "stats c1", "stats c1"]  # not the one-off, not the other project
+    assert api.calls == ["inspect c1", "stats c1", "stats c1"]  # not the one-off, not the other project
     assert found["shop"]["api"].cpu_percent == cpu_percent(*FIXTURE["stats"])
     assert found["shop"]["db"].memory_used_bytes == 42_000_000
+
+    def no_engine() -> Any:
+        raise AssertionError("every container's cgroup is here: the engine is not asked")
+
+    only_local = collect([listed[3]], no_engine, None, sleep=lambda _s: None)
+    assert set(only_local) == {"shop"} and only_local["shop"]["db"].memory_limit_bytes == 64 * 2**20
 
 
 def test_status_table_shows_cost_and_oom() -> None:

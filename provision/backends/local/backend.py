@@ -637,12 +637,17 @@ class LocalBackend:
         return subnets
 
     def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
-        """Memory, CPU, uptime and OOM kills of the projects' containers: one container list for the env, then
-        each container's inspect and stats concurrently over the SDK's socket (`usage.collect`)."""
+        """Memory, CPU, uptime and OOM kills of the projects' containers: one `docker ps` for the env, then each
+        running container's cgroup files (`usage.collect`); the Engine API only where those do not tell."""
         if projects is not None and not projects:
             return {}
+        listed = _services(self.compose.containers(f"{names.LABEL_ENV}={config.name}"))
+
+        def api() -> Any:
+            return self._docker_client().api
+
         with sdk_errors("read container stats"):
-            return collect(self._docker_client().api, config.name, projects)
+            return collect(listed, api, projects)
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> dict[str, Observed]:

@@ -30,6 +30,7 @@ class ContainerState:
     health: str  # healthy, unhealthy, starting, or "" when there is no healthcheck
     exit_code: int
     labels: Mapping[str, str] = field(default_factory=dict)
+    id: str = ""  # the full container id (docker ps --no-trunc; the SDK's Id)
 
     @property
     def running(self) -> bool:
@@ -80,6 +81,7 @@ def container_state(record: Mapping[str, Any]) -> ContainerState:
         health=health_from_status(status),
         exit_code=int(exit_code.group(1)) if exit_code else 0,
         labels=labels,
+        id=str(record.get("ID") or record.get("Id") or ""),
     )
 
 

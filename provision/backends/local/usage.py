@@ -1,5 +1,5 @@
-"""What each container costs now: one engine query for the whole env (the container list), then, for the
-running containers, their cgroup files on this machine read twice CPU_WINDOW apart (memory used and limit, CPU,
+"""What each container costs now: one engine query for the whole env (the container list, `docker ps`), then,
+for the running containers, their cgroup files on this machine read twice CPU_WINDOW apart (memory used and limit, CPU,
 OOM kills, and the uptime of their oldest process): ~0.3 s for any number of containers, no further engine
 request. Only a container that does not run is inspected (did an OOM kill end it). Where the cgroup files are
 not on this machine (a remote engine, a custom cgroup parent) the Engine API's inspect and stats are used: its
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
@@ -18,6 +18,7 @@ from typing import Any
 
 from ... import names
 from ...model import Usage
+from .compose import ContainerState
 
 COMPOSE_SERVICE = "com.docker.compose.service"
 CPU_WINDOW = 0.25  # seconds between a container's two CPU samples, at least
@@ -25,17 +26,18 @@ WORKERS = 16
 UNLIMITED = 2**62  # cgroup v1 writes "no limit" as a number near 2**63
 
 
-def collect(api: Any, env: str, projects: Collection[str] | None, *, now: Callable[[], float] = time.time,
-            sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, Usage]]:
-    """{project: {service: Usage}} for the env's containers of `projects` (None: all of them; `api`: docker's
-    low-level APIClient)."""
+def collect(listed: Sequence[ContainerState], api: Callable[[], Any], projects: Collection[str] | None, *,
+            now: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep) -> dict[str, dict[str, Usage]]:
+    """{project: {service: Usage}} for the containers of `projects` (None: all) among the env's `listed` ones.
+    `api` gives docker's low-level APIClient, asked for only where the cgroup files do not tell (the SDK is not
+    even imported when they all do)."""
     wanted = None if projects is None else set(projects)
     chosen: dict[str, tuple[str, str, bool]] = {}
-    for row in api.containers(all=True, filters={"label": f"{names.LABEL_ENV}={env}"}):
-        labels = row.get("Labels") or {}
-        project = labels.get(names.LABEL_PROJECT)
-        if project and (wanted is None or project in wanted) and labels.get("com.docker.compose.oneoff", "False") != "True":
-            chosen[str(row["Id"])] = (str(project), str(labels.get(COMPOSE_SERVICE, "")), row.get("State") == "running")
+    for container in listed:
+        project = container.labels.get(names.LABEL_PROJECT)
+        if project and (wanted is None or project in wanted) and container.id \
+                and container.labels.get("com.docker.compose.oneoff", "False") != "True":
+            chosen[container.id] = (project, container.service, container.running)
     groups = {cid: Cgroup.find(cid) for cid, (_, _, running) in chosen.items() if running}
     local = {cid: group for cid, group in groups.items() if group is not None}
     first = {cid: group.sample() for cid, group in local.items()}
@@ -47,12 +49,13 @@ def collect(api: Any, env: str, projects: Collection[str] | None, *, now: Callab
         result.setdefault(project, {})[service] = cgroup_usage(first[cid], second[cid])
     remote = [cid for cid in chosen if cid not in local]  # not running, or its cgroup is not on this machine
     if remote:
+        client = api()
         with ThreadPoolExecutor(max_workers=min(WORKERS, len(remote))) as pool:
-            inspected = dict(zip(remote, pool.map(api.inspect_container, remote), strict=True))
+            inspected = dict(zip(remote, pool.map(client.inspect_container, remote), strict=True))
             running = [cid for cid in remote if (inspected[cid].get("State") or {}).get("Running")]
 
             def stats(cid: str) -> dict[str, Any]:
-                return dict(api.stats(cid, stream=False, one_shot=True))
+                return dict(client.stats(cid, stream=False, one_shot=True))
 
             before = dict(zip(running, pool.map(stats, running), strict=True))
             after = dict(zip(running, pool.map(stats, running), strict=True))
