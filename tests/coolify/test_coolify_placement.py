@@ -3,11 +3,21 @@ nothing, nothing is created when a project fits nowhere, and placement is sticky
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
-from tests.coolify.conftest import coolify_env
+import pytest
+
+from tests.coolify.conftest import TOKEN, coolify_env
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
+
+
+@pytest.fixture
+def emulator() -> Iterator[CoolifyEmulator]:
+    """Coolify without its queue delays: placement is about where stacks go, not how long Coolify takes."""
+    with CoolifyEmulator(token=TOKEN, action_delay=0) as emu:
+        yield emu
 
 SERVERS = """  servers:
     - {name: small, max_stacks: 1}

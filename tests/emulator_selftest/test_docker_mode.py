@@ -129,7 +129,11 @@ def test_service_runs_for_real(tiny_image: str) -> None:
 
             assert c.post(f"/services/{uuid}/stop").status_code == 200
             wait_for(c, uuid, "exited")
-            assert labelled("container", instance) == []  # docker stop + rm
+            # docker stop, then rm: the stored status reads exited between the two
+            deadline = time.monotonic() + 30
+            while labelled("container", instance) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert labelled("container", instance) == []
             assert web.get(url).status_code == 503
 
         assert c.delete(f"/services/{uuid}", params={"delete_volumes": "false"}).status_code == 200
