@@ -455,9 +455,8 @@ class DataLifecycle:
             aside, secrets = service.backend.set_aside(target, observed, utc_stamp().lower())
             op.changed = True
             service.store.write_secrets(target.env, project, secrets)  # the new stack is made with the same ones
-            service._placements[project] = to_server
             try:
-                moved = service.target(project)
+                moved = service.target(project, server=to_server)
                 service._converge(moved, op)
                 new_observed, new_prepared, new_access = self._running_db(moved)
                 self._restore_checked(moved, new_observed, new_prepared, new_access, made, op, safety=False)
@@ -472,8 +471,6 @@ class DataLifecycle:
                                          f"{aside!r} in Coolify with its data; the backup {made.path} stays") from exc
                 raise with_note(exc, f"{project!r} is back where it was ({observed.server or 'its old server'}), "
                                      f"with its data; the backup {made.path} stays") from exc
-            finally:
-                service._placements.pop(project, None)
         return self._result(target, "move", "moved", op, [
             f"moved from {observed.server or 'its old server'} to {to_server}: {sum((made.row_counts or {}).values())} "
             f"rows in {len(made.row_counts or {})} tables verified",

@@ -113,7 +113,6 @@ class Provisioner:
         self.hooks = hooks or Hooks(config.root / "hooks")
         self.clock = clock
         self._image_majors: dict[str, int] = {}  # image -> its PostgreSQL major, asked once per run
-        self._placements: dict[str, str] = {}  # new project -> the server this run placed it on (provision_many)
         self.data = DataLifecycle(self)  # backup, restore, upgrade-db, rotate
 
     @property
@@ -121,11 +120,10 @@ class Provisioner:
         return self.config.name
 
     # --- targets and records -------------------------------------------------------------
-    def target(self, project: str) -> Target:
+    def target(self, project: str, *, server: str | None = None) -> Target:
         """The target for `project`; the name is validated (one rule, `config.project`) before anything else.
-        A new project placed by this run (`provision_many`) carries its server."""
+        `server`: where a new stack goes (placement decided it, or a move)."""
         spec = self.config.project(project)
-        server = self._placements.get(project)
         return Target(self.config, replace(spec, server=server) if server else spec)
 
     def record(self, project: str) -> ProjectRecord | None:
@@ -255,16 +253,16 @@ class Provisioner:
         self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
 
     # --- provision -----------------------------------------------------------------------
-    def provision(self, project: str, *, create: bool = False) -> ProjectResult:
+    def provision(self, project: str, *, create: bool = False, server: str | None = None) -> ProjectResult:
         """Create, update or start `project` until it answers; a no-op when it already matches.
 
         A project the env file does not declare, and that this state directory never provisioned, is made
         only with `create` (or `allow_undeclared: true` in the env file): a typo never creates a stack.
         Raises ProvisionError: UndeclaredProject (before anything is contacted), HealthTimeout (with a log
         tail) when the stack does not come up, RolledBack when an update failed and the previous version was
-        restored.
+        restored. `server`: where a new stack goes, when placement decided it beforehand.
         """
-        target = self.target(project)
+        target = self.target(project, server=server)
         self._check_declared(target, create=create)
         interrupts.check()
         with self._operation(target, "provision") as op:
@@ -434,12 +432,9 @@ class Provisioner:
             self._check_declared(self.target(project), create=create)
             self.render(project)
         # every new project gets its server before any is created: when one fits nowhere, nothing is created
-        self._placements = dict(self._place_new(projects))
-        try:
-            return self.run_many(projects, lambda project: self.provision(project, create=create),
-                                 action="provision", keep_going=keep_going, parallel=parallel)
-        finally:
-            self._placements = {}
+        placed = self._place_new(projects)
+        return self.run_many(projects, lambda project: self.provision(project, create=create, server=placed.get(project)),
+                             action="provision", keep_going=keep_going, parallel=parallel)
 
     def _place_new(self, projects: list[str], deployed: Mapping[str, Observed] | None = None) -> Mapping[str, str]:
         """{project: server} for those of `projects` with no stack yet, where the backend spreads stacks over
