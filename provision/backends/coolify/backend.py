@@ -321,8 +321,9 @@ class CoolifyBackend:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to {plan.action}")
         if plan.action in (Action.UPDATE, Action.DRIFT):
             body: dict[str, Any] = {"docker_compose_raw": _b64(stack.text),
-                                    "description": _description(stack, self.owner, memory=target.spec.memory_limit,
-                                                                placed=observed.server)}
+                                    "description": _description(
+                                        stack, self.owner, memory=target.spec.memory_limit,
+                                        placed=observed.server or self._server_holding(refs.service_uuid))}
             urls = self._urls(target)
             if urls:
                 body["urls"] = urls
@@ -496,6 +497,18 @@ class CoolifyBackend:
         if refusal is not None:
             raise ServersFull(f"{load.name} cannot take {target.project!r}: {refusal}. Nothing was created")
         return {"uuid": load.uuid, "name": load.name}, load.name
+
+    def _server_holding(self, service_uuid: str | None) -> str | None:
+        """With coolify.servers, the listed server a service without a `placed:` mark runs on (one made before the
+        env listed servers), from each listed server's resources; None otherwise."""
+        if self.config.coolify.servers is None or service_uuid is None:
+            return None
+        for listed in self.config.coolify.servers:
+            server = self._listed_server(listed.name)
+            if server.get("uuid") and any(r.get("uuid") == service_uuid for r in self.client.request_list(
+                    "GET", f"/servers/{server['uuid']}/resources")):
+                return listed.name
+        return None
 
     def _listed_server(self, name: str | None) -> dict[str, Any]:
         """The Coolify server of a name listed in coolify.servers (GET /servers once per instance: configuration)."""
@@ -772,8 +785,8 @@ class CoolifyBackend:
         user, database = variables["db_user"], variables["db_name"]
         public_port = variables.get("db_public_port")
         if public_port:
-            return Endpoints(api_url, db_url(user, password, self._server_host(refs.server), public_port, database),
-                             "public")
+            host = self._server_host(refs.server or self._server_holding(refs.service_uuid))
+            return Endpoints(api_url, db_url(user, password, host, public_port, database), "public")
         return Endpoints(api_url, db_url(user, password, f"db-{refs.service_uuid}", 5432, database), "internal")
 
     def _server_host(self, placed: str | None = None) -> str:
