@@ -451,6 +451,7 @@ class DataLifecycle:
             if observed.server == to_server:
                 return self._result(target, "move", "running", op, [f"already on server {to_server}"],
                                     {"server": to_server})
+            origin = observed.server or "its old server"
             made = self._dump(target, access, label=f"move-to-{to_server}")
             aside, secrets = service.backend.set_aside(target, observed, utc_stamp().lower())
             op.changed = True
@@ -469,12 +470,12 @@ class DataLifecycle:
                 except ProvisionError as undo:
                     raise with_note(exc, f"Putting the old stack back failed too ({undo}): it is set aside as "
                                          f"{aside!r} in Coolify with its data; the backup {made.path} stays") from exc
-                raise with_note(exc, f"{project!r} is back where it was ({observed.server or 'its old server'}), "
+                raise with_note(exc, f"{project!r} is back where it was ({origin}), "
                                      f"with its data; the backup {made.path} stays") from exc
         return self._result(target, "move", "moved", op, [
-            f"moved from {observed.server or 'its old server'} to {to_server}: {sum((made.row_counts or {}).values())} "
+            f"moved from {origin} to {to_server}: {sum((made.row_counts or {}).values())} "
             f"rows in {len(made.row_counts or {})} tables verified",
-            f"the old stack stays stopped on {observed.server or 'its old server'} as {aside!r} with its data: "
+            f"the old stack stays stopped on {origin} as {aside!r} with its data: "
             f"`provision move --env={target.env} --project={project} --finalize --yes` deletes it"],
             {"from_server": observed.server, "to_server": to_server, "set_aside": aside, "backup": str(made.path),
              "row_counts": made.row_counts})

@@ -43,10 +43,6 @@ class ServerLoad:
                     f"a stack needs {show_size(memory)}")
         return None
 
-    def describe(self) -> str:
-        memory = f", {show_size(self.memory_used)}/{show_size(self.memory)} memory" if self.memory is not None else ""
-        return f"{self.name} ({self.stacks}/{self.max_stacks} stacks{memory})"
-
 
 def place(loads: Sequence[ServerLoad], demands: Sequence[tuple[str, int]]) -> dict[str, str]:
     """{project: server name} for each new project (`demands`: name and memory limits, in order), or

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 
@@ -78,10 +79,19 @@ def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:
     assert changed.returncode == 2 and "update" in changed.stdout
 
 
+def _interrupt(proc: subprocess.Popen[str]) -> int:
+    """Ctrl-C, as a terminal sends it; its exit code (killed, and the test failed, if it does not stop in 20 s)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
 def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> None:
     import contextlib
     import queue
-    import signal
     import threading
     import time
 
@@ -89,11 +99,7 @@ def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> Non
 
     sandbox.cli("provision", "--project=shop")
     api_url = sandbox.cli("outputs", "--project=shop", "--format=json").json()["api_url"]
-    # SIGINT as a terminal's Ctrl-C sends it: a suite started in the background (nohup ... &) has it ignored,
-    # and an ignored SIGINT is inherited
-    with subprocess.Popen([*sandbox.argv("logs", "--project=shop", "--service=api", "--follow", "--tail=1")],
-                          cwd=sandbox.root, env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as follower:
+    with sandbox.popen("logs", "--project=shop", "--service=api", "--follow", "--tail=1") as follower:
         assert follower.stdout is not None and follower.stderr is not None
         lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=lambda: [lines.put(line) for line in follower.stdout], daemon=True).start()
@@ -108,12 +114,7 @@ def test_logs_follow_prints_new_lines_until_interrupted(sandbox: Sandbox) -> Non
                     line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
             assert "follow-marker" in line
         finally:
-            follower.send_signal(signal.SIGINT)
-            try:
-                code = follower.wait(20)
-            except subprocess.TimeoutExpired:
-                follower.kill()
-                raise
+            code = _interrupt(follower)
         errors = follower.stderr.read()
     assert code == 0 and "Traceback" not in errors, errors
     status = sandbox.cli("status", "--json").json()
@@ -175,22 +176,14 @@ def test_psql_runs_sql_in_the_project_database(sandbox: Sandbox) -> None:
 def test_status_watch_redraws_until_interrupted(sandbox: Sandbox) -> None:
     """status --watch: one JSON line per refresh with --json, until Ctrl-C, which exits 0."""
     import json
-    import signal
 
     sandbox.write_env(["shop", "blog"])
-    with subprocess.Popen([*sandbox.argv("status", "--watch=0.5", "--json")], cwd=sandbox.root,
-                          env=sandbox.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)) as watcher:
+    with sandbox.popen("status", "--watch=0.5", "--json") as watcher:
         assert watcher.stdout is not None and watcher.stderr is not None
         try:
             first, second = watcher.stdout.readline(), watcher.stdout.readline()
         finally:
-            watcher.send_signal(signal.SIGINT)
-            try:
-                code = watcher.wait(20)
-            except subprocess.TimeoutExpired:
-                watcher.kill()
-                raise
+            code = _interrupt(watcher)
         errors = watcher.stderr.read()
     assert code == 0 and "Traceback" not in errors, errors
     for line in (first, second):

@@ -131,6 +131,7 @@ class CoolifyBackend:
         # for a server's last place
         self._placement_lock = threading.Lock()
         self._servers: list[dict[str, Any]] | None = None  # GET /servers, when coolify.servers needs addresses
+        self._holders: dict[str, str] | None = None  # service uuid -> listed server, for services not marked placed:
         # the env's server, looked up once from config: a read-through cache of configuration, not of any
         # project's state (every project verb works on a fresh instance)
         self._server: dict[str, Any] | None = None
@@ -450,11 +451,10 @@ class CoolifyBackend:
                   for s in self.client.request_list("GET", "/services")}
         loads = []
         for wanted in listed:
-            matches = [s for s in servers if wanted.name in (s.get("uuid"), s.get("name"))]
-            if not matches:
+            server = _named(servers, wanted.name)
+            if server is None:
                 raise ConfigError(f"{self.config.relpath}: coolify.servers: no server {wanted.name!r} in Coolify; "
                                   f"candidates: {_describe_servers(servers)}")
-            server = matches[0]
             load = ServerLoad(wanted.name, wanted.max_stacks, wanted.memory, uuid=str(server["uuid"]))
             if _settings(server).get("is_build_server"):
                 loads.append(replace(load, unusable="a build server (it cannot run stacks)"))
@@ -500,23 +500,29 @@ class CoolifyBackend:
 
     def _server_holding(self, service_uuid: str | None) -> str | None:
         """With coolify.servers, the listed server a service without a `placed:` mark runs on (one made before the
-        env listed servers), from each listed server's resources; None otherwise."""
+        env listed servers), from the listed servers' resources, read once per instance (such a service does
+        not move: a move marks the new one); None otherwise."""
         if self.config.coolify.servers is None or service_uuid is None:
             return None
-        for listed in self.config.coolify.servers:
-            server = self._listed_server(listed.name)
-            if server.get("uuid") and any(r.get("uuid") == service_uuid for r in self.client.request_list(
-                    "GET", f"/servers/{server['uuid']}/resources")):
-                return listed.name
-        return None
+        with self._lock:
+            if self._holders is None:
+                self._holders = {}
+                for listed in self.config.coolify.servers:
+                    uuid = (_named(self._servers_listing(), listed.name) or {}).get("uuid")
+                    for resource in self.client.request_list("GET", f"/servers/{uuid}/resources") if uuid else []:
+                        self._holders.setdefault(str(resource.get("uuid")), listed.name)
+            return self._holders.get(service_uuid)
+
+    def _servers_listing(self) -> list[dict[str, Any]]:
+        """GET /servers, once per instance (addresses and names: configuration); the caller holds `_lock`."""
+        if self._servers is None:
+            self._servers = self.client.request_list("GET", "/servers")
+        return self._servers
 
     def _listed_server(self, name: str | None) -> dict[str, Any]:
         """The Coolify server of a name listed in coolify.servers (GET /servers once per instance: configuration)."""
         with self._lock:
-            if self._servers is None:
-                self._servers = self.client.request_list("GET", "/servers")
-            servers = self._servers
-        return next((s for s in servers if name in (s.get("uuid"), s.get("name"))), {})
+            return _named(self._servers_listing(), name) or {}
 
     def _choose_server(self) -> dict[str, Any]:
         with self._lock:
@@ -526,15 +532,15 @@ class CoolifyBackend:
             if wanted and _UUID.match(wanted):
                 self._server = {"uuid": wanted, "name": wanted}  # checked by POST /services (404 if unknown)
                 return self._server
-            servers = self.client.request_list("GET", "/servers")
+            servers = self._servers_listing()
             if wanted:
-                matches = [s for s in servers if wanted in (s.get("uuid"), s.get("name"))]
-                if not matches:
+                found = _named(servers, wanted)
+                if found is None:
                     raise ConfigError(
                         f"{self.config.relpath}: coolify.server: no server {wanted!r} in Coolify; "
                         f"candidates: {_describe_servers(servers)}"
                     )
-                server = matches[0]
+                server = found
             else:
                 usable = [s for s in servers if s.get("is_usable") and s.get("is_reachable")
                           and not _settings(s).get("is_build_server")]
@@ -1338,8 +1344,8 @@ def _is_up(service: Mapping[str, Any]) -> bool:
 
 
 def _observed(service: Mapping[str, Any], refs: Refs) -> Observed:
-    match = _HASH.search(str(service.get("description") or ""))
-    placed = _placed(str(service.get("description") or ""))
+    description = str(service.get("description") or "")
+    match, placed = _HASH.search(description), _placed(description)
     apps = _apps(service)
     if apps:
         services = {str(a["name"]): _app_state(a) for a in apps}
@@ -1396,6 +1402,11 @@ def _has_resources(environment: Mapping[str, Any]) -> bool:
 
 def _describe_servers(servers: list[dict[str, Any]]) -> str:
     return ", ".join(f"{s.get('name')} ({s.get('uuid')})" for s in servers) or "none"
+
+
+def _named(servers: list[dict[str, Any]], wanted: str | None) -> dict[str, Any] | None:
+    """The server `wanted` names (its uuid or its name, as the env file may give either), or None."""
+    return next((s for s in servers if wanted in (s.get("uuid"), s.get("name"))), None)
 
 
 def _describe_destinations(destinations: list[dict[str, Any]]) -> str:

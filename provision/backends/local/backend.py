@@ -53,7 +53,7 @@ from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import StateStore, atomic_write
 from ..base import Backend
-from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state
+from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state, service_containers
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
 from .usage import collect
 
@@ -200,7 +200,7 @@ class LocalBackend:
         return self.compose.with_secrets([s.reveal() for s in secrets.values()])
 
     def _containers(self, target: Target) -> list[ContainerState]:
-        return _services(self.compose.containers(self._label(target)))
+        return service_containers(self.compose.containers(self._label(target)))
 
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target, known: Handle | None) -> Observed:
@@ -222,7 +222,7 @@ class LocalBackend:
                 create: bool = True) -> Prepared:
         """The project's secrets (missing ones generated) and its leased ports."""
         if not create:
-            lease = self.leases.read().get(lease_key(target.env, target.project))
+            lease = self._lease(target)
             ports = Ports(api=lease["api"], db=lease["db"], subnet=lease.get("subnet")) if lease else None
             if ports is None:
                 ports = preview_ports(
@@ -315,8 +315,12 @@ class LocalBackend:
                                                 f"after {outcome.elapsed:.0f} s: {outcome.failures['db']}",
                                        services=("db",))
 
+    def _lease(self, target: Target) -> Mapping[str, Any] | None:
+        """The project's entry in ports.json (its host ports and subnet), or None."""
+        return self.leases.read().get(lease_key(target.env, target.project))
+
     def _leased_db_port(self, target: Target) -> int | None:
-        lease = self.leases.read().get(lease_key(target.env, target.project))
+        lease = self._lease(target)
         return int(lease["db"]) if lease else None
 
     def _compose_up(self, target: Target, args: list[str], *, timeout: float) -> None:
@@ -370,7 +374,7 @@ class LocalBackend:
         label = self._label(target)
         with sdk_errors("list containers"):
             found = client.containers.list(all=True, sparse=True, filters={"label": label})
-        return _services([container_state(c.attrs) for c in found])
+        return service_containers([container_state(c.attrs) for c in found])
 
     def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
              settled: Observed | None = None) -> Endpoints:
@@ -641,7 +645,7 @@ class LocalBackend:
         running container's cgroup files (`usage.collect`); the Engine API only where those do not tell."""
         if projects is not None and not projects:
             return {}
-        listed = _services(self.compose.containers(f"{names.LABEL_ENV}={config.name}"))
+        listed = self.compose.containers(f"{names.LABEL_ENV}={config.name}")
 
         def api() -> Any:
             return self._docker_client().api
@@ -655,7 +659,7 @@ class LocalBackend:
         `docker volume ls` for the whole env; each observation is as complete as `observe`'s."""
         label = f"{names.LABEL_ENV}={config.name}"
         by_project: dict[str, list[ContainerState]] = {}
-        for container in _services(self.compose.containers(label)):
+        for container in service_containers(self.compose.containers(label)):
             project = container.labels.get(names.LABEL_PROJECT)
             if project:
                 by_project.setdefault(project, []).append(container)
@@ -665,11 +669,6 @@ class LocalBackend:
             if project not in observed:
                 observed[project] = Observed(exists=False, kept_data=volume)
         return observed
-
-
-def _services(containers: list[ContainerState]) -> list[ContainerState]:
-    """The stack's service containers: one-off ones (`docker compose run`) say nothing of its state."""
-    return [c for c in containers if c.labels.get("com.docker.compose.oneoff", "False") != "True"]
 
 
 def _drift(observed: Observed, baseline: LocalHandle | None) -> str | None:

@@ -85,6 +85,11 @@ def container_state(record: Mapping[str, Any]) -> ContainerState:
     )
 
 
+def service_containers(containers: Sequence[ContainerState]) -> list[ContainerState]:
+    """The stack's service containers: one-off ones (`docker compose run`) say nothing of its state."""
+    return [c for c in containers if c.labels.get("com.docker.compose.oneoff", "False") != "True"]
+
+
 def parse_docker_ps(output: str) -> list[ContainerState]:
     """Parse `docker ps --format '{{json .}}'` (one object per line) into compose containers."""
     containers = [container_state(json.loads(line)) for line in output.splitlines() if line.strip().startswith("{")]

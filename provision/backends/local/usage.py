@@ -18,9 +18,8 @@ from typing import Any
 
 from ... import names
 from ...model import Usage
-from .compose import ContainerState
+from .compose import ContainerState, service_containers
 
-COMPOSE_SERVICE = "com.docker.compose.service"
 CPU_WINDOW = 0.25  # seconds between a container's two CPU samples, at least
 WORKERS = 16
 UNLIMITED = 2**62  # cgroup v1 writes "no limit" as a number near 2**63
@@ -33,10 +32,9 @@ def collect(listed: Sequence[ContainerState], api: Callable[[], Any], projects: 
     even imported when they all do)."""
     wanted = None if projects is None else set(projects)
     chosen: dict[str, tuple[str, str, bool]] = {}
-    for container in listed:
+    for container in service_containers(listed):
         project = container.labels.get(names.LABEL_PROJECT)
-        if project and (wanted is None or project in wanted) and container.id \
-                and container.labels.get("com.docker.compose.oneoff", "False") != "True":
+        if project and (wanted is None or project in wanted) and container.id:
             chosen[container.id] = (project, container.service, container.running)
     groups = {cid: Cgroup.find(cid) for cid, (_, _, running) in chosen.items() if running}
     local = {cid: group for cid, group in groups.items() if group is not None}
