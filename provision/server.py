@@ -7,8 +7,10 @@
     DELETE /v1/projects/{id}            keeps the data unless ?delete_data=true
     GET    /healthz
 
-Errors are application/problem+json (RFC 9457). Operations on one project are serialised by the
-same file locks as the CLI; different projects run concurrently. Requests made over HTTP are
+Errors are application/problem+json (RFC 9457). Without a token (`--no-auth`, loopback only) a request must
+name a loopback Host, must not come from another site (Origin, Sec-Fetch-Site) and, when it changes something
+(POST, PUT, PATCH, DELETE), must be sent as application/json even without a body. Operations on one project
+are serialised by the same file locks as the CLI; different projects run concurrently. Requests made over HTTP are
 recorded in the state directory, so a restarted server finishes what a killed one had started.
 """
 
@@ -17,9 +19,10 @@ import ipaddress
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
@@ -99,7 +102,8 @@ class Health(BaseModel):
 
 
 def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    titles = {400: "Bad request", 401: "Unauthorized", 404: "Not found", 409: "Conflict", 413: "Payload too large",
+    titles = {400: "Bad request", 401: "Unauthorized", 403: "Forbidden (without a token: a request from another site)",
+              404: "Not found", 409: "Conflict", 413: "Payload too large",
               415: "Unsupported media type", 422: "Invalid input", 423: "Locked", 500: "Unexpected error (a bug; the detail names the incident id in the server log)",
               502: "Backend failure", 503: "Backend unavailable"}
     return {code: {"model": Problem, "description": titles[code], "content": {PROBLEM: {}}} for code in codes}
@@ -189,10 +193,6 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _problem(request, ProblemError(422, "Invalid input", _validation_detail(exc.errors()) or "invalid request"))
 
-    @app.exception_handler(Exception)
-    def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        return _problem(request, problem_for(incidents.record(exc)))
-
     @app.exception_handler(StarletteHTTPException)
     def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         title = {404: "Not found", 405: "Method not allowed", 413: "Payload too large"}.get(exc.status_code,
@@ -210,7 +210,7 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
 
     @app.post("/v1/projects", status_code=201, response_model=ProjectOut,
               responses={202: {"model": ProjectOut, "description": "Accepted; poll the Location"},
-                         **_problem_responses(400, 401, 409, 413, 415, 422, 423, 500, 502, 503)})
+                         **_problem_responses(400, 401, 403, 409, 413, 415, 422, 423, 500, 502, 503)})
     def create_project(
         request: Request,
         authenticated: Authenticated,
@@ -229,7 +229,7 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
         headers = {"Location": f"/v1/projects/{name}"}
         return JSONResponse(out.model_dump(), status_code=code, headers=headers)
 
-    @app.get("/v1/projects", response_model=ProjectList, responses=_problem_responses(401, 500, 502, 503))
+    @app.get("/v1/projects", response_model=ProjectList, responses=_problem_responses(401, 403, 500, 502, 503))
     def list_projects(authenticated: Authenticated) -> ProjectList:
         items = [_out(service, item, name, authenticated=authenticated) for name, item in service.all_projects()]
         return ProjectList(env=service.env, backend=service.backend, projects=items)
@@ -237,7 +237,7 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     ProjectId = Annotated[str, _project_id(service.min_name_length)]
 
     @app.get("/v1/projects/{project_id}", response_model=ProjectOut,
-             responses=_problem_responses(401, 404, 422, 500, 502, 503))
+             responses=_problem_responses(401, 403, 404, 422, 500, 502, 503))
     def get_project(project_id: ProjectId, authenticated: Authenticated) -> ProjectOut:
         return _out(service, service.get(_checked(project_id)), project_id, authenticated=authenticated)
 
@@ -251,10 +251,10 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     verbs: tuple[ControlVerb, ...] = ("stop", "start", "restart")
     for verb in verbs:
         app.post(f"/v1/projects/{{project_id}}/{verb}", response_model=ProjectOut,
-                 responses=_problem_responses(401, 404, 409, 422, 423, 500, 502, 503))(_action(verb))
+                 responses=_problem_responses(401, 403, 404, 409, 415, 422, 423, 500, 502, 503))(_action(verb))
 
     @app.delete("/v1/projects/{project_id}", response_model=ProjectOut,
-                responses=_problem_responses(400, 401, 404, 422, 423, 500, 502, 503))
+                responses=_problem_responses(400, 401, 403, 404, 415, 422, 423, 500, 502, 503))
     def delete_project(project_id: ProjectId, authenticated: Authenticated,
                        delete_data: Annotated[bool, Query(description="also delete the data (a pg_dump is written first; the Coolify backend cannot, and needs no_backup=true)")] = False,
                        no_backup: Annotated[bool, Query(description="with delete_data: skip the pg_dump")] = False,
@@ -268,13 +268,20 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
 # --- the outermost guard ----------------------------------------------------------------------------
 MAX_BODY = 1024 * 1024  # bytes; the largest real body is a project name
 OPEN_PATHS = ("/healthz",)
+CHANGING = ("POST", "PUT", "PATCH", "DELETE")  # without a token: sent as application/json, body or not
+SAME_SITE = ("same-origin", "none")  # the Sec-Fetch-Site values served without a token (none: typed, bookmarked)
 
 
 class Guard:
     """ASGI middleware in front of everything: the bearer token is checked before the body is read; bodies
-    over MAX_BODY answer 413, bodies not sent as application/json 415; without a token (loopback only) a
-    request must name a loopback Host, so a cross-site page or a DNS-rebound name cannot drive the API; one
-    access line per request (method, path as sent, status, duration: never a header or a body)."""
+    over MAX_BODY answer 413, bodies not sent as application/json 415. Without a token (loopback only) no web
+    page may drive the API: a request must name a loopback Host (no DNS-rebound name), must not come from
+    another site (an Origin that is not a loopback origin, or a Sec-Fetch-Site other than same-origin/none:
+    403), and every POST, PUT, PATCH and DELETE must be sent as application/json even without a body (415):
+    a page can send a form or a simple fetch to any address, but not that Content-Type without a CORS
+    preflight, which this API never grants. An unexpected exception is the 500 problem+json with its
+    incident id, on a connection kept alive. One access line per request (method, path as sent, status,
+    duration: never a header or a body)."""
 
     def __init__(self, app: Any, *, token: Secret | None, log: Callable[[str], None]) -> None:
         self.app = app
@@ -300,7 +307,15 @@ class Guard:
             if refusal is not None:
                 await _send_problem(sending, path, *refusal)
                 return
-            await self.app(scope, _limited(receive), sending)
+            try:
+                await self.app(scope, _limited(receive), sending)
+            except Exception as exc:
+                # answered here, not by Starlette's ServerErrorMiddleware (outside this guard), which re-raises
+                # after its 500: the server then drops the connection and this line would log no status
+                if status[0]:
+                    raise  # the response had begun: nothing more can be said on it
+                problem = problem_for(incidents.record(exc))
+                await _send_problem(sending, path, problem.status, problem.title, problem.detail)
         finally:
             self.log(f'{scope.get("method")} {logged_path} {status[0] or "-"} {time.monotonic() - started:.3f}s')
 
@@ -315,16 +330,29 @@ class Guard:
             else:
                 host = headers.get("host", "")
                 if not is_loopback(_hostname(host)):
-                    return 400, "Bad request", (f"Host {host!r} is not a loopback name: without a token this API "
+                    return 400, "Bad request", (f"Host {_shown(host)!r} is not a loopback name: without a token this API "
                                                 f"answers only requests to 127.0.0.1, ::1 or localhost")
+                origin = headers.get("origin")
+                if origin is not None and not is_loopback_origin(origin):
+                    return 403, "Forbidden", (f"Origin {_shown(origin)!r} is not a loopback origin: without a token "
+                                              f"this API answers no web page of another site")
+                site = headers.get("sec-fetch-site")
+                if site is not None and site.strip().lower() not in SAME_SITE:
+                    return 403, "Forbidden", (f"Sec-Fetch-Site {_shown(site)!r}: without a token this API answers "
+                                              f"no request a browser sent for a page of another site")
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > MAX_BODY:
             return 413, "Payload too large", f"the request body is larger than {MAX_BODY} bytes"
         has_body = (length.isdigit() and int(length) > 0) or "chunked" in headers.get("transfer-encoding", "")
         sent_type = headers.get("content-type", "")
-        if has_body and not sent_type.startswith("application/json"):
-            return 415, "Unsupported media type", (f"the body was sent as {sent_type or 'no Content-Type'!r}: send it "
-                                                   f"as application/json")
+        if _media_type(sent_type) != "application/json":
+            if has_body:
+                return 415, "Unsupported media type", (f"the body was sent as {_shown(sent_type) or 'no Content-Type'!r}:"
+                                                       f" send it as application/json")
+            if self.token is None and str(scope.get("method")).upper() in CHANGING:
+                return 415, "Unsupported media type", (f"without a token every POST, PUT, PATCH and DELETE is sent "
+                                                       f"with Content-Type: application/json, even without a body "
+                                                       f"(got {_shown(sent_type) or 'none'!r})")
         return None
 
 
@@ -377,11 +405,17 @@ def _project_id(min_length: int) -> Any:
                      min_length=min_length, max_length=names.PROJECT_MAX)
 
 
-def _validation_detail(errors: Any) -> str:
-    """FastAPI's validation errors in words; a bad project name gets the CLI's explanation."""
+MAX_ERRORS = 20  # validation errors listed in a 422's detail; the others are counted
+MAX_SHOWN = 200  # characters of a value from the request shown in an answer (a location, a header)
+
+
+def _validation_detail(errors: Sequence[Any]) -> str:
+    """FastAPI's validation errors in words, at most MAX_ERRORS of them (a 1 MiB body of unknown keys is
+    tens of thousands), each value from the request cut to MAX_SHOWN; a bad project name gets the CLI's
+    explanation."""
     parts = []
-    for error in errors:
-        where = ".".join(str(p) for p in error.get("loc", ()))
+    for error in errors[:MAX_ERRORS]:
+        where = _shown(".".join(str(p) for p in error.get("loc", ())))
         message = str(error.get("msg", "invalid"))
         if where in ("body.name", "path.project_id") and isinstance(error.get("input"), str):
             try:
@@ -390,14 +424,38 @@ def _validation_detail(errors: Any) -> str:
                 message = str(exc)
         if error.get("type") == "json_invalid":
             where, message = "body", f"not valid JSON (near character {error.get('loc', ('', '?'))[-1]})"
-        parts.append(f"{where}: {message}")
+        parts.append(f"{where}: {_shown(message, 2 * MAX_SHOWN)}")
+    if len(errors) > MAX_ERRORS:
+        parts.append(f"and {len(errors) - MAX_ERRORS} more (only the first {MAX_ERRORS} errors are listed)")
     return "; ".join(parts)
+
+
+def _shown(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` as an answer may repeat it: at most `limit` characters."""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _checked(project_id: str) -> str:
     """Validate an id from the path: 422 for a malformed one, 404 is decided later."""
     names.validate_name(project_id)
     return project_id
+
+
+def _media_type(content_type: str) -> str:
+    """'Application/JSON; charset=utf-8' -> 'application/json'."""
+    return content_type.partition(";")[0].strip().lower()
+
+
+def is_loopback_origin(origin: str) -> bool:
+    """Whether an Origin header names a page served from this machine: http(s)://127.0.0.1, localhost or
+    [::1], with or without a port ('null', a path, credentials or any other name: no)."""
+    try:
+        parts = urlsplit(origin)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and not (parts.path or parts.query or parts.fragment)
+            and "@" not in parts.netloc and is_loopback(parts.hostname or ""))
 
 
 def is_loopback(host: str) -> bool:

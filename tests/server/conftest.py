@@ -15,6 +15,8 @@ import pytest
 from tests.sandbox import Sandbox
 
 TOKEN = "api-" + "t0k3n" * 8
+# what a caller of a server without a token sends with every POST, PUT, PATCH and DELETE, body or not
+JSON = {"Content-Type": "application/json"}
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import _docker, reload_schema, sql
 from tests.sandbox import Sandbox
-from tests.server.conftest import TOKEN, Server, free_port, problem, run_server
+from tests.server.conftest import JSON, TOKEN, Server, free_port, problem, run_server
 
 pytestmark = pytest.mark.docker
 
@@ -32,7 +32,7 @@ def test_full_lifecycle_over_http(sandbox: Sandbox, server_factory: list[Server]
     body = created.json()
     assert body["id"] == "web" and body["status"] == "running" and body["backend"] == "local"
     assert body["api_url"].startswith("http://127.0.0.1:") and body["db_url"].startswith("postgresql://app:")
-    sql(body["db_url"], "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    sql(body["db_url"], "CREATE TABLE t (v int); INSERT INTO t VALUES (1); GRANT SELECT ON t TO anon")
     reload_schema(body["db_url"], body["api_url"], "t")
     assert httpx.get(body["api_url"] + "/t", timeout=10).json() == [{"v": 1}]
 
@@ -85,7 +85,8 @@ def test_db_url_only_for_authenticated_callers(sandbox: Sandbox, server_factory:
     api = server.client(token=None)
     created = api.post("/v1/projects", json={"name": "open"})
     assert created.status_code == 201 and created.json()["db_url"] is None and created.json()["api_url"]
-    api.delete("/v1/projects/open", params={"delete_data": "true"})
+    assert api.post("/v1/projects/open/stop", headers=JSON).json()["status"] == "stopped"
+    assert api.delete("/v1/projects/open", params={"delete_data": "true"}, headers=JSON).json()["status"] == "deleted"
 
 
 def test_the_server_refuses_to_start_without_a_token(sandbox: Sandbox) -> None:
@@ -149,6 +150,29 @@ def test_without_a_token_only_loopback_hosts_and_json_are_served(sandbox: Sandbo
     assert form.status_code == 415
     assert api.get("/v1/projects", headers={"Host": f"localhost:{server.port}"}).status_code == 200
     assert api.get("/v1/projects", headers={"Host": f"[::1]:{server.port}"}).status_code == 200
+
+
+def test_without_a_token_a_web_page_cannot_create_or_stop(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    """The reported attack: a page the operator opens posts a form (no body) to the loopback API."""
+    sandbox.cli("provision", "--project=shop")
+    server = run_server(server_factory, sandbox, "--no-auth", token=None)
+    api = server.client(token=None)
+    page = {"Origin": "https://evil.example", "Content-Length": "0"}
+    for path in ("/v1/projects?wait=false", "/v1/projects/shop/stop", "/v1/projects/shop/restart"):
+        refused = api.post(path, headers=page)
+        assert refused.status_code == 403 and "evil.example" in problem(refused)["detail"], refused.text
+        fetched = api.post(path, headers={"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"})
+        assert fetched.status_code == 403, fetched.text
+        bare = api.post(path, headers={"Content-Length": "0"})  # a browser that sends neither header
+        assert bare.status_code == 415 and "application/json" in problem(bare)["detail"], bare.text
+    assert api.delete("/v1/projects/shop", headers=page).status_code == 403
+    assert api.delete("/v1/projects/shop").status_code == 415
+    listed = api.get("/v1/projects")  # a read, as curl sends it
+    assert listed.status_code == 200 and [p["id"] for p in listed.json()["projects"]] == ["shop"]
+    assert listed.json()["projects"][0]["status"] == "running"
+    assert api.post("/v1/projects/shop/restart", headers=JSON).json()["status"] == "running"  # the API's own callers
+    log = server.log()
+    assert "POST /v1/projects 403" in log and "POST /v1/projects/shop/stop 415" in log
 
 
 def test_a_delete_cancels_a_queued_create(sandbox: Sandbox, server_factory: list[Server]) -> None:
