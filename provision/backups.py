@@ -67,7 +67,13 @@ def sha256(path: Path) -> str:
 
 
 def write_manifest(dump: Path, manifest: Mapping[str, Any]) -> Backup:
-    atomic_write(manifest_path(dump), json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n", mode=0o600)
+    """The manifest beside `dump` (0600), a new file: an existing one (or a link there) is never replaced."""
+    path = manifest_path(dump)
+    try:
+        atomic_write(path, json.dumps(dict(manifest), indent=2, sort_keys=True) + "\n", mode=0o600, exclusive=True)
+    except FileExistsError:
+        raise BackupError(f"{path} exists: the dump {dump} was written but its manifest was not (a backup never "
+                          f"overwrites); move {path} away and back up again") from None
     return Backup(dump, dict(manifest))
 
 

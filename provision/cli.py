@@ -471,16 +471,20 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
             "yes": "Confirm: the database is replaced (a safety backup is taken first)", "json": "Print JSON",
+            "force": "Restore a dump without a manifest, or one of another project or env (a dump is code: "
+                     "restore only dumps you trust)",
             "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
 def restore(c: Context, env: str | None = None, project: str | None = None, from_: str | None = None,
-            yes: bool = False, json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+            yes: bool = False, json: bool = False, force: bool = False, lock_timeout: str | None = None,
+            quiet: bool = False) -> None:
     """Restore a backup into a project: safety backup, pg_restore --clean --if-exists in one transaction, API
     schema reload, row counts checked against the manifest."""
     project = _require_project(project)
     if not from_:
         raise Exit("error: --from is required: a dump's path, or --from=latest", code=2)
     with _session(quiet=quiet) as reporter:
-        result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes)
+        result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes,
+                                                                                    force=force)
     _data_result(result, json, f"restored {result.details['restored_from']}")
 
 

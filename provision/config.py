@@ -23,6 +23,7 @@ from .errors import ConfigError, InvalidName
 from .resources import DEFAULTS as DEFAULT_LIMITS
 from .resources import POSTGRES_SETTINGS, StackLimits, parse_size
 from .resources import limits as stack_limits
+from .roles import check_names as check_role_names
 from .secrets import Secret
 
 BackendName = Literal["local", "coolify"]
@@ -54,7 +55,7 @@ def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
             raise ValueError(f"variable name {key!r} must be lowercase letters, digits and '_'")
         if isinstance(item, (dict, list)) or item is None:
             raise ValueError(f"variable {key!r} must be a string, number or boolean")
-    for key in ("db_user", "db_name"):
+    for key in ("db_user", "db_name", "api_anon_role"):
         if key in value and not _PG_IDENTIFIER.match(str(value[key])):
             raise ValueError(f"{key} {value[key]!r} must be a lowercase PostgreSQL identifier such as 'app'")
     connections = value.get("pg_max_connections")
@@ -407,6 +408,12 @@ def load_env(
     _check_variables_used(parsed, template_path, shown)
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
     env_limits = _limits(shown, "resources", parsed.resources)
+    layers: list[tuple[str, Mapping[str, object]]] = [("variables", env_variables)]
+    layers += [(f"projects[{i}].variables", {**env_variables, **p.variables}) for i, p in enumerate(parsed.projects)]
+    for where, variables in layers:
+        unsafe = check_role_names(variables)
+        if unsafe is not None:
+            raise ConfigError(f"{shown}: {where}: {unsafe}")
     projects = tuple(
         ProjectSpec(
             name=p.name,
@@ -440,7 +447,8 @@ def load_env(
 
 # variables provision itself reads (db_url, pg_dump, the Coolify db port, PostgreSQL's settings), whatever the
 # template uses
-CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port", *(f"pg_{k}" for k in POSTGRES_SETTINGS)})
+CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port", "api_anon_role", "api_schemas",
+                            *(f"pg_{k}" for k in POSTGRES_SETTINGS)})
 
 
 def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:

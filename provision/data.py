@@ -11,6 +11,7 @@ the backend can exec (local), else on this machine through the db's published po
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +26,9 @@ from .errors import (
     ConfigError,
     ConfirmationRequired,
     DumpRefused,
+    Interrupted,
     NotSupported,
+    ProjectConflict,
     ProvisionError,
     with_note,
 )
@@ -33,13 +36,16 @@ from .model import Observed, Prepared, Target
 from .render import DEFAULT_DB_VOLUME
 from .results import ProjectResult
 from .secrets import Secret, generate_secret
-from .state import utc_now, utc_stamp
+from .state import ProjectRecord, utc_now, utc_stamp
 
 if TYPE_CHECKING:
     from .service import Provisioner, _Operation
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore
 ROTATABLE = ("db_password", "jwt_secret")
+# the states of an upgrade-db in the record's kept_data (see DataLifecycle.upgrade)
+SWITCHING, DONE, ROLLING_BACK, FINALIZING = "switching", "done", "rolling back", "finalizing"
+PAUSE_AT = "PROVISION_TEST_PAUSE_AT"  # tests only: DataLifecycle._pause
 
 
 class DataLifecycle:
@@ -116,6 +122,7 @@ class DataLifecycle:
         beyond the newest `keep` are deleted after this one succeeded."""
         target = self.service.known_target(project)
         with self.service._operation(target, "backup") as op:
+            self.recover(target)
             _, _, access = self._running_db(target)
             made = self._dump(target, access, out=out, label=label)
             op.changed = True
@@ -160,9 +167,13 @@ class DataLifecycle:
               label: str = "") -> backups.Backup:
         """Dump and describe (the lock is held by the caller)."""
         if out is not None:
-            out = out.expanduser().resolve()
-            if out.exists():
-                raise ConfigError(f"--out {out}: the file exists; pick a new name (a backup never overwrites)")
+            out = out.expanduser()
+            out = out.parent.resolve() / out.name  # links in the directory are followed, never one at `out`
+            for taken in (out, backups.manifest_path(out)):
+                if taken.is_symlink() or taken.exists():
+                    what = "a symbolic link" if taken.is_symlink() else "it exists"
+                    raise ConfigError(f"--out {out}: {taken} is taken ({what}); pick a new name (a backup never "
+                                      f"overwrites, nor writes through a link)")
             if not out.parent.is_dir():
                 raise ConfigError(f"--out {out}: no directory {out.parent}")
         path = out or backups.new_path(self.folder(target.project))
@@ -204,16 +215,20 @@ class DataLifecycle:
                               f"nothing was changed")
         return chosen
 
-    def restore(self, project: str, source: str, *, yes: bool = False) -> ProjectResult:
+    def restore(self, project: str, source: str, *, yes: bool = False, force: bool = False) -> ProjectResult:
         """Replace the project's database with a backup: a safety backup first, then pg_restore --clean
-        --if-exists in one transaction, the API told to reload its schema, the manifest's row counts
-        verified (a mismatch puts the safety backup back)."""
+        --if-exists in one transaction as the owner role (never a superuser: a dump is code), the API told to
+        reload its schema, the manifest's row counts verified (a mismatch puts the safety backup back). A dump
+        without a manifest, or whose manifest names another project or env, needs `force`."""
         if not yes:
             raise ConfirmationRequired(f"restore replaces the database of {project!r} in env {self.service.env!r} "
                                        f"(a safety backup is taken first): add --yes to confirm")
         chosen = self.choose(project, source)
+        if not force:
+            self._check_provenance(project, chosen)
         target = self.service.known_target(project)
         with self.service._operation(target, "restore") as op:
+            self.recover(target)
             observed, prepared, access = self._running_db(target)
             safety = self._restore_checked(target, observed, prepared, access, chosen, op, safety=True)
         messages = [f"restored {chosen.path.name}", f"row counts match the manifest ({len(chosen.row_counts or {})} tables)"
@@ -223,6 +238,18 @@ class DataLifecycle:
         return self._result(target, "restore", "restored", op, messages, {
             "restored_from": str(chosen.path), "safety_backup": str(safety.path) if safety else None,
             "row_counts": chosen.row_counts})
+
+    def _check_provenance(self, project: str, chosen: backups.Backup) -> None:
+        """DumpRefused for a dump that does not say it is this project's, in this env (`--force` skips it)."""
+        made_for = (chosen.manifest.get("project"), chosen.manifest.get("env"))
+        force = "add --force to restore it anyway (a dump is code: restore only dumps you trust); nothing was changed"
+        if not chosen.manifest:
+            raise DumpRefused(f"{chosen.path.name} has no manifest ({chosen.manifest_path.name}), so nothing says "
+                              f"which project it is of: {force}")
+        if made_for != (project, self.service.env):
+            raise DumpRefused(f"{chosen.path.name} is a dump of project {made_for[0]!r} in env {made_for[1]!r}, not "
+                              f"of {project!r} in env {self.service.env!r}: `provision clone` copies between "
+                              f"projects; or {force}")
 
     def restore_into_new(self, project: str, chosen: backups.Backup) -> ProjectResult:
         """clone's second half: restore `chosen` into a project just created (no safety backup: it is empty)."""
@@ -243,10 +270,17 @@ class DataLifecycle:
         kept = self._dump(target, access, label="safety") if safety else None
         op.changed = True
         self.service.reporter.step(target.project, f"restoring {chosen.path.name} {access.where}")
+        # a kill of this process does not stop pg_restore in the container: the next run finds this mark
+        self.service.store.write_pending(target.env, target.project, "restore", {
+            "from": str(chosen.path), "safety": str(kept.path) if kept else None, "at": utc_now()})
+        self._pause("restore-marked")
         try:
             database.restore(access, self.runner, chosen.path, timeout=DUMP_TIMEOUT)
         except CommandFailed as exc:
+            self.service.store.write_pending(target.env, target.project, "restore", None)
             raise with_note(exc, f"The database of {target.project!r} is as it was.") from exc
+        self._pause("restore-committed")
+        self.service.store.write_pending(target.env, target.project, "restore", None)
         self._reload_api(target, observed, prepared, access)
         expected = chosen.row_counts
         if expected is not None:
@@ -270,97 +304,163 @@ class DataLifecycle:
                                   timeout=self.service.config.health.timeout)
 
     # --- PostgreSQL major upgrade ---------------------------------------------------------------
+    # An upgrade never copies, empties or overwrites the old data directory: the stack moves to a new volume
+    # (a new compose key, the record's db_volume) on the new image, where the dump taken just before is
+    # restored and its row counts verified; the old volume stays as it was, --rollback moves the stack back to
+    # it, --finalize deletes it. kept_data["state"] is written before each step that moves the stack or deletes
+    # a volume, so whatever kills a run, the next one finishes or undoes that step from the record, and
+    # provision refuses in between (`unfinished_upgrade`):
+    #   switching     moving to the new volume and image: upgrade-db --yes finishes it, --rollback --yes undoes it
+    #   done          the new major serves the restored rows; the old volume is kept
+    #   rolling back  moving back to the old volume and image, then deleting the new one: --rollback --yes
+    #   finalizing    deleting the old volume: --finalize --yes
     def upgrade(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Move the project's data to the db image's PostgreSQL major: back up, stop, keep the old data
-        volume aside (named with its major), start the new server on an empty data directory, restore,
-        verify row counts. Any failure after the stop returns to the old data and image."""
+        """Move the project's data to the db image's PostgreSQL major: back up, record the upgrade, start the
+        new server on a new volume, restore, verify row counts. The old volume is never written; any failure
+        moves the stack back to it and to the old image. An upgrade a killed run left half done is finished."""
         if not yes:
-            raise ConfirmationRequired(f"upgrade-db stops {project!r} in env {self.service.env!r} while its data is "
-                                       f"moved to a new PostgreSQL major (the old data is kept): add --yes to confirm")
+            raise ConfirmationRequired(f"upgrade-db restarts {project!r} in env {self.service.env!r} on a new PostgreSQL "
+                                       f"major and a new data volume, restoring a dump there (the old volume is kept "
+                                       f"as it is): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
         with service._operation(target, "upgrade-db") as op:
             record = service.record(project)
-            if record is not None and record.kept_data:
-                raise ProvisionError(f"{project!r} has kept data from an earlier upgrade "
-                                     f"({record.kept_data.get('volume')}): finish that one first with "
-                                     f"`provision upgrade-db --env={target.env} --project={project} --finalize --yes` "
-                                     f"(or --rollback --yes)")
-            try:
-                majors = service.majors(target, record, strict=True)
-            except NotSupported as exc:
-                raise NotSupported(
-                    f"{exc}, so {project!r} cannot be upgraded in place on the {service.backend.name} backend: clone it "
-                    f"onto the new image (`provision clone --env={target.env} --project={project} --to=<new name> "
-                    f"--set images.db={target.config.images.db}`), check the copy, then move your clients to it") from None
-            if majors is None or majors[0] == majors[1]:
-                message = (f"nothing to upgrade: the data directory and {target.config.images.db} are both "
-                           f"PostgreSQL {majors[0]}" if majors else
-                           "nothing to upgrade: the db image is the one last applied (or the project has no data)")
-                return self._result(target, "upgrade-db", "running", op, [message], {})
-            old_major, new_major = majors
-            old_image = str(record.images.get("db")) if record is not None else target.config.images.db
-            old_target = with_db_image(target, old_image)
-            observed, prepared, access = self._running_db(old_target)
-            made = self._dump(old_target, access, label=f"before-upgrade-to-{new_major}")
-            op.changed = True
-            label = f"pg{old_major}"
-            record = service.record(project)
-            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
-            new_key = old_key
-            down_since = time.monotonic()
-            if service.backend.copies_data:
-                service.reporter.step(project, f"stopping; keeping the PostgreSQL {old_major} data aside")
-                service.backend.control(old_target, observed, "stop")
-            else:  # the old volume stays untouched; the stack moves to a new, empty one
-                new_key = f"{DEFAULT_DB_VOLUME}_pg{new_major}_{utc_stamp().lower()}"
-            kept = service.backend.keep_data(old_target, label, old_image, old_key)
-            kept_data = {"label": label, "volume": kept, "volume_key": old_key, "image": old_image,
-                         "major": old_major, "backup": str(made.path), "at": utc_now()}
-            record = service.record(project)
-            if record is not None:
-                record = service._write(record.evolve(kept_data=kept_data, db_volume=new_key), record)
-            try:
-                service.reporter.step(project, f"starting PostgreSQL {new_major} on a new data directory")
-                service._converge(target, op, major_change=True)
-                op.action = "upgrade-db"
-                _, prepared, access = self._running_db(target)
-                observed = service._observe(target, service.record(project))
-                self._restore_checked(target, observed, prepared, access, made, op, safety=False)
-            except ProvisionError as exc:
-                service.reporter.step(project, f"the upgrade failed: returning to PostgreSQL {old_major}")
+            kept = upgrade_facts(record)
+            if kept is not None:
+                if kept["state"] != SWITCHING:
+                    raise ProjectConflict(self._unfinished(target, kept) or (
+                        f"{project!r} has kept data from an earlier upgrade ({kept['volume']}): finish that one first "
+                        f"with `{_command(target)} --finalize --yes`"
+                        + (" (or --rollback --yes)" if kept["state"] == DONE else "")))
+                if target.config.images.db != kept["new_image"]:
+                    raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "
+                                          f"{service.config.relpath} names {target.config.images.db} now: "
+                                          f"`{_command(target)} --rollback --yes` undoes that upgrade (or name "
+                                          f"{kept['new_image']} again, and this finishes it)")
+                service.reporter.step(project, f"finishing the upgrade to PostgreSQL {kept['new_major']} that a run "
+                                               f"left half done")
+                made = self._resume_dump(target, kept)
+            else:
                 try:
-                    self._return_to_kept(old_target, kept_data, drop=True)
-                except ProvisionError as back:
-                    raise with_note(exc, f"Returning to the old data failed too ({back}): its copy is in volume "
-                                         f"{kept} and {made.path}; `provision upgrade-db --rollback --yes` tries "
-                                         f"again") from exc
-                raise with_note(exc, f"{project!r} runs PostgreSQL {old_major} again on its old data ({old_image}); "
-                                     f"nothing was lost.") from exc
-            downtime = time.monotonic() - down_since
+                    majors = service.majors(target, record, strict=True)
+                except NotSupported as exc:
+                    raise NotSupported(
+                        f"{exc}, so {project!r} cannot be upgraded in place on the {service.backend.name} backend: "
+                        f"clone it onto the new image (`provision clone --env={target.env} --project={project} "
+                        f"--to=<new name> --set images.db={target.config.images.db}`), check the copy, then move your "
+                        f"clients to it") from None
+                if record is None or majors is None or majors[0] == majors[1]:
+                    message = (f"nothing to upgrade: the data directory and {target.config.images.db} are both "
+                               f"PostgreSQL {majors[0]}" if majors else
+                               "nothing to upgrade: the db image is the one last applied (or the project has no data)")
+                    return self._result(target, "upgrade-db", "running", op, [message], {})
+                kept, made = self._begin_upgrade(target, record, majors)
+            op.changed = True
+            downtime = self._switch(target, kept, made, op, resumed=record is not None and bool(record.kept_data))
+        old_major, new_major = kept["major"], kept["new_major"]
         messages = [f"upgraded PostgreSQL {old_major} → {new_major}; row counts match ({len(made.row_counts or {})} "
                     f"tables)", f"the API was down {downtime:.1f} s",
-                    f"the PostgreSQL {old_major} data is kept in volume {kept} (and {made.path.name}): "
-                    f"`provision upgrade-db --env={target.env} --project={project} --finalize --yes` deletes it, "
-                    f"--rollback --yes returns to it"]
+                    f"the PostgreSQL {old_major} data is kept as it was in volume {kept['volume']} (and "
+                    f"{made.path.name}): `{_command(target)} --finalize --yes` deletes it, --rollback --yes returns to it"]
         return self._result(target, "upgrade-db", "running", op, messages, {
-            "from_major": old_major, "to_major": new_major, "kept_volume": kept, "backup": str(made.path),
+            "from_major": old_major, "to_major": new_major, "kept_volume": kept["volume"],
+            "volume": service.backend.find_volume(target, str(kept["new_volume_key"])), "backup": str(made.path),
             "downtime_s": round(downtime, 3), "row_counts": made.row_counts})
 
+    def _begin_upgrade(self, target: Target, record: ProjectRecord,
+                       majors: tuple[int, int]) -> tuple[dict[str, Any], backups.Backup]:
+        """Dump the old server, then record the upgrade (state `switching`, the record's db_volume the new key)."""
+        old_major, new_major = majors
+        old_image = str(record.images.get("db"))
+        old_target = with_db_image(target, old_image)
+        _, _, access = self._running_db(old_target)
+        made = self._dump(old_target, access, label=f"before-upgrade-to-{new_major}")
+        self._pause("dumped")
+        old_key = record.db_volume or DEFAULT_DB_VOLUME
+        new_key = f"{DEFAULT_DB_VOLUME}_pg{new_major}_{utc_stamp().lower()}"
+        kept = {"state": SWITCHING, "label": f"pg{old_major}", "image": old_image, "major": old_major,
+                "volume_key": old_key, "volume": self.service.backend.find_volume(old_target, old_key) or old_key,
+                "new_image": target.config.images.db, "new_major": new_major, "new_volume_key": new_key,
+                "backup": str(made.path), "at": utc_now()}
+        self._record_upgrade(target, kept, db_volume=new_key)
+        return kept, made
+
+    def _resume_dump(self, target: Target, kept: dict[str, Any]) -> backups.Backup:
+        """The dump a half-done upgrade restores: the recorded one, unless the old server still runs on the old
+        data (the run was killed before the stack moved), which may have been written since: then a new one."""
+        service = self.service
+        old_target = with_db_image(target, str(kept["image"]))
+        serving = self._serving_major(old_target)
+        record = service.record(target.project)
+        if serving is None and record is not None and record.images.get("db") == kept["image"]:
+            raise ProvisionError(f"the db of {target.project!r} is not running and the upgrade had not moved it yet: "
+                                 f"`provision start --env={target.env} --project={target.project}` and then "
+                                 f"`{_command(target)} --yes` finishes the upgrade (or `{_command(target)} --rollback "
+                                 f"--yes` undoes it)")
+        if serving != kept["major"]:
+            return backups.read(Path(str(kept["backup"])))
+        _, _, access = self._running_db(old_target)
+        made = self._dump(old_target, access, label=f"before-upgrade-to-{kept['new_major']}")
+        kept["backup"] = str(made.path)
+        self._record_upgrade(target, kept)
+        return made
+
+    def _switch(self, target: Target, kept: dict[str, Any], made: backups.Backup, op: _Operation, *,
+                resumed: bool) -> float:
+        """Start the new major on the new volume (the record says `switching`), restore `made` there (`resumed`: unless
+        its row counts are there already) and verify them, then record the upgrade `done`; the seconds the API was
+        down. A failure moves the stack back to the old volume and image; an interrupt leaves the record as it is."""
+        service, project = self.service, target.project
+        old_major = kept["major"]
+        self._pause("switching")
+        down_since = time.monotonic()
+        try:
+            service.reporter.step(project, f"starting PostgreSQL {kept['new_major']} on a new volume "
+                                           f"({kept['new_volume_key']}); the PostgreSQL {old_major} volume "
+                                           f"{kept['volume']} is left as it is")
+            service._converge(target, op, major_change=True)
+            op.action = "upgrade-db"
+            self._pause("restoring")
+            observed, prepared, access = self._running_db(target)
+            if not (resumed and made.row_counts and database.row_counts(access, self.runner) == made.row_counts):
+                self._restore_checked(target, observed, prepared, access, made, op, safety=False)
+            self._pause("restored")
+        except Interrupted:
+            raise
+        except ProvisionError as exc:
+            service.reporter.step(project, f"the upgrade failed: returning to PostgreSQL {old_major}")
+            try:
+                self._return_to_kept(with_db_image(target, str(kept["image"])), kept)
+            except Interrupted:
+                raise
+            except ProvisionError as back:
+                raise with_note(exc, f"Returning to the old data failed too ({back}): it is in volume "
+                                     f"{kept['volume']} as it was (and in {made.path}); `{_command(target)} "
+                                     f"--rollback --yes` tries again") from exc
+            raise with_note(exc, f"{project!r} runs PostgreSQL {old_major} again on its old data ({kept['image']}); "
+                                 f"nothing was lost.") from exc
+        downtime = time.monotonic() - down_since
+        self._record_upgrade(target, {**kept, "state": DONE, "at": utc_now()})
+        return downtime
+
     def rollback(self, project: str, *, yes: bool = False, backup: bool = True) -> ProjectResult:
-        """Return to the data and image an upgrade kept; what was written since the upgrade is saved in a
-        backup first unless `backup` is False."""
+        """Return to the data and image an upgrade kept (from any state a killed run left it in); what was written
+        on the new major is saved in a backup first unless `backup` is False."""
         if not yes:
             raise ConfirmationRequired(f"upgrade-db --rollback returns {project!r} to the data kept before its "
                                        f"upgrade; what was written since is saved in a backup first: add --yes")
         service = self.service
         target = service.known_target(project)
         with service._operation(target, "upgrade-db --rollback") as op:
-            kept_data = self._kept(target)
+            kept = self._kept(target)
+            if kept["state"] == FINALIZING:
+                raise ProjectConflict(f"{project!r} in env {target.env!r}: an upgrade-db --finalize did not finish, so "
+                                      f"the kept volume {kept['volume']} may be deleted already: nothing to return to. "
+                                      f"`{_command(target)} --finalize --yes` finishes it")
             since = None
-            observed = service._observe(target, service.record(project))
-            db = observed.services.get("db")
-            if backup and db is not None and db.running:  # save what was written since the upgrade
+            serving = self._serving_major(target) if backup and kept["state"] in (SWITCHING, DONE) else None
+            if serving is not None and serving != kept["major"]:  # the upgraded db: save what was written on it
                 _, _, access = self._running_db(target)
                 try:
                     since = self._dump(target, access, label="before-rollback")
@@ -369,64 +469,108 @@ class DataLifecycle:
                                          "saved (a pg_dump older than the server?); install a client of the "
                                          "server's version, or roll back without it: --no-backup") from exc
             op.changed = True
-            old_target = with_db_image(target, str(kept_data["image"]))
-            self._return_to_kept(old_target, kept_data, drop=True)
+            self._return_to_kept(with_db_image(target, str(kept["image"])), kept)
         return self._result(target, "upgrade-db --rollback", "running", op, [
-            f"back on PostgreSQL {kept_data['major']} ({kept_data['image']}) with the data kept before the upgrade",
+            f"back on PostgreSQL {kept['major']} ({kept['image']}) with the data kept before the upgrade",
             f"what was written since the upgrade is in {since.path}" if since else
-            "nothing written since the upgrade was saved (--no-backup, or the db was not running)",
+            "nothing written since the upgrade was saved (--no-backup, or no upgraded db was running)",
             f"envs/{target.env}.yml still names {target.config.images.db}: set images.db back, or provision will "
             f"refuse until the next upgrade-db"], {"backup": str(since.path) if since else None})
 
     def finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Delete the data an upgrade kept aside."""
+        """Delete the data an upgrade kept (the old volume), once the upgrade is done."""
         if not yes:
             raise ConfirmationRequired(f"upgrade-db --finalize deletes the old data {project!r} kept since its upgrade "
                                        f"(its backup file stays): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
         with service._operation(target, "upgrade-db --finalize") as op:
-            kept_data = self._kept(target)
+            kept = self._kept(target)
+            unfinished = self._unfinished(target, kept)
+            if unfinished is not None:
+                raise ProjectConflict(unfinished)
+            self._record_upgrade(target, {**kept, "state": FINALIZING})
+            op.changed = True
+            self._pause("finalizing")
             try:
-                dropped = service.backend.drop_kept(target, str(kept_data["label"]))
+                dropped = service.backend.drop_kept(target, str(kept["volume_key"]))
                 done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
             except NotSupported as exc:
-                dropped, done = None, f"{exc}: the volume {kept_data.get('volume')} stays"
-            record = service.record(project)
-            if record is not None:
-                service._write(record.evolve(kept_data={}), record)
-            op.changed = True
+                dropped, done = None, f"{exc}: the volume {kept['volume']} stays"
+            self._record_upgrade(target, {})
         return self._result(target, "upgrade-db --finalize", "running", op,
-                            [done, f"the backup {kept_data.get('backup')} stays"], {"deleted_volume": dropped})
+                            [done, f"the backup {kept.get('backup')} stays"], {"deleted_volume": dropped})
+
+    def unfinished_upgrade(self, target: Target, record: ProjectRecord | None) -> str | None:
+        """Why `target` must not be applied now (one line naming the command that finishes or undoes it): an
+        upgrade-db, or its rollback, that a run left half done, its stack maybe between two volumes. None if none."""
+        kept = upgrade_facts(record)
+        return self._unfinished(target, kept) if kept is not None else None
+
+    @staticmethod
+    def _unfinished(target: Target, kept: dict[str, Any]) -> str | None:
+        where = f"{target.project!r} in env {target.env!r}"
+        if kept["state"] == SWITCHING:
+            return (f"{where}: an upgrade-db from PostgreSQL {kept['major']} to {kept['new_major']} did not finish (its "
+                    f"stack may be between the old volume {kept['volume']} and the new one, key "
+                    f"{kept['new_volume_key']}); nothing was changed. `{_command(target)} --yes` finishes it, "
+                    f"`{_command(target)} --rollback --yes` undoes it")
+        if kept["state"] == ROLLING_BACK:
+            return (f"{where}: an upgrade-db --rollback to PostgreSQL {kept['major']} did not finish; nothing was "
+                    f"changed. `{_command(target)} --rollback --yes` finishes it")
+        return None
 
     def _kept(self, target: Target) -> dict[str, Any]:
-        record = self.service.record(target.project)
-        if record is None or not record.kept_data:
+        kept = upgrade_facts(self.service.record(target.project))
+        if kept is None:
             raise ProvisionError(f"{target.project!r} in env {target.env!r} has no data kept by an upgrade")
-        return dict(record.kept_data)
+        return kept
 
-    def _return_to_kept(self, old_target: Target, kept_data: dict[str, Any], *, drop: bool) -> None:
-        """Put the kept data back (local: copied back into the stopped stack's volume; Coolify: the stack moves
-        back to the old volume) and apply the old image (the lock is held); with `drop`, a local kept copy is
-        then deleted. The record forgets the upgrade."""
+    def _record_upgrade(self, target: Target, kept: dict[str, Any], **changes: Any) -> None:
+        """Write the upgrade's facts (and `changes`) to the record, before the step they announce."""
         service = self.service
-        label = str(kept_data["label"])
-        if service.backend.copies_data:
-            observed = service._observe(old_target, service.record(old_target.project))
-            if observed.any_running:
-                service.backend.control(old_target, observed, "stop")
-            service.backend.return_data(old_target, label, str(kept_data["image"]))
-        record = service.record(old_target.project)
-        if record is not None:
-            service._write(record.evolve(db_volume=str(kept_data.get("volume_key") or "")), record)
+        record = service.record(target.project)
+        if record is None:
+            raise ProvisionError(f"{target.project!r} in env {target.env!r} has no record (state.json) any more")
+        service._write(record.evolve(kept_data=kept, **changes), record)
+
+    def _serving_major(self, target: Target) -> int | None:
+        """The PostgreSQL major of the project's running db; None when none runs or answers."""
+        try:
+            _, _, access = self._running_db(target)
+            return database.server_major(access, self.runner)
+        except Interrupted:
+            raise
+        except ProvisionError:
+            return None
+
+    def _return_to_kept(self, old_target: Target, kept: dict[str, Any]) -> None:
+        """Move the stack back to the kept volume and the old image (the lock is held), then delete the upgrade's new
+        volume where the backend can (Coolify keeps it with the service). Recorded first (`rolling back`), so a
+        killed run is finished by --rollback; then the record forgets the upgrade."""
+        service = self.service
+        if service.backend.find_volume(old_target, str(kept["volume_key"])) is None:  # never a new, empty one
+            raise ProjectConflict(f"the PostgreSQL {kept['major']} volume {kept['volume']} that upgrade-db kept for "
+                                  f"{old_target.project!r} is gone: nothing to return to, nothing was changed "
+                                  f"(`{_command(old_target)} --finalize --yes` forgets it)")
+        self._record_upgrade(old_target, {**kept, "state": ROLLING_BACK}, db_volume=str(kept["volume_key"]))
+        self._pause("rolling-back")
         from .service import _Operation
 
         service._converge(old_target, _Operation("rollback"), major_change=True)
-        if drop and service.backend.copies_data:
-            service.backend.drop_kept(old_target, label)
-        record = service.record(old_target.project)
-        if record is not None:
-            service._write(record.evolve(kept_data={}), record)
+        self._pause("dropping-new")
+        new_key = str(kept.get("new_volume_key") or "")
+        if new_key and new_key != kept["volume_key"]:
+            with contextlib.suppress(NotSupported):
+                service.backend.drop_kept(old_target, new_key)
+        self._record_upgrade(old_target, {})
+
+    def _pause(self, step: str) -> None:
+        """Tests only (tests/integration/test_upgrade_kill.py): with PROVISION_TEST_PAUSE_AT=<step> in the
+        environment, the run writes `<state dir>/paused-at-<step>` and sleeps at that step, to be killed there."""
+        if os.environ.get(PAUSE_AT) == step:
+            (self.service.store.root / f"paused-at-{step}").write_text(f"{os.getpid()}\n")
+            time.sleep(600)
 
     # --- move to another server -------------------------------------------------------------
     def move(self, project: str, to_server: str, *, yes: bool = False) -> ProjectResult:
@@ -506,8 +650,11 @@ class DataLifecycle:
 
     # --- rotation ---------------------------------------------------------------------------
     def rotate(self, project: str, secret: str, *, yes: bool = False) -> ProjectResult:
-        """A new db_password (ALTER ROLE in the running database, stored, the stack re-applied, the API and a
-        connection with the new password checked; the old one is put back on any failure) or jwt_secret."""
+        """A new db_password (the owner role's: ALTER ROLE as that role, in the running database) or jwt_secret.
+        The new value is recorded as pending (0600) before the database changes, so a kill at any step is
+        finished or undone by the next run (`recover`); a failure puts the old one back. The new password is
+        proven from outside the db container (the published port: password authentication whatever pg_hba
+        trusts inside), else by the role's stored SCRAM verifier."""
         if secret not in ROTATABLE:
             raise ConfigError(f"--secret {secret!r}: use one of {', '.join(ROTATABLE)}")
         if not yes:
@@ -517,31 +664,38 @@ class DataLifecycle:
         target = service.known_target(project)
         name = secret.upper()
         with service._operation(target, f"rotate {secret}") as op:
+            self.recover(target)
             observed, prepared = self.running(target)
             old = prepared.secrets.get(name)
             if old is None:
                 raise ProvisionError(f"the current {name} of {project!r} is unknown here: nothing was changed")
             new = generate_secret()
-            role = str(target.spec.variables["db_user"])
-            statement, verifier = database.password_statement(role, new)
-            if secret == "db_password":
-                service.backend.run_sql(target, observed, statement)
+            owner = str(target.spec.variables["db_user"])
+            service.store.write_pending(target.env, project, "rotate",
+                                        {"secret": name, "value": new.reveal(), "at": utc_now()})
             op.changed = True
+            self._pause("rotate-pending")
             try:
+                if secret == "db_password":
+                    service.backend.run_sql(target, observed, database.password_statement(owner, new)[0], user=owner)
+                self._pause("rotate-altered")
                 self._store_secret(target, prepared, name, new)
+                service.store.write_pending(target.env, project, "rotate", None)
                 service._converge(target, op)
                 op.action = f"rotate {secret}"
-                proof = self._check_password(target, role, verifier, new, old) if secret == "db_password" else ""
+                proof = self._check_password(target, owner, new, old) if secret == "db_password" else ""
             except ProvisionError as exc:
                 service.reporter.step(project, f"the rotation failed: putting the old {name} back")
                 try:
                     if secret == "db_password":
                         now = service._observe(target, service.record(project))
-                        service.backend.run_sql(target, now, database.password_statement(role, old)[0])
+                        service.backend.run_sql(target, now, database.password_statement(owner, old)[0])
                     self._store_secret(target, prepared, name, old)
+                    service.store.write_pending(target.env, project, "rotate", None)
                     service._converge(target, op)
                 except ProvisionError as back:
-                    raise with_note(exc, f"Putting the old {name} back failed too: {back}") from exc
+                    raise with_note(exc, f"Putting the old {name} back failed too: {back}. The next run of "
+                                         f"provision finishes or undoes the rotation") from exc
                 raise with_note(exc, f"The old {name} is back in use.") from exc
         messages = [f"rotated {name}; the API answers"]
         if secret == "db_password":
@@ -558,28 +712,89 @@ class DataLifecycle:
         observed = self.service._observe(target, self.service.record(target.project))
         self.service.backend.store_secrets(target, observed, secrets)
 
-    @staticmethod
-    def _with_password(access: database.DbAccess, password: Secret) -> database.DbAccess:
-        return replace(access, environment={**access.environment, "PGPASSWORD": password})
-
-    def _check_password(self, target: Target, role: str, verifier: str, new: Secret, old: Secret) -> str:
-        """The role's stored password is exactly the new verifier (so the new password logs in and the old
-        does not); where this machine reaches the database, also a TCP connection (password auth, unlike the
-        container's local socket) with each. Returns what was proven."""
+    def _check_password(self, target: Target, role: str, new: Secret, old: Secret) -> str:
+        """The role's stored verifier is one of the new password; where this machine reaches the database
+        through its published port, a login with the new password works and one with the old is refused
+        (password authentication: inside the official image's container 127.0.0.1 is trusted). Returns what
+        was proven."""
         service = self.service
         observed = service._observe(target, service.record(target.project))
-        if service.backend.run_sql(target, observed, database.verifier_check(role, verifier)).strip() != "t":
+        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(role))
+        if not database.password_matches(stored, new):
             raise ProvisionError(f"after ALTER ROLE, role {role!r} does not have the new password")
-        try:
-            access = self.access(target, observed, service._prepare(target, observed, create=False))
-        except NotSupported:
+        found = self.host_access(target, observed, service._prepare(target, observed, create=False))
+        if found is None:
             return "the role's stored password is the new one (its SCRAM verifier, checked in the database)"
-        database.query(self._with_password(access, new), self.runner, "select 1")
+        if not database.can_log_in(found.host, found.port, role, new, found.dbname):
+            raise ProvisionError(f"the new password of role {role!r} does not log in through {found.host}:{found.port}")
+        if database.can_log_in(found.host, found.port, role, old, found.dbname):
+            raise ProvisionError(f"the old password of role {role!r} still logs in through {found.host}:{found.port}")
+        return (f"through {found.host}:{found.port} the new password logs in and the old one is refused")
+
+    # --- what a killed run left under way ------------------------------------------------------
+    def recover(self, target: Target) -> list[str]:
+        """Finish or undo the data operations a killed run left under way (the state's pending.json): a
+        restore still running in the db container is stopped (its one transaction rolls back) or, when it had
+        committed, checked against its manifest; a rotation rolls forward when the role has the new password
+        already, else back. The lock is held by the caller; what was done is reported and returned."""
+        pending = self.service.store.read_pending(target.env, target.project)
+        if not pending:
+            return []
+        observed, prepared = self.running(target)
+        done = []
+        if "restore" in pending:
+            done.append(self._recover_restore(target, observed, prepared, pending["restore"]))
+        if "rotate" in pending:
+            done.append(self._recover_rotation(target, observed, prepared, pending["rotate"]))
+        for line in done:
+            self.service.reporter.step(target.project, line)
+        return done
+
+    def _recover_restore(self, target: Target, observed: Observed, prepared: Prepared, facts: dict[str, Any]) -> str:
+        service = self.service
+        stop = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pg_restore' "
+                "AND pid <> pg_backend_pid();\n")
+        left = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore';\n"
+        stopped = int(service.backend.run_sql(target, observed, stop).strip() or 0)
+        deadline = service.clock() + 30
+        while int(service.backend.run_sql(target, observed, left).strip() or 0) and service.clock() < deadline:
+            service.sleep(0.2)
+        access = self.access(target, observed, prepared)
         try:
-            database.query(self._with_password(access, old), self.runner, "select 1")
-        except CommandFailed:
-            return "a connection with the new password works and one with the old is refused"
-        raise ProvisionError(f"the old password of role {role!r} still connects after the rotation")
+            expected = backups.read(Path(str(facts.get("from")))).row_counts
+        except BackupError:
+            expected = None
+        counts = database.row_counts(access, self.runner)
+        self._reload_api(target, observed, prepared, access)
+        service.store.write_pending(target.env, target.project, "restore", None)
+        name = Path(str(facts.get("from"))).name
+        if expected is not None and all(counts.get(t) == n for t, n in expected.items()):
+            return f"an interrupted restore of {name} had committed: its row counts match its manifest"
+        safety = facts.get("safety")
+        return (f"an interrupted restore of {name} never committed" + (" (stopped it)" if stopped else "") +
+                ": the database is as it was" + (f"; its safety backup is {safety}" if safety else ""))
+
+    def _recover_rotation(self, target: Target, observed: Observed, prepared: Prepared, facts: dict[str, Any]) -> str:
+        service = self.service
+        name, new = str(facts.get("secret")), Secret(str(facts.get("value")))
+        old = prepared.secrets.get(name)
+        if name != "DB_PASSWORD":
+            self._store_secret(target, prepared, name, new)
+            service.store.write_pending(target.env, target.project, "rotate", None)
+            from .service import _Operation
+
+            service._converge(target, _Operation("rotate"))
+            return f"an interrupted rotation of {name} is finished: the new value is stored and applied"
+        owner = str(target.spec.variables["db_user"])
+        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(owner))
+        if old is not None and database.password_matches(stored, old) and not database.password_matches(stored, new):
+            service.store.write_pending(target.env, target.project, "rotate", None)
+            return f"an interrupted rotation of {name} never reached the database: the old password stays"
+        if not database.password_matches(stored, new):  # neither: make it the one we know
+            service.backend.run_sql(target, observed, database.password_statement(owner, new)[0])
+        self._store_secret(target, prepared, name, new)
+        service.store.write_pending(target.env, target.project, "rotate", None)
+        return f"an interrupted rotation of {name} is finished: the new password is stored"
 
     def _result(self, target: Target, action: str, status: str, op: _Operation, messages: list[str],
                 details: dict[str, Any]) -> ProjectResult:
@@ -594,3 +809,22 @@ def with_db_image(target: Target, image: str) -> Target:
     """`target` with another db image (an upgrade's old one), everything else the same."""
     images = target.config.images.model_copy(update={"db": image})
     return Target(replace(target.config, images=images), target.spec)
+
+
+def upgrade_facts(record: ProjectRecord | None) -> dict[str, Any] | None:
+    """The record's kept_data (what an upgrade-db keeps and where it is), None without one. A record written
+    before upgrades recorded their steps holds a finished upgrade (state `done`); on the local backend its old
+    data was copied to `<volume>-<label>`, i.e. the compose key `<key>-<label>`, and its new data is in `<key>`."""
+    if record is None or not record.kept_data:
+        return None
+    kept = dict(record.kept_data)
+    if "state" not in kept:
+        key, label = str(kept.get("volume_key") or DEFAULT_DB_VOLUME), str(kept.get("label", ""))
+        kept.update(state=DONE, volume_key=key, new_volume_key=record.db_volume or DEFAULT_DB_VOLUME)
+        if label and str(kept.get("volume", "")).endswith(f"_{key}-{label}"):
+            kept["volume_key"] = f"{key}-{label}"
+    return kept
+
+
+def _command(target: Target) -> str:
+    return f"provision upgrade-db --env={target.env} --project={target.project}"

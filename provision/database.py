@@ -11,13 +11,15 @@ import hmac
 import os
 import re
 import secrets as random
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .commands import Runner
-from .errors import BackupError, CommandFailed
+from .errors import BackupError, CommandFailed, ProvisionError
 from .secrets import Secret
+from .state import publish_new
 
 # Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
 ROW_COUNTS_SQL = """
@@ -29,8 +31,13 @@ where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'informat
 order by 1
 """
 DUMP_MAGIC = b"PGDMP"
-# psql inside a db container (official postgres image interface): its owner role, local socket, no password
-PSQL_AS_OWNER = 'psql -X -A -t -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB"'
+
+
+def psql_in_container(user: str | None = None) -> str:
+    """psql inside a db container (official postgres image interface) over its local socket, no password:
+    as `user`, or as the bootstrap superuser POSTGRES_USER when None."""
+    role = shlex.quote(user) if user is not None else '"$POSTGRES_USER"'
+    return f'psql -X -A -t -q -v ON_ERROR_STOP=1 -U {role} -d "$POSTGRES_DB"'
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,18 @@ def row_counts(access: DbAccess, runner: Runner) -> dict[str, int]:
 
 
 def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
-    """`pg_dump --format=custom` into `path` (0600, written under a temporary name and renamed, so `path`
-    is a whole dump or absent)."""
+    """`pg_dump --format=custom` into `path`, a new file: written to `<path>.part` (created with O_CREAT|O_EXCL|
+    O_NOFOLLOW, 0600: never an existing file, never through a link) and moved into place only while `path` is
+    still free, so `path` is a whole dump or absent and nothing that existed is replaced or written through
+    (BackupError)."""
     partial = path.with_name(path.name + ".part")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise BackupError(f"{partial} exists (a file or link left there, perhaps by an interrupted backup): nothing "
+                          f"was written; remove it or choose another name") from None
+    except OSError as exc:
+        raise BackupError(f"{partial}: cannot be created ({exc.strerror}); nothing was written") from exc
     try:
         with os.fdopen(descriptor, "wb") as out:
             result = runner.run(access.argv("pg_dump", "--format=custom", "--dbname", access.dbname),
@@ -111,7 +126,13 @@ def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> Non
         if result.returncode != 0:
             raise CommandFailed(result.argv, result.returncode, result.stderr, hint="the dump was not written")
         read_header(partial)
-        os.replace(partial, path)
+        try:
+            publish_new(partial, path)
+        except FileExistsError:
+            raise BackupError(f"{path} appeared while the dump was written: it was left alone and the dump "
+                              f"discarded (a backup never overwrites); choose another name") from None
+        except OSError as exc:
+            raise BackupError(f"{path}: the dump could not be moved into place ({exc.strerror})") from exc
     finally:
         partial.unlink(missing_ok=True)
 
@@ -152,6 +173,40 @@ def scram_verifier(password: Secret, *, iterations: int = 4096, salt: bytes | No
         return base64.b64encode(data).decode()
 
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def password_matches(verifier: str, password: Secret) -> bool:
+    """True when `verifier` (a SCRAM-SHA-256 verifier as pg_authid stores it) is one of `password`."""
+    found = re.fullmatch(r"SCRAM-SHA-256\$(\d+):([^$]+)\$([^:]+):(.+)", verifier.strip())
+    if found is None:
+        return False
+    try:
+        salt = base64.b64decode(found.group(2))
+    except ValueError:
+        return False
+    return hmac.compare_digest(scram_verifier(password, iterations=int(found.group(1)), salt=salt), verifier.strip())
+
+
+def stored_verifier_sql(role: str) -> str:
+    """SQL printing `role`'s stored password verifier (pg_authid: the bootstrap superuser only)."""
+    return f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role.replace(chr(39), chr(39) * 2)}';\n"
+
+
+def can_log_in(host: str, port: int, user: str, password: Secret, dbname: str, *, timeout: float = 10) -> bool:
+    """Whether `password` logs `user` in through `host:port` (password authentication, as any client outside
+    the db container gets it); ProvisionError when the server cannot be reached at all."""
+    import psycopg
+
+    try:
+        psycopg.connect(host=host, port=port, user=user, password=password.reveal(), dbname=dbname,
+                        connect_timeout=max(1, int(timeout)), sslmode="prefer").close()
+    except psycopg.OperationalError as exc:
+        text = str(exc)
+        if "password authentication failed" in text or "no pg_hba.conf entry" in text:
+            return False
+        raise ProvisionError(f"cannot reach the database at {host}:{port} to check the password: "
+                             f"{text.strip().splitlines()[-1] if text.strip() else exc!r}") from exc
+    return True
 
 
 def quote_identifier(name: str) -> str:

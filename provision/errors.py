@@ -89,6 +89,21 @@ class StateError(ProvisionError):
     """The state directory could not be read or written."""
 
 
+class StateWriteError(StateError, OSError):
+    """A state write the system refused (no space, quota, read-only filesystem, permissions): the message names
+    the path, the cause and the fix. Also an OSError (with the cause's errno), so that code tolerating a failed
+    write (an incident log, a lock's holder note) still tolerates it."""
+
+    def __init__(self, message: str, *, path: str, cause: OSError) -> None:
+        super().__init__(message)
+        self.path = path
+        self.errno = cause.errno
+        self.strerror = cause.strerror
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 class LockTimeout(ProvisionError):
     """Another run is operating on the same env+project and did not finish in time."""
 

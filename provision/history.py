@@ -10,7 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .state import current_user, utc_now
+from .errors import StateError
+from .state import current_user, open_nofollow, utc_now, write_error
 
 HISTORY_FILE = "history.jsonl"
 
@@ -32,17 +33,25 @@ class HistoryRecord:
 
 def record(state_dir: Path, *, env: str, project: str, action: str, config_hash: str | None, result: str,
            duration: float, backend: str, detail: str = "") -> HistoryRecord:
-    """Append one record; a single O_APPEND write of one line, so concurrent writers never interleave."""
+    """Append one record; a single O_APPEND write of one line, so concurrent writers never interleave. The
+    file is never opened through a symbolic link (StateError), and a write the system refuses (a full disk,
+    permissions) raises StateWriteError naming the file, the cause and the fix."""
     entry = HistoryRecord(
         time=utc_now(), user=current_user(), host=socket.gethostname(),
         env=env, project=project, action=action, config_hash=config_hash, result=result,
         duration_s=round(duration, 3), backend=backend, detail=detail.splitlines()[0][:300] if detail else "",
     )
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = state_dir / HISTORY_FILE
     line = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
-    fd = os.open(state_dir / HISTORY_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
         os.write(fd, line)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     finally:
         os.close(fd)
     return entry
@@ -51,9 +60,13 @@ def record(state_dir: Path, *, env: str, project: str, action: str, config_hash:
 def read(state_dir: Path, *, env: str | None = None, project: str | None = None) -> Iterator[dict[str, Any]]:
     """Records in the order they were written, optionally only one env and/or project."""
     path = state_dir / HISTORY_FILE
-    if not path.is_file():
+    try:
+        fd = open_nofollow(path, os.O_RDONLY)
+    except FileNotFoundError:
         return
-    with path.open(encoding="utf-8") as handle:
+    except OSError as exc:
+        raise StateError(f"{path}: cannot read: {exc.strerror}") from exc
+    with os.fdopen(fd, encoding="utf-8") as handle:
         for line in handle:
             try:
                 item = json.loads(line)

@@ -181,10 +181,11 @@ class LockInfo:
 
 
 def db_url(user: str, password: Secret | None, host: str, port: int | str, database: str) -> SecretURL:
-    """The one way a db_url is assembled: user and database percent-encoded, the password kept secret."""
+    """The one way a db_url is assembled: user, password and database percent-encoded (so any password reads
+    back, and masks, whole), the password kept secret."""
     from urllib.parse import quote
 
     auth = quote(user, safe="")
     if password is not None:
-        auth += f":{password.reveal()}"
+        auth += f":{quote(password.reveal(), safe='')}"
     return SecretURL(f"postgresql://{auth}@{host}:{port}/{quote(database, safe='')}")

@@ -26,6 +26,7 @@ from .config import EnvConfig, ProjectSpec
 from .errors import TemplateError
 from .model import Ports
 from .resources import postgres_settings
+from .roles import Roles
 from .secrets import GENERATED_SECRETS, Secret
 
 # libyaml's loader is ~8x faster; PyYAML may be built without it
@@ -152,6 +153,7 @@ def build_context(
     compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify)."""
     return {
         "db_volume": db_volume,
+        "roles": Roles.of(spec.variables).to_context(),
         "resources": {"db": spec.limits.db.to_context(), "api": spec.limits.api.to_context()},
         "postgres": postgres_settings(spec.limits.db.memory, spec.variables),
         "project": spec.name,

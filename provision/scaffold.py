@@ -7,8 +7,8 @@ Run twice, the second run changes nothing.
 
 from __future__ import annotations
 
+import os
 import re
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +16,11 @@ from .config import OWNER_PATTERN, new_owner_id
 from .errors import ConfigError
 from .names import validate_env_name
 
-_OWNER_LINE = re.compile(r"^owner:\s*(\S+)\s*$", re.MULTILINE)
+# `owner: <id>`, quoted or not, with or without a trailing `# comment` (YAML: a `#` after whitespace)
+_OWNER_LINE = re.compile(r"^owner:[ \t]*([^\s#]\S*)(?:[ \t]+#[^\n]*)?[ \t\r]*$", re.MULTILINE)
+HOOKS_MODE = 0o700  # hooks run with the operator's rights and get the real db_url: only the owner writes them
+ENVS_MODE = 0o755
+FILE_MODE = 0o644
 GITIGNORE_ENTRIES = (".env", "envs/*.env", "!envs/*.env.example", ".provision/")
 
 _ENV_FILE = """\
@@ -52,8 +56,9 @@ _SECRETS_EXAMPLE = {
 _HOOK_EXAMPLE = """\
 #!/bin/sh
 # Rename to hooks/post-provision (and keep it executable) to run it after each project is provisioned.
-# PROVISION_ENV, PROVISION_PROJECT, PROVISION_BACKEND, PROVISION_API_URL and PROVISION_DB_URL are set;
-# this is where migrations run. Output goes to stderr; a non-zero exit marks the project failed.
+# PROVISION_ENV, PROVISION_PROJECT, PROVISION_BACKEND, PROVISION_ACTION, PROVISION_API_URL and
+# PROVISION_DB_URL are set, and of your environment only PATH, HOME, LANG, LC_*, TZ and TMPDIR;
+# this is where migrations run. Output goes to stderr (secrets masked); a non-zero exit marks the project failed.
 set -eu
 echo "provisioned $PROVISION_PROJECT in $PROVISION_ENV: $PROVISION_API_URL" >&2
 """
@@ -88,7 +93,7 @@ def init(root: Path, *, env: str = "dev", backend: str = "local") -> InitResult:
     needs_owner = bool(unowned) or not env_file.exists()
     owner = (_repository_owner(existing) or new_owner_id()) if needs_owner else ""
     actions: list[str] = []
-    envs.mkdir(parents=True, exist_ok=True)
+    _make_dir(envs, ENVS_MODE)
 
     for path in unowned:
         path.write_text(f"owner: {owner}\n{path.read_text(encoding='utf-8')}", encoding="utf-8")
@@ -96,12 +101,11 @@ def init(root: Path, *, env: str = "dev", backend: str = "local") -> InitResult:
 
     if not env_file.exists():
         section = _LOCAL_SECTION if backend == "local" else _COOLIFY_SECTION
-        env_file.write_text(_ENV_FILE.format(env=env, owner=owner, backend=backend, backend_section=section),
-                            encoding="utf-8")
+        _write_new(env_file, _ENV_FILE.format(env=env, owner=owner, backend=backend, backend_section=section))
         actions.append(f"envs/{env}.yml: created ({backend} backend, one project: demo)")
     example = envs / f"{env}.env.example"
     if not example.exists():
-        example.write_text(_SECRETS_EXAMPLE[backend].format(env=env), encoding="utf-8")
+        _write_new(example, _SECRETS_EXAMPLE[backend].format(env=env))
         actions.append(f"envs/{env}.env.example: created")
 
     gitignore = root / ".gitignore"
@@ -115,12 +119,25 @@ def init(root: Path, *, env: str = "dev", backend: str = "local") -> InitResult:
 
     hooks = root / "hooks"
     if not hooks.exists():
-        hooks.mkdir()
-        example_hook = hooks / "post-provision.example"
-        example_hook.write_text(_HOOK_EXAMPLE, encoding="utf-8")
-        example_hook.chmod(example_hook.stat().st_mode | stat.S_IXUSR)
+        _make_dir(hooks, HOOKS_MODE)
+        _write_new(hooks / "post-provision.example", _HOOK_EXAMPLE, mode=0o700)
         actions.append("hooks/post-provision.example: created (rename it to use it)")
     return InitResult(root, owner, tuple(actions))
+
+
+def _make_dir(path: Path, mode: int) -> None:
+    """`path` made with exactly `mode` whatever the umask (a umask of 000 would leave it world-writable); a
+    directory that exists is left as it is."""
+    if not path.is_dir():
+        path.mkdir(parents=True, mode=mode)
+        path.chmod(mode)
+
+
+def _write_new(path: Path, text: str, *, mode: int = FILE_MODE) -> None:
+    """A new file (never an existing one) with exactly `mode` whatever the umask."""
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w", encoding="utf-8") as handle:
+        os.fchmod(handle.fileno(), mode)
+        handle.write(text)
 
 
 def _repository_owner(env_files: list[Path]) -> str | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import secrets as _random
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
 
 MASK = "***"
 
-# The generated secrets every stack gets, by the env var name the template references.
-GENERATED_SECRETS = ("DB_PASSWORD", "JWT_SECRET")
+# The generated secrets every stack gets, by env var name: the owner role's password (db_url), the API's JWT
+# secret, the bootstrap superuser's password (the tool's own) and the API's login (roles.py).
+GENERATED_SECRETS = ("DB_PASSWORD", "JWT_SECRET", "DB_ADMIN_PASSWORD", "AUTHENTICATOR_PASSWORD")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,16 +48,24 @@ def generate_missing(existing: Mapping[str, Secret], names: Iterable[str] = GENE
 
 
 def mask_url_password(url: str) -> str:
-    """`url` with its password (if any) replaced by `***`."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    """`url` with its password (if any) replaced by `***`, the rest as written.
+
+    A URL provision assembles percent-encodes its user and password (model.db_url), so its userinfo holds no
+    `@`, `/`, `?` or `#`. One that does not (a password written raw, `p@ss#word`) has an `@` after what a URL
+    parser takes for its authority: then the userinfo is taken to run to the last `@`, so that such a password
+    is masked whole rather than shown in part (at worst, more than the password is masked)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{user}:{MASK}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    authority_end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    if "@" in rest[authority_end:]:  # not percent-encoded: the userinfo runs to the last @
+        at = rest.rfind("@")
+    else:
+        at = rest.rfind("@", 0, authority_end)
+    user, colon, _ = rest[:max(at, 0)].partition(":")
+    if at < 0 or not colon:
+        return url
+    return f"{scheme}://{user}:{MASK}@{rest[at + 1:]}"
 
 
 @dataclass(frozen=True, slots=True)

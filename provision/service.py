@@ -10,6 +10,7 @@ its data volume kept.
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 import time
@@ -19,7 +20,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from . import compose_check, history, interrupts, names
+from . import compose_check, history, interrupts, names, roles
 from .backends.base import Backend
 from .config import EnvConfig
 from .data import DataLifecycle
@@ -66,6 +67,18 @@ _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-a
 OFFLINE_NOTE = " (offline: the backend was not asked)"
 
 
+def _starting(exc: ProvisionError) -> bool:
+    """True when `exc` says the db is not up yet (its container starting, PostgreSQL not accepting yet)."""
+    text = str(exc)
+    if re.search(r'database "[^"]*" does not exist', text):  # initdb has not made POSTGRES_DB yet
+        return True
+    return any(sign in text for sign in ("has no running db container", "no running db container yet",
+                                         "could not connect", "starting up",
+                                         "shutting down", "No such container", "is not running",
+                                         "did not run the task", "No containers running",
+                                         "accepting connections"))
+
+
 def _mib(size: int | None) -> str:
     return f"{(size or 0) / 2**20:.0f} MiB"
 
@@ -104,6 +117,7 @@ class Provisioner:
         reporter: Reporter | None = None,
         hooks: Hooks | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.config = config
         self.backend = backend
@@ -112,6 +126,7 @@ class Provisioner:
         self.reporter = reporter or NullReporter()
         self.hooks = hooks or Hooks(config.root / "hooks")
         self.clock = clock
+        self.sleep = sleep
         self._image_majors: dict[str, int] = {}  # image -> its PostgreSQL major, asked once per run
         self.data = DataLifecycle(self)  # backup, restore, upgrade-db, rotate
 
@@ -278,10 +293,17 @@ class Provisioner:
     def _converge(self, target: Target, op: _Operation, *, major_change: bool = False) -> tuple[Endpoints, Plan]:
         """Under the state-directory lock: read, plan and, for a change, take the backend lock, plan again and
         apply, then record. A change of the db image to another PostgreSQL major is refused (MajorUpgradeRequired)
-        unless `major_change` (upgrade-db, which has moved the old data aside)."""
+        unless `major_change` (upgrade-db, which has moved the stack to a new data volume)."""
         project = target.project
         with ExitStack() as held:
+            pending = bool(self.store.read_pending(target.env, project))
+            db = self._observe(target, self.record(project)).services.get("db") if pending else None
+            if db is not None and db.running:
+                self.data.recover(target)  # a killed data verb: finish or undo it before anything else
+                pending = False
             record, observed, prepared, stack, decision = self._read_and_plan(target, create=False)
+            if not major_change:
+                self._check_upgrade(target, record)  # even a no-op: the stack may be between two data volumes
             if decision.changes:
                 compose_check.check(stack.text, template=target.config.template_path)  # before anything changes
                 if not major_change:
@@ -297,9 +319,12 @@ class Provisioner:
                 self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
                 record = self._write(self._applied_record(target, stack, prepared, "applying", None, record), record)
                 endpoints, handle = self._apply(target, observed, stack, prepared, decision, record)
+                record = self.record(project) or record  # _apply recorded the handle and the roles
             else:
                 endpoints = self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout,
                                               settled=observed)
+            if pending:  # a killed data verb, and the db was not running before: finish or undo it now
+                self.data.recover(target)
             record = self._write(self._applied_record(target, stack, prepared, "provisioned", handle, record), record)
             if decision.changes and self.backend.holds_secrets:
                 self.store.delete_secrets(target.env, project)  # the backend holds them from now on
@@ -331,6 +356,13 @@ class Provisioner:
             self._image_majors[image] = self.backend.image_major(image)
         return data, self._image_majors[image]
 
+    def _check_upgrade(self, target: Target, record: ProjectRecord | None) -> None:
+        """Refuse to apply or serve a project whose upgrade-db (or its rollback) a run left half done: its stack
+        may be between its old and its new data volume. The error names the command that finishes or undoes it."""
+        unfinished = self.data.unfinished_upgrade(target, record)
+        if unfinished is not None:
+            raise ProjectConflict(unfinished)
+
     def _check_major(self, target: Target, record: ProjectRecord | None, observed: Observed) -> None:
         found = self.majors(target, record, observed)
         if found is not None and found[0] != found[1]:
@@ -361,7 +393,8 @@ class Provisioner:
         rollback_to = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
         try:
             handle = self.backend.apply(target, observed, stack, prepared, decision)
-            self._write(record.evolve(handle=handle.to_dict()), record)
+            record = self._write(record.evolve(handle=handle.to_dict()), record)
+            self._ensure_roles(target, prepared, record, fresh=decision.action is Action.CREATE)
             self.reporter.step(target.project, "waiting until it is healthy and answers")
             return self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout), handle
         except (Interrupted, KeyboardInterrupt):
@@ -382,6 +415,58 @@ class Provisioner:
                 raise with_note(exc, "The new stack was removed; its data volume and credentials are kept.") from exc
             self._set_status(target, "failed")
             raise
+
+    def _ensure_roles(self, target: Target, prepared: Prepared, record: ProjectRecord, *, fresh: bool) -> None:
+        """Make the database's roles (roles.py) as the bootstrap superuser over the db container's socket, for
+        a new stack (`fresh`) or when what they depend on changed (names, passwords, data volume: the record's
+        digest); a stack made before them (its owner was that superuser) is migrated. Waits for a db that is
+        still starting, up to health.timeout; any other failure is raised at once."""
+        wanted = roles.Roles.of(target.spec.variables)
+        dbname = str(target.spec.variables["db_name"])
+        digest = roles.digest(wanted, dbname, prepared.secrets, record.db_volume)
+        if not fresh and record.roles == digest:
+            return
+        deadline = self.clock() + self.config.health.timeout
+        delay = 0.25
+        while True:
+            observed = self._observe(target, record)
+            db = observed.services.get("db")
+            try:
+                if db is None or not db.running:  # a look costs less than a task that finds no container
+                    raise ProvisionError(f"{target.project!r} has no running db container yet")
+                self._make_roles(target, observed, wanted, dbname, prepared)
+                break
+            except ProvisionError as exc:
+                if not _starting(exc) or self.clock() >= deadline:
+                    raise with_note(exc, f"The roles of {target.project!r} could not be made (docs/security.md); "
+                                         f"nothing was handed out.") from exc
+            interrupts.check()
+            self.sleep(delay)
+            delay = min(delay * 2, 2.0)
+        self._write(record.evolve(roles=digest), record)
+
+    def _make_roles(self, target: Target, observed: Observed, wanted: roles.Roles, dbname: str,
+                    prepared: Prepared) -> None:
+        """One psql run as the admin; where the admin does not exist (a stack made before the roles, whose
+        bootstrap superuser is the owner), the migration as the owner instead."""
+        try:
+            self.backend.run_sql(target, observed, roles.ensure_sql(wanted, dbname, prepared.secrets),
+                                 user=wanted.admin)
+            return
+        except ProvisionError as exc:
+            if f'role "{wanted.admin}" does not exist' not in str(exc):
+                raise
+        self.reporter.step(target.project, f"moving the owner role {wanted.owner!r} off the superuser "
+                                           f"(docs/security.md)")
+        try:
+            self.backend.run_sql(target, observed, roles.migration_sql(wanted, dbname, prepared.secrets),
+                                 user=wanted.owner)
+        except ProvisionError as exc:
+            if f'role "{wanted.owner}" does not exist' not in str(exc):
+                raise
+            raise ProvisionError(f"the database of {target.project!r} has neither the role {wanted.admin!r} nor "
+                                 f"db_user {wanted.owner!r} as its superuser: set variables.db_user in "
+                                 f"{self.config.relpath} to the name it was made with") from exc
 
     def _roll_back(self, target: Target, prepared: Prepared, previous: str, failure: ProvisionError) -> ProvisionError:
         """Re-apply the compose text that ran before; returns the error to raise (the failure's log tail kept)."""

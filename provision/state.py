@@ -17,10 +17,13 @@ leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import getpass
 import hashlib
 import json
 import os
+import re
 import socket
 import tempfile
 import time
@@ -30,9 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
-from filelock import FileLock, Timeout
 
-from .errors import LockTimeout, StateError
+from .errors import LockTimeout, StateError, StateWriteError
 from .secrets import Secret
 
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
@@ -92,6 +94,8 @@ class ProjectRecord:
     # the compose key of the db's data volume when it is not the template's default (after a major upgrade
     # on a backend that cannot copy volumes: Coolify)
     db_volume: str = ""
+    # a digest of the database roles provision last made (roles.digest): names, passwords and data volume
+    roles: str = ""
 
     def evolve(self, **changes: Any) -> ProjectRecord:
         return replace(self, **changes)
@@ -138,29 +142,131 @@ def _migrate_v1(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def default_state_dir(root: Path, environ: Mapping[str, str] | None = None) -> Path:
-    """`$PROVISION_STATE_DIR` if set, else `<root>/.provision`."""
+    """`$PROVISION_STATE_DIR` from the process environment, else from `<root>/.env` (a relative path there is
+    relative to `root`), else `<root>/.provision`."""
     value = (os.environ if environ is None else environ).get(STATE_DIR_ENV, "").strip()
-    return Path(value).expanduser().resolve() if value else root / ".provision"
+    if value:
+        return Path(value).expanduser().resolve()
+    dotenv = root / ".env"
+    with contextlib.suppress(OSError, UnicodeDecodeError):  # an unreadable .env is reported where secrets are read
+        value = (dotenv_values(dotenv).get(STATE_DIR_ENV) or "").strip() if dotenv.is_file() else ""
+    return (root / Path(value).expanduser()).resolve() if value else root / ".provision"
 
 
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, durable: bool = True) -> None:
-    """Replace `path` with `data` atomically; the file gets `mode` before any byte is written.
-    `durable` also flushes it to disk before the rename (skip only for disposable files)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+# what to do when the system refuses a state write, by errno
+_WRITE_FIXES = {
+    errno.ENOSPC: "free space on the filesystem that holds it, or set PROVISION_STATE_DIR to a directory on "
+                  "another filesystem",
+    errno.EDQUOT: "free space within your disk quota there, or set PROVISION_STATE_DIR to a directory outside it",
+    errno.EROFS: "the filesystem is read-only: remount it read-write, or set PROVISION_STATE_DIR to a writable "
+                 "directory",
+    errno.EACCES: "give this user ({user}) write permission on {parent} (and the file), or set PROVISION_STATE_DIR "
+                  "to a directory this user owns",
+    errno.EPERM: "give this user ({user}) write permission on {parent} (and the file), or set PROVISION_STATE_DIR "
+                 "to a directory this user owns",
+}
+
+
+def write_error(path: Path, exc: OSError) -> StateWriteError:
+    """The StateError for a state write the system refused: the path, the cause and the fix."""
+    if isinstance(exc, StateWriteError):
+        return exc
+    cause = exc.strerror or str(exc)
+    code = errno.errorcode.get(exc.errno or 0)
+    fix = _WRITE_FIXES.get(exc.errno or 0, "check that {parent} is a writable directory, or set PROVISION_STATE_DIR "
+                                           "to another one")
+    return StateWriteError(
+        f"cannot write {path}: {cause}" + (f" ({code})" if code else "") + ": "
+        + fix.format(user=current_user(), parent=path.parent),
+        path=str(path), cause=exc,
+    )
+
+
+def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """`os.open` that never follows a symbolic link at `path`: a link is refused with a StateError naming it
+    (a planted link would redirect the write); other OSErrors are the caller's to translate."""
     try:
-        os.fchmod(fd, mode)
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EMLINK) and path.is_symlink():
+            raise StateError(f"{path} is a symbolic link (to {os.readlink(path)}): provision never follows a link "
+                             f"for its state files; remove the link and run again") from exc
+        raise
+
+
+def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, durable: bool = True,
+                 exclusive: bool = False) -> None:
+    """Replace `path` with `data` atomically; the file gets `mode` before any byte is written.
+    `durable` also flushes it to disk before the rename (skip only for disposable files). `exclusive`: never
+    replace what is at `path` (a file, a link): FileExistsError, and nothing was written.
+    A write the system refuses (a full disk, a quota, a read-only filesystem, permissions) raises
+    StateWriteError naming the path, the cause and the fix."""
+    payload = data.encode() if isinstance(data, str) else data
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
+    try:
         with os.fdopen(fd, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)
             handle.write(payload)
             if durable:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        if exclusive:
+            publish_new(Path(tmp), path)
+        else:
+            os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise write_error(path, exc) from exc
         raise
+
+
+def publish_new(source: Path, path: Path) -> None:
+    """Move the finished file `source` to `path` only if nothing is there (not even a link): a hard link and
+    an unlink, so a file that appeared meanwhile is never replaced (FileExistsError). Where the filesystem has
+    no hard links, a check and a rename."""
+    try:
+        os.link(source, path)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV):
+            raise
+        if os.path.lexists(path):
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from exc
+        os.replace(source, path)
+        return
+    os.unlink(source)
+
+
+# in a double-quoted env-file value, what docker compose reads as interpolation ($NAME, ${...}, $$)
+_COMPOSE_INTERPOLATION = re.compile(r"\$[A-Za-z0-9_{$]")
+# in a single-quoted value, a backslash python-dotenv reads as an escape (before \ or ') or that escapes the quote
+_SINGLE_QUOTE_ESCAPE = re.compile(r"\\(?=[\\']|$)")
+
+
+def dotenv_quote(value: str, *, name: str = "a value") -> str:
+    r"""`value` written for an env file that python-dotenv and `docker compose --env-file` read back unchanged.
+
+    Double quotes, with backslash, double quote, newline and carriage return escaped (both decode exactly
+    these); but compose interpolates `$NAME`, `${...}` and `$$` inside double quotes, and python-dotenv (read
+    without interpolation) does not, so a value holding one goes in single quotes instead, which both read
+    literally except for `\'`. A value that fits neither (such a `$` together with a backslash before `\`, `'`
+    or the end, or a carriage return) is refused with a StateError naming `name`, never the value.
+    """
+    if not _COMPOSE_INTERPOLATION.search(value):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return f'"{escaped}"'
+    if "\r" not in value and not _SINGLE_QUOTE_ESCAPE.search(value):
+        return "'" + value.replace("'", "\\'") + "'"
+    raise StateError(f"{name}: a value holding `$` before a name together with a backslash before \\, ' or its end "
+                     f"(or a carriage return) cannot be written so that docker compose and python-dotenv read it "
+                     f"alike: choose another value")
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -224,7 +330,7 @@ class StateStore:
             for directory in (self.root, paths.dir.parent, paths.dir):
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
-            raise StateError(f"cannot create state directory {paths.dir}: {exc.strerror}") from exc
+            raise write_error(directory, exc) from exc
         return paths
 
     # --- per-project records ------------------------------------------------------------
@@ -266,15 +372,40 @@ class StateStore:
         return {k: Secret(v) for k, v in values.items() if v}
 
     def write_secrets(self, env: str, project: str, secrets: Mapping[str, Secret]) -> Path:
-        """Write the secrets file (0600); values are hex or URL-safe, so no quoting is needed."""
+        """Write the secrets file (0600), every value quoted (`dotenv_quote`) so that python-dotenv and
+        `docker compose --env-file` both read back exactly what was written."""
         path = self.ensure_dir(env, project).secrets
-        body = "".join(f"{k}={v.reveal()}\n" for k, v in sorted(secrets.items()))
+        body = "".join(f"{k}={dotenv_quote(v.reveal(), name=k)}\n" for k, v in sorted(secrets.items()))
         atomic_write(path, body, mode=0o600)
         return path
 
     def delete_secrets(self, env: str, project: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.paths(env, project).secrets.unlink()
+
+    # --- data operations under way (a kill leaves them here for the next run to finish or undo) -------
+    def _pending_path(self, env: str, project: str) -> Path:
+        return self.paths(env, project).dir / "pending.json"
+
+    def read_pending(self, env: str, project: str) -> dict[str, Any]:
+        """{operation: facts} for the data operations begun and not finished ({} when none)."""
+        return read_json(self._pending_path(env, project))
+
+    def write_pending(self, env: str, project: str, operation: str, facts: Mapping[str, Any] | None) -> None:
+        """Record `operation` as under way (0600: a rotation's facts hold the new password) before it starts,
+        or, with None, as finished."""
+        pending = self.read_pending(env, project)
+        if facts is None:
+            if operation not in pending:
+                return
+            pending.pop(operation)
+        else:
+            pending[operation] = dict(facts)
+        path = self.ensure_dir(env, project).dir / "pending.json"
+        if pending:
+            write_json(path, pending)
+        else:
+            path.unlink(missing_ok=True)
 
     def known_projects(self, env: str | None = None) -> list[tuple[str, str]]:
         """(env, project) pairs that have a state file, sorted."""
@@ -302,22 +433,45 @@ class StateStore:
 
 @contextlib.contextmanager
 def hold_lock(path: Path, timeout: float, *, what: str) -> Iterator[None]:
+    """Hold an exclusive flock(2) on `path` (created 0600, never through a symbolic link: StateError), waiting
+    up to `timeout` seconds (forever when negative), then LockTimeout naming the holder. The kernel releases
+    it when the holder exits, even by SIGKILL."""
     info = path.with_name(path.name + ".holder")
-    lock = FileLock(str(path), mode=0o600)
     try:
-        lock.acquire(timeout=timeout)
-    except Timeout as exc:
-        holder = ""
-        with contextlib.suppress(OSError, ValueError):
-            data = json.loads(info.read_text())
-            holder = f" (held by {data['user']}@{data['host']} pid {data['pid']} since {data['since']})"
-        raise LockTimeout(
-            f"another run is operating on {what}{holder}; waited {timeout:g} s. "
-            f"Wait for it to finish or raise --lock-timeout."
-        ) from exc
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise write_error(path, exc) from exc
     try:
-        with contextlib.suppress(OSError):  # who holds the lock: informative only, never worth an fsync
-            atomic_write(info, json.dumps(holder_record()), mode=0o644, durable=False)
-        yield
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if 0 <= timeout and time.monotonic() >= deadline:
+                    raise LockTimeout(
+                        f"another run is operating on {what}{_holder(info)}; waited {timeout:g} s. "
+                        f"Wait for it to finish or raise --lock-timeout."
+                    ) from None
+                time.sleep(0.05)
+            except OSError as exc:  # a filesystem without flock (some network mounts)
+                raise StateError(f"{path}: cannot be locked ({exc.strerror}): set PROVISION_STATE_DIR to a "
+                                 f"directory on a local filesystem") from exc
+        try:
+            with contextlib.suppress(OSError):  # who holds the lock: informative only, never worth an fsync
+                atomic_write(info, json.dumps(holder_record()), mode=0o644, durable=False)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        lock.release()
+        os.close(fd)
+
+
+def _holder(info: Path) -> str:
+    """ (held by user@host pid N since T)" from the lock's holder note, or "" (read without following a link)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError, StateError):
+        fd = open_nofollow(info, os.O_RDONLY)
+        with os.fdopen(fd, encoding="utf-8") as handle:
+            data = json.loads(handle.read(4096))
+        return f" (held by {data['user']}@{data['host']} pid {data['pid']} since {data['since']})"
+    return ""

@@ -79,8 +79,10 @@ class Sandbox:
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
     def secrets(self, project: str) -> dict[str, str]:
+        from dotenv import dotenv_values
+
         path = self.state_dir / self.env / project / "secrets.env"
-        return dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+        return {k: v for k, v in dotenv_values(path, interpolate=False).items() if v is not None}
 
     def compose_name(self, project: str) -> str:
         return f"{project}_{self.env}"

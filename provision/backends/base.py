@@ -24,9 +24,6 @@ class Backend(Protocol):
     # True when the backend stores the project's secrets itself (Coolify): the service keeps a copy
     # only while no stack holds them (after a destroy that kept the data)
     holds_secrets: bool
-    # True when keep_data copies the old data aside and empties the volume (local); False when the old volume
-    # stays untouched and the stack must move to a new volume key instead (Coolify: no volume operations)
-    copies_data: bool
 
     @property
     def spreads_stacks(self) -> bool:
@@ -75,7 +72,10 @@ class Backend(Protocol):
         ...
 
     def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
-        """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False."""
+        """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False. Where
+        volumes can be told apart (local), data an upgrade-db kept (a volume the stack no longer mounts) is not
+        deleted: ProjectConflict naming it and what deletes it, before anything is removed (Coolify deletes a
+        service's volumes only all together)."""
         ...
 
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
@@ -111,10 +111,11 @@ class Backend(Protocol):
         where the backend cannot run a command in a container."""
         ...
 
-    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
-        """Run `sql` with psql inside the project's running db container, as its owner role over the local
-        socket (no password, no published port); psql's unaligned output, ProvisionError quoting psql on
-        failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens)."""
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None) -> str:
+        """Run `sql` with psql inside the project's running db container, as `user` (default: the bootstrap
+        superuser, POSTGRES_USER) over the local socket (no password, no published port); psql's unaligned
+        output, ProvisionError quoting psql on failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens)."""
         ...
 
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
@@ -122,28 +123,26 @@ class Backend(Protocol):
         (holds_secrets: Coolify's service variables); the stack is re-applied afterwards."""
         ...
 
-    # PostgreSQL major upgrades (NotSupported where the backend cannot run an image or touch volumes)
+    # PostgreSQL major upgrades (NotSupported where the backend cannot run an image or delete a volume)
     def image_major(self, image: str) -> int:
         """The major version of the PostgreSQL server in `image`, from the image itself (`postgres --version`)."""
         ...
 
     def data_major(self, target: Target, image: str) -> int | None:
-        """The major version that wrote the project's data directory (its PG_VERSION), read with `image`;
-        None when the project has no data yet."""
+        """The major version that wrote the project's data directory (PG_VERSION of the volume its stack
+        mounts), read with `image`; None when the project has no data yet."""
         ...
 
-    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
-        """Keep the project's data (in the volume of compose key `volume_key`) for a major upgrade; returns the
-        kept volume's name. copies_data: copied into a volume named with `label` and the (stopped) data volume
-        emptied for a new server to initialise; otherwise only named (the stack moves to a new volume key)."""
+    def find_volume(self, target: Target, volume_key: str) -> str | None:
+        """The name of the project's volume of compose key `volume_key`, None when it has none. A major upgrade
+        never writes the old data volume: the stack moves to a new key (the record's db_volume) and the old
+        volume is kept, untouched, until --finalize or a --rollback back to it."""
         ...
 
-    def return_data(self, target: Target, label: str, image: str) -> str:
-        """Put the data kept under `label` back into the stopped project's data volume (the kept copy stays)."""
-        ...
-
-    def drop_kept(self, target: Target, label: str) -> str | None:
-        """Delete the volume kept under `label`; its name, or None when there was none."""
+    def drop_kept(self, target: Target, volume_key: str) -> str | None:
+        """Delete the project's volume of compose key `volume_key`, one its stack no longer mounts (the old data
+        after upgrade-db --finalize, the new volume after --rollback); its name, None when it was gone already.
+        NotSupported where a volume goes only with its stack (Coolify)."""
         ...
 
     def usage(self, config: EnvConfig, projects: Collection[str] | None) -> Mapping[str, Mapping[str, Usage]]:

@@ -29,6 +29,7 @@ def test_the_pushed_stack_runs_and_serves_data(tmp_path: Path, docker_emulator: 
 
     sql(result["db_url"], "CREATE TABLE notes (id serial PRIMARY KEY, body text)")
     sql(result["db_url"], "INSERT INTO notes (body) VALUES ('through coolify')")
+    sql(result["db_url"], "GRANT SELECT ON notes TO anon")  # opened to anonymous reads on purpose
     reload_schema(result["db_url"], result["api_url"], "notes", proxy=emu.proxy_url)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
     with opener.open(result["api_url"] + "/notes", timeout=10) as response:

@@ -11,7 +11,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Sandbox, sql
+from tests.conftest import Sandbox, reload_schema, sql
 
 PG17 = "provision-test/postgres:17"
 
@@ -23,6 +23,7 @@ def _urls(sandbox: Sandbox, project: str) -> tuple[str, str]:
 
 def _seed(db_url: str, rows: int) -> None:
     sql(db_url, "create table if not exists items (id int primary key, name text)")
+    sql(db_url, "grant select on items to anon")  # opened to anonymous reads on purpose (docs/security.md)
     sql(db_url, "insert into items select g, 'item ' || g from generate_series(1, %s) g", rows)
 
 
@@ -104,6 +105,8 @@ def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
     sandbox.cli("provision", "--project=shop")
     api_url, db_url = _urls(sandbox, "shop")
     _seed(db_url, 7)
+    sql(db_url, "grant select on items to anon")  # anonymous reads, on purpose: the upgrade keeps the grant
+    old_volume = f"{sandbox.compose_name('shop')}_pgdata"
     sandbox.write_env(["shop"], images={**sandbox.images, "db": PG17})
 
     planned = sandbox.cli("plan", "--json").json()["projects"]
@@ -115,26 +118,32 @@ def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
     upgraded = sandbox.cli("upgrade-db", "--project=shop", "--yes", "--json").json()
     details = upgraded["details"]
     assert (details["from_major"], details["to_major"]) == (15, 17) and details["downtime_s"] > 0
-    assert details["kept_volume"].endswith("-pg15") and details["kept_volume"] in _volumes(sandbox)
+    # the old volume is kept as it was; the stack moved to a new one
+    assert details["kept_volume"] == old_volume and details["volume"].startswith(f"{old_volume}_pg17_")
+    assert sorted(_volumes(sandbox)) == sorted([old_volume, details["volume"]])
     assert _major(db_url) == 17 and _count(db_url) == 7
     assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 7
     assert sandbox.cli("plan", "--json").json()["projects"][0]["outcome"] == "no-op"
+    assert sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]["changed"] is False
 
     # a dump of the 17 server cannot go into a 15 one
     newer = sandbox.cli("backup", "--project=shop", "--json").json()["details"]["path"]
     sql(db_url, "insert into items values (1000, 'written on 17')")
     back = sandbox.cli("upgrade-db", "--project=shop", "--rollback", "--yes", "--json").json()
-    assert back["details"]["backup"]  # what was written on 17 is saved
+    assert back["details"]["backup"]  # what was written since the upgrade is saved
     assert _major(db_url) == 15 and _count(db_url) == 7
+    assert _volumes(sandbox) == [old_volume]  # back on the old volume; the upgraded one is deleted
     refused_dump = sandbox.cli("restore", "--project=shop", f"--from={newer}", "--yes", check=False)
     assert refused_dump.returncode == 2 and "PostgreSQL 17, newer" in refused_dump.stderr
 
-    # upgrade again, then finalize: the kept volume goes
-    sandbox.cli("upgrade-db", "--project=shop", "--yes")
-    kept = [v for v in _volumes(sandbox) if v.endswith("-pg15")]
-    assert kept and _major(db_url) == 17
+    # upgrade again: destroy --delete-data keeps the kept volume (and everything else) until finalize deletes it
+    upgraded = sandbox.cli("upgrade-db", "--project=shop", "--yes", "--json").json()["details"]
+    assert upgraded["kept_volume"] == old_volume and _major(db_url) == 17
+    kept = sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup", check=False)
+    assert kept.returncode == 1 and old_volume in kept.stderr and "--finalize --yes" in kept.stderr
+    assert _count(db_url) == 7 and sorted(_volumes(sandbox)) == sorted([old_volume, upgraded["volume"]])
     sandbox.cli("upgrade-db", "--project=shop", "--finalize", "--yes")
-    assert not [v for v in _volumes(sandbox) if v.endswith("-pg15")] and _count(db_url) == 7
+    assert _volumes(sandbox) == [upgraded["volume"]] and _count(db_url) == 7
     assert _anonymous_volumes() - before == set()  # the helper containers took their anonymous volumes along
 
 
@@ -142,6 +151,7 @@ def test_rotating_the_db_password(sandbox: Sandbox) -> None:
     sandbox.cli("provision", "--project=shop")
     api_url, old_url = _urls(sandbox, "shop")
     _seed(old_url, 2)
+    reload_schema(old_url, api_url, "items")
     old_password = sandbox.secrets("shop")["DB_PASSWORD"]
     rotated = sandbox.cli("rotate", "--project=shop", "--secret=db_password", "--yes")
     assert old_password not in rotated.output

@@ -31,6 +31,7 @@ def test_provision_write_stop_start_reprovision_keeps_data(sandbox: Sandbox) -> 
 
     sql(db_url, "CREATE TABLE notes (id serial PRIMARY KEY, body text)")
     sql(db_url, "INSERT INTO notes (body) VALUES (%s)", "survives everything")
+    sql(db_url, "GRANT SELECT ON notes TO anon")  # opened to anonymous reads on purpose (docs/security.md)
     reload_schema(db_url, api_url, "notes")
     with urllib.request.urlopen(api_url + "/notes", timeout=10) as response:  # the API serves the row
         assert b"survives everything" in response.read()

@@ -86,7 +86,7 @@ def test_a_failed_upgrade_is_rolled_back_and_the_old_version_serves(sandbox: San
     sandbox.write_env(["shop"], timeout=15)
     sandbox.cli("provision")
     urls = sandbox.cli("outputs", "--project=shop", "--format=json", "--show-secrets").json()
-    sql(urls["db_url"], "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('safe')")
+    sql(urls["db_url"], "CREATE TABLE keep (v text); INSERT INTO keep VALUES ('safe'); GRANT SELECT ON keep TO anon")
 
     result = sandbox.cli("provision", "--json", "--set", "images.api=provision-test/debian-base:bookworm", check=False)
     assert result.returncode != 0

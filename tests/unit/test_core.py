@@ -59,11 +59,11 @@ class MemoryBackend:
 
     name: str = "memory"
     holds_secrets: bool = False
-    copies_data: bool = True
     dumps_before_delete: bool = True
     deployed: dict[str, dict[str, str]] = field(default_factory=dict)  # project -> service hashes
     running: dict[str, bool] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    statements: list[tuple[str | None, str]] = field(default_factory=list)  # (user, sql) run in the db
     healthy: bool = True
     broken_marker: str | None = None  # wait() fails while the applied text contains this
     secrets: dict[str, Mapping[str, object]] = field(default_factory=dict)
@@ -170,8 +170,10 @@ class MemoryBackend:
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
         self.calls.append("store_secrets")
 
-    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
-        raise NotSupported("the memory backend has no database")
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None) -> str:
+        self.statements.append((user, sql))
+        return ""
 
     def image_major(self, image: str) -> int:
         return 17 if image.endswith(":17") else 15
@@ -179,13 +181,10 @@ class MemoryBackend:
     def data_major(self, target: Target, image: str) -> int | None:
         return self.data_majors.get(target.project)
 
-    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
-        raise NotSupported("no volumes here")
+    def find_volume(self, target: Target, volume_key: str) -> str | None:
+        return None
 
-    def return_data(self, target: Target, label: str, image: str) -> str:
-        raise NotSupported("no volumes here")
-
-    def drop_kept(self, target: Target, label: str) -> str | None:
+    def drop_kept(self, target: Target, volume_key: str) -> str | None:
         raise NotSupported("no volumes here")
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,

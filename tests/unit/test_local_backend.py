@@ -593,3 +593,26 @@ def test_one_off_containers_do_not_hide_the_services_state(target: Target, store
     assert observed.summary() == "running" and observed.services["api"] == ServiceState("running", "")
 
 
+
+
+def test_apply_removes_what_a_killed_recreate_left_before_it_ups(target: Target, store: StateStore) -> None:
+    """`compose up` killed mid-recreate leaves the new container under its temporary name, Created."""
+    store.write_secrets("demo", "shop", SECRETS)
+    db = next(json.loads(line) for line in PS_RUNNING.splitlines() if '"shop_demo-db-1"' in line)
+    leftover = {**db, "ID": "f" * 64, "Names": f"{db['ID'][:12]}_shop_demo-db-1", "State": "created",
+                "Status": "Created"}
+    runner = (FakeRunner().on("docker", "rm").on("up")
+              .on("docker", "ps", stdout=PS_RUNNING + json.dumps(leftover) + "\n"))
+    prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
+    backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(Action.UPDATE, "test"))
+    removal = runner.calls.index(("docker", "rm", "--force", "f" * 64))
+    assert removal < runner.calls.index(compose_calls(runner)[0])  # before the first up
+    assert [call for call in runner.calls if call[:2] == ("docker", "rm")] == [("docker", "rm", "--force", "f" * 64)]
+
+
+def test_apply_without_leftovers_removes_nothing(target: Target, store: StateStore) -> None:
+    store.write_secrets("demo", "shop", SECRETS)
+    runner = FakeRunner().on("up").on("docker", "ps", stdout=PS_RUNNING)
+    prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
+    backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(Action.UPDATE, "test"))
+    assert not [call for call in runner.calls if call[:2] == ("docker", "rm")]

@@ -22,7 +22,8 @@ projects:
   - name: shop
 """
 PORTS = Ports(api=20001, db=20000)
-SECRETS = {"DB_PASSWORD": Secret("pw-0123456789"), "JWT_SECRET": Secret("jwt-0123456789")}
+SECRETS = {"DB_PASSWORD": Secret("pw-0123456789"), "JWT_SECRET": Secret("jwt-0123456789"),
+           "DB_ADMIN_PASSWORD": Secret("admin-0123456789"), "AUTHENTICATOR_PASSWORD": Secret("auth-0123456789")}
 
 
 def _render(root: Path, text: str = ENV, project: str = "shop", ports: Ports | None = PORTS,
@@ -55,10 +56,14 @@ def test_default_stack_has_the_postgres_and_postgrest_interfaces(project_root: P
 def test_secrets_only_enter_as_references(project_root: Path) -> None:
     stack = _render(project_root)
     assert "pw-0123456789" not in stack.text and "jwt-0123456789" not in stack.text
-    assert "${DB_PASSWORD:?" in stack.text
-    assert stack.secret_names == ("DB_PASSWORD", "JWT_SECRET")
+    assert "${AUTHENTICATOR_PASSWORD:?" in stack.text and "${DB_ADMIN_PASSWORD:?" in stack.text
+    # the owner's password (db_url's) is in no container: the API logs in as the authenticator
+    assert stack.secret_names == ("AUTHENTICATOR_PASSWORD", "DB_ADMIN_PASSWORD", "JWT_SECRET")
     revealed = reveal_secrets(stack.text, SECRETS)
-    assert "postgres://app:pw-0123456789@db:5432/app" in revealed
+    assert "postgres://authenticator:auth-0123456789@db:5432/app" in revealed
+    doc = yaml.safe_load(stack.text)
+    assert doc["services"]["db"]["environment"]["POSTGRES_USER"] == "provision_admin"
+    assert doc["services"]["api"]["environment"]["PGRST_DB_ANON_ROLE"] == "anon"
 
 
 def test_variables_cannot_inject_yaml_keys_or_interpolation(project_root: Path) -> None:
@@ -96,8 +101,10 @@ def test_hashes_are_stable_and_per_service(project_root: Path) -> None:
     assert api_changed.service_hashes["db"] == first.service_hashes["db"]
     assert api_changed.service_hashes["api"] != first.service_hashes["api"]
     assert api_changed.config_hash != first.config_hash
-    rotated = _render(project_root, secrets={**SECRETS, "DB_PASSWORD": Secret("other")})
+    rotated = _render(project_root, secrets={**SECRETS, "DB_ADMIN_PASSWORD": Secret("other")})
     assert rotated.service_hashes["db"] != first.service_hashes["db"]
+    owner_rotated = _render(project_root, secrets={**SECRETS, "DB_PASSWORD": Secret("other")})
+    assert owner_rotated.service_hashes == first.service_hashes  # no container holds the owner's password
     assert f'"io.provision.config-hash": "{first.service_hashes["db"]}"' in first.text
 
 

@@ -60,3 +60,34 @@ def test_new_owner_ids_are_always_read_back_as_text(project_root: Path) -> None:
     for _ in range(2000):  # ids of digits only, or shaped like 12e45, would come back from YAML as numbers
         owner = new_owner_id()
         assert yaml.safe_load(f"owner: {owner}") == {"owner": owner}
+
+
+def test_init_under_umask_000_makes_hooks_private_and_nothing_world_writable(tmp_path: Path) -> None:
+    root = tmp_path / "fresh"
+    root.mkdir()
+    previous = os.umask(0)
+    try:
+        init(root, env="dev")
+    finally:
+        os.umask(previous)
+    mode = lambda path: path.stat().st_mode & 0o777  # noqa: E731
+    assert mode(root / "hooks") == 0o700 and mode(root / "envs") == 0o755
+    assert mode(root / "hooks" / "post-provision.example") == 0o700
+    assert mode(root / "envs" / "dev.yml") == 0o644 and mode(root / "envs" / "dev.env.example") == 0o644
+
+
+def test_init_keeps_the_modes_of_directories_that_exist(project_root: Path) -> None:
+    (project_root / "envs").chmod(0o750)
+    init(project_root, env="dev")
+    assert (project_root / "envs").stat().st_mode & 0o777 == 0o750
+
+
+@pytest.mark.parametrize("line", ["owner: team-abc123 # the repository's id", "owner: team-abc123\t#x",
+                                  "owner: 'team-abc123'  # quoted", "owner: team-abc123\r"])
+def test_init_reads_an_owner_line_with_a_comment(project_root: Path, line: str) -> None:
+    write_env(project_root, "prod", f"{line}\nimages: {{db: a, api: b}}\n")
+    before = (project_root / "envs" / "prod.yml").read_text()
+    result = init(project_root, env="dev")
+    assert (project_root / "envs" / "prod.yml").read_text() == before  # no second owner: line
+    assert result.owner == "team-abc123"
+    assert "owner: team-abc123\n" in (project_root / "envs" / "dev.yml").read_text()

@@ -45,3 +45,25 @@ def test_result_json_keys_never_disappear() -> None:
     for key in ("project", "env", "backend", "status", "changed", "api_url", "db_url"):
         assert key in data
     assert data["api_url"] is None and data["db_url"] is None
+
+
+def test_db_url_percent_encodes_the_password_and_masks_it_whole() -> None:
+    from urllib.parse import unquote, urlsplit
+
+    from provision.model import db_url
+
+    for password in ("p@ss#word", "a/b?c:d", "100%[x] y", "s3cr3t"):
+        url = db_url("app user", Secret(password), "127.0.0.1", 5432, "app")
+        parts = urlsplit(url.reveal())
+        assert (parts.hostname, parts.port, parts.path) == ("127.0.0.1", 5432, "/app")
+        assert unquote(parts.password or "") == password and unquote(parts.username or "") == "app user"
+        assert str(url) == "postgresql://app%20user:***@127.0.0.1:5432/app"
+
+
+def test_masking_never_shows_part_of_a_raw_password() -> None:
+    assert mask_url_password("postgresql://app:p@ss#word@db:5432/app") == "postgresql://app:***@db:5432/app"
+    assert mask_url_password("postgresql://app:a/b?c@db:5432/app") == "postgresql://app:***@db:5432/app"
+    assert mask_url_password("postgresql://app:p%40ss@[::1]:5432/app?sslmode=require") == (
+        "postgresql://app:***@[::1]:5432/app?sslmode=require")
+    assert mask_url_password("postgresql://app@db/app") == "postgresql://app@db/app"
+    assert mask_url_password("postgresql://app:p[ss@db/app") == "postgresql://app:***@db/app"

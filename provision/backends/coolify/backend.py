@@ -24,7 +24,7 @@ from urllib.parse import quote, unquote, urlsplit
 from ... import interrupts
 from ...commands import SubprocessRunner
 from ...config import EnvConfig, ProjectSpec
-from ...database import PSQL_AS_OWNER, major_of
+from ...database import major_of, psql_in_container
 from ...errors import (
     AmbiguousResult,
     BackendUnavailable,
@@ -116,7 +116,6 @@ class CoolifyBackend:
 
     name = "coolify"
     holds_secrets = True
-    copies_data = False  # no volume operations in Coolify's API: an upgrade moves to a new volume key
 
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
@@ -585,11 +584,12 @@ class CoolifyBackend:
         return f"{scheme or 'https'}://{target.project}-{target.env}.{host}"
 
     # --- commands in the db container: one-off scheduled tasks ----------------------------------------
-    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None) -> str:
         """`sql` through psql in the service's db container as a one-off scheduled task (POST .../scheduled-tasks,
         POST .../execute, poll .../executions, DELETE: app/Http/Controllers/Api/ScheduledTasksController.php,
         app/Jobs/ScheduledTaskJob.php). The SQL travels base64-encoded through the two shells the command passes;
-        psql connects over the container's local socket as POSTGRES_USER. Any read token can see a task's
+        psql connects over the container's local socket as `user` (default POSTGRES_USER). Any read token can see a task's
         command and output, so callers put no plaintext secret in `sql`."""
         refs = observed.handle if isinstance(observed.handle, Refs) else None
         if refs is None or refs.service_uuid is None or not observed.exists:
@@ -597,7 +597,7 @@ class CoolifyBackend:
         encoded = base64.b64encode(sql.encode()).decode()
         # a task runs in the only running container whatever `container` says: the guard refuses the api's
         script = ("command -v psql >/dev/null 2>&1 || { echo PROVISION_WRONG_CONTAINER; exit 97; }; "
-                  f"echo {encoded} | base64 -d | {PSQL_AS_OWNER}; rc=$?; echo PROVISION_RC=$rc; exit $rc")
+                  f"echo {encoded} | base64 -d | {psql_in_container(user)}; rc=$?; echo PROVISION_RC=$rc; exit $rc")
         output = self._run_task(refs.service_uuid, "db", script, timeout=timeout, purpose="sql")
         return "\n".join(line for line in output.splitlines() if not line.startswith("PROVISION_RC="))
 
@@ -1116,17 +1116,14 @@ class CoolifyBackend:
                                f"volume's PG_VERSION")
         return int(self.run_sql(target, observed, "SHOW server_version_num;").strip()) // 10000
 
-    def keep_data(self, target: Target, label: str, image: str, volume_key: str) -> str:
-        """Nothing moves: Coolify keeps the volume `<service uuid>_<key>` until the service is deleted with
-        its volumes; the stack moves to a new key."""
+    def find_volume(self, target: Target, volume_key: str) -> str | None:
+        """Coolify names a service's volume `<service uuid>_<key>` and keeps it until the service is deleted with
+        its volumes (its API lists none): the name while the service exists, else None."""
         refs = self.observe(target, None).handle
         uuid = refs.service_uuid if isinstance(refs, Refs) else None
-        return f"{uuid}_{volume_key}" if uuid else volume_key
+        return f"{uuid}_{volume_key}" if uuid else None
 
-    def return_data(self, target: Target, label: str, image: str) -> str:
-        raise NotSupported(_NO_VOLUMES.format(project=target.project, env=target.env))
-
-    def drop_kept(self, target: Target, label: str) -> str | None:
+    def drop_kept(self, target: Target, volume_key: str) -> str | None:
         raise NotSupported("Coolify's API deletes a service's volumes only with the service "
                            "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)")
 
@@ -1282,10 +1279,6 @@ def _listed(value: object) -> list[object]:
 def _app_state(app: Mapping[str, Any]) -> ServiceState:
     state, _, rest = str(app.get("status") or "exited").partition(":")
     return ServiceState(state, rest.split(":")[0])
-
-
-_NO_VOLUMES = ("Coolify's API has no volume operations (no copy, no move aside) for {project!r} in env {env!r}: "
-               "an upgrade moves the stack to a new volume instead")
 
 
 def _docker_stamp(moment: datetime) -> str:

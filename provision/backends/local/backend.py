@@ -11,7 +11,7 @@ import importlib
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -20,13 +20,14 @@ import yaml
 
 from ... import names
 from ...config import EnvConfig, ProjectSpec
-from ...database import PSQL_AS_OWNER, major_of
+from ...database import major_of, psql_in_container
 from ...errors import (
     BackendError,
     BackendUnavailable,
     CommandFailed,
     HealthTimeout,
     NotSupported,
+    ProjectConflict,
     ProvisionError,
     StateError,
     redact,
@@ -72,7 +73,9 @@ def _docker_from_env() -> Any:
     return client
 
 
-KEPT_LABEL = "io.provision.kept"  # on a data volume a major upgrade kept: the label it was kept under
+# on a throwaway container that reads a project's data volume (`_run_helper`): "<env>/<project>"
+HELPER_LABEL = "io.provision.helper"
+COMPOSE_VOLUME_LABEL = "com.docker.compose.volume"  # compose's own label on a volume it made: its key
 
 
 @contextlib.contextmanager
@@ -122,7 +125,6 @@ class LocalBackend:
 
     name = "local"
     holds_secrets = False
-    copies_data = True
 
     def __init__(
         self,
@@ -269,6 +271,7 @@ class LocalBackend:
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
         self._warm_up()
+        self.compose.remove_interrupted(self._label(target))  # what a killed `up` left (<id>_<name>, Created)
         self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
                  db_port=prepared.ports.db if prepared.ports else None)
         containers = self._containers(target)
@@ -450,11 +453,24 @@ class LocalBackend:
 
     def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         """`compose down` when containers exist (or, with `delete_data`, volumes); a destroyed project's
-        second destroy runs nothing. Kept volumes are reported, not counted as a change."""
+        second destroy runs nothing. Kept volumes are reported, not counted as a change. With `delete_data`, a
+        volume the rendered stack does not declare (data an upgrade-db kept) stops it before anything is removed,
+        and helper containers a killed run may have left on the volumes go first."""
         files = self._files(target)
         done: list[str] = []
         volumes = self._volumes(target)
         changed = False
+        if delete_data:
+            kept = self._kept_volumes(target, volumes)
+            if kept:
+                command = f"provision upgrade-db --env={target.env} --project={target.project}"
+                raise ProjectConflict(
+                    f"{target.project!r} in env {target.env!r} has data that upgrade-db kept in volume(s) "
+                    f"{', '.join(kept)}, which its stack no longer mounts; nothing was deleted. `{command} --finalize "
+                    f"--yes` deletes it (--rollback --yes returns to it; after an interrupted upgrade, `{command} "
+                    f"--yes` finishes it first), then destroy --delete-data deletes the rest; or delete it by name: "
+                    f"`docker volume rm {' '.join(kept)}`")
+            self._remove_helpers(str(v.name) for v in volumes)
         args = ["down", "--remove-orphans", "--timeout", "20"]
         if delete_data:
             args.append("--volumes")
@@ -486,9 +502,11 @@ class LocalBackend:
         with sdk_errors("list volumes"):
             return list(client.volumes.list(filters={"label": label}))
 
-    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120) -> str:
-        """`docker exec -i <db> psql` as POSTGRES_USER over the container's socket, `sql` on its stdin."""
-        argv = self.exec_argv(target, "db", ["sh", "-c", PSQL_AS_OWNER])
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None) -> str:
+        """`docker exec -i <db> psql` as `user` (default POSTGRES_USER) over the container's socket, `sql` on
+        its stdin."""
+        argv = self.exec_argv(target, "db", ["sh", "-c", psql_in_container(user)])
         with tempfile.TemporaryFile() as statements:
             statements.write(sql.encode())
             statements.seek(0)
@@ -508,78 +526,96 @@ class LocalBackend:
         return major_of(output)
 
     def data_major(self, target: Target, image: str) -> int | None:
-        """PG_VERSION of the project's data volume (read with `image`'s shell); None without a volume or
-        with an empty one."""
+        """PG_VERSION of the volume the project's stack mounts (read with `image`'s shell); None without a volume
+        or with an empty one."""
         volume = self._data_volume(target)
         if volume is None:
             return None
         output = self._run_helper(image, ["sh", "-c", "cat /data/PG_VERSION 2>/dev/null || true"],
-                                  f"read PG_VERSION in volume {volume}", volumes={volume: "/data"})
+                                  f"read PG_VERSION in volume {volume}", target=target, volumes={volume: "/data"})
         return int(output.strip()) if output.strip().isdigit() else None
 
-    def keep_data(self, target: Target, label: str, image: str, volume_key: str = "pgdata") -> str:
-        """Copy the (stopped) project's data volume into a new volume `<volume>-<label>`, then empty the
-        original, so the next start initialises a new data directory; returns the kept volume's name."""
-        volume = self._data_volume(target)
-        if volume is None:
-            raise ProvisionError(f"{target.project!r} has no data volume in env {target.env!r}")
-        kept = f"{volume}-{label}"
-        client = self._docker_client()
-        with sdk_errors(f"create volume {kept}"):
-            client.volumes.create(kept, labels={**self._volume_labels(target), KEPT_LABEL: label})
-        self._run_helper(image, ["sh", "-c", "set -e; cp -a /from/. /to/; find /from -mindepth 1 -delete"],
-                         f"copy volume {volume} to {kept}", volumes={volume: "/from", kept: "/to"})
-        return kept
+    def find_volume(self, target: Target, volume_key: str) -> str | None:
+        """The project's labelled volume of compose key `volume_key` (compose names it `<compose project>_<key>`)."""
+        prefix = self._project_name(target)
+        return next((str(v.name) for v in self._volumes(target) if _volume_key(v, prefix) == volume_key), None)
 
-    def return_data(self, target: Target, label: str, image: str) -> str:
-        """The reverse of keep_data: empty the data volume and copy the kept one back into it (the kept one
-        stays until drop_kept); returns the kept volume's name."""
-        volume = self._data_volume(target)
-        kept = f"{volume}-{label}"
-        if volume is None or kept not in {v.name for v in self._volumes(target)}:
-            raise ProvisionError(f"{target.project!r} has no kept volume {kept!r} in env {target.env!r}")
-        self._run_helper(image, ["sh", "-c", "set -e; find /to -mindepth 1 -delete; cp -a /from/. /to/"],
-                         f"copy volume {kept} back to {volume}", volumes={kept: "/from", volume: "/to"})
-        return kept
-
-    def drop_kept(self, target: Target, label: str) -> str | None:
-        """Remove the kept volume `<volume>-<label>`; returns its name, None when there was none."""
+    def drop_kept(self, target: Target, volume_key: str) -> str | None:
+        """Remove the project's volume of compose key `volume_key` (refused while its rendered stack declares
+        it), after any helper container left on it; its name, None when there is none."""
+        if volume_key in self._declared_volumes(target):
+            raise ProvisionError(f"volume key {volume_key!r} is the one the stack of {target.project!r} in env "
+                                 f"{target.env!r} mounts: it is not deleted")
+        prefix = self._project_name(target)
         for volume in self._volumes(target):
-            if (volume.attrs.get("Labels") or {}).get(KEPT_LABEL) == label:
+            if _volume_key(volume, prefix) == volume_key:
+                self._remove_helpers([str(volume.name)])
                 with sdk_errors(f"remove volume {volume.name}"):
                     volume.remove(force=True)
                 return str(volume.name)
         return None
 
     def _data_volume(self, target: Target) -> str | None:
-        """The project's data volume: its labelled volume that is not a kept copy (`<project>_pgdata`)."""
-        found = sorted(str(v.name) for v in self._volumes(target) if KEPT_LABEL not in (v.attrs.get("Labels") or {}))
+        """The project's data volume: the one its rendered stack declares (that its db mounts, if several), else,
+        without a compose file, its labelled volume (`<project>_pgdata` first)."""
+        declared = self._declared_volumes(target)
+        prefix = self._project_name(target)
+        keys = {_volume_key(v, prefix): str(v.name) for v in self._volumes(target)}
+        if declared:
+            return next((keys[key] for key in declared if key in keys), None)
+        found = sorted(keys.values())
         preferred = [name for name in found if name.endswith("_pgdata")]
         return (preferred or found)[0] if found else None
 
-    def _volume_labels(self, target: Target) -> dict[str, str]:
-        return {"com.docker.compose.project": self._project_name(target), names.LABEL_MANAGED: "true",
-                names.LABEL_PROJECT: target.project, names.LABEL_ENV: target.env}
+    def _declared_volumes(self, target: Target) -> list[str]:
+        """The volume keys of the project's rendered compose file, the db's mounts first; empty without one."""
+        try:
+            loaded = yaml.safe_load(self.store.paths(target.env, target.project).compose.read_text())
+        except (OSError, yaml.YAMLError):
+            return []
+        if not isinstance(loaded, dict) or not isinstance(loaded.get("volumes"), dict):
+            return []
+        services = loaded.get("services")
+        db = services.get("db") if isinstance(services, dict) else None
+        mounts = db.get("volumes") if isinstance(db, dict) else None
+        sources = {str(m.get("source") if isinstance(m, dict) else str(m).split(":")[0])
+                   for m in (mounts if isinstance(mounts, list) else [])}
+        return sorted((str(key) for key in loaded["volumes"]), key=lambda key: key not in sources)
 
-    def _run_helper(self, image: str, command: list[str], operation: str, *,
-                    volumes: Mapping[str, str] | None = None, timeout: float = 1800) -> str:
-        """Run `command` as root in a throwaway container of `image` without network; its output, or
-        CommandFailed with the output's tail. The container goes with its anonymous volumes (a postgres
-        image declares VOLUME for its data directory, which `remove=True` alone would leave behind)."""
+    def _kept_volumes(self, target: Target, volumes: Sequence[Any]) -> list[str]:
+        """The names of the project's `volumes` that its rendered stack does not declare: data an upgrade-db kept
+        (or the other volume of an upgrade a run left half done); none without a compose file that declares one."""
+        declared = self._declared_volumes(target)
+        prefix = self._project_name(target)
+        return sorted(str(v.name) for v in volumes if declared and _volume_key(v, prefix) not in declared)
+
+    def _remove_helpers(self, volumes: Iterable[str]) -> None:
+        """Remove the helper containers on these volumes, which would keep them in use: one still running, or one
+        an earlier version left behind when it was killed (labelled io.provision.env=helper, never removed)."""
         client = self._docker_client()
-        binds = {name: {"bind": path, "mode": "rw"} for name, path in (volumes or {}).items()}
-        with sdk_errors(operation):
-            container = client.containers.run(image, command[1:], entrypoint=[command[0]], user="0:0", detach=True,
-                                              network_mode="none", volumes=binds,
-                                              labels={names.LABEL_MANAGED: "true", names.LABEL_ENV: "helper"})
-            try:
-                code = int(container.wait(timeout=timeout).get("StatusCode", -1))
-                output = bytes(container.logs(stdout=True, stderr=True)).decode(errors="replace")
-            finally:
-                container.remove(v=True, force=True)
-        if code != 0:
-            raise CommandFailed(command, code, output, hint=operation)
-        return output
+        with sdk_errors("remove helper containers"):
+            for volume in volumes:
+                for container in client.containers.list(all=True, filters={"volume": volume}):
+                    labels = container.labels or {}
+                    if HELPER_LABEL in labels or labels.get(names.LABEL_ENV) == "helper":
+                        container.remove(v=True, force=True)
+
+    def _run_helper(self, image: str, command: list[str], operation: str, *, target: Target | None = None,
+                    volumes: Mapping[str, str] | None = None, timeout: float = 300) -> str:
+        """Run `command` as root in a throwaway container of `image` without network, `volumes` mounted read-only;
+        its output, or CommandFailed with the output's tail. `docker run --rm`: the engine removes the container,
+        with its anonymous volumes (a postgres image declares one for its data directory), once it exits, even
+        when this process was killed meanwhile; labelled HELPER_LABEL=<env>/<project> (`_remove_helpers`)."""
+        owner = f"{target.env}/{target.project}" if target is not None else ""
+        argv = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", command[0],
+                "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={owner}"]
+        for name, path in (volumes or {}).items():
+            argv += ["--volume", f"{name}:{path}:ro"]
+        argv += [image, *command[1:]]
+        result = self.compose.runner.run(argv, timeout=timeout)
+        if result.returncode != 0:
+            raise CommandFailed(argv, result.returncode, result.stdout + result.stderr, hint=operation)
+        return result.stdout
 
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
@@ -669,6 +705,13 @@ class LocalBackend:
             if project not in observed:
                 observed[project] = Observed(exists=False, kept_data=volume)
         return observed
+
+
+def _volume_key(volume: Any, project_name: str) -> str:
+    """The compose key of a project volume: compose's label, else its name without `<project>_`."""
+    key = ((volume.attrs or {}).get("Labels") or {}).get(COMPOSE_VOLUME_LABEL)
+    name = str(volume.name)
+    return str(key) if key else name.removeprefix(f"{project_name}_")
 
 
 def _drift(observed: Observed, baseline: LocalHandle | None) -> str | None:

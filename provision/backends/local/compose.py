@@ -18,6 +18,7 @@ __all__ = ["Completed", "ComposeCLI", "ComposeFiles", "ContainerState", "Runner"
 _ENGINE_DOWN = re.compile(r"Cannot connect to the Docker daemon|error during connect|docker\.sock.*(no such file|connection refused)", re.I)
 _PLUGIN_MISSING = re.compile(r"'compose' is not a docker command|unknown (shorthand )?flag: .*(-p|--project-name)|unknown command \"compose\"", re.I)
 _PORT_TAKEN = re.compile(r"(port is already allocated|address already in use)", re.I)
+_INTERRUPTED_NAME = re.compile(r"^[0-9a-f]{12}_")  # compose's temporary name for a container it recreates
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,20 @@ class ComposeCLI:
             return parse_docker_ps(result.stdout)
         except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise BackendUnavailable(f"could not parse `{' '.join(argv)}` output: {exc}") from exc
+
+    def remove_interrupted(self, *labels: str, timeout: float = 60) -> list[str]:
+        """Remove what an interrupted `compose up` left of the project (every container carrying `labels`):
+        compose recreates a container by creating the new one as `<old id[:12]>_<name>` and renaming it once
+        the old one is gone, so a kill mid-way leaves such a container (status Created) that the next `up`
+        would adopt under the temporary name. Returns the names removed."""
+        leftovers = [c for c in self.containers(*labels, timeout=timeout) if _INTERRUPTED_NAME.match(c.name)]
+        if not leftovers:
+            return []
+        result = self.runner.run(["docker", "rm", "--force", *(c.id or c.name for c in leftovers)],
+                                 timeout=timeout, env=self._env)
+        if result.returncode != 0 and "no such container" not in result.stderr.lower():
+            self._raise(result)
+        return [c.name for c in leftovers]
 
     def volumes(self, *labels: str, timeout: float = 30) -> dict[str, str]:
         """Volumes carrying every `key=value` label: {io.provision.project label: volume name}."""
