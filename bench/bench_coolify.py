@@ -1,14 +1,19 @@
 """Coolify backend benchmarks against the emulator (tests/coolify_emulator).
 
     python bench/bench_coolify.py [--projects 50] [--latency 0.05] [--parallel 16]
+    python bench/bench_coolify.py --only budget [--budget-projects 20] [--budget-parallel 8]
 
 1. HTTP requests per fresh provision and per no-op re-provision (with and without local state)
 2. provisioning N projects with `latency` seconds added to every API request: --parallel P / serial
+3. the request budget: `--parallel 8` over 20 fresh projects against Coolify's own limit (200 requests a
+   minute): the most requests in any 60 s window, and how many Coolify refused (429)
 """
 
 from __future__ import annotations
 
 import argparse
+import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -27,7 +32,7 @@ from tests.coolify_emulator import REALISTIC, CoolifyEmulator  # noqa: E402
 TOKEN = "1|bench-token"
 
 
-def make_root(emu: CoolifyEmulator, env: str, projects: list[str]) -> Path:
+def make_root(emu: CoolifyEmulator, env: str, projects: list[str], extra: str = "") -> Path:
     root = Path(tempfile.mkdtemp(prefix="provision-bench-coolify-"))
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
@@ -35,7 +40,7 @@ def make_root(emu: CoolifyEmulator, env: str, projects: list[str]) -> Path:
     listed = "".join(f"  - name: {p}\n" for p in projects)
     (root / "envs" / f"{env}.yml").write_text(
         "owner: bench-0001\nbackend: coolify\nimages:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\n"
-        f"projects:\n{listed}health:\n  timeout: 120\n"
+        f"projects:\n{listed}health:\n  timeout: 120\n" + extra
     )
     (root / "envs" / f"{env}.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN={TOKEN}\n")
     return root
@@ -56,6 +61,36 @@ def count(emu: CoolifyEmulator) -> str:
     return f"{len(emu.requests)} ({', '.join(f'{n} {m}' for m, n in sorted(by_method.items()))})"
 
 
+def max_per_window(times: list[float], window: float = 60.0) -> int:
+    """The most of `times` (request times, seconds) inside any `window` seconds."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def bench_budget(projects: int, parallel: int, limit: int | None = None) -> None:
+    """A fleet run against Coolify's default limit (200 a minute, per user: the emulator's), with Coolify-like
+    timings: the run's budget (coolify.requests_per_minute, 150, or `limit`) must keep every 60 s window under
+    200 and no request may be refused."""
+    names = [f"b{i:02d}" for i in range(projects)]
+    with CoolifyEmulator(token=TOKEN, **REALISTIC) as emu:
+        extra = f"coolify:\n  requests_per_minute: {limit}\n" if limit else ""
+        root = make_root(emu, "budget", names, extra)
+        seconds = run(root, emu, "--env=budget", f"--parallel={parallel}")
+        assert len(emu.find_services()) == projects
+        times = [r.at for r in emu.requests if r.path.startswith("/")]
+        refused = sum(1 for r in emu.requests if r.status == 429)
+        polls = sum(1 for r in emu.requests if r.method == "GET" and re.fullmatch(r"/services/[^/]+", r.path))
+        budget = f"requests_per_minute {limit}" if limit else "the default budget (150)"
+        print(f"{projects} fresh projects, --parallel {parallel}, {budget}, Coolify limit {emu.rate_limit}/min: "
+              f"{len(times)} requests in {seconds:.1f} s ({polls} status polls), at most "
+              f"{max_per_window(times)} in any 60 s window, {refused} refused (429)")
+
+
 def bench_requests() -> None:
     with CoolifyEmulator(token=TOKEN, action_delay=0.3) as emu:
         root = make_root(emu, "reqs", ["shop"])
@@ -64,6 +99,10 @@ def bench_requests() -> None:
         emu.requests.clear()
         run(root, emu, "--env=reqs", "--project=other", "--create")
         print(f"fresh provision: {count(emu)} requests; each: {[f'{r.method} {r.path}' for r in emu.requests]}")
+        polls = [r for r in emu.requests if r.method == "GET" and r.path.startswith("/services/")]
+        tasks = [r for r in emu.requests if "/scheduled-tasks" in r.path and r not in polls]
+        print(f"  of which {len(polls)} status and task polls (GET /services/...), {len(tasks)} for the database "
+              f"roles' one-off task, {len(emu.requests) - len(polls) - len(tasks)} others (the lock included)")
         emu.requests.clear()
         run(root, emu, "--env=reqs")
         print(f"no-op re-provision (state dir present): {count(emu)} requests")
@@ -98,7 +137,11 @@ def bench_restart(runs: int) -> None:
         run(root, emu, "--env=restart")
         [service] = emu.find_services("shop")
         ratios, returns, completions = [], [], []
+        phases = random.Random(7)
         for _ in range(runs):
+            # a random phase against the emulator's refresh ticks: back to back, each run would start at the
+            # same offset from a tick as the one before (its length mod the period), and measure one case only
+            time.sleep(phases.uniform(0, emu.refresh_interval))
             emu.requests.clear()
             emu.reset_rate_limit()  # back-to-back runs would meet the 200/min limit: this measures the wait
             completed: list[float] = []
@@ -148,10 +191,20 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--parallel", type=int, default=16)
     parser.add_argument("--restarts", type=int, default=5)
+    parser.add_argument("--budget-projects", type=int, default=20)
+    parser.add_argument("--budget-parallel", type=int, default=8)
+    parser.add_argument("--budget-limit", type=int, help="coolify.requests_per_minute for the budget run")
+    parser.add_argument("--only", choices=("requests", "restart", "parallel", "budget"))
+    parser.add_argument("--verbose", action="store_true", help="print each restart (read from sys.argv)")
     args = parser.parse_args()
-    bench_requests()
-    bench_restart(args.restarts)
-    bench_parallel(args.projects, args.latency, args.parallel)
+    if args.only in (None, "requests"):
+        bench_requests()
+    if args.only in (None, "restart"):
+        bench_restart(args.restarts)
+    if args.only in (None, "parallel"):
+        bench_parallel(args.projects, args.latency, args.parallel)
+    if args.only in (None, "budget"):
+        bench_budget(args.budget_projects, args.budget_parallel, args.budget_limit)
 
 
 if __name__ == "__main__":

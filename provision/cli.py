@@ -660,6 +660,20 @@ def lock(c: Context, env: str | None = None, json: bool = False) -> None:
         _print(output.locks_table(held))
 
 
+@task(help={"env": ENV_HELP, "json": "Print the checks as JSON on stdout"})
+def doctor(c: Context, env: str | None = None, json: bool = False) -> None:
+    """Check an env's backend before a first run; exit 0 only when every check passes. Coolify: the API and its
+    version, the token's abilities, the servers, and that Coolify accepts what provision sends (a throwaway
+    project, lock, service and task, removed again). Local: the Docker Engine and Compose v2. Writes no state."""
+    from provision import output
+
+    with _session(read_only=True) as reporter:
+        report = _provisioner(env, reporter).doctor()
+    _print(output.to_json(report.to_dict()) if json else report.text())
+    if not report.ok:
+        raise Exit(code=1)
+
+
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm: break the lock even if its holder runs"})
 def unlock(c: Context, env: str | None = None, project: str | None = None, yes: bool = False) -> None:
     """Break a project's stale lock on the backend (its holder died); needs --yes."""

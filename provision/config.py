@@ -180,6 +180,10 @@ class CoolifySettings(_Strict):
     domain: str | None = None
     project_prefix: str = ""
     request_timeout: float = Field(default=30.0, gt=0, le=300, description="seconds per Coolify API request")
+    # what this process sends to the Coolify at COOLIFY_API_URL in any 60 s, all its workers together; Coolify
+    # allows 200 a minute (API_RATE_LIMIT) and counts other runs sharing its bucket too, which this does not see
+    requests_per_minute: int = Field(default=150, ge=1, le=100000,
+                                     description="requests this run sends to Coolify in any minute, at most")
 
     @field_validator("project_prefix")
     @classmethod

@@ -1,6 +1,7 @@
 """The service layer's data verbs: backup, restore, the restoring half of clone, PostgreSQL major upgrades
-and secret rotation. Each runs under the project's lock (one `_operation` of the Provisioner), writes its
-history line, and leaves the project as it was when it fails: a restore runs in one transaction after a
+and secret rotation. Each runs under the project's locks for its whole length (one `_operation` of the
+Provisioner with `shared`: the state directory's, and the backend's that every runner sees, so that no deploy
+from another machine comes between two of its steps; its own converge re-enters it), writes its history line, and leaves the project as it was when it fails: a restore runs in one transaction after a
 safety backup, an upgrade keeps the old data until --finalize, a rotation puts the old password back.
 
 PostgreSQL's own client tools do the work (provision.database), run in the project's db container where
@@ -121,7 +122,7 @@ class DataLifecycle:
         """A pg_dump (custom format) of the project's database with its manifest; with `keep`, older backups
         beyond the newest `keep` are deleted after this one succeeded."""
         target = self.service.known_target(project)
-        with self.service._operation(target, "backup") as op:
+        with self.service._operation(target, "backup", shared=True) as op:
             self.recover(target)
             _, _, access = self._running_db(target)
             made = self._dump(target, access, out=out, label=label)
@@ -227,7 +228,7 @@ class DataLifecycle:
         if not force:
             self._check_provenance(project, chosen)
         target = self.service.known_target(project)
-        with self.service._operation(target, "restore") as op:
+        with self.service._operation(target, "restore", shared=True) as op:
             self.recover(target)
             observed, prepared, access = self._running_db(target)
             safety = self._restore_checked(target, observed, prepared, access, chosen, op, safety=True)
@@ -254,7 +255,7 @@ class DataLifecycle:
     def restore_into_new(self, project: str, chosen: backups.Backup) -> ProjectResult:
         """clone's second half: restore `chosen` into a project just created (no safety backup: it is empty)."""
         target = self.service.known_target(project)
-        with self.service._operation(target, "restore") as op:
+        with self.service._operation(target, "restore", shared=True) as op:
             observed, prepared, access = self._running_db(target)
             self._restore_checked(target, observed, prepared, access, chosen, op, safety=False)
         return self._result(target, "restore", "restored", op, [f"restored {chosen.path.name}"],
@@ -324,7 +325,7 @@ class DataLifecycle:
                                        f"as it is): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
-        with service._operation(target, "upgrade-db") as op:
+        with service._operation(target, "upgrade-db", shared=True) as op:
             record = service.record(project)
             kept = upgrade_facts(record)
             if kept is not None:
@@ -452,7 +453,7 @@ class DataLifecycle:
                                        f"upgrade; what was written since is saved in a backup first: add --yes")
         service = self.service
         target = service.known_target(project)
-        with service._operation(target, "upgrade-db --rollback") as op:
+        with service._operation(target, "upgrade-db --rollback", shared=True) as op:
             kept = self._kept(target)
             if kept["state"] == FINALIZING:
                 raise ProjectConflict(f"{project!r} in env {target.env!r}: an upgrade-db --finalize did not finish, so "
@@ -484,7 +485,7 @@ class DataLifecycle:
                                        f"(its backup file stays): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
-        with service._operation(target, "upgrade-db --finalize") as op:
+        with service._operation(target, "upgrade-db --finalize", shared=True) as op:
             kept = self._kept(target)
             unfinished = self._unfinished(target, kept)
             if unfinished is not None:
@@ -590,7 +591,7 @@ class DataLifecycle:
             raise ConfigError(f"--to-server {to_server!r} is not listed in coolify.servers of "
                               f"{service.config.relpath}: one of {', '.join(listed)}")
         target = service.known_target(project)
-        with service._operation(target, "move") as op:
+        with service._operation(target, "move", shared=True) as op:
             observed, _, access = self._running_db(target)
             if observed.server == to_server:
                 return self._result(target, "move", "running", op, [f"already on server {to_server}"],
@@ -642,7 +643,7 @@ class DataLifecycle:
             raise ConfirmationRequired(f"move --finalize deletes the stack a move left behind for {project!r}, with "
                                        f"its data: add --yes to confirm")
         target = service.known_target(project)
-        with service._operation(target, "move --finalize") as op:
+        with service._operation(target, "move --finalize", shared=True) as op:
             dropped = service.backend.drop_set_aside(target)
             op.changed = bool(dropped)
         messages = [f"deleted {name!r} and its volumes" for name in dropped] or ["nothing was left behind by a move"]
@@ -663,7 +664,7 @@ class DataLifecycle:
         service = self.service
         target = service.known_target(project)
         name = secret.upper()
-        with service._operation(target, f"rotate {secret}") as op:
+        with service._operation(target, f"rotate {secret}", shared=True) as op:
             self.recover(target)
             observed, prepared = self.running(target)
             old = prepared.secrets.get(name)
@@ -677,7 +678,8 @@ class DataLifecycle:
             self._pause("rotate-pending")
             try:
                 if secret == "db_password":
-                    service.backend.run_sql(target, observed, database.password_statement(owner, new)[0], user=owner)
+                    service.backend.run_sql(target, observed, database.password_statement(owner, new)[0], user=owner,
+                                            purpose="rotate-password")
                 self._pause("rotate-altered")
                 self._store_secret(target, prepared, name, new)
                 service.store.write_pending(target.env, project, "rotate", None)
@@ -689,7 +691,8 @@ class DataLifecycle:
                 try:
                     if secret == "db_password":
                         now = service._observe(target, service.record(project))
-                        service.backend.run_sql(target, now, database.password_statement(owner, old)[0])
+                        service.backend.run_sql(target, now, database.password_statement(owner, old)[0],
+                                                purpose="rotate-password-back")
                     self._store_secret(target, prepared, name, old)
                     service.store.write_pending(target.env, project, "rotate", None)
                     service._converge(target, op)
@@ -719,7 +722,8 @@ class DataLifecycle:
         was proven."""
         service = self.service
         observed = service._observe(target, service.record(target.project))
-        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(role))
+        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(role),
+                                         purpose="check-password")
         if not database.password_matches(stored, new):
             raise ProvisionError(f"after ALTER ROLE, role {role!r} does not have the new password")
         found = self.host_access(target, observed, service._prepare(target, observed, create=False))
@@ -755,9 +759,10 @@ class DataLifecycle:
         stop = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pg_restore' "
                 "AND pid <> pg_backend_pid();\n")
         left = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore';\n"
-        stopped = int(service.backend.run_sql(target, observed, stop).strip() or 0)
+        stopped = int(service.backend.run_sql(target, observed, stop, purpose="recover-restore").strip() or 0)
         deadline = service.clock() + 30
-        while int(service.backend.run_sql(target, observed, left).strip() or 0) and service.clock() < deadline:
+        while (int(service.backend.run_sql(target, observed, left, purpose="recover-restore").strip() or 0)
+               and service.clock() < deadline):
             service.sleep(0.2)
         access = self.access(target, observed, prepared)
         try:
@@ -786,12 +791,14 @@ class DataLifecycle:
             service._converge(target, _Operation("rotate"))
             return f"an interrupted rotation of {name} is finished: the new value is stored and applied"
         owner = str(target.spec.variables["db_user"])
-        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(owner))
+        stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(owner),
+                                         purpose="recover-rotation")
         if old is not None and database.password_matches(stored, old) and not database.password_matches(stored, new):
             service.store.write_pending(target.env, target.project, "rotate", None)
             return f"an interrupted rotation of {name} never reached the database: the old password stays"
         if not database.password_matches(stored, new):  # neither: make it the one we know
-            service.backend.run_sql(target, observed, database.password_statement(owner, new)[0])
+            service.backend.run_sql(target, observed, database.password_statement(owner, new)[0],
+                                    purpose="recover-rotation")
         self._store_secret(target, prepared, name, new)
         service.store.write_pending(target.env, target.project, "rotate", None)
         return f"an interrupted rotation of {name} is finished: the new password is stored"

@@ -6,6 +6,7 @@
     ├── TemplateError                   the Jinja template failed to render
     ├── StateError                      the state directory is unreadable or inconsistent
     ├── LockTimeout                     another run holds the env+project lock
+    ├── LockLost                        the shared lock could not be renewed: the run stopped changing things
     ├── ProjectNotFound (KeyError)      no such project in this env
     ├── ConfirmationRequired            a destructive option was given without --yes
     ├── ProjectConflict                 the name is taken, or the project is in a state that refuses the verb
@@ -108,6 +109,12 @@ class LockTimeout(ProvisionError):
     """Another run is operating on the same env+project and did not finish in time."""
 
     exit_code = 4
+
+
+class LockLost(ProvisionError):
+    """The lock every runner sees (Coolify: a shared variable) could not be renewed before it would expire, or
+    was broken by someone else: another run may hold it now, so this run sent nothing more that changes anything.
+    The next run converges from what is there."""
 
 
 class ProjectNotFound(ProvisionError, KeyError):

@@ -16,11 +16,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from . import compose_check, history, interrupts, names, roles
+from . import doctor as checkup
 from .backends.base import Backend
 from .config import EnvConfig
 from .data import DataLifecycle
@@ -56,6 +57,7 @@ from .planner import Action, Plan, plan, unified_diff
 from .render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
+from .secrets import generate_missing
 from .shell import ShellCommand
 from .state import ProjectRecord, StateStore, utc_now
 
@@ -76,6 +78,7 @@ def _starting(exc: ProvisionError) -> bool:
                                          "could not connect", "starting up",
                                          "shutting down", "No such container", "is not running",
                                          "did not run the task", "No containers running",
+                                         "was replaced while the task",
                                          "accepting connections"))
 
 
@@ -228,14 +231,32 @@ class Provisioner:
         prepared = self._prepare(target, ABSENT, create=False)
         return self._render(target, prepared), prepared
 
+    def doctor(self) -> checkup.Report:
+        """`provision doctor`: the backend's checks before a first run (backends' `doctor`), given what provision
+        would send for a throwaway project `provision-doctor-<hex>`: its rendered stack and the SQL every change
+        of a stack runs (the roles, `_make_roles`, with throwaway passwords). Writes no state and takes no lock:
+        the throwaway project is nobody's, and what the backend makes of it, it removes again."""
+        target = self.target(checkup.throwaway_name())
+
+        def task_sql() -> tuple[str, str | None]:
+            wanted = roles.Roles.of(target.spec.variables)
+            return roles.ensure_sql(wanted, str(target.spec.variables["db_name"]), generate_missing({})), wanted.admin
+
+        probe = checkup.DoctorProbe(target, lambda: self.render(target.project)[0], task_sql)
+        return checkup.Report(self.env, self.backend.name, tuple(self.backend.doctor(probe)))
+
     @contextmanager
-    def _operation(self, target: Target, action: str) -> Iterator[_Operation]:
-        """Hold the lock, time the operation and, when it changed something or failed, write its history line."""
+    def _operation(self, target: Target, action: str, *, shared: bool = False) -> Iterator[_Operation]:
+        """Hold the lock, time the operation and, when it changed something or failed, write its history line.
+        With `shared` (the data verbs), the backend's lock every runner sees is held for the whole operation too
+        (Coolify: no deploy from another machine between its steps); the converge inside it re-enters it."""
         started = self.clock()
         op = _Operation(action)
         result, detail = "ok", ""
         try:
-            with self.store.lock(target.env, target.project, timeout=self.lock_timeout):
+            with self.store.lock(target.env, target.project, timeout=self.lock_timeout), \
+                    self.backend.lock(target, self._handle(self.record(target.project)),
+                                      timeout=self.lock_timeout) if shared else nullcontext():
                 yield op
         except (Interrupted, KeyboardInterrupt):
             result, op.changed = "interrupted", True
@@ -297,6 +318,10 @@ class Provisioner:
         project = target.project
         with ExitStack() as held:
             pending = bool(self.store.read_pending(target.env, project))
+            if pending:  # finishing or undoing a killed data verb writes (Coolify's copy of a secret, the role):
+                # under the lock every runner sees, as the verb itself ran (re-entered when it is this run's)
+                held.enter_context(self.backend.lock(target, self._handle(self.record(project)),
+                                                     timeout=self.lock_timeout))
             db = self._observe(target, self.record(project)).services.get("db") if pending else None
             if db is not None and db.running:
                 self.data.recover(target)  # a killed data verb: finish or undo it before anything else
@@ -451,7 +476,7 @@ class Provisioner:
         bootstrap superuser is the owner), the migration as the owner instead."""
         try:
             self.backend.run_sql(target, observed, roles.ensure_sql(wanted, dbname, prepared.secrets),
-                                 user=wanted.admin)
+                                 user=wanted.admin, purpose="roles")
             return
         except ProvisionError as exc:
             if f'role "{wanted.admin}" does not exist' not in str(exc):
@@ -460,7 +485,7 @@ class Provisioner:
                                            f"(docs/security.md)")
         try:
             self.backend.run_sql(target, observed, roles.migration_sql(wanted, dbname, prepared.secrets),
-                                 user=wanted.owner)
+                                 user=wanted.owner, purpose="roles-migration")
         except ProvisionError as exc:
             if f'role "{wanted.owner}" does not exist' not in str(exc):
                 raise
@@ -718,7 +743,8 @@ class Provisioner:
             )
         target = self.known_target(project)
         action = "destroy --delete-data" if delete_data else "destroy"
-        with self._operation(target, action) as op:
+        # deleting data is a data verb: the backup and the delete under the lock every runner sees, throughout
+        with self._operation(target, action, shared=delete_data) as op:
             record = self.record(project)
             observed = self._observe(target, record)
             prepared = self._prepare(target, observed, create=False)

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from ..config import EnvConfig, ProjectSpec
+from ..doctor import Check, DoctorProbe
 from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target, Usage
 from ..planner import Plan
 from ..render import RenderedStack
@@ -112,10 +113,11 @@ class Backend(Protocol):
         ...
 
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
-                user: str | None = None) -> str:
+                user: str | None = None, purpose: str = "sql") -> str:
         """Run `sql` with psql inside the project's running db container, as `user` (default: the bootstrap
         superuser, POSTGRES_USER) over the local socket (no password, no published port); psql's unaligned
-        output, ProvisionError quoting psql on failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens)."""
+        output, ProvisionError quoting psql on failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens).
+        `purpose`: a short name of what it is for (`roles`, `rotate-password`), where the backend shows one."""
         ...
 
     def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
@@ -169,4 +171,10 @@ class Backend(Protocol):
         """Every project of this env with something deployed (containers, a service, or kept data), in as
         few queries as the backend allows; `known`: the recorded handles. With `full`, each observation is
         as complete as `observe`'s (what was applied, drift)."""
+        ...
+
+    def doctor(self, probe: DoctorProbe) -> list[Check]:
+        """`provision doctor`: what this backend needs before a first run, checked as provision uses it (with
+        `probe`'s throwaway project, stack and SQL). Writes no state; anything it creates on the server is a
+        throwaway it removes again; a user's resources are never changed."""
         ...

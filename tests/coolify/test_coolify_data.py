@@ -105,7 +105,9 @@ def test_without_a_published_port_dumps_are_refused_and_rotation_goes_through_a_
 def test_move_to_another_server_keeps_the_rows_and_the_old_stack_until_finalize(
         tmp_path: Path, docker_emulator: CoolifyEmulator, test_images: Mapping[str, str]) -> None:
     emu = docker_emulator
-    second = emu.add_server("second", "127.0.0.1")["uuid"]
+    # the same engine, another address of it: a db_url naming the wrong server's address shows (the API's host,
+    # and so the seeded localhost's, is 127.0.0.1)
+    second = emu.add_server("second", "127.0.0.2")["uuid"]
     box = make_sandbox(tmp_path, emu)
     port = free_port()
     servers = "  servers:\n    - {name: localhost, max_stacks: 5}\n    - {name: second, max_stacks: 5}\n"
@@ -135,7 +137,10 @@ def test_move_to_another_server_keeps_the_rows_and_the_old_stack_until_finalize(
     assert aside.startswith("shop-moved-") and not services[aside]["status"].startswith("running")
     assert sql(db_url, "select count(*) from items") == [(7,)]  # same secrets, same published port
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({"http": emu.proxy_url}))
-    new_api = box.cli("outputs", "--project=shop", "--format=json").json()["api_url"]
+    outputs = box.cli("outputs", "--project=shop", "--format=json", "--show-secrets").json()
+    new_api = outputs["api_url"]
+    assert f"@127.0.0.2:{port}/" in outputs["db_url"] and f"@127.0.0.1:{port}/" in db_url
+    assert sql(outputs["db_url"], "select count(*) from items") == [(7,)]
     with opener.open(new_api + "/items", timeout=10) as response:
         assert len(json.loads(response.read())) == 7
     [status] = box.cli("status", "--json").json()["projects"]

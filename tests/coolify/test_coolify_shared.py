@@ -6,8 +6,10 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.coolify.conftest import coolify_env, make_sandbox, methods
+from provision.backends.coolify import marks
+from tests.coolify.conftest import OWNER, coolify_env, make_sandbox, methods, stack_changes
 from tests.coolify_emulator import CoolifyEmulator
+from tests.coolify_emulator.validation import is_valid_description
 from tests.sandbox import Sandbox
 
 
@@ -50,17 +52,66 @@ def test_destroy_leaves_a_hand_made_project_and_environment_alone(sandbox: Sandb
     assert emulator.find_projects("shop") and not [m for m in methods(emulator) if m.startswith("DELETE")]
 
 
+def _old_form(description: str, *, owner: bool = True) -> str:
+    """A service description as provision wrote it before marks.py (`key:value`, ` — `; without an owner id
+    before owner ids), with the marks of `description`."""
+    found = marks.parse(description)
+    mem = f" mem:{found.memory}" if found.memory else ""
+    return (f"provision:{found.config_hash} compose:{found.compose}" + (f" owner:{found.owner}" if owner else "")
+            + f"{mem} — managed by provision; edits to the compose in Coolify are reported as drift")
+
+
 def test_a_legacy_service_is_adopted_only_when_asked(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
     sandbox.cli("provision")
     [service] = emulator.find_services("shop")
-    legacy = service["description"].replace(" owner:test-owner-1", "")
-    emulator.core.store.services[service["uuid"]].description = legacy
+    [project] = emulator.find_projects("shop")
+    # as provision made them before owner ids
+    emulator.core.store.services[service["uuid"]].description = _old_form(service["description"], owner=False)
+    emulator.core.store.projects[project["uuid"]].description = marks.LEGACY_PROJECT
     refused = sandbox.cli("provision", check=False)
     assert refused.returncode != 0 and "without an owner id" in refused.stderr and "invoke adopt" in refused.stderr
     assert sandbox.cli("adopt", "--project=shop", check=False).returncode != 0  # needs --yes
     adopted = sandbox.cli("adopt", "--project=shop", "--yes", "--json").json()
     assert adopted["changed"] is True
+    # both now carry the owner, in the form Coolify's description rule takes, the stack's hashes kept
+    described = emulator.core.store.services[service["uuid"]].description or ""
+    assert described == service["description"]  # as provision writes it now
+    assert emulator.project(project["uuid"])["description"] == marks.project_description(OWNER)
+    assert is_valid_description(described) and len(described) <= 255
     assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
+
+
+def test_stacks_described_in_the_old_form_stay_ours(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    """Service, project and lock project described as provision did before its descriptions passed Coolify's
+    rule: a fresh clone finds them as its own, changes no description just to rewrite it, writes the new form
+    with the next change it makes anyway, and destroy still removes the (old-form) project it made."""
+    sandbox.cli("provision")
+    [service] = emulator.find_services("shop")
+    [project] = emulator.find_projects("shop")
+    [locks] = emulator.find_projects(f"provision-locks-{OWNER}")
+    store = emulator.core.store
+    store.services[service["uuid"]].description = old = _old_form(service["description"])
+    store.projects[project["uuid"]].description = f"provision: owner:{OWNER} — managed by provision"
+    store.projects[locks["uuid"]].description = (
+        f"provision: owner:{OWNER} server:{service['server_uuid']} — locks of provision runs (a project variable per "
+        f"running change); new services go to that server")
+    shutil.rmtree(sandbox.state_dir)  # a fresh clone: everything is found by name and description
+    emulator.requests.clear()
+    again = sandbox.cli("provision", "--json").json()["projects"][0]
+    assert (again["action"], again["changed"]) == ("no-op", False)  # ours, and its hash still read
+    assert stack_changes(emulator) == [] and "POST /projects" not in methods(emulator)  # not even the lock project
+    assert store.services[service["uuid"]].description == old  # never PATCHed just to rewrite it
+
+    sandbox.write_env_text(coolify_env(extra="resources:\n  db: {memory: 512M}\n"))  # a change: PATCHed anyway
+    changed = sandbox.cli("provision", "--json").json()["projects"][0]
+    assert changed["action"] == "update" and [s["uuid"] for s in emulator.find_services("shop")] == [service["uuid"]]
+    described = store.services[service["uuid"]].description or ""
+    assert described.startswith("provision=") and f" owner={OWNER} mem=" in described and ":" not in described
+    assert is_valid_description(described) and len(described) <= 255
+    assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
+
+    sandbox.cli("destroy", "--project=shop")
+    assert emulator.find_projects("shop") == []  # the old-form project was recognised as provision's own
 
 
 def test_a_create_answered_after_the_client_timeout_makes_one_service(sandbox: Sandbox,

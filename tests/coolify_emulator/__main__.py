@@ -21,10 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--action-delay", type=float, default=0.3)
     parser.add_argument("--rate-limit", type=int, default=200)
     parser.add_argument("--public-ip", default="127.0.0.1")
+    parser.add_argument("--coolify-version", default=None, help="what GET /version answers (default 4.3.11)")
     args = parser.parse_args(argv)
 
     emu = CoolifyEmulator(host=args.host, port=args.port, proxy_port=args.proxy_port, docker=args.docker,
-                          action_delay=args.action_delay, rate_limit=args.rate_limit, public_ip=args.public_ip)
+                          action_delay=args.action_delay, rate_limit=args.rate_limit, public_ip=args.public_ip,
+                          **({"version": args.coolify_version} if args.coolify_version else {}))
     for token in args.token:
         emu.add_token(token, tuple(a.strip() for a in args.abilities.split(",") if a.strip()))
     emu.start()

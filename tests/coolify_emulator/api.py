@@ -30,12 +30,21 @@ from .state import (
     random_string,
 )
 from .validation import (
+    COMBINED_MESSAGES,
     NAME_MESSAGES,
     Rule,
+    column_overflow,
+    environment_name,
     extra_fields,
+    is_bigint,
+    is_valid_description,
     is_valid_name,
+    json_scalar,
     merge_extra,
+    php_trim,
     query_bool,
+    strip_tags,
+    tag_names,
     to_bool,
     validate,
 )
@@ -165,22 +174,24 @@ def validation_failed(errors: Any) -> ApiResponse:
 
 
 def _rejected(data: dict[str, Any], rules: Mapping[str, list[Rule]], allowed_fields: tuple[str, ...],
-              messages: Mapping[str, str] | None = None) -> ApiResponse | None:
-    """The 422 for ``data``: rule errors, then "This field is not allowed." for fields outside the list."""
-    errors = merge_extra(validate(data, rules, messages), extra_fields(data, allowed_fields))
+              messages: Mapping[str, str] | None = None, *, laravel_required: bool = False) -> ApiResponse | None:
+    """The 422 for ``data``: rule errors, then "This field is not allowed." for fields outside the list.
+    ``laravel_required``: the controller calls ``Validator::make`` itself, so "The x field is required."."""
+    errors = merge_extra(validate(data, rules, messages, **({"required_message": None} if laravel_required else {})),
+                         extra_fields(data, allowed_fields))
     return validation_failed(errors) if errors else None
 
 
 def _validated(req: ApiRequest, rules: Mapping[str, list[Rule]], allowed_fields: tuple[str, ...],
-               messages: Mapping[str, str] | None = None, *,
-               body_only: bool = False) -> tuple[dict[str, Any], ApiResponse | None]:
+               messages: Mapping[str, str] | None = None, *, body_only: bool = False,
+               laravel_required: bool = False) -> tuple[dict[str, Any], ApiResponse | None]:
     """``validateIncomingRequest()`` then :func:`_rejected` on ``$request->all()`` (or, with
     ``body_only``, the JSON body alone). Returns the input and the error response, if any."""
     bad = validate_incoming(req)
     if bad:
         return {}, bad
     data = req.json_bag() if body_only else req.input()
-    return data, _rejected(data, rules, allowed_fields, messages)
+    return data, _rejected(data, rules, allowed_fields, messages, laravel_required=laravel_required)
 
 
 Handler = Callable[..., ApiResponse]
@@ -200,7 +211,9 @@ class Route:
 
 _NAME_RULES: list[Any] = ["required", "string", "min:3", "max:255", is_valid_name]
 _NAME_RULES_OPTIONAL: list[Any] = ["nullable", "string", "min:3", "max:255", is_valid_name]
-_DESCRIPTION_RULES: list[Any] = ["nullable", "string", "max:255"]
+#: ``descriptionRules()`` (app/Support/ValidationPatterns.php:438-453, pattern :18) on POST/PATCH /projects and
+#: PATCH environments (app/Http/Controllers/Api/ProjectController.php:250, 369, 769): no `:` and no `—`
+_DESCRIPTION_RULES: list[Any] = ["nullable", "string", "max:255", is_valid_description]
 _NAME_DESCRIPTION_UPDATE_RULES: dict[str, list[Any]] = {"name": _NAME_RULES_OPTIONAL, "description": _DESCRIPTION_RULES}
 _NAME_DESCRIPTION_FIELDS = ("name", "description")
 _BOOL = ["boolean"]
@@ -210,6 +223,14 @@ _SERVICE_CREATE_FIELDS = (
     "destination_uuid", "instant_deploy", "docker_compose_raw", "urls", "force_domain_override",
     "is_container_label_escape_enabled", "tags",
 )
+#: ServicesController.php:589: the compose branch's own allowlist (no `type`, `connect_to_docker_network` listed)
+_SERVICE_COMPOSE_FIELDS = (
+    "name", "description", "project_uuid", "environment_name", "environment_uuid", "server_uuid", "destination_uuid",
+    "instant_deploy", "docker_compose_raw", "connect_to_docker_network", "urls", "force_domain_override",
+    "is_container_label_escape_enabled", "tags",
+)
+#: ServicesController.php:395-397, 611-613, 1192-1194
+_URLS_MESSAGES = {"urls.*.array": "An item in the urls array has invalid fields. Only name and url fields are supported."}
 _SERVICE_UPDATE_FIELDS = (
     "name", "description", "instant_deploy", "docker_compose_raw", "connect_to_docker_network", "urls",
     "force_domain_override", "is_container_label_escape_enabled",
@@ -223,6 +244,11 @@ SERVICE_TEMPLATES: dict[str, str] = {
     "uptime-kuma": "services:\n  uptime-kuma:\n    image: louislam/uptime-kuma:1\n    environment:\n"
                    "      - SERVICE_FQDN_UPTIMEKUMA_3001\n    volumes:\n      - uptime-kuma:/app/data\n",
 }
+
+
+class QueryException(Exception):
+    """A statement PostgreSQL refuses (Illuminate\\Database\\QueryException): the route handler's caller
+    answers Laravel's production 500 ``{"message": "Server Error"}`` and nothing after it happened."""
 
 
 class Api:
@@ -239,6 +265,8 @@ class Api:
         add("POST", r"/disable", self.disable_api, "write", skip_api_allowed=True)
         add("GET", r"/servers", self.list_servers, "read")
         add("GET", rf"/servers/{u}", self.get_server, "read")
+        # routes/api.php:185 (since v4.2.0): a GET on the validate action answers 405 once api.ability:write passed
+        add("GET", rf"/servers/{u}/validate", self.moved_to_post, "write")
         add("GET", rf"/servers/{u}/resources", self.server_resources, "read")
         add("GET", rf"/servers/{u}/domains", self.server_domains, "read")
         add("GET", rf"/servers/{u}/destinations", self.server_destinations, "read")
@@ -275,8 +303,9 @@ class Api:
         add("DELETE", rf"/services/{u}/envs/(?P<env_uuid>[^/]+)", self.delete_env, "write")
         for action in ("start", "stop", "restart"):
             add("POST", rf"/services/{u}/{action}", getattr(self, f"{action}_service"), "deploy")
-            add("GET", rf"/services/{u}/{action}", self.moved_to_post, None)
-            add("GET", rf"/applications/{u}/{action}", self.moved_to_post, None)
+            # routes/api.php:273-275, 384-386: the GETs that answer 405 sit behind api.ability:deploy too
+            add("GET", rf"/services/{u}/{action}", self.moved_to_post, "deploy")
+            add("GET", rf"/applications/{u}/{action}", self.moved_to_post, "deploy")
         # app/Http/Controllers/Api/ScheduledTasksController.php (routes/api.php 417-422; execute since v4.3.0)
         add("GET", rf"/services/{u}/scheduled-tasks", self.list_tasks, "read")
         add("POST", rf"/services/{u}/scheduled-tasks", self.create_task, "write")
@@ -285,7 +314,7 @@ class Api:
         add("GET", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)/executions", self.task_executions, "read")
         add("POST", rf"/services/{u}/scheduled-tasks/(?P<task>[^/]+)/execute", self.execute_task, "write")
         add("POST", r"/deploy", self.deploy, "deploy")
-        add("GET", r"/deploy", self.moved_to_post, None)
+        add("GET", r"/deploy", self.moved_to_post, "deploy")  # routes/api.php:144
         add("GET", r"/deployments", self.list_deployments, "read")
 
     def _add(self, method: str, pattern: str, handler: Handler, ability: str | None,
@@ -340,7 +369,10 @@ class Api:
         server = self._owned(req, self.store.servers, uuid)
         return jr(404, {"message": "Server not found."}) if server is None else server
 
-    def server_json(self, server: Any) -> dict[str, Any]:
+    def server_json(self, server: Any, *, sensitive: bool = False) -> dict[str, Any]:
+        """A server as ServersController shows it; `sentinel_token` only for a request that may read sensitive
+        data (ServersController.php:25-37; the setting is hidden by default, ServerSetting.php:136-137)."""
+        shown = {"sentinel_token": server.sentinel_token} if sensitive else {}
         return {
             "uuid": server.uuid, "name": server.name, "description": server.description, "ip": server.ip,
             "user": server.user, "port": server.port, "proxy": {"type": server.proxy_type, "status": "running"},
@@ -358,6 +390,7 @@ class Api:
                 "is_terminal_enabled": True, "docker_cleanup_frequency": "0 0 * * *",
                 "docker_cleanup_threshold": 80, "delete_unused_volumes": False, "delete_unused_networks": False,
                 "connection_timeout": 10, "created_at": server.created_at, "updated_at": server.updated_at,
+                **shown,
             },
             "created_at": server.created_at, "updated_at": server.updated_at,
         }
@@ -375,7 +408,7 @@ class Api:
         with self.store.lock:
             team = self._team(req)
             servers = sorted((s for s in self.store.servers.values() if s.team_id == team), key=lambda s: s.id)
-            return jr(200, [self.server_json(s) for s in servers])
+            return jr(200, [self.server_json(s, sensitive=req.sensitive) for s in servers])
 
     def get_server(self, req: ApiRequest, uuid: str) -> ApiResponse:
         self.core.settle()
@@ -383,7 +416,7 @@ class Api:
             server = self._server_or_404(req, uuid)
             if isinstance(server, ApiResponse):
                 return server
-            data = self.server_json(server)
+            data = self.server_json(server, sensitive=req.sensitive)
             if query_bool(req.query.get("resources"), False):
                 data["resources"] = self._server_resources(server)
             return jr(200, data)
@@ -465,10 +498,11 @@ class Api:
 
     def create_project(self, req: ApiRequest) -> ApiResponse:
         data, bad = _validated(req, {"name": _NAME_RULES, "description": _DESCRIPTION_RULES},
-                               _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
+                               _NAME_DESCRIPTION_FIELDS, COMBINED_MESSAGES)  # ProjectController.php:248-251
         if bad:
             return bad
-        project = self.core.create_project(data["name"], data.get("description"), self._team(req))
+        # HasSafeStringAttribute.php:21-24 (Project.php:25): strip_tags, so a null description is stored as ""
+        project = self.core.create_project(data["name"], strip_tags(data.get("description")), self._team(req))
         return jr(201, {"uuid": project.uuid})
 
     def get_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
@@ -482,7 +516,8 @@ class Api:
                             "environments": [self.env_json(e) for e in self.store.environments_of(project)]})
 
     def update_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
+        # ProjectController.php:367-370
+        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, COMBINED_MESSAGES)
         if bad:
             return bad
         with self.store.lock:
@@ -494,7 +529,7 @@ class Api:
             if "name" in data:
                 project.name = data["name"]
             if "description" in data:
-                project.description = data["description"]
+                project.description = strip_tags(data["description"])  # HasSafeStringAttribute.php:21-24
             project.updated_at = now_iso()
             return jr(201, {"uuid": project.uuid, "name": project.name, "description": project.description})
 
@@ -548,6 +583,10 @@ class Api:
             return jr(200, [self._shared_json(e, req.sensitive) for e in self.store.shared_envs_of(project)])
 
     def project_create_env(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        with self.store.lock:  # SharedEnvironmentVariablesController.php:494-497: the project before the input
+            found = self._project_or_404(req, uuid)
+            if isinstance(found, ApiResponse):
+                return found
         data, bad = self._shared_input(req, key_required=True)
         if bad:
             return bad
@@ -568,7 +607,9 @@ class Api:
         project = self._project_or_404(req, uuid)
         if isinstance(project, ApiResponse):
             return project
-        env = self.store.shared_envs.get(int(env_id)) if env_id.isdigit() else None
+        if not is_bigint(env_id):  # `where('id', $envId)` on a bigint column (SharedEnvironmentVariablesController:96)
+            raise QueryException(f"invalid input syntax for type bigint: {env_id!r}")
+        env = self.store.shared_envs.get(int(env_id))
         if env is None or env.project_id != project.id:
             return jr(404, {"message": "Environment variable not found."})
         return env
@@ -604,20 +645,35 @@ class Api:
             return jr(200, [{"id": e.id, "name": e.name, "uuid": e.uuid} for e in self.store.environments_of(project)])
 
     def create_environment(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        data, bad = _validated(req, {"name": _NAME_RULES}, ("name",), NAME_MESSAGES)
+        """ProjectController.php:624-686 (Validator::make with nameMessages(): Laravel's required message)."""
+        data, bad = _validated(req, {"name": _NAME_RULES}, ("name",), NAME_MESSAGES, laravel_required=True)
         if bad:
             return bad
         with self.store.lock:
             project = self._project_or_404(req, uuid)
             if isinstance(project, ApiResponse):
                 return project
-            if any(e.name == data["name"] for e in self.store.environments_of(project)):
+            if any(e.name == data["name"] for e in self.store.environments_of(project)):  # :666-669, as sent
                 return jr(409, {"message": "Environment with this name already exists."})
-            env = self.core.create_environment(project, data["name"])
+            stored = self._environment_name(project, data["name"])
+            env = self.core.create_environment(project, stored)
             return jr(201, {"uuid": env.uuid})
 
+    def _environment_name(self, project: Project, name: Any, environment: Environment | None = None) -> str:
+        """The name an environment is stored under (strip_tags, lower case, trimmed, `/` → `-`:
+        app/Models/Environment.php:143-146); one another environment of the project already has breaks the
+        unique (name, project_id) index (database/migrations/2023_03_27_075444_create_environments_table.php:19),
+        and a longer one than varchar(255): both a QueryException, i.e. a 500."""
+        stored = environment_name(name)
+        if any(e.name == stored and e is not environment for e in self.store.environments_of(project)):
+            raise QueryException(f"duplicate key value violates unique constraint: environments ({stored!r})")
+        if column_overflow("environments", {"name": stored}):
+            raise QueryException("value too long for type character varying(255): environments.name")
+        return stored
+
     def update_environment(self, req: ApiRequest, uuid: str, env: str) -> ApiResponse:
-        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, NAME_MESSAGES)
+        data, bad = _validated(req, _NAME_DESCRIPTION_UPDATE_RULES, _NAME_DESCRIPTION_FIELDS, COMBINED_MESSAGES,
+                               laravel_required=True)  # ProjectController.php:767-770
         if bad:
             return bad
         with self.store.lock:
@@ -629,10 +685,10 @@ class Api:
             if new_name and any(e.name == new_name and e is not environment
                                 for e in self.store.environments_of(project)):
                 return jr(409, {"message": "Environment with this name already exists."})
-            if new_name:
-                environment.name = new_name
+            if "name" in data:  # `$environment->update($request->only(...))` (:819): the mutators run
+                environment.name = self._environment_name(project, data["name"], environment)
             if "description" in data:
-                environment.description = data["description"]
+                environment.description = strip_tags(data["description"])  # HasSafeStringAttribute.php:21-24
             environment.updated_at = now_iso()
             return jr(200, {"uuid": environment.uuid, "name": environment.name,
                             "description": environment.description})
@@ -718,6 +774,16 @@ class Api:
         if with_subs:
             data["applications"] = [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.applications]
             data["databases"] = [self.sub_json(a, subs.get(a.name, "exited")) for a in svc.databases]
+        destination = next((d for d in server.destinations if d.id == svc.destination_id), None) if server else None
+        if with_subs and sensitive and server is not None and destination is not None:
+            # GET /services/{uuid} loads destination.server.settings for a read:sensitive token
+            # (ServicesController.php:832-837): the nested server keeps its `id` and shows its `ip`
+            data["destination"] = {
+                "id": destination.id, "name": destination.name, "uuid": destination.uuid,
+                "network": destination.network, "server_id": server.id, "created_at": destination.created_at,
+                "updated_at": destination.updated_at,
+                "server": {"id": server.id, **self.server_json(server, sensitive=True)},
+            }
         return data
 
     def list_services(self, req: ApiRequest) -> ApiResponse:
@@ -844,27 +910,30 @@ class Api:
         return None
 
     def create_service(self, req: ApiRequest) -> ApiResponse:
+        """POST /services: app/Http/Controllers/Api/ServicesController.php:360-775, in its order."""
+        # :375-413: Validator::make (Laravel's own required messages) on $request->all(), allowlist :362
         rules: dict[str, list[Any]] = {
-            "type": ["nullable", "string"], "project_uuid": ["required", "string"],
-            "environment_name": ["nullable", "string"], "environment_uuid": ["nullable", "string"],
-            "server_uuid": ["required", "string"], "destination_uuid": ["nullable", "string"],
-            "name": ["nullable", "string", "max:255"], "description": ["nullable", "string"],
-            "instant_deploy": _BOOL, "docker_compose_raw": ["nullable", "string"], "urls": ["nullable", "array"],
-            "urls.*.name": ["required", "string"], "urls.*.url": ["nullable", "string"],
+            "type": ["string", "required_without:docker_compose_raw"],
+            "docker_compose_raw": ["string", "required_without:type"],
+            "project_uuid": ["string", "required"], "environment_name": ["string", "nullable"],
+            "environment_uuid": ["string", "nullable"], "server_uuid": ["string", "required"],
+            "destination_uuid": ["string", "nullable"], "name": ["string", "max:255"],  # no `nullable`: null → 422
+            "description": ["string", "nullable"], "instant_deploy": _BOOL, "urls": ["array", "nullable"],
+            "urls.*": ["array:name,url"], "urls.*.name": ["string", "required"], "urls.*.url": ["string", "nullable"],
             "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
-            "tags": ["nullable", "array"], "tags.*": ["string", "min:2"],
+            "tags": ["array", "nullable"], "tags.*": ["string", "min:2"],
         }
-        data, bad = _validated(req, rules, _SERVICE_CREATE_FIELDS)
+        data, bad = _validated(req, rules, _SERVICE_CREATE_FIELDS, _URLS_MESSAGES, laravel_required=True)
         if bad:
             return bad
-        if not data.get("environment_name") and not data.get("environment_uuid"):
-            return jr(422, {"message": "You need to provide at least one of environment_name or environment_uuid."})
-        if data.get("type") and data.get("docker_compose_raw"):
+        bad = _checked_tags(req, data)  # :415-418
+        if bad:
+            return bad
+        if data.get("type") and data.get("docker_compose_raw"):  # :420-424
             return jr(422, {"message": "You cannot provide both service type and docker_compose_raw. "
                                        "Use one or the other."})
-        if not data.get("type") and not data.get("docker_compose_raw"):
-            return validation_failed({"docker_compose_raw": [
-                "The docker compose raw field is required when type is not present."]})
+        if not data.get("environment_name") and not data.get("environment_uuid"):  # :426-430
+            return jr(422, {"message": "You need to provide at least one of environment_name or environment_uuid."})
         team = self._team(req)
         with self.store.lock:
             project = self._project_or_404(req, data["project_uuid"])
@@ -882,7 +951,8 @@ class Api:
             if isinstance(server, ApiResponse):
                 return server
             if server.is_build_server:
-                return validation_failed({"server_uuid": ["Build servers cannot be used to host resources."]})
+                return validation_failed({"server_uuid": [  # :451-456
+                    "The specified server is configured as a build server and cannot host resources."]})
             dests = server.destinations
             if not dests:
                 return jr(400, {"message": "Server has no destinations."})
@@ -903,6 +973,21 @@ class Api:
             parsed: Any = C.parse_yaml(template)
             service_type = data["type"]
         else:
+            # :589-629: the compose branch validates again (`destination_uuid` no longer nullable, a
+            # `connect_to_docker_network` was already refused by the first allowlist)
+            compose_rules: dict[str, list[Any]] = {
+                "project_uuid": ["string", "required"], "environment_name": ["string", "nullable"],
+                "environment_uuid": ["string", "nullable"], "server_uuid": ["string", "required"],
+                "destination_uuid": ["string"], "name": ["string", "max:255"], "description": ["string", "nullable"],
+                "instant_deploy": _BOOL, "connect_to_docker_network": _BOOL,
+                "docker_compose_raw": ["string", "required"], "urls": ["array", "nullable"],
+                "urls.*": ["array:name,url"], "urls.*.name": ["string", "required"],
+                "urls.*.url": ["string", "nullable"], "force_domain_override": _BOOL,
+                "is_container_label_escape_enabled": _BOOL, "tags": ["array", "nullable"], "tags.*": ["string", "min:2"],
+            }
+            bad = _rejected(data, compose_rules, _SERVICE_COMPOSE_FIELDS, _URLS_MESSAGES, laravel_required=True)
+            if bad:
+                return bad
             result = self._decode_compose(data["docker_compose_raw"])
             if isinstance(result, ApiResponse):
                 return result
@@ -912,7 +997,9 @@ class Api:
             default_name = f"{service_type}-{uuid}" if service_type else "service-" + random_string(10)
             svc = Service(
                 id=self.store.next_id("services"), uuid=uuid, name=data.get("name") or default_name,
-                description=data.get("description"), environment_id=environment.id, server_id=server.id,
+                # the API has no pattern for it (ServicesController.php:384, longText column), but the model's
+                # HasSafeStringAttribute (app/Traits/HasSafeStringAttribute.php:21-24, Service.php:46) strips tags
+                description=strip_tags(data.get("description")), environment_id=environment.id, server_id=server.id,
                 destination_id=destination.id, docker_compose_raw="", parsed={}, team_id=team,
                 service_type=service_type,
             )
@@ -925,7 +1012,11 @@ class Api:
                 if bad is not None:
                     self.core.remove_service(svc)
                     return bad
-            for tag in data.get("tags") or []:
+            for tag in data.get("tags") or []:  # HandlesTagsApi.php:130-144, after the service was saved
+                if len(tag) < 2:
+                    continue
+                if column_overflow("tags", {"name": tag}):
+                    return server_error(req)  # Tag::createOrFirst fails: the service stays, nothing is started
                 self.store.tags.setdefault(tag, new_uuid())
                 if tag not in svc.tags:
                     svc.tags.append(tag)
@@ -936,21 +1027,28 @@ class Api:
         return jr(201, {"uuid": svc.uuid, "domains": domains})
 
     def update_service(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        rules: dict[str, list[Any]] = {
-            "name": ["nullable", "string", "max:255"], "description": ["nullable", "string"],
-            "instant_deploy": _BOOL, "docker_compose_raw": ["nullable", "string"],
-            "connect_to_docker_network": _BOOL, "urls": ["nullable", "array"],
-            "urls.*.name": ["required", "string"], "urls.*.url": ["nullable", "string"],
-            "force_domain_override": _BOOL, "is_container_label_escape_enabled": _BOOL,
-        }
-        data, bad = _validated(req, rules, _SERVICE_UPDATE_FIELDS)
+        """PATCH /services/{uuid}: ServicesController.php:1158-1297, in its order."""
+        bad = validate_incoming(req)  # :1165-1168
         if bad:
             return bad
-        with self.store.lock:
+        with self.store.lock:  # :1170-1173: the service before the rules
             svc = self._service_or_404(req, uuid)
             if isinstance(svc, ApiResponse):
                 return svc
+        rules: dict[str, list[Any]] = {  # :1179-1210 (Validator::make: Laravel's required messages)
+            "name": ["string", "max:255"], "description": ["string", "nullable"],  # name: no `nullable`
+            "instant_deploy": _BOOL, "connect_to_docker_network": _BOOL, "docker_compose_raw": ["string", "nullable"],
+            "urls": ["array", "nullable"], "urls.*": ["array:name,url"], "urls.*.name": ["string", "required"],
+            "urls.*.url": ["string", "nullable"], "force_domain_override": _BOOL,
+            "is_container_label_escape_enabled": _BOOL,
+        }
+        data = req.input()
+        bad = _rejected(data, rules, _SERVICE_UPDATE_FIELDS, _URLS_MESSAGES, laravel_required=True)
+        if bad:
+            return bad
         parsed: Any = None
+        if "docker_compose_raw" in data and data["docker_compose_raw"] is None:  # :1211-1219 `has()`: null fails
+            return validation_failed({"docker_compose_raw": "The docker_compose_raw should be base64 encoded."})
         if data.get("docker_compose_raw"):
             result = self._decode_compose(data["docker_compose_raw"])
             if isinstance(result, ApiResponse):
@@ -961,8 +1059,8 @@ class Api:
                 return jr(404, {"message": "Service not found."})
             if data.get("name"):
                 svc.name = data["name"]
-            if "description" in data:
-                svc.description = data["description"]
+            if "description" in data:  # ServicesController.php:1181 (no pattern), 1250-1251; strip_tags as above
+                svc.description = strip_tags(data["description"])
             if data.get("connect_to_docker_network") is not None:
                 svc.connect_to_docker_network = to_bool(data["connect_to_docker_network"])
             if data.get("is_container_label_escape_enabled") is not None:
@@ -993,19 +1091,23 @@ class Api:
 
     # ------------------------------------------------------------------ services: logs
     def service_logs(self, req: ApiRequest, uuid: str) -> ApiResponse:
+        """ServicesController::logs_by_uuid (:918-959): no validator; `sub_service_name` (query) first (400),
+        then the service (404), then the container `<name>-<uuid>` (404 when there is none); `lines` through
+        normalizeLogLines (bootstrap/helpers/docker.php:1480-1488: not a positive integer → 100, at most 10000)."""
         self.core.settle()
         data = dict(req.query)
-        errors = validate(data, {"sub_service_name": ["required", "string"], "lines": ["nullable", "integer"]})
+        if not data.get("sub_service_name") or data["sub_service_name"] == "0":
+            return jr(400, {"message": "Sub service name is required."})
         with self.store.lock:
             svc = self._service_or_404(req, uuid)
             if isinstance(svc, ApiResponse):
                 return svc
-        if errors:
-            return validation_failed(errors)
         sub = svc.app(data["sub_service_name"])
         if sub is None:
-            return jr(404, {"message": "Sub-service not found."})
-        lines = int(data.get("lines") or 100)
+            return jr(404, {"message": "Container not found."})
+        raw_lines = str(data.get("lines") or "").strip()
+        lines = int(raw_lines) if re.fullmatch(r"[+-]?\d+", raw_lines) else 100
+        lines = 100 if lines <= 0 else min(lines, 10000)
         timestamps = query_bool(data.get("show_timestamps"), False)
         # ServicesController::logs: 404 when the container is gone, 400 when it exists but does not run
         state = self.core.container_state(svc, sub)
@@ -1030,17 +1132,21 @@ class Api:
             "resourceable_type": "App\\Models\\Service", "resourceable_id": svc.id, "order": None,
             "created_at": env.created_at, "updated_at": env.updated_at,
         }
-        if not sensitive:
+        # the model hides both (EnvironmentVariable.php:88-91) and removeSensitiveData shows them only to a
+        # read:sensitive token, never for a "shown once" variable, whatever the token (ServicesController.php:64-76;
+        # every env answer passes there: :1373 the listing, :1513, :1643, :1785): the keys are absent, not null
+        if not sensitive or env.is_shown_once:
             data.pop("value")
             data.pop("real_value")
-        elif listing and env.is_shown_once:  # GET …/envs hides it from every token, read:sensitive included (§17)
-            data["value"] = data["real_value"] = None
         return data
 
     @staticmethod
     def _env_rules(key_required: bool = True) -> dict[str, list[Any]]:
+        """environmentVariableKeyRules() (ValidationPatterns.php:159-174: `required`, else `nullable`) and the
+        value/flag/comment rules of ServicesController.php:1469-1476, 1622-1629, SharedEnvironmentVariables
+        Controller.php:61-68."""
         return {
-            "key": (["required"] if key_required else []) + ["string", "max:255",
+            "key": (["required"] if key_required else ["nullable"]) + ["string", "max:255",
                                                              lambda k: re.fullmatch(ENV_KEY_PATTERN, k) is not None],
             "value": ["nullable", "string"], "is_preview": _BOOL, "is_literal": _BOOL, "is_multiline": _BOOL,
             "is_shown_once": _BOOL, "comment": ["nullable", "string", "max:256"],
@@ -1107,29 +1213,44 @@ class Api:
             return jr(201, self.envvar_json(env, svc, True))
 
     def bulk_envs(self, req: ApiRequest, uuid: str) -> ApiResponse:
-        bad = validate_incoming(req)
-        if bad:
-            return bad
+        """ServicesController::create_bulk_envs (:1597-1653): no validateIncomingRequest and no allowlist; the
+        service (404), then `$request->get('data')` (the query string first), then item by item: the key trimmed
+        (:1618-1620), customApiValidator (:1622-1636; items before a bad one stay saved), `updateOrCreate` by
+        key with the item's fillable attributes (an omitted value keeps the stored one)."""
         with self.store.lock:
             svc = self._service_or_404(req, uuid)
             if isinstance(svc, ApiResponse):
                 return svc
-        bulk = req.json_bag().get("data")
-        if not bulk or not isinstance(bulk, (list, dict)):
+        bulk = req.query["data"] if "data" in req.query else req.json_bag().get("data") if req.is_json else None
+        if bulk in (None, "", "0", 0, False, [], {}):
             return jr(400, {"message": "Bulk data is required."})
+        if not isinstance(bulk, (list, dict)):
+            raise QueryException("foreach() argument must be of type array|object")  # an ErrorException: 500
         items = list(bulk.values()) if isinstance(bulk, dict) else bulk
+        rules = self._env_rules()
+        rules.pop("is_preview")
         saved: list[EnvVar] = []
         with self.store.lock:
             for raw in items:
-                item = {k: v for k, v in raw.items() if k in _ENV_FIELDS} if isinstance(raw, dict) else {}
-                errors = validate(item, self._env_rules())
+                if not isinstance(raw, dict):  # array_key_exists() on a scalar: a TypeError, 500
+                    raise QueryException("array_key_exists(): Argument #2 ($array) must be of type array")
+                item = dict(raw)
+                if "key" in item:
+                    item["key"] = php_trim(json_scalar(item["key"]) if not isinstance(item["key"], str)
+                                           else item["key"])
+                errors = validate(item, rules)
                 if errors:
                     return validation_failed(errors)
+                item = {k: v for k, v in item.items() if k in _ENV_FIELDS}
                 env = self.store.env_by_key(svc, item["key"])
                 if env is None:
                     env = self.core.create_env(svc, item["key"], item.get("value"), **self._env_flags(item))
                 else:
-                    self._update_env(env, item)
+                    if "value" in item:
+                        env.value = item["value"]
+                    for name, value in self._env_flags(item).items():
+                        setattr(env, name, value)
+                    env.updated_at = now_iso()
                 saved.append(env)
             return jr(201, [self.envvar_json(e, svc, True) for e in saved])
 
@@ -1216,19 +1337,21 @@ class Api:
             return jr(200, [t.to_json() for t in self.store.tasks.values() if t.service_id == svc.id])
 
     def _task_input(self, req: ApiRequest, *, create: bool) -> tuple[dict[str, Any], ApiResponse | None]:
-        """The six allowed fields; name, command and frequency required on create; `frequency` must be a
-        cron expression (validate_cron_expression in bootstrap/helpers/shared.php)."""
-        need = ["required"] if create else ["sometimes"]
+        """ScheduledTasksController::createTask (:53-89) / updateTask (:125-165): validateIncomingRequest, (update:
+        an empty input is its own 422), customApiValidator with the six allowed fields (:58-67, :134-143; `timeout`
+        is not nullable), then `frequency` must be a cron expression (validate_cron_expression,
+        bootstrap/helpers/shared.php:913)."""
+        need = ["required"] if create else []
         rules: dict[str, list[Any]] = {"name": [*need, "string", "max:255"], "command": [*need, "string"],
-                                       "frequency": [*need, "string"], "container": ["nullable", "string"],
-                                       "timeout": ["nullable", "integer", "min:1"], "enabled": ["boolean"]}
-        if create:
-            data, bad = _validated(req, rules, _TASK_FIELDS)
-        else:  # update_by_uuid: no validateIncomingRequest, an empty body is its own 422
-            data = req.json_bag() if req.is_json else {}
-            if not any(f in data for f in _TASK_FIELDS):
-                return data, jr(422, {"message": "At least one field must be provided."})
-            bad = _rejected(data, rules, _TASK_FIELDS)
+                                       "frequency": [*need, "string"], "container": ["string", "nullable"],
+                                       "timeout": ["integer", "min:1"], "enabled": ["boolean"]}
+        bad = validate_incoming(req)
+        if bad:
+            return {}, bad
+        data = req.input()
+        if not create and not data:
+            return data, jr(422, {"message": "At least one field must be provided."})
+        bad = _rejected(data, rules, _TASK_FIELDS)
         if bad:
             return data, bad
         if "frequency" in data and not _is_cron(str(data["frequency"])):
@@ -1244,9 +1367,15 @@ class Api:
         if bad:
             return bad
         with self.store.lock:
-            task = ScheduledTask(new_uuid(), svc.id, str(data["name"]), str(data["command"]).strip(),
+            task = ScheduledTask(new_uuid(), svc.id, strip_tags(data["name"]), str(data["command"]).strip(),
                                  str(data["frequency"]), data.get("container"), int(data.get("timeout") or 300),
                                  to_bool(data.get("enabled", True)))
+            # `$task->save()` (:108): name (strip_tags'd, HasSafeStringAttribute), command, frequency and container
+            # are varchar(255) and only `name` has a max rule: a longer command is a 500 and no task
+            overflow = column_overflow("scheduled_tasks", {"name": task.name, "command": task.command,
+                                                           "frequency": task.frequency, "container": task.container})
+            if overflow:
+                raise QueryException(f"value too long for type character varying(255): {overflow}")
             self.store.tasks[task.uuid] = task
             return jr(201, task.to_json())
 
@@ -1260,20 +1389,26 @@ class Api:
         return svc, task
 
     def update_task(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:
-        with self.store.lock:
-            found = self._task_or_404(req, uuid, task)
-            if isinstance(found, ApiResponse):
-                return found
+        with self.store.lock:  # the service first (:823-835), the task only after the input (:167-170)
+            svc = self._service_or_404(req, uuid)
+            if isinstance(svc, ApiResponse):
+                return svc
         data, bad = self._task_input(req, create=False)
         if bad:
             return bad
         with self.store.lock:
+            found = self._task_or_404(req, uuid, task)
+            if isinstance(found, ApiResponse):
+                return found
             row = found[1]
-            for name in _TASK_FIELDS:
-                if name in data:
-                    value = data[name]
-                    setattr(row, name, to_bool(value) if name == "enabled" else int(value) if name == "timeout"
-                            else value)
+            changes = {name: strip_tags(data[name]) if name == "name" else data[name]
+                       for name in _TASK_FIELDS if name in data}
+            overflow = column_overflow("scheduled_tasks", changes)
+            if overflow:
+                raise QueryException(f"value too long for type character varying(255): {overflow}")
+            for name, value in changes.items():
+                setattr(row, name, to_bool(value) if name == "enabled" else int(value) if name == "timeout"
+                        else value)
             row.updated_at = now_iso()
             return jr(200, row.to_json())
 
@@ -1316,6 +1451,21 @@ def _is_cron(value: str) -> bool:
         return True
     fields = value.split()
     return len(fields) == 5 and all(re.fullmatch(r"[\d*/,\-A-Za-z?LW#]+", f) for f in fields)
+
+
+def _checked_tags(req: ApiRequest, data: dict[str, Any]) -> ApiResponse | None:
+    """``validateTagsParameter`` (app/Http/Controllers/Api/Concerns/HandlesTagsApi.php:146-164): the tags are
+    normalized in the input (:161), and one shorter than 2 characters after that is a 422. A ``null`` passes the
+    rules (``array|nullable``) and then breaks ``normalizeTagNames(array ...)``: a TypeError, so a 500."""
+    if "tags" not in data:
+        return None
+    if not isinstance(data["tags"], (list, dict)):
+        return server_error(req)
+    tags = tag_names(data["tags"])
+    if any(len(tag) < 2 for tag in tags):
+        return validation_failed({"tags": ["Each tag name must be at least 2 characters after sanitization."]})
+    data["tags"] = tags
+    return None
 
 
 def server_error(req: ApiRequest) -> ApiResponse:

@@ -50,7 +50,8 @@ def decode_compose(value: str) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ComposeValidationError("The docker_compose_raw should be valid UTF-8.") from exc
+        # ServicesController.php:687-694, 1221-1228: mb_detect_encoding fails, and the message is the base64 one
+        raise ComposeValidationError("The docker_compose_raw should be base64 encoded.") from exc
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -345,12 +345,20 @@ class Core:
         sub.actual, sub.actual_since = status, at
 
     def _stop_containers(self, svc: Service, at: float) -> None:
+        """StopService (a stop, or a restart's first half): the containers are removed, then every sub-resource's
+        stored status is written `exited` at once, not at the next refresh (app/Actions/Service/StopService.php:
+        49-53); on a server that is not functional it returns before either (:33-35)."""
+        functional = self.server_of(svc).functional
         for sub in svc.apps:
             sub.status_override = None
             if sub.exists:
                 self._log(svc, sub, f"Container {sub.name}-{svc.uuid} Stopped")
             sub.exists = False
             self._set_actual(sub, "exited", at)
+            if functional:
+                if sub.status != "exited":
+                    sub.last_online_at = now_iso()  # the model stamps it on every status change (saving)
+                sub.status = "exited"
 
     def _apply_pure(self, svc: Service, action: PendingAction) -> None:
         server = self.server_of(svc)

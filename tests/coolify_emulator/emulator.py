@@ -81,6 +81,7 @@ class CoolifyEmulator:
         start_seconds: float = 0.0,
         refresh_interval: float = 0.0,
         health_start_seconds: float = 0.0,
+        version: str = C.COOLIFY_VERSION,
     ) -> None:
         settings = Settings(api_enabled=api_enabled, rate_limit=rate_limit, rate_limit_window=rate_limit_window,
                             action_delay=action_delay, delete_delay=delete_delay, public_ip=public_ip,
@@ -89,6 +90,7 @@ class CoolifyEmulator:
                             health_start_seconds=health_start_seconds)
         self._docker = DockerBackend(workdir, keep_resources=keep_docker_resources) if docker else None
         object.__setattr__(self, "core", Core(settings, self._docker))
+        self.core.version = version
         if self._docker is not None:
             self._docker.attach(self.core)
         self._server = ApiServer(self.core, host, port)
@@ -177,6 +179,16 @@ class CoolifyEmulator:
         return self._docker
 
     @property
+    def version(self) -> str:
+        """What GET /version answers (config/constants.php `coolify.version`, overridable by COOLIFY_VERSION
+        since v4.3.0); settable at any time. The routes stay 4.3.11's whatever it says."""
+        return self.core.version
+
+    @version.setter
+    def version(self, value: str) -> None:
+        self.core.version = value
+
+    @property
     def requests(self) -> RequestLog:
         """Every request seen: records unpack as ``(method, path, query, status)``."""
         return self._server.log
@@ -188,11 +200,13 @@ class CoolifyEmulator:
 
     # ------------------------------------------------------------------ tokens, instance switches
     def add_token(self, token: str, abilities: tuple[str, ...] | list[str] = ("root",), *, team_id: int = 0,
-                  expires_in: float | None = None, role: str = "owner", in_team: bool = True) -> Token:
-        """Register a bearer token (abilities: root, read, read:sensitive, write, write:sensitive, deploy)."""
+                  expires_in: float | None = None, role: str = "owner", in_team: bool = True,
+                  user_id: int | None = None) -> Token:
+        """Register a bearer token (abilities: root, read, read:sensitive, write, write:sensitive, deploy).
+        Each token gets a user of its own unless `user_id` names another token's (the rate limit is per user)."""
         expires_at = time.time() + expires_in if expires_in is not None else None
         return self.core.add_token(token, tuple(abilities), team_id=team_id, expires_at=expires_at, role=role,
-                                   in_team=in_team, user_id=len(self.core.store.tokens) + 1)
+                                   in_team=in_team, user_id=user_id or len(self.core.store.tokens) + 1)
 
     def revoke_token(self, token: str) -> None:
         with self.core.store.lock:

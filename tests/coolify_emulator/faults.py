@@ -103,7 +103,8 @@ class RequestRecord:
 
     ``path`` is relative to ``/api/v1`` (``/services``) for API routes, else the full path.
     ``status`` is None when no response was sent (drop/hang). ``fault`` names the injected
-    fault, ``body`` is the parsed JSON body (or None). The token is never recorded.
+    fault, ``body`` is the parsed JSON body (or None), ``answer`` the parsed JSON of a response
+    with a status of 400 or more (what Coolify said when it refused). The token is never recorded.
     """
 
     method: str
@@ -114,6 +115,7 @@ class RequestRecord:
     body: Any = None
     full_path: str = ""
     at: float = field(default_factory=time.time)
+    answer: Any = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.method, self.path, self.query, self.status))

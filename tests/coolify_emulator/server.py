@@ -1,8 +1,9 @@
 """The HTTP side: a ThreadingHTTPServer running Coolify's middleware chain.
 
-Order per request (API-NOTES §1): faults → throttle → route (404 fallback) → auth:sanctum →
-api.token.team → ApiAllowed → api.sensitive → api.ability → controller. Nothing here logs
-request headers, so the bearer token never reaches a log.
+Order per request: faults → route (the 404 fallback: throttle per address) → auth:sanctum → throttle per
+user (Laravel's middleware priority puts auth before the throttle: see ``ApiApp.handle``) → api.token.team →
+ApiAllowed → api.sensitive → api.ability → controller. Nothing here logs request headers, so the bearer
+token never reaches a log.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from .api import Api, ApiRequest, ApiResponse, jr, text
+from .api import Api, ApiRequest, ApiResponse, QueryException, Route, jr, text
 from .core import Core
 from .faults import Fault, FaultRegistry, RequestLog, RequestRecord
 from .state import Token
@@ -41,6 +43,26 @@ def bearer_token(header: str | None) -> str | None:
         return None
     value = header[pos + 7:]
     return value.split(",", 1)[0] if "," in value else value
+
+
+def request_ip(headers: Message, peer: str) -> str:
+    """``$request->ip()`` behind Coolify's TrustProxies (``app/Http/Middleware/TrustProxies.php:15``:
+    ``$proxies = '*'``, which trusts the calling address only): the rightmost valid ``X-Forwarded-For`` entry
+    that is not the peer itself (Symfony ``Request::getClientIps``), else the peer."""
+    forwarded = headers.get("X-Forwarded-For") or ""
+    for entry in reversed([part.strip() for part in forwarded.split(",") if part.strip()]):
+        candidate = entry
+        if candidate.startswith("[") and "]" in candidate:  # [v6]:port
+            candidate = candidate[1:candidate.index("]")]
+        elif candidate.count(":") == 1:  # v4:port
+            candidate = candidate.split(":", 1)[0]
+        try:
+            ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        if candidate != peer:
+            return candidate
+    return peer
 
 
 class RateLimiter:
@@ -103,29 +125,54 @@ class ApiApp:
 
     def handle(self, method: str, full_path: str, query: dict[str, str], headers: Message, body: bytes,
                client_ip: str) -> ApiResponse:
-        """Answer one request (faults are applied by the socket layer around this)."""
+        """Answer one request (faults are applied by the socket layer around this).
+
+        Laravel sorts route middleware by ``$middlewarePriority`` (framework ``Foundation/Http/Kernel.php``;
+        Coolify's ``app/Http/Kernel.php`` keeps the default), where ``AuthenticatesRequests`` (``auth:sanctum``)
+        comes before ``ThrottleRequests`` although ``routes/api.php`` lists the ``api`` group's throttle first. So a
+        request to an authenticated route is refused 401 without counting, then counted against its *user*
+        (``app/Providers/RouteServiceProvider.php:47-53``: ``$request->user()?->id ?: $request->ip()``): every
+        token of one user shares a bucket, whatever the address. Only routes without auth (the 404 fallback,
+        ``routes/api.php`` last lines; the health checks) are counted per address.
+        """
         settings = self.core.settings
+        ip = request_ip(headers, client_ip)
         if full_path.rstrip("/") in ("/api/health", "/api/v1/health") and method in ("GET", "HEAD"):
-            return text(200, "OK", "text/plain; charset=UTF-8")
+            # RouteServiceProvider.php:48-49: 1000/min for the path `api/health` only; /api/v1/health gets the
+            # configured limit; one bucket per address for both (the key is the same, only the limit differs)
+            limit = 1000 if full_path.rstrip("/") == "/api/health" else settings.rate_limit
+            return self._throttle(f"ip:{ip}", lambda: text(200, "OK", "text/plain; charset=UTF-8"), limit=limit)
         if not (full_path == "/api/v1" or full_path.startswith("/api/v1/")):
             if full_path.startswith("/api/"):
-                return jr(404, {"message": "Not found.", "docs": "https://coolify.io/docs"})
+                return self._throttle(f"ip:{ip}", lambda: jr(404, {"message": "Not found.",
+                                                                   "docs": "https://coolify.io/docs"}))
             return text(404, "Not Found")
         rel = full_path[len("/api/v1"):] or "/"
-        req = ApiRequest(method=method, path=rel, query=query, headers=headers, raw_body=body, client_ip=client_ip)
+        req = ApiRequest(method=method, path=rel, query=query, headers=headers, raw_body=body, client_ip=ip)
+        match = self.api.match(req.method, req.path)
+        if match is None:  # the fallback route: `api` group only, no auth, so counted per address
+            return self._throttle(f"ip:{ip}", lambda: jr(404, {"message": "Not found.",
+                                                               "docs": "https://coolify.io/docs"}), req)
         token = self._lookup_token(bearer_token(headers.get("Authorization")))
-        key = f"user:{token.user_id}:{token.team_id}" if token else f"ip:{client_ip}"
-        allowed, remaining, retry_after, reset_at = self.limiter.hit(key, settings.rate_limit,
-                                                                     settings.rate_limit_window)
-        rate_headers = {"X-RateLimit-Limit": str(settings.rate_limit), "X-RateLimit-Remaining": str(remaining)}
-        if not allowed:
+        if token is None:
+            return jr(401, {"message": "Unauthenticated."})  # auth:sanctum runs first: not counted, no headers
+        return self._throttle(f"user:{token.user_id}", lambda: self._route(req, token, *match), req)
+
+    def _throttle(self, key: str, answer: Callable[[], ApiResponse], req: ApiRequest | None = None, *,
+                  limit: int | None = None) -> ApiResponse:
+        """ThrottleRequests: count one hit of ``key``; over the limit the 429 (``{"message":"Too Many
+        Attempts."}``, Retry-After, X-RateLimit-Reset) and ``answer`` is never called (nothing is done); else
+        ``answer()`` with X-RateLimit-Limit/-Remaining."""
+        settings = self.core.settings
+        limit = settings.rate_limit if limit is None else limit
+        allowed, remaining, retry_after, reset_at = self.limiter.hit(key, limit, settings.rate_limit_window)
+        if allowed:
+            resp = answer()
+        else:
             resp = jr(429, {"message": "Too Many Attempts."})
-            resp.headers.update(rate_headers)
             resp.headers.update({"Retry-After": str(retry_after), "X-RateLimit-Reset": str(reset_at)})
-            return self._finish(req, resp)
-        resp = self._route(req, token)
-        resp.headers.update(rate_headers)
-        return self._finish(req, resp)
+        resp.headers.update({"X-RateLimit-Limit": str(limit), "X-RateLimit-Remaining": str(remaining)})
+        return self._finish(req, resp) if req is not None else resp
 
     def _finish(self, req: ApiRequest, resp: ApiResponse) -> ApiResponse:
         if self.core.settings.strict_accept and resp.status in (429, 500) and not req.wants_json():
@@ -134,14 +181,9 @@ class ApiApp:
             resp.headers["Content-Type"] = "text/html; charset=UTF-8"
         return resp
 
-    def _route(self, req: ApiRequest, token: Token | None) -> ApiResponse:
+    def _route(self, req: ApiRequest, token: Token, route: Route, params: dict[str, str]) -> ApiResponse:
+        """The rest of the chain after auth and throttle: team check, ApiAllowed, ability, controller."""
         settings = self.core.settings
-        match = self.api.match(req.method, req.path)
-        if match is None:
-            return jr(404, {"message": "Not found.", "docs": "https://coolify.io/docs"})
-        route, params = match
-        if token is None:
-            return jr(401, {"message": "Unauthenticated."})
         if not token.in_team:
             return jr(401, {"message": "Invalid token."})
         if token.role == "member" and token.abilities & ELEVATED:
@@ -157,6 +199,8 @@ class ApiApp:
             return jr(403, {"message": f"Missing required permissions: {route.ability}"})
         try:
             return route.handler(req, **params)
+        except QueryException:  # a statement PostgreSQL refused: expected, so no traceback
+            return jr(500, {"message": "Server Error"})
         except Exception:  # noqa: BLE001 - a 500 like Laravel's handler
             traceback.print_exc(file=sys.stderr)
             return jr(500, {"message": "Server Error"})
@@ -226,8 +270,15 @@ class _Handler(QuietHandler):
         if latency:
             owner.stopping.wait(latency)
 
-        def record(status: int | None, fault_name: str | None = None) -> None:
-            owner.log.record(RequestRecord(method, rel or "/", query, status, fault_name, body_json, full_path))
+        def record(status: int | None, fault_name: str | None = None, answer: ApiResponse | None = None) -> None:
+            refusal = None
+            if answer is not None and answer.status >= 400:
+                try:
+                    refusal = json.loads(answer.body) if answer.body else None
+                except ValueError:
+                    refusal = answer.body[:200].decode(errors="replace")
+            owner.log.record(RequestRecord(method, rel or "/", query, status, fault_name, body_json, full_path,
+                                           answer=refusal))
 
         if fault is not None and not fault.after:
             if fault.fault in ("hang", "drop", "reset"):
@@ -235,7 +286,7 @@ class _Handler(QuietHandler):
                 self._lose(fault)
                 return
             resp = self._fault_response(fault, None)
-            record(resp.status, fault.fault)
+            record(resp.status, fault.fault, resp)
             self._write(resp)
             return
         resp = owner.app.handle(method, full_path, query, self.headers, body, self.client_address[0])
@@ -245,9 +296,9 @@ class _Handler(QuietHandler):
                 self._lose(fault)
                 return
             resp = self._fault_response(fault, resp)
-            record(resp.status, fault.fault)
+            record(resp.status, fault.fault, resp)
         else:
-            record(resp.status)
+            record(resp.status, None, resp)
         if method == "HEAD":
             resp = ApiResponse(resp.status, b"", {**resp.headers, "Content-Length": str(len(resp.body))})
         self._write(resp)

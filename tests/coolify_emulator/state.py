@@ -85,6 +85,9 @@ class Server:
     wildcard_domain: str | None = None
     proxy_type: str = "traefik"
     destinations: list[Destination] = field(default_factory=list)
+    # ServerSetting's encrypted, hidden `sentinel_token`, generated for every server (app/Models/ServerSetting.php:
+    # 136-137, 149): shown only where the token may read sensitive data (ServersController.php:25-37)
+    sentinel_token: str = field(default_factory=lambda: random_string(40))
     created_at: str = field(default_factory=now_iso)
     updated_at: str = field(default_factory=now_iso)
 

@@ -126,3 +126,30 @@ def test_unknown_paths_and_get_on_action_routes(emu: CoolifyEmulator, client: ht
         assert resp.status_code == 405
         assert resp.headers["Allow"] == "POST"
         assert resp.json() == {"message": "This endpoint has changed to a POST request."}
+
+
+def test_get_on_action_routes_needs_the_actions_ability(emu: CoolifyEmulator, client: httpx.Client,
+                                                        service: str) -> None:
+    """routes/api.php:144, 185, 384-386: the GETs that answer 405 sit behind the action's own ability, so a
+    token's write and deploy abilities can be told apart without doing anything."""
+    emu.add_token("ro", ("read",))
+    emu.add_token("rwd", ("read", "write", "deploy"))
+    server = emu.localhost["uuid"]
+    with make_client(emu, "ro") as ro, make_client(emu, "rwd") as rwd:
+        for path, ability in (("/deploy", "deploy"), (f"/services/{service}/start", "deploy"),
+                              (f"/servers/{server}/validate", "write")):
+            resp = ro.get(path)
+            assert (resp.status_code, resp.json()) == (403, {"message": f"Missing required permissions: {ability}"})
+            assert rwd.get(path).status_code == 405
+
+
+def test_server_settings_show_the_sentinel_token_only_to_sensitive_readers(emu: CoolifyEmulator,
+                                                                          client: httpx.Client) -> None:
+    emu.add_token("ro", ("read",))
+    emu.add_token("sensitive", ("read", "read:sensitive"))
+    server = emu.localhost["uuid"]
+    assert client.get(f"/servers/{server}").json()["settings"]["sentinel_token"]  # root
+    with make_client(emu, "ro") as ro, make_client(emu, "sensitive") as sensitive:
+        assert "sentinel_token" not in ro.get(f"/servers/{server}").json()["settings"]
+        assert "sentinel_token" not in ro.get("/servers").json()[0]["settings"]
+        assert sensitive.get("/servers").json()[0]["settings"]["sentinel_token"]

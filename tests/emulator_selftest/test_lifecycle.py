@@ -72,6 +72,39 @@ def test_stored_statuses_lag_until_the_next_refresh(emu: CoolifyEmulator, client
     assert seen == ["starting:unhealthy", "exited", "running:healthy"]
 
 
+def test_stop_and_restart_store_exited_at_once(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
+    """StopService writes `exited` on every sub-resource right after removing the containers (StopService.php:
+    49-53), not at the next refresh: a stop reads exited as soon as its job ran, and a restart reads exited after
+    its start activity until the refresh that finds the new containers (never the old running:healthy)."""
+    emu.action_delay, emu.start_seconds, emu.stop_seconds, emu.refresh_interval = 0, 0.05, 0, 0
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5) and status(client, service) == "running:healthy"
+    emu.refresh_interval = 3.0
+    while time.monotonic() % 3.0 > 0.05:  # just after a refresh tick: the next one is ~3 s away
+        time.sleep(0.005)
+    emu.action_delay, emu.start_seconds = 0.2, 0.3
+    before = client.get(f"/services/{service}").json()
+    client.post(f"/services/{service}/stop")
+    assert status(client, service) == "running:healthy"  # queued: nothing moved yet
+    seen = wait_status(client, service, "exited", timeout=1.0)  # the job ran: long before the next tick
+    assert seen == ["running:healthy", "exited"]
+    after = client.get(f"/services/{service}").json()
+    subs = after["applications"] + after["databases"]
+    assert {a["status"] for a in subs} == {"exited"}
+    assert all(a["last_online_at"] != b["last_online_at"]  # stamped by the status change (the model's saving)
+               for a, b in zip(subs, before["applications"] + before["databases"], strict=True))
+
+    emu.refresh_interval, emu.action_delay = 0, 0
+    client.post(f"/services/{service}/start")
+    assert emu.wait_idle(5) and status(client, service) == "running:healthy"
+    emu.refresh_interval = 3.0
+    while time.monotonic() % 3.0 > 0.05:
+        time.sleep(0.005)
+    client.post(f"/services/{service}/restart")
+    seen = wait_status(client, service, "running:healthy", timeout=5)
+    assert seen == ["starting:unhealthy", "exited", "running:healthy"]
+
+
 def test_every_refresh_stamps_last_online_at(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
     emu.action_delay, emu.start_seconds, emu.refresh_interval = 0, 0.05, 0.5
     client.post(f"/services/{service}/start")
@@ -199,9 +232,14 @@ def test_logs(emu: CoolifyEmulator, client: httpx.Client, service: str) -> None:
     client.post(f"/services/{service}/start")
     resp = client.get(f"/services/{service}/logs", params={"sub_service_name": "api", "lines": 10})
     assert resp.status_code == 200 and "Started" in resp.json()["logs"]
+    # ServicesController::logs_by_uuid (:928-931, 941-943): no validator; the name first, then the container
     resp = client.get(f"/services/{service}/logs")
-    assert resp.status_code == 422 and resp.json()["errors"] == {"sub_service_name": ["This field is required."]}
-    assert client.get(f"/services/{service}/logs", params={"sub_service_name": "x"}).status_code == 404
+    assert (resp.status_code, resp.json()) == (400, {"message": "Sub service name is required."})
+    assert client.get("/services/nope/logs", params={"sub_service_name": "api"}).status_code == 404
+    resp = client.get(f"/services/{service}/logs", params={"sub_service_name": "x"})
+    assert (resp.status_code, resp.json()) == (404, {"message": "Container not found."})
+    # normalizeLogLines (bootstrap/helpers/docker.php:1480-1488): a bad `lines` is 100, never a 422
+    assert client.get(f"/services/{service}/logs", params={"sub_service_name": "api", "lines": "x"}).status_code == 200
 
 
 def test_volumes_and_deployed_config(emu: CoolifyEmulator, client: httpx.Client,

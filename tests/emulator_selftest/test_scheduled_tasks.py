@@ -63,7 +63,9 @@ def test_fields_are_validated(client: httpx.Client, service: str) -> None:
     extra = client.post(url, json={"name": "x", "command": "true", "frequency": "daily", "user": "root"})
     assert extra.json()["errors"]["user"] == ["This field is not allowed."]
     task = client.post(url, json={"name": "x", "command": "true", "frequency": "daily"}).json()
-    assert client.patch(f"{url}/{task['uuid']}", json={}).json() == {"message": "At least one field must be provided."}
+    # updateTask calls validateIncomingRequest first (ScheduledTasksController.php:125-128): `{}` is "Empty JSON."
+    assert client.patch(f"{url}/{task['uuid']}", json={}).json() == {"message": "Invalid request.",
+                                                                      "error": "Empty JSON."}
 
 
 def test_no_running_container_fails_the_run(client: httpx.Client, service: str) -> None:
@@ -72,3 +74,26 @@ def test_no_running_container_fails_the_run(client: httpx.Client, service: str) 
     client.post(f"/services/{service}/scheduled-tasks/{task['uuid']}/execute")
     run = _finished(client, service, task["uuid"])
     assert run["status"] == "failed" and "No containers running" in str(run["message"])
+
+
+def test_a_command_over_255_characters_is_a_server_error(client: httpx.Client, service: str) -> None:
+    """scheduled_tasks.command is varchar(255) (database/migrations/2023_12_31_173041_create_scheduled_tasks_table.php
+    :19) and no rule limits it (ScheduledTasksController.php:62): PostgreSQL refuses the row, Laravel answers its
+    production 500 and no task is stored; 255 characters are fine, on create and on update."""
+    url = f"/services/{service}/scheduled-tasks"
+    fits = client.post(url, json={"name": "x", "command": "x" * 255, "frequency": "daily"})
+    assert fits.status_code == 201 and len(fits.json()["command"]) == 255
+    too_long = client.post(url, json={"name": "y", "command": "x" * 256, "frequency": "daily"})
+    assert (too_long.status_code, too_long.json()) == (500, {"message": "Server Error"})
+    assert [t["name"] for t in client.get(url).json()] == ["x"]
+    patched = client.patch(f"{url}/{fits.json()['uuid']}", json={"command": "y" * 256})
+    assert (patched.status_code, patched.json()) == (500, {"message": "Server Error"})
+    assert client.get(url).json()[0]["command"] == "x" * 255  # unchanged
+
+
+def test_the_version_can_be_set(emu: CoolifyEmulator, client: httpx.Client) -> None:
+    assert client.get("/version").text == "4.3.11"
+    emu.version = "4.2.0"
+    assert (client.get("/version").text, emu.version) == ("4.2.0", "4.2.0")
+    with CoolifyEmulator(version="4.3.0") as other:
+        assert other.version == "4.3.0"

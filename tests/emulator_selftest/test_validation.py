@@ -82,6 +82,66 @@ def test_project_name_rules(client: httpx.Client) -> None:
     assert first != second
 
 
+DESCRIPTION_REGEX = ("The description may only contain letters (including Unicode), numbers, spaces, and common "
+                     "punctuation: - _ . , ! ? ( ) ' \" + = * / @ &")  # ValidationPatterns.php:473
+
+
+@pytest.mark.parametrize("description", [
+    "provision: owner:team-abc123 \u2014 managed by provision",  # what provision wrote before marks.py (`:`, `\u2014`)
+    "a: b", "em \u2014 dash", "semi;colon", "hash #1", "<b>bold</b>", "50%", "tilde~", "back`tick", "a\x1cb",
+])
+def test_project_descriptions_follow_descriptionrules(client: httpx.Client, description: str) -> None:
+    """POST/PATCH /projects and PATCH environments: nullable|string|max:255|regex:DESCRIPTION_PATTERN
+    (ValidationPatterns.php:18, 438-453; ProjectController.php:250, 369, 769), with combinedMessages."""
+    refused = {"message": "Validation failed.", "errors": {"description": [DESCRIPTION_REGEX]}}
+    resp = client.post("/projects", json={"name": "described", "description": description})
+    assert (resp.status_code, resp.json()) == (422, refused)
+    assert not [p for p in client.get("/projects").json() if p["name"] == "described"]  # nothing was made
+    uuid = client.post("/projects", json={"name": "described"}).json()["uuid"]
+    resp = client.patch(f"/projects/{uuid}", json={"description": description})
+    assert (resp.status_code, resp.json()) == (422, refused)
+    resp = client.patch(f"/projects/{uuid}/environments/production", json={"description": description})
+    assert (resp.status_code, resp.json()) == (422, refused)
+
+
+def test_what_descriptionrules_take(client: httpx.Client) -> None:
+    fine = "provision=project owner=team-abc123 managed by provision, (ok) !? 'q' \"d\" +=* @ / & \u00fcn\u00efc\u00f6d\u00e9"
+    resp = client.post("/projects", json={"name": "described", "description": fine})
+    assert resp.status_code == 201, resp.text
+    uuid = resp.json()["uuid"]
+    assert client.get(f"/projects/{uuid}").json()["description"] == fine
+    assert client.patch(f"/projects/{uuid}", json={"description": "x" * 255}).status_code == 201
+    resp = client.patch(f"/projects/{uuid}", json={"description": "x" * 256})
+    assert resp.json()["errors"] == {"description": ["The description may not be greater than 255 characters."]}
+    # nullable; TrimStrings + ConvertEmptyStringsToNull make "  " a null; strip_tags stores null as ""
+    for empty in (None, "  "):
+        resp = client.patch(f"/projects/{uuid}", json={"description": empty})
+        assert (resp.status_code, resp.json()["description"]) == (201, "")
+    resp = client.patch(f"/projects/{uuid}/environments/production", json={"description": "stage (eu)"})
+    assert resp.status_code == 200 and resp.json()["description"] == "stage (eu)"
+    # names: nameRules (ValidationPatterns.php:13, 417-433), which allow `:` and `#` but no `;` or `<`
+    assert client.patch(f"/projects/{uuid}", json={"name": "a: #1 (x)"}).status_code == 201
+    resp = client.patch(f"/projects/{uuid}", json={"name": "a;b"})
+    assert resp.json()["errors"]["name"][0].startswith("The name may only contain letters")
+
+
+def test_service_descriptions_take_any_text_without_tags(create_service: Callable[..., httpx.Response],
+                                                         client: httpx.Client, emu: CoolifyEmulator) -> None:
+    """The API has no pattern for a service's description (ServicesController.php:384, 1181), but the model's
+    HasSafeStringAttribute (app/Traits/HasSafeStringAttribute.php:21-24) applies strip_tags."""
+    old_form = "provision:0123456789abcdef owner:team-abc123 \u2014 managed by provision; edits: drift"
+    resp = create_service(description=old_form)
+    assert resp.status_code == 201, resp.text
+    uuid = resp.json()["uuid"]
+    assert client.get(f"/services/{uuid}").json()["description"] == old_form
+    resp = client.patch(f"/services/{uuid}", json={"description": "a <b>bold</b> x < y <script>alert(1)</script>z"})
+    assert resp.status_code == 200
+    assert client.get(f"/services/{uuid}").json()["description"] == "a bold x < y alert(1)z"
+    client.patch(f"/services/{uuid}", json={"description": None})
+    assert emu.service(uuid)["description"] == ""  # strip_tags(null)
+    assert client.get(f"/services/{create_service(name='plain').json()['uuid']}").json()["description"] == ""
+
+
 def test_compose_checks(create_service: Callable[..., httpx.Response], emu: CoolifyEmulator) -> None:
     resp = create_service(docker_compose_raw=b64("services: [unclosed\n"))
     assert resp.status_code == 500

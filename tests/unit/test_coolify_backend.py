@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs
+from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs, marks
 from provision.config import EnvConfig, load_env
 from provision.errors import (
     CoolifyAPIError,
@@ -183,7 +183,8 @@ def test_a_fresh_backend_applies_an_update_from_the_observation_alone(fake: Fake
     assert fake.requests[3:] == ([("GET", f"/services/{S}")] * 2 if verb == "restart" else [])
     patch = fake.bodies[("PATCH", f"/services/{S}")]
     assert base64.b64decode(patch["docker_compose_raw"]).decode() == rendered.text
-    assert f"provision:{rendered.config_hash}" in patch["description"]
+    assert patch["description"].startswith(f"provision={rendered.config_hash} ")
+    assert marks.acceptable(patch["description"])  # the form Coolify's description rule takes
     bulk = fake.bodies[("PATCH", f"/services/{S}/envs/bulk")]["data"]
     assert {item["key"]: item["value"] for item in bulk} == {k: v.reveal() for k, v in SECRETS.items()}
 
@@ -380,13 +381,22 @@ def test_a_same_named_service_that_is_not_ours_is_refused_and_untouched(
         backend.observe(target(config), Refs(P, E, S))
 
 
+@pytest.mark.parametrize("shown_once", [
+    {"key": "DB_PASSWORD", "is_shown_once": True},  # as Coolify answers: no value keys at all (makeHidden)
+    {"key": "DB_PASSWORD", "value": None, "real_value": None, "is_shown_once": True},
+])
 def test_prepare_refuses_a_new_password_for_an_existing_database(fake: FakeCoolify, backend: CoolifyBackend,
-                                                                 config: EnvConfig) -> None:
-    fake.envs = [{"key": "DB_PASSWORD", "value": None, "real_value": None, "is_shown_once": True},
-                 {"key": "JWT_SECRET", "value": "jwt-stored"}]
+                                                                 config: EnvConfig, shown_once: dict[str, Any]) -> None:
+    """A 'shown once' value is hidden from every token, read:sensitive too: the error says so and how to un-mark
+    it, never that the token lacks an ability (which no token change would fix)."""
+    fake.envs = [shown_once, {"key": "JWT_SECRET", "value": "jwt-stored"}]
     observed = backend.observe(target(config), Refs(P, E, S))
-    with pytest.raises(StateError, match="could not be read back .* will not give an existing database a new password"):
+    with pytest.raises(StateError, match="could not be read back .* will not give an existing database a new password"
+                       ) as info:
         backend.prepare(target(config), observed, {"DB_PASSWORD": Secret("a-local-copy")}, create=True)
+    message = str(info.value)
+    assert "shown once" in message and '"is_shown_once": false' in message and f"/services/{S}/envs" in message
+    assert "needs the read:sensitive" not in message
     assert all(method == "GET" for method, _ in fake.requests)
 
 
@@ -395,7 +405,8 @@ def test_adopt_takes_over_a_legacy_service(fake: FakeCoolify, backend: CoolifyBa
     done = backend.adopt(target(config))
     assert done and OWNER in done[0]
     patched = fake.bodies[("PATCH", f"/services/{S}")]
-    assert patched["description"] == f"provision:{HASH} compose:{HASH} owner:{OWNER} — managed by provision"
+    # its hashes kept, now in the form Coolify's description rule takes
+    assert patched["description"] == f"provision={HASH} compose={HASH} owner={OWNER} managed by provision"
 
 
 def test_a_listing_needs_no_request_per_project_for_the_api_url(fake: FakeCoolify, backend: CoolifyBackend,
@@ -413,7 +424,8 @@ def test_a_create_records_the_api_fqdn_coolify_answers(fake: FakeCoolify, backen
     fake.answer("POST", "/services", 201, {"uuid": S, "domains": ["http://api-x.example.test:3000"]})
     refs = backend.apply(target(config), Observed(exists=False, handle=Refs(P, E)), stack(config),
                          Prepared(secrets=SECRETS), Plan(Action.CREATE, "nothing is deployed"))
-    assert refs == Refs(P, E, S, "http://api-x.example.test:3000")
+    # and the server it went to: the host of its published db, whatever servers are added later
+    assert refs == Refs(P, E, S, "http://api-x.example.test:3000", server_uuid="srv1")
 
 
 def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: EnvConfig,

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from provision.backends.coolify.client import CoolifyClient
+from provision.backends.coolify.client import CoolifyClient, RequestBudget
 from provision.errors import (
     AmbiguousResult,
     BackendUnavailable,
@@ -23,9 +23,19 @@ TOKEN = "3|super-secret-token-value"
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> tuple[CoolifyClient, list[float]]:
+    """A client whose every pause (backoff, the request budget's, a 429's) is recorded, not slept, on a fake
+    clock that the pauses move."""
     sleeps: list[float] = []
-    api = CoolifyClient.connect("https://coolify.test/api/v1", Secret(TOKEN), transport=httpx.MockTransport(handler))
-    api.sleep = sleeps.append
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    budget = RequestBudget(150, clock=lambda: now[0], sleep=sleep)
+    api = CoolifyClient.connect("https://coolify.test/api/v1", Secret(TOKEN), transport=httpx.MockTransport(handler),
+                                budget=budget)
+    api.sleep = sleep
     return api, sleeps
 
 

@@ -171,7 +171,7 @@ class MemoryBackend:
         self.calls.append("store_secrets")
 
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
-                user: str | None = None) -> str:
+                user: str | None = None, purpose: str = "sql") -> str:
         self.statements.append((user, sql))
         return ""
 

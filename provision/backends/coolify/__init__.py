@@ -9,7 +9,7 @@ from ...config import EnvConfig
 from ...errors import ConfigError
 from ...state import StateStore
 from .backend import CoolifyBackend, Refs
-from .client import CoolifyClient
+from .client import DEFAULT_MAX_WAIT, CoolifyClient, shared_budget
 
 __all__ = ["CoolifyBackend", "CoolifyClient", "Refs", "create"]
 
@@ -22,6 +22,9 @@ def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
             f"{config.relpath}: this command contacts Coolify, which needs COOLIFY_API_URL and COOLIFY_API_TOKEN "
             f"in the environment or in envs/{config.name}.env")), config)
     timeout = config.coolify.request_timeout
+    # one request budget per process and Coolify address, shared by every env and worker of this run
+    budget = shared_budget(credentials.api_url, config.coolify.requests_per_minute)
     client = CoolifyClient.connect(credentials.api_url, credentials.token,
-                                   timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)))
+                                   timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)), budget=budget,
+                                   max_wait=max(DEFAULT_MAX_WAIT, 4 * timeout))
     return CoolifyBackend(client, config)

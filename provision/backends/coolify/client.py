@@ -1,20 +1,25 @@
 """A small client for Coolify's HTTP API v1: JSON in and out, errors translated once, bounded retries.
 
-Only safe or idempotent requests are retried (GET, DELETE, PATCH, and start/stop/restart);
-a create is never repeated blindly: `CoolifyClient.request` raises `AmbiguousResult` when a
-create may or may not have happened, and the caller looks the resource up before trying again.
+Only safe or idempotent requests are retried (GET, DELETE, PATCH, and stop); a create, a start
+or a restart is never repeated blindly: `CoolifyClient.request` raises `AmbiguousResult` when it
+may or may not have happened (`answered` tells whether Coolify's answer ended it), and the caller
+looks for the resource or the job before trying again.
 The token is sent in a header only; it never appears in an error, a log line or a repr.
 """
 
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from ... import interrupts
 from ...errors import (
@@ -34,16 +39,22 @@ from ...secrets import Secret
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0
+# Coolify allows 200 requests a minute (API_RATE_LIMIT; app/Providers/RouteServiceProvider.php:47-53, the `api`
+# group's ThrottleRequests in app/Http/Kernel.php:83-87); a run keeps below it with room for other clients
+DEFAULT_REQUESTS_PER_MINUTE = 150
+DEFAULT_MAX_WAIT = 120.0  # seconds one call may wait for the budget and on 429s, all told
 
 
 class _Retryable(Exception):
     """Internal: one attempt failed in a way worth retrying."""
 
-    def __init__(self, error: Exception, retry_after: float | None = None, *, always: bool = False) -> None:
+    def __init__(self, error: Exception, retry_after: float | None = None, *, always: bool = False,
+                 throttled: bool = False) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
         self.always = always  # safe to retry even for a create: the request never reached the controller
+        self.throttled = throttled  # a 429: bounded by the call's wait limit, not by `attempts`
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,94 @@ class RequestRecord:
     method: str
     path: str
     status: int | None
+
+
+class RequestBudget:
+    """At most `limit` requests in any `window` seconds, shared by every thread that holds it; a 429's
+    Retry-After pauses all of them, since Coolify refuses every request of the bucket until then.
+
+    A request counts from the moment it takes its slot (`acquire`) until `window` seconds after it ended
+    (`release`): Coolify counts it when it arrives, some time between the two, so no window of Coolify's
+    (`Limit::perMinute`, fixed one-minute windows) nor any other 60 s holds more than `limit` of them.
+    Thread-safe; `clock` and `sleep` are injected."""
+
+    def __init__(self, limit: int = DEFAULT_REQUESTS_PER_MINUTE, window: float = 60.0, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = interrupts.sleep) -> None:
+        if limit < 1 or window <= 0:
+            raise ValueError("a request budget needs a limit of at least 1 and a positive window")
+        self.limit = limit
+        self.window = window
+        self.clock = clock
+        self.sleep = sleep
+        self._lock = threading.Lock()
+        self._ended: deque[float] = deque()  # when requests of the last `window` seconds ended (in order)
+        self._in_flight = 0
+        self._paused_until = 0.0
+
+    def acquire(self, deadline: float | None = None, *, what: str = "a request") -> float:
+        """Wait for a slot and take it (the request is in flight until `release`); the seconds waited.
+        BackendUnavailable, taking nothing, when the slot would come after `deadline` (this budget's clock)."""
+        waited = 0.0
+        while True:
+            with self._lock:
+                now = self.clock()
+                while self._ended and self._ended[0] <= now - self.window:
+                    self._ended.popleft()
+                busy = len(self._ended) + self._in_flight
+                free_at = self._paused_until
+                if busy >= self.limit:
+                    excess = busy - self.limit  # this many ended requests, and one more, must age out first
+                    # only requests in flight: one of them ends first, when is not known (look again soon)
+                    free_at = max(free_at, self._ended[excess] + self.window if excess < len(self._ended)
+                                  else now + min(1.0, self.window))
+                if free_at <= now:
+                    self._in_flight += 1
+                    return waited
+            if deadline is not None and free_at > deadline:
+                raise BackendUnavailable(
+                    f"{what}: this run's Coolify request budget ({self.limit} requests per {self.window:g} s, "
+                    f"coolify.requests_per_minute) has no room for it within its wait limit (next slot in "
+                    f"{free_at - now:.0f} s); Coolify allows 200 requests a minute by default (API_RATE_LIMIT)")
+            pause = min(free_at - now, self.window)
+            self.sleep(pause)
+            waited += pause
+
+    def release(self) -> None:
+        """The request that took a slot ended (answered, or failed): it counts for `window` seconds more."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            self._ended.append(self.clock())
+
+    def defer(self, seconds: float) -> None:
+        """No request of this budget goes out for `seconds` (Coolify answered 429 with this Retry-After)."""
+        with self._lock:
+            self._paused_until = max(self._paused_until, self.clock() + max(0.0, seconds))
+
+    def sent_within(self, seconds: float) -> int:
+        """How many requests are in flight or ended in the last `seconds` (at most `window`)."""
+        with self._lock:
+            now = self.clock()
+            return self._in_flight + sum(1 for t in self._ended if t > now - seconds)
+
+
+_BUDGETS: dict[str, RequestBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def shared_budget(api_url: str, limit: int = DEFAULT_REQUESTS_PER_MINUTE) -> RequestBudget:
+    """The process's one budget for the Coolify at `api_url` (by host and port: Coolify throttles per user or
+    address, not per path), shared by every client, env and worker thread of this process that talks to it;
+    asked with a lower `limit`, the budget keeps the lower one."""
+    parts = urlsplit(api_url)
+    key = f"{parts.scheme}://{parts.netloc}".lower()
+    with _BUDGETS_LOCK:
+        budget = _BUDGETS.get(key)
+        if budget is None:
+            budget = _BUDGETS[key] = RequestBudget(limit)
+        elif limit < budget.limit:
+            budget.limit = limit
+        return budget
 
 
 class CoolifyClient:
@@ -65,6 +164,8 @@ class CoolifyClient:
         backoff: float = 0.5,
         max_backoff: float = 8.0,
         sleep: Callable[[float], None] = interrupts.sleep,
+        budget: RequestBudget | None = None,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         self.http = http
         self._token = token
@@ -72,11 +173,18 @@ class CoolifyClient:
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.sleep = sleep
+        # every request, retries included, takes a slot of the budget first (one per process: `shared_budget`)
+        self.budget = budget or RequestBudget()
+        self.max_wait = max_wait
+        # called before each attempt of a request that changes something (all but GET), unless the call says
+        # `guarded=False`: the backend stops a run whose shared lock may have expired (LockLost) here
+        self.guard: Callable[[], None] | None = None
         self.log: list[RequestRecord] = []
 
     @classmethod
     def connect(cls, api_url: str, token: Secret, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
-                transport: httpx.BaseTransport | None = None) -> CoolifyClient:
+                transport: httpx.BaseTransport | None = None, budget: RequestBudget | None = None,
+                max_wait: float = DEFAULT_MAX_WAIT) -> CoolifyClient:
         http = httpx.Client(
             base_url=api_url.rstrip("/") + "/",
             headers={
@@ -89,7 +197,7 @@ class CoolifyClient:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             transport=transport,
         )
-        return cls(http, token)
+        return cls(http, token, budget=budget, max_wait=max_wait)
 
     @classmethod
     def offline(cls, refusal: ProvisionError) -> CoolifyClient:
@@ -115,26 +223,49 @@ class CoolifyClient:
         params: Mapping[str, Any] | None = None,
         idempotent: bool | None = None,
         ok: tuple[int, ...] = (200, 201),
+        text: bool = False,
+        wait: float | None = None,
+        guarded: bool = True,
     ) -> Any:
-        """Send one API call and return its JSON body; statuses outside `ok` raise CoolifyAPIError.
+        """Send one API call and return its JSON body (with `text`: the body as text, e.g. GET /version);
+        statuses outside `ok` raise CoolifyAPIError.
 
         `idempotent` defaults to True for GET, PATCH and DELETE. Idempotent calls are retried
-        (bounded, with backoff, honouring Retry-After) on 429, 5xx, timeouts and dropped
-        connections; other calls raise AmbiguousResult where the outcome is unknown.
+        (bounded, with backoff) on 5xx, timeouts and dropped connections; other calls raise
+        AmbiguousResult where the outcome is unknown. Every call, a create too, is repeated after a 429
+        once its Retry-After has passed (Coolify throttles before any controller runs: nothing was done),
+        and waits for a slot of the request budget before each attempt; all that waiting is capped at
+        `wait` seconds (default `max_wait`), after which the 429 (or the budget's refusal) is raised.
         """
         method = method.upper()
         if idempotent is None:
             idempotent = method in ("GET", "PATCH", "DELETE")
         relative = path.lstrip("/")
+        deadline = self.budget.clock() + (self.max_wait if wait is None else wait)
+        failures: list[int] = []  # attempts that failed other than by a 429: at most `attempts`
 
         def attempt() -> Any:
-            return self._once(method, relative, body, params, ok, idempotent)
+            if guarded and method != "GET" and self.guard is not None:
+                self.guard()  # before every attempt: a retry, too, is a new change
+            self.budget.acquire(deadline, what=f"Coolify API {method} /{relative}")
+            try:
+                return self._once(method, relative, body, params, ok, idempotent, text)
+            finally:
+                self.budget.release()
+
+        def stop(state: RetryCallState) -> bool:
+            exc = state.outcome.exception() if state.outcome else None
+            if isinstance(exc, _Retryable) and exc.throttled:
+                # Retry-After (or a short backoff without one) must still fit in the call's wait limit
+                return self.budget.clock() + self._throttle_pause(exc, state) > deadline
+            failures.append(state.attempt_number)
+            return len(failures) >= self.attempts
 
         retrying = Retrying(
-            stop=stop_after_attempt(self.attempts),
+            stop=stop,
             retry=retry_if_exception(lambda exc: isinstance(exc, _Retryable) and (idempotent or exc.always)),
             wait=self._wait,
-            sleep=self.sleep,
+            sleep=lambda seconds: self.sleep(seconds) if seconds > 0 else None,  # a 429's pause is the budget's
             reraise=True,
         )
         try:
@@ -177,12 +308,23 @@ class CoolifyClient:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, _Retryable) and exc.throttled:
+            # Coolify refuses the whole bucket until then: every worker of the budget pauses, and this call's
+            # next attempt waits for the budget like any other
+            self.budget.defer(self._throttle_pause(exc, state))
+            return 0.0
         if isinstance(exc, _Retryable) and exc.retry_after is not None:
             return min(exc.retry_after, MAX_RETRY_AFTER)
         return float(min(self.backoff * 2 ** (state.attempt_number - 1), self.max_backoff))
 
+    def _throttle_pause(self, exc: _Retryable, state: RetryCallState) -> float:
+        """How long a 429 asks to wait: its Retry-After, else a backoff of at least a second."""
+        if exc.retry_after is not None:
+            return min(exc.retry_after, MAX_RETRY_AFTER)
+        return float(min(max(1.0, self.backoff * 2 ** (state.attempt_number - 1)), MAX_RETRY_AFTER))
+
     def _once(self, method: str, path: str, body: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
-              ok: tuple[int, ...], idempotent: bool) -> Any:
+              ok: tuple[int, ...], idempotent: bool, text: bool = False) -> Any:
         url = f"{self.http.base_url}{path}"
         shown = "/" + path
         error: ProvisionError
@@ -200,6 +342,8 @@ class CoolifyClient:
         self.log.append(RequestRecord(method, shown, response.status_code))
         status = response.status_code
         if status in ok:
+            if text:
+                return response.text
             try:
                 return response.json() if response.content else None
             except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -209,7 +353,7 @@ class CoolifyClient:
                 raise self._unknown(error, idempotent) from exc
         error = self._error(method, url, response)
         if status == 429:  # throttled before any controller ran: nothing happened, always safe to repeat
-            raise _Retryable(error, _retry_after(response), always=True)
+            raise _Retryable(error, _retry_after(response), always=True, throttled=True)
         if status in RETRY_STATUSES:
             if idempotent:
                 raise _Retryable(error)
@@ -289,6 +433,16 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def answered(exc: AmbiguousResult) -> bool:
+    """Whether Coolify itself answered the call whose outcome `exc` leaves unknown: a 500 (its controller failed,
+    so the request has ended) or a success whose body was cut short. Then whatever it made exists now; without
+    an answer (a timeout, a lost connection, a gateway's 502/503/504) it may still be under way."""
+    cause = exc.__cause__
+    if isinstance(cause, CoolifyAPIError):
+        return cause.status == 500
+    return isinstance(cause, (json.JSONDecodeError, UnicodeDecodeError))
 
 
 def _kind(data: Any) -> str:

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ... import doctor as checks
 from ... import names
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
@@ -503,7 +504,7 @@ class LocalBackend:
             return list(client.volumes.list(filters={"label": label}))
 
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
-                user: str | None = None) -> str:
+                user: str | None = None, purpose: str = "sql") -> str:
         """`docker exec -i <db> psql` as `user` (default POSTGRES_USER) over the container's socket, `sql` on
         its stdin."""
         argv = self.exec_argv(target, "db", ["sh", "-c", psql_in_container(user)])
@@ -706,6 +707,10 @@ class LocalBackend:
                 observed[project] = Observed(exists=False, kept_data=volume)
         return observed
 
+    def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
+        """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
+        return _doctor(self.compose)
+
 
 def _volume_key(volume: Any, project_name: str) -> str:
     """The compose key of a project volume: compose's label, else its name without `<project>_`."""
@@ -759,6 +764,24 @@ def _url_host(address: str) -> str:
     if address == "::":
         return "[::1]"
     return f"[{address}]" if ":" in address else address
+
+
+def _doctor(compose: ComposeCLI) -> list[checks.Check]:
+    """LocalBackend.doctor: the two things a local run needs from this machine, asked the way provision asks
+    them (its ComposeCLI, PROVISION_COMPOSE included); nothing is created."""
+    found: list[checks.Check] = []
+    try:
+        found.append(checks.passed("docker engine", f"Docker Engine {compose.engine_version()} answers"))
+    except ProvisionError as exc:
+        found.append(checks.from_error("docker engine", exc))
+        found[-1] = replace(found[-1], fix=found[-1].fix or "start dockerd (scripts/ensure-docker.sh installs and "
+                                                            "starts it on Debian/Ubuntu), or set DOCKER_HOST")
+    try:
+        version = compose.version()  # first: it may fall back to a standalone docker-compose
+        found.append(checks.passed("compose v2", f"{' '.join(compose.command)} {version}"))
+    except ProvisionError as exc:
+        found.append(checks.from_error("compose v2", exc))
+    return found
 
 
 def _implements_the_protocol(backend: LocalBackend) -> Backend:

@@ -194,6 +194,30 @@ class ComposeCLI:
             self._raise(result)
         return [c.name for c in leftovers]
 
+    def engine_version(self, timeout: float = 30) -> str:
+        """The Docker Engine's version (`docker version`, which asks the engine): BackendUnavailable naming the fix
+        when no engine answers, CommandFailed for anything else."""
+        result = self.runner.run(["docker", "version", "--format", "{{.Server.Version}}"], timeout=timeout,
+                                 env=self._env)
+        if result.returncode != 0:
+            self._raise(result)
+        return result.stdout.strip()
+
+    def version(self, timeout: float = 30) -> str:
+        """The version of the Compose this CLI runs (`docker compose version --short`, or the v2 `docker-compose`
+        it falls back to when the plugin is missing, as `run` does); BackendUnavailable for none or v1."""
+        result = self.runner.run([*self.command, "version", "--short"], timeout=timeout, env=self._env)
+        if result.returncode != 0 and self._command is None and _PLUGIN_MISSING.search(result.stderr):
+            self._command = self._detect_standalone()
+            return self.version(timeout)
+        if result.returncode != 0:
+            self._raise(result)
+        version = result.stdout.strip()
+        if version.lstrip("v").startswith("1."):
+            raise BackendUnavailable(f"{' '.join(self.command)} {version} is Compose v1, which is not supported: "
+                                     f"install Compose v2 (the `docker compose` plugin)")
+        return version
+
     def volumes(self, *labels: str, timeout: float = 30) -> dict[str, str]:
         """Volumes carrying every `key=value` label: {io.provision.project label: volume name}."""
         argv = ["docker", "volume", "ls", "--format", "{{json .}}"]
