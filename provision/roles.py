@@ -94,18 +94,29 @@ def _verifier(password: Secret) -> str:
     return password_statement("x", password)[1]
 
 
-def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret]) -> str:
+VOLUME_MARK = "provision volume="
+WRONG_VOLUME = "answers from another data volume"  # in the error of a server that is not (yet) the new one
+
+
+def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume: str = "pgdata") -> str:
     """SQL, run as the admin in the project's database, that makes the roles exist with exactly the
     attributes above and the stored passwords (as SCRAM verifiers: no plaintext reaches the server). The
     grants to `authenticated` and the default privileges are made once, when that role is created, so a
-    project's own later REVOKEs stay."""
+    project's own later REVOKEs stay. The database's comment names the data volume (compose key `volume`)
+    the roles were made in; a server whose comment names another one (the old container of a stack moving
+    to a new volume, still answering) is refused with WRONG_VOLUME, to be asked again."""
     owner, anon, authn = (quote_identifier(n) for n in (roles.owner, roles.anon, roles.authenticated))
     authr, admin = quote_identifier(roles.authenticator), quote_identifier(roles.admin)
     schemas = ", ".join(_literal(s) for s in roles.schemas)
     never = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
+    mark = _literal(VOLUME_MARK + volume)
     lines = [
         "BEGIN;",
         "SELECT pg_advisory_xact_lock(20180322);",  # two runs never interleave their role changes
+        "DO $provision$ DECLARE found text := coalesce(shobj_description((SELECT oid FROM pg_database "
+        "WHERE datname = current_database()), 'pg_database'), ''); BEGIN "
+        f"IF found LIKE {_literal(VOLUME_MARK + '%')} AND found <> {mark} THEN "
+        f"RAISE EXCEPTION 'this server {WRONG_VOLUME} (%)', found; END IF; END $provision$;",
         f"SELECT (NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(roles.authenticated)})) AS first_time"
         " \\gset",
         "DO $provision$ BEGIN",
@@ -142,6 +153,7 @@ def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret]) -> str:
         # functions are executable by PUBLIC unless revoked: an anonymous caller gets none by default
         f"ALTER DEFAULT PRIVILEGES FOR ROLE {owner} REVOKE EXECUTE ON FUNCTIONS FROM PUBLIC;",
         "\\endif",
+        f"COMMENT ON DATABASE {quote_identifier(dbname)} IS {mark};",
         "COMMIT;",
     ]
     return "\n".join(lines) + "\n"
@@ -182,7 +194,7 @@ BEGIN
 END $provision$;"""
 
 
-def migration_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret]) -> str:
+def migration_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume: str = "pgdata") -> str:
     """For a stack whose bootstrap superuser is the owner (made before these roles), run as that owner: a
     temporary superuser renames it to the admin, then `ensure_sql` makes a new owner and hands it the data."""
     migrator, owner, admin = (quote_identifier(n) for n in (MIGRATOR, roles.owner, roles.admin))
@@ -193,5 +205,5 @@ def migration_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret]) -> s
         f"ALTER ROLE {owner} RENAME TO {admin};",
         f"\\connect - {roles.admin}",
         f"DROP ROLE {migrator};",
-        ensure_sql(roles, dbname, secrets),
+        ensure_sql(roles, dbname, secrets, volume),
     ])

@@ -79,7 +79,7 @@ def _starting(exc: ProvisionError) -> bool:
                                          "shutting down", "No such container", "is not running",
                                          "did not run the task", "No containers running",
                                          "was replaced while the task",
-                                         "accepting connections"))
+                                         "accepting connections", roles.WRONG_VOLUME))
 
 
 def _mib(size: int | None) -> str:
@@ -459,7 +459,7 @@ class Provisioner:
             try:
                 if db is None or not db.running:  # a look costs less than a task that finds no container
                     raise ProvisionError(f"{target.project!r} has no running db container yet")
-                self._make_roles(target, observed, wanted, dbname, prepared)
+                self._make_roles(target, observed, wanted, dbname, prepared, record.db_volume or DEFAULT_DB_VOLUME)
                 break
             except ProvisionError as exc:
                 if not _starting(exc) or self.clock() >= deadline:
@@ -471,11 +471,11 @@ class Provisioner:
         self._write(record.evolve(roles=digest), record)
 
     def _make_roles(self, target: Target, observed: Observed, wanted: roles.Roles, dbname: str,
-                    prepared: Prepared) -> None:
+                    prepared: Prepared, volume: str) -> None:
         """One psql run as the admin; where the admin does not exist (a stack made before the roles, whose
         bootstrap superuser is the owner), the migration as the owner instead."""
         try:
-            self.backend.run_sql(target, observed, roles.ensure_sql(wanted, dbname, prepared.secrets),
+            self.backend.run_sql(target, observed, roles.ensure_sql(wanted, dbname, prepared.secrets, volume),
                                  user=wanted.admin, purpose="roles")
             return
         except ProvisionError as exc:
@@ -484,7 +484,7 @@ class Provisioner:
         self.reporter.step(target.project, f"moving the owner role {wanted.owner!r} off the superuser "
                                            f"(docs/security.md)")
         try:
-            self.backend.run_sql(target, observed, roles.migration_sql(wanted, dbname, prepared.secrets),
+            self.backend.run_sql(target, observed, roles.migration_sql(wanted, dbname, prepared.secrets, volume),
                                  user=wanted.owner, purpose="roles-migration")
         except ProvisionError as exc:
             if f'role "{wanted.owner}" does not exist' not in str(exc):

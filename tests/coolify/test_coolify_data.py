@@ -117,6 +117,7 @@ def test_move_to_another_server_keeps_the_rows_and_the_old_stack_until_finalize(
     db_url, api_url = result["db_url"], result["api_url"]
     sql(db_url, "create table items (id int primary key)")
     sql(db_url, "insert into items select generate_series(1, 7)")
+    sql(db_url, "grant select on items to anon")  # opened to anonymous reads on purpose (docs/security.md)
     reload_schema(db_url, api_url, "items", proxy=emu.proxy_url)
     assert box.cli("status", "--json").json()["projects"][0]["server"] == "localhost"
 

@@ -72,7 +72,7 @@ def test_outputs_env_format_and_logs_and_render(sandbox: Sandbox) -> None:
     assert sandbox.cli("logs", "--project=shop", "--since=2099-01-01T00:00:00Z").stdout.strip() == ""
     assert "db-1" in sandbox.cli("logs", "--project=shop", "--since=1h").stdout
     rendered = sandbox.cli("render", "--project=shop").stdout
-    assert "${DB_PASSWORD:?" in rendered and 'name: "shop_' in rendered
+    assert "${AUTHENTICATOR_PASSWORD:?" in rendered and 'name: "shop_' in rendered
     offline = sandbox.cli("plan", "--offline", "--json").json()["projects"]
     assert [(p["project"], p["outcome"]) for p in offline] == [("shop", "no-op")] and "offline" in offline[0]["reason"]
     changed = sandbox.cli("plan", "--offline", "--set=variables.db_name=other", "--detailed-exitcode", check=False)

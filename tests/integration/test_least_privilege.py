@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 import psycopg
@@ -98,7 +99,8 @@ def test_a_stack_made_before_the_roles_moves_off_the_superuser_with_its_data(san
     container = f"{sandbox.compose_name('shop')}-db-1"
     script = ("CREATE ROLE legacy_tmp SUPERUSER LOGIN;\n"
               "\\connect - legacy_tmp\n"
-              "ALTER DATABASE app OWNER TO provision_admin; DROP OWNED BY app, authenticated, anon, authenticator; "
+              "ALTER DATABASE app OWNER TO provision_admin; DROP OWNED BY app; DROP OWNED BY authenticated; "
+              "DROP OWNED BY anon; DROP OWNED BY authenticator; "
               "DROP ROLE app; DROP ROLE authenticated, anon, authenticator;\n"
               "ALTER ROLE provision_admin RENAME TO app;\n"
               + password_statement("app", Secret(password))[0] +
@@ -112,6 +114,10 @@ def test_a_stack_made_before_the_roles_moves_off_the_superuser_with_its_data(san
                           timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     assert _roles(db_url)["app"] == (True, True)  # the legacy state: db_url is a superuser
+    state = sandbox.state_dir / sandbox.env / "shop" / "state.json"  # and its record has no roles made
+    record = json.loads(state.read_text())
+    del record["roles"]
+    state.write_text(json.dumps(record))
     # any change of the stack applies the roles: here a new healthcheck interval
     env_file = sandbox.root / "envs" / f"{sandbox.env}.yml"
     env_file.write_text(env_file.read_text().replace("health:\n", "health:\n  interval: 30\n"))
@@ -179,9 +185,9 @@ def test_a_dump_of_another_project_needs_force(sandbox: Sandbox) -> None:
     made = json.loads(sandbox.cli("backup", "--project=shop", "--json").stdout)["details"]
     dump = made["path"]
     manifest = dump[: -len(".dump")] + ".json"
-    data = json.loads(open(manifest).read())
+    data = json.loads(Path(manifest).read_text())
     data["project"] = "other"
-    open(manifest, "w").write(json.dumps(data))
+    Path(manifest).write_text(json.dumps(data))
     refused = sandbox.cli("restore", "--project=shop", f"--from={dump}", "--yes", check=False)
     assert refused.returncode != 0 and "project 'other'" in refused.output and "clone" in refused.output
     assert sandbox.cli("restore", "--project=shop", f"--from={dump}", "--yes", "--force").returncode == 0
