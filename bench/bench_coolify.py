@@ -120,7 +120,8 @@ def bench_parallel(projects: int, latency: float, parallel: int) -> None:
         # the default API_RATE_LIMIT (200/min) alone would bound 50 fresh projects (~400 requests) to 2 minutes
         with CoolifyEmulator(token=TOKEN, action_delay=0.3, rate_limit=100_000) as emu:
             emu.inject("latency", seconds=latency)
-            root = make_root(emu, "fleet", names)
+            # ...and so would the run's own request budget (150/min): lifted too, this measures parallelism
+            root = make_root(emu, "fleet", names, "coolify:\n  requests_per_minute: 100000\n")
             results[label] = run(root, emu, "--env=fleet", f"--parallel={workers}")
             assert len(emu.find_services()) == projects
         print(f"{projects} projects, {latency * 1000:.0f} ms per request, {label}: {results[label]:.2f} s")

@@ -66,7 +66,7 @@ def bench_list(projects: int, clients: int, seconds: float) -> None:
         (root / "envs").mkdir()
         (root / "envs" / "api.yml").write_text(
             "owner: bench-0001\nbackend: coolify\nimages: {db: postgres:16-alpine, api: postgrest/postgrest:v12.2.3}\n"
-            "projects: []\nhealth: {timeout: 30}\n")
+            "projects: []\nhealth: {timeout: 30}\ncoolify: {requests_per_minute: 100000}\n")  # limits lifted
         (root / "envs" / "api.env").write_text(f"COOLIFY_API_URL={emu.base_url}\nCOOLIFY_API_TOKEN=1|emu\n")
         proxy = {"HTTP_PROXY": emu.proxy_url, "NO_PROXY": "127.0.0.1,localhost"}
         proc, url = start_server(root, "api", proxy)

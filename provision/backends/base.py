@@ -82,8 +82,10 @@ class Backend(Protocol):
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
         """Hold the project's lock where every runner sees it (Coolify: on the server), waiting up to `timeout`
         seconds (LockTimeout naming the holder); a no-op where the state directory's lock already serialises
-        every runner that can reach the backend (local). `known`: the handle observed last, which may spare a
-        look-up."""
+        every runner that can reach the backend (local). Held, it does not expire however long the block runs
+        (Coolify renews it; a run that can no longer renew it gets LockLost at its next change), and taking it
+        again in the thread that holds it is a no-op (a data verb's own converge). `known`: the handle observed
+        last, which may spare a look-up."""
         ...
 
     def locks(self, config: EnvConfig) -> list[LockInfo]:

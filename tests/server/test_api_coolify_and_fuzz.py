@@ -29,10 +29,11 @@ def _seeded(test: Callable[..., Any]) -> Callable[..., Any]:
 
 @pytest.fixture
 def coolify_server(tmp_path: Path, server_factory: list[Server]) -> Iterator[tuple[Server, CoolifyEmulator]]:
-    # Coolify-like jobs (a restart shows its start activity), kept short: every operation is fuzzed
+    # Coolify-like jobs (a restart shows its start activity), kept short: every operation is fuzzed; the
+    # emulator's rate limit is lifted, and so is the run's request budget (coolify.requests_per_minute)
     with CoolifyEmulator(token=COOLIFY_TOKEN, rate_limit=100_000, action_delay=0.05, start_seconds=0.6) as emu:
         box = make_sandbox(tmp_path, emu)
-        box.write_env_text(coolify_env(timeout=5))
+        box.write_env_text(coolify_env(timeout=5, extra="  requests_per_minute: 100000\n"))
         yield run_server(server_factory, box), emu
 
 
