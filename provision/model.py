@@ -139,6 +139,9 @@ class Prepared:
     ports: Ports | None = None
     new_secrets: bool = False
     preview: bool = False  # ports are a preview, not a lease
+    # the SQL that makes the database's roles (roles.ensure_sql) as it stands for this stack: a backend whose
+    # template hands it to the db container (Coolify's PROVISION_ROLES) writes it with the secrets
+    roles_sql: Secret | None = None
 
     def __repr__(self) -> str:
         return f"Prepared(secrets=<{len(self.secrets)} hidden>, ports={self.ports!r}, new_secrets={self.new_secrets})"

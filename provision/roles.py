@@ -19,11 +19,12 @@ object the old one owned outside the catalogs. Everything here is idempotent.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from .database import password_statement, quote_identifier
+from .database import quote_identifier, scram_verifier
 from .secrets import Secret
 
 ADMIN = "provision_admin"
@@ -90,8 +91,12 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _verifier(password: Secret) -> str:
-    return password_statement("x", password)[1]
+def _verifier(password: Secret, role: str, key: Secret) -> str:
+    """The role's SCRAM verifier with a salt derived from the project's admin password and the role: the same
+    SQL for the same inputs (a backend may hand it to the db container ahead of time, and compare), and a salt
+    no other project shares."""
+    salt = hmac.new(key.reveal().encode(), b"provision scram salt\0" + role.encode(), hashlib.sha256).digest()[:16]
+    return scram_verifier(password, salt=salt)
 
 
 VOLUME_MARK = "provision volume="
@@ -110,6 +115,11 @@ def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume:
     schemas = ", ".join(_literal(s) for s in roles.schemas)
     never = "NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS"
     mark = _literal(VOLUME_MARK + volume)
+    key = secrets[ADMIN_SECRET]
+
+    def verifier(secret: str, role: str) -> str:
+        return _literal(_verifier(secrets[secret], role, key))
+
     lines = [
         "BEGIN;",
         "SELECT pg_advisory_xact_lock(20180322);",  # two runs never interleave their role changes
@@ -124,11 +134,11 @@ def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume:
           f"CREATE ROLE {quote_identifier(name)} NOLOGIN; END IF;"
           for name in (roles.owner, roles.authenticator, roles.anon, roles.authenticated)),
         "END $provision$;",
-        f"ALTER ROLE {owner} {never} LOGIN INHERIT PASSWORD {_literal(_verifier(secrets[OWNER_SECRET]))};",
-        f"ALTER ROLE {authr} {never} LOGIN NOINHERIT PASSWORD {_literal(_verifier(secrets[AUTHENTICATOR_SECRET]))};",
+        f"ALTER ROLE {owner} {never} LOGIN INHERIT PASSWORD {verifier(OWNER_SECRET, roles.owner)};",
+        f"ALTER ROLE {authr} {never} LOGIN NOINHERIT PASSWORD {verifier(AUTHENTICATOR_SECRET, roles.authenticator)};",
         f"ALTER ROLE {anon} {never} NOLOGIN;",
         f"ALTER ROLE {authn} {never} NOLOGIN;",
-        f"ALTER ROLE {admin} PASSWORD {_literal(_verifier(secrets[ADMIN_SECRET]))};",
+        f"ALTER ROLE {admin} PASSWORD {verifier(ADMIN_SECRET, roles.admin)};",
         # the authenticator may become the API roles and nothing else
         f"REVOKE {owner}, {admin} FROM {authr};",
         f"GRANT {anon}, {authn} TO {authr};",

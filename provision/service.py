@@ -57,7 +57,7 @@ from .planner import Action, Plan, plan, unified_diff
 from .render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
-from .secrets import generate_missing
+from .secrets import Secret, generate_missing
 from .shell import ShellCommand
 from .state import ProjectRecord, StateStore, utc_now
 
@@ -416,6 +416,9 @@ class Provisioner:
                decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
         """Apply and wait; on failure roll an update of a running stack back, or remove a failed create."""
         rollback_to = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
+        wanted = roles.Roles.of(target.spec.variables)
+        prepared = replace(prepared, roles_sql=Secret(roles.ensure_sql(
+            wanted, str(target.spec.variables["db_name"]), prepared.secrets, record.db_volume or DEFAULT_DB_VOLUME)))
         try:
             handle = self.backend.apply(target, observed, stack, prepared, decision)
             record = self._write(record.evolve(handle=handle.to_dict()), record)

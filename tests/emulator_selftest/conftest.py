@@ -50,8 +50,9 @@ def b64(text: str) -> str:
 
 @pytest.fixture
 def emu() -> Iterator[CoolifyEmulator]:
-    """A pure-mode emulator with a root token and a short action delay."""
-    with CoolifyEmulator(token=TOKEN, action_delay=0.05) as emulator:
+    """A pure-mode emulator with a root token and a short action delay; its rate limit is lifted (tests that
+    watch a status change poll it every 10 ms; test_rate_limit.py sets its own)."""
+    with CoolifyEmulator(token=TOKEN, action_delay=0.05, rate_limit=100_000) as emulator:
         yield emulator
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -92,7 +93,8 @@ def _short(body: object) -> str:
 class FakePsql:
     """The db container's psql for the pure-mode emulator's tasks: reads the SQL out of the backend's task
     commands (one `echo <base64>|base64 -d|psql`, or gzip+base64 chunks written to /tmp/provision.<tag> and then
-    run: backend.sql_task_commands), remembers the verifier an ALTER ROLE sets and shows it back."""
+    run: backend.sql_task_commands; or the container's PROVISION_ROLES, when its sha256 is the one the command
+    names: backend.roles_env_command), remembers the verifier an ALTER ROLE sets and shows it back."""
 
     def __init__(self) -> None:
         self.verifiers: dict[str, str] = {}
@@ -104,7 +106,14 @@ class FakePsql:
         sql = ""
         single = re.search(r"echo (\S+) ?\| ?base64 -d ?\| ?psql", command)
         joined = re.match(r"D=(/tmp/provision\.[0-9a-f]+);", command)
-        if single:
+        from_env = re.match(r'E=\$PROVISION_ROLES;\[ "\$\(echo "\$E"\|sha256sum\|cut -c1-32\)" = ([0-9a-f]{32}) \]', command)
+        if from_env:  # the environment the db container started with
+            payload = (svc.deployed_envs or {}).get("PROVISION_ROLES") or ""
+            if hashlib.sha256((payload + "\n").encode()).hexdigest()[:32] != from_env.group(1):
+                return 96, "PROVISION_STALE_ENV"
+            script = gzip.decompress(base64.b64decode(payload)).decode()
+            sql = script.split("\n", 1)[1].rsplit("\n", 2)[0]
+        elif single:
             sql = base64.b64decode(single.group(1)).decode()
         elif joined:
             parts = self.chunks.pop(joined.group(1), {})

@@ -18,7 +18,12 @@ import pytest
 
 from provision import database, roles
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
-from provision.backends.coolify.backend import TASK_COMMAND_MAX, sql_task_commands
+from provision.backends.coolify.backend import (
+    ROLES_ENV,
+    TASK_COMMAND_MAX,
+    roles_env_payload,
+    sql_task_commands,
+)
 from provision.config import EnvConfig
 from provision.errors import NotSupported, ProvisionError
 from provision.secrets import Secret
@@ -37,7 +42,7 @@ def _bin(tmp_path: Path, *, psql: bool) -> Path:
     arguments and stdin under $CAPTURE and prints `psql-ok`."""
     directory = tmp_path / ("db-bin" if psql else "api-bin")
     directory.mkdir()
-    for tool in ("sh", "cat", "base64", "gunzip", "gzip", "rm", "mkdir"):
+    for tool in ("sh", "cat", "base64", "gunzip", "gzip", "rm", "mkdir", "sha256sum", "cut"):
         found = shutil.which(tool)
         assert found, tool
         (directory / tool).symlink_to(found)
@@ -62,6 +67,7 @@ class TaskCoolify(FakeCoolify):
         self.runs: dict[str, list[dict[str, Any]]] = {}
         self.commands: list[str] = []
         self.names: list[str] = []
+        self.environment: dict[str, str] = {}  # the db container's own variables (PROVISION_ROLES)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path.removeprefix("/api/v1")
@@ -101,7 +107,7 @@ class TaskCoolify(FakeCoolify):
 
     def run(self, command: str) -> tuple[int, str]:
         environ = {"PATH": str(self.path), "CAPTURE": str(self.capture), "POSTGRES_USER": "provision_admin",
-                   "POSTGRES_DB": "app", "LC_ALL": "C"}
+                   "POSTGRES_DB": "app", "LC_ALL": "C", **self.environment}
         done = subprocess.run(["/bin/sh", "-c", command], env=environ, stdout=subprocess.PIPE,  # noqa: S603
                               stderr=subprocess.STDOUT, text=True, timeout=30, check=False)
         return done.returncode, done.stdout.strip()
@@ -166,7 +172,7 @@ def test_run_sql_through_the_api_runs_each_command_in_order_with_one_task(db: Ta
         db.requests.clear()
         db.commands.clear()
         before = _leftovers()
-        output = backend.run_sql(target(config), existing(), sql, user=user, purpose="roles")
+        output = backend.run_sql(target(config), existing(), sql, user=user, purpose="sql")
         assert output == "psql-ok"  # PROVISION_RC=0 taken off
         received, args = _received(db)
         assert received in (sql, sql + "\n")
@@ -181,9 +187,48 @@ def test_run_sql_through_the_api_runs_each_command_in_order_with_one_task(db: Ta
         executes = [r for r in tasks if r[1].endswith("/execute")]
         assert len(creates) == 1 and len(patches) == len(db.commands) - 1 == len(executes) - 1
         assert tasks[-1] == ("DELETE", f"{TASKS}/T")
-    assert db.names[-1] == "provision-shop-dev-roles"  # what Coolify's TaskFailed notification names
+    assert db.names[-1] == "provision-shop-dev-sql"  # what Coolify's TaskFailed notification names
     assert len(db.commands) == 1  # SELECT 1 fits one command
     assert versions == 1  # asked once per instance, before its first task
+
+
+def test_the_roles_run_from_the_containers_copy_in_one_command(db: TaskCoolify,
+                                                               config: EnvConfig) -> None:  # noqa: F811
+    sql = _role_sql()
+    db.environment[ROLES_ENV] = roles_env_payload(sql, "provision_admin")
+    output = _backend(db, config).run_sql(target(config), existing(), sql, user="provision_admin", purpose="roles")
+    assert output == "psql-ok"
+    received, args = _received(db)
+    assert received in (sql, sql + "\n") and args[args.index("-U") + 1] == "provision_admin"
+    tasks = [r for r in db.requests if r[1].startswith(TASKS)]
+    assert tasks == [("POST", TASKS), ("POST", f"{TASKS}/T/execute"), ("GET", f"{TASKS}/T/executions"),
+                     ("DELETE", f"{TASKS}/T")]
+    assert len(db.commands) == 1 and len(db.commands[0]) <= TASK_COMMAND_MAX
+
+
+@pytest.mark.parametrize("held", ["", "older", "other-user"])
+def test_a_stale_or_missing_copy_runs_nothing_and_the_sql_is_sent_instead(held: str, db: TaskCoolify,
+                                                                          config: EnvConfig) -> None:  # noqa: F811
+    sql = _role_sql()
+    if held == "older":
+        db.environment[ROLES_ENV] = roles_env_payload(sql.replace("COMMIT;", "SELECT 1;\nCOMMIT;"), "provision_admin")
+    elif held == "other-user":
+        db.environment[ROLES_ENV] = roles_env_payload(sql, "app")
+    output = _backend(db, config).run_sql(target(config), existing(), sql, user="provision_admin", purpose="roles")
+    assert output == "psql-ok"
+    received, _ = _received(db)
+    assert received in (sql, sql + "\n")  # the sent one, not the container's
+    assert db.commands[0].startswith(f"E=${ROLES_ENV};") and len(db.commands) > 2
+
+
+def test_the_roles_sql_is_the_same_for_the_same_inputs() -> None:
+    assert _role_sql() == _role_sql()  # so the container's copy can be compared with it
+    wanted = roles.Roles.of({"db_user": "app"})
+    one = {name: Secret("p" * 48) for name in ("DB_PASSWORD", "AUTHENTICATOR_PASSWORD", "DB_ADMIN_PASSWORD")}
+    other = {**one, "DB_ADMIN_PASSWORD": Secret("o" * 48)}
+    first, second = roles.ensure_sql(wanted, "app", one), roles.ensure_sql(wanted, "app", other)
+    salts = {re.findall(r"SCRAM-SHA-256\$4096:([^$]+)\$", text)[0] for text in (first, second)}
+    assert len(salts) == 2  # a salt no other project shares (derived from its own admin password)
 
 
 def test_the_roles_sql_takes_few_tasks(config: EnvConfig) -> None:  # noqa: F811

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import gzip
+import hashlib
 import re
 import secrets
 import shutil
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ... import interrupts
+from ... import interrupts, roles
 from ...commands import SubprocessRunner
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
@@ -97,6 +98,10 @@ TASK_NAME_MAX = 255  # `name`: required|string|max:255 (ScheduledTasksController
 # refuses any container without psql, i.e. the api's
 _PSQL_GUARD = "command -v psql>/dev/null||{ echo PROVISION_WRONG_CONTAINER;exit 97;};"
 _RC = "rc=$?;echo PROVISION_RC=$rc;exit $rc"
+# The db container's copy of the script that makes the roles (the template's db environment references it):
+# the roles task is then one short command, not the dozen a 5 KB script takes in 255-character pieces
+ROLES_ENV = "PROVISION_ROLES"
+_STALE_ENV = "PROVISION_STALE_ENV"
 # project shared variables (the run lock: routes/api.php:99-102) and POST .../scheduled-tasks/{task}/execute
 # (:421) first appear in v4.3.0 (routes/api.php at tags v4.2.0 and v4.3.0)
 MIN_COOLIFY_VERSION = (4, 3, 0)
@@ -716,9 +721,20 @@ class CoolifyBackend:
         refs = observed.handle if isinstance(observed.handle, Refs) else None
         if refs is None or refs.service_uuid is None or not observed.exists:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
-        commands = sql_task_commands(sql, user, secrets.token_hex(5))
         name = f"provision-{target.project}-{target.env}-{purpose}"[:TASK_NAME_MAX]
-        output = self._run_task(refs.service_uuid, "db", commands, timeout=timeout, name=name)
+        output = None
+        if purpose == "roles" and user is not None:
+            # the container's PROVISION_ROLES runs only when it is this very script (a container started before
+            # the secrets last changed holds an older one): else the script is sent in pieces
+            try:
+                output = self._run_task(refs.service_uuid, "db", [roles_env_command(roles_env_payload(sql, user))],
+                                        timeout=timeout, name=name)
+            except ProvisionError as exc:
+                if _STALE_ENV not in str(exc) or isinstance(exc, HealthTimeout):
+                    raise
+        if output is None:
+            commands = sql_task_commands(sql, user, secrets.token_hex(5))
+            output = self._run_task(refs.service_uuid, "db", commands, timeout=timeout, name=name)
         return "\n".join(line for line in output.splitlines() if not line.startswith("PROVISION_RC="))
 
     def _run_task(self, uuid: str, container: str, commands: Sequence[str], *, timeout: float, name: str) -> str:
@@ -831,6 +847,9 @@ class CoolifyBackend:
             {"key": key, "value": value.reveal(), "is_literal": True}
             for key, value in sorted(prepared.secrets.items())
         ]
+        if prepared.roles_sql is not None:
+            data.append({"key": ROLES_ENV, "value": roles_env_payload(prepared.roles_sql.reveal(), roles.ADMIN),
+                         "is_literal": True})
         self.client.request("PATCH", f"/services/{refs.service_uuid}/envs/bulk", body={"data": data})
 
     def _action(self, refs: Refs, verb: str, *, was_up: bool = False, running: Collection[str] | None = None,
@@ -1649,6 +1668,32 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+def _psql_script(sql: str, user: str | None, tag: str) -> str:
+    """A shell script running `sql` with psql as `user` (the SQL in a quoted here-document)."""
+    delimiter = f"PROVISION_SQL_{tag}"
+    while delimiter in sql.splitlines():
+        delimiter += "_"
+    return f"{psql_in_container(user)} <<'{delimiter}'\n{sql}\n{delimiter}\n"
+
+
+def _packed(script: str) -> str:
+    return base64.b64encode(gzip.compress(script.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def roles_env_payload(sql: str, user: str) -> str:
+    """What PROVISION_ROLES holds: a psql script running `sql` as `user`, gzip-compressed and base64-encoded
+    (one line of [A-Za-z0-9+/=]: nothing in it for a .env file or a shell to interpret)."""
+    return _packed(_psql_script(sql, user, "ROLES"))
+
+
+def roles_env_command(payload: str) -> str:
+    """One task command (at most TASK_COMMAND_MAX characters) that runs the container's PROVISION_ROLES when
+    it is `payload` (its sha256 compared), and otherwise fails at once, naming _STALE_ENV, having run nothing."""
+    digest = hashlib.sha256((payload + "\n").encode()).hexdigest()[:32]
+    return (f'E=${ROLES_ENV};[ "$(echo "$E"|sha256sum|cut -c1-32)" = {digest} ]||{{ echo {_STALE_ENV};exit 96;}};'
+            f'echo "$E"|base64 -d|gunzip|sh;{_RC}')
+
+
 def sql_task_commands(sql: str, user: str | None, tag: str) -> list[str]:
     """Shell commands, each at most TASK_COMMAND_MAX characters, that run `sql` (any text) with psql as `user` in
     the db container when run in order as scheduled tasks; the last prints psql's output and PROVISION_RC=<exit>.
@@ -1665,11 +1710,7 @@ def sql_task_commands(sql: str, user: str | None, tag: str) -> list[str]:
     single = f"{_PSQL_GUARD}echo {_b64(sql)}|base64 -d|{psql};{_RC}"
     if len(single) <= TASK_COMMAND_MAX:
         return [single]
-    delimiter = f"PROVISION_SQL_{tag}"
-    while delimiter in sql.splitlines():
-        delimiter += "_"
-    script = f"{psql} <<'{delimiter}'\n{sql}\n{delimiter}\n"
-    payload = base64.b64encode(gzip.compress(script.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+    payload = _packed(_psql_script(sql, user, tag))
     directory = f"/tmp/provision.{tag}"
     run = (f"D={directory};{_PSQL_GUARD}cat $D/[0-9]*|base64 -d|gunzip>$D/s&&sh $D/s;rc=$?;rm -rf $D;"
            f"echo PROVISION_RC=$rc;exit $rc")
