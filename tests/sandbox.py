@@ -27,6 +27,10 @@ class CLIResult:
         return json.loads(self.stdout)
 
 
+# the host ports the sandboxes lease: PROVISION_TEST_PORTS=lo-hi gives a second run on the same engine its own
+PORTS = tuple(int(p) for p in os.environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+
+
 @dataclass
 class Sandbox:
     """A project root (tasks.py, templates/, envs/<env>.yml) with its own state dir and a unique env name."""
@@ -46,7 +50,7 @@ class Sandbox:
         images = images or self.images
         lines = ["backend: local", "images:", f"  db: {images['db']}", f"  api: {images['api']}"]
         lines += ["projects:", *(f"  - name: {p}" for p in projects)] if projects else ["projects: []"]
-        lines += ["health:", f"  timeout: {timeout}", "local:", "  port_range: [32000, 32999]"]
+        lines += ["health:", f"  timeout: {timeout}", "local:", f"  port_range: [{PORTS[0]}, {PORTS[1]}]"]
         self.write_env_text("\n".join(lines) + "\n" + extra, name=name)
 
     def write_env_text(self, text: str, *, name: str | None = None) -> None:
