@@ -49,13 +49,13 @@ def test_a_fresh_provision_takes_ten_requests_and_goes_to_the_remembered_server(
     sandbox.cli("provision", "--project=blog")
     sent = [m for m in methods(emulator) if not m.startswith("GET /services/")]  # less the wait's status polls
     # lock included (POST and DELETE of its variable) and GET /version (once, before the lock); the rest is the
-    # one-off task that makes the database's roles (docs/security.md): its SQL is several KB and a task command
-    # at most 255 characters, so one task (POST) runs each chunk's command (PATCH, POST execute) and is deleted
-    tasks = [r for r in sent if "/scheduled-tasks" in r]
-    executes = sum(r.endswith("/execute") for r in tasks)
-    assert len(tasks) == 2 * executes + 1 and executes <= 12, tasks  # 23 today: 11 commands
-    assert len(sent) - len(tasks) <= 10 and sent.count("GET /version") == 1 and "GET /servers" not in sent, sent
-    assert len(sent) <= 35, sent  # 33 today (and one status poll of the runs per command, not counted here)
+    # one-off task that makes the database's roles (docs/security.md): one command runs the script the db
+    # container holds in PROVISION_ROLES (set with the secrets), so POST, POST execute, DELETE
+    tasks = [r for r in sent if "/scheduled-tasks" in r and not r.startswith("GET ")]
+    assert len(tasks) == 3 and tasks[1].endswith("/execute") and tasks[2].startswith("DELETE"), tasks
+    assert not any(r.startswith("PATCH") and "/scheduled-tasks/" in r for r in sent), sent  # sent in no pieces
+    assert len(sent) - len(tasks) - sum("/executions" in r for r in sent) <= 10, sent
+    assert sent.count("GET /version") == 1 and "GET /servers" not in sent, sent
     assert [r for r in sent if "/envs" in r and locks["uuid"] in r] == [
         f"POST /projects/{locks['uuid']}/envs", f"DELETE /projects/{locks['uuid']}/envs/2"]  # the 2nd lock taken
 

@@ -173,6 +173,9 @@ def fake_database(emulator: CoolifyEmulator, where: Path) -> Callable[[str], str
     psql = bin_dir / "psql"
     psql.write_text(FAKE_PSQL.replace("#!PYTHON", f"#!{sys.executable}"))
     psql.chmod(0o755)
+    ready = bin_dir / "pg_isready"  # the lasting server answers on 127.0.0.1
+    ready.write_text("#!/bin/sh\nexit 0\n")
+    ready.chmod(0o755)
 
     def run(service: object, container: str, command: str) -> tuple[int, str]:
         environ = {"PATH": f"{bin_dir}:/usr/bin:/bin", "FAKE_PG_STATE": str(where / f"{service.uuid}.json"),

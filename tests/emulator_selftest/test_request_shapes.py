@@ -112,13 +112,13 @@ class FakePsql:
             if hashlib.sha256((payload + "\n").encode()).hexdigest()[:32] != from_env.group(1):
                 return 96, "PROVISION_STALE_ENV"
             script = gzip.decompress(base64.b64decode(payload)).decode()
-            sql = script.split("\n", 1)[1].rsplit("\n", 2)[0]
+            sql = script.split("<<'", 1)[1].split("\n", 1)[1].rsplit("\n", 2)[0]
         elif single:
             sql = base64.b64decode(single.group(1)).decode()
         elif joined:
             parts = self.chunks.pop(joined.group(1), {})
             script = gzip.decompress(base64.b64decode("".join(parts[k] for k in sorted(parts)))).decode()
-            sql = script.split("\n", 1)[1].rsplit("\n", 2)[0]  # the here-document's body
+            sql = script.split("<<'", 1)[1].split("\n", 1)[1].rsplit("\n", 2)[0]  # the here-document's body
         else:
             return 0, ""  # a chunk written
         for role, verifier in re.findall(r"ROLE \"?(\w+)\"? (?:WITH [^;]*?)?PASSWORD '([^']+)'", sql):

@@ -1668,12 +1668,18 @@ def _b64(text: str) -> str:
     return base64.b64encode(text.encode("utf-8")).decode("ascii")
 
 
+# Up to 60 s for the server the container keeps: on a first start the image's entrypoint runs a temporary one on
+# the socket only (listen_addresses='') and stops it when initdb is done, cutting off whoever connected to it
+_AWAIT_SERVER = "i=0;until pg_isready -q -h 127.0.0.1||[ $i -ge 120 ];do i=$((i+1));sleep 0.5;done\n"
+
+
 def _psql_script(sql: str, user: str | None, tag: str) -> str:
-    """A shell script running `sql` with psql as `user` (the SQL in a quoted here-document)."""
+    """A shell script that waits for the container's lasting server, then runs `sql` with psql as `user` (the
+    SQL in a quoted here-document)."""
     delimiter = f"PROVISION_SQL_{tag}"
     while delimiter in sql.splitlines():
         delimiter += "_"
-    return f"{psql_in_container(user)} <<'{delimiter}'\n{sql}\n{delimiter}\n"
+    return f"{_AWAIT_SERVER}{psql_in_container(user)} <<'{delimiter}'\n{sql}\n{delimiter}\n"
 
 
 def _packed(script: str) -> str:
