@@ -14,12 +14,21 @@ from collections.abc import Sequence
 
 DEFAULT_PROGRAM = "provision"
 _program = DEFAULT_PROGRAM
+_http = False
+_CONTROL = ("start", "stop", "restart")
 
 
 def use_program(name: str) -> None:
     """Every later `command` starts with `name` (a shell-quoted command prefix, e.g. `python3 -m provision`)."""
     global _program
     _program = name
+
+
+def use_http(enabled: bool = True) -> None:
+    """Hints in this process go to HTTP callers (`serve`): a task the API also does is named as its request
+    (`POST /v1/projects {"name": "shop"}`); the others stay commands for the server's operator."""
+    global _http
+    _http = enabled
 
 
 def program() -> str:
@@ -51,7 +60,11 @@ def _short(path: str) -> str:
 
 def command(task: str, *flags: str, **options: str | int | bool) -> str:
     """`<program> <task> --option=value ... <flags>` in backquotes, every word shell-quoted: a command that works
-    when pasted. Options: keyword names with underscores become dashed flags; True gives a bare flag."""
+    when pasted. Options: keyword names with underscores become dashed flags; True gives a bare flag. Under
+    `use_http`, the API's request instead where the API does the same for one project."""
+    request = _request(task, flags, options) if _http else None
+    if request is not None:
+        return f"`{request}`"
     words = [task]
     for name, value in options.items():
         flag = "--" + name.rstrip("_").replace("_", "-")
@@ -61,3 +74,17 @@ def command(task: str, *flags: str, **options: str | int | bool) -> str:
             words.append(f"{flag}={shlex.quote(str(value))}")
     words.extend(flags)
     return f"`{_program} {' '.join(words)}`"
+
+
+def _request(task: str, flags: Sequence[str], options: dict[str, str | int | bool]) -> str | None:
+    """The HTTP API's request doing `task` for one project (the server's env), or None when it has none."""
+    project = options.get("project")
+    if not isinstance(project, str) or set(options) - {"env", "project", "create"}:
+        return None
+    if task == "provision" and not flags:
+        return f'POST /v1/projects {{"name": "{project}"}}'
+    if task in _CONTROL and not flags:
+        return f"POST /v1/projects/{project}/{task}"
+    if task == "destroy" and set(flags) <= {"--delete-data", "--yes"}:
+        return f"DELETE /v1/projects/{project}" + ("?delete_data=true" if "--delete-data" in flags else "")
+    return None

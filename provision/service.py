@@ -154,9 +154,11 @@ class Provisioner:
             return target
         if project in self._observe_env():
             return target
+        hint = names.did_you_mean(project, [p.name for p in self.config.projects])
         raise ProjectNotFound(
             f"project {project!r} is not declared in {self.config.relpath} and was never provisioned in env "
-            f"{self.env!r}: check the name, or run {hints.command('provision', env=self.env, project=project)}"
+            f"{self.env!r}: {hint}check the name, or create it: "
+            f"{hints.command('provision', env=self.env, project=project, create=True)}"
         )
 
     def _handle(self, record: ProjectRecord | None) -> Handle | None:
@@ -881,7 +883,8 @@ class Provisioner:
         if result.api_url is None and result.db_url is None:
             raise ProjectNotFound(
                 f"{project!r} has not been provisioned in env {self.env!r}: "
-                f"run {hints.command('provision', env=self.env, project=project)} first"
+                f"run {hints.command('provision', env=self.env, project=project, create=not target.spec.declared)} "
+                f"first"
             )
         return result
 

@@ -50,6 +50,9 @@ def _value(node: ast.expr) -> str | bool:
     """A literal as written, anything computed (an env, a project name, an image) as a sample value."""
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, bool)):
         return node.value
+    if isinstance(node, (ast.UnaryOp, ast.Compare, ast.BoolOp)) and not isinstance(node, ast.UnaryOp) or \
+            isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return True  # a condition: the flag given
     if isinstance(node, ast.JoinedStr):
         return "".join(str(v.value) if isinstance(v, ast.Constant) else "x-1" for v in node.values)
     return "sample-value"
@@ -216,8 +219,25 @@ def test_a_hint_names_the_program_as_typed_and_works_when_pasted(project: Path) 
     assert result.returncode == 2
     found = re.search(r"`([^`]+)`", result.stderr)
     assert found is not None, result.stderr
-    command = found.group(1)
-    assert command == f"{hints.invoked_as([sys.executable, '-m', 'provision'], '')} provision --env=dev --project=ghost"
-    pasted = subprocess.run(shlex.split(command), cwd=project, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)},
-                            capture_output=True, text=True, timeout=60, check=False)
-    assert pasted.returncode == 2 and "--create" in pasted.stderr, pasted.stderr  # parsed, and the project refused
+    program = hints.invoked_as([sys.executable, "-m", "provision"], "")
+    assert found.group(1) == f"{program} provision --env=dev --project=ghost --create"  # what makes it
+    hints.use_program(program)
+    try:
+        _parse(found.group(0))
+    finally:
+        hints.use_program(hints.DEFAULT_PROGRAM)
+    typo = _program("outputs", "--env=dev", "--project=shpo", cwd=project)
+    assert typo.returncode == 2 and "did you mean 'shop'" in typo.stderr
+
+
+def test_http_callers_are_named_the_request_the_api_does_it_with() -> None:
+    hints.use_http()
+    try:
+        assert hints.command("provision", env="dev", project="ghost", create=True) == \
+            '`POST /v1/projects {"name": "ghost"}`'
+        assert hints.command("start", env="dev", project="shop") == "`POST /v1/projects/shop/start`"
+        assert hints.command("destroy", "--delete-data", "--yes", env="dev", project="shop") == \
+            "`DELETE /v1/projects/shop?delete_data=true`"
+        assert hints.command("lock", env="dev") == "`provision lock --env=dev`"  # the operator's, on the server
+    finally:
+        hints.use_http(False)
