@@ -8,6 +8,7 @@ import difflib
 import inspect
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from invoke.collection import Collection
@@ -150,8 +151,8 @@ class ProvisionProgram(Program):
         print("Options:\n")
         self.print_columns(self.initial_context.help_tuples())
         shorts = ", ".join(f"-{short} --{name}" for name, short in cli.SHORT_FLAGS.items())
-        print(f"Short flags, the same in every task that has the flag: {shorts}.")
-        print(f"`{hints.program()} --help <task>` shows a task's options.")
+        print(textwrap.fill(f"Short flags, the same in every task that has the flag: {shorts}. "
+                            f"`{hints.program()} --help <task>` shows a task's options.", width=80))
 
     def list_tasks(self) -> None:
         collection: Collection = self.collection
