@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.parser.argument import Argument
+from invoke.tasks import Task
+from invoke.tasks import task as invoke_task
+
+from provision import hints
 
 if TYPE_CHECKING:
     from provision.model import ControlVerb
@@ -30,6 +36,43 @@ if TYPE_CHECKING:
 
 ROOT_VARIABLE = "PROVISION_ROOT"
 
+#: The short flags, chosen once: a letter means the same flag in every task that has it, and none of them is
+#: -h (help), -V (version) or -l (list). Every other flag is long only.
+SHORT_FLAGS = {"env": "e", "project": "p", "json": "j", "quiet": "q", "yes": "y", "all": "a"}
+RESERVED_SHORT_FLAGS = frozenset("hVl")
+
+
+class ProvisionTask(Task[Any]):
+    """A task whose short flags are SHORT_FLAGS' (never generated), and whose list flags (--set) refuse to be
+    given without a value, as every other flag that takes one does."""
+
+    def __init__(self, body: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(body, **{**kwargs, "auto_shortflags": False})
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        short = SHORT_FLAGS.get(name.rstrip("_"))
+        if short is not None:
+            opts["names"] = [*opts["names"], short]
+        return opts
+
+    def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
+        kept = dict(self.help)  # invoke pops the help it uses: keep it for the next parser (completion, tests)
+        try:
+            arguments = super().get_arguments(ignore_unknown_help=ignore_unknown_help)
+        finally:
+            self.help = kept
+        for argument in arguments:
+            if argument.kind is list:
+                argument.raw_value = None  # the parser's "needed value and was not given one" then applies
+        return arguments
+
+
+def task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], ProvisionTask]:
+    """invoke's @task making a ProvisionTask."""
+    made: Callable[[Callable[..., Any]], ProvisionTask] = invoke_task(*args, klass=ProvisionTask, **kwargs)
+    return made
+
 
 def _root(*, for_init: bool = False) -> Path:
     """The project directory: --root (PROVISION_ROOT), else the nearest directory from here upward that has
@@ -38,8 +81,8 @@ def _root(*, for_init: bool = False) -> Path:
     if explicit:
         root = Path(explicit).resolve()
         if not for_init and not (root / "envs").is_dir():
-            raise Exit(f"error: --root {root} ({ROOT_VARIABLE}) has no envs/ directory: run `provision --root={root} "
-                       f"init` to make it a provision project", code=2)
+            raise Exit(f"error: --root {root} ({ROOT_VARIABLE}) has no envs/ directory: `cd {shlex.quote(str(root))} && "
+                       f"{hints.command('init')[1:]} makes it a provision project", code=2)
         return root
     here = Path.cwd().resolve()
     for candidate in (here, *here.parents):
@@ -47,8 +90,8 @@ def _root(*, for_init: bool = False) -> Path:
             return candidate
     if for_init:
         return here
-    raise Exit(f"error: no envs/ directory in {here} or above it: run `provision init` to make this directory a "
-               f"provision project, or pass --root=PATH", code=2)
+    raise Exit(f"error: no envs/ directory in {here} or above it: run {hints.command('init')} to make this directory "
+               f"a provision project, or name the project directory ({ROOT_VARIABLE}=PATH)", code=2)
 
 
 ENV_HELP = "Environment: reads envs/<env>.yml (required)"
@@ -56,20 +99,49 @@ PROJECT_HELP = "Project name (lowercase letters, digits, hyphens)"
 LOCK_HELP = "Seconds to wait for another run on the same project (default 600)"
 SET_HELP = "Override a key of the env file for this run, e.g. --set images.api=registry/api:1.4.2 (repeatable)"
 HOOKS_HELP = "Do not run the executables in hooks/"
-QUIET_HELP = "Print errors only: no banner, progress or summary (data on stdout stays)"
+QUIET_HELP = "Print errors only (and the JSON of --json): no banner, progress, table or message"
 NO_COLOR_HELP = "Plain progress lines, no colour or live display (as when NO_COLOR is set)"
+
+
+class _HeldBanners:
+    """A reporter whose banners (`[Provisioning] Using ...`) wait for the first progress line, or for the end
+    of a command that did not fail with a usage error (exit 2): no banner comes before a usage error."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+
+    def banner(self, text: str) -> None:
+        with self.lock:
+            self.pending.append(text)
+
+    def flush(self) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, []
+        for text in pending:
+            self.inner.banner(text)
+
+    def step(self, project: str, text: str) -> None:
+        self.flush()
+        self.inner.step(project, text)
+
+    def warn(self, text: str) -> None:
+        self.flush()
+        self.inner.warn(text)
 
 
 @contextmanager
 def _session(*, live: bool = True, failure_code: int | None = None, quiet: bool = False, color: bool = True,
-             read_only: bool = False) -> Iterator[Reporter]:
+             read_only: bool = False, hold_banners: bool = True) -> Iterator[Reporter]:
     """A progress reporter on stderr; library errors and interrupts become a non-zero exit, and so does
     anything unexpected (a bug): `error: unexpected ... (incident ID)`, never a traceback. The exit code is
     the error's (ProvisionError.exit_code), or `failure_code` for every error (plan --detailed-exitcode: 1).
 
     The live display (colour, spinners, a hidden cursor) only for a changing command on a terminal without
     --no-color or NO_COLOR; plain lines otherwise; nothing but errors with --quiet; read-only commands
-    print no banner."""
+    print no banner, and no banner comes before a usage error (`hold_banners`: False for `serve`, whose banner
+    says where it listens)."""
     from provision import incidents, interrupts
     from provision.errors import ProvisionError
     from provision.report import NullReporter, StreamReporter, for_stream
@@ -85,13 +157,23 @@ def _session(*, live: bool = True, failure_code: int | None = None, quiet: bool 
         reporter = for_stream(sys.stderr)
     try:
         with reporter as active:
-            yield active
+            held = _HeldBanners(active) if hold_banners else None
+            try:
+                yield held or active
+            except ProvisionError as exc:
+                if held is not None and (failure_code or exc.exit_code) != 2:
+                    held.flush()
+                raise
+            if held is not None:
+                held.flush()
     except (KeyboardInterrupt, interrupts.Interrupted):
         raise Exit("interrupted: nothing is left locked; run the same command again to finish", code=130) from None
     except ProvisionError as exc:
         raise Exit(f"error: {exc}", code=failure_code or exc.exit_code) from exc
     except Exit:
         raise
+    except BrokenPipeError:
+        closed_pipe()
     except Exception as exc:
         from provision.state import default_state_dir
 
@@ -151,15 +233,34 @@ def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | s
 
 
 def _exit_if_failed(summary: RunSummary) -> None:
-    """Exit 1 naming each project that failed (those skipped after it are in the summary)."""
+    """Exit naming each project that failed (those skipped after it are in the summary): with the failures'
+    exit code when they share one (4 for a lock held past --lock-timeout, as for a single project), else 1."""
     if not summary.ok:
         failed = [r for r in summary.results if r.error and r.status != "skipped"]
-        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=1)
+        codes = {r.error_code or 1 for r in failed}
+        raise Exit("\n".join(f"error: {r.project}: {r.error}" for r in failed), code=codes.pop() if len(codes) == 1 else 1)
 
 
 def _print(text: str) -> None:
-    sys.stdout.write(text.rstrip("\n") + "\n")
-    sys.stdout.flush()
+    """`text` on stdout; when its reader has left (`| head -1`), the command ends quietly with exit 0."""
+    try:
+        sys.stdout.write(text.rstrip("\n") + "\n")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        closed_pipe()
+
+
+def closed_pipe() -> NoReturn:
+    """stdout's reader left: end with exit 0, quietly."""
+    silence_stdout()
+    raise Exit(code=0)
+
+
+def silence_stdout() -> None:
+    """Point stdout at /dev/null, so that nothing complains of the closed pipe at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @task(
@@ -188,12 +289,12 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
     """Create or update projects' stacks and wait until they answer; summary on stderr, JSON with --json."""
     from provision import output
 
+    workers = int(_number("parallel", parallel, minimum=1))
     with _session(quiet=quiet, color=not no_color) as reporter:
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, sets=set_, skip_hooks=skip_hooks)
         projects = [project] if project is not None else [p.name for p in provisioner.config.projects]
         if not projects and not prune:
             raise Exit(f"error: {provisioner.config.relpath} declares no projects: pass --project=NAME", code=2)
-        workers = int(_number("parallel", parallel, minimum=1))
         summary = provisioner.provision_many(projects, keep_going=keep_going, parallel=workers, create=create)
         if prune:
             summary = summary.extended(provisioner.prune(yes=yes))
@@ -305,8 +406,9 @@ def _fleet(env: str | None, project: str | None, all_: bool, parallel: str, keep
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
         if project is not None:
             result = operation(provisioner, project)
-            _print(output.to_json(result.to_dict()) if json else
-                   output.table([result], ("project", "status", "changed", "api_url", "db_url")))
+            if json or not quiet:
+                _print(output.to_json(result.to_dict()) if json else
+                       output.table([result], ("project", "status", "changed", "api_url", "db_url")))
             return
         summary = provisioner.run_many(provisioner.deployed(), lambda name: operation(provisioner, name),
                                        action=action, keep_going=keep_going, parallel=workers)
@@ -412,10 +514,15 @@ def psql(c: Context, env: str | None = None, project: str | None = None, command
 
 
 # --- data: backup, restore, clone, upgrade-db, rotate ---------------------------------------------------
-def _data_result(result: ProjectResult, json: bool, line: str, *, show_secrets: bool = False) -> None:
+def _data_result(result: ProjectResult, json: bool, line: str, *, show_secrets: bool = False,
+                 quiet: bool = False) -> None:
+    """The result as JSON (--json, even with --quiet), else `line` (not with --quiet: errors only)."""
     from provision import output
 
-    _print(output.to_json(result.to_dict(show_secrets=show_secrets)) if json else line)
+    if json:
+        _print(output.to_json(result.to_dict(show_secrets=show_secrets)))
+    elif not quiet:
+        _print(line)
 
 
 @task(help={"env": ENV_HELP, "project": "The project (or --all)", "all": "Every declared project",
@@ -440,14 +547,14 @@ def backup(c: Context, env: str | None = None, project: str | None = None, all: 
         provisioner = _provisioner(env, reporter, lock_timeout=lock_timeout)
         if project is not None:
             result = provisioner.data.backup(project, out=Path(out) if out else None, keep=kept)
-            _data_result(result, json, str(result.details["path"]))
+            _data_result(result, json, str(result.details["path"]), quiet=quiet)
             return
         names = [p.name for p in provisioner.config.projects]
         summary = provisioner.run_many(names, lambda name: provisioner.data.backup(name, keep=kept), action="backup",
                                        keep_going=keep_going, parallel=workers)
     if json:
         _print(output.summary_json(summary))
-    else:
+    elif not quiet:
         _print("\n".join(str(r.details.get("path", "")) for r in summary.results if r.error is None))
     _exit_if_failed(summary)
 
@@ -485,7 +592,7 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
     with _session(quiet=quiet) as reporter:
         result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes,
                                                                                     force=force)
-    _data_result(result, json, f"restored {result.details['restored_from']}")
+    _data_result(result, json, f"restored {result.details['restored_from']}", quiet=quiet)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",
@@ -510,7 +617,7 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
         result = Workspace(_root()).clone(_require_env(env), project, to=to, to_env=to_env,
                                           overrides=_overrides(set_), reporter=reporter, **options)
     db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
-    _data_result(result, json, f"API_URL={result.api_url}\nDB_URL={db_url}", show_secrets=show_secrets)
+    _data_result(result, json, f"API_URL={result.api_url}\nDB_URL={db_url}", show_secrets=show_secrets, quiet=quiet)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm (the project is stopped while it moves)",
@@ -533,7 +640,7 @@ def upgrade_db(c: Context, env: str | None = None, project: str | None = None, y
             result = data.rollback(project, yes=yes, backup=backup)
         else:
             result = data.upgrade(project, yes=yes)
-    _data_result(result, json, "\n".join(result.messages))
+    _data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "secret": "db_password or jwt_secret", "yes": "Confirm",
@@ -547,7 +654,7 @@ def rotate(c: Context, env: str | None = None, project: str | None = None, secre
         raise Exit("error: --secret is required: db_password or jwt_secret", code=2)
     with _session(quiet=quiet) as reporter:
         result = _provisioner(env, reporter, lock_timeout=lock_timeout).data.rotate(project, secret, yes=yes)
-    _data_result(result, json, "\n".join(result.messages))
+    _data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "to_server": "A server of coolify.servers to move to",
@@ -565,7 +672,7 @@ def move(c: Context, env: str | None = None, project: str | None = None, to_serv
     with _session(quiet=quiet) as reporter:
         data = _provisioner(env, reporter, lock_timeout=lock_timeout).data
         result = data.move_finalize(project, yes=yes) if finalize else data.move(project, str(to_server), yes=yes)
-    _data_result(result, json, "\n".join(result.messages))
+    _data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": PROJECT_HELP, "set": SET_HELP,
@@ -628,7 +735,7 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
         result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
     if json:
         _print(output.to_json(result.to_dict()))
-    else:
+    elif not quiet:
         _print(output.table([result], ("project", "status", "changed")))
 
 
@@ -717,8 +824,7 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
         _print(output.history_table(records))
 
 
-@task(auto_shortflags=False,  # -h stays --help
-      help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
+@task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
             "no_auth": "Run without PROVISION_API_TOKEN; allowed only on a loopback address",
             "workers": "How many creates run at once in the background (default 16)"})
 def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str = "8000",
@@ -735,7 +841,7 @@ def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str
 
     listen_port = int(_number("port", port, minimum=1, maximum=65535))
     background = int(_number("workers", workers, minimum=1, maximum=256))
-    with _session(live=False) as reporter:
+    with _session(live=False, hold_banners=False) as reporter:
         workspace = Workspace(_root())
         token = workspace.api_token(_require_env(env))
         provisioner = _provisioner(env, reporter)

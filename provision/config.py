@@ -18,7 +18,7 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import names
+from . import hints, names
 from .errors import ConfigError, InvalidName
 from .resources import DEFAULTS as DEFAULT_LIMITS
 from .resources import POSTGRES_SETTINGS, StackLimits, parse_size
@@ -405,7 +405,7 @@ def load_env(
                 f"{shown}: owner: missing: a Coolify env needs an owner id, which marks the resources this "
                 f"repository creates so that other checkouts' and teams' stacks on the same server are never "
                 f"touched. Add this line to {shown} and commit it (every clone must use the same value), or "
-                f"run `invoke init`, which adds the repository's owner id to every env file without one:\n"
+                f"run {hints.command('init')}, which adds the repository's owner id to every env file without one:\n"
                 f"owner: {new_owner_id()}"
             )
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from . import backups, database
+from . import backups, database, hints
 from .commands import Runner, SubprocessRunner
 from .errors import (
     BackupError,
@@ -106,7 +106,7 @@ class DataLifecycle:
         db = observed.services.get("db")
         if db is None or not db.running:
             raise ProvisionError(f"the db of {target.project!r} is not running in env {target.env!r}: run "
-                                 f"`provision start --env={target.env} --project={target.project}` first")
+                                 f"{hints.command('start', env=target.env, project=target.project)} first")
         return observed, self.service._prepare(target, observed, create=False)
 
     def _running_db(self, target: Target) -> tuple[Observed, Prepared, database.DbAccess]:
@@ -199,7 +199,7 @@ class DataLifecycle:
             found = self.listing(project)
             if not found:
                 raise DumpRefused(f"{project!r} in env {self.service.env!r} has no backup in {self.folder(project)}: "
-                                  f"run `provision backup --env={self.service.env} --project={project}` first")
+                                  f"run {hints.command('backup', env=self.service.env, project=project)} first")
             chosen = found[0]
         else:
             try:
@@ -249,7 +249,7 @@ class DataLifecycle:
                               f"which project it is of: {force}")
         if made_for != (project, self.service.env):
             raise DumpRefused(f"{chosen.path.name} is a dump of project {made_for[0]!r} in env {made_for[1]!r}, not "
-                              f"of {project!r} in env {self.service.env!r}: `provision clone` copies between "
+                              f"of {project!r} in env {self.service.env!r}: {hints.command('clone')} copies between "
                               f"projects; or {force}")
 
     def restore_into_new(self, project: str, chosen: backups.Backup) -> ProjectResult:
@@ -332,12 +332,12 @@ class DataLifecycle:
                 if kept["state"] != SWITCHING:
                     raise ProjectConflict(self._unfinished(target, kept) or (
                         f"{project!r} has kept data from an earlier upgrade ({kept['volume']}): finish that one first "
-                        f"with `{_command(target)} --finalize --yes`"
+                        f"with {_command(target, '--finalize', '--yes')}"
                         + (" (or --rollback --yes)" if kept["state"] == DONE else "")))
                 if target.config.images.db != kept["new_image"]:
                     raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "
                                           f"{service.config.relpath} names {target.config.images.db} now: "
-                                          f"`{_command(target)} --rollback --yes` undoes that upgrade (or name "
+                                          f"{_command(target, '--rollback', '--yes')} undoes that upgrade (or name "
                                           f"{kept['new_image']} again, and this finishes it)")
                 service.reporter.step(project, f"finishing the upgrade to PostgreSQL {kept['new_major']} that a run "
                                                f"left half done")
@@ -346,11 +346,11 @@ class DataLifecycle:
                 try:
                     majors = service.majors(target, record, strict=True)
                 except NotSupported as exc:
+                    copy = hints.command("clone", env=target.env, project=project, to=f"{project}-copy",
+                                         set=f"images.db={target.config.images.db}")
                     raise NotSupported(
                         f"{exc}, so {project!r} cannot be upgraded in place on the {service.backend.name} backend: "
-                        f"clone it onto the new image (`provision clone --env={target.env} --project={project} "
-                        f"--to=<new name> --set images.db={target.config.images.db}`), check the copy, then move your "
-                        f"clients to it") from None
+                        f"clone it onto the new image ({copy}), check the copy, then move your clients to it") from None
                 if record is None or majors is None or majors[0] == majors[1]:
                     message = (f"nothing to upgrade: the data directory and {target.config.images.db} are both "
                                f"PostgreSQL {majors[0]}" if majors else
@@ -363,7 +363,7 @@ class DataLifecycle:
         messages = [f"upgraded PostgreSQL {old_major} → {new_major}; row counts match ({len(made.row_counts or {})} "
                     f"tables)", f"the API was down {downtime:.1f} s",
                     f"the PostgreSQL {old_major} data is kept as it was in volume {kept['volume']} (and "
-                    f"{made.path.name}): `{_command(target)} --finalize --yes` deletes it, --rollback --yes returns to it"]
+                    f"{made.path.name}): {_command(target, '--finalize', '--yes')} deletes it, --rollback --yes returns to it"]
         return self._result(target, "upgrade-db", "running", op, messages, {
             "from_major": old_major, "to_major": new_major, "kept_volume": kept["volume"],
             "volume": service.backend.find_volume(target, str(kept["new_volume_key"])), "backup": str(made.path),
@@ -396,9 +396,9 @@ class DataLifecycle:
         record = service.record(target.project)
         if serving is None and record is not None and record.images.get("db") == kept["image"]:
             raise ProvisionError(f"the db of {target.project!r} is not running and the upgrade had not moved it yet: "
-                                 f"`provision start --env={target.env} --project={target.project}` and then "
-                                 f"`{_command(target)} --yes` finishes the upgrade (or `{_command(target)} --rollback "
-                                 f"--yes` undoes it)")
+                                 f"{hints.command('start', env=target.env, project=target.project)} and then "
+                                 f"{_command(target, '--yes')} finishes the upgrade (or {_command(target, '--rollback', '--yes')} "
+                                 f"undoes it)")
         if serving != kept["major"]:
             return backups.read(Path(str(kept["backup"])))
         _, _, access = self._running_db(old_target)
@@ -437,8 +437,8 @@ class DataLifecycle:
                 raise
             except ProvisionError as back:
                 raise with_note(exc, f"Returning to the old data failed too ({back}): it is in volume "
-                                     f"{kept['volume']} as it was (and in {made.path}); `{_command(target)} "
-                                     f"--rollback --yes` tries again") from exc
+                                     f"{kept['volume']} as it was (and in {made.path}); {_command(target, '--rollback', '--yes')} "
+                                     f"tries again") from exc
             raise with_note(exc, f"{project!r} runs PostgreSQL {old_major} again on its old data ({kept['image']}); "
                                  f"nothing was lost.") from exc
         downtime = time.monotonic() - down_since
@@ -458,7 +458,7 @@ class DataLifecycle:
             if kept["state"] == FINALIZING:
                 raise ProjectConflict(f"{project!r} in env {target.env!r}: an upgrade-db --finalize did not finish, so "
                                       f"the kept volume {kept['volume']} may be deleted already: nothing to return to. "
-                                      f"`{_command(target)} --finalize --yes` finishes it")
+                                      f"{_command(target, '--finalize', '--yes')} finishes it")
             since = None
             serving = self._serving_major(target) if backup and kept["state"] in (SWITCHING, DONE) else None
             if serving is not None and serving != kept["major"]:  # the upgraded db: save what was written on it
@@ -514,11 +514,11 @@ class DataLifecycle:
         if kept["state"] == SWITCHING:
             return (f"{where}: an upgrade-db from PostgreSQL {kept['major']} to {kept['new_major']} did not finish (its "
                     f"stack may be between the old volume {kept['volume']} and the new one, key "
-                    f"{kept['new_volume_key']}); nothing was changed. `{_command(target)} --yes` finishes it, "
-                    f"`{_command(target)} --rollback --yes` undoes it")
+                    f"{kept['new_volume_key']}); nothing was changed. {_command(target, '--yes')} finishes it, "
+                    f"{_command(target, '--rollback', '--yes')} undoes it")
         if kept["state"] == ROLLING_BACK:
             return (f"{where}: an upgrade-db --rollback to PostgreSQL {kept['major']} did not finish; nothing was "
-                    f"changed. `{_command(target)} --rollback --yes` finishes it")
+                    f"changed. {_command(target, '--rollback', '--yes')} finishes it")
         return None
 
     def _kept(self, target: Target) -> dict[str, Any]:
@@ -553,7 +553,7 @@ class DataLifecycle:
         if service.backend.find_volume(old_target, str(kept["volume_key"])) is None:  # never a new, empty one
             raise ProjectConflict(f"the PostgreSQL {kept['major']} volume {kept['volume']} that upgrade-db kept for "
                                   f"{old_target.project!r} is gone: nothing to return to, nothing was changed "
-                                  f"(`{_command(old_target)} --finalize --yes` forgets it)")
+                                  f"({_command(old_target, '--finalize', '--yes')} forgets it)")
         self._record_upgrade(old_target, {**kept, "state": ROLLING_BACK}, db_volume=str(kept["volume_key"]))
         self._pause("rolling-back")
         from .service import _Operation
@@ -621,7 +621,7 @@ class DataLifecycle:
             f"moved from {origin} to {to_server}: {sum((made.row_counts or {}).values())} "
             f"rows in {len(made.row_counts or {})} tables verified",
             f"the old stack stays stopped on {origin} as {aside!r} with its data: "
-            f"`provision move --env={target.env} --project={project} --finalize --yes` deletes it"],
+            f"{hints.command('move', '--finalize', '--yes', env=target.env, project=project)} deletes it"],
             {"from_server": observed.server, "to_server": to_server, "set_aside": aside, "backup": str(made.path),
              "row_counts": made.row_counts})
 
@@ -833,5 +833,6 @@ def upgrade_facts(record: ProjectRecord | None) -> dict[str, Any] | None:
     return kept
 
 
-def _command(target: Target) -> str:
-    return f"provision upgrade-db --env={target.env} --project={target.project}"
+def _command(target: Target, *flags: str) -> str:
+    """The upgrade-db command of `target`, as a hint (backquoted, in the program's name)."""
+    return hints.command("upgrade-db", *flags, env=target.env, project=target.project)

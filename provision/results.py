@@ -44,6 +44,7 @@ class ProjectResult:
     messages: tuple[str, ...] = ()
     duration: float = 0.0
     error: str | None = None
+    error_code: int | None = None  # the failure's exit code (ProvisionError.exit_code), the CLI's when it is the only one
     # what a data operation produced: backup path and manifest, row counts, downtime
     details: Mapping[str, Any] = field(default_factory=dict)
 

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import hints
 from .config import OWNER_PATTERN, new_owner_id
 from .errors import ConfigError
 from .names import validate_env_name
@@ -24,7 +25,7 @@ FILE_MODE = 0o644
 GITIGNORE_ENTRIES = (".env", "envs/*.env", "!envs/*.env.example", ".provision/")
 
 _ENV_FILE = """\
-# The {env} environment. `provision --env={env}` reads this file; secrets go in envs/{env}.env (git-ignored).
+# The {env} environment. {command} reads this file; secrets go in envs/{env}.env (git-ignored).
 # The owner id marks what this repository creates on a shared server: keep it, and keep it in every env file.
 owner: {owner}
 backend: {backend}
@@ -101,7 +102,8 @@ def init(root: Path, *, env: str = "dev", backend: str = "local") -> InitResult:
 
     if not env_file.exists():
         section = _LOCAL_SECTION if backend == "local" else _COOLIFY_SECTION
-        _write_new(env_file, _ENV_FILE.format(env=env, owner=owner, backend=backend, backend_section=section))
+        _write_new(env_file, _ENV_FILE.format(env=env, command=hints.command("provision", env=env), owner=owner,
+                                              backend=backend, backend_section=section))
         actions.append(f"envs/{env}.yml: created ({backend} backend, one project: demo)")
     example = envs / f"{env}.env.example"
     if not example.exists():

@@ -32,7 +32,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import incidents, names
+from . import hints, incidents, names
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -478,6 +478,7 @@ def serve(provisioner: Provisioner, *, host: str, port: int, token: Secret | Non
                           "or pass --no-auth on a loopback address")
     if token is None and not is_loopback(host):
         raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: set PROVISION_API_TOKEN")
+    hints.use_http()  # what errors suggest goes to HTTP callers from now on
     app = create_app(provisioner, token=token, workers=workers)
     provisioner.reporter.banner(f"[Provisioning] API on http://{host}:{port} (docs at /docs, auth: "
                                 f"{'bearer token' if token else 'none, loopback only'})")

@@ -20,7 +20,7 @@ from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from . import compose_check, history, interrupts, names, roles
+from . import compose_check, hints, history, interrupts, names, roles
 from . import doctor as checkup
 from .backends.base import Backend
 from .config import EnvConfig
@@ -154,9 +154,11 @@ class Provisioner:
             return target
         if project in self._observe_env():
             return target
+        hint = names.did_you_mean(project, [p.name for p in self.config.projects])
         raise ProjectNotFound(
             f"project {project!r} is not declared in {self.config.relpath} and was never provisioned in env "
-            f"{self.env!r}: check the name, or run `invoke provision --env={self.env} --project={project}`"
+            f"{self.env!r}: {hint}check the name, or create it: "
+            f"{hints.command('provision', env=self.env, project=project, create=True)}"
         )
 
     def _handle(self, record: ProjectRecord | None) -> Handle | None:
@@ -264,9 +266,9 @@ class Provisioner:
         except RolledBack as exc:
             result, detail, op.changed = "rolled back", str(exc), True
             raise
-        except ConfirmationRequired:
-            raise  # refused before anything changed: no history line
         except ProvisionError as exc:
+            if exc.exit_code == 2 and not op.changed:  # refused before any change (ConfirmationRequired, ...): no line
+                raise
             result, detail, op.changed = "failed", str(exc), True
             raise
         finally:
@@ -301,6 +303,9 @@ class Provisioner:
         target = self.target(project, server=server)
         self._check_declared(target, create=create)
         interrupts.check()
+        if not self.store.paths(target.env, project).dir.exists():  # a new project's template that is no valid
+            # Compose is refused before its state directory, lock file and history line exist
+            compose_check.check(self.render(project)[0].text, template=target.config.template_path)
         with self._operation(target, "provision") as op:
             endpoints, decision = self._converge(target, op)
         self.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
@@ -395,7 +400,7 @@ class Provisioner:
             raise MajorUpgradeRequired(
                 f"{target.project!r} in env {target.env!r}: its data directory is PostgreSQL {data} and "
                 f"{target.config.images.db} is PostgreSQL {image}, which cannot start on it. Nothing was changed. "
-                f"Run `provision upgrade-db --env={target.env} --project={target.project} --yes` (dump, new data "
+                f"Run {hints.command('upgrade-db', '--yes', env=target.env, project=target.project)} (dump, new data "
                 f"directory, restore, row counts checked; the old data is kept until --finalize)")
 
     def _read_and_plan(self, target: Target, *, create: bool
@@ -606,7 +611,8 @@ class Provisioner:
         self.reporter.step(project, f"{status}: {str(exc).splitlines()[0]}")
         return ProjectResult(
             project=project, env=self.env, backend=self.backend.name, status=status,
-            changed=isinstance(exc, RolledBack), action=action, error=str(exc), duration=duration,
+            changed=isinstance(exc, RolledBack), action=action, error=str(exc), error_code=exc.exit_code,
+            duration=duration,
         )
 
     # --- plan ------------------------------------------------------------------------------
@@ -676,8 +682,8 @@ class Provisioner:
             majors = self.majors(target, self.record(target.project), observed)
             if majors is not None and majors[0] != majors[1]:
                 return PlanItem(target.project, target.env, self.backend.name, "upgrade-db",
-                                f"upgrade-db {majors[0]} → {majors[1]}: provision refuses it; run `provision upgrade-db "
-                                f"--env={target.env} --project={target.project} --yes`", declared=target.spec.declared)
+                                f"upgrade-db {majors[0]} → {majors[1]}: provision refuses it; run "
+                                f"{hints.command('upgrade-db', '--yes', env=target.env, project=target.project)}", declared=target.spec.declared)
         diff = ""
         if decision.outcome in ("update", "drift") and observed.applied_text:
             diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
@@ -707,7 +713,7 @@ class Provisioner:
             if record is not None and record.status == "destroyed":
                 raise ProjectConflict(
                     f"{project!r} in env {target.env!r} was destroyed (its data volume was kept): "
-                    f"run `invoke provision --env={target.env} --project={project}` to bring it back, not {verb}"
+                    f"run {hints.command('provision', env=target.env, project=project)} to bring it back, not {verb}"
                 )
             observed = self._observe(target, record)
             nothing_to_do = (verb == "stop" and not observed.any_running) or (verb == "start" and observed.ready)
@@ -775,7 +781,8 @@ class Provisioner:
             if op.changed:
                 self._hook("post-destroy", target, action, lambda: None)
         if not delete_data:
-            messages.append(f"`invoke destroy --env={target.env} --project={project} --delete-data --yes` deletes the data")
+            messages.append(f"{hints.command('destroy', '--delete-data', '--yes', env=target.env, project=project)} "
+                            f"deletes the data")
         if not op.changed:
             messages.insert(0, "nothing to destroy: no stack is deployed")
         for line in messages:
@@ -814,7 +821,7 @@ class Provisioner:
         if not yes:
             raise ConfirmationRequired(
                 f"unlock breaks the lock of {project!r} in env {self.env!r}: if its holder still runs, two runs may "
-                f"then change the project at once. Check `invoke lock --env={self.env}` first, then add --yes"
+                f"then change the project at once. Check {hints.command('lock', env=self.env)} first, then add --yes"
             )
         return self.backend.unlock(self.target(project))
 
@@ -864,14 +871,20 @@ class Provisioner:
         )
 
     def outputs(self, project: str) -> ProjectResult:
-        """api_url and db_url of a provisioned project (ProjectNotFound if it never was)."""
+        """api_url and db_url of a provisioned project: ProjectNotFound if it never was, ProjectConflict (exit 1,
+        no URLs) when it was destroyed, as its URLs answer no more."""
         target = self.known_target(project)
         record = self.record(project)
+        if record is not None and record.status == "destroyed":
+            raise ProjectConflict(
+                f"{project!r} in env {self.env!r} was destroyed (its data volume was kept), so it has no URLs: "
+                f"{hints.command('provision', env=self.env, project=project)} brings it back")
         result = self.status_of(target, self._observe(target, record), record)
         if result.api_url is None and result.db_url is None:
             raise ProjectNotFound(
                 f"{project!r} has not been provisioned in env {self.env!r}: "
-                f"run `invoke provision --env={self.env} --project={project}` first"
+                f"run {hints.command('provision', env=self.env, project=project, create=not target.spec.declared)} "
+                f"first"
             )
         return result
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import backups, names
+from . import backups, hints, names
 from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
@@ -121,7 +121,7 @@ class Workspace:
         results: list[ProjectResult] = []
         envs = [env] if env is not None else self.envs()
         if not envs:
-            raise ConfigError(f"no envs/*.yml in {self.root}: run `provision init`, or pass --env")
+            raise ConfigError(f"no envs/*.yml in {self.root}: run {hints.command('init')}, or pass --env")
         skipped = []
         for name in envs:
             try:

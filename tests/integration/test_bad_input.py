@@ -3,7 +3,7 @@ a precise message naming the input, no traceback, and nothing created (no state 
 history line, container, volume or network).
 
 CLI rows run `python -m provision` (the packaged program), or `python -m invoke` (this checkout's tasks.py) where
-`via="invoke"`; invoke's own parse errors exit 1 rather than 2, so invoke rows never test those. HTTP rows go to
+`via="invoke"`; invoke's own parse errors exit 1 rather than 2 (README), so invoke rows never test those. HTTP rows go to
 one of two servers (`invoke serve`) started once for the module: one with a bearer token, one with --no-auth."""
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ def delete(path: str, **kwargs: Any) -> HTTPRequest:
 
 JSON = (("Content-Type", "application/json"),)
 INVALID_NAME = "is invalid: use lowercase letters"
+MISSPELT_TEMPLATE = (Path(__file__).parents[2] / "provision" / "templates" / "docker-compose.project.yml.j2").read_text(
+    encoding="utf-8").replace("    restart: unless-stopped", "    restartt: unless-stopped", 1)
 
 CASES = [
     # flags and arguments
@@ -104,6 +106,8 @@ CASES = [
     Case("outputs without --project", ("outputs", "--env={env}"), 2, "--project is required"),
     Case("destroy without --project", ("destroy", "--env={env}"), 2, "--project is required"),
     Case("outputs of a project never made", ("outputs", "--env={env}", "--project=ghost"), 2, "'ghost'"),
+    Case("outputs of a typo of a declared project", ("outputs", "--env={env}", "--project=shpo"), 2,
+         "did you mean 'shop'? check the name, or create it: "),
     Case("init with an unknown backend", ("init", "--backend=nomad"), 2, "--backend 'nomad'"),
     Case("history of an invalid env name", ("history", "--env=DEV"), 2, "env name 'DEV' is invalid"),
     Case("history of an env that does not exist", ("history", "--env=nosuch"), 2, "envs/nosuch.yml not found"),
@@ -113,8 +117,16 @@ CASES = [
          "--service 'nginx'"),
     Case("an unknown flag", ("provision", "--env={env}", "--bogus"), 2, "'--bogus'"),
     Case("an unknown flag of a read-only task", ("status", "--env={env}", "--json", "--bogus"), 2, "'--bogus'"),
-    Case("a misspelt task", ("provison", "--env={env}"), 2, "'provison'"),
-    Case("a flag without its value", ("provision", "--env={env}", "--project"), 2, "project (p)"),
+    Case("a misspelt task", ("provison", "--env={env}"), 2, "no task 'provison': did you mean 'provision'?"),
+    Case("a misspelt flag", ("plan", "--env={env}", "--projcet=shop"), 2, "did you mean '--project'?"),
+    Case("--help of a task that does not exist", ("--help", "destory"), 2, "no such task: did you mean 'destroy'?"),
+    Case("an Invoke option", ("--hide=both", "plan", "--env={env}"), 2, "unknown flag '--hide'"),
+    Case("an Invoke option after the task", ("plan", "--env={env}", "--warn-only"), 2, "unknown flag '--warn-only'"),
+    Case("a flag without its value", ("provision", "--env={env}", "--project"), 2, "--project needs a value"),
+    Case("a bare --set as the last argument", ("provision", "--env={env}", "--project=shop", "--set"), 2,
+         "--set needs a value"),
+    Case("a bare --set before another flag", ("plan", "--env={env}", "--set", "--json"), 2, "--set needs a value"),
+    Case("a short flag no task has", ("status", "--env={env}", "-s"), 2, "unknown flag '-s'"),
     Case("a path as env name", ("plan", "--env=../etc"), 2, "env name '../etc'"),
     Case("an empty image from --set", ("provision", "--env={env}", "--set=images.api="), 2, "images.api"),
     Case("a --since that is no time", ("logs", "--env={env}", "--project=shop", "--since=yesterday"), 2,
@@ -180,6 +192,11 @@ CASES = [
     Case("template using an undefined variable", ("provision", f"--env={BAD_ENV}"), 2, "no_such_variable",
          env_file=GOOD_ENV_LINES + "template: templates/bad.yml.j2\n",
          template="services:\n  db:\n    image: {{ no_such_variable }}\n"),
+    Case("a misspelt compose key in the template", ("provision", f"--env={BAD_ENV}"), 2,
+         "Additional property restartt is not allowed", env_file=GOOD_ENV_LINES + "template: templates/bad.yml.j2\n",
+         template=MISSPELT_TEMPLATE),
+    Case("invoke: a misspelt compose key in the template", ("provision", f"--env={BAD_ENV}"), 2, "restartt",
+         env_file=GOOD_ENV_LINES + "template: templates/bad.yml.j2\n", template=MISSPELT_TEMPLATE, via="invoke"),
 
     # HTTP: authentication (the token is checked before the body is read)
     api("missing token", get("/v1/projects", token=False), 401, "bearer token"),
@@ -229,6 +246,8 @@ CASES = [
     api("uppercase name in the path of a delete", delete("/v1/projects/Shop?delete_data=true&no_backup=true"), 422,
         f"project name 'Shop' {INVALID_NAME}"),
     api("status of a project never made", get("/v1/projects/ghost"), 404, "project 'ghost' is not declared"),
+    api("the 404 names the request that creates it", get("/v1/projects/ghost"), 404,
+        'create it: `POST /v1/projects {"name": "ghost"}`'),
     api("restart of a project never made", post("/v1/projects/ghost/restart"), 404,
         "project 'ghost' is not declared"),
     api("delete with its data of a project never made", delete("/v1/projects/ghost?delete_data=true"), 404,
@@ -312,6 +331,8 @@ def check_cli(sandbox: Sandbox, case: Case) -> None:
     assert result.returncode == case.code, (result.returncode, result.stderr)
     assert case.says in result.stderr, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+    if "restartt" not in case.says:  # a usage error has no banner before it (a run's per-project failure has)
+        assert "[Provisioning]" not in result.stderr
     assert not sandbox.state_dir.exists()  # no record, lease, lock or history line
     assert sorted(p.relative_to(sandbox.root) for p in sandbox.root.rglob("*")) == before
     assert leftovers(sandbox.env) == [] and leftovers(BAD_ENV) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.conftest import REPO, Sandbox
 
@@ -192,3 +193,55 @@ def test_status_watch_redraws_until_interrupted(sandbox: Sandbox) -> None:
         assert data["projects"][0]["status"] == "not provisioned" and data["projects"][0]["memory_used_bytes"] is None
     table = sandbox.cli("status", "--watch=bad", check=False)
     assert table.returncode == 2 and "--watch" in table.stderr
+
+
+def test_a_held_lock_exits_4_through_every_entry_point(sandbox: Sandbox) -> None:
+    """--lock-timeout while another run holds the project's lock: 4 from `invoke` and from `python -m provision`."""
+    from provision.state import hold_lock
+
+    sandbox.write_env(["shop"])
+    (sandbox.state_dir / sandbox.env / "shop").mkdir(parents=True)
+    with hold_lock(sandbox.state_dir / sandbox.env / "shop" / "lock", 5, what="shop"):
+        via_invoke = sandbox.cli("provision", "--project=shop", "--lock-timeout=0.5", check=False)
+        via_program = subprocess.run([sys.executable, "-m", "provision", *sandbox.argv("provision")[3:],
+                                      "--project=shop", "--lock-timeout=0.5"], cwd=sandbox.root,
+                                     env=sandbox.environ(), capture_output=True, text=True, timeout=120, check=False)
+    for result in (via_invoke, via_program):
+        assert result.returncode == 4 and "another run is operating on project 'shop'" in result.stderr, result.stderr
+
+
+def test_a_destroyed_project_has_no_outputs_and_hints_name_invoke_here(sandbox: Sandbox) -> None:
+    """outputs of a destroyed project exits 1 without URLs; destroy --quiet prints nothing; every hint names
+    the program that was run (`python -m invoke` here) and parses."""
+    import re
+    import shlex
+
+    sandbox.write_env(["shop"])
+    sandbox.cli("provision", "--project=shop", "--quiet")
+    quiet = sandbox.cli("destroy", "--project=shop", "--quiet")
+    assert quiet.stdout == "" and quiet.stderr == ""
+    outputs = sandbox.cli("outputs", "--project=shop", check=False)
+    assert outputs.returncode == 1 and "was destroyed" in outputs.stderr and "URL" not in outputs.stdout
+    start = sandbox.cli("start", "--project=shop", check=False)
+    assert start.returncode == 1 and "was destroyed" in start.stderr
+    for result in (outputs, start):
+        commands = re.findall(r"`([^`]+)`", result.stderr)
+        python = {sys.executable, Path(sys.executable).name}  # its name when PATH finds the same file
+        assert [c.partition(" -m ")[2] for c in commands] == [f"invoke provision --env={sandbox.env} --project=shop"]
+        assert commands[0].partition(" -m ")[0] in python, commands
+        pasted = subprocess.run([*shlex.split(commands[0]), "--quiet", "--json"], cwd=sandbox.root,
+                                env=sandbox.environ(), capture_output=True, text=True, timeout=300, check=False)
+        assert pasted.returncode == 0 and pasted.stderr == "", pasted.stderr  # it brings the project back
+    sandbox.cli("destroy", "--project=shop")
+
+
+def test_a_closed_pipe_ends_a_watch_quietly(sandbox: Sandbox) -> None:
+    """`status --watch --json | head -1`: the reader leaves, the watch ends with 0 and says nothing."""
+    import shlex
+
+    sandbox.write_env(["shop"])
+    argv = shlex.join(sandbox.argv("status", "--watch=0.5", "--json"))
+    result = subprocess.run(["bash", "-o", "pipefail", "-c", f"{argv} | head -1"], cwd=sandbox.root,
+                            env=sandbox.environ(), capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("{") and result.stdout.count("\n") == 1

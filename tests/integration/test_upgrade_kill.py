@@ -87,7 +87,7 @@ def _refused(sandbox: Sandbox, *finishing: str) -> None:
     refused = sandbox.cli("provision", "--project=shop", check=False)
     assert refused.returncode == 1 and "did not finish" in refused.stderr, refused.output
     for command in finishing:
-        assert f"`provision upgrade-db --env={sandbox.env} --project=shop {command}`" in refused.stderr, refused.output
+        assert f" -m invoke upgrade-db --env={sandbox.env} --project=shop {command}`" in refused.stderr, refused.output
 
 
 def test_a_killed_upgrade_is_finished_by_the_next_run(sandbox: Sandbox) -> None:

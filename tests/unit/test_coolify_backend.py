@@ -373,7 +373,7 @@ def test_a_same_named_service_that_is_not_ours_is_refused_and_untouched(
     fake.service["description"] = description
     with pytest.raises(ProjectConflict, match="will not change or delete it") as info:
         backend.observe(target(config), None)
-    assert "invoke adopt" in str(info.value)
+    assert "`provision adopt --env=" in str(info.value)
     assert all(method == "GET" for method, _ in fake.requests)
     assert backend.observe_env(config, {}) == {}  # not listed, so never an orphan either
     # a recorded uuid does not make it ours either: it is looked up by name, and refused

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from ... import interrupts, roles
+from ... import hints, interrupts, roles
 from ...commands import SubprocessRunner
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
@@ -260,7 +260,7 @@ class CoolifyBackend:
         return (f"a service named {self.service_name(target)!r} ({service.get('uuid')}) exists in Coolify project "
                 f"{self.coolify_project_name(target.project)!r}, environment {target.env!r}, and {whose}: provision "
                 f"will not change or delete it. Choose another project name, or take it over with "
-                f"`invoke adopt --env={target.env} --project={target.project} --yes`")
+                f"{hints.command('adopt', '--yes', env=target.env, project=target.project)}")
 
     def _look_for(self, find: Callable[[], str | None], what: str, *, timeout: float | None = None) -> str | None:
         """After a create whose answer was lost: look for its result for a grace period (Coolify may still be
@@ -1117,7 +1117,7 @@ class CoolifyBackend:
         if not observed.exists or refs.service_uuid is None:
             raise ProvisionError(
                 f"{target.project!r} has no Coolify service in env {target.env!r}: "
-                f"run `invoke provision --env={target.env} --project={target.project}` first"
+                f"run {hints.command('provision', env=target.env, project=target.project)} first"
             )
         changed = self._action(refs, verb, was_up=observed.ready, running=_running(observed))
         if verb == "stop" and changed:
@@ -1254,8 +1254,8 @@ class CoolifyBackend:
         """The project's lock every runner sees, held until the block ends (renewed meanwhile: `_hold`);
         re-entrant within one thread, so a data verb's own converge does not wait for its own lock."""
         where = f"project {target.project!r} in env {target.env!r}"
-        hint = (f"`invoke lock --env={target.env}` shows holders, `invoke unlock --env={target.env} "
-                f"--project={target.project} --yes` breaks a stale one")
+        hint = (f"{hints.command('lock', env=target.env)} shows holders, "
+                f"{hints.command('unlock', '--yes', env=target.env, project=target.project)} breaks a stale one")
         return self._hold(self._lock_key(target), known, timeout=timeout, where=where, hint=hint,
                           shown=(target.env, target.project))
 
@@ -1381,7 +1381,7 @@ class CoolifyBackend:
                                     guarded=False,
                                     wait=max(1.0, entry.expires - self.lock_margin - now))
             except CoolifyNotFound:
-                entry.lost = "its variable is gone: it was broken (`invoke unlock`, or as stale by another run)"
+                entry.lost = f"its variable is gone: it was broken ({hints.command('unlock')}, or as stale by another run)"
                 return
             except ProvisionError as exc:
                 entry.failures.append(str(exc))
@@ -1504,7 +1504,7 @@ class CoolifyBackend:
         (app/Jobs/ScheduledTaskJob.php), so neither psql nor a dump can go through it."""
         raise NotSupported(
             f"Coolify's API cannot run a command in {target.project!r}'s {service} container: publish the database "
-            f"(variables.db_public_port in envs/{target.env}.yml, then `provision provision --env={target.env}`) "
+            f"(variables.db_public_port in envs/{target.env}.yml, then {hints.command('provision', env=target.env)}) "
             f"and this machine's own psql connects to it")
 
     def image_major(self, image: str) -> int:

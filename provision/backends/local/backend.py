@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from ... import doctor as checks
-from ... import names
+from ... import hints, names
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
 from ...errors import (
@@ -425,7 +425,8 @@ class LocalBackend:
         if files.compose_file is None:
             raise StateError(
                 f"{target.project!r} in env {target.env!r} has no rendered compose file in "
-                f"{self.store.paths(target.env, target.project).dir}: run `invoke provision` first"
+                f"{self.store.paths(target.env, target.project).dir}: run "
+                f"{hints.command('provision', env=target.env, project=target.project)} first"
             )
         if verb == "stop":
             if not observed.any_running:
@@ -493,7 +494,7 @@ class LocalBackend:
         elif volumes:
             done.append(
                 "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
-                f"`invoke provision --env={target.env} --project={target.project}` reattaches them"
+                f"{hints.command('provision', env=target.env, project=target.project)} reattaches them"
             )
         return Destroyed(changed=changed, messages=tuple(done))
 
@@ -650,7 +651,7 @@ class LocalBackend:
         running = [c for c in self._containers(target) if c.service == service and c.running]
         if not running:
             raise ProvisionError(f"{target.project!r} has no running {service} container in env {target.env!r}: "
-                                 f"run `provision start --env={target.env} --project={target.project}`")
+                                 f"run {hints.command('start', env=target.env, project=target.project)}")
         argv = ["docker", "exec", "--interactive", *(["--tty"] if tty else [])]
         for name in env_names:
             argv += ["--env", name]
