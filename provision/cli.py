@@ -199,7 +199,8 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
         if prune:
             summary = summary.extended(provisioner.prune(yes=yes))
     if not quiet:
-        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url"),
+                                      width=output.terminal_width(), shrink=("project", "status")) + "\n")
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
     _exit_if_failed(summary)
@@ -317,7 +318,8 @@ def _fleet(env: str | None, project: str | None, all_: bool, parallel: str, keep
         summary = provisioner.run_many(provisioner.deployed(), lambda name: operation(provisioner, name),
                                        action=action, keep_going=keep_going, parallel=workers)
     if not quiet:
-        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s")) + "\n")
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s"),
+                                      width=output.terminal_width(), shrink=("project", "status")) + "\n")
     if json:
         _print(output.summary_json(summary))
     _exit_if_failed(summary)
