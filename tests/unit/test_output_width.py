@@ -122,3 +122,4 @@ def test_no_spinner_frame_stays_on_screen() -> None:
         assert not spinner.search(last), repr(last)
         assert "✓ shop created, running" in last
         assert ("✗ blog" if failing else "✓ blog") in last, repr(last)
+
