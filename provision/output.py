@@ -59,10 +59,10 @@ def table(results: Sequence[ProjectResult], columns: Sequence[str], *, show_secr
 def list_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, wide: bool = False,
                width: int | None = None) -> str:
     """`list` for people: env, project, backend, status, declared, the server when any, the API URL
-    (and with `wide` the db_url, nothing cut)."""
+    (and the db_url with `wide`, nothing cut, or when its password is asked for)."""
     columns = ["env", "project", "backend", "status", "declared"] + (["server"] if any(r.server for r in results)
                                                                       else [])
-    columns += ["api_url", "db_url"] if wide else ["api_url"]
+    columns += ["api_url", "db_url"] if wide or show_secrets else ["api_url"]
     return table(results, columns, show_secrets=show_secrets, width=None if wide else _fit(width),
                  shrink=("project", "env", "server", "status"), optional=("declared", "backend", "server"))
 
@@ -70,8 +70,8 @@ def list_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, 
 def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, wide: bool = False,
                  width: int | None = None) -> str:
     """`status` for people: each project's state, services, what it costs (memory used/limit, CPU, uptime),
-    its server when the env has several, and its API URL; within `width` (db_url only with `wide`: `outputs`
-    prints it)."""
+    its server when the env has several, and its API URL; within `width` (the db_url, which `outputs` prints,
+    only with `wide` or when its password is asked for)."""
     rows = []
     for result in results:
         data = result.to_dict(show_secrets=show_secrets)
@@ -81,7 +81,8 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
                      "memory": None if used is None else f"{human_bytes(used)}/{human_bytes(limit) if limit else '-'}",
                      "cpu": None if data["cpu_percent"] is None else f"{data['cpu_percent']:.1f}%",
                      "uptime": None if data["uptime_s"] is None else human_duration(data["uptime_s"])})
-    columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url"] + (["db_url"] if wide else [])
+    columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url"]
+    columns += ["db_url"] if wide or show_secrets else []
     if any(r.server for r in results):
         columns.insert(2, "server")
     if wide:

@@ -43,6 +43,8 @@ def test_status_and_list_fit_80_columns_and_wide_keeps_everything() -> None:
     wide = output.status_table(results, wide=True, width=80)
     assert LONG in wide and "postgresql://app:***@127.0.0.1:35124/app" in wide and _widest(wide) > 80
     assert "hunter2" not in wide
+    asked = output.status_table(results, show_secrets=True, width=80)  # --show-secrets: the db_url, whole
+    assert "postgresql://app:hunter2hunter2@127.0.0.1:35124/app" in asked
     assert LONG in output.list_table(results, wide=True, width=80)
     # scripts read JSON: the whole of every value, as before
     data = json.loads(output.summary_json(RunSummary("staging", "local", tuple(results))))
