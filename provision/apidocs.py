@@ -107,8 +107,9 @@ async function main() {
     return;
   }
   document.title = (spec.info.title || "API") + " " + (spec.info.version || "");
-  root.appendChild(el("h1", {}, document.title));
-  if (spec.info.description) root.appendChild(el("p", {}, spec.info.description));
+  const head = document.getElementById("head");
+  head.appendChild(el("h1", {}, document.title));
+  if (spec.info.description) head.appendChild(el("p", {}, spec.info.description));
   root.appendChild(el("h2", {}, "Routes"));
   for (const [path, item] of Object.entries(spec.paths || {}))
     for (const [method, op] of Object.entries(item))
@@ -133,7 +134,8 @@ def _digest(text: str) -> str:
 
 PAGE = (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>API docs</title>"
         f"<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{STYLE}</style></head>"
-        f"<body><main id=\"api\"></main><section>{INTRO}</section><script>{SCRIPT}</script></body></html>\n")
+        f"<body><header id=\"head\"></header><section>{INTRO}</section><main id=\"api\"></main>"
+        f"<script>{SCRIPT}</script></body></html>\n")
 
 HEADERS: Mapping[str, str] = {
     # nothing loads but this page's own script and style, and it may fetch only from its own origin
