@@ -101,6 +101,7 @@ SET_HELP = "Override a key of the env file for this run, e.g. --set images.api=r
 HOOKS_HELP = "Do not run the executables in hooks/"
 QUIET_HELP = "Print errors only (and the JSON of --json): no banner, progress, table or message"
 NO_COLOR_HELP = "Plain progress lines, no colour or live display (as when NO_COLOR is set)"
+WIDE_HELP = "Every column, nothing cut (default: fit the terminal, COLUMNS, else 80 columns)"
 
 
 class _HeldBanners:
@@ -299,7 +300,8 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
         if prune:
             summary = summary.extended(provisioner.prune(yes=yes))
     if not quiet:
-        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url")) + "\n")
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "duration_s", "api_url"),
+                                      width=output.terminal_width(), shrink=("project", "status")) + "\n")
     if json:
         _print(output.summary_json(summary, show_secrets=show_secrets))
     _exit_if_failed(summary)
@@ -309,9 +311,11 @@ def provision(c: Context, env: str | None = None, project: str | None = None, js
                                "detailed_exitcode": "Exit 0 when nothing would change, 2 when changes are pending, 1 on error",
                                "set": SET_HELP,
                                "offline": "Ask no server (a Coolify env needs no credentials): validate, render and "
-                                          "compare with what this machine last applied"})
+                                          "compare with what this machine last applied",
+                               "wide": WIDE_HELP})
 def plan(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-         detailed_exitcode: bool = False, set_: list[str] | None = None, offline: bool = False) -> None:
+         detailed_exitcode: bool = False, set_: list[str] | None = None, offline: bool = False,
+         wide: bool = False) -> None:
     """Show what provision would do per project (create, update with a diff, no-op, drift, orphan); changes nothing."""
     from provision import output
 
@@ -322,7 +326,7 @@ def plan(c: Context, env: str | None = None, project: str | None = None, json: b
         _print(output.to_json({"env": _require_env(env), "changes": any(i.changes for i in items),
                                "projects": [i.to_dict() for i in items]}))
     else:
-        _print(output.plan_text(items))
+        _print(output.plan_text(items, wide=wide))
     if detailed_exitcode and any(i.changes for i in items):
         raise Exit(code=2)
 
@@ -348,10 +352,11 @@ def outputs(c: Context, env: str | None = None, project: str | None = None, form
 
 @task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON on stdout",
             "show_secrets": "Show db_url passwords instead of ***",
-            "watch": "Refresh every N seconds (default 2) until Ctrl-C; with --json, one JSON line per refresh"},
+            "watch": "Refresh every N seconds (default 2) until Ctrl-C; with --json, one JSON line per refresh",
+            "wide": WIDE_HELP + "; adds db_url"},
       optional=["watch"])
 def status(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-           show_secrets: bool = False, watch: str | bool | None = None) -> None:
+           show_secrets: bool = False, watch: str | bool | None = None, wide: bool = False) -> None:
     """Show each project's state, its services' health, what it costs (memory, CPU, uptime) and its URLs."""
     from provision import interrupts
 
@@ -361,7 +366,8 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
         provisioner = _provisioner(env, reporter)
         try:
             while True:
-                _print(_status_text(provisioner.status(project), json=json, show_secrets=show_secrets, every=every))
+                _print(_status_text(provisioner.status(project), json=json, show_secrets=show_secrets, every=every,
+                                    wide=wide))
                 if every is None:
                     return
                 interrupts.sleep(every)
@@ -371,14 +377,15 @@ def status(c: Context, env: str | None = None, project: str | None = None, json:
             # a watch ends with Ctrl-C: that is no failure
 
 
-def _status_text(summary: RunSummary, *, json: bool, show_secrets: bool, every: float | None) -> str:
+def _status_text(summary: RunSummary, *, json: bool, show_secrets: bool, every: float | None,
+                 wide: bool = False) -> str:
     from provision import output
 
     if json:
         if every is None:
             return output.summary_json(summary, show_secrets=show_secrets)
         return output.to_json_line(summary.to_dict(show_secrets=show_secrets))
-    table = output.status_table(summary.results, show_secrets=show_secrets)
+    table = output.status_table(summary.results, show_secrets=show_secrets, wide=wide)
     if every is None:
         return table
     clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""  # a live view, like top
@@ -413,7 +420,8 @@ def _fleet(env: str | None, project: str | None, all_: bool, parallel: str, keep
         summary = provisioner.run_many(provisioner.deployed(), lambda name: operation(provisioner, name),
                                        action=action, keep_going=keep_going, parallel=workers)
     if not quiet:
-        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s")) + "\n")
+        sys.stderr.write(output.table(summary.results, ("project", "action", "status", "changed", "duration_s"),
+                                      width=output.terminal_width(), shrink=("project", "status")) + "\n")
     if json:
         _print(output.summary_json(summary))
     _exit_if_failed(summary)
@@ -559,8 +567,9 @@ def backup(c: Context, env: str | None = None, project: str | None = None, all: 
     _exit_if_failed(summary)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON"})
-def backups(c: Context, env: str | None = None, project: str | None = None, json: bool = False) -> None:
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON", "wide": WIDE_HELP})
+def backups(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+            wide: bool = False) -> None:
     """List a project's backups, newest first: time, PostgreSQL major, size, tables, path."""
     from provision import output
 
@@ -570,10 +579,7 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
     if json:
         _print(output.to_json({"project": project, "env": env, "backups": [b.to_dict() for b in found]}))
         return
-    rows = [f"{b.manifest.get('created_at', '?'):<21} pg{b.manifest.get('server_major', '?'):<3} "
-            f"{b.manifest.get('size', b.path.stat().st_size):>12}  {len(b.row_counts or {}):>4} tables  {b.path}"
-            for b in found]
-    _print("\n".join(rows) if rows else f"no backups of {project!r} yet")
+    _print(output.backups_table(found, wide=wide) if found else f"no backups of {project!r} yet")
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
@@ -691,8 +697,9 @@ def render(c: Context, env: str | None = None, project: str | None = None, show_
 
 
 @task(name="list", help={"env": "Only this env (default: every env in envs/)", "json": "Print JSON",
-                         "show_secrets": "Show db_url passwords instead of ***"})
-def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False) -> None:
+                         "show_secrets": "Show db_url passwords instead of ***", "wide": WIDE_HELP + "; adds db_url"})
+def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False,
+          wide: bool = False) -> None:
     """List projects: declared, provisioned or deployed, with status and URLs."""
     from provision import output
     from provision.workspace import Workspace
@@ -702,8 +709,7 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
     if json:
         _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
     else:
-        columns = ("env", "project", "backend", "status", "declared") + (("server",) if any(r.server for r in results) else ())
-        _print(output.table(results, (*columns, "api_url"), show_secrets=show_secrets))
+        _print(output.list_table(results, show_secrets=show_secrets, wide=wide))
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP,
@@ -806,9 +812,10 @@ def adopt(c: Context, env: str | None = None, project: str | None = None, yes: b
         _print(output.table([result], ("project", "status", "changed")))
 
 
-@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines", "limit": "Last N records (default 50)"})
+@task(help={"env": ENV_HELP, "project": "Only this project", "json": "Print JSON lines",
+            "limit": "Last N records (default 50)", "wide": WIDE_HELP + "; adds host, config hash, detail"})
 def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-            limit: str = "50") -> None:
+            limit: str = "50", wide: bool = False) -> None:
     """Show who changed what and when: every state-changing operation, from the state directory."""
     import json as json_module
 
@@ -821,7 +828,7 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
     if json:
         _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
     else:
-        _print(output.history_table(records))
+        _print(output.history_table(records, wide=wide))
 
 
 @task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",

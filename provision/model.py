@@ -7,7 +7,7 @@ service); `prepare` answers with `Prepared` (secrets and, locally, leased ports)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -99,13 +99,20 @@ class Observed:
     def any_running(self) -> bool:
         return any(s.running for s in self.services.values())
 
-    def summary(self) -> str:
-        """running / stopped / partial / absent / unhealthy / starting."""
+    def summary(self, expected: Collection[str] = ()) -> str:
+        """running / stopped / partial / absent / unhealthy / starting. `expected`: the services the stack was
+        applied with; when the backend names its containers by service (some of `expected` are seen), one
+        without a container makes a stack that would read running or unhealthy `partial` (an apply
+        interrupted after the db came up)."""
         if not self.exists:
             return "absent"
         if not self.services:
             return "stopped"
         states = list(self.services.values())
+        seen = [name for name in expected if name in self.services]
+        missing = bool(seen) and len(seen) < len(set(expected))
+        if all(s.running for s in states) and missing:
+            return "partial"
         if all(s.ready for s in states):
             return "running"
         if all(s.running for s in states):

@@ -1,11 +1,19 @@
-"""Turn results into what commands print: JSON, dotenv lines, or a plain table."""
+"""Turn results into what commands print: JSON, dotenv lines, or a plain table.
+
+Tables for people fit `width` cells (the terminal's, else 80): a default set of columns, and when those are
+still too wide the cells of the columns named `shrink` are cut with `…`. `wide=True` prints every column
+uncut. Scripts read `--json`, which none of this touches.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
+from .backups import Backup
 from .model import LockInfo
 from .results import PlanItem, ProjectResult, RunSummary
 
@@ -31,14 +39,39 @@ def outputs_json(result: ProjectResult, *, show_secrets: bool = False) -> str:
     return to_json({k: data[k] for k in keys})
 
 
-def table(results: Sequence[ProjectResult], columns: Sequence[str], *, show_secrets: bool = False) -> str:
-    """A plain left-aligned table of the given result keys; `-` for null."""
-    return _grid([r.to_dict(show_secrets=show_secrets) for r in results], columns)
+ELLIPSIS = "…"
+SOFT_CUT = 12  # cells a cut column keeps before optional columns are left out
+MIN_CUT = 6  # cells a cut column keeps at the least (or its header's width)
 
 
-def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False) -> str:
+def terminal_width() -> int:
+    """The width tables fit: COLUMNS, else the terminal's (stdout), else 80."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def table(results: Sequence[ProjectResult], columns: Sequence[str], *, show_secrets: bool = False,
+          width: int | None = None, shrink: Sequence[str] = (), optional: Sequence[str] = ()) -> str:
+    """A plain left-aligned table of the given result keys; `-` for null; fit to `width` as _grid does."""
+    return _grid([r.to_dict(show_secrets=show_secrets) for r in results], columns, width=width, shrink=shrink,
+                 optional=optional)
+
+
+def list_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, wide: bool = False,
+               width: int | None = None) -> str:
+    """`list` for people: env, project, backend, status, declared, the server when any, the API URL
+    (and the db_url with `wide`, nothing cut, or when its password is asked for)."""
+    columns = ["env", "project", "backend", "status", "declared"] + (["server"] if any(r.server for r in results)
+                                                                      else [])
+    columns += ["api_url", "db_url"] if wide or show_secrets else ["api_url"]
+    return table(results, columns, show_secrets=show_secrets, width=None if wide else _fit(width),
+                 shrink=("project", "env", "server", "status"), optional=("declared", "backend", "server"))
+
+
+def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, wide: bool = False,
+                 width: int | None = None) -> str:
     """`status` for people: each project's state, services, what it costs (memory used/limit, CPU, uptime),
-    its server when the env has several, and its URLs."""
+    its server when the env has several, and its API URL; within `width` (the db_url, which `outputs` prints,
+    only with `wide` or when its password is asked for)."""
     rows = []
     for result in results:
         data = result.to_dict(show_secrets=show_secrets)
@@ -48,10 +81,14 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
                      "memory": None if used is None else f"{human_bytes(used)}/{human_bytes(limit) if limit else '-'}",
                      "cpu": None if data["cpu_percent"] is None else f"{data['cpu_percent']:.1f}%",
                      "uptime": None if data["uptime_s"] is None else human_duration(data["uptime_s"])})
-    columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url", "db_url"]
+    columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url"]
+    columns += ["db_url"] if wide or show_secrets else []
     if any(r.server for r in results):
         columns.insert(2, "server")
-    return _grid(rows, columns)
+    if wide:
+        return _grid(rows, columns)
+    return _grid(rows, columns, width=_fit(width), shrink=("project", "server", "status"),
+                 optional=("services", "cpu", "uptime", "server", "memory"))
 
 
 def human_bytes(size: int) -> str:
@@ -76,9 +113,11 @@ def human_duration(seconds: float) -> str:
     return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
 
 
-def plan_text(items: Sequence[PlanItem]) -> str:
-    """One line per project (outcome and why), then each update's diff."""
-    lines = [_grid([i.to_dict() for i in items], ("project", "outcome", "reason"))]
+def plan_text(items: Sequence[PlanItem], *, wide: bool = False, width: int | None = None) -> str:
+    """One line per project (outcome and why, the reason cut to `width` unless `wide`), then each update's
+    diff as it is."""
+    lines = [_grid([i.to_dict() for i in items], ("project", "outcome", "reason"),
+                   width=None if wide else _fit(width), shrink=("reason", "project"))]
     for item in items:
         if item.diff:
             lines.append(f"\n--- {item.project}: {item.outcome} ---\n{item.diff.rstrip()}")
@@ -95,18 +134,99 @@ def locks_table(locks: Sequence[LockInfo]) -> str:
                  ("project", "holder", "since", "expires", "stale"))
 
 
-def history_table(records: Sequence[dict[str, Any]]) -> str:
-    columns = ("time", "user", "host", "project", "action", "result", "duration_s", "config_hash")
-    return _grid(records, columns) if records else "no history yet"
+def history_table(records: Sequence[dict[str, Any]], *, wide: bool = False, width: int | None = None) -> str:
+    """`history` for people: time (UTC, to the minute), user, project, action, result, duration within
+    `width`; with `wide` every field as recorded (host, config hash, detail)."""
+    if not records:
+        return "no history yet"
+    if wide:
+        return _grid(records, ("time", "user", "host", "project", "action", "result", "duration_s", "config_hash",
+                               "detail"))
+    rows = [{**r, "time": _minute(r.get("time")),
+             "duration": None if r.get("duration_s") is None else human_duration(float(r["duration_s"]))}
+            for r in records]
+    return _grid(rows, ("time", "user", "project", "action", "result", "duration"), width=_fit(width),
+                 shrink=("user", "project", "action", "result"), optional=("user", "duration"))
 
 
-def _grid(rows_data: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    rows = [[_cell(data.get(c)) for c in columns] for data in rows_data]
+def backups_table(found: Sequence[Backup], *, wide: bool = False, width: int | None = None) -> str:
+    """`backups` for people, newest first: when, PostgreSQL major, size, tables, path (cut from the left to
+    fit `width`, so the file name stays; whole with `wide`)."""
+    rows = []
+    for backup in found:
+        manifest = backup.manifest
+        size = manifest.get("size", backup.path.stat().st_size if backup.path.exists() else None)
+        rows.append({"created": _minute(manifest.get("created_at")) if not wide else manifest.get("created_at"),
+                     "pg": manifest.get("server_major"),
+                     "size": size if wide or not isinstance(size, int) else human_bytes(size),
+                     "tables": None if backup.row_counts is None else len(backup.row_counts),
+                     "path": str(backup.path)})
+    columns = ("created", "pg", "size", "tables", "path")
+    return _grid(rows, columns) if wide else _grid(rows, columns, width=_fit(width), shrink=("path",),
+                                                   optional=("tables", "pg"), keep_tail=("path",))
+
+
+def _fit(width: int | None) -> int:
+    return terminal_width() if width is None else width
+
+
+def _minute(value: object) -> str | None:
+    """An ISO 8601 time as `YYYY-MM-DD HH:MM` (UTC as recorded); anything else as it is."""
+    if not isinstance(value, str):
+        return None if value is None else str(value)
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return value
+
+
+def _grid(rows_data: Sequence[dict[str, Any]], columns: Sequence[str], *, width: int | None = None,
+          shrink: Sequence[str] = (), optional: Sequence[str] = (), keep_tail: Sequence[str] = ()) -> str:
+    """Left-aligned columns two spaces apart under upper-case headers. With `width`, lines wider than it are
+    narrowed in steps until they fit: the widest of the `shrink` columns is cut, down to SOFT_CUT cells; then
+    the `optional` columns are left out, in that order; then the `shrink` columns are cut down to MIN_CUT.
+    A cut cell ends in `…` (starts with it for `keep_tail`). A header is never cut, so a line can stay wider
+    than `width` when nothing more can give."""
+    columns = list(columns)
+    cells = {c: [_cell(data.get(c)) for data in rows_data] for c in columns}
+    widths = {c: max(len(c), *(len(v) for v in cells[c])) for c in columns}
+
+    def excess() -> int:
+        return sum(widths[c] for c in columns) + 2 * (len(columns) - 1) - (width or 0)
+
+    natural = dict(widths)
+
+    def cut_to(floor: int) -> int:
+        """Cut the widest `shrink` column by a cell at a time (from the natural widths) until the line fits
+        or none is above `floor`; the excess left."""
+        widths.update(natural)
+        while excess() > 0:
+            candidates = [c for c in shrink if c in columns and widths[c] > max(floor, len(c))]
+            if not candidates:
+                break
+            widths[max(candidates, key=lambda c: widths[c])] -= 1
+        return excess()
+
+    if width is not None and cut_to(SOFT_CUT) > 0:
+        for name in optional:
+            if name in columns and len(columns) > 1:
+                columns.remove(name)
+                if cut_to(SOFT_CUT) <= 0:
+                    break
+        if excess() > 0:
+            cut_to(MIN_CUT)
     header = [c.upper() for c in columns]
-    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+    rows = [[_cut(cells[c][i], widths[c], tail=c in keep_tail) for c in columns] for i in range(len(rows_data))]
+    lines = ["  ".join(h.ljust(widths[c]) for h, c in zip(header, columns, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(widths[c]) for v, c in zip(row, columns, strict=True)).rstrip() for row in rows]
     return "\n".join(lines)
+
+
+def _cut(value: str, width: int, *, tail: bool = False) -> str:
+    """`value` in at most `width` cells: cut with `…` (keeping its end when `tail`)."""
+    if len(value) <= width:
+        return value
+    return ELLIPSIS + value[len(value) - width + 1:] if tail else value[:width - 1] + ELLIPSIS
 
 
 def summary_json(summary: RunSummary, *, show_secrets: bool = False) -> str:

@@ -59,15 +59,21 @@ class StreamReporter:
         return None
 
 
+DONE = ("created", "updated", "unchanged", "started", "re-applied", "stopped", "restarted", "already")
+FAILED = ("failed", "rolled back")
+
+
 class LiveReporter:
-    """A rich live display on a terminal: one line per project with a spinner, its phase and elapsed time."""
+    """A rich live display on a terminal: one line per project with a spinner, its phase and elapsed time.
+    A finished project's spinner becomes a mark (✓ done, ✗ failed); on exit every line left gets one (✗ when
+    the command failed), so no spinner frame stays on screen."""
 
-    def __init__(self, stream: TextIO | None = None) -> None:
+    def __init__(self, stream: TextIO | None = None, *, force_terminal: bool | None = None) -> None:
         from rich.console import Console
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console(file=stream or sys.stderr)
-        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.fields[project]}"),
+        self.console = Console(file=stream or sys.stderr, force_terminal=force_terminal)
+        self.progress = Progress(_mark_column(), TextColumn("[bold]{task.fields[project]}"),
                                  TextColumn("{task.description}"), TimeElapsedColumn(),
                                  console=self.console, transient=False)
         self._tasks: dict[str, Any] = {}
@@ -79,12 +85,12 @@ class LiveReporter:
     def step(self, project: str, text: str) -> None:
         with self._lock:
             if project not in self._tasks:
-                self._tasks[project] = self.progress.add_task(text, project=project, total=None)
+                self._tasks[project] = self.progress.add_task(text, project=project, total=None, mark="")
             else:
                 self.progress.update(self._tasks[project], description=text)
-            if text.startswith(("created", "updated", "unchanged", "started", "re-applied", "failed", "rolled back",
-                                "stopped", "restarted", "already")):
-                self.progress.update(self._tasks[project], total=1, completed=1)
+            if text.startswith(DONE + FAILED):
+                self.progress.update(self._tasks[project], total=1, completed=1,
+                                     mark="✗" if text.startswith(FAILED) else "✓")
 
     def warn(self, text: str) -> None:
         self.console.print(f"warning: {text}", markup=False, highlight=False)
@@ -94,7 +100,30 @@ class LiveReporter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.progress.stop()
+        with self._lock:
+            for task in self.progress.tasks:
+                if not task.finished:
+                    self.progress.update(task.id, total=1, completed=1, mark="✓" if exc_type is None else "✗")
+        self.progress.stop()  # draws the last frame: marks, no spinner
+
+
+def _mark_column() -> Any:
+    """A spinner while a project works, its mark once it is finished."""
+    from rich.progress import ProgressColumn, SpinnerColumn, Task
+    from rich.text import Text
+
+    class MarkColumn(ProgressColumn):
+        def __init__(self) -> None:
+            super().__init__()
+            self.spinner = SpinnerColumn()
+
+        def render(self, task: Task) -> Any:
+            if task.finished:
+                mark = str(task.fields.get("mark") or "✓")
+                return Text(mark, style="red" if mark == "✗" else "green")
+            return self.spinner.render(task)
+
+    return MarkColumn()
 
 
 class NullReporter:

@@ -6,8 +6,11 @@
     POST   /v1/projects/{id}/stop|start|restart
     DELETE /v1/projects/{id}            keeps the data unless ?delete_data=true
     GET    /healthz
+    GET    /docs, /openapi.json         the API's documentation (apidocs.py: a page that needs no internet)
 
-Errors are application/problem+json (RFC 9457). Without a token (`--no-auth`, loopback only) a request must
+With a token every route needs it but /healthz, /docs and /openapi.json: those are readable by a browser,
+which never sends a bearer token on its own (the schema holds the routes and the env's name, no secret and
+no project). Errors are application/problem+json (RFC 9457). Without a token (`--no-auth`, loopback only) a request must
 name a loopback Host, must not come from another site (Origin, Sec-Fetch-Site) and, when it changes something
 (POST, PUT, PATCH, DELETE), must be sent as application/json even without a body. Operations on one project
 are serialised by the same file locks as the CLI; different projects run concurrently. Requests made over HTTP are
@@ -27,12 +30,12 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import hints, incidents, names
+from . import apidocs, hints, incidents, names
 from .errors import (
     BackendUnavailable,
     ConfigError,
@@ -165,7 +168,8 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
         yield
         service.shutdown()
 
-    app = FastAPI(title="provision", version="1.0", lifespan=lifespan,
+    app = FastAPI(title="provision", version="1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  swagger_ui_oauth2_redirect_url=None,  # Swagger UI and ReDoc load from a CDN: /docs is our own
                   description=f"Projects of env {service.env!r} on the {service.backend} backend.")
     app.state.service = service
     app.add_middleware(Guard, token=token, log=access_log or _access_logger())
@@ -203,6 +207,11 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
         elif exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path!r}"
         return _problem(request, ProblemError(exc.status_code, title, detail))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The API's documentation, rendered in the browser from /openapi.json with nothing from elsewhere."""
+        return HTMLResponse(apidocs.PAGE, headers=dict(apidocs.HEADERS))
 
     @app.get("/healthz", response_model=Health)
     def healthz() -> Health:
@@ -267,7 +276,8 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
 
 # --- the outermost guard ----------------------------------------------------------------------------
 MAX_BODY = 1024 * 1024  # bytes; the largest real body is a project name
-OPEN_PATHS = ("/healthz",)
+OPEN_PATHS = ("/healthz",)  # served to anyone, with or without a token
+DOC_PATHS = ("/docs", "/openapi.json")  # with a token: served without it (a browser sends none)
 CHANGING = ("POST", "PUT", "PATCH", "DELETE")  # without a token: sent as application/json, body or not
 SAME_SITE = ("same-origin", "none")  # the Sec-Fetch-Site values served without a token (none: typed, bookmarked)
 
@@ -322,7 +332,9 @@ class Guard:
     def _refusal(self, scope: dict[str, Any], path: str) -> tuple[int, str, str] | None:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
         if path not in OPEN_PATHS:
-            if self.token is not None:
+            if self.token is not None and path in DOC_PATHS and str(scope.get("method")).upper() in ("GET", "HEAD"):
+                pass  # the documentation: no secret in it, and a browser can read it
+            elif self.token is not None:
                 scheme, _, offered = headers.get("authorization", "").partition(" ")
                 if scheme.lower() != "bearer" or not hmac.compare_digest(offered.strip().encode(),
                                                                          self.token.reveal().encode()):
@@ -479,8 +491,12 @@ def serve(provisioner: Provisioner, *, host: str, port: int, token: Secret | Non
     if token is None and not is_loopback(host):
         raise ConfigError(f"--no-auth is only allowed on a loopback address, not {host!r}: set PROVISION_API_TOKEN")
     hints.use_http()  # what errors suggest goes to HTTP callers from now on
+    if token is not None and no_auth:
+        provisioner.reporter.warn("--no-auth is ignored: PROVISION_API_TOKEN is set, so every route but /healthz, "
+                                  "/docs and /openapi.json needs it; unset PROVISION_API_TOKEN to run without a "
+                                  "token (loopback only)")
     app = create_app(provisioner, token=token, workers=workers)
     provisioner.reporter.banner(f"[Provisioning] API on http://{host}:{port} (docs at /docs, auth: "
-                                f"{'bearer token' if token else 'none, loopback only'})")
+                                f"{'bearer token; /docs needs none' if token else 'none, loopback only'})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
 

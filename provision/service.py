@@ -37,6 +37,7 @@ from .errors import (
     ProvisionError,
     RolledBack,
     ServersFull,
+    TemplateError,
     UndeclaredProject,
     with_note,
 )
@@ -54,7 +55,14 @@ from .model import (
     Usage,
 )
 from .planner import Action, Plan, plan, unified_diff
-from .render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
+from .render import (
+    DEFAULT_DB_VOLUME,
+    RenderedStack,
+    build_context,
+    deployed_stack_hash,
+    parse_compose,
+    render_stack,
+)
 from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
 from .secrets import Secret, generate_missing
@@ -607,13 +615,26 @@ class Provisioner:
         )
 
     def _failed(self, project: str, action: str, exc: ProvisionError, duration: float = 0.0) -> ProjectResult:
+        """A failed project's result; after a rollback, with the URLs of the version that serves again."""
         status = "rolled back" if isinstance(exc, RolledBack) else "failed"
         self.reporter.step(project, f"{status}: {str(exc).splitlines()[0]}")
+        served = self._serving(project) if isinstance(exc, RolledBack) else None
         return ProjectResult(
             project=project, env=self.env, backend=self.backend.name, status=status,
             changed=isinstance(exc, RolledBack), action=action, error=str(exc), error_code=exc.exit_code,
             duration=duration,
+            api_url=served.api_url if served else None, db_url=served.db_url if served else None,
+            db_url_scope=served.db_url_scope if served else "host", server=served.server if served else None,
         )
+
+    def _serving(self, project: str) -> ProjectResult | None:
+        """What serves `project` now, read again (None when that read fails: the failure is reported already)."""
+        try:
+            target = self.known_target(project)
+            record = self.record(project)
+            return self.status_of(target, self._observe(target, record), record)
+        except ProvisionError:
+            return None
 
     # --- plan ------------------------------------------------------------------------------
     def plan(self, project: str | None = None) -> list[PlanItem]:
@@ -853,7 +874,7 @@ class Provisioner:
         prepared = self._prepare(target, observed, create=False)
         endpoints = (self.backend.endpoints(target, self._known(observed, record), prepared)
                      if (observed.exists or record) else NO_ENDPOINTS)
-        status = observed.summary()
+        status = observed.summary(expected=_applied_services(observed))
         if status == "absent":
             status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
         usage = usage or {}
@@ -956,3 +977,14 @@ class Provisioner:
             if record is not None and record.created_via == via and record.status in ("requested", "applying", "interrupted"):
                 unfinished.append(project)
         return unfinished
+
+
+def _applied_services(observed: Observed) -> tuple[str, ...]:
+    """The services of the compose text last applied (none when the backend cannot tell, or the text is not
+    a compose file)."""
+    if not observed.applied_text:
+        return ()
+    try:
+        return tuple(str(name) for name in parse_compose(observed.applied_text).get("services") or ())
+    except TemplateError:
+        return ()

@@ -35,6 +35,8 @@ def test_full_lifecycle_over_http(sandbox: Sandbox, server_factory: list[Server]
     sql(body["db_url"], "CREATE TABLE t (v int); INSERT INTO t VALUES (1); GRANT SELECT ON t TO anon")
     reload_schema(body["db_url"], body["api_url"], "t")
     assert httpx.get(body["api_url"] + "/t", timeout=10).json() == [{"v": 1}]
+    schema = httpx.get(server.url + "/openapi.json", trust_env=False).text  # no token: holds nothing secret
+    assert TOKEN not in schema and "web" not in schema and not any(v in schema for v in sandbox.secrets("web").values())
 
     assert api.get("/v1/projects/web").json()["status"] == "running"
     assert "web" in [p["id"] for p in api.get("/v1/projects").json()["projects"]]
@@ -98,6 +100,16 @@ def test_the_server_refuses_to_start_without_a_token(sandbox: Sandbox) -> None:
         assert "PROVISION_API_TOKEN" in result.stderr
 
 
+def test_no_auth_with_a_token_set_is_ignored_with_a_warning(sandbox: Sandbox, server_factory: list[Server]) -> None:
+    server = run_server(server_factory, sandbox, "--no-auth")  # PROVISION_API_TOKEN is set
+    assert httpx.get(server.url + "/v1/projects", trust_env=False).status_code == 401  # the token still rules
+    assert server.client().get("/v1/projects").status_code == 200
+    log = server.log()
+    assert "warning: --no-auth is ignored: PROVISION_API_TOKEN is set" in log and TOKEN not in log
+    quiet = run_server(server_factory, sandbox)  # no --no-auth: no warning
+    assert quiet.log().count("--no-auth is ignored") == 1
+
+
 def test_idempotency_key_returns_the_same_project(sandbox: Sandbox, server_factory: list[Server]) -> None:
     api = run_server(server_factory, sandbox).client()
     first = api.post("/v1/projects", json={}, headers={"Idempotency-Key": "signup-42"})
@@ -136,7 +148,9 @@ def test_the_guard_answers_before_reading_bodies(sandbox: Sandbox, server_factor
     streamed = api.post("/v1/projects", content=chunks(), headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413, streamed.text
     assert api.get("/openapi.json").status_code == 200
-    assert httpx.get(server.url + "/openapi.json", trust_env=False).status_code == 401  # the API's own rule
+    # the documentation is readable without the token (a browser sends none); every other route needs it
+    assert httpx.get(server.url + "/openapi.json", trust_env=False).status_code == 200
+    assert httpx.get(server.url + "/v1/projects", trust_env=False).status_code == 401
     log = server.log()
     assert "POST /v1/projects 401" in log and "POST /v1/projects 413" in log and TOKEN not in log
 

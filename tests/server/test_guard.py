@@ -140,6 +140,40 @@ def test_with_a_token_the_token_is_the_rule(sandbox: Sandbox) -> None:
         assert api.post("/v1/projects", content=b"name=x", headers={"Content-Type": "text/plain"}).status_code == 415
 
 
+def test_the_docs_work_offline_and_without_the_token(sandbox: Sandbox) -> None:
+    """/docs and /openapi.json are read without the token (a browser sends none) and /docs loads nothing from
+    elsewhere; every other route still needs the token, and so does anything but a GET of the docs."""
+    import base64
+    import hashlib
+    import re
+
+    with serving(sandbox, token=TOKEN) as server, server.client() as anonymous:
+        page = anonymous.get("/docs")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        html = page.text
+        assert not re.search(r"(src|href)\s*=", html, re.I) and "cdn" not in html.lower() and "<link" not in html
+        assert "@import" not in html and "url(" not in html
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'none'" in policy and "connect-src 'self'" in policy
+        for tag in ("script", "style"):  # the inline script and style are the only ones allowed to run
+            [inline] = re.findall(rf"<{tag}>(.*?)</{tag}>", html, re.S)
+            digest = base64.b64encode(hashlib.sha256(inline.encode()).digest()).decode()
+            assert f"{tag}-src 'sha256-{digest}'" in policy
+        assert 'fetch("openapi.json"' in html and "innerHTML" not in html  # built from text nodes only
+        schema = anonymous.get("/openapi.json")
+        assert schema.status_code == 200 and "/v1/projects" in schema.json()["paths"]
+        assert TOKEN not in schema.text and "/docs" not in schema.json()["paths"]
+        for method, path in (("GET", "/v1/projects"), ("GET", "/v1/projects/shop"), ("POST", "/docs"),
+                             ("POST", "/openapi.json"), ("GET", "/redoc"), ("GET", "/docs/oauth2-redirect")):
+            assert problem(anonymous.request(method, path))["status"] == 401, (method, path)
+        with server.client(token=TOKEN) as api:
+            assert api.get("/redoc").status_code == 404 and api.get("/docs").status_code == 200  # no CDN page left
+    with serving(sandbox, token=None) as server, server.client() as api:  # without a token: the loopback rules
+        assert api.get("/docs", headers={"Sec-Fetch-Site": "none"}).status_code == 200
+        assert api.get("/docs", headers={"Origin": EVIL}).status_code == 403
+        assert api.get("/openapi.json", headers={"Host": "evil.example"}).status_code == 400
+
+
 def test_an_unexpected_exception_is_a_500_on_a_kept_connection(sandbox: Sandbox, monkeypatch: pytest.MonkeyPatch) -> None:
     with serving(sandbox, token=TOKEN) as server, server.client(token=TOKEN) as api:
 

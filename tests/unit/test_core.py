@@ -325,7 +325,7 @@ def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisio
     from provision.errors import RolledBack
 
     provisioner, backend, store = setup
-    provisioner.provision("shop")
+    served = provisioner.provision("shop")
     good = backend.texts["shop"]
     backend.broken_marker = "postgrest/postgrest:v99"
     broken = _with_images(provisioner, "postgrest/postgrest:v99")
@@ -337,6 +337,9 @@ def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisio
     assert [r["result"] for r in history.read(store.root)] == ["ok", "rolled back"]
     summary = broken.provision_many(["shop"])
     assert summary.results[0].status == "rolled back" and not summary.ok
+    # the summary names what serves: the previous version's URLs
+    assert served.api_url and summary.results[0].api_url == served.api_url
+    assert summary.results[0].to_dict()["db_url"] == served.to_dict()["db_url"]
 
 
 def test_history_records_who_what_when(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
