@@ -341,6 +341,8 @@ class Provisioner:
             self._hook("pre-provision", target, decision.action.value,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
             if decision.changes:
+                if observed.adopting:
+                    self.reporter.step(project, f"adopting: {observed.adopting}")
                 self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
                 record = self._write(self._applied_record(target, stack, prepared, "applying", None, record), record)
                 endpoints, handle = self._apply(target, observed, stack, prepared, decision, record)
@@ -681,7 +683,8 @@ class Provisioner:
         diff = ""
         if decision.outcome in ("update", "drift") and observed.applied_text:
             diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
-        return PlanItem(target.project, target.env, self.backend.name, decision.outcome, decision.reason, diff,
+        reason = f"{decision.reason}; {observed.adopting}" if observed.adopting and decision.changes else decision.reason
+        return PlanItem(target.project, target.env, self.backend.name, decision.outcome, reason, diff,
                         declared=target.spec.declared)
 
     def prune(self, *, yes: bool = False) -> list[ProjectResult]:
