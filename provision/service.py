@@ -673,6 +673,9 @@ class Provisioner:
         return {name: self._settle(observed, records.get(name)) for name, observed in found.items()}
 
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
+        if observed.foreign:
+            return PlanItem(target.project, target.env, self.backend.name, "taken", observed.foreign,
+                            declared=target.spec.declared)
         _, stack, decision = self._plan_for(target, observed, create=False)
         if decision.changes:
             majors = self.majors(target, self.record(target.project), observed)
@@ -848,13 +851,16 @@ class Provisioner:
         containers cost when `usage` is given."""
         prepared = self._prepare(target, observed, create=False)
         endpoints = (self.backend.endpoints(target, self._known(observed, record), prepared)
-                     if (observed.exists or record) else NO_ENDPOINTS)
+                     if (observed.exists or record) and not observed.foreign else NO_ENDPOINTS)
         status = observed.summary()
-        if status == "absent":
+        if observed.foreign:
+            status = "taken"
+        elif status == "absent":
             status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
         usage = usage or {}
         oom = sorted(name for name, u in usage.items() if u.oom_killed)
         messages = [f"drift: {observed.drift}"] if observed.drift else []
+        messages += [observed.foreign] if observed.foreign else []
         messages += [f"{name}: OOM-killed (over its memory limit"
                      + (f" of {_mib(usage[name].memory_limit_bytes)}" if usage[name].memory_limit_bytes else "")
                      + "): raise resources." + name + ".memory" for name in oom]

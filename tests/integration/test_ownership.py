@@ -77,6 +77,9 @@ def test_two_checkouts_on_one_engine_see_and_touch_only_their_own_stacks(checkou
         assert f"owner {OWNER_A}" in refused.stderr and "provision adopt" in refused.stderr, refused.stderr
         assert "secrets file" not in refused.stderr
     assert projects(a, "status") == {"uxblog": "running", "uxsig": "running"}
+    assert projects(b, "plan")["uxblog"] == "taken"
+    [shown] = [p for p in b.cli("status", "--json").json()["projects"] if p["project"] == "uxblog"]
+    assert shown["status"] == "taken" and shown["api_url"] is None and f"owner {OWNER_A}" in shown["messages"][0]
 
     # adopt takes it over on purpose: with A's secrets, B's next provision relabels its containers
     (b.state_dir / b.env / "uxblog").mkdir(parents=True, exist_ok=True)
@@ -87,7 +90,7 @@ def test_two_checkouts_on_one_engine_see_and_touch_only_their_own_stacks(checkou
     assert owners(a.env, "uxblog")["container"] == {OWNER_B}
     assert owners(a.env, "uxblog")["volume"] == {OWNER_A}  # a volume's labels never change: B's record says it is B's
     assert projects(b, "status")["uxblog"] == "running"
-    assert projects(a, "list")["uxblog"] == "not provisioned"  # declared in A, but the stack is B's now
+    assert projects(a, "list")["uxblog"] == "taken"  # declared in A, but the stack is B's now
     refused = a.cli("provision", "--project=uxblog", check=False)
     assert refused.returncode != 0 and f"owner {OWNER_B}" in refused.stderr
     assert projects(a, "status", "--project=uxsig") == {"uxsig": "running"}

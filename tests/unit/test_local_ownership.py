@@ -134,7 +134,7 @@ def test_observe_env_lists_only_this_checkouts_stacks(project_root: Path, store:
     volumes = volume("gone", ME) + volume("theirs", OTHER) + volume("old", None)
     runner = FakeRunner().on("docker", "ps", stdout=containers).on("docker", "volume", "ls", stdout=volumes)
     found = backend(store, runner).observe_env(target.config, {})
-    assert sorted(found) == ["gone", "legacy", "shop"]
+    assert sorted(found) == ["gone", "legacy", "shop"]  # not blog, theirs (another owner), stray or old (no record)
     assert found["gone"] == Observed(exists=False, kept_data="gone_demo_pgdata")
     assert found["legacy"].adopting is not None and found["shop"].adopting is None
 
@@ -191,3 +191,16 @@ def test_adopt_of_nothing_says_so(project_root: Path, store: StateStore) -> None
     runner = FakeRunner().on("docker", "ps", stdout="").on("docker", "volume", "ls", stdout="")
     with pytest.raises(ProvisionError, match="no compose project shop_demo"):
         backend(store, runner).adopt(owned_target(project_root))
+
+
+def test_a_declared_or_recorded_name_another_owner_uses_is_listed_as_taken(project_root: Path,
+                                                                          store: StateStore) -> None:
+    target = owned_target(project_root)  # declares shop
+    record(store, "theirs")
+    volumes = volume("theirs", OTHER) + volume("stray", None)
+    runner = FakeRunner().on("docker", "ps", stdout=ps(OTHER)).on("docker", "volume", "ls", stdout=volumes)
+    found = backend(store, runner).observe_env(target.config, {})
+    assert sorted(found) == ["shop", "theirs"]
+    for name in found:
+        assert not found[name].exists and found[name].kept_data is None and found[name].handle is None
+        assert f"owner {OTHER}" in (found[name].foreign or "")

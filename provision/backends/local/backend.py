@@ -812,13 +812,26 @@ class LocalBackend:
         observed: dict[str, Observed] = {}
         for project, containers in by_project.items():
             owners = ownership.owners_of(c.labels for c in containers)
-            if self._mine(config, project, owners):  # another checkout's stacks are not this env's
+            if self._mine(config, project, owners):
                 seen = self._owned(config, project, _observed(containers), owners)
                 observed[project] = self._complete(config.name, project, seen, known.get(project))
+            elif taken := self._taken(config, project, owners, f"compose project {names.compose_project_name(config.name, project)}"):
+                observed[project] = taken
         for project, volumes in kept.items():
-            if self._mine(config, project, ownership.owners_of(volumes.values())):
+            owners = ownership.owners_of(volumes.values())
+            if self._mine(config, project, owners):
                 observed[project] = Observed(exists=False, kept_data=list(volumes)[-1])
+            elif taken := self._taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
+                observed[project] = taken
         return observed
+
+    def _taken(self, config: EnvConfig, project: str, owners: frozenset[str], what: str) -> Observed | None:
+        """Another owner's stack is no project of this env: listed (as taken, nothing observed) only under a name
+        this checkout declares or records, so that plan and status say why it cannot be provisioned here."""
+        if not any(p.name == project for p in config.projects) and not self.store.paths(config.name, project).state.is_file():
+            return None
+        foreign = ownership.foreign_owner(owners, self._accepted(config, project)) or ""
+        return Observed(exists=False, foreign=ownership.refusal(config.name, project, what, foreign, config.owner))
 
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
