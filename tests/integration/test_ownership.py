@@ -95,6 +95,15 @@ def test_two_checkouts_on_one_engine_see_and_touch_only_their_own_stacks(checkou
     assert refused.returncode != 0 and f"owner {OWNER_B}" in refused.stderr
     assert projects(a, "status", "--project=uxsig") == {"uxsig": "running"}
 
+    # A's own volume, made with its label, is reattached after a destroy and deleted with --delete-data
+    a.cli("destroy", "--project=uxsig")
+    assert projects(a, "status", "--project=uxsig") == {"uxsig": "destroyed"}
+    assert owners(a.env, "uxsig")["volume"] == {OWNER_A}
+    a.cli("provision", "--project=uxsig")
+    assert owners(a.env, "uxsig") == {"container": {OWNER_A}, "volume": {OWNER_A}, "network": {OWNER_A}}
+    a.cli("destroy", "--project=uxsig", "--delete-data", "--yes", "--no-backup")
+    assert owners(a.env, "uxsig") == {"container": set(), "volume": set(), "network": set()}
+
 
 def test_a_stack_made_without_an_owner_id_is_taken_over_by_its_own_checkout_only(
         checkouts: tuple[Sandbox, Sandbox]) -> None:
