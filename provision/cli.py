@@ -800,7 +800,8 @@ def unlock(c: Context, env: str | None = None, project: str | None = None, yes: 
             "json": "Print JSON"})
 def adopt(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
           lock_timeout: str | None = None, json: bool = False) -> None:
-    """Take over a same-named Coolify stack that carries no (or another) owner id; needs --yes."""
+    """Take over a same-named stack (Coolify service, local compose project) that carries no or another owner id;
+    needs --yes."""
     from provision import output
 
     project = _require_project(project)

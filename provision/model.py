@@ -86,6 +86,12 @@ class Observed:
     kept_data: str | None = None
     # the server the stack runs on, where the env spreads stacks over several (Coolify placement), or None
     server: str | None = None
+    # the stack is this checkout's but was made without the owner label it now gets: what the next apply takes
+    # over (one line to show), or None
+    adopting: str | None = None
+    # the name is taken on the backend by another owner's stack, which no verb touches: why, and what to do (the
+    # stack itself is not observed: exists stays False), or None
+    foreign: str | None = None
 
     @property
     def running(self) -> bool:

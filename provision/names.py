@@ -19,6 +19,8 @@ LABEL_PROJECT = f"{LABEL_PREFIX}.project"
 LABEL_ENV = f"{LABEL_PREFIX}.env"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
 LABEL_CONFIG_HASH = f"{LABEL_PREFIX}.config-hash"
+# the env's owner id on what the local backend creates (containers, networks, data volumes it makes itself)
+LABEL_OWNER = f"{LABEL_PREFIX}.owner"
 
 
 def validate_name(name: object, *, kind: str = "project", max_length: int = PROJECT_MAX) -> str:

@@ -150,7 +150,11 @@ def build_context(
     db_volume: str = DEFAULT_DB_VOLUME,
 ) -> dict[str, Any]:
     """The variables the template sees; pure data, no secrets (only `${VAR}` references). `db_volume`: the
-    compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify)."""
+    compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify). On the local backend
+    with an owner id, the containers and the network carry it (`names.LABEL_OWNER`); Coolify marks ownership in
+    its descriptions instead."""
+    volume_labels = {names.LABEL_MANAGED: "true", names.LABEL_PROJECT: spec.name, names.LABEL_ENV: config.name}
+    owner = {names.LABEL_OWNER: config.owner} if backend == "local" and config.owner else {}
     return {
         "db_volume": db_volume,
         "roles": Roles.of(spec.variables).to_context(),
@@ -162,11 +166,11 @@ def build_context(
         "compose_project": names.compose_project_name(config.name, spec.name),
         "images": {"db": config.images.db, "api": config.images.api},
         "vars": dict(spec.variables),
-        "labels": {
-            names.LABEL_MANAGED: "true",
-            names.LABEL_PROJECT: spec.name,
-            names.LABEL_ENV: config.name,
-        },
+        "labels": {**volume_labels, **owner},
+        # a volume's labels never change once it exists (compose may offer to recreate it, data lost, when they
+        # differ): the data volume keeps the labels of earlier versions, and the local backend adds the owner
+        # label to a new one by creating it itself before compose runs
+        "volume_labels": volume_labels,
         "publish": (
             {"bind_address": config.local.bind_address, "api_port": ports.api, "db_port": ports.db,
              "subnet": ports.subnet}

@@ -93,7 +93,8 @@ class ProjectResult:
 
 @dataclass(frozen=True)
 class PlanItem:
-    """What `provision` would do to one project: create, update, no-op, drift or orphan."""
+    """What `provision` would do to one project: create, update, no-op, drift, orphan, or taken (another owner's
+    stack has the name: provision refuses it)."""
 
     project: str
     env: str

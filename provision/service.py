@@ -354,6 +354,8 @@ class Provisioner:
             self._hook("pre-provision", target, decision.action.value,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
             if decision.changes:
+                if observed.adopting:
+                    self.reporter.step(project, f"adopting: {observed.adopting}")
                 self.reporter.step(project, f"{decision.action.value}: {decision.reason}")
                 record = self._write(self._applied_record(target, stack, prepared, "applying", None, record), record)
                 endpoints, handle = self._apply(target, observed, stack, prepared, decision, record)
@@ -698,6 +700,9 @@ class Provisioner:
         return {name: self._settle(observed, records.get(name)) for name, observed in found.items()}
 
     def _plan_one(self, target: Target, observed: Observed) -> PlanItem:
+        if observed.foreign:
+            return PlanItem(target.project, target.env, self.backend.name, "taken", observed.foreign,
+                            declared=target.spec.declared)
         _, stack, decision = self._plan_for(target, observed, create=False)
         if decision.changes:
             majors = self.majors(target, self.record(target.project), observed)
@@ -708,7 +713,8 @@ class Provisioner:
         diff = ""
         if decision.outcome in ("update", "drift") and observed.applied_text:
             diff = unified_diff(observed.applied_text, stack.text, f"deployed/{target.project}", f"rendered/{target.project}")
-        return PlanItem(target.project, target.env, self.backend.name, decision.outcome, decision.reason, diff,
+        reason = f"{decision.reason}; {observed.adopting}" if observed.adopting and decision.changes else decision.reason
+        return PlanItem(target.project, target.env, self.backend.name, decision.outcome, reason, diff,
                         declared=target.spec.declared)
 
     def prune(self, *, yes: bool = False) -> list[ProjectResult]:
@@ -873,13 +879,16 @@ class Provisioner:
         containers cost when `usage` is given."""
         prepared = self._prepare(target, observed, create=False)
         endpoints = (self.backend.endpoints(target, self._known(observed, record), prepared)
-                     if (observed.exists or record) else NO_ENDPOINTS)
+                     if (observed.exists or record) and not observed.foreign else NO_ENDPOINTS)
         status = observed.summary(expected=_applied_services(observed))
-        if status == "absent":
+        if observed.foreign:
+            status = "taken"
+        elif status == "absent":
             status = "destroyed" if record is not None and record.status == "destroyed" else "not provisioned"
         usage = usage or {}
         oom = sorted(name for name, u in usage.items() if u.oom_killed)
         messages = [f"drift: {observed.drift}"] if observed.drift else []
+        messages += [observed.foreign] if observed.foreign else []
         messages += [f"{name}: OOM-killed (over its memory limit"
                      + (f" of {_mib(usage[name].memory_limit_bytes)}" if usage[name].memory_limit_bytes else "")
                      + "): raise resources." + name + ".memory" for name in oom]

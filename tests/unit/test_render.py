@@ -129,3 +129,23 @@ def test_rendering_is_fast(project_root: Path) -> None:
         context = build_context(config, config.project(f"p{i}"), backend="local", ports=Ports(api=1, db=2))
         render_stack(config.template_path, context, SECRETS)
     assert time.perf_counter() - started < 5
+
+
+def test_the_owner_id_labels_local_containers_and_network_but_never_the_volume(project_root: Path) -> None:
+    owned = ENV + "owner: aaaaaa0001\n"
+    local = yaml.safe_load(_render(project_root, owned).text)
+    for service in ("db", "api"):
+        assert local["services"][service]["labels"]["io.provision.owner"] == "aaaaaa0001"
+    assert local["networks"]["default"]["labels"]["io.provision.owner"] == "aaaaaa0001"
+    # a volume's labels cannot change once it exists: the file keeps the earlier labels (the backend adds the owner
+    # label when it creates the volume itself)
+    assert "io.provision.owner" not in local["volumes"]["pgdata"]["labels"]
+    assert local["volumes"]["pgdata"]["labels"] == yaml.safe_load(_render(project_root).text)["volumes"]["pgdata"]["labels"]
+    coolify = _render(project_root, owned, ports=None, backend="coolify")  # Coolify: descriptions carry it
+    assert "io.provision.owner" not in coolify.text
+    assert coolify.service_hashes == _render(project_root, ports=None, backend="coolify").service_hashes
+
+
+def test_an_owner_id_changes_the_local_service_hashes(project_root: Path) -> None:
+    # stated in CHANGELOG: a stack made without the label is recreated once, to carry it
+    assert _render(project_root, ENV + "owner: aaaaaa0001\n").service_hashes != _render(project_root).service_hashes

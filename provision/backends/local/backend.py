@@ -53,8 +53,9 @@ from ...planner import Action, Plan
 from ...probes import Probe, http_probe, postgres_ping, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
-from ...state import StateStore, atomic_write
+from ...state import StateStore, atomic_write, read_json, write_json
 from ..base import Backend
+from . import ownership
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state, service_containers
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
 from .usage import collect
@@ -77,6 +78,8 @@ def _docker_from_env() -> Any:
 # on a throwaway container that reads a project's data volume (`_run_helper`): "<env>/<project>"
 HELPER_LABEL = "io.provision.helper"
 COMPOSE_VOLUME_LABEL = "com.docker.compose.volume"  # compose's own label on a volume it made: its key
+COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
+ADOPTED_FILE = "adopted.json"  # beside the project's record: the owners `adopt` took its resources over from
 
 
 @contextlib.contextmanager
@@ -208,11 +211,44 @@ class LocalBackend:
     # --- observe / prepare ------------------------------------------------------------------
     def observe(self, target: Target, known: Handle | None) -> Observed:
         """The project's containers, what provision last applied, and whether they still match it; without
-        containers, the data volume a destroy kept (one `docker volume ls`)."""
-        observed = _observed(self._containers(target))
+        containers, the data volume a destroy kept (one `docker volume ls`). ProjectConflict naming the owner
+        when they are another checkout's (`ownership`): no verb acts on those."""
+        containers = self._containers(target)
+        observed = _observed(containers)
+        labels: list[Mapping[str, str]] = [c.labels for c in containers]
         if not observed.exists:
-            observed = replace(observed, kept_data=next(iter(self.compose.volumes(self._label(target)).values()), None))
+            volumes = {name: carried for name, carried in
+                       self.compose.labelled_volumes(self._label(target)).items() if names.LABEL_PROJECT in carried}
+            observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None)
+            labels = list(volumes.values())
+        observed = self._owned(target.config, target.project, observed, ownership.owners_of(labels))
         return self._complete(target.env, target.project, observed, known)
+
+    def _accepted(self, config: EnvConfig, project: str) -> frozenset[str]:
+        """The owners whose resources of `project` are this checkout's (`ownership.accepted_owners`)."""
+        paths = self.store.paths(config.name, project)
+        adopted = read_json(paths.dir / ADOPTED_FILE).get("owners") if (paths.dir / ADOPTED_FILE).is_file() else None
+        return ownership.accepted_owners(config.owner, recorded=paths.state.is_file(),
+                                         adopted=[str(o) for o in adopted] if isinstance(adopted, list) else ())
+
+    def _owned(self, config: EnvConfig, project: str, observed: Observed, owners: frozenset[str]) -> Observed:
+        """`observed` when the resources carrying `owners` are this checkout's (a stack an earlier version made
+        here noted as taken over at its next apply); ProjectConflict naming the other owner when not."""
+        if not owners:
+            return observed
+        foreign = ownership.foreign_owner(owners, self._accepted(config, project))
+        if foreign is not None:
+            what = f"compose project {names.compose_project_name(config.name, project)}"
+            raise ProjectConflict(ownership.refusal(config.name, project, what, foreign, config.owner))
+        if ownership.legacy(owners, config.owner):
+            return replace(observed, adopting=(
+                f"made by an earlier version without an owner label, and recorded here: taken over as owner "
+                f"{config.owner}'s (its containers are recreated with the label; its data volume keeps its labels)"))
+        return observed
+
+    def _mine(self, config: EnvConfig, project: str, owners: frozenset[str]) -> bool:
+        """Whether resources of `project` carrying `owners` are this checkout's."""
+        return ownership.foreign_owner(owners, self._accepted(config, project)) is None
 
     def _complete(self, env: str, project: str, observed: Observed, known: Handle | None) -> Observed:
         """`observed` with the compose text last applied and the drift from the recorded baseline."""
@@ -272,6 +308,7 @@ class LocalBackend:
         paths = self.store.ensure_dir(target.env, target.project)
         atomic_write(paths.compose, stack.text, mode=0o600)
         self._warm_up()
+        self._make_volumes(target, stack)
         self.compose.remove_interrupted(self._label(target))  # what a killed `up` left (<id>_<name>, Created)
         self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
                  db_port=prepared.ports.db if prepared.ports else None)
@@ -280,6 +317,38 @@ class LocalBackend:
             service_hashes={c.service: c.labels.get(names.LABEL_CONFIG_HASH, "") for c in containers},
             compose_hashes={c.service: c.labels.get(COMPOSE_HASH_LABEL, "") for c in containers},
         )
+
+    def _make_volumes(self, target: Target, stack: RenderedStack) -> list[str]:
+        """Create the stack's missing volumes as compose would (its project and volume labels, the file's labels),
+        plus the owner label, which compose never sees: a volume's labels cannot change once it exists, so the
+        compose file keeps those of earlier versions (an existing volume is never touched). Only with an owner id;
+        returns the names created."""
+        owner = target.config.owner
+        volumes = stack.document.get("volumes")
+        if not owner or not isinstance(volumes, dict):
+            return []
+        project = self._project_name(target)
+        existing = set(self.compose.labelled_volumes(f"{COMPOSE_PROJECT_LABEL}={project}"))
+        made = []
+        for key, definition in volumes.items():
+            spec = definition if isinstance(definition, dict) else {}
+            if spec.get("external") or spec.get("driver") not in (None, "local") or spec.get("driver_opts"):
+                continue  # compose makes (or finds) those itself
+            name = str(spec.get("name") or f"{project}_{key}")
+            if name in existing:
+                continue
+            given = spec.get("labels")
+            carried: Mapping[str, Any] = given if isinstance(given, dict) else {}
+            labels = {**{str(k): str(v) for k, v in carried.items()}, COMPOSE_PROJECT_LABEL: project,
+                      COMPOSE_VOLUME_LABEL: str(key), names.LABEL_OWNER: owner}
+            argv = ["docker", "volume", "create"]
+            for label, value in labels.items():
+                argv += ["--label", f"{label}={value}"]
+            result = self.compose.runner.run([*argv, "--", name], timeout=60)
+            if result.returncode != 0:
+                raise CommandFailed([*argv, "--", name], result.returncode, result.stderr, hint=f"create volume {name}")
+            made.append(name)
+        return made
 
     def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True,
             force: bool = False, db_port: int | None = None) -> None:
@@ -491,6 +560,7 @@ class LocalBackend:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
                 changed = True
             release_ports(self.leases, target.env, target.project)
+            (self.store.paths(target.env, target.project).dir / ADOPTED_FILE).unlink(missing_ok=True)
         elif volumes:
             done.append(
                 "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
@@ -611,6 +681,8 @@ class LocalBackend:
         owner = f"{target.env}/{target.project}" if target is not None else ""
         argv = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", command[0],
                 "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={owner}"]
+        if target is not None and target.config.owner:
+            argv += ["--label", f"{names.LABEL_OWNER}={target.config.owner}"]
         for name, path in (volumes or {}).items():
             argv += ["--volume", f"{name}:{path}:ro"]
         argv += [image, *command[1:]]
@@ -620,8 +692,36 @@ class LocalBackend:
         return result.stdout
 
     def adopt(self, target: Target) -> tuple[str, ...]:
-        """Nothing to adopt: a local engine's stacks belong to the state directory that made them."""
-        return ()
+        """Take over the project's compose project made by another checkout (another owner id), by an earlier
+        version elsewhere or by hand (no owner id): the owners its containers and volumes carry are recorded as
+        this checkout's in the project's `adopted.json`, and the next provision recreates its containers with this
+        env's owner label (a volume keeps its labels: it stays this checkout's through that file). Returns what
+        was done, nothing when it is this checkout's already."""
+        label = self._label(target)
+        containers = service_containers(self.compose.containers(label))
+        volumes = self.compose.labelled_volumes(label)
+        if not containers and not volumes:
+            raise ProvisionError(f"no compose project {self._project_name(target)} (containers or volumes) on this "
+                                 f"Docker Engine to adopt for {target.project!r} in env {target.env!r}")
+        owners = ownership.owners_of([*(c.labels for c in containers), *volumes.values()])
+        accepted = self._accepted(target.config, target.project)
+        taken = sorted(owners - accepted)
+        if not taken:
+            return ()
+        paths = self.store.ensure_dir(target.env, target.project)
+        previous = read_json(paths.dir / ADOPTED_FILE).get("owners") if (paths.dir / ADOPTED_FILE).is_file() else []
+        kept = [str(o) for o in previous] if isinstance(previous, list) else []
+        write_json(paths.dir / ADOPTED_FILE, {"owners": sorted({*kept, *taken})})
+        whose = ", ".join(f"owner {o}" if o else "no owner id" for o in taken)
+        done = [f"adopted compose project {self._project_name(target)} ({len(containers)} container(s), "
+                f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
+        if containers:
+            done.append(f"`provision --env={target.env} --project={target.project}` recreates its containers with "
+                        f"owner {target.config.owner or '(none)'}'s label; its volumes keep their labels")
+        if not paths.secrets.is_file():
+            done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "
+                        f"<state>/{target.env}/{target.project}/secrets.env to {paths.secrets} before provision")
+        return tuple(done)
 
     def lock(self, target: Target, known: Handle | None, *,
              timeout: float) -> contextlib.AbstractContextManager[None]:
@@ -684,6 +784,11 @@ class LocalBackend:
         if projects is not None and not projects:
             return {}
         listed = self.compose.containers(f"{names.LABEL_ENV}={config.name}")
+        by_project: dict[str, list[ContainerState]] = {}
+        for container in listed:
+            by_project.setdefault(container.labels.get(names.LABEL_PROJECT, ""), []).append(container)
+        listed = [c for project, found in by_project.items() if project
+                  and self._mine(config, project, ownership.owners_of(c.labels for c in found)) for c in found]
 
         def api() -> Any:
             return self._docker_client().api
@@ -701,12 +806,33 @@ class LocalBackend:
             project = container.labels.get(names.LABEL_PROJECT)
             if project:
                 by_project.setdefault(project, []).append(container)
-        observed = {project: self._complete(config.name, project, _observed(containers), known.get(project))
-                    for project, containers in by_project.items()}
-        for project, volume in self.compose.volumes(label).items():
-            if project not in observed:
-                observed[project] = Observed(exists=False, kept_data=volume)
+        kept: dict[str, dict[str, Mapping[str, str]]] = {}
+        for volume, carried in self.compose.labelled_volumes(label).items():
+            if carried.get(names.LABEL_PROJECT) and carried[names.LABEL_PROJECT] not in by_project:
+                kept.setdefault(carried[names.LABEL_PROJECT], {})[volume] = carried
+        observed: dict[str, Observed] = {}
+        for project, containers in by_project.items():
+            owners = ownership.owners_of(c.labels for c in containers)
+            if self._mine(config, project, owners):
+                seen = self._owned(config, project, _observed(containers), owners)
+                observed[project] = self._complete(config.name, project, seen, known.get(project))
+            elif taken := self._taken(config, project, owners, f"compose project {names.compose_project_name(config.name, project)}"):
+                observed[project] = taken
+        for project, volumes in kept.items():
+            owners = ownership.owners_of(volumes.values())
+            if self._mine(config, project, owners):
+                observed[project] = Observed(exists=False, kept_data=list(volumes)[-1])
+            elif taken := self._taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
+                observed[project] = taken
         return observed
+
+    def _taken(self, config: EnvConfig, project: str, owners: frozenset[str], what: str) -> Observed | None:
+        """Another owner's stack is no project of this env: listed (as taken, nothing observed) only under a name
+        this checkout declares or records, so that plan and status say why it cannot be provisioned here."""
+        if not any(p.name == project for p in config.projects) and not self.store.paths(config.name, project).state.is_file():
+            return None
+        foreign = ownership.foreign_owner(owners, self._accepted(config, project)) or ""
+        return Observed(exists=False, foreign=ownership.refusal(config.name, project, what, foreign, config.owner))
 
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""

@@ -220,6 +220,15 @@ class ComposeCLI:
 
     def volumes(self, *labels: str, timeout: float = 30) -> dict[str, str]:
         """Volumes carrying every `key=value` label: {io.provision.project label: volume name}."""
+        found = {}
+        for name, carried in self.labelled_volumes(*labels, timeout=timeout).items():
+            project = carried.get("io.provision.project")
+            if project:
+                found[project] = name
+        return found
+
+    def labelled_volumes(self, *labels: str, timeout: float = 30) -> dict[str, dict[str, str]]:
+        """Volumes carrying every `key=value` label: {volume name: its labels}, in the engine's order."""
         argv = ["docker", "volume", "ls", "--format", "{{json .}}"]
         for label in labels:
             argv += ["--filter", f"label={label}"]
@@ -230,9 +239,7 @@ class ComposeCLI:
         for line in result.stdout.splitlines():
             if line.strip().startswith("{"):
                 record = json.loads(line)
-                project = parse_labels(record.get("Labels")).get("io.provision.project")
-                if project:
-                    found[project] = str(record.get("Name", ""))
+                found[str(record.get("Name", ""))] = parse_labels(record.get("Labels"))
         return found
 
     def _detect_standalone(self) -> tuple[str, ...]:
