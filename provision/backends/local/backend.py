@@ -716,7 +716,7 @@ class LocalBackend:
         done = [f"adopted compose project {self._project_name(target)} ({len(containers)} container(s), "
                 f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
         if containers:
-            done.append(f"`provision --env={target.env} --project={target.project}` recreates its containers with "
+            done.append(f"{hints.command('provision', env=target.env, project=target.project)} recreates its containers with "
                         f"owner {target.config.owner or '(none)'}'s label; its volumes keep their labels")
         if not paths.secrets.is_file():
             done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "

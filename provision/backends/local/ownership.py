@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-from ... import names
+from ... import hints, names
 
 UNLABELLED = ""  # the owner of a container or volume without an owner label
 
@@ -48,4 +48,4 @@ def refusal(env: str, project: str, what: str, owner: str, me: str | None) -> st
              "elsewhere, or made by hand)")
     return (f"{project!r} in env {env!r}: {what} on this Docker Engine {whose}: provision will not change or "
             f"delete it. Choose another project name, or take it over with "
-            f"`provision adopt --env={env} --project={project} --yes`")
+            f"{hints.command('adopt', '--yes', env=env, project=project)}")
