@@ -540,7 +540,7 @@ def test_apply_writes_the_compose_file_ups_it_and_returns_the_labels(target: Tar
     assert ("--file", str(compose_file)) == db_up[4:6]
     mode = () if flag is None else (flag,)
     assert db_up[db_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "db")
-    assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--no-deps", "--", "api")
+    assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "api")
 
 
 def test_logs_are_redacted_and_stripped_of_colour(target: Target, store: StateStore,

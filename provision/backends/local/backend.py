@@ -288,6 +288,9 @@ class LocalBackend:
         first connection succeeds: PostgREST retries a failed one only after 1, 2, 4 ... s, and depends_on
         is service_started, not service_healthy, so that the db's healthcheck can run seldom (it costs CPU on
         every stack at every interval). The rest of the readiness is `wait`'s: the tool's own probes.
+        The second step names its services with their dependencies (no `--no-deps`, which would drop the db
+        from the api's depends_on and so from compose's config hash): compose finds the db up to date and leaves
+        it, and a plain `docker compose up -d` on the same file later finds nothing to recreate.
         """
         args = ["up", "--detach", "--remove-orphans"]
         if not recreate:
@@ -303,7 +306,7 @@ class LocalBackend:
             return
         self._compose_up(target, [*args, "--", "db"], timeout=timeout)
         self._await_db(target, db_port, timeout=timeout)
-        self._compose_up(target, [*args, "--no-deps", "--", *others], timeout=timeout)
+        self._compose_up(target, [*args, "--", *others], timeout=timeout)
 
     def _db_dependants(self, target: Target) -> tuple[str, ...] | None:
         """The rendered stack's services other than `db`; None when it has no `db` or nothing else."""
