@@ -493,3 +493,51 @@ def test_a_new_postgresql_major_is_refused_and_planned_as_upgrade_db(
     assert backend.calls == ["apply:create"]  # nothing was applied
     write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:15.9"))  # same major: a plain update
     assert Provisioner(load_env("dev", project_root, environ={}), backend, store).provision("shop").action == "update"
+
+
+def test_one_project_upgraded_on_its_own_image_leaves_the_others_on_the_envs(
+        project_root: Path, tmp_path: Path) -> None:
+    write_env(project_root, "dev", ENV.replace("[{name: shop}]", "[{name: shop}, {name: blog}]"))
+    backend, store = MemoryBackend(), StateStore(tmp_path / "state")
+    Provisioner(load_env("dev", project_root, environ={}), backend, store).provision_many(["shop", "blog"])
+    backend.data_majors.update(shop=15, blog=15)
+    write_env(project_root, "dev", ENV.replace("[{name: shop}]", "[{name: shop, images: {db: 'postgres:17'}}, {name: blog}]"))
+    provisioner = Provisioner(load_env("dev", project_root, environ={}), backend, store)
+    plans = {item.project: item for item in provisioner.plan()}
+    assert plans["shop"].outcome == "upgrade-db" and plans["blog"].outcome == "no-op"
+    assert provisioner.provision("blog").changed is False  # the project not yet upgraded still provisions
+    assert "image: \"postgres:17\"" in provisioner.render("shop")[0].text
+    assert "image: \"postgres:16-alpine\"" in provisioner.render("blog")[0].text
+
+
+def test_an_env_file_set_back_to_the_kept_major_plans_a_rollback_not_a_downgrade(
+        setup: tuple[Provisioner, MemoryBackend, StateStore], project_root: Path) -> None:
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    record = store.read_record("dev", "shop")
+    assert record is not None
+    store.write_record(record.evolve(images={"db": "postgres:17", "api": record.images["api"]}, kept_data={
+        "state": "done", "image": "postgres:15", "major": 15, "volume": "shop_dev_pgdata", "volume_key": "pgdata",
+        "new_image": "postgres:17", "new_major": 17, "new_volume_key": "pgdata_pg17_x"}))
+    backend.data_majors["shop"] = 17
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:15"))
+    older = Provisioner(load_env("dev", project_root, environ={}), backend, store)
+    [item] = older.plan("shop")
+    assert item.outcome == "upgrade-db" and "--rollback --yes" in item.reason and "17 → 15" in item.reason
+    assert "upgrade-db --env=dev --project=shop --yes`" not in item.reason  # no upgrade-db that would downgrade
+    with pytest.raises(MajorUpgradeRequired, match="--rollback --yes") as info:
+        older.provision("shop")
+    assert "images.db in envs/dev.yml back to postgres:17" in str(info.value)
+
+
+@pytest.mark.parametrize(("env_image", "says"), [
+    ("postgres:15", "envs/dev.yml names postgres:15 (images.db): provision keeps the project on it"),
+    ("postgres:17", "envs/dev.yml still names postgres:17 (images.db): set it back to postgres:15"),
+])
+def test_the_note_after_a_rollback_says_what_the_env_file_names(project_root: Path, env_image: str, says: str) -> None:
+    from provision.data import _image_note
+    from provision.model import Target
+
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", env_image))
+    config = load_env("dev", project_root, environ={})
+    assert _image_note(Target(config, config.project("shop")), "postgres:15").startswith(says)
