@@ -300,6 +300,7 @@ class Provisioner:
         """
         target = self.target(project, server=server)
         self._check_declared(target, create=create)
+        self._preflight(target)
         interrupts.check()
         with self._operation(target, "provision") as op:
             endpoints, decision = self._converge(target, op)
@@ -538,6 +539,12 @@ class Provisioner:
             return RolledBack(f"{summary}\n{failure.message}", logs=failure.logs)
         return RolledBack(f"{summary}\n{failure}")
 
+    def _preflight(self, target: Target) -> None:
+        """Render the project's stack (a template error surfaces here) and let the backend refuse what it could not
+        run (an image it cannot get, a limit over the host), before any state is written or anything created."""
+        stack, _ = self.render(target.project)
+        self.backend.preflight(target, stack)
+
     def _check_declared(self, target: Target, *, create: bool) -> None:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:
             return
@@ -557,9 +564,10 @@ class Provisioner:
         running finish) and the rest are reported as skipped; `keep_going` runs them all.
         An interrupt stops every worker and is re-raised.
         """
-        for project in projects:  # a bad name, a typo or a broken template stops the run before anything starts
+        for project in projects:  # a bad name, a typo, a broken template, an image the backend cannot get or a limit
+            # over the host stops the run before anything starts
             self._check_declared(self.target(project), create=create)
-            self.render(project)
+            self._preflight(self.target(project))
         # every new project gets its server before any is created: when one fits nowhere, nothing is created
         placed = self._place_new(projects)
         return self.run_many(projects, lambda project: self.provision(project, create=create, server=placed.get(project)),

@@ -13,10 +13,12 @@ from provision.config import EnvConfig, ProjectSpec, load_env
 from provision.errors import (
     ConfirmationRequired,
     HealthTimeout,
+    ImageUnavailable,
     InvalidName,
     MajorUpgradeRequired,
     NotSupported,
     ProjectNotFound,
+    ProvisionError,
     UndeclaredProject,
 )
 from provision.model import (
@@ -72,6 +74,7 @@ class MemoryBackend:
     extra_deployed: tuple[str, ...] = ()
     locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
     data_majors: dict[str, int] = field(default_factory=dict)  # project -> the major of its data directory
+    refuse: ProvisionError | None = None  # what preflight raises
     spreads_stacks: bool = False
 
     def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
@@ -111,6 +114,10 @@ class MemoryBackend:
             return Prepared(secrets=stored, ports=Ports(1, 2))
         secrets = generate_missing(stored)
         return Prepared(secrets=secrets, ports=Ports(1, 2), new_secrets=secrets != dict(stored))
+
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        if self.refuse is not None:
+            raise self.refuse
 
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> MemoryHandle:
@@ -541,3 +548,14 @@ def test_the_note_after_a_rollback_says_what_the_env_file_names(project_root: Pa
     write_env(project_root, "dev", ENV.replace("postgres:16-alpine", env_image))
     config = load_env("dev", project_root, environ={})
     assert _image_note(Target(config, config.project("shop")), "postgres:15").startswith(says)
+
+
+def test_what_the_backend_refuses_in_preflight_stops_the_run_before_any_state_is_written(
+        setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, store = setup
+    backend.refuse = ImageUnavailable("postgres:99", "images.db in envs/dev.yml", "no such host")
+    with pytest.raises(ImageUnavailable, match="postgres:99 \\(images.db in envs/dev.yml\\)"):
+        provisioner.provision("shop")
+    with pytest.raises(ProvisionError, match="docker load --input"):
+        provisioner.provision_many(["shop"])
+    assert backend.calls == [] and not store.root.exists()  # no record, secrets, lock or history line
