@@ -325,6 +325,7 @@ class DataLifecycle:
                                        f"as it is): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
+        service._preflight(target)  # the new image is on the engine (pulled when missing) before anything changes
         with service._operation(target, "upgrade-db", shared=True) as op:
             record = service.record(project)
             kept = upgrade_facts(record)
@@ -336,7 +337,8 @@ class DataLifecycle:
                         + (" (or --rollback --yes)" if kept["state"] == DONE else "")))
                 if target.images.db != kept["new_image"]:
                     raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "
-                                          f"{service.config.relpath} names {target.images.db} now: "
+                                          f"{service.config.relpath} names {target.images.db} now "
+                                          f"({target.spec.key('images.db')}): "
                                           f"`{_command(target)} --rollback --yes` undoes that upgrade (or name "
                                           f"{kept['new_image']} again, and this finishes it)")
                 service.reporter.step(project, f"finishing the upgrade to PostgreSQL {kept['new_major']} that a run "
