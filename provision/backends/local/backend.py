@@ -401,8 +401,9 @@ class LocalBackend:
 
     def _watched(self, target: Target, services: tuple[str, ...], probes: Mapping[str, Probe]) -> dict[str, Probe]:
         """`probes`, each first looking (every CRASH_POLL s at most, shared) whether a container of `services`
-        exited or restarts: then `_Crashed` ends the wait at once, whatever the timeout."""
-        last = [0.0]
+        exited or restarts: then `_Crashed` ends the wait at once, whatever the timeout. The first look comes
+        CRASH_POLL s in, so probes that pass at once (a no-op) cost no container listing."""
+        last = [time.monotonic()]
 
         def watch() -> None:
             now = time.monotonic()
