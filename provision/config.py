@@ -603,8 +603,17 @@ def _format_validation_error(shown: str, exc: ValidationError) -> str:
             message = "unknown key: remove it or check its spelling"
         elif error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] in ("model_type", "dict_type"):
+            example = " such as {db: 'postgres:17'}" if loc and loc[-1] == "images" else ""
+            message = f"must be a mapping of keys{example}, not {_yaml_kind(error.get('input'))}"
         lines.append(f"{shown}: {path + ': ' if path else ''}{message}")
     return "\n".join(lines)
+
+
+def _yaml_kind(value: object) -> str:
+    """What a YAML value is, in the file's words: 'a string', 'a list', ..."""
+    kinds = {str: "a string", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _display(path: Path, root: Path) -> str:
