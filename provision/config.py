@@ -69,10 +69,27 @@ def _check_variables(value: dict[str, Scalar]) -> dict[str, Scalar]:
     return value
 
 
+def _check_image(value: str | None) -> str | None:
+    if value is not None and not _IMAGE.match(value):
+        raise ValueError(f"{value!r} is not an image reference such as 'postgres:16-alpine'")
+    return value
+
+
+class ImageOverrides(_Strict):
+    """A project's own images (`projects[i].images`), each laid over the env's `images`: e.g. one project
+    upgraded to a new PostgreSQL major while the others keep the env's db image."""
+
+    db: str | None = None
+    api: str | None = None
+
+    _images = field_validator("db", "api")(_check_image)
+
+
 class ProjectDecl(_Strict):
     name: str
     variables: dict[str, Scalar] = Field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    images: ImageOverrides | None = None
 
     @field_validator("name")
     @classmethod
@@ -92,9 +109,7 @@ class Images(_Strict):
     @field_validator("db", "api")
     @classmethod
     def _image(cls, value: str) -> str:
-        if not _IMAGE.match(value):
-            raise ValueError(f"{value!r} is not an image reference such as 'postgres:16-alpine'")
-        return value
+        return _check_image(value) or value
 
 
 class Health(_Strict):
@@ -259,6 +274,17 @@ class ProjectSpec:
     limits: StackLimits = DEFAULT_LIMITS
     # the server a new stack goes to, decided by placement (or by `move`) before it is created; None: decide then
     server: str | None = None
+    # the project's own images (the env's with `projects[i].images` laid over them); None: the env's
+    images: Images | None = None
+    # where the env file declares it (`projects[index]`), and which dotted keys it sets itself (`images.db`,
+    # `resources.db.cpus`): what an error names as the key to change
+    index: int | None = None
+    own_keys: frozenset[str] = frozenset()
+
+    def key(self, dotted: str) -> str:
+        """The env file's key that sets `dotted` for this project: `projects[i].<dotted>` where the project sets
+        it itself, else the env-level `<dotted>`."""
+        return f"projects[{self.index}].{dotted}" if dotted in self.own_keys and self.index is not None else dotted
 
     @property
     def memory_limit(self) -> int:
@@ -426,6 +452,9 @@ def load_env(
             variables={**env_variables, **{k: _scalar(v) for k, v in p.variables.items()}},
             limits=_limits(shown, f"projects[{i}].resources", parsed.resources, p.resources) if p.resources
             else env_limits,
+            images=_project_images(parsed.images, p.images),
+            index=i,
+            own_keys=_own_keys(p),
         )
         for i, p in enumerate(parsed.projects)
     )
@@ -453,6 +482,21 @@ def load_env(
 # template uses
 CODE_VARIABLES = frozenset({"db_user", "db_name", "db_public_port", "api_anon_role", "api_schemas",
                             *(f"pg_{k}" for k in POSTGRES_SETTINGS)})
+
+
+def _project_images(env_images: Images, own: ImageOverrides | None) -> Images | None:
+    """The env's images with a project's own laid over them; None when the project names none."""
+    if own is None or (own.db is None and own.api is None):
+        return None
+    return Images(db=own.db or env_images.db, api=own.api or env_images.api)
+
+
+def _own_keys(project: ProjectDecl) -> frozenset[str]:
+    """The dotted keys (`images.db`, `resources.db.cpus`) a project declaration sets itself."""
+    keys = {f"images.{name}" for name in ("db", "api") if project.images is not None and getattr(project.images, name)}
+    for service, fields in project.resources.items():
+        keys |= {f"resources.{service}.{name}" for name in (fields if isinstance(fields, dict) else {})}
+    return frozenset(keys)
 
 
 def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:
@@ -559,8 +603,17 @@ def _format_validation_error(shown: str, exc: ValidationError) -> str:
             message = "unknown key: remove it or check its spelling"
         elif error["type"] == "missing":
             message = "required key is missing"
+        elif error["type"] in ("model_type", "dict_type"):
+            example = " such as {db: 'postgres:17'}" if loc and loc[-1] == "images" else ""
+            message = f"must be a mapping of keys{example}, not {_yaml_kind(error.get('input'))}"
         lines.append(f"{shown}: {path + ': ' if path else ''}{message}")
     return "\n".join(lines)
+
+
+def _yaml_kind(value: object) -> str:
+    """What a YAML value is, in the file's words: 'a string', 'a list', ..."""
+    kinds = {str: "a string", list: "a list", bool: "a boolean", int: "a number", float: "a number"}
+    return "nothing" if value is None else kinds.get(type(value), type(value).__name__)
 
 
 def _display(path: Path, root: Path) -> str:

@@ -183,7 +183,7 @@ class DataLifecycle:
         database.dump(access, self.runner, path, timeout=DUMP_TIMEOUT)
         header = database.read_header(path)
         record = self.service.record(target.project)
-        image = (record.images.get("db") if record is not None else None) or target.config.images.db
+        image = (record.images.get("db") if record is not None else None) or target.images.db
         return backups.write_manifest(path, {
             "project": target.project, "env": target.env, "backend": self.service.backend.name,
             "created_at": utc_now(), "label": label, "server_version": header.server_version,
@@ -325,6 +325,7 @@ class DataLifecycle:
                                        f"as it is): add --yes to confirm")
         service = self.service
         target = service.known_target(project)
+        service._preflight(target)  # the new image is on the engine (pulled when missing) before anything changes
         with service._operation(target, "upgrade-db", shared=True) as op:
             record = service.record(project)
             kept = upgrade_facts(record)
@@ -334,9 +335,10 @@ class DataLifecycle:
                         f"{project!r} has kept data from an earlier upgrade ({kept['volume']}): finish that one first "
                         f"with {_command(target, '--finalize', '--yes')}"
                         + (" (or --rollback --yes)" if kept["state"] == DONE else "")))
-                if target.config.images.db != kept["new_image"]:
+                if target.images.db != kept["new_image"]:
                     raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "
-                                          f"{service.config.relpath} names {target.config.images.db} now: "
+                                          f"{service.config.relpath} names {target.images.db} now "
+                                          f"({target.spec.key('images.db')}): "
                                           f"{_command(target, '--rollback', '--yes')} undoes that upgrade (or name "
                                           f"{kept['new_image']} again, and this finishes it)")
                 service.reporter.step(project, f"finishing the upgrade to PostgreSQL {kept['new_major']} that a run "
@@ -347,12 +349,12 @@ class DataLifecycle:
                     majors = service.majors(target, record, strict=True)
                 except NotSupported as exc:
                     copy = hints.command("clone", env=target.env, project=project, to=f"{project}-copy",
-                                         set=f"images.db={target.config.images.db}")
+                                         set=f"images.db={target.images.db}")
                     raise NotSupported(
                         f"{exc}, so {project!r} cannot be upgraded in place on the {service.backend.name} backend: "
                         f"clone it onto the new image ({copy}), check the copy, then move your clients to it") from None
                 if record is None or majors is None or majors[0] == majors[1]:
-                    message = (f"nothing to upgrade: the data directory and {target.config.images.db} are both "
+                    message = (f"nothing to upgrade: the data directory and {target.images.db} are both "
                                f"PostgreSQL {majors[0]}" if majors else
                                "nothing to upgrade: the db image is the one last applied (or the project has no data)")
                     return self._result(target, "upgrade-db", "running", op, [message], {})
@@ -382,7 +384,7 @@ class DataLifecycle:
         new_key = f"{DEFAULT_DB_VOLUME}_pg{new_major}_{utc_stamp().lower()}"
         kept = {"state": SWITCHING, "label": f"pg{old_major}", "image": old_image, "major": old_major,
                 "volume_key": old_key, "volume": self.service.backend.find_volume(old_target, old_key) or old_key,
-                "new_image": target.config.images.db, "new_major": new_major, "new_volume_key": new_key,
+                "new_image": target.images.db, "new_major": new_major, "new_volume_key": new_key,
                 "backup": str(made.path), "at": utc_now()}
         self._record_upgrade(target, kept, db_volume=new_key)
         return kept, made
@@ -475,8 +477,7 @@ class DataLifecycle:
             f"back on PostgreSQL {kept['major']} ({kept['image']}) with the data kept before the upgrade",
             f"what was written since the upgrade is in {since.path}" if since else
             "nothing written since the upgrade was saved (--no-backup, or no upgraded db was running)",
-            f"envs/{target.env}.yml still names {target.config.images.db}: set images.db back, or provision will "
-            f"refuse until the next upgrade-db"], {"backup": str(since.path) if since else None})
+            _image_note(target, str(kept["image"]))], {"backup": str(since.path) if since else None})
 
     def finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
         """Delete the data an upgrade kept (the old volume), once the upgrade is done."""
@@ -814,8 +815,7 @@ class DataLifecycle:
 
 def with_db_image(target: Target, image: str) -> Target:
     """`target` with another db image (an upgrade's old one), everything else the same."""
-    images = target.config.images.model_copy(update={"db": image})
-    return Target(replace(target.config, images=images), target.spec)
+    return Target(target.config, replace(target.spec, images=target.images.model_copy(update={"db": image})))
 
 
 def upgrade_facts(record: ProjectRecord | None) -> dict[str, Any] | None:
@@ -831,6 +831,15 @@ def upgrade_facts(record: ProjectRecord | None) -> dict[str, Any] | None:
         if label and str(kept.get("volume", "")).endswith(f"_{key}-{label}"):
             kept["volume_key"] = f"{key}-{label}"
     return kept
+
+
+def _image_note(target: Target, old_image: str) -> str:
+    """After a rollback to `old_image`: whether the env file names it already, else which key to set back."""
+    key, shown = target.spec.key("images.db"), target.config.relpath
+    if target.images.db == old_image:
+        return f"{shown} names {old_image} ({key}): provision keeps the project on it"
+    return (f"{shown} still names {target.images.db} ({key}): set it back to {old_image}, or provision will refuse "
+            f"until the next upgrade-db")
 
 
 def _command(target: Target, *flags: str) -> str:

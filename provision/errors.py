@@ -2,6 +2,7 @@
 
     ProvisionError                      catch this to catch everything provision raises
     ├── ConfigError (ValueError)        a file, key or value in envs/ or .env is wrong
+    │   └── LimitsRefused               a limit the engine refuses or the host cannot give (the key to change)
     ├── InvalidName (ValueError)        a project or env name is not a valid DNS label
     ├── TemplateError                   the Jinja template failed to render
     ├── StateError                      the state directory is unreadable or inconsistent
@@ -14,9 +15,11 @@
     ├── HookFailed                      a user hook exited non-zero or timed out
     ├── BackendUnavailable              the engine, compose CLI or Coolify cannot be reached or used
     │   └── AmbiguousResult             a create whose answer was lost: it may or may not have happened
+    ├── ImageUnavailable                an image neither on the engine nor pullable (image, env-file key, fixes)
     ├── BackendError                    the engine or its SDK failed a call (operation, engine message)
     ├── CommandFailed                   a subprocess exited non-zero (argv, exit code, stderr tail)
     ├── HealthTimeout                   the stack did not become healthy in time (log tail attached)
+    │   ├── ContainerCrashed            ...a container exited or restarted during the wait, which ended at once
     │   └── RolledBack                  ...so it was rolled back to what ran before (log tail kept)
     ├── CoolifyAPIError                 Coolify answered with an error (method, URL, status, message)
     │   ├── CoolifyAuthError            401 / 403
@@ -68,6 +71,11 @@ class ConfigError(ProvisionError, ValueError):
     """A configuration file, key or value is invalid."""
 
     exit_code = 2
+
+
+class LimitsRefused(ConfigError):
+    """A resource limit (resources.<service>.cpus, .memory) that the engine refuses or the host cannot give;
+    the message names the env file's key to change. Nothing was created."""
 
 
 class UndeclaredProject(ConfigError):
@@ -181,6 +189,21 @@ class AmbiguousResult(BackendUnavailable):
     """A non-idempotent request failed in a way that does not tell whether it took effect."""
 
 
+class ImageUnavailable(ProvisionError):
+    """An image the stack needs is neither on the engine nor pullable: names the image, the env file's key that
+    sets it, and how to make it available. Raised before anything is created."""
+
+    def __init__(self, image: str, key: str, reason: str) -> None:
+        self.image = image
+        self.key = key
+        self.reason = reason
+        super().__init__(
+            f"image {image} ({key}) is not on this Docker Engine and could not be pulled: {reason}\n"
+            f"Make it available, then run again: `docker pull {image}` where its registry is reachable, "
+            f"`docker load --input <file>.tar` (a `docker save {image}` from another machine), or a local build "
+            f"tagged {image} (`docker build --tag {image} <dir>`); or name another image in {key}. Nothing was created.")
+
+
 class BackendError(ProvisionError):
     """The engine refused or failed a call made through its SDK; carries the operation and its message."""
 
@@ -223,6 +246,10 @@ class HealthTimeout(ProvisionError):
     def with_note(self, note: str) -> HealthTimeout:
         """The same error (same class, same log tail) with `note` added to its message."""
         return type(self)(f"{self.message}\n{note}", logs=self.logs)
+
+
+class ContainerCrashed(HealthTimeout):
+    """A container exited or restarted while the stack was awaited: the wait ended at once (log tail attached)."""
 
 
 class RolledBack(HealthTimeout):

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .config import EnvConfig, ProjectSpec
+from .config import EnvConfig, Images, ProjectSpec
 from .secrets import Secret, SecretURL
 
 ControlVerb = Literal["stop", "start", "restart"]
@@ -31,6 +31,11 @@ class Target:
     @property
     def project(self) -> str:
         return self.spec.name
+
+    @property
+    def images(self) -> Images:
+        """The project's images: its own (`projects[i].images`) laid over the env's."""
+        return self.spec.images or self.config.images
 
 
 class Handle(Protocol):

@@ -164,7 +164,7 @@ def build_context(
         "env": config.name,
         "backend": backend,
         "compose_project": names.compose_project_name(config.name, spec.name),
-        "images": {"db": config.images.db, "api": config.images.api},
+        "images": {"db": (spec.images or config.images).db, "api": (spec.images or config.images).api},
         "vars": dict(spec.variables),
         "labels": {**volume_labels, **owner},
         # a volume's labels never change once it exists (compose may offer to recreate it, data lost, when they

@@ -24,7 +24,7 @@ from . import compose_check, hints, history, interrupts, names, roles
 from . import doctor as checkup
 from .backends.base import Backend
 from .config import EnvConfig
-from .data import DataLifecycle
+from .data import DONE, DataLifecycle, upgrade_facts
 from .errors import (
     ConfigError,
     ConfirmationRequired,
@@ -222,7 +222,7 @@ class Provisioner:
         return base.evolve(
             backend=self.backend.name, status=status, config_hash=stack.config_hash,
             service_hashes=dict(stack.service_hashes),
-            images={"db": target.config.images.db, "api": target.config.images.api},
+            images={"db": target.images.db, "api": target.images.api},
             variables={k: target.spec.variables[k] for k in ("db_user", "db_name")},
             ports={"api": prepared.ports.api, "db": prepared.ports.db} if prepared.ports else base.ports,
             handle=handle.to_dict() if handle is not None else base.handle,
@@ -310,6 +310,7 @@ class Provisioner:
         """
         target = self.target(project, server=server)
         self._check_declared(target, create=create)
+        self._preflight(target)
         interrupts.check()
         if not self.store.paths(target.env, project).dir.exists():  # a new project's template that is no valid
             # Compose is refused before its state directory, lock file and history line exist
@@ -377,7 +378,7 @@ class Provisioner:
         """(data directory's major, db image's major) when the env's db image differs from the one last
         applied and the project has data; None when nothing can differ or (unless `strict`: NotSupported) the
         backend cannot tell. `observed`: what runs, when known (no stack and no kept data: no data to ask)."""
-        image = target.config.images.db
+        image = target.images.db
         previous = (record.images.get("db") if record is not None else None) or None
         if previous == image or (observed is not None and not observed.exists and observed.kept_data is None):
             return None
@@ -407,11 +408,27 @@ class Provisioner:
         found = self.majors(target, record, observed)
         if found is not None and found[0] != found[1]:
             data, image = found
+            back = self._back_to_kept(target, record, image)
+            if back is not None:
+                raise MajorUpgradeRequired(f"{target.project!r} in env {target.env!r}: its data directory is "
+                                           f"PostgreSQL {data} and {target.images.db} is PostgreSQL {image}, which "
+                                           f"cannot start on it. Nothing was changed. {back}")
             raise MajorUpgradeRequired(
                 f"{target.project!r} in env {target.env!r}: its data directory is PostgreSQL {data} and "
-                f"{target.config.images.db} is PostgreSQL {image}, which cannot start on it. Nothing was changed. "
+                f"{target.images.db} is PostgreSQL {image}, which cannot start on it. Nothing was changed. "
                 f"Run {hints.command('upgrade-db', '--yes', env=target.env, project=target.project)} (dump, new data "
                 f"directory, restore, row counts checked; the old data is kept until --finalize)")
+
+    def _back_to_kept(self, target: Target, record: ProjectRecord | None, image_major: int) -> str | None:
+        """When the db image is the major an upgrade kept the data of (the env file set back to the old image):
+        the sentence proposing `upgrade-db --rollback` (not an upgrade-db, which would be a downgrade); else None."""
+        kept = upgrade_facts(record)
+        if kept is None or kept.get("state") != DONE or kept.get("major") != image_major:
+            return None
+        command = hints.command("upgrade-db", "--rollback", "--yes", env=target.env, project=target.project)
+        return (f"Its PostgreSQL {image_major} data is the one upgrade-db kept (volume {kept.get('volume')}): run "
+                f"{command} to return to it, or set {target.spec.key('images.db')} in "
+                f"{self.config.relpath} back to {kept.get('new_image')}")
 
     def _read_and_plan(self, target: Target, *, create: bool
                        ) -> tuple[ProjectRecord | None, Observed, Prepared, RenderedStack, Plan]:
@@ -537,6 +554,12 @@ class Provisioner:
             return RolledBack(f"{summary}\n{failure.message}", logs=failure.logs)
         return RolledBack(f"{summary}\n{failure}")
 
+    def _preflight(self, target: Target) -> None:
+        """Render the project's stack (a template error surfaces here) and let the backend refuse what it could not
+        run (an image it cannot get, a limit over the host), before any state is written or anything created."""
+        stack, _ = self.render(target.project)
+        self.backend.preflight(target, stack)
+
     def _check_declared(self, target: Target, *, create: bool) -> None:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:
             return
@@ -556,9 +579,10 @@ class Provisioner:
         running finish) and the rest are reported as skipped; `keep_going` runs them all.
         An interrupt stops every worker and is re-raised.
         """
-        for project in projects:  # a bad name, a typo or a broken template stops the run before anything starts
+        for project in projects:  # a bad name, a typo, a broken template, an image the backend cannot get or a limit
+            # over the host stops the run before anything starts
             self._check_declared(self.target(project), create=create)
-            self.render(project)
+            self._preflight(self.target(project))
         # every new project gets its server before any is created: when one fits nowhere, nothing is created
         placed = self._place_new(projects)
         return self.run_many(projects, lambda project: self.provision(project, create=create, server=placed.get(project)),
@@ -707,6 +731,11 @@ class Provisioner:
         if decision.changes:
             majors = self.majors(target, self.record(target.project), observed)
             if majors is not None and majors[0] != majors[1]:
+                back = self._back_to_kept(target, self.record(target.project), majors[1])
+                if back is not None:
+                    return PlanItem(target.project, target.env, self.backend.name, "upgrade-db",
+                                    f"upgrade-db --rollback {majors[0]} → {majors[1]}: provision refuses it. {back}",
+                                    declared=target.spec.declared)
                 return PlanItem(target.project, target.env, self.backend.name, "upgrade-db",
                                 f"upgrade-db {majors[0]} → {majors[1]}: provision refuses it; run "
                                 f"{hints.command('upgrade-db', '--yes', env=target.env, project=target.project)}", declared=target.spec.declared)

@@ -55,6 +55,12 @@ class Backend(Protocol):
         only what exists is returned and nothing is written."""
         ...
 
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        """Refuse, before anything is written or created, what the backend could not run (local: an image it
+        neither has nor can pull, ImageUnavailable; a limit over the host, LimitsRefused); nothing where the
+        backend cannot tell beforehand."""
+        ...
+
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> Handle:
         """Create, update or start the stack as `plan` says; returns the handle of what now runs."""

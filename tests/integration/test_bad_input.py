@@ -26,6 +26,8 @@ from tests.server.conftest import TOKEN, Server, free_port, problem
 
 BAD_ENV = "badenv"
 GOOD_ENV_LINES = "images:\n  db: postgres:16-alpine\n  api: postgrest/postgrest:v12.2.3\nprojects:\n  - name: shop\n"
+# the test images (tests/images), which are on the engine: for cases about what the engine is asked
+TEST_ENV_LINES = "images:\n  db: provision-test/postgres:15\n  api: provision-test/postgrest:12\nprojects:\n  - name: shop\n"
 MIB = 1024 * 1024  # the API's body limit
 OVER_MIB = b"x" * (MIB + 1)
 
@@ -129,6 +131,16 @@ CASES = [
     Case("a short flag no task has", ("status", "--env={env}", "-s"), 2, "unknown flag '-s'"),
     Case("a path as env name", ("plan", "--env=../etc"), 2, "env name '../etc'"),
     Case("an empty image from --set", ("provision", "--env={env}", "--set=images.api="), 2, "images.api"),
+    Case("an image neither on the engine nor pullable", ("provision", "--env={env}",
+         "--set=images.db=provision-test/nosuch:1"), 1, "image provision-test/nosuch:1 (images.db in envs/"),
+    Case("a project's own image that cannot be had", ("provision", "--env=badenv"), 1,
+         "(projects[0].images.api in envs/badenv.yml)",
+         env_file=TEST_ENV_LINES + "    images: {api: provision-test/nosuch:2}\n"),
+    Case("a cpus limit over the host", ("provision", "--env={env}", "--set=resources.db.cpus=256"), 2,
+         "resources.db.cpus in envs/"),
+    Case("a memory limit over the host", ("provision", "--env=badenv"), 2,
+         "projects[0].resources.api.memory in envs/badenv.yml is 4096.0 GiB",
+         env_file=TEST_ENV_LINES + "    resources: {api: {memory: 4T}}\n"),
     Case("a --since that is no time", ("logs", "--env={env}", "--project=shop", "--since=yesterday"), 2,
          "--since 'yesterday'"),
     Case("status of a project never made", ("status", "--env={env}", "--project=ghost"), 2, "'ghost'"),

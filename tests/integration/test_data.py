@@ -166,3 +166,31 @@ def test_rotating_the_db_password(sandbox: Sandbox) -> None:
     assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 2
     wrong = sandbox.cli("rotate", "--project=shop", "--secret=api_key", "--yes", check=False)
     assert wrong.returncode == 2 and "--secret 'api_key'" in wrong.stderr
+
+
+def test_one_project_upgraded_on_its_own_image_then_rolled_back_by_setting_the_env_file_back(
+        sandbox: Sandbox) -> None:
+    """Per-project images: upgrading one project leaves `provision` working for the others; an env file set back to
+    the old image makes plan propose --rollback (no downgrade), and the note after it says the file names it."""
+    sandbox.write_env(["shop", "blog"])
+    sandbox.cli("provision")
+    _, db_url = _urls(sandbox, "shop")
+    _seed(db_url, 3)
+    own = f"\n    images: {{db: {PG17}}}"
+    lines = (sandbox.root / "envs" / f"{sandbox.env}.yml").read_text()
+    (sandbox.root / "envs" / f"{sandbox.env}.yml").write_text(lines.replace("  - name: shop", "  - name: shop" + own))
+    planned = {p["project"]: p["outcome"] for p in sandbox.cli("plan", "--json").json()["projects"]}
+    assert planned == {"shop": "upgrade-db", "blog": "no-op"}
+    sandbox.cli("upgrade-db", "--project=shop", "--yes")
+    assert _major(db_url) == 17 and _count(db_url) == 3
+    everyone = sandbox.cli("provision", "--json").json()["projects"]  # blog, not upgraded, provisions as before
+    assert [(p["project"], p["changed"]) for p in everyone] == [("shop", False), ("blog", False)]
+
+    (sandbox.root / "envs" / f"{sandbox.env}.yml").write_text(lines)  # shop named on the env's PostgreSQL 15 again
+    [item] = [p for p in sandbox.cli("plan", "--json", check=False).json()["projects"] if p["project"] == "shop"]
+    assert item["outcome"] == "upgrade-db" and "--rollback --yes" in item["reason"], item
+    back = sandbox.cli("upgrade-db", "--project=shop", "--rollback", "--yes", "--no-backup")
+    assert f"envs/{sandbox.env}.yml names {sandbox.images['db']} (images.db)" in back.stderr, back.stderr
+    assert "still names" not in back.stderr
+    assert _major(db_url) == 15 and _count(db_url) == 3
+    assert sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]["changed"] is False

@@ -194,3 +194,41 @@ def test_status_reports_what_each_stack_costs_and_an_oom_kill(sandbox: Sandbox) 
     assert project["oom_killed"] == ["db"]
     assert any("db: OOM-killed" in m and "64 MiB" in m and "resources.db.memory" in m for m in project["messages"])
     assert "OOM-killed: db" in sandbox.cli("status").stdout
+
+
+def _container_ids(sandbox: Sandbox) -> dict[str, str]:
+    listed = _docker("ps", "--all", "--no-trunc", "--filter", f"label=io.provision.env={sandbox.env}",
+                     "--format", "{{.Label \"com.docker.compose.service\"}} {{.ID}}").stdout.split("\n")
+    return dict(line.split(" ", 1) for line in listed if line.strip())
+
+
+def test_plain_compose_up_on_the_stacks_own_file_recreates_nothing(sandbox: Sandbox) -> None:
+    """A user running `docker compose up -d` on the file provision wrote, with its 0600 secrets file as the env
+    file (as provision runs it), changes nothing; the next provision is a no-op."""
+    sandbox.cli("provision", "--project=shop")
+    before = _container_ids(sandbox)
+    assert set(before) == {"db", "api"}
+    folder = sandbox.state_dir / sandbox.env / "shop"
+    compose = ["docker", "compose", "--project-name", sandbox.compose_name("shop"),
+               "--file", str(folder / "docker-compose.yml"), "--env-file", str(folder / "secrets.env")]
+    up = _docker(*compose[1:], "up", "--detach")
+    assert up.returncode == 0, up.stderr
+    assert "Recreate" not in up.stderr, up.stderr
+    assert _container_ids(sandbox) == before
+    [again] = sandbox.cli("provision", "--project=shop", "--json").json()["projects"]
+    assert again["changed"] is False and again["action"] == "no-op", again
+    assert _container_ids(sandbox) == before
+
+    # the api changed by hand (drift): provision re-applies the stack, and plain compose is stable again
+    edited = folder.parent / "edited.yml"
+    edited.write_text((folder / "docker-compose.yml").read_text().replace('PGRST_DB_SCHEMAS: "public"',
+                                                                          'PGRST_DB_SCHEMAS: "other"'))
+    assert _docker(*compose[1:4], "--file", str(edited), *compose[6:], "up", "--detach").returncode == 0
+    fixed = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert fixed["action"] == "drift" and fixed["changed"] is True
+    after = _container_ids(sandbox)
+    assert after["api"] != before["api"]
+    up = _docker(*compose[1:], "up", "--detach")
+    assert up.returncode == 0 and "Recreate" not in up.stderr, up.stderr
+    assert _container_ids(sandbox) == after
+    assert sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]["changed"] is False

@@ -104,6 +104,32 @@ def test_a_failed_upgrade_is_rolled_back_and_the_old_version_serves(sandbox: San
     assert sandbox.cli("plan", "--json").json()["projects"][0]["outcome"] == "no-op"
 
 
+def test_a_crash_looping_db_ends_the_wait_at_once_then_rollback_or_removal(sandbox: Sandbox) -> None:
+    """A db that logs FATAL at its first start and restarts: the wait ends within seconds, not health.timeout (120 s),
+    with the FATAL line in the log tail; a create is removed (data kept), an update rolled back."""
+    crashing = "variables:\n  pg_work_mem: lots\n"
+    sandbox.write_env(["shop"], timeout=120, extra=crashing)
+    started = time.monotonic()
+    result = sandbox.cli("provision", check=False)
+    assert time.monotonic() - started < 60, result.stderr
+    assert result.returncode != 0 and "crashed: the wait ended at once" in result.stderr, result.stderr
+    assert "FATAL" in result.stderr and "work_mem" in result.stderr
+    assert "data volume and credentials are kept" in result.stderr and _containers(sandbox) == []
+
+    # the first start crashed after initdb, before the database was made: that volume is deleted, then an update
+    sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
+    sandbox.write_env(["shop"], timeout=120)
+    sandbox.cli("provision")
+    sandbox.write_env(["shop"], timeout=120, extra=crashing)
+    started = time.monotonic()
+    result = sandbox.cli("provision", "--json", check=False)
+    assert time.monotonic() - started < 60, result.stderr
+    [shop] = result.json()["projects"]
+    assert shop["status"] == "rolled back" and "FATAL" in result.stderr, result.stderr
+    sandbox.write_env(["shop"], timeout=120)
+    assert sandbox.cli("plan", "--json").json()["projects"][0]["outcome"] == "no-op"
+
+
 def test_a_failed_first_create_is_removed_and_its_data_kept(sandbox: Sandbox) -> None:
     sandbox.write_env(["shop"], timeout=10, images={"db": sandbox.images["db"], "api": "provision-test/debian-base:bookworm"})
     result = sandbox.cli("provision", check=False)

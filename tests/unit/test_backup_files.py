@@ -28,7 +28,7 @@ def lifecycle(runner: FakeRunner) -> DataLifecycle:
     return DataLifecycle(service, runner)
 
 
-TARGET: Any = SimpleNamespace(project="shop", env="dev", config=SimpleNamespace(images=SimpleNamespace(db="pg:15")))
+TARGET: Any = SimpleNamespace(project="shop", env="dev", images=SimpleNamespace(db="pg:15"))
 
 
 def dump_runner() -> FakeRunner:

@@ -54,6 +54,11 @@ def test_undeclared_project_gets_env_variables(project_root: Path) -> None:
         (MINIMAL + "variables:\n  DB-USER: x\n", "envs/dev.yml: variables: variable name 'DB-USER'"),
         (MINIMAL + "variables:\n  db_user: \"bad user\"\n", "db_user 'bad user' must be a lowercase PostgreSQL identifier"),
         (MINIMAL + "local:\n  network_pool: 10.0.0.0/30\n", "network_pool: 10.0.0.0/30 is smaller than one /26"),
+        (MINIMAL + "  - name: x1\n    images: {dbb: postgres:17}\n", "envs/dev.yml: projects[2].images.dbb: unknown key"),
+        (MINIMAL + "  - name: x1\n    images: {db: 'postgres 17'}\n",
+         "envs/dev.yml: projects[2].images.db: 'postgres 17' is not an image reference"),
+        (MINIMAL + "  - name: x1\n    images: postgres:17\n",
+         "envs/dev.yml: projects[2].images: must be a mapping of keys such as {db: 'postgres:17'}, not a string"),
         ("images: [1, 2\n", "envs/dev.yml: line 2: invalid YAML"),
         ("- just\n- a list\n", "envs/dev.yml: the top level must be a mapping"),
     ],
@@ -199,3 +204,13 @@ def test_a_coolify_env_without_an_owner_gets_a_line_to_paste(project_root: Path)
     write_env(project_root, "dev", MINIMAL.replace("owner: repo-0001", "owner: A B") + "backend: coolify\n")
     with pytest.raises(ConfigError, match="owner"):
         load_env("dev", project_root, environ=environ)
+
+
+def test_a_project_may_name_its_own_images_over_the_envs(project_root: Path) -> None:
+    write_env(project_root, "dev", MINIMAL.replace("  - name: blog\n", "  - name: blog\n    images: {db: 'postgres:17'}\n"))
+    config = load_env("dev", project_root, environ={})
+    blog, shop = config.project("blog"), config.project("shop")
+    assert blog.images is not None and (blog.images.db, blog.images.api) == ("postgres:17", config.images.api)
+    assert shop.images is None and config.project("undeclared").images is None
+    assert blog.key("images.db") == "projects[1].images.db" and blog.key("images.api") == "images.api"
+    assert shop.key("images.db") == "images.db"

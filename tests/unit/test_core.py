@@ -13,10 +13,12 @@ from provision.config import EnvConfig, ProjectSpec, load_env
 from provision.errors import (
     ConfirmationRequired,
     HealthTimeout,
+    ImageUnavailable,
     InvalidName,
     MajorUpgradeRequired,
     NotSupported,
     ProjectNotFound,
+    ProvisionError,
     UndeclaredProject,
 )
 from provision.model import (
@@ -72,6 +74,7 @@ class MemoryBackend:
     extra_deployed: tuple[str, ...] = ()
     locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
     data_majors: dict[str, int] = field(default_factory=dict)  # project -> the major of its data directory
+    refuse: ProvisionError | None = None  # what preflight raises
     spreads_stacks: bool = False
 
     def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
@@ -111,6 +114,10 @@ class MemoryBackend:
             return Prepared(secrets=stored, ports=Ports(1, 2))
         secrets = generate_missing(stored)
         return Prepared(secrets=secrets, ports=Ports(1, 2), new_secrets=secrets != dict(stored))
+
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        if self.refuse is not None:
+            raise self.refuse
 
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> MemoryHandle:
@@ -496,3 +503,62 @@ def test_a_new_postgresql_major_is_refused_and_planned_as_upgrade_db(
     assert backend.calls == ["apply:create"]  # nothing was applied
     write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:15.9"))  # same major: a plain update
     assert Provisioner(load_env("dev", project_root, environ={}), backend, store).provision("shop").action == "update"
+
+
+def test_one_project_upgraded_on_its_own_image_leaves_the_others_on_the_envs(
+        project_root: Path, tmp_path: Path) -> None:
+    write_env(project_root, "dev", ENV.replace("[{name: shop}]", "[{name: shop}, {name: blog}]"))
+    backend, store = MemoryBackend(), StateStore(tmp_path / "state")
+    Provisioner(load_env("dev", project_root, environ={}), backend, store).provision_many(["shop", "blog"])
+    backend.data_majors.update(shop=15, blog=15)
+    write_env(project_root, "dev", ENV.replace("[{name: shop}]", "[{name: shop, images: {db: 'postgres:17'}}, {name: blog}]"))
+    provisioner = Provisioner(load_env("dev", project_root, environ={}), backend, store)
+    plans = {item.project: item for item in provisioner.plan()}
+    assert plans["shop"].outcome == "upgrade-db" and plans["blog"].outcome == "no-op"
+    assert provisioner.provision("blog").changed is False  # the project not yet upgraded still provisions
+    assert "image: \"postgres:17\"" in provisioner.render("shop")[0].text
+    assert "image: \"postgres:16-alpine\"" in provisioner.render("blog")[0].text
+
+
+def test_an_env_file_set_back_to_the_kept_major_plans_a_rollback_not_a_downgrade(
+        setup: tuple[Provisioner, MemoryBackend, StateStore], project_root: Path) -> None:
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    record = store.read_record("dev", "shop")
+    assert record is not None
+    store.write_record(record.evolve(images={"db": "postgres:17", "api": record.images["api"]}, kept_data={
+        "state": "done", "image": "postgres:15", "major": 15, "volume": "shop_dev_pgdata", "volume_key": "pgdata",
+        "new_image": "postgres:17", "new_major": 17, "new_volume_key": "pgdata_pg17_x"}))
+    backend.data_majors["shop"] = 17
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", "postgres:15"))
+    older = Provisioner(load_env("dev", project_root, environ={}), backend, store)
+    [item] = older.plan("shop")
+    assert item.outcome == "upgrade-db" and "--rollback --yes" in item.reason and "17 → 15" in item.reason
+    assert "upgrade-db --env=dev --project=shop --yes`" not in item.reason  # no upgrade-db that would downgrade
+    with pytest.raises(MajorUpgradeRequired, match="--rollback --yes") as info:
+        older.provision("shop")
+    assert "images.db in envs/dev.yml back to postgres:17" in str(info.value)
+
+
+@pytest.mark.parametrize(("env_image", "says"), [
+    ("postgres:15", "envs/dev.yml names postgres:15 (images.db): provision keeps the project on it"),
+    ("postgres:17", "envs/dev.yml still names postgres:17 (images.db): set it back to postgres:15"),
+])
+def test_the_note_after_a_rollback_says_what_the_env_file_names(project_root: Path, env_image: str, says: str) -> None:
+    from provision.data import _image_note
+    from provision.model import Target
+
+    write_env(project_root, "dev", ENV.replace("postgres:16-alpine", env_image))
+    config = load_env("dev", project_root, environ={})
+    assert _image_note(Target(config, config.project("shop")), "postgres:15").startswith(says)
+
+
+def test_what_the_backend_refuses_in_preflight_stops_the_run_before_any_state_is_written(
+        setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    provisioner, backend, store = setup
+    backend.refuse = ImageUnavailable("postgres:99", "images.db in envs/dev.yml", "no such host")
+    with pytest.raises(ImageUnavailable, match="postgres:99 \\(images.db in envs/dev.yml\\)"):
+        provisioner.provision("shop")
+    with pytest.raises(ProvisionError, match="docker load --input"):
+        provisioner.provision_many(["shop"])
+    assert backend.calls == [] and not store.root.exists()  # no record, secrets, lock or history line

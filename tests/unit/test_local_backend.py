@@ -18,7 +18,16 @@ from provision.backends.local import LocalBackend, LocalHandle
 from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.ports import LeaseBook
 from provision.config import load_env
-from provision.errors import BackendError, BackendUnavailable, CommandFailed, ProvisionError, StateError
+from provision.errors import (
+    BackendError,
+    BackendUnavailable,
+    CommandFailed,
+    ContainerCrashed,
+    ImageUnavailable,
+    LimitsRefused,
+    ProvisionError,
+    StateError,
+)
 from provision.model import ABSENT, Destroyed, Observed, Ports, Prepared, ServiceState, Target
 from provision.planner import Action, Plan
 from provision.render import RenderedStack, stack_hash
@@ -540,7 +549,7 @@ def test_apply_writes_the_compose_file_ups_it_and_returns_the_labels(target: Tar
     assert ("--file", str(compose_file)) == db_up[4:6]
     mode = () if flag is None else (flag,)
     assert db_up[db_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "db")
-    assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--no-deps", "--", "api")
+    assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "api")
 
 
 def test_logs_are_redacted_and_stripped_of_colour(target: Target, store: StateStore,
@@ -616,3 +625,78 @@ def test_apply_without_leftovers_removes_nothing(target: Target, store: StateSto
     prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
     backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(Action.UPDATE, "test"))
     assert not [call for call in runner.calls if call[:2] == ("docker", "rm")]
+
+
+# --- preflight: images and limits before anything is created; a crash ends a wait at once ---------------------
+def images_stack(db: str = "postgres:16-alpine", api: str = "postgrest/postgrest:v12.2.3") -> RenderedStack:
+    return RenderedStack(project="shop", env="demo", compose_project="shop_demo", text="", service_hashes={},
+                         config_hash="", secret_names=(), document={"services": {"db": {"image": db},
+                                                                                 "api": {"image": api}}})
+
+
+def test_preflight_pulls_a_missing_image_once_and_names_the_key_of_one_it_cannot_get(
+        project_root: Path, store: StateStore) -> None:
+    write_env(project_root, "demo", ENV.replace("[{name: shop}]", "[{name: shop, images: {db: 'postgres:99'}}]"))
+    config = load_env("demo", project_root, environ={})
+    target = Target(config, config.project("shop"))
+    runner = (FakeRunner().on("{{.Id}}", "--", "postgres:99", returncode=1, stderr="Error: No such image")
+              .on("image", "inspect").on("info", stdout="2 25276194816\n")
+              .on("pull", returncode=1, stderr='Error response from daemon: Get "https://registry-1.docker.io/v2/": '
+                                               'dial tcp: lookup registry-1.docker.io: no such host\n'))
+    local = backend(store, runner)
+    with pytest.raises(ImageUnavailable) as info:
+        local.preflight(target, images_stack(db="postgres:99"))
+    message = str(info.value)
+    assert "image postgres:99 (projects[0].images.db in envs/demo.yml) is not on this Docker Engine" in message
+    assert "no such host" in message and "docker load --input" in message and "docker pull postgres:99" in message
+    assert ("docker", "pull", "--quiet", "--", "postgres:99") in runner.calls
+
+    found = FakeRunner().on("image", "inspect").on("info", stdout="2 25276194816\n")
+    local = backend(store, found)
+    local.preflight(target, images_stack())
+    local.preflight(target, images_stack())  # asked once
+    assert [c[:3] for c in found.calls] == [("docker", "image", "inspect")] * 2 + [("docker", "info", "--format")]
+
+
+@pytest.mark.parametrize(("resources", "says"), [
+    ("resources: {db: {cpus: 4}}", "resources.db.cpus in envs/demo.yml is 4 but this Docker Engine's host has 2"),
+    ("projects: [{name: shop, resources: {api: {cpus: 3}}}]", "projects[0].resources.api.cpus in envs/demo.yml is 3"),
+    ("resources: {db: {memory: 64G}}", "resources.db.memory in envs/demo.yml is 64.0 GiB but this Docker Engine's host has 23.5 GiB"),
+])
+def test_preflight_refuses_a_limit_over_the_host_naming_its_key(project_root: Path, store: StateStore,
+                                                                resources: str, says: str) -> None:
+    text = ENV.replace("projects: [{name: shop}]\n", "") if resources.startswith("projects") else ENV
+    write_env(project_root, "demo", text + resources + "\n")
+    config = load_env("demo", project_root, environ={})
+    runner = FakeRunner().on("image", "inspect").on("info", stdout="2 25276194816\n")
+    with pytest.raises(LimitsRefused) as info:
+        backend(store, runner).preflight(Target(config, config.project("shop")), images_stack())
+    assert says in str(info.value) and info.value.exit_code == 2 and "\n" not in str(info.value)
+
+
+def test_the_daemons_refusal_of_a_limit_names_the_keys(target: Target, store: StateStore) -> None:
+    store.write_secrets("demo", "shop", SECRETS)
+    refusal = "Error response from daemon: Range of CPUs is from 0.01 to 2.00, as there are only 2 CPUs available\n"
+    runner = FakeRunner().on("up", returncode=1, stderr=refusal).on("docker", "ps", stdout="")
+    prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
+    with pytest.raises(LimitsRefused) as info:
+        backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(Action.CREATE, "test"))
+    assert "Range of CPUs is from 0.01 to 2.00" in str(info.value) and "resources.db.cpus" in str(info.value)
+
+
+def test_a_container_that_restarts_during_the_wait_ends_it_at_once_with_its_log_tail(
+        target: Target, store: StateStore, rendered: tuple[Path, Path]) -> None:
+    lines = []
+    for line in PS_RUNNING.splitlines():
+        record = json.loads(line)
+        if "com.docker.compose.service=db" in record["Labels"]:
+            record.update(State="restarting", Status="Restarting (1) 1 second ago")
+        lines.append(json.dumps(record))
+    runner = (FakeRunner().on("docker", "ps", stdout="\n".join(lines) + "\n")
+              .on("logs", stdout='db-1  | FATAL:  invalid value for parameter "work_mem": "lots"\n'))
+    started = datetime.now()
+    prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
+    with pytest.raises(ContainerCrashed) as info:
+        backend(store, runner).wait(target, LocalHandle({"db": "x", "api": "y"}), prepared, timeout=120)
+    assert (datetime.now() - started).total_seconds() < 5
+    assert "db restarting" in str(info.value) and "FATAL:  invalid value" in info.value.logs

@@ -388,6 +388,10 @@ class CoolifyBackend:
         return found
 
     # --- apply ------------------------------------------------------------------------------
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        """Nothing: the Coolify server pulls the images and sizes the containers, and its API says nothing of
+        either beforehand."""
+
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> Refs:
         """create: project, environment, service, secrets, start. update: PATCH the compose and

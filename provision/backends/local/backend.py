@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import re
 import tempfile
 import threading
 import time
@@ -26,7 +27,10 @@ from ...errors import (
     BackendError,
     BackendUnavailable,
     CommandFailed,
+    ContainerCrashed,
     HealthTimeout,
+    ImageUnavailable,
+    LimitsRefused,
     NotSupported,
     ProjectConflict,
     ProvisionError,
@@ -64,6 +68,22 @@ DockerClientFactory = Callable[[], Any]
 LOG_TAIL = 40
 COMPOSE_HASH_LABEL = "com.docker.compose.config-hash"
 _HEALTH_FAILURE = ("unhealthy", "dependency failed", "timeout", "exited with code", "is not running")
+PULL_TIMEOUT = 600.0  # seconds one `docker pull` of a missing image may take
+CHECKED_FOR = 300.0  # seconds an image found on the engine (or the host's size) is not asked again
+# a container in one of these states during a wait has stopped at least once: the wait ends at once
+CRASHED_STATES = ("exited", "dead", "restarting")
+CRASH_POLL = 0.5  # seconds between two looks at the containers' states during a wait
+# the daemon's refusal of a limit (`docker run --cpus 4` on 2 CPUs, a reservation above the limit)
+_LIMIT_REFUSED = re.compile(r"Range of CPUs is from|Minimum memory limit|memory reservation|NanoCPUs", re.I)
+
+
+class _Crashed(Exception):
+    """Raised by a probe inside a wait when a container crashed; caught where the wait is awaited."""
+
+    def __init__(self, services: tuple[str, ...], what: str) -> None:
+        super().__init__(what)
+        self.services = services
+        self.what = what
 
 
 def _docker_from_env() -> Any:
@@ -145,6 +165,8 @@ class LocalBackend:
         self._db_ping = db_ping  # does the db accept connections on a host port (pg_isready's rule)
         self._docker: Any = None  # a connection, not a memory: reopened the same on a fresh instance
         self._docker_lock = threading.Lock()
+        self._images_seen: dict[str, float] = {}  # image -> when it was last found on the engine (preflight)
+        self._host: tuple[float, int, int] | None = None  # (when asked, CPUs, memory bytes) of the engine's host
 
     @property
     def spreads_stacks(self) -> bool:
@@ -300,7 +322,25 @@ class LocalBackend:
             db_url_scope="host",
         )
 
-    # --- apply / wait -----------------------------------------------------------------------
+    # --- preflight / apply / wait ----------------------------------------------------------------
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        """Refuse, before anything is created, what the engine could not run: an image neither on it nor pullable
+        (a missing one is pulled, for up to PULL_TIMEOUT s; ImageUnavailable names the image, the env file's key
+        and how to make it available), and a cpus or memory limit over what the engine's host has (LimitsRefused
+        naming the key). An image found, and the host's size, are not asked again for CHECKED_FOR s."""
+        now = time.monotonic()
+        for service, image in _stack_images(stack):
+            if now - self._images_seen.get(image, -CHECKED_FOR) < CHECKED_FOR:
+                continue
+            if not self.compose.image_present(image):
+                why = self.compose.pull(image, timeout=PULL_TIMEOUT)
+                if why is not None:
+                    raise ImageUnavailable(image, _image_key(target, service, image), why)
+            self._images_seen[image] = now
+        if self._host is None or now - self._host[0] >= CHECKED_FOR:
+            self._host = (now, *self.compose.host_resources())
+        _check_limits(target, cpus=self._host[1], memory=self._host[2])
+
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> LocalHandle:
         """Write the compose file and `up` it; the handle carries compose's own config hashes of the
@@ -357,6 +397,9 @@ class LocalBackend:
         first connection succeeds: PostgREST retries a failed one only after 1, 2, 4 ... s, and depends_on
         is service_started, not service_healthy, so that the db's healthcheck can run seldom (it costs CPU on
         every stack at every interval). The rest of the readiness is `wait`'s: the tool's own probes.
+        The second step names its services with their dependencies (no `--no-deps`, which would drop the db
+        from the api's depends_on and so from compose's config hash): compose finds the db up to date and leaves
+        it, and a plain `docker compose up -d` on the same file later finds nothing to recreate.
         """
         args = ["up", "--detach", "--remove-orphans"]
         if not recreate:
@@ -372,7 +415,7 @@ class LocalBackend:
             return
         self._compose_up(target, [*args, "--", "db"], timeout=timeout)
         self._await_db(target, db_port, timeout=timeout)
-        self._compose_up(target, [*args, "--no-deps", "--", *others], timeout=timeout)
+        self._compose_up(target, [*args, "--", *others], timeout=timeout)
 
     def _db_dependants(self, target: Target) -> tuple[str, ...] | None:
         """The rendered stack's services other than `db`; None when it has no `db` or nothing else."""
@@ -382,7 +425,11 @@ class LocalBackend:
 
     def _await_db(self, target: Target, db_port: int, *, timeout: float) -> None:
         host = _url_host(target.config.local.bind_address).strip("[]")
-        outcome = wait_for({"db": self._db_ping(host, db_port)}, timeout=timeout, interval=0.05, max_interval=0.25)
+        watched = self._watched(target, ("db",), {"db": self._db_ping(host, db_port)})
+        try:
+            outcome = wait_for(watched, timeout=timeout, interval=0.05, max_interval=0.25)
+        except _Crashed as crash:
+            raise self._crash(target, crash) from None
         if not outcome.ok:
             raise self._health_timeout(target, f"{target.project} ({target.env}): the db does not accept connections "
                                                 f"after {outcome.elapsed:.0f} s: {outcome.failures['db']}",
@@ -400,6 +447,13 @@ class LocalBackend:
         try:
             self._compose(target).run(self._files(target), *args, timeout=timeout + 120)
         except CommandFailed as exc:
+            refused = [line for line in exc.stderr_tail.splitlines() if _LIMIT_REFUSED.search(line)]
+            if refused:
+                keys = ", ".join(target.spec.key(f"resources.{s}.{k}") for s in ("db", "api")
+                                 for k in ("cpus", "memory", "memory_reservation"))
+                raise LimitsRefused(f"{target.project} ({target.env}): the Docker Engine refuses the stack's limits "
+                                    f"({refused[-1].strip().removeprefix('Error response from daemon: ')}): change "
+                                    f"the one at fault of {keys} in {target.config.relpath}") from exc
             if any(marker in exc.stderr_tail.lower() for marker in _HEALTH_FAILURE):
                 raise self._health_timeout(target, f"the stack did not become healthy: {exc}") from exc
             raise
@@ -414,10 +468,42 @@ class LocalBackend:
         services = loaded.get("services") if isinstance(loaded, dict) else None
         return tuple(str(name) for name in services) if isinstance(services, dict) else ()
 
+    def _watched(self, target: Target, services: tuple[str, ...], probes: Mapping[str, Probe]) -> dict[str, Probe]:
+        """`probes`, each first looking (every CRASH_POLL s at most, shared) whether a container of `services`
+        exited or restarts: then `_Crashed` ends the wait at once, whatever the timeout. The first look comes
+        CRASH_POLL s in, so probes that pass at once (a no-op) cost no container listing."""
+        last = [time.monotonic()]
+
+        def watch() -> None:
+            now = time.monotonic()
+            if now - last[0] < CRASH_POLL:
+                return
+            last[0] = now
+            _raise_crashed(self._containers_polled(target), services)
+
+        def guarded(probe: Probe) -> Probe:
+            def check() -> str | None:
+                watch()
+                return probe()
+            return check
+
+        return {name: guarded(probe) for name, probe in probes.items()}
+
+    def _crash(self, target: Target, crash: _Crashed) -> ContainerCrashed:
+        """The error for a container that crashed during a wait: its state and log tail."""
+        found = self._health_timeout(target, f"{target.project} ({target.env}): {crash.what} while the stack was "
+                                             f"awaited (it crashed: the wait ended at once, see the log tail)",
+                                     services=crash.services)
+        return ContainerCrashed(found.message, logs=found.logs)
+
     def _await_ready(self, target: Target, services: tuple[str, ...], *, timeout: float) -> None:
-        """Poll until the containers of `services` run and none is judged unhealthy."""
-        outcome = wait_for({"containers": self._containers_ready(target, services)}, timeout=timeout,
-                           interval=0.1, max_interval=0.5)
+        """Poll until the containers of `services` run and none is judged unhealthy; one that exited or
+        restarts ends the wait at once (ContainerCrashed)."""
+        try:
+            outcome = wait_for({"containers": self._containers_ready(target, services)}, timeout=timeout,
+                               interval=0.1, max_interval=0.5)
+        except _Crashed as crash:
+            raise self._crash(target, crash) from None
         if not outcome.ok:
             raise self._health_timeout(
                 target, f"{target.project} ({target.env}): containers not running after {timeout:.0f} s: "
@@ -428,7 +514,9 @@ class LocalBackend:
         expected = set(services)
 
         def check() -> str | None:
-            containers = {c.service: c for c in self._containers_polled(target)}
+            polled = self._containers_polled(target)
+            _raise_crashed(polled, services)
+            containers = {c.service: c for c in polled}
             problems = [f"{name}: missing" for name in sorted(expected - set(containers))]
             problems += [
                 f"{c.service}: {c.state}" + (f" ({c.health})" if c.health else "")
@@ -463,7 +551,11 @@ class LocalBackend:
             probes["api"] = http_probe(endpoints.api_url)
         if endpoints.db_url:
             probes["db"] = postgres_probe(endpoints.db_url.reveal())
-        outcome = wait_for(probes, timeout=timeout)
+        recorded = handle.service_hashes if isinstance(handle, LocalHandle) else {}
+        try:
+            outcome = wait_for(self._watched(target, tuple(recorded) or ("db", "api"), probes), timeout=timeout)
+        except _Crashed as crash:
+            raise self._crash(target, crash) from None
         if not outcome.ok:
             reasons = "; ".join(f"{name}: {why}" for name, why in sorted(outcome.failures.items()))
             raise self._health_timeout(
@@ -837,6 +929,50 @@ class LocalBackend:
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
         return _doctor(self.compose)
+
+
+def _raise_crashed(containers: Sequence[ContainerState], services: tuple[str, ...]) -> None:
+    """`_Crashed` when a container of `services` exited, is dead or restarts."""
+    crashed = [c for c in containers if c.service in services and c.state in CRASHED_STATES]
+    if crashed:
+        raise _Crashed(tuple(sorted({c.service for c in crashed})), "; ".join(
+            f"{c.service} {c.state}" + (f" (exit code {c.exit_code})" if c.exit_code else "") for c in crashed))
+
+
+def _stack_images(stack: RenderedStack) -> list[tuple[str, str]]:
+    """(service, image) of each service of the rendered stack that names an image."""
+    services = stack.document.get("services") if isinstance(stack.document, Mapping) else None
+    found = []
+    for name, service in (services.items() if isinstance(services, Mapping) else ()):
+        image = service.get("image") if isinstance(service, Mapping) else None
+        if isinstance(image, str) and image:
+            found.append((str(name), image))
+    return found
+
+
+def _image_key(target: Target, service: str, image: str) -> str:
+    """Where `image` of `service` is set: the env file's key, else the template."""
+    if service in ("db", "api") and getattr(target.images, service) == image:
+        return f"{target.spec.key(f'images.{service}')} in {target.config.relpath}"
+    return f"services.{service}.image in the template {target.config.template_path.name}"
+
+
+def _check_limits(target: Target, *, cpus: int, memory: int) -> None:
+    """LimitsRefused, naming the key, for a limit over the host's `cpus` or `memory` bytes."""
+    where = f"{target.project} ({target.env})"
+    for service in ("db", "api"):
+        limit = getattr(target.spec.limits, service)
+        key = target.spec.key(f"resources.{service}.cpus")
+        if limit.cpus is not None and limit.cpus > cpus:
+            raise LimitsRefused(f"{where}: {key} in {target.config.relpath} is {limit.cpus:g} but this Docker "
+                                f"Engine's host has {cpus} CPU(s), so the engine would refuse it: set it to {cpus} or "
+                                f"less. Nothing was created.")
+        for name, size in (("memory", limit.memory), ("memory_reservation", limit.memory_reservation)):
+            if size is not None and size > memory:
+                key = target.spec.key(f"resources.{service}.{name}")
+                raise LimitsRefused(f"{where}: {key} in {target.config.relpath} is {size / 2**30:.1f} GiB but this "
+                                    f"Docker Engine's host has {memory / 2**30:.1f} GiB of memory: set it lower. Nothing "
+                                    f"was created.")
 
 
 def _volume_key(volume: Any, project_name: str) -> str:

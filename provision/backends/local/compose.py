@@ -203,6 +203,39 @@ class ComposeCLI:
             self._raise(result)
         return result.stdout.strip()
 
+    def image_present(self, image: str, timeout: float = 30) -> bool:
+        """Whether the engine has `image` (`docker image inspect`); BackendUnavailable when no engine answers."""
+        result = self.runner.run(["docker", "image", "inspect", "--format", "{{.Id}}", "--", image], timeout=timeout,
+                                 env=self._env)
+        if result.returncode != 0 and _ENGINE_DOWN.search(result.stderr):
+            self._raise(result)
+        return result.returncode == 0
+
+    def pull(self, image: str, timeout: float) -> str | None:
+        """`docker pull` `image`: None once it is there, else why not (the daemon's last line)."""
+        try:
+            result = self.runner.run(["docker", "pull", "--quiet", "--", image], timeout=timeout, env=self._env)
+        except CommandFailed as exc:  # timed out
+            return f"`docker pull` {exc.hint or 'failed'}"
+        if result.returncode == 0:
+            return None
+        if _ENGINE_DOWN.search(result.stderr):
+            self._raise(result)
+        lines = redact(result.stderr, self._secrets).strip().splitlines()
+        return lines[-1].strip() if lines else f"`docker pull` exited {result.returncode}"
+
+    def host_resources(self, timeout: float = 30) -> tuple[int, int]:
+        """(CPUs, bytes of memory) of the engine's host (`docker info`)."""
+        result = self.runner.run(["docker", "info", "--format", "{{.NCPU}} {{.MemTotal}}"], timeout=timeout,
+                                 env=self._env)
+        if result.returncode != 0:
+            self._raise(result)
+        try:
+            cpus, memory = result.stdout.split()
+            return int(cpus), int(memory)
+        except ValueError as exc:
+            raise BackendUnavailable(f"could not parse `docker info` output {result.stdout.strip()!r}") from exc
+
     def version(self, timeout: float = 30) -> str:
         """The version of the Compose this CLI runs (`docker compose version --short`, or the v2 `docker-compose`
         it falls back to when the plugin is missing, as `run` does); BackendUnavailable for none or v1."""
