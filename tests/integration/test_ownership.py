@@ -74,7 +74,7 @@ def test_two_checkouts_on_one_engine_see_and_touch_only_their_own_stacks(checkou
     for argv in (("provision", "--project=uxblog"), ("destroy", "--project=uxblog"), ("stop", "--project=uxblog")):
         refused = b.cli(*argv, check=False)
         assert refused.returncode != 0, argv
-        assert f"owner {OWNER_A}" in refused.stderr and "provision adopt" in refused.stderr, refused.stderr
+        assert f"owner {OWNER_A}" in refused.stderr and "invoke adopt --env=" in refused.stderr, refused.stderr
         assert "secrets file" not in refused.stderr
     assert projects(a, "status") == {"uxblog": "running", "uxsig": "running"}
     assert projects(b, "plan")["uxblog"] == "taken"
@@ -117,7 +117,7 @@ def test_a_stack_made_without_an_owner_id_is_taken_over_by_its_own_checkout_only
     assert projects(b, "plan") == {"uxshop": "create"}
     b.write_env(["uxblog"], extra=f"owner: {OWNER_B}\n")
     refused = b.cli("provision", "--project=uxblog", check=False)
-    assert refused.returncode != 0 and "carries no owner id" in refused.stderr and "provision adopt" in refused.stderr
+    assert refused.returncode != 0 and "carries no owner id" in refused.stderr and "invoke adopt --env=" in refused.stderr
 
     # its own checkout, now with an owner id, takes it over at the next run with one line; then no-ops
     a.write_env(["uxblog"], extra=f"owner: {OWNER_A}\n")
