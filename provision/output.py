@@ -87,7 +87,7 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
         columns.insert(2, "server")
     if wide:
         return _grid(rows, columns)
-    return _grid(rows, columns, width=_fit(width), shrink=("project", "server", "status"),
+    return _grid(rows, columns, width=_fit(width), shrink=("project", "server"),  # a status is never cut
                  optional=("services", "cpu", "uptime", "server", "memory"))
 
 

@@ -27,6 +27,14 @@ def _result(name: str, *, server: str | None = None) -> ProjectResult:
         services=(ServiceStatus("db", "running", "healthy", usage), ServiceStatus("api", "running", "", usage)))
 
 
+def test_a_status_is_never_cut_other_columns_give_way() -> None:
+    oom = ProjectResult(**{**_result("shop").__dict__, "services": (
+        ServiceStatus("db", "running", "healthy", Usage(memory_used_bytes=1, memory_limit_bytes=2, oom_killed=True)),
+        ServiceStatus("api", "running", "", None))})
+    text = output.status_table([oom], width=80)
+    assert "running (OOM-killed: db)" in text and _widest(text) <= 80, text
+
+
 def _widest(text: str) -> int:
     return max(len(line) for line in text.splitlines())
 
