@@ -312,9 +312,6 @@ class Provisioner:
         self._check_declared(target, create=create)
         self._preflight(target)
         interrupts.check()
-        if not self.store.paths(target.env, project).dir.exists():  # a new project's template that is no valid
-            # Compose is refused before its state directory, lock file and history line exist
-            compose_check.check(self.render(project)[0].text, template=target.config.template_path)
         with self._operation(target, "provision") as op:
             endpoints, decision = self._converge(target, op)
         self.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
@@ -558,6 +555,10 @@ class Provisioner:
         """Render the project's stack (a template error surfaces here) and let the backend refuse what it could not
         run (an image it cannot get, a limit over the host), before any state is written or anything created."""
         stack, _ = self.render(target.project)
+        if not self.store.paths(target.env, target.project).dir.exists():  # a new project's template that is no
+            # valid Compose is refused before its state directory, lock file and history line exist (and before
+            # the backend looks for images: what is wrong in the file is said first)
+            compose_check.check(stack.text, template=target.config.template_path)
         self.backend.preflight(target, stack)
 
     def _check_declared(self, target: Target, *, create: bool) -> None:
