@@ -143,7 +143,7 @@ def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> No
 
 
 def test_variables_the_template_does_not_use_are_refused(project_root: Path) -> None:
-    from provision.render import template_variables
+    from provision.templating import template_variables
 
     write_env(project_root, "dev", MINIMAL + "variables:\n  db_usr: bob\n")
     with pytest.raises(ConfigError, match=r"variables.db_usr: .*did you mean 'db_user'"):
