@@ -25,6 +25,7 @@ from .resources import POSTGRES_SETTINGS, StackLimits, parse_size
 from .resources import limits as stack_limits
 from .roles import check_names as check_role_names
 from .secrets import Secret
+from .templating import template_variables
 
 BackendName = Literal["local", "coolify"]
 BACKENDS: tuple[BackendName, ...] = ("local", "coolify")
@@ -508,8 +509,6 @@ def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:
 
 def _check_variables_used(parsed: EnvFile, template_path: Path, shown: str) -> None:
     """A variable that neither the template nor provision reads is a typo until shown otherwise."""
-    from .render import template_variables
-
     used = template_variables(template_path)
     if used is None:
         return

@@ -1,7 +1,7 @@
 """Render the compose template for one project in one env.
 
 Rendering is pure: the same inputs give the same text and the same hashes. Values enter
-the YAML only through the `q` filter (a double-quoted scalar with `$` escaped for compose),
+the YAML only through the `q` filter (templating.py: a double-quoted scalar with `$` escaped for compose),
 so no project variable can add keys; secrets enter only as `${VAR}` references.
 """
 
@@ -12,14 +12,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import jinja2
 import yaml
-from jinja2 import nodes
 
 from . import names
 from .config import EnvConfig, ProjectSpec
@@ -28,6 +25,7 @@ from .model import Ports
 from .resources import postgres_settings
 from .roles import Roles
 from .secrets import GENERATED_SECRETS, Secret
+from .templating import load_template
 
 # libyaml's loader is ~8x faster; PyYAML may be built without it
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -59,84 +57,12 @@ class RenderedStack:
         return tuple(self.service_hashes)
 
 
-def q(value: object) -> str:
-    """A YAML double-quoted scalar for `value`, with `$` doubled so compose does not interpolate it."""
-    return json.dumps(str(value), ensure_ascii=False).replace("$", "$$")
-
-
 def secret_ref(name: str, *, required: bool = True) -> str:
     """The compose interpolation for a secret: `${NAME:?...}` (fails loudly when unset) or plain `${NAME}`."""
     if not required:
         return "${" + name + "}"
     return "${" + name + ":?" + name + " is not set; it comes from the project's secrets}"
 
-
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["q"] = q
-    env.filters["urlquote"] = lambda v: quote(str(v), safe="")
-    return env
-
-
-@lru_cache(maxsize=16)
-def _parsed(path: str, mtime_ns: int) -> nodes.Template:
-    """The template's syntax tree, parsed once per version of the file for both of its uses below."""
-    source = Path(path).read_text(encoding="utf-8")
-    try:
-        return _environment().parse(source)
-    except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"{path}:{exc.lineno}: template syntax error: {exc.message}") from exc
-
-
-@lru_cache(maxsize=16)
-def _load_template(path: str, mtime_ns: int) -> jinja2.Template:
-    return _environment().from_string(_parsed(path, mtime_ns))
-
-
-@lru_cache(maxsize=16)
-def _template_variables(path: str, mtime_ns: int) -> frozenset[str] | None:
-    tree = _parsed(path, mtime_ns)
-    found: set[str] = set()
-    reads = 0
-    for attr in tree.find_all(nodes.Getattr):
-        if isinstance(attr.node, nodes.Name) and attr.node.name == "vars":
-            found.add(attr.attr)
-            reads += 1
-    for item in tree.find_all(nodes.Getitem):
-        if isinstance(item.node, nodes.Name) and item.node.name == "vars" and isinstance(item.arg, nodes.Const) \
-                and isinstance(item.arg.value, str):
-            found.add(item.arg.value)
-            reads += 1
-    uses = sum(1 for n in tree.find_all(nodes.Name) if n.name == "vars")
-    called = any(isinstance(c.node, nodes.Getattr) and isinstance(c.node.node, nodes.Name) and c.node.node.name == "vars"
-                 for c in tree.find_all(nodes.Call))  # vars.items(), vars.get(...): any name may be read
-    return frozenset(found) if uses == reads and not called else None
-
-
-def _version(path: Path) -> int:
-    """The file's modification time, which keys the caches above; TemplateError when it cannot be read."""
-    try:
-        return path.stat().st_mtime_ns
-    except OSError as exc:
-        raise TemplateError(f"template {path} cannot be read: {exc.strerror}") from exc
-
-
-def template_variables(path: Path) -> frozenset[str] | None:
-    """The names the template reads as `vars.NAME` (or `vars["NAME"]`); None when it also reads `vars` as a
-    whole (a loop, a filter), so that which names it uses cannot be told."""
-    return _template_variables(str(path), _version(path))
-
-
-def load_template(path: Path) -> jinja2.Template:
-    """The compiled template at `path` (cached until the file changes)."""
-    return _load_template(str(path), _version(path))
 
 DEFAULT_DB_VOLUME = "pgdata"
 

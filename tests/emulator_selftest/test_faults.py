@@ -93,12 +93,11 @@ def test_latency_applies_to_every_matching_request(emu: CoolifyEmulator, client:
     started = time.monotonic()
     for _ in range(3):
         assert client.get("/servers").status_code == 200
-    assert time.monotonic() - started >= 0.3
+    assert time.monotonic() - started >= 0.3  # a lower bound: the sleeps make it hold on any machine
     assert fault.hits == 3
     emu.clear_faults()
-    started = time.monotonic()
-    client.get("/servers")
-    assert time.monotonic() - started < 0.1
+    assert client.get("/servers").status_code == 200
+    assert fault.hits == 3  # cleared: that request was not delayed
 
 
 def test_request_log(emu: CoolifyEmulator, client: httpx.Client) -> None:

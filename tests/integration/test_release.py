@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 
 import pytest
 
 from tests.conftest import Sandbox, _docker, sql
+from tests.waiting import run_state, wait_until
 
 
 def _containers(sandbox: Sandbox, project: str | None = None) -> list[str]:
@@ -105,13 +105,13 @@ def test_a_failed_upgrade_is_rolled_back_and_the_old_version_serves(sandbox: San
 
 
 def test_a_crash_looping_db_ends_the_wait_at_once_then_rollback_or_removal(sandbox: Sandbox) -> None:
-    """A db that logs FATAL at its first start and restarts: the wait ends within seconds, not health.timeout (120 s),
-    with the FATAL line in the log tail; a create is removed (data kept), an update rolled back."""
+    """A db that logs FATAL at its first start and restarts: the wait ends at the crash, not at health.timeout
+    (120 s), with the FATAL line in the log tail; a create is removed (data kept), an update rolled back. That the
+    wait ended at the crash is what the error says: only a crash seen during the wait gives those words
+    (ContainerCrashed); a wait that ran out ends with another HealthTimeout."""
     crashing = "variables:\n  pg_work_mem: lots\n"
     sandbox.write_env(["shop"], timeout=120, extra=crashing)
-    started = time.monotonic()
     result = sandbox.cli("provision", check=False)
-    assert time.monotonic() - started < 60, result.stderr
     assert result.returncode != 0 and "crashed: the wait ended at once" in result.stderr, result.stderr
     assert "FATAL" in result.stderr and "work_mem" in result.stderr
     assert "data volume and credentials are kept" in result.stderr and _containers(sandbox) == []
@@ -121,11 +121,10 @@ def test_a_crash_looping_db_ends_the_wait_at_once_then_rollback_or_removal(sandb
     sandbox.write_env(["shop"], timeout=120)
     sandbox.cli("provision")
     sandbox.write_env(["shop"], timeout=120, extra=crashing)
-    started = time.monotonic()
     result = sandbox.cli("provision", "--json", check=False)
-    assert time.monotonic() - started < 60, result.stderr
     [shop] = result.json()["projects"]
     assert shop["status"] == "rolled back" and "FATAL" in result.stderr, result.stderr
+    assert "crashed: the wait ended at once" in result.stderr, result.stderr
     sandbox.write_env(["shop"], timeout=120)
     assert sandbox.cli("plan", "--json").json()["projects"][0]["outcome"] == "no-op"
 
@@ -142,15 +141,15 @@ def test_a_failed_first_create_is_removed_and_its_data_kept(sandbox: Sandbox) ->
 def test_an_interrupted_provision_leaves_nothing_locked_and_the_next_run_converges(
         sandbox: Sandbox, sig: signal.Signals) -> None:
     proc = sandbox.popen("provision", "--project=shop")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _containers(sandbox):
-        time.sleep(0.05)
+    wait_until(lambda: _containers(sandbox), 60, "a container of the provision run to appear",
+               detail=lambda: run_state(proc))
     proc.send_signal(sig)
-    started = time.monotonic()
+    # how soon the run exits has no evidence but time: communicate's generous 60 s is the bound
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
-    assert time.monotonic() - started < 20
     assert "interrupted" in err
+    # the operation was cut short, not finished and then reported
+    assert json.loads(sandbox.cli("history", "--json").stdout.splitlines()[-1])["result"] == "interrupted"
     leftover = subprocess.run(["pgrep", "-f", f"--project-name {sandbox.compose_name('shop')}"],
                               capture_output=True, text=True)
     assert leftover.stdout == ""  # the compose child was stopped too

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 
 import pytest
 
 from tests.conftest import Sandbox, _docker, sql
 from tests.unit.test_names import BAD_NAMES
+from tests.waiting import run_state, wait_until
 
 
 def test_second_provision_is_a_no_op_with_the_same_ports_and_password(sandbox: Sandbox) -> None:
@@ -51,12 +51,9 @@ def test_a_waiting_run_gives_up_clearly_after_the_lock_timeout(sandbox: Sandbox)
 
 def test_provision_killed_mid_way_is_completed_by_the_next_run(sandbox: Sandbox) -> None:
     proc = sandbox.popen("provision", "--project=shop")
-    deadline = time.monotonic() + 60
     # kill once compose has started creating containers, before the stack is healthy
-    while time.monotonic() < deadline:
-        if _docker("ps", "-aq", "--filter", f"label=io.provision.env={sandbox.env}").stdout.strip():
-            break
-        time.sleep(0.05)
+    wait_until(lambda: _docker("ps", "-aq", "--filter", f"label=io.provision.env={sandbox.env}").stdout.strip(),
+               60, "a container of the provision run to appear", detail=lambda: run_state(proc))
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGKILL

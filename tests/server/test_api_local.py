@@ -6,7 +6,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +15,7 @@ import pytest
 from tests.conftest import _docker, reload_schema, sql
 from tests.sandbox import Sandbox
 from tests.server.conftest import JSON, TOKEN, Server, free_port, problem, run_server
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -199,10 +199,9 @@ def test_a_delete_cancels_a_queued_create(sandbox: Sandbox, server_factory: list
     assert api.post("/v1/projects", params={"wait": "false"}, json={"name": "queued"}).status_code == 202
     deleted = api.delete("/v1/projects/queued", params={"delete_data": "true"})  # the one worker is busy
     assert deleted.status_code == 200 and deleted.json()["status"] == "deleted"
-    for _ in range(100):
-        if api.get("/v1/projects/slow").json()["status"] == "running":
-            break
-        time.sleep(0.2)
+    # once the one worker is done with 'slow', it would have run 'queued' next, had the DELETE not cancelled it
+    wait_until(lambda: api.get("/v1/projects/slow").json()["status"] == "running", 180,
+               "project 'slow' to be running", interval=0.2)
     assert api.get("/v1/projects/queued").status_code == 404  # what the DELETE said is final
     assert _docker("ps", "-aq", "--filter", "label=io.provision.project=queued").stdout == ""
     api.delete("/v1/projects/slow", params={"delete_data": "true"})
@@ -231,21 +230,14 @@ def test_a_killed_server_loses_nothing(sandbox: Sandbox, server_factory: list[Se
     accepted = api.post("/v1/projects", params={"wait": "false"}, json={"name": "phoenix"})
     assert accepted.status_code == 202 and accepted.headers["location"] == "/v1/projects/phoenix"
     assert accepted.json()["status"] == "provisioning"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _docker("ps", "-q", "--filter", "label=io.provision.project=phoenix").stdout:
-        time.sleep(0.05)
+    wait_until(lambda: _docker("ps", "-q", "--filter", "label=io.provision.project=phoenix").stdout, 60,
+               "a container of project 'phoenix' to appear", detail=server.log)
     server.kill()  # mid-provision
 
     restarted = run_server(server_factory, sandbox)
     api = restarted.client()
-    deadline = time.monotonic() + 120
-    status = None
-    while time.monotonic() < deadline:
-        status = api.get("/v1/projects/phoenix").json()["status"]
-        if status == "running":
-            break
-        time.sleep(0.5)
-    assert status == "running", restarted.log()
+    wait_until(lambda: api.get("/v1/projects/phoenix").json()["status"] == "running", 120,
+               "project 'phoenix' to be running after the restart", interval=0.5, detail=restarted.log)
 
 
 def test_cli_and_http_see_the_same_projects(sandbox: Sandbox, server_factory: list[Server]) -> None:

@@ -143,7 +143,7 @@ def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> No
 
 
 def test_variables_the_template_does_not_use_are_refused(project_root: Path) -> None:
-    from provision.render import template_variables
+    from provision.templating import template_variables
 
     write_env(project_root, "dev", MINIMAL + "variables:\n  db_usr: bob\n")
     with pytest.raises(ConfigError, match=r"variables.db_usr: .*did you mean 'db_user'"):
@@ -158,12 +158,40 @@ def test_variables_the_template_does_not_use_are_refused(project_root: Path) -> 
     assert load_env("dev", project_root, environ={}).variables["anything"] == "1"
 
 
-def test_shipped_envs_are_valid() -> None:
+def test_shipped_envs_are_valid(tmp_path: Path) -> None:
+    """Each env file the repository ships loads with the backend and projects it declares, and every one of those
+    projects renders with the shipped template into a compose file with the db and api services. (The files are
+    read from a copy: a checkout's own envs/<env>.env or .env, which may hold Coolify credentials, stay out.)"""
+    import shutil
+
+    import yaml
+
+    from provision.model import Ports
+    from provision.render import build_context, render_stack
+    from provision.secrets import GENERATED_SECRETS, Secret
     from tests.conftest import REPO
 
-    for env in ("dev", "staging", "demo"):
-        load_env(env, REPO, environ={})
-    load_env("prod", REPO, environ={"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"})
+    coolify = {"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"}
+    expected = {  # env: (environment, backend, projects)
+        "dev": ({}, "local", ["shop", "blog"]), "demo": ({}, "local", ["demo"]),
+        "staging": ({}, "local", ["shop", "blog"]), "prod": (coolify, "coolify", ["shop", "blog"]),
+    }
+    secrets = {name: Secret(f"{name.lower()}-0123456789") for name in GENERATED_SECRETS}
+    (tmp_path / "envs").mkdir()
+    for shipped in (REPO / "envs").glob("*.yml"):
+        shutil.copy(shipped, tmp_path / "envs" / shipped.name)
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    assert sorted(p.stem for p in (tmp_path / "envs").iterdir()) == sorted(expected)  # a new one is added here
+    for env, (environ, backend, projects) in expected.items():
+        config = load_env(env, tmp_path, environ=environ)
+        assert (config.name, config.backend, [p.name for p in config.projects]) == (env, backend, projects)
+        for spec in config.projects:
+            ports = Ports(api=1, db=2) if backend == "local" else None
+            stack = render_stack(config.template_path, build_context(config, spec, backend=backend, ports=ports),
+                                 secrets)
+            assert set(yaml.safe_load(stack.text)["services"]) == {"db", "api"}, f"{env}: {spec.name}"
+    staging = load_env("staging", tmp_path, environ=coolify)  # staging goes to Coolify once it is configured
+    assert staging.backend == "coolify" and staging.backend_auto
 
 
 def test_coolify_names_are_long_enough_for_coolify(project_root: Path) -> None:

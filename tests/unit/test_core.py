@@ -440,11 +440,36 @@ def test_repeated_verbs_change_nothing_and_write_no_history(setup: tuple[Provisi
     assert record_status(store) == "destroyed"
 
 
+@dataclass
+class HandleOnlyBackend(MemoryBackend):
+    """Finds a stack only through the handle it is given (as Coolify finds a service by its uuid), and notes
+    every handle it was given."""
+
+    given: list[Handle | None] = field(default_factory=list)
+
+    def observe(self, target: Target, known: Handle | None) -> Observed:
+        self.given.append(known)
+        if not isinstance(known, MemoryHandle):
+            return Observed(exists=False)
+        return super().observe(Target(target.config, target.config.project(known.project)), known)
+
+    def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
+        self.given.append(known)
+        return super().lock(target, known, timeout=timeout)
+
+
 def test_a_fresh_backend_instance_acts_on_the_recorded_handle(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, backend, store = setup
     provisioner.provision("shop")
     record = store.read_record("dev", "shop")
     assert record is not None and record.handle == {"project": "shop"}
+    # a later run: a new backend instance over the same deployed stacks and state, knowing nothing in memory
+    fresh = HandleOnlyBackend(deployed=backend.deployed, running=backend.running, texts=backend.texts)
+    stopped = Provisioner(provisioner.config, fresh, store).control("shop", "stop")
+    assert stopped.changed and stopped.status == "stopped" and fresh.calls == ["stop"]
+    assert backend.running == {"shop": False}  # the stack the first instance deployed is the one stopped
+    # it was given the recorded handle each time (it finds nothing without one: that stop would change nothing)
+    assert fresh.given and all(h == MemoryHandle("shop") for h in fresh.given)
 
 
 def test_version_1_records_are_migrated(tmp_path: Path) -> None:

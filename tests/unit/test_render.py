@@ -10,8 +10,9 @@ import yaml
 from provision.config import load_env
 from provision.errors import TemplateError
 from provision.model import Ports
-from provision.render import build_context, q, render_stack, reveal_secrets
+from provision.render import build_context, render_stack, reveal_secrets
 from provision.secrets import Secret
+from provision.templating import q
 from tests.conftest import write_env
 
 ENV = """
