@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import REPO, environ  # noqa: E402
-from tests.coolify_emulator import REALISTIC, CoolifyEmulator  # noqa: E402
+from tests.coolify_emulator import REALISTIC, CoolifyEmulator, max_in_window  # noqa: E402
 
 TOKEN = "1|bench-token"
 
@@ -61,17 +61,6 @@ def count(emu: CoolifyEmulator) -> str:
     return f"{len(emu.requests)} ({', '.join(f'{n} {m}' for m, n in sorted(by_method.items()))})"
 
 
-def max_per_window(times: list[float], window: float = 60.0) -> int:
-    """The most of `times` (request times, seconds) inside any `window` seconds."""
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while ordered[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
-
-
 def bench_budget(projects: int, parallel: int, limit: int | None = None) -> None:
     """A fleet run against Coolify's default limit (200 a minute, per user: the emulator's), with Coolify-like
     timings: the run's budget (coolify.requests_per_minute, 150, or `limit`) must keep every 60 s window under
@@ -88,7 +77,7 @@ def bench_budget(projects: int, parallel: int, limit: int | None = None) -> None
         budget = f"requests_per_minute {limit}" if limit else "the default budget (150)"
         print(f"{projects} fresh projects, --parallel {parallel}, {budget}, Coolify limit {emu.rate_limit}/min: "
               f"{len(times)} requests in {seconds:.1f} s ({polls} status polls), at most "
-              f"{max_per_window(times)} in any 60 s window, {refused} refused (429)")
+              f"{max_in_window(times, 60.0)} in any 60 s window, {refused} refused (429)")
 
 
 def bench_requests() -> None:

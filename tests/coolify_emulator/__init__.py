@@ -13,7 +13,7 @@ See :class:`CoolifyEmulator` for the test helpers and ``README.md`` for the beha
 from .api import ApiRequest, ApiResponse
 from .core import aggregate_status
 from .emulator import REALISTIC, CoolifyEmulator
-from .faults import Fault, RequestLog, RequestRecord
+from .faults import Fault, RequestLog, RequestRecord, max_in_window
 from .proxy import ProxyContext
 
 __all__ = [
@@ -26,4 +26,5 @@ __all__ = [
     "RequestLog",
     "RequestRecord",
     "aggregate_status",
+    "max_in_window",
 ]

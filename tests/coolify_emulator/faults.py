@@ -121,6 +121,17 @@ class RequestRecord:
         return iter((self.method, self.path, self.query, self.status))
 
 
+def max_in_window(times: list[float], window: float) -> int:
+    """The most of `times` (seconds: e.g. request arrivals) in any half-open interval of `window` seconds."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, moment in enumerate(ordered):
+        while ordered[start] <= moment - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
 class RequestLog(list):  # type: ignore[type-arg]
     """A list of :class:`RequestRecord` with thread-safe append and a ``count`` helper."""
 

@@ -13,6 +13,7 @@ import pytest
 from provision.backends.coolify.client import CoolifyClient, RequestBudget, shared_budget
 from provision.errors import BackendUnavailable, CoolifyAPIError
 from provision.secrets import Secret
+from tests.coolify_emulator import max_in_window
 
 
 class FakeClock:
@@ -28,17 +29,6 @@ class FakeClock:
     def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += seconds
-
-
-def max_in_window(times: list[float], window: float) -> int:
-    """The most of `times` in any half-open interval of `window` seconds."""
-    ordered = sorted(times)
-    best, start = 0, 0
-    for end, moment in enumerate(ordered):
-        while ordered[start] <= moment - window:
-            start += 1
-        best = max(best, end - start + 1)
-    return best
 
 
 def test_no_window_of_the_budget_holds_more_than_its_limit() -> None:
