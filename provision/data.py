@@ -40,7 +40,7 @@ from .secrets import Secret, generate_secret
 from .state import ProjectRecord, utc_now, utc_stamp
 
 if TYPE_CHECKING:
-    from .service import Provisioner, _Operation
+    from .service import Operation, Provisioner
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore
 ROTATABLE = ("db_password", "jwt_secret")
@@ -134,7 +134,7 @@ class DataLifecycle:
         return self._result(target, "backup", "backed up", op, messages,
                             {**made.to_dict(), "pruned": [str(p) for p in pruned]})
 
-    def before_delete(self, target: Target, observed: Observed, op: _Operation) -> backups.Backup | None:
+    def before_delete(self, target: Target, observed: Observed, op: Operation) -> backups.Backup | None:
         """destroy --delete-data's backup (the lock is held): the database is started again if it does not run
         (a stopped or destroyed project's kept data), then dumped; ConfirmationRequired when it cannot be dumped
         from here, naming what works. None when the project has no data at all."""
@@ -262,7 +262,7 @@ class DataLifecycle:
                             {"restored_from": str(chosen.path), "row_counts": chosen.row_counts})
 
     def _restore_checked(self, target: Target, observed: Observed, prepared: Prepared, access: database.DbAccess,
-                         chosen: backups.Backup, op: _Operation, *, safety: bool) -> backups.Backup | None:
+                         chosen: backups.Backup, op: Operation, *, safety: bool) -> backups.Backup | None:
         header = database.read_header(chosen.path)
         server = database.server_major(access, self.runner)
         if header.major > server:
@@ -409,7 +409,7 @@ class DataLifecycle:
         self._record_upgrade(target, kept)
         return made
 
-    def _switch(self, target: Target, kept: dict[str, Any], made: backups.Backup, op: _Operation, *,
+    def _switch(self, target: Target, kept: dict[str, Any], made: backups.Backup, op: Operation, *,
                 resumed: bool) -> float:
         """Start the new major on the new volume (the record says `switching`), restore `made` there (`resumed`: unless
         its row counts are there already) and verify them, then record the upgrade `done`; the seconds the API was
@@ -557,9 +557,9 @@ class DataLifecycle:
                                   f"({_command(old_target, '--finalize', '--yes')} forgets it)")
         self._record_upgrade(old_target, {**kept, "state": ROLLING_BACK}, db_volume=str(kept["volume_key"]))
         self._pause("rolling-back")
-        from .service import _Operation
+        from .service import Operation
 
-        service._converge(old_target, _Operation("rollback"), major_change=True)
+        service._converge(old_target, Operation("rollback"), major_change=True)
         self._pause("dropping-new")
         new_key = str(kept.get("new_volume_key") or "")
         if new_key and new_key != kept["volume_key"]:
@@ -626,7 +626,7 @@ class DataLifecycle:
             {"from_server": observed.server, "to_server": to_server, "set_aside": aside, "backup": str(made.path),
              "row_counts": made.row_counts})
 
-    def _undo_move(self, target: Target, aside: str, op: _Operation) -> None:
+    def _undo_move(self, target: Target, aside: str, op: Operation) -> None:
         """Remove a half-made moved stack and put the one set aside back (best effort: each step is tried)."""
         service = self.service
         with contextlib.suppress(ProvisionError):
@@ -787,9 +787,9 @@ class DataLifecycle:
         if name != "DB_PASSWORD":
             self._store_secret(target, prepared, name, new)
             service.store.write_pending(target.env, target.project, "rotate", None)
-            from .service import _Operation
+            from .service import Operation
 
-            service._converge(target, _Operation("rotate"))
+            service._converge(target, Operation("rotate"))
             return f"an interrupted rotation of {name} is finished: the new value is stored and applied"
         owner = str(target.spec.variables["db_user"])
         stored = service.backend.run_sql(target, observed, database.stored_verifier_sql(owner),
@@ -804,7 +804,7 @@ class DataLifecycle:
         service.store.write_pending(target.env, target.project, "rotate", None)
         return f"an interrupted rotation of {name} is finished: the new password is stored"
 
-    def _result(self, target: Target, action: str, status: str, op: _Operation, messages: list[str],
+    def _result(self, target: Target, action: str, status: str, op: Operation, messages: list[str],
                 details: dict[str, Any]) -> ProjectResult:
         for line in messages:
             self.service.reporter.step(target.project, line)

@@ -106,7 +106,7 @@ def _offline_decision(stack: RenderedStack, record: ProjectRecord | None) -> tup
 
 
 @dataclass
-class _Operation:
+class Operation:
     """What one locked operation did, for its history line."""
 
     action: str
@@ -256,12 +256,12 @@ class Provisioner:
         return checkup.Report(self.env, self.backend.name, tuple(self.backend.doctor(probe)))
 
     @contextmanager
-    def _operation(self, target: Target, action: str, *, shared: bool = False) -> Iterator[_Operation]:
+    def _operation(self, target: Target, action: str, *, shared: bool = False) -> Iterator[Operation]:
         """Hold the lock, time the operation and, when it changed something or failed, write its history line.
         With `shared` (the data verbs), the backend's lock every runner sees is held for the whole operation too
         (Coolify: no deploy from another machine between its steps); the converge inside it re-enters it."""
         started = self.clock()
-        op = _Operation(action)
+        op = Operation(action)
         result, detail = "ok", ""
         try:
             with self.store.lock(target.env, target.project, timeout=self.lock_timeout), \
@@ -322,7 +322,7 @@ class Provisioner:
             duration=op.duration,
         )
 
-    def _converge(self, target: Target, op: _Operation, *, major_change: bool = False) -> tuple[Endpoints, Plan]:
+    def _converge(self, target: Target, op: Operation, *, major_change: bool = False) -> tuple[Endpoints, Plan]:
         """Under the state-directory lock: read, plan and, for a change, take the backend lock, plan again and
         apply, then record. A change of the db image to another PostgreSQL major is refused (MajorUpgradeRequired)
         unless `major_change` (upgrade-db, which has moved the stack to a new data volume)."""
