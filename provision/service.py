@@ -445,13 +445,13 @@ class Provisioner:
                decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
         """Apply and wait; on failure roll an update of a running stack back, or remove a failed create."""
         rollback_to = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
-        wanted = roles.Roles.of(target.spec.variables)
-        prepared = replace(prepared, roles_sql=Secret(roles.ensure_sql(
-            wanted, str(target.spec.variables["db_name"]), prepared.secrets, record.db_volume or DEFAULT_DB_VOLUME)))
+        roles_sql = roles.ensure_sql(roles.Roles.of(target.spec.variables), str(target.spec.variables["db_name"]),
+                                     prepared.secrets, record.db_volume or DEFAULT_DB_VOLUME)
+        prepared = replace(prepared, roles_sql=Secret(roles_sql))  # the backend may hand it to the db container
         try:
             handle = self.backend.apply(target, observed, stack, prepared, decision)
             record = self._write(record.evolve(handle=handle.to_dict()), record)
-            self._ensure_roles(target, prepared, record, fresh=decision.action is Action.CREATE)
+            self._ensure_roles(target, prepared, record, roles_sql, fresh=decision.action is Action.CREATE)
             self.reporter.step(target.project, "waiting until it is healthy and answers")
             return self.backend.wait(target, handle, prepared, timeout=self.config.health.timeout), handle
         except (Interrupted, KeyboardInterrupt):
@@ -473,10 +473,11 @@ class Provisioner:
             self._set_status(target, "failed")
             raise
 
-    def _ensure_roles(self, target: Target, prepared: Prepared, record: ProjectRecord, *, fresh: bool) -> None:
-        """Make the database's roles (roles.py) as the bootstrap superuser over the db container's socket, for
-        a new stack (`fresh`) or when what they depend on changed (names, passwords, data volume: the record's
-        digest); a stack made before them (its owner was that superuser) is migrated. Waits for a db that is
+    def _ensure_roles(self, target: Target, prepared: Prepared, record: ProjectRecord, roles_sql: str, *,
+                      fresh: bool) -> None:
+        """Make the database's roles (`roles_sql`: roles.ensure_sql for this stack) as the bootstrap superuser
+        over the db container's socket, for a new stack (`fresh`) or when what they depend on changed (names,
+        passwords, data volume: the record's digest); a stack made before them (its owner was that superuser) is migrated. Waits for a db that is
         still starting, up to health.timeout; any other failure is raised at once."""
         wanted = roles.Roles.of(target.spec.variables)
         dbname = str(target.spec.variables["db_name"])
@@ -491,7 +492,8 @@ class Provisioner:
             try:
                 if db is None or not db.running:  # a look costs less than a task that finds no container
                     raise ProvisionError(f"{target.project!r} has no running db container yet")
-                self._make_roles(target, observed, wanted, dbname, prepared, record.db_volume or DEFAULT_DB_VOLUME)
+                self._make_roles(target, observed, wanted, dbname, prepared, roles_sql,
+                                 record.db_volume or DEFAULT_DB_VOLUME)
                 break
             except ProvisionError as exc:
                 if not _starting(exc) or self.clock() >= deadline:
@@ -503,12 +505,11 @@ class Provisioner:
         self._write(record.evolve(roles=digest), record)
 
     def _make_roles(self, target: Target, observed: Observed, wanted: roles.Roles, dbname: str,
-                    prepared: Prepared, volume: str) -> None:
-        """One psql run as the admin; where the admin does not exist (a stack made before the roles, whose
-        bootstrap superuser is the owner), the migration as the owner instead."""
+                    prepared: Prepared, roles_sql: str, volume: str) -> None:
+        """One psql run of `roles_sql` as the admin; where the admin does not exist (a stack made before the
+        roles, whose bootstrap superuser is the owner), the migration as the owner instead."""
         try:
-            self.backend.run_sql(target, observed, roles.ensure_sql(wanted, dbname, prepared.secrets, volume),
-                                 user=wanted.admin, purpose="roles")
+            self.backend.run_sql(target, observed, roles_sql, user=wanted.admin, purpose="roles")
             return
         except ProvisionError as exc:
             if f'role "{wanted.admin}" does not exist' not in str(exc):
