@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .errors import ProvisionError
-    from .jobs import ProjectRequests
     from .results import PlanItem, ProjectResult, RunSummary
     from .service import Provisioner
+    from .service.requests import ProjectRequests
     from .workspace import Workspace
 
 __all__ = ["PlanItem", "ProjectRequests", "ProjectResult", "Provisioner", "ProvisionError", "RunSummary", "Workspace"]
 
-_WHERE = {"ProvisionError": "errors", "ProjectRequests": "jobs", "PlanItem": "results", "ProjectResult": "results",
+_WHERE = {"ProvisionError": "errors", "ProjectRequests": "service.requests", "PlanItem": "results", "ProjectResult": "results",
           "RunSummary": "results", "Provisioner": "service", "Workspace": "workspace"}
 
 

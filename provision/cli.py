@@ -639,13 +639,13 @@ def upgrade_db(c: Context, env: str | None = None, project: str | None = None, y
     if finalize and rollback:
         raise Exit("error: --finalize and --rollback exclude each other", code=2)
     with _session(quiet=quiet) as reporter:
-        data = _provisioner(env, reporter, lock_timeout=lock_timeout).data
+        upgrades = _provisioner(env, reporter, lock_timeout=lock_timeout).upgrades
         if finalize:
-            result = data.finalize(project, yes=yes)
+            result = upgrades.finalize(project, yes=yes)
         elif rollback:
-            result = data.rollback(project, yes=yes, backup=backup)
+            result = upgrades.rollback(project, yes=yes, backup=backup)
         else:
-            result = data.upgrade(project, yes=yes)
+            result = upgrades.upgrade(project, yes=yes)
     _data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
@@ -676,8 +676,8 @@ def move(c: Context, env: str | None = None, project: str | None = None, to_serv
     if finalize == bool(to_server):
         raise Exit("error: give --to-server=NAME to move, or --finalize to delete what a move left behind", code=2)
     with _session(quiet=quiet) as reporter:
-        data = _provisioner(env, reporter, lock_timeout=lock_timeout).data
-        result = data.move_finalize(project, yes=yes) if finalize else data.move(project, str(to_server), yes=yes)
+        moves = _provisioner(env, reporter, lock_timeout=lock_timeout).moves
+        result = moves.move_finalize(project, yes=yes) if finalize else moves.move(project, str(to_server), yes=yes)
     _data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 

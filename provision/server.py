@@ -49,11 +49,11 @@ from .errors import (
     ProvisionError,
     UnexpectedError,
 )
-from .jobs import Job, ProjectRequests
 from .model import ControlVerb
 from .results import ProjectResult
 from .secrets import Secret
 from .service import Provisioner
+from .service.requests import Job, ProjectRequests
 
 PROBLEM = "application/problem+json"
 CHALLENGE = 'Bearer realm="provision"'  # WWW-Authenticate of every 401

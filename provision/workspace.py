@@ -18,6 +18,7 @@ from .results import ProjectResult
 from .scaffold import InitResult, init
 from .secrets import Secret
 from .service import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .service.requests import is_taken
 from .state import StateStore, default_state_dir
 
 
@@ -78,7 +79,7 @@ class Workspace:
         dest.target(to)  # the new name is validated before anything runs
         if target_env == env and to == project:
             raise ConfigError(f"--to {to!r} is the project itself: name the copy differently")
-        if dest.is_taken(to):
+        if is_taken(dest.engine, to):
             raise ProjectConflict(f"{to!r} already exists in env {target_env!r}: a clone never overwrites a project; "
                                   f"pick a new name or destroy it first")
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")

@@ -168,7 +168,7 @@ def test_a_start_refused_as_already_running_becomes_a_restart(tmp_path: Path, qu
     assert quick.wait_idle(5) and str(quick.service_status(uuid)).startswith("running")
     _no_refresh(quick)
     prepared = backend.prepare(target, seen_stopped, {}, create=False)
-    stack = provisioner._render(target, prepared)
+    stack = provisioner.engine.render_stack(target, prepared)
     backend.apply(target, seen_stopped, stack, prepared, Plan(Action.UPDATE, "rollback"))
     assert quick.count("POST", rf"/services/{uuid}/start") >= 1
     assert quick.count("POST", rf"/services/{uuid}/restart") == 1

@@ -247,7 +247,7 @@ def test_rotation_proves_the_old_password_is_refused_from_outside(sandbox: Sandb
 
 
 def _kill_at(sandbox: Sandbox, step: str, task: str, *args: str) -> None:
-    """Run `task --project=shop *args` until it pauses at `step` (data.py, DataLifecycle._pause), then SIGKILL it."""
+    """Run `task --project=shop *args` until it pauses at `step` (service/data.py, DataVerbs.pause), then SIGKILL it."""
     marker = sandbox.state_dir / f"paused-at-{step}"
     proc = subprocess.Popen(sandbox.argv(task, "--project=shop", *args), cwd=sandbox.root, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=sandbox.environ(PROVISION_TEST_PAUSE_AT=step))

@@ -1,6 +1,6 @@
 """upgrade-db, --rollback and --finalize killed (SIGKILL) at each of their steps, on the real engine with real
-PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (data.py,
-DataLifecycle._pause: it writes <state dir>/paused-at-<step> and sleeps); the test kills it there, then
+PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (service/data.py,
+DataVerbs.pause: it writes <state dir>/paused-at-<step> and sleeps); the test kills it there, then
 checks that provision refuses a half-done upgrade with the command that finishes or undoes it, that the next
 run of that command leaves the stack serving every row, that no helper container stays and that only the
 expected data volumes exist."""

@@ -15,9 +15,9 @@ import httpx
 import pytest
 import uvicorn
 
-from provision.jobs import ProjectRequests
 from provision.secrets import Secret
 from provision.server import create_app
+from provision.service.requests import ProjectRequests
 from provision.workspace import Workspace
 from tests.sandbox import Sandbox
 from tests.server.conftest import JSON, TOKEN, free_port, problem

@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from provision import backups, database
-from provision.data import DataLifecycle
 from provision.errors import BackupError, ConfigError
 from provision.secrets import Secret
+from provision.service.data import DataVerbs
 from tests.unit.fakes import FakeRunner
 
 DUMP = (Path(__file__).resolve().parent.parent / "fixtures" / "dumps" / "pg15.dump").read_bytes()
@@ -21,11 +21,11 @@ ACCESS = database.DbAccess(("docker", "exec", "--interactive", "--env", "PGPASSW
                            "127.0.0.1", 5432, "app", "app", {"PGPASSWORD": Secret("pw")}, where="in the db container")
 
 
-def lifecycle(runner: FakeRunner) -> DataLifecycle:
-    """A DataLifecycle over a stub service: what `_dump` asks of it (a reporter, the record, the backend's name)."""
-    service: Any = SimpleNamespace(reporter=SimpleNamespace(step=lambda *args: None), record=lambda project: None,
+def lifecycle(runner: FakeRunner) -> DataVerbs:
+    """DataVerbs over a stub engine: what `dump` asks of it (a reporter, the record, the backend's name)."""
+    engine: Any = SimpleNamespace(reporter=SimpleNamespace(step=lambda *args: None), record=lambda project: None,
                                    backend=SimpleNamespace(name="local"))
-    return DataLifecycle(service, runner)
+    return DataVerbs(engine, runner)
 
 
 TARGET: Any = SimpleNamespace(project="shop", env="dev", images=SimpleNamespace(db="pg:15"))
@@ -36,7 +36,7 @@ def dump_runner() -> FakeRunner:
 
 
 def test_out_writes_a_private_dump_and_its_manifest(tmp_path: Path) -> None:
-    made = lifecycle(dump_runner())._dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
+    made = lifecycle(dump_runner()).dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
     assert made.path == tmp_path / "shop.dump" and made.path.read_bytes() == DUMP
     assert made.path.stat().st_mode & 0o777 == 0o600 and made.manifest_path.stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop.dump", "shop.json"]
@@ -47,7 +47,7 @@ def test_out_refuses_when_the_dump_or_its_manifest_exists(tmp_path: Path, taken:
     (tmp_path / taken).write_text("keep me")
     runner = dump_runner()
     with pytest.raises(ConfigError, match=f"{taken} is taken"):
-        lifecycle(runner)._dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
+        lifecycle(runner).dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
     assert (tmp_path / taken).read_text() == "keep me" and runner.calls == []
 
 
@@ -57,7 +57,7 @@ def test_out_refuses_a_link_even_a_dangling_one_and_writes_nothing_through_it(tm
     elsewhere.mkdir()
     (tmp_path / taken).symlink_to(elsewhere / "victim")
     with pytest.raises(ConfigError, match="symbolic link"):
-        lifecycle(dump_runner())._dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
+        lifecycle(dump_runner()).dump(TARGET, ACCESS, out=tmp_path / "shop.dump")
     assert list(elsewhere.iterdir()) == []
 
 

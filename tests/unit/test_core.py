@@ -37,6 +37,8 @@ from provision.planner import Plan
 from provision.render import RenderedStack, stack_hash
 from provision.secrets import Secret, SecretURL, generate_missing
 from provision.service import Provisioner
+from provision.service.lifecycle import Lifecycle
+from provision.service.upgrade_state import image_note
 from provision.state import StateStore
 from tests.conftest import write_env
 
@@ -265,12 +267,12 @@ def test_delete_data_needs_yes_and_checks_before_anything(setup: tuple[Provision
     def before_delete(target: Target, observed: Observed, op: object) -> None:
         dumped.append(f"{target.project}:{observed.running}")  # the dump comes first, of the running stack
 
-    provisioner.data.before_delete = before_delete  # type: ignore[method-assign]
-    result = provisioner.destroy("shop", delete_data=True, yes=True)
+    lifecycle = Lifecycle(provisioner.engine, provisioner.planning, provisioner.fleet, dump_before_delete=before_delete)
+    result = lifecycle.destroy("shop", delete_data=True, yes=True)
     assert dumped == ["shop:True"] and backend.calls[-1] == "destroy:True"
     assert result.status == "deleted"
-    provisioner.provision("shop")
-    provisioner.destroy("shop", delete_data=True, yes=True, backup=False)
+    lifecycle.provision("shop")
+    lifecycle.destroy("shop", delete_data=True, yes=True, backup=False)
     assert dumped == ["shop:True"]  # no dump with backup=False
 
 
@@ -570,12 +572,9 @@ def test_an_env_file_set_back_to_the_kept_major_plans_a_rollback_not_a_downgrade
     ("postgres:17", "envs/dev.yml still names postgres:17 (images.db): set it back to postgres:15"),
 ])
 def test_the_note_after_a_rollback_says_what_the_env_file_names(project_root: Path, env_image: str, says: str) -> None:
-    from provision.data import _image_note
-    from provision.model import Target
-
     write_env(project_root, "dev", ENV.replace("postgres:16-alpine", env_image))
     config = load_env("dev", project_root, environ={})
-    assert _image_note(Target(config, config.project("shop")), "postgres:15").startswith(says)
+    assert image_note(Target(config, config.project("shop")), "postgres:15").startswith(says)
 
 
 def test_what_the_backend_refuses_in_preflight_stops_the_run_before_any_state_is_written(

@@ -35,14 +35,16 @@ def _parse(command: str) -> None:
 
 
 def _hint_calls() -> Iterator[tuple[str, ast.Call]]:
-    """Every `hints.command(...)` and `_command(...)` (data.py's upgrade-db hint) call in the package."""
+    """Every `hints.command(...)` and upgrade_state's `command(...)` (the upgrade-db hint) call in the package."""
     for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call):
                 func = node.func
                 name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
                 owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
-                if (name == "command" and owner == "hints") or (name == "_command" and path.name == "data.py"):
+                upgrade_hint = name == "command" and ((owner == "" and path.name == "upgrade_state.py")
+                                                      or (owner == "states" and path.name == "upgrade.py"))
+                if (name == "command" and owner == "hints") or upgrade_hint:
                     yield f"{path.relative_to(REPO)}:{node.lineno}", node
 
 
@@ -62,7 +64,9 @@ def _rebuild(call: ast.Call) -> str:
     """The hint a call makes, with sample values for what it computes."""
     literal = [_value(a) for a in call.args if not isinstance(a, ast.Starred)]  # *flags: none here
     options = {k.arg: _value(k.value) for k in call.keywords if k.arg is not None}
-    if isinstance(call.func, ast.Name):  # data.py's _command(target, *flags): upgrade-db of the target
+    func = call.func
+    if not (isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "hints"):
+        # upgrade_state.command(target, *flags): upgrade-db of the target
         return hints.command("upgrade-db", *(str(f) for f in literal[1:]), env="dev", project="shop")
     task, *flags = literal
     return hints.command(str(task), *(str(f) for f in flags), **options)
@@ -74,7 +78,7 @@ HINTS = list(_hint_calls())
 def test_the_package_makes_hints_in_many_places() -> None:
     assert len(HINTS) >= 25
     assert {where.split(":")[0] for where, _ in HINTS} >= {
-        "provision/service.py", "provision/data.py", "provision/backends/local/backend.py",
+        "provision/service/lifecycle.py", "provision/service/upgrade.py", "provision/backends/local/backend.py",
         "provision/backends/coolify/backend.py", "provision/cli.py", "provision/config.py"}
 
 

@@ -12,10 +12,10 @@ import pytest
 from provision.backends.local.backend import LocalBackend
 from provision.backends.local.compose import ComposeCLI
 from provision.config import load_env
-from provision.data import DataLifecycle, upgrade_facts
 from provision.errors import ProjectConflict, ProvisionError
 from provision.model import ABSENT, Target
 from provision.service import Provisioner
+from provision.service.upgrade_state import unfinished, upgrade_facts
 from provision.state import ProjectRecord, StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner
@@ -68,14 +68,14 @@ def test_a_record_from_before_the_steps_were_recorded_holds_a_finished_upgrade()
 
 
 def test_only_a_half_done_switch_or_rollback_is_refused(target: Target) -> None:
-    switching = DataLifecycle._unfinished(target, SWITCHING)
+    switching = unfinished(target, SWITCHING)
     assert switching is not None and "did not finish" in switching and "\n" not in switching
     assert "`provision upgrade-db --env=demo --project=shop --yes` finishes it" in switching
     assert "`provision upgrade-db --env=demo --project=shop --rollback --yes` undoes it" in switching
-    rolling = DataLifecycle._unfinished(target, {**SWITCHING, "state": "rolling back"})
+    rolling = unfinished(target, {**SWITCHING, "state": "rolling back"})
     assert rolling is not None and "--rollback --yes` finishes it" in rolling
     for state in ("done", "finalizing"):  # the stack serves its rows: nothing to refuse
-        assert DataLifecycle._unfinished(target, {**SWITCHING, "state": state}) is None
+        assert unfinished(target, {**SWITCHING, "state": state}) is None
 
 
 def test_provision_refuses_a_half_done_upgrade_even_when_nothing_would_change(

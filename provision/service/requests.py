@@ -13,12 +13,13 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from . import incidents
-from .errors import IdempotencyMismatch, ProjectConflict, ProvisionError
-from .model import ControlVerb
-from .results import ProjectResult
-from .service import Provisioner
-from .state import utc_now
+from .. import incidents
+from ..errors import IdempotencyMismatch, ProjectConflict, ProvisionError
+from ..model import ControlVerb
+from ..results import ProjectResult
+from ..state import ProjectRecord, utc_now
+from . import Provisioner
+from .engine import Engine
 
 LIST_CACHE_SECONDS = 2.0
 VIA = "api"
@@ -90,9 +91,9 @@ class ProjectRequests:
                 self.store.write_idempotency(self.env, key, {"project": name, "requested": requested,
                                                              "at": utc_now()})
         try:
-            if self.provisioner.is_taken(name):
+            if is_taken(self.provisioner.engine, name):
                 raise ProjectConflict(f"a project named {name!r} already exists in env {self.env!r}")
-            self.provisioner.mark_requested(name, via=VIA)
+            mark_requested(self.provisioner.engine, name, via=VIA)
         except BaseException:
             with self._lock:
                 self.jobs.pop(name, None)
@@ -125,7 +126,7 @@ class ProjectRequests:
 
     def resume(self) -> list[str]:
         """Finish the API requests a previous server process accepted but did not complete."""
-        unfinished = self.provisioner.requested(via=VIA)
+        unfinished = requested(self.provisioner.engine, via=VIA)
         for name in unfinished:
             self.jobs[name] = Job()
             self.futures[name] = self.pool.submit(self._run, name)
@@ -189,3 +190,26 @@ class ProjectRequests:
 
 def _described(name: object) -> str:
     return f"name {name!r}" if name else "no name (a generated one)"
+
+
+def is_taken(engine: Engine, project: str) -> bool:
+    """A live record or something deployed under this name. A destroyed or failed project, or one
+    only declared in the env file, may be created (again): its kept data is reattached."""
+    record = engine.record(project)
+    if record is not None and record.live:
+        return True
+    return engine.backend.observe(engine.target(project), engine.handle(record)).exists
+
+
+def mark_requested(engine: Engine, project: str, *, via: str) -> None:
+    """Record that a request to create `project` was accepted (a destroyed project keeps its records)."""
+    previous = engine.record(project)
+    base = previous or ProjectRecord(project=project, env=engine.env)
+    engine.write(base.evolve(status="requested", created_via=via, requested_at=utc_now()), previous)
+
+
+def requested(engine: Engine, *, via: str) -> list[str]:
+    """Projects whose creation was requested through `via` and not finished (a killed server's work)."""
+    return [project for project, record in engine.records().items()
+            if record is not None and record.created_via == via
+            and record.status in ("requested", "applying", "interrupted")]
