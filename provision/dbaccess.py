@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 from urllib.parse import urlsplit
 
-from .backends.base import Backend
+from .backends.base import Backend, InContainer, refusal
 from .database import DbAccess
 from .errors import ConfigError, NotSupported, ProvisionError
 from .model import Handle, Prepared, Target
@@ -32,6 +32,8 @@ def access(backend: Backend, target: Target, handle: Handle | None, prepared: Pr
 
 def container_access(backend: Backend, target: Target, prepared: Prepared, *, tty: bool = False) -> DbAccess:
     """The tools inside the running db container (`exec_argv`; NotSupported where the backend cannot)."""
+    if not isinstance(backend, InContainer):
+        raise refusal(backend, InContainer, target.config, target.project)
     environment = _environment(prepared)
     prefix = backend.exec_argv(target, "db", [], env_names=tuple(environment), tty=tty)
     return DbAccess(tuple(prefix), "127.0.0.1", 5432, *_role(target), environment, where="in the db container")

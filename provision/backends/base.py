@@ -1,40 +1,43 @@
 """The Backend protocol: where stacks run. Every verb takes a Target; a backend returns facts and
 keeps no memory between calls, so any verb works on a fresh instance given the target and the handle
-that `observe` returned (the service keeps it in the project's record)."""
+that `observe` returned (the service keeps it in the project's record).
+
+`Backend` is the core every backend has. What only some backends can do is one `@runtime_checkable`
+protocol per ability (Locking, Placing, Moving, ...): the service asks `isinstance(backend, Ability)` and,
+where it lacks one, takes its no-op path or refuses with `refusal`'s NotSupported (the one place that says
+what the missing ability means). A backend implements an ability whole or not at all: no stubs."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from .. import hints
 from ..config import EnvConfig, ProjectSpec
 from ..doctor import Check, DoctorProbe
+from ..errors import NotSupported
 from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target, Usage
 from ..planner import Plan
 from ..render import RenderedStack
 from ..secrets import Secret
 
 
+@dataclass(frozen=True)
+class Adopted:
+    """What `adopt` did: `changed` when something was taken over, `messages` saying what."""
+
+    changed: bool
+    messages: tuple[str, ...] = ()
+
+
 class Backend(Protocol):
-    """Observe and prepare are reads (a local prepare leases ports); apply, control and destroy change
+    """The core: observe and prepare are reads (a local prepare leases ports); apply, control and destroy change
     things and say what they did."""
 
     name: str
-    # True when the backend stores the project's secrets itself (Coolify): the service keeps a copy
-    # only while no stack holds them (after a destroy that kept the data)
-    holds_secrets: bool
-
-    @property
-    def spreads_stacks(self) -> bool:
-        """True when new stacks are placed over several servers (`place` decides where)."""
-        ...
-
-    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> Mapping[str, str]:
-        """Where each of these new projects would go ({project: server}), without creating anything;
-        ServersFull when one fits nowhere; empty when the backend has one place for every stack."""
-        ...
 
     def describe(self) -> str:
         """e.g. 'Local Docker provider' or 'Coolify provider (https://coolify.example/api/v1)'."""
@@ -48,17 +51,18 @@ class Backend(Protocol):
         """What runs for the project; `known` is the handle recorded last (a hint: the backend stays the truth)."""
         ...
 
+    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
+                    full: bool = False) -> Mapping[str, Observed]:
+        """Every project of this env with something deployed (containers, a service, or kept data), in as
+        few queries as the backend allows; `known`: the recorded handles. With `full`, each observation is
+        as complete as `observe`'s (what was applied, drift)."""
+        ...
+
     def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
                 create: bool = True) -> Prepared:
         """The project's secrets (`stored`: the service's copy) and ports. With `create`, missing secrets are
         generated (`new_secrets`: the service saves them before applying) and ports leased; without,
         only what exists is returned and nothing is written."""
-        ...
-
-    def preflight(self, target: Target, stack: RenderedStack) -> None:
-        """Refuse, before anything is written or created, what the backend could not run (local: an image it
-        neither has nor can pull, ImageUnavailable; a limit over the host, LimitsRefused); nothing where the
-        backend cannot tell beforehand."""
         ...
 
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
@@ -85,6 +89,40 @@ class Backend(Protocol):
         service's volumes only all together)."""
         ...
 
+    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
+             since: datetime | None = None, follow: bool = False) -> Iterator[str]:
+        """The last `tail` lines per service (those written since `since`), secrets redacted; with `follow`,
+        then new lines as they come, until the reader stops."""
+        ...
+
+
+@runtime_checkable
+class Preflighting(Protocol):
+    """Refuses beforehand what it could not run."""
+
+    def preflight(self, target: Target, stack: RenderedStack) -> None:
+        """Refuse, before anything is written or created, what the backend could not run (local: an image it
+        neither has nor can pull, ImageUnavailable; a limit over the host, LimitsRefused); nothing where the
+        backend cannot tell beforehand."""
+        ...
+
+
+@runtime_checkable
+class Diagnosing(Protocol):
+    """Checks what it needs before a first run (`provision doctor`)."""
+
+    def doctor(self, probe: DoctorProbe) -> list[Check]:
+        """`provision doctor`: what this backend needs before a first run, checked as provision uses it (with
+        `probe`'s throwaway project, stack and SQL). Writes no state; anything it creates on the server is a
+        throwaway it removes again; a user's resources are never changed."""
+        ...
+
+
+@runtime_checkable
+class Locking(Protocol):
+    """Holds a project lock every runner sees (Coolify: on the server). Without it, the state directory's file
+    lock serialises every runner that can reach the backend (local)."""
+
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
         """Hold the project's lock where every runner sees it (Coolify: on the server), waiting up to `timeout`
         seconds (LockTimeout naming the holder); a no-op where the state directory's lock already serialises
@@ -102,38 +140,44 @@ class Backend(Protocol):
         """Break the project's lock on the backend (a stale one: its holder died); True if there was one."""
         ...
 
-    def adopt(self, target: Target) -> tuple[str, ...]:
-        """Take over the project's same-named resources made without this env's owner id (a shared server);
-        returns what was done, nothing when there is nothing to adopt."""
+
+@runtime_checkable
+class Placing(Protocol):
+    """Spreads new stacks over several servers."""
+
+    def servers(self, config: EnvConfig) -> tuple[str, ...]:
+        """The servers new stacks of this env are spread over (Coolify: coolify.servers); empty when every
+        stack has one place."""
         ...
 
-    def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
-             since: datetime | None = None, follow: bool = False) -> Iterator[str]:
-        """The last `tail` lines per service (those written since `since`), secrets redacted; with `follow`,
-        then new lines as they come, until the reader stops."""
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> Mapping[str, str]:
+        """Where each of these new projects would go ({project: server}), without creating anything;
+        ServersFull when one fits nowhere; empty when `servers` is."""
         ...
 
-    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
-                  tty: bool = False) -> list[str]:
-        """The argv that runs `command` inside the service's running container, passing the variables
-        `env_names` from the caller's environment (so secrets stay out of argv); ProvisionError saying why
-        where the backend cannot run a command in a container."""
+
+@runtime_checkable
+class Moving(Protocol):
+    """Moves a stack to another server: sets the old one aside, and puts it back or drops it."""
+
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        """Stop the project's stack and set it aside under a name made with `label`, its data kept, so that the
+        project can be created again elsewhere; returns that name and the stack's secrets."""
         ...
 
-    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
-                user: str | None = None, purpose: str = "sql") -> str:
-        """Run `sql` with psql inside the project's running db container, as `user` (default: the bootstrap
-        superuser, POSTGRES_USER) over the local socket (no password, no published port); psql's unaligned
-        output, ProvisionError quoting psql on failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens).
-        `purpose`: a short name of what it is for (`roles`, `rotate-password`), where the backend shows one."""
+    def put_back(self, target: Target, name: str) -> None:
+        """Undo set_aside: the stack set aside as `name` is the project's again, and started."""
         ...
 
-    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
-        """Make the backend's own copy of the project's secrets these values (rotation), where it keeps one
-        (holds_secrets: Coolify's service variables); the stack is re-applied afterwards."""
+    def drop_set_aside(self, target: Target) -> list[str]:
+        """Delete what moves set aside for the project, data included; the names deleted."""
         ...
 
-    # PostgreSQL major upgrades (NotSupported where the backend cannot run an image or delete a volume)
+
+@runtime_checkable
+class DataVolumes(Protocol):
+    """Tells the PostgreSQL majors of an image and of a project's data, and names its volumes (upgrade-db)."""
+
     def image_major(self, image: str) -> int:
         """The major version of the PostgreSQL server in `image`, from the image itself (`postgres --version`)."""
         ...
@@ -149,40 +193,91 @@ class Backend(Protocol):
         volume is kept, untouched, until --finalize or a --rollback back to it."""
         ...
 
+
+@runtime_checkable
+class DroppingVolumes(Protocol):
+    """Deletes one volume of a project apart from its stack (Coolify deletes a service's volumes only with it)."""
+
     def drop_kept(self, target: Target, volume_key: str) -> str | None:
         """Delete the project's volume of compose key `volume_key`, one its stack no longer mounts (the old data
-        after upgrade-db --finalize, the new volume after --rollback); its name, None when it was gone already.
-        NotSupported where a volume goes only with its stack (Coolify)."""
+        after upgrade-db --finalize, the new volume after --rollback); its name, None when it was gone already."""
         ...
+
+
+@runtime_checkable
+class InContainer(Protocol):
+    """Runs a command inside a project's running container, attached to this terminal (psql, pg_dump)."""
+
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        """The argv that runs `command` inside the service's running container, passing the variables
+        `env_names` from the caller's environment (so secrets stay out of argv); ProvisionError saying why
+        where the backend cannot run a command in a container."""
+        ...
+
+
+@runtime_checkable
+class RunsSql(Protocol):
+    """Runs SQL in the project's db container as a superuser or a role (the roles, a rotation). Apart from
+    InContainer: Coolify runs it as a one-off task, with no terminal for a client tool."""
+
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None, purpose: str = "sql") -> str:
+        """Run `sql` with psql inside the project's running db container, as `user` (default: the bootstrap
+        superuser, POSTGRES_USER) over the local socket (no password, no published port); psql's unaligned
+        output, ProvisionError quoting psql on failure. Callers put no plaintext secret in `sql` (Coolify shows a task's command to read tokens).
+        `purpose`: a short name of what it is for (`roles`, `rotate-password`), where the backend shows one."""
+        ...
+
+
+@runtime_checkable
+class StoresSecrets(Protocol):
+    """Keeps its own copy of a project's secrets (Coolify's service variables): the service keeps a copy only
+    while no stack holds them (after a destroy that kept the data)."""
+
+    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
+        """Make the backend's own copy of the project's secrets these values (rotation), (Coolify's service variables); the stack is re-applied afterwards."""
+        ...
+
+
+@runtime_checkable
+class Metering(Protocol):
+    """Tells what running containers cost."""
 
     def usage(self, config: EnvConfig, projects: Collection[str] | None) -> Mapping[str, Mapping[str, Usage]]:
         """What the containers of `projects` (None: every project of the env) cost now, per project and service (memory used and limit, CPU,
         uptime, OOM kills, restarts), in one sweep of the engine; empty where the backend cannot tell."""
         ...
 
-    # moving a stack to another server (NotSupported where there is none)
-    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
-        """Stop the project's stack and set it aside under a name made with `label`, its data kept, so that the
-        project can be created again elsewhere; returns that name and the stack's secrets."""
+
+@runtime_checkable
+class Adopting(Protocol):
+    """Takes over a project's resources made without this env's owner id."""
+
+    def adopt(self, target: Target) -> Adopted:
+        """Take over the project's same-named resources made without this env's owner id (a shared server);
+        returns what was done (changed False when there was nothing to adopt)."""
         ...
 
-    def put_back(self, target: Target, name: str) -> None:
-        """Undo set_aside: the stack set aside as `name` is the project's again, and started."""
-        ...
 
-    def drop_set_aside(self, target: Target) -> list[str]:
-        """Delete what moves set aside for the project, data included; the names deleted."""
-        ...
+_REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
+    InContainer: lambda config, project: (
+        f"Coolify's API cannot run a command in {project!r}'s db container: publish the database "
+        f"(variables.db_public_port in envs/{config.name}.yml, then {hints.command('provision', env=config.name)}) "
+        f"and this machine's own psql connects to it"),
+    DroppingVolumes: lambda config, project: (
+        "Coolify's API deletes a service's volumes only with the service "
+        "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)"),
+    Placing: lambda config, project: (
+        f"{config.relpath}: move needs coolify.servers (several servers to move between); this env has one "
+        f"place for every stack"),
+}
 
-    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
-                    full: bool = False) -> Mapping[str, Observed]:
-        """Every project of this env with something deployed (containers, a service, or kept data), in as
-        few queries as the backend allows; `known`: the recorded handles. With `full`, each observation is
-        as complete as `observe`'s (what was applied, drift)."""
-        ...
 
-    def doctor(self, probe: DoctorProbe) -> list[Check]:
-        """`provision doctor`: what this backend needs before a first run, checked as provision uses it (with
-        `probe`'s throwaway project, stack and SQL). Writes no state; anything it creates on the server is a
-        throwaway it removes again; a user's resources are never changed."""
-        ...
+def refusal(backend: Backend, ability: type[Any], config: EnvConfig, project: str) -> NotSupported:
+    """The one NotSupported for `backend` lacking `ability` (for `project` of `config`'s env): what it cannot do
+    and what works instead."""
+    said = _REFUSALS.get(ability)
+    if said is not None:
+        return NotSupported(said(config, project))
+    return NotSupported(f"the {backend.name} backend cannot do this ({ability.__name__}) for {project!r}")

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backups, database, dbaccess, hints
+from ..backends.base import StoresSecrets
 from ..commands import Runner, SubprocessRunner
 from ..errors import (
     BackupError,
@@ -276,7 +277,7 @@ class DataVerbs:
             self.pause("rotate-pending")
             try:
                 if secret == "db_password":
-                    engine.backend.run_sql(target, observed, database.password_statement(owner, new)[0], user=owner,
+                    engine.sql(target).run_sql(target, observed, database.password_statement(owner, new)[0], user=owner,
                                             purpose="rotate-password")
                 self.pause("rotate-altered")
                 self.store_secret(target, prepared, name, new)
@@ -289,7 +290,7 @@ class DataVerbs:
                 try:
                     if secret == "db_password":
                         now = engine.observe(target, engine.record(project))
-                        engine.backend.run_sql(target, now, database.password_statement(owner, old)[0],
+                        engine.sql(target).run_sql(target, now, database.password_statement(owner, old)[0],
                                                 purpose="rotate-password-back")
                     self.store_secret(target, prepared, name, old)
                     engine.store.write_pending(target.env, project, "rotate", None)
@@ -310,8 +311,9 @@ class DataVerbs:
         (Coolify: the service's variables), before the stack is re-applied."""
         secrets = {**prepared.secrets, name: value}
         self.engine.store.write_secrets(target.env, target.project, secrets)
-        observed = self.engine.observe(target, self.engine.record(target.project))
-        self.engine.backend.store_secrets(target, observed, secrets)
+        backend = self.engine.backend
+        if isinstance(backend, StoresSecrets):
+            backend.store_secrets(target, self.engine.observe(target, self.engine.record(target.project)), secrets)
 
     def _check_password(self, target: Target, role: str, new: Secret, old: Secret) -> str:
         """The role's stored verifier is one of the new password; where this machine reaches the database
@@ -320,7 +322,7 @@ class DataVerbs:
         was proven."""
         engine = self.engine
         observed = engine.observe(target, engine.record(target.project))
-        stored = engine.backend.run_sql(target, observed, database.stored_verifier_sql(role),
+        stored = engine.sql(target).run_sql(target, observed, database.stored_verifier_sql(role),
                                          purpose="check-password")
         if not database.password_matches(stored, new):
             raise ProvisionError(f"after ALTER ROLE, role {role!r} does not have the new password")
@@ -358,9 +360,9 @@ class DataVerbs:
         stop = ("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'pg_restore' "
                 "AND pid <> pg_backend_pid();\n")
         left = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_restore';\n"
-        stopped = int(engine.backend.run_sql(target, observed, stop, purpose="recover-restore").strip() or 0)
+        stopped = int(engine.sql(target).run_sql(target, observed, stop, purpose="recover-restore").strip() or 0)
         deadline = engine.clock() + 30
-        while (int(engine.backend.run_sql(target, observed, left, purpose="recover-restore").strip() or 0)
+        while (int(engine.sql(target).run_sql(target, observed, left, purpose="recover-restore").strip() or 0)
                and engine.clock() < deadline):
             engine.sleep(0.2)
         access = self.access(target, observed, prepared)
@@ -388,13 +390,13 @@ class DataVerbs:
             engine.converge(target, Operation("rotate"))
             return f"an interrupted rotation of {name} is finished: the new value is stored and applied"
         owner = str(target.spec.variables["db_user"])
-        stored = engine.backend.run_sql(target, observed, database.stored_verifier_sql(owner),
+        stored = engine.sql(target).run_sql(target, observed, database.stored_verifier_sql(owner),
                                          purpose="recover-rotation")
         if old is not None and database.password_matches(stored, old) and not database.password_matches(stored, new):
             engine.store.write_pending(target.env, target.project, "rotate", None)
             return f"an interrupted rotation of {name} never reached the database: the old password stays"
         if not database.password_matches(stored, new):  # neither: make it the one we know
-            engine.backend.run_sql(target, observed, database.password_statement(owner, new)[0],
+            engine.sql(target).run_sql(target, observed, database.password_statement(owner, new)[0],
                                     purpose="recover-rotation")
         self.store_secret(target, prepared, name, new)
         engine.store.write_pending(target.env, target.project, "rotate", None)

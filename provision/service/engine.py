@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import compose_check, hints, history, interrupts, names, roles
-from ..backends.base import Backend
+from ..backends.base import Backend, DataVolumes, Locking, Preflighting, RunsSql, StoresSecrets, refusal
 from ..config import EnvConfig
 from ..errors import (
     HealthTimeout,
@@ -42,6 +42,7 @@ from ..state import ProjectRecord, StateStore, utc_now
 from . import upgrade_state
 
 DEFAULT_LOCK_TIMEOUT = 600.0
+Ability = TypeVar("Ability")
 
 
 def db_starting(exc: ProvisionError) -> bool:
@@ -98,6 +99,24 @@ class Engine:
     def env(self) -> str:
         return self.config.name
 
+    def capability(self, ability: type[Ability], target: Target) -> Ability:
+        """The backend as `ability` (a protocol of backends/base.py); the one NotSupported saying what it cannot
+        do (`base.refusal`) where it lacks it."""
+        if isinstance(self.backend, ability):
+            return self.backend
+        raise refusal(self.backend, ability, target.config, target.project)
+
+    def sql(self, target: Target) -> RunsSql:
+        """The backend as the runner of SQL in the project's db container (NotSupported where it cannot)."""
+        return self.capability(RunsSql, target)
+
+    def backend_lock(self, target: Target, known: Handle | None) -> AbstractContextManager[None]:
+        """The project's lock every runner sees, waited for up to lock_timeout; nothing to hold where the backend
+        has none (local: the state directory's file lock serialises every runner)."""
+        if isinstance(self.backend, Locking):
+            return self.backend.lock(target, known, timeout=self.lock_timeout)
+        return nullcontext()
+
     # --- targets and records -------------------------------------------------------------
     def target(self, project: str, *, server: str | None = None) -> Target:
         """The target for `project`; the name is validated (one rule, `config.project`) before anything else.
@@ -132,7 +151,7 @@ class Engine:
     def lock_and_observe(self, held: ExitStack, target: Target, observed: Observed,
                           record: ProjectRecord | None) -> Observed:
         """Take the backend lock every runner sees (released with `held`), then observe again under it."""
-        held.enter_context(self.backend.lock(target, self.known(observed, record), timeout=self.lock_timeout))
+        held.enter_context(self.backend_lock(target, self.known(observed, record)))
         return self.observe(target, record)
 
     def observe(self, target: Target, record: ProjectRecord | None) -> Observed:
@@ -204,8 +223,7 @@ class Engine:
         result, detail = "ok", ""
         try:
             with self.store.lock(target.env, target.project, timeout=self.lock_timeout), \
-                    self.backend.lock(target, self.handle(self.record(target.project)),
-                                      timeout=self.lock_timeout) if shared else nullcontext():
+                    self.backend_lock(target, self.handle(self.record(target.project))) if shared else nullcontext():
                 yield op
         except (Interrupted, KeyboardInterrupt):
             result, op.changed = "interrupted", True
@@ -246,8 +264,7 @@ class Engine:
             pending = bool(self.store.read_pending(target.env, project))
             if pending:  # finishing or undoing a killed data verb writes (Coolify's copy of a secret, the role):
                 # under the lock every runner sees, as the verb itself ran (re-entered when it is this run's)
-                held.enter_context(self.backend.lock(target, self.handle(self.record(project)),
-                                                     timeout=self.lock_timeout))
+                held.enter_context(self.backend_lock(target, self.handle(self.record(project))))
             db = self.observe(target, self.record(project)).services.get("db") if pending else None
             if db is not None and db.running:
                 self.recover_pending(target)  # a killed data verb: finish or undo it before anything else
@@ -260,7 +277,7 @@ class Engine:
                 if not major_change:
                     self.check_major(target, record, observed)
                 # only a change takes the lock every runner sees; then read and plan again under it
-                held.enter_context(self.backend.lock(target, self.known(observed, record), timeout=self.lock_timeout))
+                held.enter_context(self.backend_lock(target, self.known(observed, record)))
                 record, observed, prepared, stack, decision = self.read_and_plan(target, create=True)
             op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
             handle = self.known(observed, record)
@@ -279,7 +296,7 @@ class Engine:
             if pending:  # a killed data verb, and the db was not running before: finish or undo it now
                 self.recover_pending(target)
             record = self.write(self.applied_record(target, stack, prepared, "provisioned", handle, record), record)
-            if decision.changes and self.backend.holds_secrets:
+            if decision.changes and isinstance(self.backend, StoresSecrets):
                 self.store.delete_secrets(target.env, project)  # the backend holds them from now on
             self.hook("post-provision", target, decision.action.value, lambda: endpoints)
         return endpoints, decision
@@ -302,11 +319,12 @@ class Engine:
             return None
 
     def read_majors(self, target: Target, previous: str, image: str) -> tuple[int, int] | None:
-        data = self.backend.data_major(target, previous)
+        volumes = self.capability(DataVolumes, target)
+        data = volumes.data_major(target, previous)
         if data is None:
             return None
         if image not in self.image_majors:
-            self.image_majors[image] = self.backend.image_major(image)
+            self.image_majors[image] = volumes.image_major(image)
         return data, self.image_majors[image]
 
     def check_upgrade(self, target: Target, record: ProjectRecord | None) -> None:
@@ -424,7 +442,7 @@ class Engine:
         """One psql run of `roles_sql` as the admin; where the admin does not exist (a stack made before the
         roles, whose bootstrap superuser is the owner), the migration as the owner instead."""
         try:
-            self.backend.run_sql(target, observed, roles_sql, user=wanted.admin, purpose="roles")
+            self.sql(target).run_sql(target, observed, roles_sql, user=wanted.admin, purpose="roles")
             return
         except ProvisionError as exc:
             if f'role "{wanted.admin}" does not exist' not in str(exc):
@@ -432,8 +450,9 @@ class Engine:
         self.reporter.step(target.project, f"moving the owner role {wanted.owner!r} off the superuser "
                                            f"(docs/security.md)")
         try:
-            self.backend.run_sql(target, observed, roles.migration_sql(wanted, dbname, prepared.secrets, volume),
-                                 user=wanted.owner, purpose="roles-migration")
+            self.sql(target).run_sql(target, observed,
+                                                     roles.migration_sql(wanted, dbname, prepared.secrets, volume),
+                                                     user=wanted.owner, purpose="roles-migration")
         except ProvisionError as exc:
             if f'role "{wanted.owner}" does not exist' not in str(exc):
                 raise
@@ -475,7 +494,8 @@ class Engine:
             # valid Compose is refused before its state directory, lock file and history line exist (and before
             # the backend looks for images: what is wrong in the file is said first)
             compose_check.check(stack.text, template=target.config.template_path)
-        self.backend.preflight(target, stack)
+        if isinstance(self.backend, Preflighting):
+            self.backend.preflight(target, stack)
 
     def check_declared(self, target: Target, *, create: bool) -> None:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:

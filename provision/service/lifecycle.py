@@ -7,6 +7,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 
 from .. import backups, hints, interrupts
+from ..backends.base import Adopting, Locking
 from ..errors import ConfirmationRequired, ProjectConflict
 from ..model import ControlVerb, LockInfo, Observed, Target
 from ..planner import Action
@@ -177,10 +178,11 @@ class Lifecycle:
                 f"and destroy it as its own. Add --yes to confirm"
             )
         target = self.engine.target(project)
+        adopter = self.engine.capability(Adopting, target)
         with self.engine.operation(target, "adopt") as op, \
-                self.engine.backend.lock(target, self.engine.handle(self.engine.record(project)), timeout=self.engine.lock_timeout):
-            messages = self.engine.backend.adopt(target)
-            op.changed = bool(messages)
+                self.engine.backend_lock(target, self.engine.handle(self.engine.record(project))):
+            done = adopter.adopt(target)
+            op.changed, messages = done.changed, done.messages
         for line in messages or ("nothing to adopt: it is this env's already",):
             self.engine.reporter.step(project, line)
         return ProjectResult(project=project, env=target.env, backend=self.engine.backend.name, status="adopted",
@@ -189,7 +191,8 @@ class Lifecycle:
 
     def locks(self) -> list[LockInfo]:
         """The env's project locks held on the backend (where every runner sees them)."""
-        return self.engine.backend.locks(self.engine.config)
+        backend = self.engine.backend
+        return backend.locks(self.engine.config) if isinstance(backend, Locking) else []
 
     def unlock(self, project: str, *, yes: bool = False) -> bool:
         """Break the project's lock on the backend (its holder died); needs `yes`. True if there was one."""
@@ -198,5 +201,7 @@ class Lifecycle:
                 f"unlock breaks the lock of {project!r} in env {self.engine.env!r}: if its holder still runs, two runs may "
                 f"then change the project at once. Check {hints.command('lock', env=self.engine.env)} first, then add --yes"
             )
-        return self.engine.backend.unlock(self.engine.target(project))
+        target = self.engine.target(project)
+        backend = self.engine.backend
+        return backend.unlock(target) if isinstance(backend, Locking) else False
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 
 from .. import hints
-from ..errors import ConfigError, ConfirmationRequired, NotSupported, ProvisionError, with_note
+from ..backends.base import Moving, Placing, refusal
+from ..errors import ConfigError, ConfirmationRequired, ProvisionError, with_note
 from ..model import Target
 from ..results import ProjectResult
 from ..state import utc_stamp
@@ -30,10 +31,10 @@ class Moves:
         if not yes:
             raise ConfirmationRequired(f"move stops {project!r} in env {engine.env!r} while its data is copied to "
                                        f"{to_server!r}: add --yes to confirm")
-        if not engine.backend.spreads_stacks:
-            raise NotSupported(f"{engine.config.relpath}: move needs coolify.servers (several servers to move "
-                               f"between); this env has one place for every stack")
-        listed = [s.name for s in engine.config.coolify.servers or []]
+        backend = engine.backend
+        listed = list(backend.servers(engine.config)) if isinstance(backend, Placing) else []
+        if not listed:
+            raise refusal(backend, Placing, engine.config, project)
         if to_server not in listed:
             raise ConfigError(f"--to-server {to_server!r} is not listed in coolify.servers of "
                               f"{engine.config.relpath}: one of {', '.join(listed)}")
@@ -45,7 +46,7 @@ class Moves:
                                     {"server": to_server})
             origin = observed.server or "its old server"
             made = self.data.dump(target, access, label=f"move-to-{to_server}")
-            aside, secrets = engine.backend.set_aside(target, observed, utc_stamp().lower())
+            aside, secrets = engine.capability(Moving, target).set_aside(target, observed, utc_stamp().lower())
             op.changed = True
             engine.store.write_secrets(target.env, project, secrets)  # the new stack is made with the same ones
             try:
@@ -79,7 +80,7 @@ class Moves:
             half = engine.observe(target, None)
             if half.exists:
                 engine.backend.destroy(target, half, delete_data=True)
-        engine.backend.put_back(target, aside)
+        engine.capability(Moving, target).put_back(target, aside)
         with contextlib.suppress(ProvisionError):
             engine.converge(engine.target(target.project), op)  # waits until it answers, records it again
 
@@ -91,7 +92,8 @@ class Moves:
                                        f"its data: add --yes to confirm")
         target = engine.known_target(project)
         with engine.operation(target, "move --finalize", shared=True) as op:
-            dropped = engine.backend.drop_set_aside(target)
+            backend = engine.backend
+            dropped = backend.drop_set_aside(target) if isinstance(backend, Moving) else []
             op.changed = bool(dropped)
         messages = [f"deleted {name!r} and its volumes" for name in dropped] or ["nothing was left behind by a move"]
         return self.engine.result(target, "move --finalize", "finalized", op, messages, {"deleted": dropped})

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 
 from .. import compose_check, hints
+from ..backends.base import Placing
 from ..errors import ServersFull
 from ..model import ABSENT, Observed, Target
 from ..planner import unified_diff
@@ -38,11 +39,12 @@ class Planning:
     def place_new(self, projects: list[str], deployed: Mapping[str, Observed] | None = None) -> Mapping[str, str]:
         """{project: server} for those of `projects` with no stack yet, where the backend spreads stacks over
         servers (one observation of the env, then the backend's placement); ServersFull when one fits nowhere."""
-        if not self.engine.backend.spreads_stacks:
+        backend = self.engine.backend
+        if not isinstance(backend, Placing) or not backend.servers(self.engine.config):
             return {}
         deployed = self.engine.observe_env() if deployed is None else deployed
         new = [self.engine.config.project(p) for p in projects if not (deployed.get(p) or ABSENT).exists]
-        return self.engine.backend.place(self.engine.config, new)
+        return backend.place(self.engine.config, new)
 
     def plan(self, project: str | None = None) -> list[PlanItem]:
         """What provision would do, per project, including drift and orphans. Changes nothing."""
@@ -62,7 +64,8 @@ class Planning:
     def with_placement(self, items: list[PlanItem], deployed: Mapping[str, Observed]) -> list[PlanItem]:
         """Each new project's reason names the server it would go to (or why none can take it)."""
         creates = [i.project for i in items if i.outcome == "create"]
-        if not creates or not self.engine.backend.spreads_stacks:
+        backend = self.engine.backend
+        if not creates or not isinstance(backend, Placing) or not backend.servers(self.engine.config):
             return items
         try:
             where = self.place_new(creates, deployed)

@@ -3,12 +3,13 @@ They change nothing and take no lock."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from .. import dbaccess, hints, roles
 from .. import doctor as checkup
+from ..backends.base import Diagnosing, Metering
 from ..errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError
 from ..model import ABSENT, NO_ENDPOINTS, Observed, Target, Usage
 from ..render import parse_compose
@@ -32,7 +33,7 @@ class Reads:
     def doctor(self) -> checkup.Report:
         """`provision doctor`: the backend's checks before a first run (backends' `doctor`), given what provision
         would send for a throwaway project `provision-doctor-<hex>`: its rendered stack and the SQL every change
-        of a stack runs (the roles, `_make_roles`, with throwaway passwords). Writes no state and takes no lock:
+        of a stack runs (the roles, `Engine.make_roles`, with throwaway passwords). Writes no state and takes no lock:
         the throwaway project is nobody's, and what the backend makes of it, it removes again."""
         target = self.engine.target(checkup.throwaway_name())
 
@@ -40,8 +41,10 @@ class Reads:
             wanted = roles.Roles.of(target.spec.variables)
             return roles.ensure_sql(wanted, str(target.spec.variables["db_name"]), generate_missing({})), wanted.admin
 
+        backend = self.engine.backend
         probe = checkup.DoctorProbe(target, lambda: self.engine.render(target.project)[0], task_sql)
-        return checkup.Report(self.engine.env, self.engine.backend.name, tuple(self.engine.backend.doctor(probe)))
+        checks = backend.doctor(probe) if isinstance(backend, Diagnosing) else []
+        return checkup.Report(self.engine.env, backend.name, tuple(checks))
 
     def status(self, project: str | None = None, *, usage: bool = True) -> RunSummary:
         """Status of one project, or of every declared, recorded or deployed project in the env; with `usage`,
@@ -50,18 +53,23 @@ class Reads:
             target = self.engine.known_target(project)
             record = self.engine.record(project)
             observed = self.engine.observe(target, record)
-            costs = self.engine.backend.usage(self.engine.config, [project]) if usage and observed.exists else {}
+            costs = self.usage([project]) if usage and observed.exists else {}
             result = self.status_of(target, observed, record, costs.get(project))
             return RunSummary(self.engine.env, self.engine.backend.name, (result,))
         records = self.engine.records()
         with ThreadPoolExecutor(max_workers=1) as pool:
             # what every stack of the env costs is read (its CPU sampled over a moment) while the env is observed
-            asked = pool.submit(self.engine.backend.usage, self.engine.config, None) if usage else None
+            asked = pool.submit(self.usage, None) if usage else None
             observed_all = self.engine.observe_env(records=records)
             costs = asked.result() if asked is not None else {}
         results = [self.status_of(self.engine.target(name), observed_all.get(name) or ABSENT, records.get(name), costs.get(name))
                    for name in self.project_names(observed_all, recorded=records)]
         return RunSummary(self.engine.env, self.engine.backend.name, tuple(results))
+
+    def usage(self, projects: Collection[str] | None) -> Mapping[str, Mapping[str, Usage]]:
+        """What the containers of `projects` (None: all of the env) cost now; empty where the backend cannot tell."""
+        backend = self.engine.backend
+        return backend.usage(self.engine.config, projects) if isinstance(backend, Metering) else {}
 
     def status_of(self, target: Target, observed: Observed, record: ProjectRecord | None,
                   usage: Mapping[str, Usage] | None = None) -> ProjectResult:

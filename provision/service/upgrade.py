@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import backups, database, hints
+from ..backends.base import DataVolumes, DroppingVolumes
 from ..errors import (
     CommandFailed,
     ConfirmationRequired,
@@ -103,7 +104,7 @@ class Upgrades:
                     f"{made.path.name}): {states.command(target, '--finalize', '--yes')} deletes it, --rollback --yes returns to it"]
         return self.engine.result(target, "upgrade-db", "running", op, messages, {
             "from_major": old_major, "to_major": new_major, "kept_volume": kept["volume"],
-            "volume": engine.backend.find_volume(target, str(kept["new_volume_key"])), "backup": str(made.path),
+            "volume": engine.capability(DataVolumes, target).find_volume(target, str(kept["new_volume_key"])), "backup": str(made.path),
             "downtime_s": round(downtime, 3), "row_counts": made.row_counts})
 
     def _begin_upgrade(self, target: Target, record: ProjectRecord,
@@ -118,7 +119,7 @@ class Upgrades:
         old_key = record.db_volume or DEFAULT_DB_VOLUME
         new_key = f"{DEFAULT_DB_VOLUME}_pg{new_major}_{utc_stamp().lower()}"
         kept = {"state": states.SWITCHING, "label": f"pg{old_major}", "image": old_image, "major": old_major,
-                "volume_key": old_key, "volume": self.engine.backend.find_volume(old_target, old_key) or old_key,
+                "volume_key": old_key, "volume": self.engine.capability(DataVolumes, old_target).find_volume(old_target, old_key) or old_key,
                 "new_image": target.images.db, "new_major": new_major, "new_volume_key": new_key,
                 "backup": str(made.path), "at": utc_now()}
         self._record_upgrade(target, kept, db_volume=new_key)
@@ -230,7 +231,7 @@ class Upgrades:
             op.changed = True
             self.data.pause("finalizing")
             try:
-                dropped = engine.backend.drop_kept(target, str(kept["volume_key"]))
+                dropped = engine.capability(DroppingVolumes, target).drop_kept(target, str(kept["volume_key"]))
                 done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
             except NotSupported as exc:
                 dropped, done = None, f"{exc}: the volume {kept['volume']} stays"
@@ -267,7 +268,7 @@ class Upgrades:
         volume where the backend can (Coolify keeps it with the service). Recorded first (`rolling back`), so a
         killed run is finished by --rollback; then the record forgets the upgrade."""
         engine = self.engine
-        if engine.backend.find_volume(old_target, str(kept["volume_key"])) is None:  # never a new, empty one
+        if engine.capability(DataVolumes, old_target).find_volume(old_target, str(kept["volume_key"])) is None:  # never a new, empty one
             raise ProjectConflict(f"the PostgreSQL {kept['major']} volume {kept['volume']} that upgrade-db kept for "
                                   f"{old_target.project!r} is gone: nothing to return to, nothing was changed "
                                   f"({states.command(old_target, '--finalize', '--yes')} forgets it)")
@@ -278,6 +279,6 @@ class Upgrades:
         new_key = str(kept.get("new_volume_key") or "")
         if new_key and new_key != kept["volume_key"]:
             with contextlib.suppress(NotSupported):
-                engine.backend.drop_kept(old_target, new_key)
+                engine.capability(DroppingVolumes, old_target).drop_kept(old_target, new_key)
         self._record_upgrade(old_target, {})
 

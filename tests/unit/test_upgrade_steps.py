@@ -18,8 +18,7 @@ from provision.service import Provisioner
 from provision.service.upgrade_state import unfinished, upgrade_facts
 from provision.state import ProjectRecord, StateStore
 from tests.conftest import write_env
-from tests.unit.fakes import FakeRunner
-from tests.unit.test_core import MemoryBackend
+from tests.unit.fakes import FakeRunner, MemoryBackend
 
 ENV = """
 images: {db: "postgres:17", api: "postgrest/postgrest:v12.2.3"}
