@@ -3,14 +3,18 @@ stacks in memory."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import IO
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import IO, Any
 
 from provision.backends.base import Adopted
 from provision.commands import Completed
-from provision.config import EnvConfig
+from provision.config import EnvConfig, ProjectSpec
+from provision.database import ROW_COUNTS_SQL
 from provision.errors import HealthTimeout, ProvisionError
 from provision.model import (
     Destroyed,
@@ -198,3 +202,200 @@ class MemoryBackend:
                     full: bool = False) -> dict[str, Observed]:
         found = {p: self.observe(Target(config, config.project(p)), known.get(p)) for p in self.deployed}
         return {**found, **{p: Observed(exists=True) for p in self.extra_deployed}}
+
+
+DUMPS = Path(__file__).resolve().parent.parent / "fixtures" / "dumps"
+ROWS_MARK = b"\n--provision-test-rows="
+
+
+def _major(image: str) -> int:
+    return 17 if image.endswith(":17") else 15
+
+
+@dataclass
+class DataBackend(MemoryBackend):
+    """A MemoryBackend whose stacks have data: each project's volumes (compose key -> PostgreSQL major and table
+    rows), the one its stack mounts, and a db container `FakeDatabase` runs the client tools in. A stack whose
+    image is another major than its volume's does not come up (as PostgreSQL refuses such a data directory)."""
+
+    volumes: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # project -> key -> volume
+    mounted: dict[str, str] = field(default_factory=dict)  # project -> the key its stack mounts
+    images: dict[str, str] = field(default_factory=dict)  # project -> the db image of its stack
+    verifiers: dict[str, str] = field(default_factory=dict)  # project -> its owner role's stored SCRAM verifier
+    die_on: str | None = None  # run_sql of this purpose runs, then the process "is killed" (KeyboardInterrupt)
+    ignore: str | None = None  # run_sql of this purpose does nothing (a statement that did not take)
+
+    def database(self, project: str) -> dict[str, Any]:
+        """The volume the project's stack mounts now."""
+        return self.volumes[project][self.mounted[project]]
+
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> MemoryHandle:
+        handle = super().apply(target, observed, stack, prepared, plan)
+        found = re.search(r'"([\w-]+):/var/lib/postgresql/data"', stack.text)
+        key = found.group(1) if found else "pgdata"
+        self.mounted[target.project] = key
+        self.volumes.setdefault(target.project, {}).setdefault(key, {"major": _major(target.images.db), "rows": {}})
+        self.images[target.project] = target.images.db
+        return handle
+
+    def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
+             settled: Observed | None = None) -> Endpoints:
+        project = target.project
+        if project in self.mounted and _major(self.images[project]) != self.database(project)["major"]:
+            raise HealthTimeout(f"db: its data directory is PostgreSQL {self.database(project)['major']}",
+                                logs="db-1 | FATAL: database files are incompatible with server")
+        return super().wait(target, handle, prepared, timeout=timeout, settled=settled)
+
+    def endpoints(self, target: Target, handle: Handle | None, prepared: Prepared) -> Endpoints:
+        found = super().endpoints(target, handle, prepared)
+        return Endpoints(found.api_url, found.db_url, db_url_scope="internal")  # not published to this machine
+
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+        done = super().destroy(target, observed, delete_data=delete_data)
+        if delete_data:
+            self.volumes.pop(target.project, None)
+            self.mounted.pop(target.project, None)
+        return done
+
+    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
+                  tty: bool = False) -> list[str]:
+        return ["mem-exec", target.project, *command]
+
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None, purpose: str = "sql") -> str:
+        self.statements.append((user, sql))
+        if purpose == self.ignore:
+            return ""
+        altered = re.match(r"ALTER ROLE \S+ PASSWORD '([^']+)'", sql)
+        if altered:
+            self.verifiers[target.project] = altered.group(1)
+        if purpose == self.die_on:
+            self.die_on = None
+            raise KeyboardInterrupt
+        if sql.startswith("SELECT rolpassword"):
+            return self.verifiers.get(target.project, "") + "\n"
+        if "pg_stat_activity" in sql:
+            return "0\n"
+        return ""
+
+    def image_major(self, image: str) -> int:
+        return _major(image)
+
+    def data_major(self, target: Target, image: str) -> int | None:
+        volumes = self.volumes.get(target.project)
+        key = self.mounted.get(target.project)
+        return int(volumes[key]["major"]) if volumes and key in volumes else None
+
+    def find_volume(self, target: Target, volume_key: str) -> str | None:
+        return f"{target.project}_{volume_key}" if volume_key in self.volumes.get(target.project, {}) else None
+
+    def drop_kept(self, target: Target, volume_key: str) -> str | None:
+        if self.mounted.get(target.project) == volume_key:
+            raise ProvisionError(f"volume key {volume_key!r} is the one the stack mounts: it is not deleted")
+        gone = self.volumes.get(target.project, {}).pop(volume_key, None)
+        return f"{target.project}_{volume_key}" if gone is not None else None
+
+
+@dataclass
+class ServersBackend(DataBackend):
+    """A DataBackend that spreads stacks over servers `a` and `b` and moves them between the two."""
+
+    server_of: dict[str, str] = field(default_factory=dict)
+    stored: dict[str, dict[str, Secret]] = field(default_factory=dict)  # project -> the secrets it was given
+
+    def servers(self, config: EnvConfig) -> tuple[str, ...]:
+        return ("a", "b")
+
+    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
+        return {p.name: "a" for p in projects}
+
+    def observe(self, target: Target, known: Handle | None) -> Observed:
+        found = super().observe(target, known)
+        return replace(found, server=self.server_of.get(target.project)) if found.exists else found
+
+    def prepare(self, target: Target, observed: Observed, stored: Mapping[str, Secret], *,
+                create: bool = True) -> Prepared:
+        prepared = super().prepare(target, observed, stored, create=create)
+        self.stored[target.project] = dict(prepared.secrets)
+        return prepared
+
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> MemoryHandle:
+        self.server_of[target.project] = target.spec.server or self.server_of.get(target.project) or "a"
+        return super().apply(target, observed, stack, prepared, plan)
+
+    def _books(self) -> list[dict[str, Any]]:
+        return [self.deployed, self.running, self.texts, self.volumes, self.mounted, self.images, self.server_of]
+
+    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
+        name = f"{target.project}-aside-{label}"
+        for book in self._books():
+            if target.project in book:
+                book[name] = book.pop(target.project)
+        self.running[name] = False
+        return name, dict(self.stored[target.project])
+
+    def put_back(self, target: Target, name: str) -> None:
+        for book in self._books():
+            if name in book:
+                book[target.project] = book.pop(name)
+        self.running[target.project] = True
+
+    def drop_set_aside(self, target: Target) -> list[str]:
+        names = sorted(n for n in self.deployed if n.startswith(f"{target.project}-aside-"))
+        for name in names:
+            for book in self._books():
+                book.pop(name, None)
+        return names
+
+
+@dataclass
+class FakeDatabase:
+    """Runs PostgreSQL's client tools (`mem-exec <project> <tool> ...`) against a DataBackend's volumes: pg_dump
+    writes a real dump of the volume's major with its rows appended, pg_restore puts a dump's rows in, psql
+    answers the version, row counts and NOTIFY. `fail_restores`: so many pg_restores fail (nothing restored);
+    `lose_rows`: so many pg_restores restore one row too few."""
+
+    backend: DataBackend
+    fail_restores: int = 0
+    lose_rows: int = 0
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+
+    def run(self, argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None,
+            stdout: IO[bytes] | None = None, stdin: IO[bytes] | None = None) -> Completed:
+        argv = tuple(argv)
+        self.calls.append(argv)
+        assert argv[0] == "mem-exec", argv
+        db = self.backend.database(argv[1])
+        tool = argv[2]
+        if tool == "pg_dump":
+            assert stdout is not None
+            rows = json.dumps(db["rows"]).encode()
+            stdout.write((DUMPS / f"pg{db['major']}.dump").read_bytes() + ROWS_MARK + rows)
+            return Completed(argv, 0, "", "")
+        if tool == "pg_restore":
+            assert stdin is not None
+            data = stdin.read()
+            if self.fail_restores:
+                self.fail_restores -= 1
+                return Completed(argv, 1, "", "pg_restore: error: could not execute query")
+            rows = json.loads(data.split(ROWS_MARK)[1])
+            if self.lose_rows and rows:
+                self.lose_rows -= 1
+                table = sorted(rows)[0]
+                rows = {**rows, table: rows[table] - 1}
+            db["rows"] = rows
+            return Completed(argv, 0, "", "")
+        assert tool == "psql", argv
+        sql = argv[argv.index("--command") + 1]
+        if "server_version_num" in sql:
+            return Completed(argv, 0, f"{db['major'] * 10000 + 4}\n", "")
+        if sql == ROW_COUNTS_SQL:
+            return Completed(argv, 0, "".join(f"{t}|{n}\n" for t, n in sorted(db["rows"].items())), "")
+        if sql.startswith("NOTIFY"):
+            return Completed(argv, 0, "", "")
+        raise AssertionError(f"unexpected SQL: {sql}")
+
+    def stream(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:
+        raise AssertionError(f"unexpected stream: {argv}")

@@ -278,16 +278,23 @@ def test_repeated_verbs_change_nothing_and_write_no_history(setup: tuple[Provisi
 
 @dataclass
 class HandleOnlyBackend(MemoryBackend):
-    """Finds a stack only through the handle it is given (as Coolify finds a service by its uuid), and notes
-    every handle it was given."""
+    """Finds and acts on a stack only through the handle it is given (as Coolify finds a service by its uuid),
+    never by the project's name, and notes every handle it was given."""
 
     given: list[Handle | None] = field(default_factory=list)
+
+    def _by_handle(self, target: Target, known: Handle | None) -> Target:
+        name = known.project if isinstance(known, MemoryHandle) else "nothing-known"
+        return Target(target.config, target.config.project(name))
 
     def observe(self, target: Target, known: Handle | None) -> Observed:
         self.given.append(known)
         if not isinstance(known, MemoryHandle):
             return Observed(exists=False)
-        return super().observe(Target(target.config, target.config.project(known.project)), known)
+        return super().observe(self._by_handle(target, known), known)
+
+    def control(self, target: Target, observed: Observed, verb: str) -> bool:
+        return super().control(self._by_handle(target, observed.handle), observed, verb)
 
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:
         self.given.append(known)
@@ -299,13 +306,17 @@ def test_a_fresh_backend_instance_acts_on_the_recorded_handle(setup: tuple[Provi
     provisioner.provision("shop")
     record = store.read_record("dev", "shop")
     assert record is not None and record.handle == {"project": "shop"}
+    # the stack is known to the backend by an id only the handle holds (a Coolify uuid), not by the project's name
+    for book in (backend.deployed, backend.running, backend.texts):
+        book["stack-7"] = book.pop("shop")
+    store.write_record(record.evolve(handle={"project": "stack-7"}))
     # a later run: a new backend instance over the same deployed stacks and state, knowing nothing in memory
     fresh = HandleOnlyBackend(deployed=backend.deployed, running=backend.running, texts=backend.texts)
     stopped = Provisioner(provisioner.config, fresh, store).control("shop", "stop")
     assert stopped.changed and stopped.status == "stopped" and fresh.calls == ["stop"]
-    assert backend.running == {"shop": False}  # the stack the first instance deployed is the one stopped
-    # it was given the recorded handle each time (it finds nothing without one: that stop would change nothing)
-    assert fresh.given and all(h == MemoryHandle("shop") for h in fresh.given)
+    assert backend.running == {"stack-7": False}  # the stack the recorded handle names is the one stopped
+    # it was given the recorded handle each time (by name it finds nothing: that stop would change nothing)
+    assert fresh.given and all(h == MemoryHandle("stack-7") for h in fresh.given)
 
 
 def test_version_1_records_are_migrated(tmp_path: Path) -> None:
