@@ -403,7 +403,7 @@ def test_prepare_refuses_a_new_password_for_an_existing_database(fake: FakeCooli
 def test_adopt_takes_over_a_legacy_service(fake: FakeCoolify, backend: CoolifyBackend, config: EnvConfig) -> None:
     fake.service["description"] = f"provision:{HASH} compose:{HASH} — managed by provision"
     done = backend.adopt(target(config))
-    assert done and OWNER in done[0]
+    assert done.changed and OWNER in done.messages[0]
     patched = fake.bodies[("PATCH", f"/services/{S}")]
     # its hashes kept, now in the form Coolify's description rule takes
     assert patched["description"] == f"provision={HASH} compose={HASH} owner={OWNER} managed by provision"

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from provision.backends.base import Adopted
 from provision.backends.local import ownership
 from provision.backends.local.backend import ADOPTED_FILE
 from provision.config import load_env
@@ -181,10 +182,10 @@ def test_adopt_takes_over_another_owners_stack_and_says_what_it_needs(project_ro
     target = owned_target(project_root)
     runner = FakeRunner().on("docker", "ps", stdout=ps(OTHER)).on("docker", "volume", "ls", stdout=volume("shop", OTHER))
     done = backend(store, runner).adopt(target)
-    assert f"owner {OTHER}" in done[0] and any("secrets.env" in line for line in done)
+    assert done.changed and f"owner {OTHER}" in done.messages[0] and any("secrets.env" in line for line in done.messages)
     assert json.loads((store.paths("demo", "shop").dir / ADOPTED_FILE).read_text()) == {"owners": [OTHER]}
     assert backend(store, runner).observe(target, None).exists  # ours now
-    assert backend(store, runner).adopt(target) == ()  # nothing more to adopt
+    assert backend(store, runner).adopt(target) == Adopted(changed=False)  # nothing more to adopt
 
 
 def test_adopt_of_nothing_says_so(project_root: Path, store: StateStore) -> None:

@@ -76,7 +76,7 @@ from ...render import (
 )
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import holder_record, utc_now
-from ..base import Backend
+from ..base import Adopted, Backend
 from . import marks
 from .client import CoolifyClient, answered
 
@@ -160,7 +160,6 @@ class CoolifyBackend:
     """Runs each project as one compose Service on a Coolify server, through its API."""
 
     name = "coolify"
-    holds_secrets = True
 
     def __init__(self, client: CoolifyClient, config: EnvConfig) -> None:
         self.client = client
@@ -570,9 +569,9 @@ class CoolifyBackend:
             loads.append(replace(load, stacks=len(held), memory_used=sum(memory.get(u, 0) for u in stacks)))
         return loads
 
-    @property
-    def spreads_stacks(self) -> bool:
-        return self.config.coolify.servers is not None
+    def servers(self, config: EnvConfig) -> tuple[str, ...]:
+        """The listed servers new stacks are spread over (coolify.servers); none without that list."""
+        return tuple(s.name for s in config.coolify.servers or [])
 
     def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
         """Where each of these new projects would go: {project: listed server name}; {} without coolify.servers.
@@ -1444,7 +1443,7 @@ class CoolifyBackend:
         self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held['id']}", ok=(200, 404))
         return True
 
-    def adopt(self, target: Target) -> tuple[str, ...]:
+    def adopt(self, target: Target) -> Adopted:
         """Take over the same-named service (made before owner ids, by hand or by another checkout): its
         description gets this env's owner id. Returns what was done (nothing when it is ours already)."""
         project = self._find_project(target)
@@ -1469,7 +1468,7 @@ class CoolifyBackend:
             body = {"description": marks.project_description(self.owner)}
             self.client.request("PATCH", f"/projects/{project['uuid']}", body=body)
             done.append(f"adopted Coolify project {project.get('name')!r}")
-        return tuple(done)
+        return Adopted(changed=bool(done), messages=tuple(done))
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: datetime | None = None, follow: bool = False) -> Iterator[str]:
@@ -1500,16 +1499,6 @@ class CoolifyBackend:
                 return
             lines = FOLLOW_LINES
             interrupts.sleep(FOLLOW_INTERVAL)
-
-    def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
-                  tty: bool = False) -> list[str]:
-        """Coolify's API v1 has no exec endpoint (its terminal is a websocket of the web UI); a scheduled task
-        run with POST .../execute is one-shot, with no stdin or terminal and its output capped at 5 MB
-        (app/Jobs/ScheduledTaskJob.php), so neither psql nor a dump can go through it."""
-        raise NotSupported(
-            f"Coolify's API cannot run a command in {target.project!r}'s {service} container: publish the database "
-            f"(variables.db_public_port in envs/{target.env}.yml, then {hints.command('provision', env=target.env)}) "
-            f"and this machine's own psql connects to it")
 
     def image_major(self, image: str) -> int:
         """Coolify's API cannot run an image; this machine's Docker Engine can, when it has one and the image."""
@@ -1543,10 +1532,6 @@ class CoolifyBackend:
         refs = self.observe(target, None).handle
         uuid = refs.service_uuid if isinstance(refs, Refs) else None
         return volume_name(uuid, volume_key) if uuid else None
-
-    def drop_kept(self, target: Target, volume_key: str) -> str | None:
-        raise NotSupported("Coolify's API deletes a service's volumes only with the service "
-                           "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)")
 
     def _logs(self, uuid: str, names: list[str], tail: int, *, refusals: bool = False) -> str:
         """Each container's last `tail` lines. With `refusals`, a container whose logs Coolify refuses (400

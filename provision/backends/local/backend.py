@@ -21,7 +21,7 @@ import yaml
 
 from ... import doctor as checks
 from ... import hints, names
-from ...config import EnvConfig, ProjectSpec
+from ...config import EnvConfig
 from ...database import major_of, psql_in_container
 from ...errors import (
     BackendError,
@@ -31,7 +31,6 @@ from ...errors import (
     HealthTimeout,
     ImageUnavailable,
     LimitsRefused,
-    NotSupported,
     ProjectConflict,
     ProvisionError,
     StateError,
@@ -44,7 +43,6 @@ from ...model import (
     Destroyed,
     Endpoints,
     Handle,
-    LockInfo,
     Observed,
     Ports,
     Prepared,
@@ -58,7 +56,7 @@ from ...probes import Probe, http_probe, postgres_ping, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...state import StateStore, atomic_write, read_json, write_json
-from ..base import Backend
+from ..base import Adopted, Backend
 from . import ownership
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state, service_containers
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
@@ -148,7 +146,6 @@ class LocalBackend:
     """Runs each project as a compose project on the local Docker Engine."""
 
     name = "local"
-    holds_secrets = False
 
     def __init__(
         self,
@@ -167,23 +164,6 @@ class LocalBackend:
         self._docker_lock = threading.Lock()
         self._images_seen: dict[str, float] = {}  # image -> when it was last found on the engine (preflight)
         self._host: tuple[float, int, int] | None = None  # (when asked, CPUs, memory bytes) of the engine's host
-
-    @property
-    def spreads_stacks(self) -> bool:
-        return False
-
-    def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:
-        """One engine: every stack goes to it."""
-        return {}
-
-    def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
-        raise NotSupported("the local backend has one Docker Engine: there is no other server to move to")
-
-    def put_back(self, target: Target, name: str) -> None:
-        raise NotSupported("the local backend has one Docker Engine: nothing was moved")
-
-    def drop_set_aside(self, target: Target) -> list[str]:
-        return []
 
     def describe(self) -> str:
         return "Local Docker provider"
@@ -679,9 +659,6 @@ class LocalBackend:
             raise CommandFailed(argv, result.returncode, result.stderr)
         return result.stdout
 
-    def store_secrets(self, target: Target, observed: Observed, secrets: Mapping[str, Secret]) -> None:
-        """Nothing: the service's secrets file is the copy the compose env file is written from."""
-
     # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
     def image_major(self, image: str) -> int:
         """The major version of the PostgreSQL server in `image`: its own `postgres --version` (entrypoint
@@ -783,7 +760,7 @@ class LocalBackend:
             raise CommandFailed(argv, result.returncode, result.stdout + result.stderr, hint=operation)
         return result.stdout
 
-    def adopt(self, target: Target) -> tuple[str, ...]:
+    def adopt(self, target: Target) -> Adopted:
         """Take over the project's compose project made by another checkout (another owner id), by an earlier
         version elsewhere or by hand (no owner id): the owners its containers and volumes carry are recorded as
         this checkout's in the project's `adopted.json`, and the next provision recreates its containers with this
@@ -799,7 +776,7 @@ class LocalBackend:
         accepted = self._accepted(target.config, target.project)
         taken = sorted(owners - accepted)
         if not taken:
-            return ()
+            return Adopted(changed=False)
         paths = self.store.ensure_dir(target.env, target.project)
         previous = read_json(paths.dir / ADOPTED_FILE).get("owners") if (paths.dir / ADOPTED_FILE).is_file() else []
         kept = [str(o) for o in previous] if isinstance(previous, list) else []
@@ -813,18 +790,7 @@ class LocalBackend:
         if not paths.secrets.is_file():
             done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "
                         f"<state>/{target.env}/{target.project}/secrets.env to {paths.secrets} before provision")
-        return tuple(done)
-
-    def lock(self, target: Target, known: Handle | None, *,
-             timeout: float) -> contextlib.AbstractContextManager[None]:
-        """Nothing more to hold: the state directory's file lock serialises every run on this engine."""
-        return contextlib.nullcontext()
-
-    def locks(self, config: EnvConfig) -> list[LockInfo]:
-        return []
-
-    def unlock(self, target: Target) -> bool:
-        return False
+        return Adopted(changed=True, messages=tuple(done))
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: datetime | None = None, follow: bool = False) -> Iterator[str]:
