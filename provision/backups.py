@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackupError
-from .state import atomic_write
+from .fsutil import atomic_write
 
 LATEST = "latest"
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import backups, database, hints
+from .clock import utc_now, utc_stamp
 from .commands import Runner, SubprocessRunner
 from .errors import (
     BackupError,
@@ -37,7 +38,7 @@ from .model import Observed, Prepared, Target
 from .render import DEFAULT_DB_VOLUME
 from .results import ProjectResult
 from .secrets import Secret, generate_secret
-from .state import ProjectRecord, utc_now, utc_stamp
+from .state import ProjectRecord
 
 if TYPE_CHECKING:
     from .service import Operation, Provisioner

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .clock import utc_now
 from .errors import StateError
-from .state import current_user, open_nofollow, utc_now, write_error
+from .fsutil import current_user, open_nofollow, write_error
 
 HISTORY_FILE = "history.jsonl"
 

@@ -14,11 +14,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import incidents
+from .clock import utc_now
 from .errors import IdempotencyMismatch, ProjectConflict, ProvisionError
 from .model import ControlVerb
 from .results import ProjectResult
 from .service import Provisioner
-from .state import utc_now
 
 LIST_CACHE_SECONDS = 2.0
 VIA = "api"

@@ -23,6 +23,7 @@ from datetime import datetime
 from . import compose_check, hints, history, interrupts, names, roles
 from . import doctor as checkup
 from .backends.base import Backend
+from .clock import utc_now
 from .config import EnvConfig
 from .data import DONE, DataLifecycle, upgrade_facts
 from .errors import (
@@ -67,7 +68,7 @@ from .report import NullReporter, Reporter
 from .results import PlanItem, ProjectResult, RunSummary, ServiceStatus
 from .secrets import Secret, generate_missing
 from .shell import ShellCommand
-from .state import ProjectRecord, StateStore, utc_now
+from .state import ProjectRecord, StateStore
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 _VERB = {Action.CREATE: "created", Action.UPDATE: "updated", Action.DRIFT: "re-applied",

@@ -12,8 +12,9 @@ from dotenv import dotenv_values
 
 from provision import history, incidents
 from provision.errors import LockTimeout, StateError, StateWriteError
+from provision.fsutil import atomic_write, write_json
 from provision.secrets import Secret
-from provision.state import StateStore, atomic_write, default_state_dir, dotenv_quote, hold_lock, write_json
+from provision.state import StateStore, default_state_dir, dotenv_quote, hold_lock
 from provision.workspace import Workspace
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ... import hints, interrupts, roles
+from ...clock import utc_now
 from ...commands import SubprocessRunner
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
@@ -75,7 +76,7 @@ from ...render import (
     without_hash_labels,
 )
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
-from ...state import holder_record, utc_now
+from ...state import holder_record
 from ..base import Backend
 from . import marks
 from .client import CoolifyClient, answered

@@ -38,6 +38,7 @@ from ...errors import (
     redact,
     strip_ansi,
 )
+from ...fsutil import atomic_write, read_json, write_json
 from ...model import (
     NO_ENDPOINTS,
     ControlVerb,
@@ -57,7 +58,7 @@ from ...planner import Action, Plan
 from ...probes import Probe, http_probe, postgres_ping, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
-from ...state import StateStore, atomic_write, read_json, write_json
+from ...state import StateStore
 from ..base import Backend
 from . import ownership
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state, service_containers

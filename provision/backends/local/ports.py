@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ProvisionError
+from ...fsutil import read_json, write_json
 from ...model import Ports
-from ...state import hold_lock, read_json, write_json
+from ...state import hold_lock
 
 PortIsFree = Callable[[str, int], bool]
 SERVICES = ("db", "api")
