@@ -8,12 +8,14 @@ import errno
 import getpass
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from .errors import StateError, StateWriteError
+from .secrets import Secret
 
 
 def current_user() -> str:
@@ -134,3 +136,34 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, data: Mapping[str, Any], *, mode: int = 0o600) -> None:
     atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=mode)
+
+
+# in a double-quoted env-file value, what docker compose reads as interpolation ($NAME, ${...}, $$)
+_COMPOSE_INTERPOLATION = re.compile(r"\$[A-Za-z0-9_{$]")
+# in a single-quoted value, a backslash python-dotenv reads as an escape (before \ or ') or that escapes the quote
+_SINGLE_QUOTE_ESCAPE = re.compile(r"\\(?=[\\']|$)")
+
+
+def dotenv_quote(value: str, *, name: str = "a value") -> str:
+    r"""`value` written for an env file that python-dotenv and `docker compose --env-file` read back unchanged.
+
+    Double quotes, with backslash, double quote, newline and carriage return escaped (both decode exactly
+    these); but compose interpolates `$NAME`, `${...}` and `$$` inside double quotes, and python-dotenv (read
+    without interpolation) does not, so a value holding one goes in single quotes instead, which both read
+    literally except for `\'`. A value that fits neither (such a `$` together with a backslash before `\`, `'`
+    or the end, or a carriage return) is refused with a StateError naming `name`, never the value.
+    """
+    if not _COMPOSE_INTERPOLATION.search(value):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+        return f'"{escaped}"'
+    if "\r" not in value and not _SINGLE_QUOTE_ESCAPE.search(value):
+        return "'" + value.replace("'", "\\'") + "'"
+    raise StateError(f"{name}: a value holding `$` before a name together with a backslash before \\, ' or its end "
+                     f"(or a carriage return) cannot be written so that docker compose and python-dotenv read it "
+                     f"alike: choose another value")
+
+
+def env_file_text(values: Mapping[str, Secret]) -> str:
+    """An env file of `values`, sorted, each quoted (`dotenv_quote`) so that python-dotenv and
+    `docker compose --env-file` both read back exactly what was written."""
+    return "".join(f"{k}={dotenv_quote(v.reveal(), name=k)}\n" for k, v in sorted(values.items()))

@@ -465,7 +465,7 @@ class Provisioner:
                 self.reporter.step(target.project, "removing the stack that failed to start (data is kept)")
                 try:
                     self.backend.destroy(target, self._observe(target, self.record(target.project)),
-                                         delete_data=False)
+                                         delete_data=False, prepared=prepared)
                 except ProvisionError as cleanup:
                     self._set_status(target, "failed")
                     raise with_note(exc, f"(removing the failed stack failed too: {cleanup})") from exc
@@ -779,8 +779,8 @@ class Provisioner:
             with ExitStack() as held:
                 if not nothing_to_do:
                     observed = self._lock_and_observe(held, target, observed, record)
-                op.changed = self.backend.control(target, observed, verb)
                 prepared = self._prepare(target, observed, create=False)
+                op.changed = self.backend.control(target, observed, verb, prepared=prepared)
                 handle = self._known(observed, record)
                 if verb == "stop":
                     endpoints = self.backend.endpoints(target, handle, prepared)
@@ -823,7 +823,7 @@ class Provisioner:
             with ExitStack() as held:
                 if observed.exists or delete_data:
                     observed = self._lock_and_observe(held, target, observed, record)
-                done = self.backend.destroy(target, observed, delete_data=delete_data)
+                done = self.backend.destroy(target, observed, delete_data=delete_data, prepared=prepared)
             messages = ([f"wrote a pg_dump of the database to {dumped.path}"] if dumped else []) + list(done.messages)
             op.changed = done.changed or dumped is not None
             if done.kept_secrets:

@@ -1117,7 +1117,8 @@ class CoolifyBackend:
         return found
 
     # --- lifecycle --------------------------------------------------------------------------
-    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
+    def control(self, target: Target, observed: Observed, verb: ControlVerb, *,
+                prepared: Prepared | None = None) -> bool:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         if not observed.exists or refs.service_uuid is None:
             raise ProvisionError(
@@ -1141,7 +1142,8 @@ class CoolifyBackend:
             raise HealthTimeout(f"the Coolify service did not become {wanted} in {timeout:.0f} s "
                                 f"({outcome.failures['status']})")
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         done: list[str] = []
         kept: dict[str, Secret] | None = None

@@ -15,9 +15,11 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import yaml
+from dotenv import dotenv_values
 
 from ... import doctor as checks
 from ... import hints, names
@@ -38,7 +40,8 @@ from ...errors import (
     redact,
     strip_ansi,
 )
-from ...fsutil import atomic_write, read_json, write_json
+from ...fsutil import atomic_write, env_file_text, read_json, write_json
+from ...layout import BackendFiles
 from ...model import (
     NO_ENDPOINTS,
     ControlVerb,
@@ -58,7 +61,6 @@ from ...planner import Action, Plan
 from ...probes import Probe, http_probe, postgres_ping, postgres_probe, wait_for
 from ...render import RenderedStack, stack_hash
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
-from ...state import StateStore
 from ..base import Backend
 from . import ownership
 from .compose import ComposeCLI, ComposeFiles, ContainerState, container_state, service_containers
@@ -100,7 +102,9 @@ def _docker_from_env() -> Any:
 HELPER_LABEL = "io.provision.helper"
 COMPOSE_VOLUME_LABEL = "com.docker.compose.volume"  # compose's own label on a volume it made: its key
 COMPOSE_PROJECT_LABEL = "com.docker.compose.project"
-ADOPTED_FILE = "adopted.json"  # beside the project's record: the owners `adopt` took its resources over from
+ADOPTED_FILE = "adopted.json"  # in the working folder: the owners `adopt` took the project's resources over from
+COMPOSE_FILE = "docker-compose.yml"  # in the working folder: the rendered stack last applied
+ENV_FILE = "compose.env"  # in the working folder, 0600: the variables (the secrets) compose interpolates
 
 
 @contextlib.contextmanager
@@ -153,14 +157,14 @@ class LocalBackend:
 
     def __init__(
         self,
-        store: StateStore,
+        files: BackendFiles,
         compose: ComposeCLI | None = None,
         *,
         docker_client: DockerClientFactory = _docker_from_env,
         db_ping: Callable[[str, int], Probe] = postgres_ping,
     ) -> None:
-        self.store = store  # read-only here: the rendered compose file and the secrets file compose reads
-        self.leases = LeaseBook(store.root)
+        self.files = files
+        self.leases = LeaseBook(files.ports, files.ports_lock)
         self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
         self._docker_factory = docker_client
         self._db_ping = db_ping  # does the db accept connections on a host port (pg_isready's rule)
@@ -215,18 +219,34 @@ class LocalBackend:
         """The label filter that selects the project's containers and volumes."""
         return f"com.docker.compose.project={self._project_name(target)}"
 
+    def _work(self, target: Target, name: str) -> Path:
+        """A file of the project's working folder."""
+        return self.files.work(target.env, target.project) / name
+
     def _files(self, target: Target, *, with_file: bool = True) -> ComposeFiles:
-        paths = self.store.paths(target.env, target.project)
-        has_file = with_file and paths.compose.is_file()
+        compose_file, env_file = self._work(target, COMPOSE_FILE), self._work(target, ENV_FILE)
+        has_file = with_file and compose_file.is_file()
         return ComposeFiles(
             project_name=self._project_name(target),
-            compose_file=paths.compose if has_file else None,
-            env_file=paths.secrets if has_file and paths.secrets.is_file() else None,
+            compose_file=compose_file if has_file else None,
+            env_file=env_file if has_file and env_file.is_file() else None,
         )
 
+    def _write_env_file(self, target: Target, prepared: Prepared | None) -> None:
+        """The variables compose interpolates (the project's secrets), 0600 in the working folder: written from
+        `prepared` (the service's copy) whenever it is given and they differ from what is there."""
+        if prepared is None:
+            return
+        body = env_file_text(prepared.secrets)
+        path = self._work(target, ENV_FILE)
+        with contextlib.suppress(OSError):
+            if path.read_text(encoding="utf-8") == body:
+                return
+        self.files.ensure_work(target.env, target.project)
+        atomic_write(path, body, mode=0o600)
+
     def _compose(self, target: Target) -> ComposeCLI:
-        secrets = self.store.read_secrets(target.env, target.project)
-        return self.compose.with_secrets([s.reveal() for s in secrets.values()])
+        return self.compose.with_secrets(self._secret_values(target))
 
     def _containers(self, target: Target) -> list[ContainerState]:
         return service_containers(self.compose.containers(self._label(target)))
@@ -249,9 +269,9 @@ class LocalBackend:
 
     def _accepted(self, config: EnvConfig, project: str) -> frozenset[str]:
         """The owners whose resources of `project` are this checkout's (`ownership.accepted_owners`)."""
-        paths = self.store.paths(config.name, project)
-        adopted = read_json(paths.dir / ADOPTED_FILE).get("owners") if (paths.dir / ADOPTED_FILE).is_file() else None
-        return ownership.accepted_owners(config.owner, recorded=paths.state.is_file(),
+        path = self.files.work(config.name, project) / ADOPTED_FILE
+        adopted = read_json(path).get("owners") if path.is_file() else None
+        return ownership.accepted_owners(config.owner, recorded=self.files.recorded(config.name, project),
                                          adopted=[str(o) for o in adopted] if isinstance(adopted, list) else ())
 
     def _owned(self, config: EnvConfig, project: str, observed: Observed, owners: frozenset[str]) -> Observed:
@@ -275,8 +295,8 @@ class LocalBackend:
 
     def _complete(self, env: str, project: str, observed: Observed, known: Handle | None) -> Observed:
         """`observed` with the compose text last applied and the drift from the recorded baseline."""
-        paths = self.store.paths(env, project)
-        applied = paths.compose.read_text(encoding="utf-8") if paths.compose.is_file() else None
+        path = self.files.work(env, project) / COMPOSE_FILE
+        applied = path.read_text(encoding="utf-8") if path.is_file() else None
         baseline = known if isinstance(known, LocalHandle) else None
         return replace(observed, applied_text=applied, drift=_drift(observed, baseline))
 
@@ -298,7 +318,7 @@ class LocalBackend:
             what = "containers" if observed.exists else f"its data volume {kept}"
             raise StateError(
                 f"{what} for {target.project!r} in env {target.env!r} exist but its secrets file "
-                f"{self.store.paths(target.env, target.project).secrets} is missing: restore it from a backup "
+                f"{self.files.secrets_path(target.env, target.project)} is missing: restore it from a backup "
                 f"(a new password would not match the existing database)"
             )
         secrets = generate_missing(stored)
@@ -346,12 +366,13 @@ class LocalBackend:
               plan: Plan) -> LocalHandle:
         """Write the compose file and `up` it; the handle carries compose's own config hashes of the
         containers, which later tell whether someone changed them outside provision."""
-        paths = self.store.ensure_dir(target.env, target.project)
-        atomic_write(paths.compose, stack.text, mode=0o600)
+        self.files.ensure_work(target.env, target.project)
+        atomic_write(self._work(target, COMPOSE_FILE), stack.text, mode=0o600)
+        self._write_env_file(target, prepared)
         self._warm_up()
         self._make_volumes(target, stack)
         self.compose.remove_interrupted(self._label(target))  # what a killed `up` left (<id>_<name>, Created)
-        self._up(target, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
+        self._up(target, stack.services, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
                  db_port=prepared.ports.db if prepared.ports else None)
         containers = self._containers(target)
         return LocalHandle(
@@ -391,8 +412,8 @@ class LocalBackend:
             made.append(name)
         return made
 
-    def _up(self, target: Target, *, timeout: float, services: tuple[str, ...] = (), recreate: bool = True,
-            force: bool = False, db_port: int | None = None) -> None:
+    def _up(self, target: Target, stack_services: tuple[str, ...], *, timeout: float, services: tuple[str, ...] = (),
+            recreate: bool = True, force: bool = False, db_port: int | None = None) -> None:
         """`compose up --detach`. With `db_port` (the whole stack), in two steps: the db first, then, once it
         accepts connections on that port (`postgres_ping`, polled every 50-250 ms), the rest. So the api's
         first connection succeeds: PostgREST retries a failed one only after 1, 2, 4 ... s, and depends_on
@@ -410,19 +431,13 @@ class LocalBackend:
         if services:
             self._compose_up(target, [*args, "--", *services], timeout=timeout)
             return
-        others = self._db_dependants(target) if db_port is not None else None
+        others = _db_dependants(stack_services) if db_port is not None else None
         if db_port is None or others is None:
             self._compose_up(target, args, timeout=timeout)
             return
         self._compose_up(target, [*args, "--", "db"], timeout=timeout)
         self._await_db(target, db_port, timeout=timeout)
         self._compose_up(target, [*args, "--", *others], timeout=timeout)
-
-    def _db_dependants(self, target: Target) -> tuple[str, ...] | None:
-        """The rendered stack's services other than `db`; None when it has no `db` or nothing else."""
-        services = self._compose_services(target)
-        others = tuple(s for s in services if s != "db")
-        return others if others and len(others) < len(services) else None
 
     def _await_db(self, target: Target, db_port: int, *, timeout: float) -> None:
         host = _url_host(target.config.local.bind_address).strip("[]")
@@ -458,16 +473,6 @@ class LocalBackend:
             if any(marker in exc.stderr_tail.lower() for marker in _HEALTH_FAILURE):
                 raise self._health_timeout(target, f"the stack did not become healthy: {exc}") from exc
             raise
-
-    def _compose_services(self, target: Target) -> tuple[str, ...]:
-        """The services of the project's rendered compose file (its top-level `services` keys)."""
-        path = self.store.paths(target.env, target.project).compose
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except (OSError, yaml.YAMLError):
-            return ()
-        services = loaded.get("services") if isinstance(loaded, dict) else None
-        return tuple(str(name) for name in services) if isinstance(services, dict) else ()
 
     def _watched(self, target: Target, services: tuple[str, ...], probes: Mapping[str, Probe]) -> dict[str, Probe]:
         """`probes`, each first looking (every CRASH_POLL s at most, shared) whether a container of `services`
@@ -578,16 +583,20 @@ class LocalBackend:
             logs = "\n".join(states) + "\n" + (logs or f"({', '.join(failing) or 'the containers'} printed no logs)")
         except ProvisionError as exc:
             logs = f"(could not read logs: {exc})"
-        secrets = [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
-        return HealthTimeout(redact(message, secrets), logs=logs)
+        return HealthTimeout(redact(message, self._secret_values(target)), logs=logs)
 
     # --- lifecycle --------------------------------------------------------------------------
-    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
+    def control(self, target: Target, observed: Observed, verb: ControlVerb, *,
+                prepared: Prepared | None = None) -> bool:
+        """stop, start (the db first, as `apply`), restart (the db first); the compose env file written from
+        `prepared` first."""
+        self._write_env_file(target, prepared)
+        services = tuple(observed.services)
         files = self._files(target)
         if files.compose_file is None:
             raise StateError(
                 f"{target.project!r} in env {target.env!r} has no rendered compose file in "
-                f"{self.store.paths(target.env, target.project).dir}: run "
+                f"{self.files.work(target.env, target.project)}: run "
                 f"{hints.command('provision', env=target.env, project=target.project)} first"
             )
         if verb == "stop":
@@ -598,15 +607,15 @@ class LocalBackend:
         if verb == "start":
             if observed.exists and observed.running:
                 return False
-            self._up(target, timeout=target.config.health.timeout, recreate=False,
+            self._up(target, services, timeout=target.config.health.timeout, recreate=False,
                      db_port=self._leased_db_port(target))
             return True
         if not observed.exists:
-            self._up(target, timeout=target.config.health.timeout, recreate=False,
+            self._up(target, services, timeout=target.config.health.timeout, recreate=False,
                      db_port=self._leased_db_port(target))
             return True
         # the db first, so that the api's first connection after its own restart finds it up
-        db_port, others = self._leased_db_port(target), self._db_dependants(target)
+        db_port, others = self._leased_db_port(target), _db_dependants(services)
         if db_port is None or others is None:
             self._compose(target).run(files, "restart", timeout=180)
             return True
@@ -615,11 +624,13 @@ class LocalBackend:
         self._compose(target).run(files, "restart", *others, timeout=180)
         return True
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
         """`compose down` when containers exist (or, with `delete_data`, volumes); a destroyed project's
         second destroy runs nothing. Kept volumes are reported, not counted as a change. With `delete_data`, a
         volume the rendered stack does not declare (data an upgrade-db kept) stops it before anything is removed,
         and helper containers a killed run may have left on the volumes go first."""
+        self._write_env_file(target, prepared)
         files = self._files(target)
         done: list[str] = []
         volumes = self._volumes(target)
@@ -653,7 +664,8 @@ class LocalBackend:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
                 changed = True
             release_ports(self.leases, target.env, target.project)
-            (self.store.paths(target.env, target.project).dir / ADOPTED_FILE).unlink(missing_ok=True)
+            for name in (ADOPTED_FILE, COMPOSE_FILE, ENV_FILE):
+                self._work(target, name).unlink(missing_ok=True)
         elif volumes:
             done.append(
                 "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
@@ -735,7 +747,7 @@ class LocalBackend:
     def _declared_volumes(self, target: Target) -> list[str]:
         """The volume keys of the project's rendered compose file, the db's mounts first; empty without one."""
         try:
-            loaded = yaml.safe_load(self.store.paths(target.env, target.project).compose.read_text())
+            loaded = yaml.safe_load(self._work(target, COMPOSE_FILE).read_text())
         except (OSError, yaml.YAMLError):
             return []
         if not isinstance(loaded, dict) or not isinstance(loaded.get("volumes"), dict):
@@ -801,19 +813,20 @@ class LocalBackend:
         taken = sorted(owners - accepted)
         if not taken:
             return ()
-        paths = self.store.ensure_dir(target.env, target.project)
-        previous = read_json(paths.dir / ADOPTED_FILE).get("owners") if (paths.dir / ADOPTED_FILE).is_file() else []
+        adopted = self.files.ensure_work(target.env, target.project) / ADOPTED_FILE
+        previous = read_json(adopted).get("owners") if adopted.is_file() else []
         kept = [str(o) for o in previous] if isinstance(previous, list) else []
-        write_json(paths.dir / ADOPTED_FILE, {"owners": sorted({*kept, *taken})})
+        write_json(adopted, {"owners": sorted({*kept, *taken})})
         whose = ", ".join(f"owner {o}" if o else "no owner id" for o in taken)
         done = [f"adopted compose project {self._project_name(target)} ({len(containers)} container(s), "
                 f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
         if containers:
             done.append(f"{hints.command('provision', env=target.env, project=target.project)} recreates its containers with "
                         f"owner {target.config.owner or '(none)'}'s label; its volumes keep their labels")
-        if not paths.secrets.is_file():
+        secrets = self.files.secrets_path(target.env, target.project)
+        if not secrets.is_file():
             done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "
-                        f"<state>/{target.env}/{target.project}/secrets.env to {paths.secrets} before provision")
+                        f"<state>/{target.env}/{target.project}/secrets.env to {secrets} before provision")
         return tuple(done)
 
     def lock(self, target: Target, known: Handle | None, *,
@@ -857,7 +870,11 @@ class LocalBackend:
         return redact(strip_ansi(result.stdout + result.stderr), self._secret_values(target))
 
     def _secret_values(self, target: Target) -> list[str]:
-        return [s.reveal() for s in self.store.read_secrets(target.env, target.project).values()]
+        """The values of the compose env file the working folder holds (what to redact)."""
+        path = self._work(target, ENV_FILE)
+        if not path.is_file():
+            return []
+        return [v for v in dotenv_values(path, interpolate=False).values() if v]
 
     def _subnets_in_use(self) -> list[str]:
         """Subnets of every Docker network on the engine (asked only when a new subnet is leased)."""
@@ -922,7 +939,7 @@ class LocalBackend:
     def _taken(self, config: EnvConfig, project: str, owners: frozenset[str], what: str) -> Observed | None:
         """Another owner's stack is no project of this env: listed (as taken, nothing observed) only under a name
         this checkout declares or records, so that plan and status say why it cannot be provisioned here."""
-        if not any(p.name == project for p in config.projects) and not self.store.paths(config.name, project).state.is_file():
+        if not any(p.name == project for p in config.projects) and not self.files.recorded(config.name, project):
             return None
         foreign = ownership.foreign_owner(owners, self._accepted(config, project)) or ""
         return Observed(exists=False, foreign=ownership.refusal(config.name, project, what, foreign, config.owner))
@@ -930,6 +947,12 @@ class LocalBackend:
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
         return _doctor(self.compose)
+
+
+def _db_dependants(services: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The stack's services other than `db`; None when it has no `db` or nothing else."""
+    others = tuple(s for s in services if s != "db")
+    return others if others and len(others) < len(services) else None
 
 
 def _raise_crashed(containers: Sequence[ContainerState], services: tuple[str, ...]) -> None:

@@ -20,19 +20,17 @@ SERVICES = ("db", "api")
 
 
 class LeaseBook:
-    """`ports.json` in the state directory: every local project's ports and subnet, guarded by `ports.lock`.
+    """`ports.json` in the state directory (`StateLayout.ports`): every local project's ports and subnet, guarded
+    by `ports.lock`.
     Owned by the local backend; shared by every process on the machine."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    @property
-    def path(self) -> Path:
-        return self.root / "ports.json"
+    def __init__(self, path: Path, lock: Path) -> None:
+        self.path = path
+        self._lock = lock
 
     def lock(self, *, timeout: float = 60.0) -> AbstractContextManager[None]:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return hold_lock(self.root / "ports.lock", timeout, what="the port registry")
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return hold_lock(self._lock, timeout, what="the port registry")
 
     def read(self) -> dict[str, dict[str, Any]]:
         """env/project -> {"api": port, "db": port[, "subnet": cidr]}."""
