@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from ...config import EnvConfig
 from ...layout import BackendFiles
-from .backend import LocalBackend, LocalHandle
+from .backend import LocalBackend
+from .facts import LocalHandle
 
 __all__ = ["LocalBackend", "LocalHandle", "create"]
 
