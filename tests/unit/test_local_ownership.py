@@ -11,7 +11,7 @@ import pytest
 
 from provision import names
 from provision.backends.local import ownership
-from provision.backends.local.backend import ADOPTED_FILE
+from provision.backends.local.claims import ADOPTED_FILE
 from provision.config import load_env
 from provision.errors import ProjectConflict, ProvisionError
 from provision.model import Observed, Target

@@ -33,7 +33,7 @@ from ...errors import (
     redact,
     strip_ansi,
 )
-from ...fsutil import atomic_write, env_file_text, read_json, write_json
+from ...fsutil import atomic_write, env_file_text
 from ...layout import BackendFiles
 from ...model import (
     NO_ENDPOINTS,
@@ -55,6 +55,7 @@ from ...render import RenderedStack
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
 from ..base import Backend
 from . import ownership
+from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
 from .engine import DockerClientFactory, Engine, compose_key, docker_from_env, sdk_errors
 from .facts import (
@@ -82,7 +83,6 @@ CHECKED_FOR = 300.0  # seconds an image found on the engine (or the host's size)
 _LIMIT_REFUSED = re.compile(r"Range of CPUs is from|Minimum memory limit|memory reservation|NanoCPUs", re.I)
 
 
-ADOPTED_FILE = "adopted.json"  # in the working folder: the owners `adopt` took the project's resources over from
 COMPOSE_FILE = "docker-compose.yml"  # in the working folder: the rendered stack last applied
 ENV_FILE = "compose.env"  # in the working folder, 0600: the variables (the secrets) compose interpolates
 
@@ -104,6 +104,7 @@ class LocalBackend:
         sleep: Callable[[float], None] = interrupts.sleep,
     ) -> None:
         self.files = files
+        self.claims = Claims(files)
         self.leases = LeaseBook(files.ports, files.ports_lock)
         self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
         self.engine = Engine(self.compose, docker_client)  # a connection, not a memory: reopened on a fresh instance
@@ -189,34 +190,8 @@ class LocalBackend:
                        self.compose.labelled_volumes(self._label(target)).items() if names.LABEL_PROJECT in carried}
             observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None)
             labels = list(volumes.values())
-        observed = self._owned(target.config, target.project, observed, ownership.owners_of(labels))
+        observed = self.claims.owned(target.config, target.project, observed, ownership.owners_of(labels))
         return self._complete(target.env, target.project, observed, known)
-
-    def _accepted(self, config: EnvConfig, project: str) -> frozenset[str]:
-        """The owners whose resources of `project` are this checkout's (`ownership.accepted_owners`)."""
-        path = self.files.work(config.name, project) / ADOPTED_FILE
-        adopted = read_json(path).get("owners") if path.is_file() else None
-        return ownership.accepted_owners(config.owner, recorded=self.files.recorded(config.name, project),
-                                         adopted=[str(o) for o in adopted] if isinstance(adopted, list) else ())
-
-    def _owned(self, config: EnvConfig, project: str, observed: Observed, owners: frozenset[str]) -> Observed:
-        """`observed` when the resources carrying `owners` are this checkout's (a stack an earlier version made
-        here noted as taken over at its next apply); ProjectConflict naming the other owner when not."""
-        if not owners:
-            return observed
-        foreign = ownership.foreign_owner(owners, self._accepted(config, project))
-        if foreign is not None:
-            what = f"compose project {names.compose_project_name(config.name, project)}"
-            raise ProjectConflict(ownership.refusal(config.name, project, what, foreign, config.owner))
-        if ownership.legacy(owners, config.owner):
-            return replace(observed, adopting=(
-                f"made by an earlier version without an owner label, and recorded here: taken over as owner "
-                f"{config.owner}'s (its containers are recreated with the label; its data volume keeps its labels)"))
-        return observed
-
-    def _mine(self, config: EnvConfig, project: str, owners: frozenset[str]) -> bool:
-        """Whether resources of `project` carrying `owners` are this checkout's."""
-        return ownership.foreign_owner(owners, self._accepted(config, project)) is None
 
     def _complete(self, env: str, project: str, observed: Observed, known: Handle | None) -> Observed:
         """`observed` with the compose text last applied and the drift from the recorded baseline."""
@@ -587,14 +562,11 @@ class LocalBackend:
             raise ProvisionError(f"no compose project {self._project_name(target)} (containers or volumes) on this "
                                  f"Docker Engine to adopt for {target.project!r} in env {target.env!r}")
         owners = ownership.owners_of([*(c.labels for c in containers), *volumes.values()])
-        accepted = self._accepted(target.config, target.project)
+        accepted = self.claims.accepted(target.config, target.project)
         taken = sorted(owners - accepted)
         if not taken:
             return ()
-        adopted = self.files.ensure_work(target.env, target.project) / ADOPTED_FILE
-        previous = read_json(adopted).get("owners") if adopted.is_file() else []
-        kept = [str(o) for o in previous] if isinstance(previous, list) else []
-        write_json(adopted, {"owners": sorted({*kept, *taken})})
+        self.claims.adopt(target.env, target.project, taken)
         whose = ", ".join(f"owner {o}" if o else "no owner id" for o in taken)
         done = [f"adopted compose project {self._project_name(target)} ({len(containers)} container(s), "
                 f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
@@ -664,7 +636,7 @@ class LocalBackend:
         for container in listed:
             by_project.setdefault(container.labels.get(names.LABEL_PROJECT, ""), []).append(container)
         listed = [c for project, found in by_project.items() if project
-                  and self._mine(config, project, ownership.owners_of(c.labels for c in found)) for c in found]
+                  and self.claims.mine(config, project, ownership.owners_of(c.labels for c in found)) for c in found]
 
         def api() -> Any:
             return self.engine.client().api
@@ -689,26 +661,18 @@ class LocalBackend:
         observed: dict[str, Observed] = {}
         for project, containers in by_project.items():
             owners = ownership.owners_of(c.labels for c in containers)
-            if self._mine(config, project, owners):
-                seen = self._owned(config, project, observed_from(containers), owners)
+            if self.claims.mine(config, project, owners):
+                seen = self.claims.owned(config, project, observed_from(containers), owners)
                 observed[project] = self._complete(config.name, project, seen, known.get(project))
-            elif taken := self._taken(config, project, owners, f"compose project {names.compose_project_name(config.name, project)}"):
+            elif taken := self.claims.taken(config, project, owners, f"compose project {names.compose_project_name(config.name, project)}"):
                 observed[project] = taken
         for project, volumes in kept.items():
             owners = ownership.owners_of(volumes.values())
-            if self._mine(config, project, owners):
+            if self.claims.mine(config, project, owners):
                 observed[project] = Observed(exists=False, kept_data=list(volumes)[-1])
-            elif taken := self._taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
+            elif taken := self.claims.taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
                 observed[project] = taken
         return observed
-
-    def _taken(self, config: EnvConfig, project: str, owners: frozenset[str], what: str) -> Observed | None:
-        """Another owner's stack is no project of this env: listed (as taken, nothing observed) only under a name
-        this checkout declares or records, so that plan and status say why it cannot be provisioned here."""
-        if not any(p.name == project for p in config.projects) and not self.files.recorded(config.name, project):
-            return None
-        foreign = ownership.foreign_owner(owners, self._accepted(config, project)) or ""
-        return Observed(exists=False, foreign=ownership.refusal(config.name, project, what, foreign, config.owner))
 
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
