@@ -14,7 +14,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from dotenv import dotenv_values
 
 from ... import doctor as checks
@@ -57,7 +56,7 @@ from ..base import Backend
 from . import ownership
 from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
-from .engine import DockerClientFactory, Engine, compose_key, docker_from_env, sdk_errors
+from .engine import DockerClientFactory, Engine, docker_from_env, sdk_errors
 from .facts import (
     LocalHandle,
     check_limits,
@@ -73,6 +72,7 @@ from .facts import (
 )
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
 from .usage import collect
+from .volumes import DataVolumes
 from .waits import Waiter
 
 LOG_TAIL = 40
@@ -421,7 +421,7 @@ class LocalBackend:
         volumes = self._volumes(target)
         changed = False
         if delete_data:
-            kept = self._kept_volumes(target, volumes)
+            kept = self._data(target).kept(volumes)
             if kept:
                 command = f"provision upgrade-db --env={target.env} --project={target.project}"
                 raise ProjectConflict(
@@ -459,7 +459,11 @@ class LocalBackend:
         return Destroyed(changed=changed, messages=tuple(done))
 
     def _volumes(self, target: Target) -> list[Any]:
-        return self.engine.volumes(self._label(target))
+        return self._data(target).all()
+
+    def _data(self, target: Target) -> DataVolumes:
+        return DataVolumes(self.engine, self._project_name(target), self._label(target),
+                           self._work(target, COMPOSE_FILE))
 
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
                 user: str | None = None, purpose: str = "sql") -> str:
@@ -487,7 +491,7 @@ class LocalBackend:
     def data_major(self, target: Target, image: str) -> int | None:
         """PG_VERSION of the volume the project's stack mounts (read with `image`'s shell); None without a volume
         or with an empty one."""
-        volume = self._data_volume(target)
+        volume = self._data(target).data_volume()
         if volume is None:
             return None
         output = self.engine.run_helper(image, ["sh", "-c", "cat /data/PG_VERSION 2>/dev/null || true"],
@@ -497,57 +501,16 @@ class LocalBackend:
 
     def find_volume(self, target: Target, volume_key: str) -> str | None:
         """The project's labelled volume of compose key `volume_key` (compose names it `<compose project>_<key>`)."""
-        prefix = self._project_name(target)
-        return next((str(v.name) for v in self._volumes(target) if compose_key(v, prefix) == volume_key), None)
+        return self._data(target).find(volume_key)
 
     def drop_kept(self, target: Target, volume_key: str) -> str | None:
         """Remove the project's volume of compose key `volume_key` (refused while its rendered stack declares
         it), after any helper container left on it; its name, None when there is none."""
-        if volume_key in self._declared_volumes(target):
+        data = self._data(target)
+        if volume_key in data.declared():
             raise ProvisionError(f"volume key {volume_key!r} is the one the stack of {target.project!r} in env "
                                  f"{target.env!r} mounts: it is not deleted")
-        prefix = self._project_name(target)
-        for volume in self._volumes(target):
-            if compose_key(volume, prefix) == volume_key:
-                self.engine.remove_helpers([str(volume.name)])
-                with sdk_errors(f"remove volume {volume.name}"):
-                    volume.remove(force=True)
-                return str(volume.name)
-        return None
-
-    def _data_volume(self, target: Target) -> str | None:
-        """The project's data volume: the one its rendered stack declares (that its db mounts, if several), else,
-        without a compose file, its labelled volume (`<project>_pgdata` first)."""
-        declared = self._declared_volumes(target)
-        prefix = self._project_name(target)
-        keys = {compose_key(v, prefix): str(v.name) for v in self._volumes(target)}
-        if declared:
-            return next((keys[key] for key in declared if key in keys), None)
-        found = sorted(keys.values())
-        preferred = [name for name in found if name.endswith("_pgdata")]
-        return (preferred or found)[0] if found else None
-
-    def _declared_volumes(self, target: Target) -> list[str]:
-        """The volume keys of the project's rendered compose file, the db's mounts first; empty without one."""
-        try:
-            loaded = yaml.safe_load(self._work(target, COMPOSE_FILE).read_text())
-        except (OSError, yaml.YAMLError):
-            return []
-        if not isinstance(loaded, dict) or not isinstance(loaded.get("volumes"), dict):
-            return []
-        services = loaded.get("services")
-        db = services.get("db") if isinstance(services, dict) else None
-        mounts = db.get("volumes") if isinstance(db, dict) else None
-        sources = {str(m.get("source") if isinstance(m, dict) else str(m).split(":")[0])
-                   for m in (mounts if isinstance(mounts, list) else [])}
-        return sorted((str(key) for key in loaded["volumes"]), key=lambda key: key not in sources)
-
-    def _kept_volumes(self, target: Target, volumes: Sequence[Any]) -> list[str]:
-        """The names of the project's `volumes` that its rendered stack does not declare: data an upgrade-db kept
-        (or the other volume of an upgrade a run left half done); none without a compose file that declares one."""
-        declared = self._declared_volumes(target)
-        prefix = self._project_name(target)
-        return sorted(str(v.name) for v in volumes if declared and compose_key(v, prefix) not in declared)
+        return data.remove(volume_key)
 
     def adopt(self, target: Target) -> tuple[str, ...]:
         """Take over the project's compose project made by another checkout (another owner id), by an earlier
