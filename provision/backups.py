@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BackupError
-from .state import atomic_write
+from .fsutil import atomic_write
+from .layout import StateLayout
 
 LATEST = "latest"
 
@@ -39,7 +40,7 @@ class Backup:
 
 
 def directory(state_root: Path, env: str, project: str) -> Path:
-    return state_root / "backups" / env / project
+    return StateLayout(state_root).backups(env, project)
 
 
 def new_path(folder: Path, *, label: str = "") -> Path:

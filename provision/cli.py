@@ -176,9 +176,10 @@ def _session(*, live: bool = True, failure_code: int | None = None, quiet: bool 
     except BrokenPipeError:
         closed_pipe()
     except Exception as exc:
+        from provision.layout import StateLayout
         from provision.state import default_state_dir
 
-        raise Exit(f"error: {incidents.record(exc, default_state_dir(_root(for_init=True)) / 'incidents')}",
+        raise Exit(f"error: {incidents.record(exc, StateLayout(default_state_dir(_root(for_init=True))).incidents)}",
                    code=1) from None
 
 

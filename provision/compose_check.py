@@ -9,19 +9,20 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import BackendUnavailable, TemplateError, tail
+from .commands import Runner, SubprocessRunner
+from .errors import BackendUnavailable, CommandFailed, TemplateError, tail
 
 _PROPERTY = re.compile(r"[Aa]dditional property (\S+) is not allowed")
 
 
-def check(text: str, *, template: Path, timeout: float = 30.0) -> None:
+def check(text: str, *, template: Path, timeout: float = 30.0, runner: Runner | None = None) -> None:
     """Raise TemplateError naming the problem (and the template line of a misspelt key) when `text` is not
     a valid Compose file. Needs the docker CLI with the Compose plugin; without it nothing is checked here
-    (the local backend has it; a Coolify runner may not, and Coolify parses the compose itself)."""
+    (the local backend has it; a Coolify runner may not, and Coolify parses the compose itself). Run through
+    `runner` (default: a SubprocessRunner), so an interrupt stops it as it stops every other command."""
     docker = shutil.which("docker")
     if docker is None:
         return
@@ -32,9 +33,8 @@ def check(text: str, *, template: Path, timeout: float = 30.0) -> None:
                 "--no-interpolate"]
         environ = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG")}
         try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=environ,  # noqa: S603
-                                    stdin=subprocess.DEVNULL, check=False)
-        except subprocess.TimeoutExpired as exc:
+            result = (runner or SubprocessRunner()).run(argv, timeout=timeout, env=environ)
+        except CommandFailed as exc:  # the runner's timeout
             raise BackendUnavailable(f"`docker compose config` did not answer in {timeout:g} s") from exc
     if result.returncode == 0:
         return

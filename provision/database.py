@@ -18,8 +18,8 @@ from pathlib import Path
 
 from .commands import Runner
 from .errors import BackupError, CommandFailed, ProvisionError
+from .fsutil import publish_new
 from .secrets import Secret
-from .state import publish_new
 
 # Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
 ROW_COUNTS_SQL = """

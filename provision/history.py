@@ -10,10 +10,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .clock import utc_now
 from .errors import StateError
-from .state import current_user, open_nofollow, utc_now, write_error
-
-HISTORY_FILE = "history.jsonl"
+from .fsutil import current_user, open_nofollow, write_error
+from .layout import StateLayout
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def record(state_dir: Path, *, env: str, project: str, action: str, config_hash:
         env=env, project=project, action=action, config_hash=config_hash, result=result,
         duration_s=round(duration, 3), backend=backend, detail=detail.splitlines()[0][:300] if detail else "",
     )
-    path = state_dir / HISTORY_FILE
+    path = StateLayout(state_dir).history
     line = (json.dumps(asdict(entry), sort_keys=True) + "\n").encode()
     try:
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -59,7 +59,7 @@ def record(state_dir: Path, *, env: str, project: str, action: str, config_hash:
 
 def read(state_dir: Path, *, env: str | None = None, project: str | None = None) -> Iterator[dict[str, Any]]:
     """Records in the order they were written, optionally only one env and/or project."""
-    path = state_dir / HISTORY_FILE
+    path = StateLayout(state_dir).history
     try:
         fd = open_nofollow(path, os.O_RDONLY)
     except FileNotFoundError:

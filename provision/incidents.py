@@ -11,7 +11,7 @@ import traceback
 from pathlib import Path
 
 from .errors import UnexpectedError
-from .state import atomic_write
+from .fsutil import atomic_write
 
 log = logging.getLogger("provision")
 

@@ -1,14 +1,5 @@
-"""The state directory: rendered files, 0600 secrets, port leases, and per env+project locks.
-
-Layout (default `.provision/` at the project root; `PROVISION_STATE_DIR` overrides)::
-
-    ports.json                       the local backend's port and subnet leases (its LeaseBook)
-    <env>/<project>/state.json       the project's record (ProjectRecord, schema_version 2)
-    <env>/<project>/docker-compose.yml
-    <env>/<project>/secrets.env      0600: generated secrets, kept across destroy
-    <env>/<project>/backups/         0600 pg_dump files written before data is deleted
-    <env>/<project>/lock             held while an operation runs on this project
-    <env>/.idempotency/<sha256>.json the project an HTTP Idempotency-Key created
+"""The service's files in the state directory: project records, 0600 secrets, pending data operations,
+HTTP idempotency keys and per env+project locks. Where each lives is `layout.StateLayout`'s to say.
 
 Every write goes to a temporary file first and is renamed into place, so a killed run
 leaves either the old or the new file, never half of one.
@@ -17,15 +8,10 @@ leaves either the old or the new file, never half of one.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import getpass
-import hashlib
 import json
 import os
-import re
 import socket
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -34,35 +20,27 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from .errors import LockTimeout, StateError, StateWriteError
+from .clock import utc_now
+from .errors import LockTimeout, StateError
+from .fsutil import (
+    atomic_write,
+    current_user,
+    env_file_text,
+    open_nofollow,
+    read_json,
+    write_error,
+    write_json,
+)
+from .layout import StateLayout
 from .secrets import Secret
 
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
 SCHEMA_VERSION = 2
 
 
-def utc_now(epoch: float | None = None) -> str:
-    """The one timestamp format of records, history and lock notes: UTC, ISO 8601, seconds (of `epoch`,
-    default now)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def current_user() -> str:
-    """Who runs this process, for history lines and lock holders (the uid when there is no user name)."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return str(os.getuid())
-
-
 def holder_record() -> dict[str, Any]:
     """Who holds a lock taken now: user, host, pid and since."""
     return {"user": current_user(), "host": socket.gethostname(), "pid": os.getpid(), "since": utc_now()}
-
-
-def utc_stamp() -> str:
-    """The same instant for file names (no ':'): 20261130T101500Z."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
 
 
 @dataclass(frozen=True)
@@ -153,166 +131,14 @@ def default_state_dir(root: Path, environ: Mapping[str, str] | None = None) -> P
     return (root / Path(value).expanduser()).resolve() if value else root / ".provision"
 
 
-# what to do when the system refuses a state write, by errno
-_WRITE_FIXES = {
-    errno.ENOSPC: "free space on the filesystem that holds it, or set PROVISION_STATE_DIR to a directory on "
-                  "another filesystem",
-    errno.EDQUOT: "free space within your disk quota there, or set PROVISION_STATE_DIR to a directory outside it",
-    errno.EROFS: "the filesystem is read-only: remount it read-write, or set PROVISION_STATE_DIR to a writable "
-                 "directory",
-    errno.EACCES: "give this user ({user}) write permission on {parent} (and the file), or set PROVISION_STATE_DIR "
-                  "to a directory this user owns",
-    errno.EPERM: "give this user ({user}) write permission on {parent} (and the file), or set PROVISION_STATE_DIR "
-                 "to a directory this user owns",
-}
-
-
-def write_error(path: Path, exc: OSError) -> StateWriteError:
-    """The StateError for a state write the system refused: the path, the cause and the fix."""
-    if isinstance(exc, StateWriteError):
-        return exc
-    cause = exc.strerror or str(exc)
-    code = errno.errorcode.get(exc.errno or 0)
-    fix = _WRITE_FIXES.get(exc.errno or 0, "check that {parent} is a writable directory, or set PROVISION_STATE_DIR "
-                                           "to another one")
-    return StateWriteError(
-        f"cannot write {path}: {cause}" + (f" ({code})" if code else "") + ": "
-        + fix.format(user=current_user(), parent=path.parent),
-        path=str(path), cause=exc,
-    )
-
-
-def open_nofollow(path: Path, flags: int, mode: int = 0o600) -> int:
-    """`os.open` that never follows a symbolic link at `path`: a link is refused with a StateError naming it
-    (a planted link would redirect the write); other OSErrors are the caller's to translate."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.EMLINK) and path.is_symlink():
-            raise StateError(f"{path} is a symbolic link (to {os.readlink(path)}): provision never follows a link "
-                             f"for its state files; remove the link and run again") from exc
-        raise
-
-
-def atomic_write(path: Path, data: str | bytes, *, mode: int = 0o600, durable: bool = True,
-                 exclusive: bool = False) -> None:
-    """Replace `path` with `data` atomically; the file gets `mode` before any byte is written.
-    `durable` also flushes it to disk before the rename (skip only for disposable files). `exclusive`: never
-    replace what is at `path` (a file, a link): FileExistsError, and nothing was written.
-    A write the system refuses (a full disk, a quota, a read-only filesystem, permissions) raises
-    StateWriteError naming the path, the cause and the fix."""
-    payload = data.encode() if isinstance(data, str) else data
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    except OSError as exc:
-        raise write_error(path, exc) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(payload)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        if exclusive:
-            publish_new(Path(tmp), path)
-        else:
-            os.replace(tmp, path)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
-            raise write_error(path, exc) from exc
-        raise
-
-
-def publish_new(source: Path, path: Path) -> None:
-    """Move the finished file `source` to `path` only if nothing is there (not even a link): a hard link and
-    an unlink, so a file that appeared meanwhile is never replaced (FileExistsError). Where the filesystem has
-    no hard links, a check and a rename."""
-    try:
-        os.link(source, path)
-    except FileExistsError:
-        raise
-    except OSError as exc:
-        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS, errno.EXDEV):
-            raise
-        if os.path.lexists(path):
-            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from exc
-        os.replace(source, path)
-        return
-    os.unlink(source)
-
-
-# in a double-quoted env-file value, what docker compose reads as interpolation ($NAME, ${...}, $$)
-_COMPOSE_INTERPOLATION = re.compile(r"\$[A-Za-z0-9_{$]")
-# in a single-quoted value, a backslash python-dotenv reads as an escape (before \ or ') or that escapes the quote
-_SINGLE_QUOTE_ESCAPE = re.compile(r"\\(?=[\\']|$)")
-
-
-def dotenv_quote(value: str, *, name: str = "a value") -> str:
-    r"""`value` written for an env file that python-dotenv and `docker compose --env-file` read back unchanged.
-
-    Double quotes, with backslash, double quote, newline and carriage return escaped (both decode exactly
-    these); but compose interpolates `$NAME`, `${...}` and `$$` inside double quotes, and python-dotenv (read
-    without interpolation) does not, so a value holding one goes in single quotes instead, which both read
-    literally except for `\'`. A value that fits neither (such a `$` together with a backslash before `\`, `'`
-    or the end, or a carriage return) is refused with a StateError naming `name`, never the value.
-    """
-    if not _COMPOSE_INTERPOLATION.search(value):
-        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
-        return f'"{escaped}"'
-    if "\r" not in value and not _SINGLE_QUOTE_ESCAPE.search(value):
-        return "'" + value.replace("'", "\\'") + "'"
-    raise StateError(f"{name}: a value holding `$` before a name together with a backslash before \\, ' or its end "
-                     f"(or a carriage return) cannot be written so that docker compose and python-dotenv read it "
-                     f"alike: choose another value")
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    """The JSON object in `path`, or {} when the file does not exist."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise StateError(f"{path}: cannot read: {exc.strerror}") from exc
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise StateError(f"{path}: not valid JSON ({exc.msg}); restore it from a backup or delete it") from exc
-    if not isinstance(data, dict):
-        raise StateError(f"{path}: expected a JSON object")
-    return data
-
-
-def write_json(path: Path, data: Mapping[str, Any], *, mode: int = 0o600) -> None:
-    atomic_write(path, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=mode)
-
-
 @dataclass(frozen=True)
 class ProjectPaths:
+    """The service's files of one project (`StateLayout`'s names)."""
+
     dir: Path
-
-    @property
-    def state(self) -> Path:
-        return self.dir / "state.json"
-
-    @property
-    def compose(self) -> Path:
-        return self.dir / "docker-compose.yml"
-
-    @property
-    def secrets(self) -> Path:
-        return self.dir / "secrets.env"
-
-    @property
-    def backups(self) -> Path:
-        return self.dir / "backups"
-
-    @property
-    def lock(self) -> Path:
-        return self.dir / "lock"
+    state: Path
+    secrets: Path
+    lock: Path
 
 
 class StateStore:
@@ -320,9 +146,12 @@ class StateStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.layout = StateLayout(root)
 
     def paths(self, env: str, project: str) -> ProjectPaths:
-        return ProjectPaths(self.root / env / project)
+        layout = self.layout
+        return ProjectPaths(layout.project(env, project), layout.record(env, project), layout.secrets(env, project),
+                            layout.lock(env, project))
 
     def ensure_dir(self, env: str, project: str) -> ProjectPaths:
         paths = self.paths(env, project)
@@ -344,24 +173,18 @@ class StateStore:
         write_json(self.ensure_dir(record.env, record.project).state, record.to_dict())
 
     def delete_record(self, env: str, project: str) -> None:
-        paths = self.paths(env, project)
-        for path in (paths.state, paths.compose):
-            path.unlink(missing_ok=True)
+        self.paths(env, project).state.unlink(missing_ok=True)
 
     # --- idempotency keys of HTTP requests ------------------------------------------------
-    def _key_path(self, env: str, key: str) -> Path:
-        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
-        return self.root / env / ".idempotency" / f"{digest}.json"
-
     def read_idempotency(self, env: str, key: str) -> dict[str, Any]:
         """{"project": name, "fingerprint": ..., "at": time} for a key seen before, else {}."""
-        return read_json(self._key_path(env, key))
+        return read_json(self.layout.idempotency(env, key))
 
     def write_idempotency(self, env: str, key: str, data: Mapping[str, Any]) -> None:
-        write_json(self._key_path(env, key), data)
+        write_json(self.layout.idempotency(env, key), data)
 
     def delete_idempotency(self, env: str, key: str) -> None:
-        self._key_path(env, key).unlink(missing_ok=True)
+        self.layout.idempotency(env, key).unlink(missing_ok=True)
 
     def read_secrets(self, env: str, project: str) -> dict[str, Secret]:
         """The project's saved secrets ({} if none were ever generated)."""
@@ -375,8 +198,7 @@ class StateStore:
         """Write the secrets file (0600), every value quoted (`dotenv_quote`) so that python-dotenv and
         `docker compose --env-file` both read back exactly what was written."""
         path = self.ensure_dir(env, project).secrets
-        body = "".join(f"{k}={dotenv_quote(v.reveal(), name=k)}\n" for k, v in sorted(secrets.items()))
-        atomic_write(path, body, mode=0o600)
+        atomic_write(path, env_file_text(secrets), mode=0o600)
         return path
 
     def delete_secrets(self, env: str, project: str) -> None:
@@ -384,12 +206,9 @@ class StateStore:
             self.paths(env, project).secrets.unlink()
 
     # --- data operations under way (a kill leaves them here for the next run to finish or undo) -------
-    def _pending_path(self, env: str, project: str) -> Path:
-        return self.paths(env, project).dir / "pending.json"
-
     def read_pending(self, env: str, project: str) -> dict[str, Any]:
         """{operation: facts} for the data operations begun and not finished ({} when none)."""
-        return read_json(self._pending_path(env, project))
+        return read_json(self.layout.pending(env, project))
 
     def write_pending(self, env: str, project: str, operation: str, facts: Mapping[str, Any] | None) -> None:
         """Record `operation` as under way (0600: a rotation's facts hold the new password) before it starts,
@@ -401,7 +220,8 @@ class StateStore:
             pending.pop(operation)
         else:
             pending[operation] = dict(facts)
-        path = self.ensure_dir(env, project).dir / "pending.json"
+        self.ensure_dir(env, project)
+        path = self.layout.pending(env, project)
         if pending:
             write_json(path, pending)
         else:

@@ -13,6 +13,7 @@ from .backends import create_backend
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
 from .hooks import Hooks
+from .layout import BackendFiles
 from .report import NullReporter, Reporter
 from .results import ProjectResult
 from .scaffold import InitResult, init
@@ -60,7 +61,7 @@ class Workspace:
         command that contacts no server (render); a Coolify env then needs no credentials."""
         reporter = reporter or NullReporter()
         config = self.load(env, overrides=overrides, offline=offline)
-        backend = create_backend(config, self.store)
+        backend = create_backend(config, BackendFiles(self.store.layout))
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
         return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)

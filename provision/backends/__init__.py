@@ -1,4 +1,4 @@
-"""Backends by name. A backend is one module with a `create(config, store)` factory, registered here."""
+"""Backends by name. A backend is one module with a `create(config, files)` factory, registered here."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from ..errors import ConfigError
 
 if TYPE_CHECKING:
     from ..config import EnvConfig
-    from ..state import StateStore
+    from ..layout import BackendFiles
     from .base import Backend
 
 # name -> module; modules are imported only when their backend is used
@@ -19,11 +19,11 @@ BACKENDS: dict[str, str] = {
 }
 
 
-def create_backend(config: EnvConfig, store: StateStore) -> Backend:
-    """The backend `config.backend` names, built from the env's settings."""
+def create_backend(config: EnvConfig, files: BackendFiles) -> Backend:
+    """The backend `config.backend` names, built from the env's settings, handed its part of the state directory."""
     module_name = BACKENDS.get(config.backend)
     if module_name is None:
         raise ConfigError(f"{config.relpath}: backend: unknown backend {config.backend!r} (known: {', '.join(BACKENDS)})")
     module = importlib.import_module(module_name)
-    backend: Backend = module.create(config, store)
+    backend: Backend = module.create(config, files)
     return backend

@@ -78,12 +78,15 @@ class Backend(Protocol):
 
     def endpoints(self, target: Target, handle: Handle | None, prepared: Prepared) -> Endpoints: ...
 
-    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
-        """stop/start/restart; returns whether anything changed (stop of a stopped stack: False)."""
+    def control(self, target: Target, observed: Observed, verb: ControlVerb, *,
+                prepared: Prepared | None = None) -> bool:
+        """stop/start/restart; returns whether anything changed (stop of a stopped stack: False). `prepared`: the
+        project's secrets, for a backend that hands them to what it runs (local: compose's env file)."""
         ...
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
-        """Remove the stack; keep its data unless `delete_data`. Removing nothing reports changed=False. Where
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
+        """Remove the stack; keep its data unless `delete_data` (`prepared`: as for `control`). Removing nothing reports changed=False. Where
         volumes can be told apart (local), data an upgrade-db kept (a volume the stack no longer mounts) is not
         deleted: ProjectConflict naming it and what deletes it, before anything is removed (Coolify deletes a
         service's volumes only all together)."""

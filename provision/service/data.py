@@ -33,7 +33,7 @@ from ..errors import (
 from ..model import Observed, Prepared, Target
 from ..results import ProjectResult
 from ..secrets import Secret, generate_secret
-from ..state import utc_now
+from ..clock import utc_now
 from .engine import Engine, Operation
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore

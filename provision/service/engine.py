@@ -38,7 +38,8 @@ from ..render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_s
 from ..report import NullReporter, Reporter
 from ..results import ProjectResult
 from ..secrets import Secret
-from ..state import ProjectRecord, StateStore, utc_now
+from ..state import ProjectRecord, StateStore
+from ..clock import utc_now
 from . import upgrade_state
 
 DEFAULT_LOCK_TIMEOUT = 600.0
@@ -397,7 +398,7 @@ class Engine:
                 self.reporter.step(target.project, "removing the stack that failed to start (data is kept)")
                 try:
                     self.backend.destroy(target, self.observe(target, self.record(target.project)),
-                                         delete_data=False)
+                                         delete_data=False, prepared=prepared)
                 except ProvisionError as cleanup:
                     self.set_status(target, "failed")
                     raise with_note(exc, f"(removing the failed stack failed too: {cleanup})") from exc

@@ -12,7 +12,7 @@ from ..errors import ConfirmationRequired, ProjectConflict
 from ..model import ControlVerb, LockInfo, Observed, Target
 from ..planner import Action
 from ..results import ProjectResult, RunSummary
-from ..state import utc_now
+from ..clock import utc_now
 from .engine import Engine, Operation
 from .fleet import Fleet
 from .planning import Planning
@@ -96,8 +96,8 @@ class Lifecycle:
             with ExitStack() as held:
                 if not nothing_to_do:
                     observed = self.engine.lock_and_observe(held, target, observed, record)
-                op.changed = self.engine.backend.control(target, observed, verb)
                 prepared = self.engine.prepare(target, observed, create=False)
+                op.changed = self.engine.backend.control(target, observed, verb, prepared=prepared)
                 handle = self.engine.known(observed, record)
                 if verb == "stop":
                     endpoints = self.engine.backend.endpoints(target, handle, prepared)
@@ -140,7 +140,7 @@ class Lifecycle:
             with ExitStack() as held:
                 if observed.exists or delete_data:
                     observed = self.engine.lock_and_observe(held, target, observed, record)
-                done = self.engine.backend.destroy(target, observed, delete_data=delete_data)
+                done = self.engine.backend.destroy(target, observed, delete_data=delete_data, prepared=prepared)
             messages = ([f"wrote a pg_dump of the database to {dumped.path}"] if dumped else []) + list(done.messages)
             op.changed = done.changed or dumped is not None
             if done.kept_secrets:

@@ -10,7 +10,7 @@ from ..backends.base import Moving, Placing, refusal
 from ..errors import ConfigError, ConfirmationRequired, ProvisionError, with_note
 from ..model import Target
 from ..results import ProjectResult
-from ..state import utc_stamp
+from ..clock import utc_stamp
 from .data import DataVerbs
 from .engine import Engine, Operation
 

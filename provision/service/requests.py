@@ -17,7 +17,8 @@ from .. import incidents
 from ..errors import IdempotencyMismatch, ProjectConflict, ProvisionError
 from ..model import ControlVerb
 from ..results import ProjectResult
-from ..state import ProjectRecord, utc_now
+from ..state import ProjectRecord
+from ..clock import utc_now
 from . import Provisioner
 from .engine import Engine
 

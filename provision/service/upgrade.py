@@ -27,7 +27,8 @@ from ..errors import (
 from ..model import Target
 from ..render import DEFAULT_DB_VOLUME
 from ..results import ProjectResult
-from ..state import ProjectRecord, utc_now, utc_stamp
+from ..state import ProjectRecord
+from ..clock import utc_now, utc_stamp
 from . import upgrade_state as states
 from .data import DataVerbs
 from .engine import Engine, Operation

@@ -152,7 +152,7 @@ class MemoryBackend:
         password = prepared.secrets["DB_PASSWORD"].reveal() if prepared.secrets else ""
         return Endpoints("http://127.0.0.1:1", SecretURL(f"postgresql://app:{password}@127.0.0.1:2/app"))
 
-    def control(self, target: Target, observed: Observed, verb: str) -> bool:
+    def control(self, target: Target, observed: Observed, verb: str, *, prepared: Prepared | None = None) -> bool:
         was = observed.running
         if (verb == "stop" and not was) or (verb == "start" and was):
             return False
@@ -160,7 +160,8 @@ class MemoryBackend:
         self.running[target.project] = verb != "stop"
         return True
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
         if not observed.exists and not delete_data:
             return Destroyed(changed=False, messages=("kept data",))
         self.calls.append(f"destroy:{delete_data}")
@@ -251,7 +252,8 @@ class DataBackend(MemoryBackend):
         found = super().endpoints(target, handle, prepared)
         return Endpoints(found.api_url, found.db_url, db_url_scope="internal")  # not published to this machine
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
         done = super().destroy(target, observed, delete_data=delete_data)
         if delete_data:
             self.volumes.pop(target.project, None)

@@ -293,7 +293,7 @@ class HandleOnlyBackend(MemoryBackend):
             return Observed(exists=False)
         return super().observe(self._by_handle(target, known), known)
 
-    def control(self, target: Target, observed: Observed, verb: str) -> bool:
+    def control(self, target: Target, observed: Observed, verb: str, *, prepared: Prepared | None = None) -> bool:
         return super().control(self._by_handle(target, observed.handle), observed, verb)
 
     def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from provision import doctor
-from provision.backends.local.backend import _doctor
 from provision.backends.local.compose import ComposeCLI
+from provision.backends.local.facts import doctor_checks
 from provision.errors import BackendUnavailable, CoolifyValidationError
 
 from .fakes import FakeRunner
@@ -69,7 +69,7 @@ def test_throwaway_names_are_valid_project_names() -> None:
 
 def test_local_checks_pass_with_an_engine_and_compose_v2() -> None:
     runner = FakeRunner().on("docker", "version", stdout="27.3.1\n").on("compose", "version", stdout="2.29.7\n")
-    checks = _doctor(ComposeCLI(runner, environ={}))
+    checks = doctor_checks(ComposeCLI(runner, environ={}))
     assert [(c.name, c.status, c.detail) for c in checks] == [
         ("docker engine", "ok", "Docker Engine 27.3.1 answers"), ("compose v2", "ok", "docker compose 2.29.7")]
 
@@ -80,7 +80,7 @@ def test_local_checks_name_a_missing_engine_and_compose_v1() -> None:
                   stderr="Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?")
               .on("docker", "compose", "version", returncode=1, stderr="docker: 'compose' is not a docker command.")
               .on("docker-compose", "version", stdout="1.29.2\n"))
-    engine, compose = _doctor(ComposeCLI(runner, environ={}))
+    engine, compose = doctor_checks(ComposeCLI(runner, environ={}))
     assert engine.status == "failed" and "not reachable" in engine.detail and "start dockerd" in engine.detail
     assert compose.status == "failed" and "Compose v1" in compose.detail
 
@@ -89,5 +89,5 @@ def test_local_checks_take_a_standalone_compose_v2() -> None:
     runner = (FakeRunner().on("docker", "version", "--format", stdout="27.3.1\n")
               .on("docker", "compose", "version", returncode=1, stderr="docker: 'compose' is not a docker command.")
               .on("docker-compose", "version", stdout="v2.20.0\n"))
-    _, compose = _doctor(ComposeCLI(runner, environ={}))
+    _, compose = doctor_checks(ComposeCLI(runner, environ={}))
     assert (compose.status, compose.detail) == ("ok", "docker-compose v2.20.0")

@@ -13,8 +13,10 @@ from typing import Any
 import docker.errors
 import pytest
 import requests.exceptions
+from dotenv import dotenv_values
 
 from provision.backends.local import LocalBackend, LocalHandle
+from provision.backends.local.backend import COMPOSE_FILE, ENV_FILE
 from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.ports import LeaseBook
 from provision.config import load_env
@@ -28,6 +30,8 @@ from provision.errors import (
     ProvisionError,
     StateError,
 )
+from provision.fsutil import env_file_text
+from provision.layout import BackendFiles
 from provision.model import ABSENT, Destroyed, Observed, Ports, Prepared, ServiceState, Target
 from provision.planner import Action, Plan
 from provision.render import RenderedStack, stack_hash
@@ -144,16 +148,18 @@ def store(tmp_path: Path) -> StateStore:
 
 @pytest.fixture
 def rendered(store: StateStore) -> tuple[Path, Path]:
-    """The project's rendered compose file and secrets file, as the service leaves them after a provision."""
-    paths = store.ensure_dir("demo", "shop")
-    paths.compose.write_text("services:\n  db: {}\n  api: {}\n")
+    """The project's rendered compose file and compose env file, as a provision leaves them (with the service's
+    secrets file)."""
+    work = BackendFiles(store.layout).ensure_work("demo", "shop")
+    (work / COMPOSE_FILE).write_text("services:\n  db: {}\n  api: {}\n")
     store.write_secrets("demo", "shop", SECRETS)
-    return paths.compose, paths.secrets
+    (work / ENV_FILE).write_text(env_file_text(SECRETS))
+    return work / COMPOSE_FILE, work / ENV_FILE
 
 
 def backend(store: StateStore, runner: FakeRunner, docker: Any = None) -> LocalBackend:
     factory = no_docker if docker is None else (lambda: docker)
-    return LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=factory,
+    return LocalBackend(BackendFiles(store.layout), ComposeCLI(runner, environ={}), docker_client=factory,
                         db_ping=lambda host, port: lambda: None)
 
 
@@ -323,7 +329,7 @@ def test_prepare_without_create_previews_ports_and_writes_nothing(target: Target
 
 
 def test_prepare_without_create_returns_the_existing_lease(target: Target, store: StateStore) -> None:
-    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}})
+    LeaseBook(store.layout.ports, store.layout.ports_lock).write({"demo/shop": {"api": 43150, "db": 43151}})
     prepared = backend(store, FakeRunner()).prepare(target, ABSENT, SECRETS, create=False)
     assert prepared == Prepared(secrets=SECRETS, ports=Ports(api=43150, db=43151))
 
@@ -427,7 +433,7 @@ def test_destroy_of_containers_runs_down_and_keeps_the_volumes(target: Target, s
 
 
 def test_kept_volumes_are_reported_but_are_no_change(target: Target, store: StateStore) -> None:
-    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}})
+    LeaseBook(store.layout.ports, store.layout.ports_lock).write({"demo/shop": {"api": 43150, "db": 43151}})
     runner = FakeRunner().on("docker", "ps", stdout="")
     fake = FakeDocker().with_volumes("shop_demo_pgdata")
     destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=False)
@@ -437,7 +443,7 @@ def test_kept_volumes_are_reported_but_are_no_change(target: Target, store: Stat
     assert "--env=demo --project=shop" in message
     assert compose_calls(runner) == [] and fake.removed == []
     assert fake.volumes.calls == [{"filters": {"label": "com.docker.compose.project=shop_demo"}}]
-    assert "demo/shop" in LeaseBook(store.root).read()  # the lease stays with the data
+    assert "demo/shop" in LeaseBook(store.layout.ports, store.layout.ports_lock).read()  # the lease stays with the data
 
 
 def test_destroy_with_containers_and_kept_volumes(target: Target, store: StateStore) -> None:
@@ -451,7 +457,7 @@ def test_destroy_with_containers_and_kept_volumes(target: Target, store: StateSt
 
 def test_destroy_deleting_data_removes_volumes_and_releases_the_lease(target: Target, store: StateStore,
                                                                      rendered: tuple[Path, Path]) -> None:
-    LeaseBook(store.root).write({"demo/shop": {"api": 43150, "db": 43151}, "demo/blog": {"api": 43152, "db": 43153}})
+    LeaseBook(store.layout.ports, store.layout.ports_lock).write({"demo/shop": {"api": 43150, "db": 43151}, "demo/blog": {"api": 43152, "db": 43153}})
     runner = FakeRunner().on("docker", "ps", stdout="").on("down")
     fake = FakeDocker().with_volumes("shop_demo_pgdata")
     destroyed = backend(store, runner, fake).destroy(target, ABSENT, delete_data=True)
@@ -460,7 +466,7 @@ def test_destroy_deleting_data_removes_volumes_and_releases_the_lease(target: Ta
     [down] = compose_calls(runner)
     assert down[-5:] == ("down", "--remove-orphans", "--timeout", "20", "--volumes")
     assert fake.removed == ["shop_demo_pgdata"]  # what `down --volumes` left (here: all of it) is removed
-    assert set(LeaseBook(store.root).read()) == {"demo/blog"}
+    assert set(LeaseBook(store.layout.ports, store.layout.ports_lock).read()) == {"demo/blog"}
 
 
 # --- 6. Docker SDK errors ----------------------------------------------------------------------------
@@ -511,7 +517,7 @@ def test_a_fresh_instance_acts_on_target_and_observation_alone(target: Target, s
     assert subcommands(runner) == ["stop"] and runner.calls[0][3] == "shop_demo"
 
     runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("down")
-    destroyed = LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=FakeDocker).destroy(
+    destroyed = LocalBackend(BackendFiles(store.layout), ComposeCLI(runner, environ={}), docker_client=FakeDocker).destroy(
         target, observed, delete_data=False)
     assert destroyed.changed and subcommands(runner) == ["down"]
 
@@ -537,16 +543,19 @@ def stack(text: str = "services:\n  db: {}\n  api: {}\n") -> RenderedStack:
 @pytest.mark.parametrize(("action", "flag"), [(Action.CREATE, None), (Action.DRIFT, "--force-recreate")])
 def test_apply_writes_the_compose_file_ups_it_and_returns_the_labels(target: Target, store: StateStore,
                                                                      action: Action, flag: str | None) -> None:
-    store.write_secrets("demo", "shop", SECRETS)
     runner = FakeRunner().on("up").on("docker", "ps", stdout=PS_RUNNING)
     prepared = Prepared(secrets=SECRETS, ports=Ports(43150, 43151))
     handle = backend(store, runner, FakeDocker()).apply(target, ABSENT, stack(), prepared, Plan(action, "test"))
     assert handle == LocalHandle(service_hashes=SERVICE_HASHES, compose_hashes=COMPOSE_HASHES)
-    compose_file = store.paths("demo", "shop").compose
+    compose_file = store.layout.work("demo", "shop") / COMPOSE_FILE
     assert compose_file.read_text() == stack().text and compose_file.stat().st_mode & 0o777 == 0o600
+    # compose's variables come from the prepared secrets (the service's secrets file is never read), 0600
+    env_file = store.layout.work("demo", "shop") / ENV_FILE
+    assert dotenv_values(env_file, interpolate=False) == {k: v.reveal() for k, v in SECRETS.items()}
+    assert env_file.stat().st_mode & 0o777 == 0o600 and not store.paths("demo", "shop").secrets.exists()
     # the db first, then, once it accepts connections, the rest (not the db again)
     db_up, rest_up = compose_calls(runner)[:2]
-    assert ("--file", str(compose_file)) == db_up[4:6]
+    assert ("--file", str(compose_file), "--env-file", str(env_file)) == db_up[4:8]
     mode = () if flag is None else (flag,)
     assert db_up[db_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "db")
     assert rest_up[rest_up.index("up"):] == ("up", "--detach", "--remove-orphans", *mode, "--", "api")

@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
+from provision import names
 from provision.backends.base import Adopted
 from provision.backends.local import ownership
-from provision.backends.local.backend import ADOPTED_FILE
+from provision.backends.local.claims import ADOPTED_FILE
 from provision.config import load_env
 from provision.errors import ProjectConflict, ProvisionError
 from provision.model import Observed, Target
@@ -156,10 +157,17 @@ def rendered_stack(target: Target) -> Any:
     return render_stack(target.config.template_path, context, {})
 
 
+def made_volumes(store: StateStore, runner: FakeRunner, target: Target) -> list[str]:
+    """What the backend's engine creates for the rendered stack's volumes."""
+    stack = rendered_stack(target)
+    return backend(store, runner).engine.make_volumes(names.compose_project_name(target.env, target.project),
+                                                      target.config.owner, stack.document.get("volumes"))
+
+
 def test_a_new_volume_is_created_with_the_owner_label(project_root: Path, store: StateStore) -> None:
     target = owned_target(project_root)
     runner = FakeRunner().on("docker", "volume", "ls", stdout="").on("docker", "volume", "create")
-    assert backend(store, runner)._make_volumes(target, rendered_stack(target)) == ["shop_demo_pgdata"]
+    assert made_volumes(store, runner, target) == ["shop_demo_pgdata"]
     create = runner.calls[-1]
     assert create[-2:] == ("--", "shop_demo_pgdata")
     labels = {create[i + 1] for i, arg in enumerate(create) if arg == "--label"}
@@ -171,10 +179,10 @@ def test_an_existing_volume_is_left_as_it_is_and_no_owner_id_creates_nothing(pro
                                                                             store: StateStore) -> None:
     target = owned_target(project_root)
     runner = FakeRunner().on("docker", "volume", "ls", stdout=volume("shop", None))
-    assert backend(store, runner)._make_volumes(target, rendered_stack(target)) == []
+    assert made_volumes(store, runner, target) == []
     assert not any(call[:3] == ("docker", "volume", "create") for call in runner.calls)
     unowned = owned_target(project_root, owner=None)
-    assert backend(store, FakeRunner())._make_volumes(unowned, rendered_stack(unowned)) == []
+    assert made_volumes(store, FakeRunner(), unowned) == []
 
 
 # --- adopt ----------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def test_port_is_free_detects_a_listener() -> None:
 
 
 def test_leases_persist_and_release(tmp_path: Path) -> None:
-    store = LeaseBook(tmp_path / "state")
+    store = LeaseBook(tmp_path / "state" / "ports.json", tmp_path / "state" / "ports.lock")
     first = lease_ports(store, "dev", "a", port_range=(41000, 41100), address="127.0.0.1")
     second = lease_ports(store, "dev", "b", port_range=(41000, 41100), address="127.0.0.1")
     assert {first.api, first.db}.isdisjoint({second.api, second.db})
@@ -70,7 +70,7 @@ def test_subnets_are_leased_from_the_pool_around_existing_networks() -> None:
 
 
 def test_a_subnet_lease_is_kept_with_the_ports(tmp_path: Path) -> None:
-    store = LeaseBook(tmp_path / "state")
+    store = LeaseBook(tmp_path / "state" / "ports.json", tmp_path / "state" / "ports.lock")
     first = lease_ports(store, "dev", "a", port_range=(41200, 41300), address="127.0.0.1",
                         network_pool="10.202.0.0/24", network_prefix=28, networks_in_use=lambda: ["10.202.0.0/28"])
     assert first.subnet == "10.202.0.16/28"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from provision.errors import LockTimeout, StateError
+from provision.fsutil import atomic_write, read_json
 from provision.probes import http_probe, wait_for
 from provision.secrets import Secret
-from provision.state import StateStore, atomic_write, read_json
+from provision.state import StateStore
 
 
 def test_atomic_write_sets_the_mode_and_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -12,8 +12,10 @@ from dotenv import dotenv_values
 
 from provision import history, incidents
 from provision.errors import LockTimeout, StateError, StateWriteError
+from provision.fsutil import atomic_write, dotenv_quote, write_json
+from provision.layout import StateLayout
 from provision.secrets import Secret
-from provision.state import StateStore, atomic_write, default_state_dir, dotenv_quote, hold_lock, write_json
+from provision.state import StateStore, default_state_dir, hold_lock
 from provision.workspace import Workspace
 
 
@@ -58,7 +60,7 @@ def test_a_history_file_that_is_a_link_is_refused(tmp_path: Path) -> None:
     victim.write_text("precious\n")
     state = tmp_path / "state"
     state.mkdir()
-    (state / history.HISTORY_FILE).symlink_to(victim)
+    StateLayout(state).history.symlink_to(victim)
     with pytest.raises(StateError, match=r"history\.jsonl is a symbolic link"):
         history.record(state, env="dev", project="shop", action="provision", config_hash=None, result="ok",
                        duration=1.0, backend="local")
@@ -73,7 +75,7 @@ def test_history_still_appends_and_reads(tmp_path: Path) -> None:
                        duration=1.0, backend="local")
     assert [r["project"] for r in history.read(tmp_path)] == ["shop", "blog"]
     assert list(history.read(tmp_path / "none")) == []
-    assert (tmp_path / history.HISTORY_FILE).stat().st_mode & 0o777 == 0o600
+    assert StateLayout(tmp_path).history.stat().st_mode & 0o777 == 0o600
 
 
 # --- a full disk is a StateError naming the path, the cause and the fix ------------------------------------------

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from provision.backends.local.backend import LocalBackend
+from provision.backends.local.backend import COMPOSE_FILE, LocalBackend
 from provision.backends.local.compose import ComposeCLI
 from provision.config import load_env
 from provision.errors import ProjectConflict, ProvisionError
+from provision.layout import BackendFiles
 from provision.model import ABSENT, Target
 from provision.service import Provisioner
 from provision.service.upgrade_state import unfinished, upgrade_facts
@@ -120,11 +121,11 @@ class Docker:
 
 def upgraded(store: StateStore, runner: FakeRunner) -> tuple[LocalBackend, list[str]]:
     """A local backend whose project moved to `pgdata_pg17_x` and kept `shop_demo_pgdata`."""
-    store.ensure_dir("demo", "shop").compose.write_text(COMPOSE)
+    (BackendFiles(store.layout).ensure_work("demo", "shop") / COMPOSE_FILE).write_text(COMPOSE)
     removed: list[str] = []
     docker = Docker(Listing([Volume("shop_demo_pgdata", "pgdata", removed),
                              Volume("shop_demo_pgdata_pg17_x", "pgdata_pg17_x", removed)]))
-    return LocalBackend(store, ComposeCLI(runner, environ={}), docker_client=lambda: docker), removed
+    return LocalBackend(BackendFiles(store.layout), ComposeCLI(runner, environ={}), docker_client=lambda: docker), removed
 
 
 def test_the_data_volume_is_the_one_the_stack_mounts_and_the_other_is_kept(target: Target, store: StateStore) -> None:

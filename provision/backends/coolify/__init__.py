@@ -7,14 +7,14 @@ import httpx
 
 from ...config import EnvConfig
 from ...errors import ConfigError
-from ...state import StateStore
+from ...layout import BackendFiles
 from .backend import CoolifyBackend, Refs
 from .client import DEFAULT_MAX_WAIT, CoolifyClient, shared_budget
 
 __all__ = ["CoolifyBackend", "CoolifyClient", "Refs", "create"]
 
 
-def create(config: EnvConfig, store: StateStore) -> CoolifyBackend:
+def create(config: EnvConfig, files: BackendFiles) -> CoolifyBackend:
     """The registry factory: one API client for this run, from the env's credentials."""
     credentials = config.coolify_credentials
     if credentials is None:  # loaded offline (render): any request says what is missing, none is sent

@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 from ... import hints, interrupts, roles
+from ...clock import utc_now
 from ...commands import SubprocessRunner
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
@@ -75,7 +76,7 @@ from ...render import (
     without_hash_labels,
 )
 from ...secrets import GENERATED_SECRETS, Secret, generate_missing
-from ...state import holder_record, utc_now
+from ...state import holder_record
 from ..base import Adopted, Backend
 from . import marks
 from .client import CoolifyClient, answered
@@ -1115,7 +1116,8 @@ class CoolifyBackend:
         return found
 
     # --- lifecycle --------------------------------------------------------------------------
-    def control(self, target: Target, observed: Observed, verb: ControlVerb) -> bool:
+    def control(self, target: Target, observed: Observed, verb: ControlVerb, *,
+                prepared: Prepared | None = None) -> bool:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         if not observed.exists or refs.service_uuid is None:
             raise ProvisionError(
@@ -1139,7 +1141,8 @@ class CoolifyBackend:
             raise HealthTimeout(f"the Coolify service did not become {wanted} in {timeout:.0f} s "
                                 f"({outcome.failures['status']})")
 
-    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool,
+                prepared: Prepared | None = None) -> Destroyed:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
         done: list[str] = []
         kept: dict[str, Secret] | None = None

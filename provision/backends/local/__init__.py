@@ -6,12 +6,13 @@ leases (`ports`)."""
 from __future__ import annotations
 
 from ...config import EnvConfig
-from ...state import StateStore
-from .backend import LocalBackend, LocalHandle
+from ...layout import BackendFiles
+from .backend import LocalBackend
+from .facts import LocalHandle
 
 __all__ = ["LocalBackend", "LocalHandle", "create"]
 
 
-def create(config: EnvConfig, store: StateStore) -> LocalBackend:
+def create(config: EnvConfig, files: BackendFiles) -> LocalBackend:
     """The registry factory: a LocalBackend on the default Docker Engine."""
-    return LocalBackend(store)
+    return LocalBackend(files)

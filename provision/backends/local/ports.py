@@ -11,27 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import ProvisionError
+from ...fsutil import read_json, write_json
 from ...model import Ports
-from ...state import hold_lock, read_json, write_json
+from ...state import hold_lock
 
 PortIsFree = Callable[[str, int], bool]
 SERVICES = ("db", "api")
 
 
 class LeaseBook:
-    """`ports.json` in the state directory: every local project's ports and subnet, guarded by `ports.lock`.
+    """`ports.json` in the state directory (`StateLayout.ports`): every local project's ports and subnet, guarded
+    by `ports.lock`.
     Owned by the local backend; shared by every process on the machine."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    @property
-    def path(self) -> Path:
-        return self.root / "ports.json"
+    def __init__(self, path: Path, lock: Path) -> None:
+        self.path = path
+        self._lock = lock
 
     def lock(self, *, timeout: float = 60.0) -> AbstractContextManager[None]:
-        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        return hold_lock(self.root / "ports.lock", timeout, what="the port registry")
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return hold_lock(self._lock, timeout, what="the port registry")
 
     def read(self) -> dict[str, dict[str, Any]]:
         """env/project -> {"api": port, "db": port[, "subnet": cidr]}."""
