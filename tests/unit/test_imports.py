@@ -67,9 +67,8 @@ def test_the_env_file_layer_reaches_neither_rendering_nor_the_model() -> None:
 
 
 def test_the_only_import_cycles_are_the_known_ones() -> None:
-    """data.py and service.py import each other (inside functions), and so do the Coolify backend and its doctor:
-    a cycle that is removed leaves this list; a new one fails here."""
+    """data.py and service.py import each other (inside functions): a cycle that is removed leaves this list; a
+    new one fails here."""
     graph = _graph()
     cycles = {module for module in graph if module in _reached(graph, module)}
-    assert cycles == {"provision.data", "provision.service",
-                      "provision.backends.coolify.backend", "provision.backends.coolify.doctor"}
+    assert cycles == {"provision.data", "provision.service"}
