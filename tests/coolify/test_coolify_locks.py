@@ -14,6 +14,7 @@ import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
 from provision.backends.coolify.lock import LockTiming, epoch, lock_info
+from provision.backends.coolify.models import LockVariable
 from provision.config import load_env
 from provision.errors import LockLost, LockTimeout, ProvisionError
 from provision.model import Target
@@ -68,7 +69,9 @@ def test_a_run_longer_than_the_ttl_keeps_its_lock_and_a_second_runner_waits(
         waiting.start()
         time.sleep(2.5 * TTL)  # far longer than the lock's TTL: only renewals keep it
         variable = lock_variable(emulator)
-        info = lock_info(variable, target.env, target.project)
+        parsed = LockVariable.parse(variable)
+        assert parsed is not None
+        info = lock_info(parsed, target.env, target.project)
         assert not info.stale and "pid=" in str(variable["comment"])
         assert (epoch(info.expires) or 0) > since + 2 * TTL  # renewed: its expiry moved with the run
         assert not taken  # the other runner saw a live lock and kept waiting

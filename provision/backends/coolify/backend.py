@@ -51,7 +51,7 @@ from .create import Creator, description
 from .finder import Finder
 from .lock import DEFAULT_TIMING, Locks, LockTiming
 from .logs import Logs
-from .models import Refs, fqdn, has_resources, objects, observation, public_url, running
+from .models import Project, Refs, observation, public_url, running
 from .move import Mover
 from .servers import Servers
 from .tasks import Tasks, b64
@@ -175,7 +175,6 @@ class CoolifyBackend:
             self.waits.action(refs, "start")
         return refs
 
-
     def server_loads(self) -> list[ServerLoad]:
         return self.servers.server_loads()
 
@@ -226,7 +225,7 @@ class CoolifyBackend:
                 service = self.finder.get_service(refs.service_uuid)
                 if service is None:
                     return NO_ENDPOINTS
-                address = fqdn(service, "api")
+                address = service.fqdn("api")
             api_url = public_url(address)
         variables = target.spec.variables
         password = prepared.secrets.get("DB_PASSWORD")
@@ -251,7 +250,6 @@ class CoolifyBackend:
             self.waits.await_status(refs, lambda s: not s.startswith(("running", "starting", "restarting")),
                                "stopped", timeout=self.config.health.timeout)
         return changed
-
 
     def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed:
         refs = observed.handle if isinstance(observed.handle, Refs) else Refs()
@@ -280,24 +278,23 @@ class CoolifyBackend:
             done.extend(self._remove_if_empty(refs.project_uuid, target.env))
         return Destroyed(changed=bool(done), messages=tuple(done), kept_secrets=kept)
 
-
     def _remove_if_empty(self, project_uuid: str, env: str) -> list[str]:
         """Delete the env and then the project when they hold nothing; Coolify refuses otherwise."""
         done: list[str] = []
         try:
-            project = self.client.request_object("GET", f"/projects/{project_uuid}")
+            project = Project.parse(self.client.request_object("GET", f"/projects/{project_uuid}"))
             if not self.finder.ours(project):
                 return done  # made by hand or by another checkout: never deleted here
             environment = self.finder.find_environment(project_uuid, env)
-            if environment is not None and not has_resources(environment):
-                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{environment['uuid']}")
+            if environment is not None and not environment.has_resources:
+                self.client.request("DELETE", f"/projects/{project_uuid}/environments/{environment.uuid}")
                 done.append(f"removed the empty Coolify environment {env!r}")
-            for other in objects(project.get("environments")):
-                details = self.finder.find_environment(project_uuid, str(other.get("uuid")))
-                if details is not None and has_resources(details):
+            for other in project.environments:
+                details = self.finder.find_environment(project_uuid, other)
+                if details is not None and details.has_resources:
                     return done
             self.client.request("DELETE", f"/projects/{project_uuid}")
-            done.append(f"removed the empty Coolify project {project.get('name')!r}")
+            done.append(f"removed the empty Coolify project {project.name!r}")
         except CoolifyAPIError as exc:
             if exc.status not in (400, 404):
                 raise
@@ -321,29 +318,28 @@ class CoolifyBackend:
         """Take over the same-named service (made before owner ids, by hand or by another checkout): its
         description gets this env's owner id. Returns what was done (nothing when it is ours already)."""
         project = self.finder.find_project(target)
-        environment = self.finder.find_environment(str(project["uuid"]), target.env) if project else None
+        environment = self.finder.find_environment(project.uuid, target.env) if project else None
         name = self.finder.service_name(target)
-        matches = [s for s in objects((environment or {}).get("services")) if s.get("name") == name]
+        matches = [s for s in (environment.services if environment else ()) if s.name == name]
         if not matches:
             raise ProvisionError(f"no Coolify service named {name!r} in project "
                                  f"{self.finder.coolify_project_name(target.project)!r}, environment {target.env!r} to adopt")
-        if len(matches) > 1:
-            self.finder.service_in(environment or {}, target)  # raises: which uuids, and what to do
+        if len(matches) > 1 and environment is not None:
+            self.finder.service_in(environment, target)  # raises: which uuids, and what to do
         service = matches[0]
         done: list[str] = []
         if not self.finder.ours(service):
             # its marks (either form) with this owner id, written in the form Coolify accepts
-            description = replace(marks.parse(str(service.get("description") or "")), owner=self.owner).render()
-            self.client.request("PATCH", f"/services/{service['uuid']}", body={"description": description})
-            done.append(f"adopted Coolify service {service['uuid']}: it now carries owner {self.owner}")
-        legacy = str((project or {}).get("description") or "")
+            description = replace(service.marks, owner=self.owner).render()
+            self.client.request("PATCH", f"/services/{service.uuid}", body={"description": description})
+            done.append(f"adopted Coolify service {service.uuid}: it now carries owner {self.owner}")
+        legacy = project.description if project else ""
         if project is not None and not self.finder.ours(project) and (
                 marks.parse(legacy).marked or marks.is_legacy_project(legacy)):
             body = {"description": marks.project_description(self.owner)}
-            self.client.request("PATCH", f"/projects/{project['uuid']}", body=body)
-            done.append(f"adopted Coolify project {project.get('name')!r}")
+            self.client.request("PATCH", f"/projects/{project.uuid}", body=body)
+            done.append(f"adopted Coolify project {project.name!r}")
         return tuple(done)
-
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: datetime | None = None, follow: bool = False) -> Iterator[str]:
@@ -358,7 +354,6 @@ class CoolifyBackend:
             f"Coolify's API cannot run a command in {target.project!r}'s {service} container: publish the database "
             f"(variables.db_public_port in envs/{target.env}.yml, then {hints.command('provision', env=target.env)}) "
             f"and this machine's own psql connects to it")
-
 
     def image_major(self, image: str) -> int:
         """Coolify's API cannot run an image; this machine's Docker Engine can, when it has one and the image."""
@@ -404,25 +399,24 @@ class CoolifyBackend:
                     full: bool = False) -> dict[str, Observed]:
         prefix = config.coolify.project_prefix
         found: dict[str, Observed] = {}
-        for project in self.client.request_list("GET", "/projects"):
-            name = str(project.get("name") or "")
+        for project in self.finder.projects():
+            name = project.name or ""
             if not name.startswith(prefix):
                 continue
             short = name[len(prefix):]
-            environment = self.finder.find_environment(str(project["uuid"]), config.name)
+            environment = self.finder.find_environment(project.uuid, config.name)
             if environment is None:
                 continue
-            for service in objects(environment.get("services")):
-                if service.get("name") == short and self.finder.ours(service):
+            for service in environment.services:
+                if service.name == short and self.finder.ours(service):
                     recorded = known.get(short)
                     address = recorded.api_fqdn if isinstance(recorded, Refs) and \
-                        recorded.service_uuid == service["uuid"] else None
+                        recorded.service_uuid == service.uuid else None
                     # a summary has no fqdn: the recorded one spares endpoints a request per project
-                    refs = Refs(str(project["uuid"]), str(environment["uuid"]), str(service["uuid"]), address)
-                    view = self.finder.get_service(str(service["uuid"])) if full else service
+                    refs = Refs(project.uuid, environment.uuid, service.uuid, address)
+                    view = self.finder.get_service(service.uuid) if full else service
                     found[short] = observation(view or service, refs)
         return found
-
 
     def doctor(self, probe: DoctorProbe) -> list[Check]:
         """`provision doctor`'s checks of this Coolify (doctor.py next to this module)."""

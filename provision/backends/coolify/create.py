@@ -14,7 +14,7 @@ from . import marks
 from .context import Context
 from .finder import Finder
 from .lock import Locks
-from .models import Refs, compose_hash
+from .models import Refs, Server, compose_hash, servers
 from .servers import Servers, describe_servers
 from .tasks import b64
 
@@ -38,15 +38,15 @@ class Creator:
         if self.config.coolify.servers is not None:
             server, placed = self.servers.placed_server(target, placing, known)
         else:
-            server = {"uuid": known.new_server, "name": known.new_server} if known.new_server else self.servers.choose_server()
+            server = Server.named(known.new_server) if known.new_server else self.servers.choose_server()
             if not self.config.coolify.server and not known.new_server:
-                self.locks.remember_server(known.lock_project, str(server["uuid"]))
+                self.locks.remember_server(known.lock_project, server.uuid)
         body: dict[str, Any] = {
             "name": self.finder.service_name(target),
             "description": description(stack, self.owner, memory=target.spec.memory_limit, placed=placed),
             "project_uuid": project_uuid,
             "environment_uuid": environment_uuid,
-            "server_uuid": server["uuid"],
+            "server_uuid": server.uuid,
             "docker_compose_raw": b64(stack.text),
             "instant_deploy": False,
             "tags": ["provision", f"provision-{target.env}"],
@@ -64,32 +64,32 @@ class Creator:
                 # only the api has a URL in the stack: Coolify's one domain is the api's
                 return Refs(project_uuid, environment_uuid, str(created["uuid"]),
                             domains[0] if len(domains) == 1 else None, lock_project=known.lock_project, server=placed,
-                            server_uuid=str(server["uuid"]))
+                            server_uuid=server.uuid)
             except AmbiguousResult as exc:
                 # the create may have happened, or may still happen: it is looked for, never sent twice blindly
                 def service() -> str | None:
                     environment = self.finder.find_environment(project_uuid, environment_uuid)
                     found = self.finder.service_in(environment, target) if environment else None  # by name, ours only
-                    return str(found["uuid"]) if found is not None else None
+                    return found.uuid if found is not None else None
 
                 uuid = self.finder.made_anyway(exc, service, f"service {target.project!r}")
                 if uuid is not None:
                     return Refs(project_uuid, environment_uuid, uuid, lock_project=known.lock_project, server=placed,
-                                server_uuid=str(server["uuid"]))
+                                server_uuid=server.uuid)
             except CoolifyAPIError as exc:
                 if exc.status == 400 and "multiple destinations" in exc.message:
                     raise self.servers.destination_error(server) from exc
                 if exc.status == 404 and "Server not found" in exc.message and known.new_server:
                     # the remembered server is gone: choose again, remember that one, and retry
                     server = self.servers.choose_server()
-                    self.locks.remember_server(known.lock_project, str(server["uuid"]))
+                    self.locks.remember_server(known.lock_project, server.uuid)
                     known = replace(known, new_server=None)
-                    body["server_uuid"] = server["uuid"]
+                    body["server_uuid"] = server.uuid
                     continue
                 if exc.status == 404 and "Server not found" in exc.message:
-                    servers = self.client.request_list("GET", "/servers")
-                    raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server['uuid']!r} in "
-                                      f"Coolify; candidates: {describe_servers(servers)}") from exc
+                    listing = servers(self.client.request_list("GET", "/servers"))
+                    raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server.uuid!r} in "
+                                      f"Coolify; candidates: {describe_servers(listing)}") from exc
                 raise
         raise BackendUnavailable(f"could not create the Coolify service for {target.project!r}: Coolify kept failing; retry later")
 

@@ -21,7 +21,6 @@ written. An interrupted doctor may leave its throwaway project behind: the next 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -36,8 +35,8 @@ from .context import MIN_COOLIFY_VERSION, Context, parse_version
 from .create import Creator
 from .finder import Finder
 from .lock import Locks, lock_info
-from .models import Refs
-from .servers import Servers, describe_destinations, describe_servers, named, settings_of
+from .models import Refs, Server, servers
+from .servers import Servers, describe_destinations, describe_servers, named
 
 LOCK_WAIT = 10.0  # seconds to take the throwaway project's lock (nobody else knows it)
 PLACEHOLDER = "provision-doctor"  # the {uuid} of GET /servers/{uuid}/validate when no server is known
@@ -126,15 +125,15 @@ def coolify_checks(backend: Coolify, probe: checks.DoctorProbe) -> list[checks.C
         return [version, *(checks.skipped(name, why, applies=True)
                            for name in ("abilities", "server", "lock project", "task"))]
     try:
-        listing = backend.client.request_list("GET", "/servers")
+        listing = servers(backend.client.request_list("GET", "/servers"))
     except ProvisionError as exc:
         why = "not run: Coolify's servers could not be listed (see server)"
         return [version, checks.skipped("abilities", why, applies=True),
                 checks.from_error("server", exc, "could not list Coolify's servers"),
                 *(checks.skipped(name, why, applies=True) for name in ("lock project", "task"))]
-    servers, usable = _servers(backend, probe.target, listing)
+    found_servers, usable = _servers(backend, probe.target, listing)
     abilities, can_write = _abilities(backend, listing, usable[0] if usable else None)
-    found = [version, abilities, *servers]
+    found = [version, abilities, *found_servers]
     if not can_write:
         why = "not run: it creates a throwaway project, which needs the write ability (see abilities)"
         return [*found, checks.skipped("lock project", why, applies=True), checks.skipped("task", why, applies=True)]
@@ -168,8 +167,7 @@ def _version(backend: Coolify) -> checks.Check:
 
 
 # --- 2. abilities --------------------------------------------------------------------------------------
-def _abilities(backend: Coolify, listing: list[dict[str, Any]],
-               server: Mapping[str, Any] | None) -> tuple[checks.Check, bool]:
+def _abilities(backend: Coolify, listing: list[Server], server: Server | None) -> tuple[checks.Check, bool]:
     """Each ability by a request that changes nothing:
 
     - read: GET /version and GET /servers answered (api.ability:read, routes/api.php:66, 151).
@@ -188,14 +186,14 @@ def _abilities(backend: Coolify, listing: list[dict[str, Any]],
     have: list[str] = ["read"]
     missing: list[str] = []
     unknown: list[str] = []
-    for ability, path in (("write", f"/servers/{(server or {}).get('uuid') or PLACEHOLDER}/validate"),
+    for ability, path in (("write", f"/servers/{(server.uuid if server else None) or PLACEHOLDER}/validate"),
                           ("deploy", "/deploy")):
         answer = _gate(backend, path, ability)
         (have if answer is True else missing if answer is False else unknown).append(
             ability if isinstance(answer, bool) else f"{ability} ({answer})")
     if not listing:
         unknown.append("read:sensitive (Coolify lists no server to tell it by)")
-    elif any("sentinel_token" in settings_of(s) for s in listing):
+    elif any(s.shows_sensitive for s in listing):
         have.append("read:sensitive")
     else:
         missing.append("read:sensitive")
@@ -229,7 +227,7 @@ def _gate(backend: Coolify, path: str, ability: str) -> bool | str:
 
 # --- 3. servers ----------------------------------------------------------------------------------------
 def _servers(backend: Coolify, target: Target,
-             listing: list[dict[str, Any]]) -> tuple[list[checks.Check], list[dict[str, Any]]]:
+             listing: list[Server]) -> tuple[list[checks.Check], list[Server]]:
     """The servers provision would put a new stack on: coolify.servers, coolify.server, else the one the lock
     project remembers (`server:` mark), else the one usable server (`_choose_server`). Returns a check per
     server and the usable ones. Coolify's own periodic check (over SSH) sets is_reachable and is_usable; doctor
@@ -244,12 +242,12 @@ def _servers(backend: Coolify, target: Target,
     else:
         try:
             remembered = backend.finder.locate(target, None)[0].new_server
-            chosen = remembered or str(backend.servers.choose_server()["uuid"])
+            chosen = remembered or backend.servers.choose_server().uuid
         except ProvisionError as exc:
             return [checks.from_error("server", exc)], []
         wanted = [(chosen, "remembered in the lock project" if remembered else "the only usable server")]
     results: list[checks.Check] = []
-    usable: list[dict[str, Any]] = []
+    usable: list[Server] = []
     for name, source in wanted:
         label = f"server {name}" if cfg.servers is not None else "server"
         check, server = _server(backend, label, name, source, listing)
@@ -260,18 +258,19 @@ def _servers(backend: Coolify, target: Target,
 
 
 def _server(backend: Coolify, label: str, wanted: str, source: str,
-            listing: list[dict[str, Any]]) -> tuple[checks.Check, dict[str, Any] | None]:
+            listing: list[Server]) -> tuple[checks.Check, Server | None]:
     found = named(listing, wanted)
     if found is None:
         return checks.failed(label, f"Coolify has no server {wanted!r} ({source})",
                              f"set {source if source.startswith('coolify.') else 'coolify.server'} to one of: "
                              f"{describe_servers(listing)}"), None
-    uuid = str(found["uuid"])
+    uuid = found.uuid
     try:  # the full view: app/Http/Controllers/Api/ServersController.php:149-183
         server = backend.client.request_object("GET", f"/servers/{uuid}", keys=("uuid",))
     except ProvisionError as exc:
         return checks.from_error(label, exc), None
-    settings = settings_of(server)
+    settings = server.get("settings")
+    settings = settings if isinstance(settings, dict) else {}
     name = f"{server.get('name')} ({uuid})"
 
     def flag(key: str) -> bool:  # ServerSetting's columns; GET /servers copies them up (ServersController.php:95-96)
@@ -290,7 +289,8 @@ def _server(backend: Coolify, label: str, wanted: str, source: str,
     ip = str(server.get("ip") or "")
     if not ip:
         problems.append(("has no ip (the host of a published db)", "set the server's IP address in Coolify"))
-    destination, trouble = _destination(backend, server)
+    parsed = Server.parse(server) or found
+    destination, trouble = _destination(backend, parsed)
     if trouble:
         problems.append(trouble)
     if problems:
@@ -298,18 +298,18 @@ def _server(backend: Coolify, label: str, wanted: str, source: str,
                              " ".join(dict.fromkeys(f for _, f in problems))), None
     where = f"{ip} (the Coolify host itself)" if ip == "host.docker.internal" else ip
     return checks.passed(label, f"{name}, {source}: reachable and usable, ip {where}, destination "
-                                f"{destination}"), server
+                                f"{destination}"), parsed
 
 
-def _destination(backend: Coolify, server: Mapping[str, Any]) -> tuple[str, tuple[str, str] | None]:
+def _destination(backend: Coolify, server: Server) -> tuple[str, tuple[str, str] | None]:
     """The destination a create would use (coolify.destination through the backend's own lookup, else the only
     one), or why there is none: POST /services answers 400 for a server without destinations or with several
     and no destination_uuid (API-NOTES §3)."""
     try:
-        listed = backend.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
+        listed = backend.servers.destinations(server)
         if backend.config.coolify.destination:
             chosen = backend.servers.destination(server)
-            return next((f"{d.get('name')} ({d.get('network')})" for d in listed if d.get("uuid") == chosen),
+            return next((f"{d.name} ({d.network})" for d in listed if d.uuid == chosen),
                         str(chosen)), None
     except ProvisionError as exc:
         first, _, rest = str(exc).partition("\n")
@@ -320,12 +320,12 @@ def _destination(backend: Coolify, server: Mapping[str, Any]) -> tuple[str, tupl
     if len(listed) > 1:
         return "", (f"has {len(listed)} destinations and coolify.destination is not set",
                     f"set coolify.destination to one of {describe_destinations(listed)}")
-    return f"{listed[0].get('name')} ({listed[0].get('network')})", None
+    return f"{listed[0].name} ({listed[0].network})", None
 
 
 # --- 4 and 5. the throwaway project, its lock, service and task --------------------------------------------
 def _throwaway(backend: Coolify, probe: checks.DoctorProbe,
-               server: Mapping[str, Any] | None) -> list[checks.Check]:
+               server: Server | None) -> list[checks.Check]:
     target = probe.target
     trial = _Throwaway.of(backend, target)
     name = trial.name
@@ -357,21 +357,21 @@ def _leftovers(trial: _Throwaway) -> list[str]:
     """Throwaway projects an interrupted doctor left (this owner's, named provision-doctor-...)."""
     prefix = trial.backend.config.coolify.project_prefix + checks.THROWAWAY_PREFIX
     try:
-        projects = trial.recording.request_list("GET", "/projects")
+        projects = trial.backend.finder.projects()
     except ProvisionError:
         return []
-    return [f"{p.get('name')} ({p.get('uuid')})" for p in projects
-            if str(p.get("name") or "").startswith(prefix) and trial.backend.finder.ours(p)]
+    return [f"{p.name} ({p.uuid})" for p in projects
+            if (p.name or "").startswith(prefix) and trial.backend.finder.ours(p)]
 
 
-def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[str, Any] | None,
+def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Server | None,
           leftovers: list[str]) -> checks.Check:
     """The lock project's description (with the server mark, as `_remember_server` writes it) is stored as sent;
     a lock is taken and released through `lock` (a project shared variable whose comment names the holder);
     a second taker is refused (Coolify's 409 on a second variable of one key,
     SharedEnvironmentVariablesController.php:175-179)."""
     name = "lock project"
-    server_uuid = str(server["uuid"]) if server is not None else None
+    server_uuid = server.uuid if server is not None else None
     done = [f"created {trial.name!r} with provision's project description"]
     if server_uuid is not None:
         trial.backend.locking.remember_server(project_uuid, server_uuid)  # best effort in provision: checked here
@@ -397,7 +397,7 @@ def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[
                                      "report this with your Coolify version")
             info = lock_info(variable, target.env, target.project)
             if info.holder.startswith("unknown"):
-                return checks.failed(name, f"the lock's comment came back as {variable.get('comment')!r}, without "
+                return checks.failed(name, f"the lock's comment came back as {variable.comment!r}, without "
                                            f"its holder", "report this with your Coolify version")
             interrupts.sleep(max(0.0, 1.05 - time.time() % 1))  # a second taker's comment differs from ours from now on
             try:
@@ -417,7 +417,7 @@ def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[
 
 
 def _task(trial: _Throwaway, probe: checks.DoctorProbe, project_uuid: str,
-          server: Mapping[str, Any]) -> tuple[checks.Check, Refs | None]:
+          server: Server) -> tuple[checks.Check, Refs | None]:
     """provision's own create of a service (environment, compose, description, server, destination) on a
     throwaway, never started; then `run_sql` of the SQL every change runs, up to the point where it would run
     the task: the task must be accepted (name, command of at most 255 characters, frequency, container, timeout,
@@ -429,7 +429,7 @@ def _task(trial: _Throwaway, probe: checks.DoctorProbe, project_uuid: str,
     except ProvisionError as exc:  # the env's template: every provision would stop here too
         return checks.from_error(name, exc, "the stack could not be rendered"), None
     try:
-        refs = trial.backend.creator.create(target, Refs(project_uuid=project_uuid, new_server=str(server["uuid"])), stack)
+        refs = trial.backend.creator.create(target, Refs(project_uuid=project_uuid, new_server=server.uuid), stack)
     except ProvisionError as exc:
         return _refused(name, exc, "Coolify refused provision's service (needed for a task)"), None
     sql, user = probe.task_sql()

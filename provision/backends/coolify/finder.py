@@ -3,9 +3,8 @@ owner's marks) and what is foreign, and looking for what a create whose answer w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 from urllib.parse import quote
 
 from ... import hints
@@ -21,7 +20,7 @@ from ...model import Handle, Target
 from . import marks
 from .client import answered
 from .context import Context
-from .models import Refs, fqdn, objects
+from .models import Environment, Project, Refs, Service
 
 
 class Finder:
@@ -50,31 +49,38 @@ class Finder:
     def service_name(target: Target) -> str:
         return target.project
 
-    def find_project(self, target: Target, projects: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
+    def projects(self) -> list[Project]:
+        """GET /projects."""
+        return [Project.parse(p) for p in self.client.request_list("GET", "/projects")]
+
+    def find_project(self, target: Target, projects: list[Project] | None = None) -> Project | None:
+        """The project's Coolify project (from `projects`, else a new listing); an error when several carry its name."""
         name = self.coolify_project_name(target.project)
-        listed = self.client.request_list("GET", "/projects") if projects is None else projects
-        matches = [p for p in listed if p.get("name") == name]
+        listed = self.projects() if projects is None else projects
+        matches = [p for p in listed if p.name == name]
         if len(matches) > 1:
-            uuids = ", ".join(str(p.get("uuid")) for p in matches)
+            uuids = ", ".join(p.uuid for p in matches)
             raise ProvisionError(
                 f"Coolify has {len(matches)} projects named {name!r} ({uuids}): names are not unique in Coolify, "
                 f"so rename or delete the extra ones in its UI"
             )
         return matches[0] if matches else None
 
-    def find_environment(self, project_uuid: str, env: str) -> dict[str, Any] | None:
+    def find_environment(self, project_uuid: str, env: str) -> Environment | None:
+        """The environment `env` (its name or uuid) of a project, or None."""
         try:
-            return self.client.request_object("GET", f"/projects/{project_uuid}/{quote(env, safe='')}", keys=("uuid",))
+            return Environment.parse(self.client.request_object(
+                "GET", f"/projects/{project_uuid}/{quote(env, safe='')}", keys=("uuid",)))
         except CoolifyNotFound:
             return None
 
-    def service_in(self, environment: Mapping[str, Any], target: Target) -> dict[str, Any] | None:
+    def service_in(self, environment: Environment, target: Target) -> Service | None:
         """The project's service in `environment`; an error when the name is taken by something else or
         when several services carry it (names are not unique in Coolify: the user must pick one)."""
         name = self.service_name(target)
-        matches = [service for service in objects(environment.get("services")) if service.get("name") == name]
+        matches = [service for service in environment.services if service.name == name]
         if len(matches) > 1:
-            uuids = ", ".join(str(m["uuid"]) for m in matches)
+            uuids = ", ".join(m.uuid for m in matches)
             raise ProvisionError(
                 f"Coolify has {len(matches)} services named {name!r} in project "
                 f"{self.coolify_project_name(target.project)!r}, environment {target.env!r} ({uuids}): provision "
@@ -84,16 +90,17 @@ class Finder:
         for service in matches:
             if not self.ours(service):
                 raise ProjectConflict(self.foreign(service, target))
-            return dict(service)
+            return service
         return None
 
-    def ours(self, resource: Mapping[str, Any]) -> bool:
+    def ours(self, resource: Project | Service) -> bool:
         """Made by this repository: the description carries provision's marker and exactly this env's owner id."""
-        found = marks.parse(str(resource.get("description") or ""))
+        found = marks.parse(resource.description)
         return found.marked and found.owner == self.owner
 
-    def foreign(self, service: Mapping[str, Any], target: Target) -> str:
-        found = marks.parse(str(service.get("description") or ""))
+    def foreign(self, service: Service, target: Target) -> str:
+        """Why the same-named `service` is not provision's to change, and how to take it over."""
+        found = service.marks
         owner = found.owner
         if not found.marked:
             whose = "was not made by provision"
@@ -101,7 +108,7 @@ class Finder:
             whose = "was made by provision before owner ids existed (or by hand), without an owner id"
         else:
             whose = f"belongs to another checkout or team (owner {owner}, this env's owner is {self.owner})"
-        return (f"a service named {self.service_name(target)!r} ({service.get('uuid')}) exists in Coolify project "
+        return (f"a service named {self.service_name(target)!r} ({service.uuid}) exists in Coolify project "
                 f"{self.coolify_project_name(target.project)!r}, environment {target.env!r}, and {whose}: provision "
                 f"will not change or delete it. Choose another project name, or take it over with "
                 f"{hints.command('adopt', '--yes', env=target.env, project=target.project)}")
@@ -140,37 +147,37 @@ class Finder:
                 f"made it after all, or creates it ({exc})") from exc
         return uuid
 
-    def get_service(self, uuid: str) -> dict[str, Any] | None:
+    def get_service(self, uuid: str) -> Service | None:
+        """GET /services/{uuid} (the full view), or None when it does not exist."""
         try:
-            return self.client.request_object("GET", f"/services/{uuid}", keys=("uuid",))
+            return Service.parse(self.client.request_object("GET", f"/services/{uuid}", keys=("uuid",)))
         except CoolifyNotFound:
             return None
 
-    def locate(self, target: Target, known: Handle | None) -> tuple[Refs, dict[str, Any] | None]:
+    def locate(self, target: Target, known: Handle | None) -> tuple[Refs, Service | None]:
         """The project's refs and its service (full view), from the recorded uuid or by name."""
         cached = known if isinstance(known, Refs) else Refs()
         if cached.service_uuid:
             service = self.get_service(cached.service_uuid)
-            if service is not None and service.get("name") == self.service_name(target) and self.ours(service):
-                return replace(cached, api_fqdn=fqdn(service, "api")), service
-        projects = self.client.request_list("GET", "/projects")
+            if service is not None and service.name == self.service_name(target) and self.ours(service):
+                return replace(cached, api_fqdn=service.fqdn("api")), service
+        projects = self.projects()
         # the same listing spares the lock a request, and a create the GET /servers
-        locks = self.lock_project_in(projects) or {}
-        remembered = None if self.config.coolify.server else marks.parse(str(locks.get("description") or "")).server
-        base = Refs(lock_project=str(locks["uuid"]) if locks else None,
-                    new_server=remembered)
+        locks = self.lock_project_in(projects)
+        remembered = None if self.config.coolify.server or locks is None else marks.parse(locks.description).server
+        base = Refs(lock_project=locks.uuid if locks else None, new_server=remembered)
         project = self.find_project(target, projects)
         if project is None:
             return base, None
-        environment = self.find_environment(project["uuid"], target.env)
+        environment = self.find_environment(project.uuid, target.env)
         if environment is None:
-            return replace(base, project_uuid=str(project["uuid"])), None
-        refs = replace(base, project_uuid=str(project["uuid"]), environment_uuid=str(environment["uuid"]))
+            return replace(base, project_uuid=project.uuid), None
+        refs = replace(base, project_uuid=project.uuid, environment_uuid=environment.uuid)
         summary = self.service_in(environment, target)
         if summary is None:
             return refs, None
-        service = self.get_service(str(summary["uuid"]))
-        return replace(refs, service_uuid=str(summary["uuid"]), api_fqdn=fqdn(service or {}, "api")), service
+        service = self.get_service(summary.uuid)
+        return replace(refs, service_uuid=summary.uuid, api_fqdn=service.fqdn("api") if service else None), service
 
     def ensure_project(self, target: Target, *, look_first: bool = True) -> str:
         """The uuid of the project, created when missing; after a lost response it looks before creating again."""
@@ -178,7 +185,7 @@ class Finder:
         for attempt in range(3):
             project = self.find_project(target) if look_first or attempt else None
             if project is not None:
-                return str(project["uuid"])
+                return project.uuid
             try:
                 created = self.client.request_object(
                     "POST", "/projects", body={"name": name, "description": marks.project_description(self.owner)},
@@ -187,7 +194,7 @@ class Finder:
             except AmbiguousResult as exc:
                 def project_uuid() -> str | None:
                     found = self.find_project(target)
-                    return str(found["uuid"]) if found is not None else None
+                    return found.uuid if found is not None else None
 
                 uuid = self.made_anyway(exc, project_uuid, f"project {name!r}")
                 if uuid is not None:
@@ -198,7 +205,7 @@ class Finder:
         for attempt in range(3):
             found = self.find_environment(project_uuid, env) if look_first or attempt else None
             if found is not None:
-                return str(found["uuid"])
+                return found.uuid
             try:
                 created = self.client.request(
                     "POST", f"/projects/{project_uuid}/environments", body={"name": env}, ok=(201, 409))
@@ -208,7 +215,7 @@ class Finder:
             except AmbiguousResult:
                 def environment() -> str | None:
                     found = self.find_environment(project_uuid, env)
-                    return str(found["uuid"]) if found is not None else None
+                    return found.uuid if found is not None else None
 
                 uuid = self.look_for(environment, f"environment {env!r}")
                 if uuid is not None:
@@ -216,8 +223,7 @@ class Finder:
         raise BackendUnavailable(f"could not create the Coolify environment {env!r}: Coolify kept failing; retry later")
 
 
-    def lock_project_in(self, projects: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def lock_project_in(self, projects: list[Project]) -> Project | None:
         """This owner's lock project in a listing (the oldest, when several runners made one), or None."""
-        name = self.ctx.lock_project_name
-        mine = [p for p in projects if p.get("name") == name and self.ours(p)]
-        return min(mine, key=lambda p: (int(p.get("id") or 0), str(p["uuid"]))) if mine else None
+        mine = [p for p in projects if p.name == self.ctx.lock_project_name and self.ours(p)]
+        return min(mine, key=lambda p: (p.id, p.uuid)) if mine else None

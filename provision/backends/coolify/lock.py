@@ -9,10 +9,9 @@ import re
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
 
 from ... import hints, interrupts
 from ...config import EnvConfig
@@ -29,7 +28,7 @@ from ...state import holder_record, utc_now
 from . import marks
 from .context import Context
 from .finder import Finder
-from .models import Refs
+from .models import LockVariable, Refs
 
 MIN_LOCK_TTL = 600.0  # seconds a lock whose comment names no expiry (edited by hand) lives from its creation
 LOCK_POLL = (1.0, 5.0)  # seconds between two looks at a lock another run holds: the first, the longest
@@ -71,8 +70,8 @@ class Locks:
         name = self.ctx.lock_project_name
 
         def oldest() -> str | None:
-            found = self.finder.lock_project_in(self.client.request_list("GET", "/projects"))
-            return str(found["uuid"]) if found is not None else None
+            found = self.finder.lock_project_in(self.finder.projects())
+            return found.uuid if found is not None else None
 
         found = oldest()
         if found is not None or not create:
@@ -200,17 +199,18 @@ class Locks:
                                               body={"key": key, "value": "held", "comment": holder}, ok=(201, 409))
             except AmbiguousResult:
                 created = None
-            if isinstance(created, dict) and isinstance(created.get("id"), int):
-                return int(created["id"]), since, expires, take
+            made = LockVariable.parse(created) if isinstance(created, dict) else None
+            if made is not None:
+                return made.id, since, expires, take
             while True:
                 held = self.variable(project_uuid, key)
                 if held is None:
                     break  # released: take it
-                if held.get("comment") == holder:
-                    return int(held["id"]), since, expires, take  # our create went through; its answer was lost
+                if held.comment == holder:
+                    return held.id, since, expires, take  # our create went through; its answer was lost
                 info = lock_info(held, *shown)
                 if info.stale:
-                    self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held['id']}", ok=(200, 404))
+                    self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held.id}", ok=(200, 404))
                     break
                 remaining = deadline - self.ctx.clock()
                 if remaining <= 0:
@@ -270,13 +270,15 @@ class Locks:
             return f"it was not renewed in time (it expires at {utc_now(entry.expires)})"
         return None
 
-    def variables(self, project_uuid: str) -> list[dict[str, Any]]:
+    def variables(self, project_uuid: str) -> list[LockVariable]:
+        """The lock project's lock variables (`lock.…`, `place.…`)."""
         found = self.client.request_list("GET", f"/projects/{project_uuid}/envs", keys=())
-        return [v for v in found if isinstance(v.get("id"), int)
-                and str(v.get("key") or "").startswith(("lock.", "place."))]
+        variables = [LockVariable.parse(v) for v in found]
+        return [v for v in variables if v is not None and v.key.startswith(("lock.", "place."))]
 
-    def variable(self, project_uuid: str, key: str) -> dict[str, Any] | None:
-        return next((v for v in self.variables(project_uuid) if v.get("key") == key), None)
+    def variable(self, project_uuid: str, key: str) -> LockVariable | None:
+        """The lock variable `key`, or None while nobody holds it."""
+        return next((v for v in self.variables(project_uuid) if v.key == key), None)
 
     def locks(self, config: EnvConfig) -> list[LockInfo]:
         self.ctx.check_version()  # project shared variables: 4.3.0
@@ -286,7 +288,7 @@ class Locks:
         prefix = f"lock.{config.name}.".replace("-", "_")
         found = []
         for variable in self.variables(project_uuid):
-            key = str(variable["key"])
+            key = variable.key
             if key.startswith(prefix):
                 name = key.removeprefix(prefix).replace("_", "-")
                 found.append(lock_info(variable, config.name, name))
@@ -298,7 +300,7 @@ class Locks:
         held = self.variable(project_uuid, self.lock_key(target)) if project_uuid else None
         if held is None:
             return False
-        self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held['id']}", ok=(200, 404))
+        self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held.id}", ok=(200, 404))
         return True
 
 
@@ -339,13 +341,13 @@ def holder_description(since: float, expires: float, take: str = "") -> str:
             f"expires={utc_now(expires)}" + (f" take={take}" if take else ""))
 
 
-def lock_info(variable: Mapping[str, Any], env: str, project: str) -> LockInfo:
+def lock_info(variable: LockVariable, env: str, project: str) -> LockInfo:
     """What a lock variable's comment says of its holder; stale past its expiry. A comment in no form
     provision writes (edited by hand) counts from the variable's creation, with the shortest ttl."""
-    found = _HOLDER.search(str(variable.get("comment") or ""))
+    found = _HOLDER.search(variable.comment)
     now = time.time()
     if found is None:
-        created = epoch(str(variable.get("created_at") or "")) or now
+        created = epoch(variable.created_at) or now
         return LockInfo(env, project, "unknown (no holder recorded)", utc_now(created),
                         utc_now(created + MIN_LOCK_TTL), now > created + MIN_LOCK_TTL)
     holder, pid, since, expires = found.groups()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
 
 from ...errors import ProvisionError
 from ...model import ControlVerb, Observed, Target
@@ -13,7 +12,7 @@ from ...secrets import Secret
 from . import marks
 from .context import Context
 from .finder import Finder
-from .models import Refs, objects
+from .models import Refs, Service
 from .variables import read_secrets
 from .waits import Waits
 
@@ -36,28 +35,28 @@ class Mover:
         if not observed.exists or refs.service_uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r} to move")
         secrets_ = read_secrets(self.client, refs.service_uuid)
-        service = self.finder.get_service(refs.service_uuid) or {}
+        service = self.finder.get_service(refs.service_uuid)
         name = f"{self.finder.service_name(target)}-moved-{label}"
         # written before the stop: a description that cannot be written stops nothing
-        description = replace(marks.parse(str(service.get("description") or "")), aside_of=target.project).render()
+        description = replace(marks.parse(service.description if service else ""), aside_of=target.project).render()
         self.control(target, observed, "stop")
         self.client.request("PATCH", f"/services/{refs.service_uuid}", body={"name": name, "description": description})
         return name, secrets_
 
-    def set_aside_services(self, target: Target) -> list[dict[str, Any]]:
+    def set_aside_services(self, target: Target) -> list[Service]:
         """The project's services set aside by a move (in its Coolify project's env), oldest first."""
         project = self.finder.find_project(target)
-        environment = self.finder.find_environment(project["uuid"], target.env) if project else None
-        return [s for s in objects((environment or {}).get("services"))
-                if marks.parse(str(s.get("description") or "")).aside_of == target.project and self.finder.ours(s)]
+        environment = self.finder.find_environment(project.uuid, target.env) if project else None
+        return [s for s in (environment.services if environment else ())
+                if s.marks.aside_of == target.project and self.finder.ours(s)]
 
     def put_back(self, target: Target, name: str) -> None:
         """Undo set_aside: the service set aside as `name` gets the project's name back and is started."""
-        found = [s for s in self.set_aside_services(target) if s.get("name") == name]
+        found = [s for s in self.set_aside_services(target) if s.name == name]
         if not found:
             raise ProvisionError(f"no service {name!r} set aside for {target.project!r} in env {target.env!r}")
-        uuid = str(found[0]["uuid"])
-        description = replace(marks.parse(str(found[0].get("description") or "")), aside_of=None).render()
+        uuid = found[0].uuid
+        description = replace(found[0].marks, aside_of=None).render()
         self.client.request("PATCH", f"/services/{uuid}", body={"name": self.finder.service_name(target),
                                                                "description": description})
         # a refresh may store it running before the start (then Coolify refuses it): restarted then
@@ -67,7 +66,7 @@ class Mover:
         """Delete every service a move set aside for the project, with its volumes; their names."""
         dropped = []
         for service in self.set_aside_services(target):
-            self.client.request("DELETE", f"/services/{service['uuid']}", params={"delete_volumes": "true"})
-            self.waits.await_gone(str(service["uuid"]))
-            dropped.append(str(service.get("name")))
+            self.client.request("DELETE", f"/services/{service.uuid}", params={"delete_volumes": "true"})
+            self.waits.await_gone(service.uuid)
+            dropped.append(str(service.name))
         return dropped

@@ -6,19 +6,17 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import BackendUnavailable, ConfigError, ProvisionError, ServersFull
 from ...model import Target
 from ...placement import ServerLoad, place
-from . import marks
 from .context import Context
 from .finder import Finder
 from .lock import Locks
-from .models import Refs, destination_server
+from .models import Destination, Refs, Resource, Server, Service, servers
 
 UUID = re.compile(r"^[a-z0-9]{20,40}$")
 API_PORT = 3000
@@ -36,25 +34,24 @@ class Servers:
         resources) and their memory limits (the `mem=` of provision's service descriptions). One GET /servers,
         one GET /services, and one GET /servers/{uuid}/resources per usable listed server."""
         listed = self.config.coolify.servers or []
-        servers = self.client.request_list("GET", "/servers")
-        memory = {str(s.get("uuid")): marks.parse(str(s.get("description") or "")).memory
-                  for s in self.client.request_list("GET", "/services")}
+        listing = servers(self.client.request_list("GET", "/servers"))
+        memory = {s.uuid: s.marks.memory for s in map(Service.parse, self.client.request_list("GET", "/services"))}
         loads = []
         for wanted in listed:
-            server = named(servers, wanted.name)
+            server = named(listing, wanted.name)
             if server is None:
                 raise ConfigError(f"{self.config.relpath}: coolify.servers: no server {wanted.name!r} in Coolify; "
-                                  f"candidates: {describe_servers(servers)}")
-            load = ServerLoad(wanted.name, wanted.max_stacks, wanted.memory, uuid=str(server["uuid"]))
-            if settings_of(server).get("is_build_server"):
+                                  f"candidates: {describe_servers(listing)}")
+            load = ServerLoad(wanted.name, wanted.max_stacks, wanted.memory, uuid=server.uuid)
+            if server.is_build_server:
                 loads.append(replace(load, unusable="a build server (it cannot run stacks)"))
                 continue
-            if not server.get("is_reachable") or not server.get("is_usable"):
-                why = "unreachable" if not server.get("is_reachable") else "not usable (Coolify has not validated it)"
+            if not server.is_reachable or not server.is_usable:
+                why = "unreachable" if not server.is_reachable else "not usable (Coolify has not validated it)"
                 loads.append(replace(load, unusable=f"{why} (Coolify's last check)"))
                 continue
             try:
-                resources = self.client.request_list("GET", f"/servers/{server['uuid']}/resources")
+                resources = map(Resource.parse, self.client.request_list("GET", f"/servers/{server.uuid}/resources"))
             except BackendUnavailable as exc:
                 loads.append(replace(load, unusable=f"its resources could not be listed: {exc}"))
                 continue
@@ -62,13 +59,13 @@ class Servers:
             # standalone databases and services there (app/Models/Server.php:1001-1008, definedResources), each
             # with its `type` (`service`, `application`, `standalone-postgresql`...); memory counts provision's
             # services only (their `mem=`)
-            held = {str(r.get("uuid")): str(r.get("type") or "") for r in resources}
+            held = {r.uuid: r.type for r in resources}
             stacks = [u for u, kind in held.items() if kind == "service"]
             loads.append(replace(load, stacks=len(held), memory_used=sum(memory.get(u, 0) for u in stacks)))
         return loads
 
     def placed_server(self, target: Target, placing: contextlib.ExitStack | None = None,
-                       known: Refs | None = None) -> tuple[dict[str, Any], str]:
+                       known: Refs | None = None) -> tuple[Server, str]:
         """The server a new stack goes to now: the one placement chose before (`spec.server`) if it still takes
         it, else the one with the most free capacity. Runs under the process's placement lock until the service
         exists, so the projects of one run never take the same last place; with `placing`, also under that
@@ -87,8 +84,9 @@ class Servers:
                 name = place(candidates, [(target.project, memory)])[target.project]
             held = contextlib.ExitStack()
             if placing is not None:
-                uuid = self.listed_server(name).get("uuid")
-                if uuid:
+                listed = self.listed_server(name)
+                if listed is not None:
+                    uuid = listed.uuid
                     project = self.locks.held().get(self.locks.lock_key(target))
                     held.enter_context(self.locks.hold(
                         f"place.{uuid}", known, timeout=project.timeout if project else 600.0,
@@ -104,7 +102,7 @@ class Servers:
             if refusal is None:
                 if placing is not None:
                     placing.enter_context(held.pop_all())
-                return {"uuid": load.uuid, "name": load.name}, load.name
+                return Server(load.uuid or "", load.name), load.name
             held.close()
             if placing is None or load.unusable:
                 raise ServersFull(f"{load.name} cannot take {target.project!r}: {refusal}. Nothing was created")
@@ -124,62 +122,68 @@ class Servers:
     def _holders(self) -> dict[str, str]:
         holders: dict[str, str] = {}
         for listed in self.config.coolify.servers or []:
-            uuid = (named(self.listing(), listed.name) or {}).get("uuid")
-            for resource in self.client.request_list("GET", f"/servers/{uuid}/resources") if uuid else []:
-                holders.setdefault(str(resource.get("uuid")), listed.name)
+            server = named(self.listing(), listed.name)
+            for resource in self.client.request_list("GET", f"/servers/{server.uuid}/resources") if server else []:
+                holders.setdefault(Resource.parse(resource).uuid, listed.name)
         return holders
 
-    def listing(self) -> list[dict[str, Any]]:
+    def listing(self) -> list[Server]:
         """GET /servers, once per lookup (addresses and names: configuration)."""
-        return self.ctx.lookups.get("servers", lambda: self.client.request_list("GET", "/servers"))
+        return self.ctx.lookups.get("servers", lambda: servers(self.client.request_list("GET", "/servers")))
 
-    def listed_server(self, name: str | None) -> dict[str, Any]:
+    def listed_server(self, name: str | None) -> Server | None:
         """The Coolify server of a name listed in coolify.servers."""
-        return named(self.listing(), name) or {}
+        return named(self.listing(), name)
 
-    def choose_server(self) -> dict[str, Any]:
+    def choose_server(self) -> Server:
         """The server new services go to without coolify.servers: coolify.server, else the one usable server."""
-        return dict(self.ctx.lookups.get("server", self._choose))
+        return self.ctx.lookups.get("server", self._choose)
 
-    def _choose(self) -> dict[str, Any]:
+    def _choose(self) -> Server:
         wanted = self.config.coolify.server
         if wanted and UUID.match(wanted):
-            return {"uuid": wanted, "name": wanted}  # checked by POST /services (404 if unknown)
-        servers = self.listing()
+            return Server.named(wanted)  # checked by POST /services (404 if unknown)
+        listing = self.listing()
         if wanted:
-            found = named(servers, wanted)
+            found = named(listing, wanted)
             if found is None:
                 raise ConfigError(
                     f"{self.config.relpath}: coolify.server: no server {wanted!r} in Coolify; "
-                    f"candidates: {describe_servers(servers)}"
+                    f"candidates: {describe_servers(listing)}"
                 )
-            return dict(found)
-        usable = [s for s in servers if s.get("is_usable") and s.get("is_reachable")
-                  and not settings_of(s).get("is_build_server")]
+            return found
+        usable = [s for s in listing if s.is_usable and s.is_reachable and not s.is_build_server]
         if len(usable) != 1:
             raise ConfigError(
                 f"{self.config.relpath}: coolify.server is not set and Coolify has {len(usable)} usable "
-                f"servers: set coolify.server to one of {describe_servers(usable or servers)}"
+                f"servers: set coolify.server to one of {describe_servers(usable or listing)}"
             )
-        return dict(usable[0])
+        return usable[0]
 
-    def destination(self, server: Mapping[str, Any]) -> str | None:
+    def destinations(self, server: Server) -> list[Destination]:
+        """GET /servers/{uuid}/destinations."""
+        return [Destination.parse(d) for d in self.client.request_list("GET", f"/servers/{server.uuid}/destinations")]
+
+    def destination(self, server: Server) -> str | None:
+        """The uuid of the destination coolify.destination names (uuid, name or network) on `server`; None when
+        unset (Coolify picks the only one)."""
         wanted = self.config.coolify.destination
         if not wanted:
             return None
-        destinations = self.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
+        destinations = self.destinations(server)
         for destination in destinations:
-            if wanted in (destination.get("uuid"), destination.get("name"), destination.get("network")):
-                return str(destination["uuid"])
+            if wanted in (destination.uuid, destination.name, destination.network):
+                return destination.uuid
         raise ConfigError(
             f"{self.config.relpath}: coolify.destination: no destination {wanted!r} on server "
-            f"{server.get('name')!r}; candidates: {describe_destinations(destinations)}"
+            f"{server.name!r}; candidates: {describe_destinations(destinations)}"
         )
 
-    def destination_error(self, server: Mapping[str, Any]) -> ConfigError:
-        destinations = self.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
+    def destination_error(self, server: Server) -> ConfigError:
+        """The error of a create Coolify refused for want of a destination (several on `server`)."""
+        destinations = self.destinations(server)
         return ConfigError(
-            f"{self.config.relpath}: coolify.destination: server {server.get('name')!r} has several destinations; "
+            f"{self.config.relpath}: coolify.destination: server {server.name!r} has several destinations; "
             f"set coolify.destination to one of {describe_destinations(destinations)}"
         )
 
@@ -198,12 +202,12 @@ class Servers:
         """The host of a published db: the `ip` of the server the service runs on (only GET /servers and
         /servers/{uuid} show it: app/Http/Controllers/Api/ServersController.php:88-109), or the API's own host for
         the server Coolify runs on (`ip: host.docker.internal`). Never the server new services would go to now."""
-        ip = str(self.server_of(refs).get("ip") or "")
+        ip = self.server_of(refs).ip or ""
         if not ip or ip == "host.docker.internal":
             return urlsplit(str(self.client.http.base_url)).hostname or "localhost"
         return ip
 
-    def server_of(self, refs: Refs) -> dict[str, Any]:
+    def server_of(self, refs: Refs) -> Server:
         """The Coolify server an existing service runs on, whatever the env file names now and whatever servers
         were added since: the one its create or view recorded (`server_uuid`), else its `placed=` mark
         (coolify.servers), else the one its view names (`destination.server`, else `server_id`). One GET /servers
@@ -213,46 +217,40 @@ class Servers:
             if found is not None:
                 return found
         if refs.server and self.config.coolify.servers is not None:
-            found = self.listed_server(refs.server) or None
+            found = self.listed_server(refs.server)
             if found is not None:
                 return found
-        service = self.finder.get_service(str(refs.service_uuid)) or {}
-        nested = destination_server(service)
+        service = self.finder.get_service(str(refs.service_uuid))
+        nested = service.server if service else None
+        server_id = service.server_id if service else None
         listing = self.listing()
-        found = (named(listing, str(nested["uuid"])) if nested else None) or (
-            nested if nested and nested.get("ip") else None) or server_with_id(listing, service.get("server_id"))
+        found = (named(listing, nested.uuid) if nested else None) or (
+            nested if nested and nested.ip else None) or server_with_id(listing, server_id)
         if found is None:
             raise ProvisionError(
                 f"Coolify's answers name no server for service {refs.service_uuid} (no destination.server, and no "
-                f"server of its server_id {service.get('server_id')!r} in GET /servers): provision cannot tell the host "
+                f"server of its server_id {server_id!r} in GET /servers): provision cannot tell the host "
                 f"of its published database. Check the service in Coolify's UI; Coolify's servers: "
                 f"{describe_servers(listing)}")
         return found
 
 
-def describe_servers(servers: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{s.get('name')} ({s.get('uuid')})" for s in servers) or "none"
+def describe_servers(listing: Sequence[Server]) -> str:
+    return ", ".join(server.shown for server in listing) or "none"
 
 
-def named(servers: list[dict[str, Any]], wanted: str | None) -> dict[str, Any] | None:
+def named(listing: Sequence[Server], wanted: str | None) -> Server | None:
     """The server `wanted` names (its uuid or its name, as the env file may give either), or None."""
-    return next((s for s in servers if wanted in (s.get("uuid"), s.get("name"))), None)
+    return next((s for s in listing if wanted in (s.uuid, s.name)), None)
 
 
-
-def server_with_id(servers: list[dict[str, Any]], server_id: object) -> dict[str, Any] | None:
+def server_with_id(listing: Sequence[Server], server_id: int | None) -> Server | None:
     """The server of a service's `server_id` (every view has it, app/Models/Service.php:62): GET /servers hides
     servers' `id` (ServersController.php:41-44) but shows it as `settings.server_id`."""
-    if not isinstance(server_id, int) or isinstance(server_id, bool):
+    if server_id is None:
         return None
-    return next((s for s in servers if settings_of(s).get("server_id") == server_id), None)
+    return next((s for s in listing if s.server_id == server_id), None)
 
 
-def describe_destinations(destinations: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{d.get('name')} ({d.get('uuid')}, network {d.get('network')})" for d in destinations) or "none"
-
-
-def settings_of(server: Mapping[str, Any]) -> Mapping[str, Any]:
-    settings = server.get("settings")
-    return settings if isinstance(settings, dict) else {}
-
+def describe_destinations(destinations: Sequence[Destination]) -> str:
+    return ", ".join(f"{d.name} ({d.uuid}, network {d.network})" for d in destinations) or "none"

@@ -10,13 +10,12 @@ import hashlib
 import re
 import secrets
 from collections.abc import Sequence
-from typing import Any
 
 from ...database import psql_in_container
 from ...errors import HealthTimeout, Interrupted, ProvisionError
 from ...model import Observed, Target
 from .context import Context
-from .models import Refs
+from .models import Refs, TaskRun
 
 TASK_FREQUENCY = "0 0 1 1 *"  # a one-off task's cron: it is disabled and only ever run through /execute
 TASK_QUEUE_SLACK = 120.0  # seconds a task may wait for a queue worker, on top of its own timeout
@@ -124,24 +123,25 @@ class Tasks:
         is ordered by created_at, which has one-second resolution (ScheduledTask.php:73-76)."""
         self.client.request("POST", f"{path}/execute")
         self.ctx.sleep(TASK_FIRST_POLL)  # no worker runs it sooner: a poll at once would be wasted
-        finished: list[dict[str, Any]] = []
+        finished: list[TaskRun] = []
 
         def ran() -> str | None:
-            runs = [r for r in self.client.request_list("GET", f"{path}/executions") if str(r["uuid"]) not in seen]
-            over = [r for r in runs if str(r.get("status")) != "running"]
+            listed = map(TaskRun.parse, self.client.request_list("GET", f"{path}/executions"))
+            runs = [r for r in listed if r.uuid not in seen]
+            over = [r for r in runs if str(r.status) != "running"]
             if over:
                 finished.append(over[0])
                 return None
-            return f"run {runs[0].get('status')}" if runs else "not picked up by a worker yet"
+            return f"run {runs[0].status}" if runs else "not picked up by a worker yet"
 
         outcome = self.ctx.wait_for({"task": ran}, timeout=timeout + TASK_QUEUE_SLACK, interval=0.5, max_interval=3.0)
         if not outcome.ok:
             raise HealthTimeout(f"Coolify did not run the task in the {container} container within "
                                 f"{timeout + TASK_QUEUE_SLACK:.0f} s ({outcome.failures['task']})")
         run = finished[0]
-        seen.add(str(run["uuid"]))
-        message = str(run.get("message") or "")
-        if run.get("status") != "success" or "PROVISION_WRONG_CONTAINER" in message:
+        seen.add(run.uuid)
+        message = run.message
+        if run.status != "success" or "PROVISION_WRONG_CONTAINER" in message:
             raise ProvisionError(f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}")
         return message
 

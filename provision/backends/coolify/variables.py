@@ -7,7 +7,7 @@ from ...errors import CoolifyAuthError, StateError
 from ...model import Prepared
 from ...secrets import GENERATED_SECRETS, Secret
 from .client import CoolifyClient
-from .models import Refs
+from .models import Refs, Variable
 from .tasks import ROLES_ENV, roles_env_payload
 
 
@@ -15,11 +15,11 @@ def read_secrets(client: CoolifyClient, service_uuid: str) -> dict[str, Secret]:
     """The generated secrets among a service's variables; an error naming the fix when Coolify hides one."""
     envs = client.request_list("GET", f"/services/{service_uuid}/envs", keys=("key",))
     found: dict[str, Secret] = {}
-    for item in envs:
-        key = item.get("key")
-        if key not in GENERATED_SECRETS:
+    for item in map(Variable.parse, envs):
+        key = item.key
+        if key is None or key not in GENERATED_SECRETS:
             continue
-        if item.get("is_shown_once") and not (item.get("value") or item.get("real_value")):
+        if item.shown_once and not item.value:
             # hidden from every token, read:sensitive and root too (ServicesController.php:74-76): no ability
             # helps, only un-marking it (PATCH .../envs takes is_shown_once, ServicesController.php:1469-1500)
             raise StateError(
@@ -31,16 +31,15 @@ def read_secrets(client: CoolifyClient, service_uuid: str) -> dict[str, Secret]:
                 f"/api/v1/services/{service_uuid}/envs with {{\"key\": \"{key}\", \"value\": \"<it>\", "
                 f"\"is_shown_once\": false}}, or delete and re-add it in Coolify's UI without 'shown once'; "
                 f"then run provision again")
-        if "value" not in item and "real_value" not in item:
+        if not item.readable:
             raise CoolifyAuthError(
                 "GET", f"{client.http.base_url}services/{service_uuid}/envs", 200,
                 f"the value of {key} is hidden from this token",
                 hint="the token needs the read:sensitive ability (or root) so that the existing database "
                      "password can be read back; provision will not generate a new one for an existing database",
             )
-        value = item.get("value") or item.get("real_value")
-        if value:
-            found[key] = Secret(str(value))
+        if item.value:
+            found[key] = Secret(item.value)
     return found
 
 def set_secrets(client: CoolifyClient, refs: Refs, prepared: Prepared) -> None:

@@ -3,9 +3,8 @@ stored statuses that tell when they began and ended: polls paced by what moves t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import replace
-from typing import Any
 
 from ...errors import AmbiguousResult, BackendUnavailable, CoolifyAPIError, HealthTimeout, ProvisionError
 from ...model import Endpoints, Handle, Observed, Prepared, Target
@@ -13,7 +12,7 @@ from ...probes import http_probe, postgres_probe
 from .context import Context
 from .finder import Finder
 from .logs import LOG_LINES, Logs
-from .models import Refs, app_state, apps, describe_status, fqdn, is_up, refresh_marks
+from .models import Refs, Service, describe_status, is_up, refresh_marks
 
 START_GRACE = 0.5  # seconds between POST start and the first status poll
 START_GRACE = 0.5  # seconds between POST start and the first status poll
@@ -92,9 +91,9 @@ class Waits:
     def restart_running(self, refs: Refs) -> bool:
         """A start Coolify refused as 'already running': restart what runs (restart has no such check,
         ServicesController.php:2286-2287), with what reads running now as the evidence to watch."""
-        service = self.finder.get_service(str(refs.service_uuid)) or {}
-        running = [str(app["name"]) for app in apps(service) if app_state(app).running]
-        return self.action(refs, "restart", was_up=bool(service) and is_up(service), running=running)
+        service = self.finder.get_service(str(refs.service_uuid))
+        running = [app.name for app in service.apps if app.state.running] if service else []
+        return self.action(refs, "restart", was_up=service is not None and is_up(service), running=running)
 
     def started(self, uuid: str, *, timeout: float) -> bool:
         """Whether Coolify shows, within `timeout`, a start under way or done: its activity (starting:…) or a
@@ -104,9 +103,8 @@ class Waits:
             service = self.finder.get_service(uuid)
             if service is None:
                 return None  # deleted meanwhile: the wait that follows says so
-            status = str(service.get("status") or "")
-            if status.startswith("starting") or "running" in status or \
-                    any(app_state(app).running for app in apps(service)):
+            status = service.status or ""
+            if status.startswith("starting") or "running" in status or any(app.state.running for app in service.apps):
                 return None
             return f"status still {describe_status(service)}"
 
@@ -142,11 +140,11 @@ class Waits:
             status = describe_status(service)
             if not seen or seen[-1] != status:
                 seen.append(status)
-            if str(service.get("status") or "").startswith("starting"):
-                if all(app_state(app).ready for app in apps(service)):
+            if (service.status or "").startswith("starting"):
+                if all(app.state.ready for app in service.apps):
                     baseline.append(refresh_marks(service))  # the old containers' states, maybe: wait for a refresh
                 return None
-            if any(not app_state(app).running for app in apps(service) if app["name"] in before):
+            if any(not app.state.running for app in service.apps if app.name in before):
                 return None  # StopService stored the old containers exited
             if was_up and not is_up(service):
                 return None  # a refresh stored the old containers stopped
@@ -190,12 +188,11 @@ class Waits:
         uuid = refs.service_uuid
         if uuid is None:
             raise ProvisionError(f"{target.project!r} has no Coolify service to wait for")
-        last: dict[str, Any] = {}
+        last: list[Service | None] = [None]
 
         def running() -> str | None:
             service = self.finder.get_service(str(uuid))
-            last.clear()
-            last.update(service or {})
+            last[0] = service
             if service is None:
                 return "the service does not exist (any more)"
             return None if is_up(service) else f"status {describe_status(service)}"
@@ -205,9 +202,9 @@ class Waits:
             outcome = self.ctx.wait_for({"coolify": running}, timeout=timeout, interval=REFRESH_POLL[0],
                                max_interval=REFRESH_POLL[1], pace=REFRESH_POLL[2])
             if not outcome.ok:
-                raise self.health_timeout(uuid, last, f"{target.project} ({target.env}) is not running on Coolify "
+                raise self.health_timeout(uuid, last[0], f"{target.project} ({target.env}) is not running on Coolify "
                                                        f"after {outcome.elapsed:.0f} s: {outcome.failures['coolify']}")
-            refs = replace(refs, api_fqdn=fqdn(last, "api") or refs.api_fqdn)
+            refs = replace(refs, api_fqdn=(last[0].fqdn("api") if last[0] else None) or refs.api_fqdn)
         endpoints = answers(target, refs, prepared)
         probes = {}
         if endpoints.api_url:
@@ -218,13 +215,14 @@ class Waits:
         outcome = self.ctx.wait_for(probes, timeout=remaining, interval=0.25, max_interval=1.0)
         if not outcome.ok:
             reasons = "; ".join(f"{k}: {v}" for k, v in sorted(outcome.failures.items()))
-            raise self.health_timeout(uuid, last, f"{target.project} ({target.env}) runs on Coolify but is "
+            raise self.health_timeout(uuid, last[0], f"{target.project} ({target.env}) runs on Coolify but is "
                                                    f"not answering: {reasons}")
         return endpoints
 
-    def health_timeout(self, uuid: str, service: Mapping[str, Any], message: str) -> HealthTimeout:
+    def health_timeout(self, uuid: str, service: Service | None, message: str) -> HealthTimeout:
         """A HealthTimeout with the log tail of the failing containers, or Coolify's reason for refusing it."""
-        failing = [a["name"] for a in apps(service) if not app_state(a).ready] or [a["name"] for a in apps(service)]
+        apps = service.apps if service else ()
+        failing = [a.name for a in apps if not a.state.ready] or [a.name for a in apps]
         try:
             logs = self.logs.tail(uuid, failing, LOG_LINES, refusals=True)
         except ProvisionError as exc:
@@ -234,7 +232,7 @@ class Waits:
     def await_status(self, refs: Refs, predicate: Callable[[str], bool], wanted: str, *, timeout: float) -> None:
         def check() -> str | None:
             service = self.finder.get_service(str(refs.service_uuid))
-            status = str(service.get("status")) if service else "deleted"
+            status = str(service.status) if service else "deleted"
             return None if predicate(status) else f"status {status}"
 
         outcome = self.ctx.wait_for({"status": check}, timeout=timeout, interval=1.0, max_interval=5.0)
