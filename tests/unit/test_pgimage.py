@@ -44,7 +44,8 @@ def test_the_major_of_an_image() -> None:
 
 @pytest.mark.parametrize(("answer", "message"), [
     (Completed((), 125, "", "Unable to find image\npull access denied"),
-     r"cannot run 'pg:x' on this machine to ask its PostgreSQL version \(Unable to find image\npull access denied\): pull it here first"),
+     r"cannot run 'pg:x' on this machine to ask its PostgreSQL version \(Unable to find image\npull access "
+     r"denied\): pull it here first"),
     (CommandFailed(["docker"], -9, "timed out"), r"`postgres --version` in 'pg:x' did not answer here in 120 s"),
 ])
 def test_an_image_that_does_not_answer(answer: Completed | CommandFailed, message: str) -> None:

@@ -323,7 +323,8 @@ class CoolifyBackend:
         matches = [s for s in (environment.services if environment else ()) if s.name == name]
         if not matches:
             raise ProvisionError(f"no Coolify service named {name!r} in project "
-                                 f"{self.finder.coolify_project_name(target.project)!r}, environment {target.env!r} to adopt")
+                                 f"{self.finder.coolify_project_name(target.project)!r}, environment {target.env!r} "
+                                 f"to adopt")
         if len(matches) > 1 and environment is not None:
             self.finder.service_in(environment, target)  # raises: which uuids, and what to do
         service = matches[0]

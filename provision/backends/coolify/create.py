@@ -91,7 +91,8 @@ class Creator:
                     raise ConfigError(f"{self.config.relpath}: coolify.server: no server {server.uuid!r} in "
                                       f"Coolify; candidates: {describe_servers(listing)}") from exc
                 raise
-        raise BackendUnavailable(f"could not create the Coolify service for {target.project!r}: Coolify kept failing; retry later")
+        raise BackendUnavailable(f"could not create the Coolify service for {target.project!r}: Coolify kept failing; "
+                                 f"retry later")
 
 
 def description(stack: RenderedStack, owner: str, *, memory: int = 0, placed: str | None = None) -> str:

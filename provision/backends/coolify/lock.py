@@ -242,7 +242,8 @@ class Locks:
                                     guarded=False,
                                     wait=max(1.0, entry.expires - self.timing.margin - now))
             except CoolifyNotFound:
-                entry.lost = f"its variable is gone: it was broken ({hints.command('unlock')}, or as stale by another run)"
+                entry.lost = (f"its variable is gone: it was broken ({hints.command('unlock')}, or as stale by another "
+                              f"run)")
                 return
             except ProvisionError as exc:
                 entry.failures.append(str(exc))

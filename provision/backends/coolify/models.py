@@ -260,7 +260,8 @@ class LockVariable:
         number = _int(data.get("id"))
         if number is None:
             return None
-        return cls(number, str(data.get("key") or ""), str(data.get("comment") or ""), str(data.get("created_at") or ""))
+        return cls(number, str(data.get("key") or ""), str(data.get("comment") or ""),
+                   str(data.get("created_at") or ""))
 
 
 @dataclass(frozen=True)

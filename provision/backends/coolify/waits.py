@@ -180,7 +180,7 @@ class Waits:
         (a restart was seen under way before this; a start or create had none running), so a running status
         from now on is the new deployment's, once Coolify's periodic refresh reports it; it is awaited, so that
         the next run's observation (and `status`) agrees. Without an action, a stack observed up (`settled`)
-        needs only its probes."""
+        needs only its probes. `answers`: the endpoints of the refs found (the backend's `endpoints`)."""
         started = self.ctx.clock()
         refs = handle if isinstance(handle, Refs) else Refs()
         if refs.service_uuid is None:
@@ -241,7 +241,10 @@ class Waits:
                                 f"({outcome.failures['status']})")
 
     def await_gone(self, uuid: str) -> None:
-        outcome = self.ctx.wait_for({"gone": lambda: None if self.finder.get_service(uuid) is None else "still present"},
-                           timeout=self.config.health.timeout, interval=0.5, max_interval=5.0)
+        """Until the service is deleted (HealthTimeout after health.timeout)."""
+        def gone() -> str | None:
+            return None if self.finder.get_service(uuid) is None else "still present"
+
+        outcome = self.ctx.wait_for({"gone": gone}, timeout=self.config.health.timeout, interval=0.5, max_interval=5.0)
         if not outcome.ok:
             raise HealthTimeout(f"Coolify did not finish deleting service {uuid} in {self.config.health.timeout:.0f} s")
