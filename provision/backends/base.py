@@ -148,7 +148,7 @@ class Locking(Protocol):
 class Placing(Protocol):
     """Spreads new stacks over several servers."""
 
-    def servers(self, config: EnvConfig) -> tuple[str, ...]:
+    def listed_servers(self, config: EnvConfig) -> tuple[str, ...]:
         """The servers new stacks of this env are spread over (Coolify: coolify.servers); empty when every
         stack has one place."""
         ...

@@ -19,6 +19,7 @@ from typing import Any
 
 from .. import backups, database, dbaccess, hints
 from ..backends.base import StoresSecrets
+from ..clock import utc_now
 from ..commands import Runner, SubprocessRunner
 from ..errors import (
     BackupError,
@@ -33,7 +34,6 @@ from ..errors import (
 from ..model import Observed, Prepared, Target
 from ..results import ProjectResult
 from ..secrets import Secret, generate_secret
-from ..clock import utc_now
 from .engine import Engine, Operation
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore

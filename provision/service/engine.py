@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 from .. import compose_check, hints, history, interrupts, names, roles
 from ..backends.base import Backend, DataVolumes, Locking, Preflighting, RunsSql, StoresSecrets, refusal
+from ..clock import utc_now
 from ..config import EnvConfig
 from ..errors import (
     HealthTimeout,
@@ -39,7 +40,6 @@ from ..report import NullReporter, Reporter
 from ..results import ProjectResult
 from ..secrets import Secret
 from ..state import ProjectRecord, StateStore
-from ..clock import utc_now
 from . import upgrade_state
 
 DEFAULT_LOCK_TIMEOUT = 600.0

@@ -8,11 +8,11 @@ from contextlib import ExitStack
 
 from .. import backups, hints, interrupts
 from ..backends.base import Adopting, Locking
+from ..clock import utc_now
 from ..errors import ConfirmationRequired, ProjectConflict
 from ..model import ControlVerb, LockInfo, Observed, Target
 from ..planner import Action
 from ..results import ProjectResult, RunSummary
-from ..clock import utc_now
 from .engine import Engine, Operation
 from .fleet import Fleet
 from .planning import Planning

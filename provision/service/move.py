@@ -7,10 +7,10 @@ import contextlib
 
 from .. import hints
 from ..backends.base import Moving, Placing, refusal
+from ..clock import utc_stamp
 from ..errors import ConfigError, ConfirmationRequired, ProvisionError, with_note
 from ..model import Target
 from ..results import ProjectResult
-from ..clock import utc_stamp
 from .data import DataVerbs
 from .engine import Engine, Operation
 
@@ -32,7 +32,7 @@ class Moves:
             raise ConfirmationRequired(f"move stops {project!r} in env {engine.env!r} while its data is copied to "
                                        f"{to_server!r}: add --yes to confirm")
         backend = engine.backend
-        listed = list(backend.servers(engine.config)) if isinstance(backend, Placing) else []
+        listed = list(backend.listed_servers(engine.config)) if isinstance(backend, Placing) else []
         if not listed:
             raise refusal(backend, Placing, engine.config, project)
         if to_server not in listed:

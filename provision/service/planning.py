@@ -40,7 +40,7 @@ class Planning:
         """{project: server} for those of `projects` with no stack yet, where the backend spreads stacks over
         servers (one observation of the env, then the backend's placement); ServersFull when one fits nowhere."""
         backend = self.engine.backend
-        if not isinstance(backend, Placing) or not backend.servers(self.engine.config):
+        if not isinstance(backend, Placing) or not backend.listed_servers(self.engine.config):
             return {}
         deployed = self.engine.observe_env() if deployed is None else deployed
         new = [self.engine.config.project(p) for p in projects if not (deployed.get(p) or ABSENT).exists]
@@ -65,7 +65,7 @@ class Planning:
         """Each new project's reason names the server it would go to (or why none can take it)."""
         creates = [i.project for i in items if i.outcome == "create"]
         backend = self.engine.backend
-        if not creates or not isinstance(backend, Placing) or not backend.servers(self.engine.config):
+        if not creates or not isinstance(backend, Placing) or not backend.listed_servers(self.engine.config):
             return items
         try:
             where = self.place_new(creates, deployed)

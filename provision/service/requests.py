@@ -14,11 +14,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from .. import incidents
+from ..clock import utc_now
 from ..errors import IdempotencyMismatch, ProjectConflict, ProvisionError
 from ..model import ControlVerb
 from ..results import ProjectResult
 from ..state import ProjectRecord
-from ..clock import utc_now
 from . import Provisioner
 from .engine import Engine
 

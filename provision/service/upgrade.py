@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import backups, database, hints
 from ..backends.base import DataVolumes, DroppingVolumes
+from ..clock import utc_now, utc_stamp
 from ..errors import (
     CommandFailed,
     ConfirmationRequired,
@@ -28,7 +29,6 @@ from ..model import Target
 from ..render import DEFAULT_DB_VOLUME
 from ..results import ProjectResult
 from ..state import ProjectRecord
-from ..clock import utc_now, utc_stamp
 from . import upgrade_state as states
 from .data import DataVerbs
 from .engine import Engine, Operation

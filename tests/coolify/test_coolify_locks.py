@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
-from provision.backends.coolify.backend import _epoch, _lock_info
+from provision.backends.coolify.lock import LockTiming, epoch, lock_info
+from provision.backends.coolify.models import LockVariable
 from provision.config import load_env
 from provision.errors import LockLost, LockTimeout, ProvisionError
 from provision.model import Target
@@ -36,8 +37,8 @@ def runner(tmp_path: Path, emulator: CoolifyEmulator) -> Iterator[Runner]:
         box = make_sandbox(tmp_path / name, emulator, env="st-locks")
         config = load_env(box.env, box.root, environ={"COOLIFY_API_URL": emulator.base_url,
                                                       "COOLIFY_API_TOKEN": TOKEN})
-        backend = CoolifyBackend(CoolifyClient.connect(emulator.base_url, Secret(TOKEN)), config)
-        backend.lock_ttl, backend.lock_renew, backend.lock_retry, backend.lock_margin = TTL, RENEW, RETRY, MARGIN
+        backend = CoolifyBackend(CoolifyClient.connect(emulator.base_url, Secret(TOKEN)), config,
+                                 lock_timing=LockTiming(ttl=TTL, renew=RENEW, retry=RETRY, margin=MARGIN))
         made.append(backend)
         return backend, Target(config, config.project("shop"))
 
@@ -68,9 +69,11 @@ def test_a_run_longer_than_the_ttl_keeps_its_lock_and_a_second_runner_waits(
         waiting.start()
         time.sleep(2.5 * TTL)  # far longer than the lock's TTL: only renewals keep it
         variable = lock_variable(emulator)
-        info = _lock_info(variable, target.env, target.project)
+        parsed = LockVariable.parse(variable)
+        assert parsed is not None
+        info = lock_info(parsed, target.env, target.project)
         assert not info.stale and "pid=" in str(variable["comment"])
-        assert (_epoch(info.expires) or 0) > since + 2 * TTL  # renewed: its expiry moved with the run
+        assert (epoch(info.expires) or 0) > since + 2 * TTL  # renewed: its expiry moved with the run
         assert not taken  # the other runner saw a live lock and kept waiting
         with pytest.raises(LockTimeout, match="holds the Coolify lock of project 'shop'"):
             with second.lock(target, None, timeout=0.5):

@@ -306,7 +306,7 @@ class ServersBackend(DataBackend):
     server_of: dict[str, str] = field(default_factory=dict)
     stored: dict[str, dict[str, Secret]] = field(default_factory=dict)  # project -> the secrets it was given
 
-    def servers(self, config: EnvConfig) -> tuple[str, ...]:
+    def listed_servers(self, config: EnvConfig) -> tuple[str, ...]:
         return ("a", "b")
 
     def place(self, config: EnvConfig, projects: Sequence[ProjectSpec]) -> dict[str, str]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs, marks
+from provision.backends.coolify.logs import FOLLOW_INTERVAL, FOLLOW_LINES
 from provision.config import EnvConfig, load_env
 from provision.errors import (
     CoolifyAPIError,
@@ -112,10 +113,30 @@ def backend(fake: FakeCoolify, config: EnvConfig) -> CoolifyBackend:
     return fresh(fake, config)
 
 
+class Clock:
+    """A monotonic clock that only the sleeps move: a backend's waits take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def timeless(client: CoolifyClient, config: EnvConfig, clock: Clock | None = None) -> CoolifyBackend:
+    """A backend whose client, waits and sleeps all run on a fake clock."""
+    clock = clock or Clock()
+    client.sleep = clock.sleep
+    return CoolifyBackend(client, config, clock=clock, sleep=clock.sleep)
+
+
 def fresh(fake: FakeCoolify, config: EnvConfig) -> CoolifyBackend:
-    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(fake))
-    client.sleep = lambda _seconds: None
-    return CoolifyBackend(client, config)
+    return timeless(CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(fake)), config)
 
 
 def target(config: EnvConfig) -> Target:
@@ -334,8 +355,7 @@ def test_a_restart_returns_only_once_coolify_shows_it_under_way(fake: FakeCoolif
         return response
 
     client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(lagging))
-    client.sleep = lambda seconds: None
-    lagging_backend = CoolifyBackend(client, config)
+    lagging_backend = timeless(client, config)
     observed = lagging_backend.observe(target(config), Refs(P, E, S))
     assert lagging_backend.control(target(config), observed, "restart") is True
     polls = [r for r in fake.requests if r == ("GET", f"/services/{S}")]
@@ -355,7 +375,7 @@ def test_a_restart_that_never_begins_is_a_timeout_naming_the_statuses(fake: Fake
     client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(stuck))
     write_env(project_root, "dev", coolify_env(timeout=1))
     quick = load_env("dev", project_root, environ={"COOLIFY_API_URL": API, "COOLIFY_API_TOKEN": TOKEN})
-    backend = CoolifyBackend(client, quick)
+    backend = timeless(client, quick)
     observed = backend.observe(target(quick), Refs(P, E, S))
     with pytest.raises(HealthTimeout, match=r"did not begin restarting .* stayed running:healthy \(api: running:healthy"):
         backend.control(target(quick), observed, "restart")
@@ -428,14 +448,10 @@ def test_a_create_records_the_api_fqdn_coolify_answers(fake: FakeCoolify, backen
     assert refs == Refs(P, E, S, "http://api-x.example.test:3000", server_uuid="srv1")
 
 
-def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: EnvConfig,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: EnvConfig) -> None:
     from datetime import UTC, datetime
     from itertools import islice
 
-    import provision.backends.coolify.backend as coolify_backend
-
-    monkeypatch.setattr(coolify_backend, "FOLLOW_INTERVAL", 0.0)
     polls = [["2026-11-30T11:59:59.000000000Z old", "2026-11-30T12:00:01.000000000Z first"],
              ["2026-11-30T12:00:01.000000000Z first", "2026-11-30T12:00:02.500000000Z second"]]
     asked: list[dict[str, str]] = []
@@ -446,8 +462,8 @@ def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: E
             return httpx.Response(200, json={"logs": "\n".join(polls[min(len(asked), 2) - 1])})
         return fake(request)
 
-    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(logs))
-    backend = CoolifyBackend(client, config)
+    clock = Clock()
+    backend = timeless(CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(logs)), config, clock)
     since = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
     once = list(backend.logs(target(config), existing(), service="db", tail=10, since=since))
     assert once == ["db | first\n"]  # the line before `since` is left out
@@ -455,4 +471,5 @@ def test_logs_since_and_follow_print_each_line_once(fake: FakeCoolify, config: E
     followed = list(islice(backend.logs(target(config), existing(), service="db", tail=10, follow=True), 3))
     assert followed == ["db | old\n", "db | first\n", "db | second\n"]  # `first` is not printed twice
     assert asked[0] == {"sub_service_name": "db", "lines": "10", "show_timestamps": "true"}
-    assert asked[1]["lines"] == str(coolify_backend.FOLLOW_LINES)
+    assert asked[1]["lines"] == str(FOLLOW_LINES)
+    assert clock.sleeps == [FOLLOW_INTERVAL]  # one pause between the two asks, on the backend's sleep

@@ -8,9 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from provision import probes
-from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs
-from provision.backends.coolify import backend as coolify_backend
+from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs, waits
 from provision.config import load_env
 from provision.model import Prepared, Target
 from provision.secrets import Secret
@@ -50,11 +48,9 @@ def test_a_wait_for_coolifys_refresh_polls_every_few_seconds(project_root: Path,
             "applications": [{"name": "api", "status": status, "fqdn": "http://api.example.test:3000"}],
             "databases": [{"name": "db", "status": status}]})
 
-    monkeypatch.setattr(coolify_backend, "wait_for",
-                        lambda checks, **options: probes.wait_for(checks, clock=clock, sleep=clock.sleep, **options))
-    monkeypatch.setattr(coolify_backend, "http_probe", lambda url, timeout=5: lambda: None)
+    monkeypatch.setattr(waits, "http_probe", lambda url, timeout=5: lambda: None)
     backend = CoolifyBackend(CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(coolify)),
-                             config)
+                             config, clock=clock, sleep=clock.sleep)
     backend.wait(Target(config, config.project("shop")), Refs(service_uuid=S, api_fqdn="http://api.example.test:3000"),
                  Prepared(secrets={}), timeout=300)
     gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]

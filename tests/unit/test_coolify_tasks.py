@@ -18,7 +18,7 @@ import pytest
 
 from provision import database, roles
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
-from provision.backends.coolify.backend import (
+from provision.backends.coolify.tasks import (
     ROLES_ENV,
     TASK_COMMAND_MAX,
     roles_env_payload,
@@ -28,7 +28,15 @@ from provision.config import EnvConfig
 from provision.errors import NotSupported, ProvisionError
 from provision.secrets import Secret
 from provision.service.engine import db_starting
-from tests.unit.test_coolify_backend import API, TOKEN, FakeCoolify, config, existing, target  # noqa: F401
+from tests.unit.test_coolify_backend import (  # noqa: F401
+    API,
+    TOKEN,
+    FakeCoolify,
+    config,
+    existing,
+    target,
+    timeless,
+)
 
 S = "serv0000000000000000001"
 TASKS = f"/services/{S}/scheduled-tasks"
@@ -122,9 +130,7 @@ def db(tmp_path: Path) -> TaskCoolify:
 
 
 def _backend(fake: TaskCoolify, config: EnvConfig) -> CoolifyBackend:  # noqa: F811
-    client = CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(fake))
-    client.sleep = lambda _seconds: None
-    return CoolifyBackend(client, config)
+    return timeless(CoolifyClient.connect(API, Secret(TOKEN), transport=httpx.MockTransport(fake)), config)
 
 
 def _received(fake: TaskCoolify) -> tuple[str, list[str]]:
@@ -299,7 +305,7 @@ def test_a_lost_chunk_runs_nothing(db: TaskCoolify, config: EnvConfig) -> None: 
 def test_a_command_over_255_characters_is_refused_before_any_request(db: TaskCoolify, config: EnvConfig) -> None:  # noqa: F811
     backend = _backend(db, config)
     with pytest.raises(ProvisionError) as info:
-        backend._run_task(S, "db", ["true", "x" * 256], timeout=10, name="provision-shop-dev-sql")
+        backend.tasks.run_task(S, "db", ["true", "x" * 256], timeout=10, name="provision-shop-dev-sql")
     assert "256 characters" in str(info.value) and "varchar(255)" in str(info.value)
     assert "2023_12_31_173041_create_scheduled_tasks_table.php:19" in str(info.value)
     assert db.requests == []

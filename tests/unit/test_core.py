@@ -21,6 +21,7 @@ from provision.errors import (
 from provision.model import (
     Handle,
     Observed,
+    Prepared,
     Target,
 )
 from provision.service import Provisioner

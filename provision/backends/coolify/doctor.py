@@ -21,27 +21,22 @@ written. An interrupted doctor may leave its throwaway project behind: the next 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ... import doctor as checks
 from ... import interrupts
+from ...config import EnvConfig
 from ...errors import CoolifyAPIError, CoolifyAuthError, CoolifyNotFound, LockTimeout, ProvisionError
-from ...model import Observed, Target
-from .backend import (
-    MIN_COOLIFY_VERSION,
-    CoolifyBackend,
-    Refs,
-    _describe_destinations,
-    _describe_servers,
-    _lock_info,
-    _named,
-    _parse_version,
-    _settings,
-)
+from ...model import Destroyed, Handle, Observed, Target
 from .client import CoolifyClient
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from .context import MIN_COOLIFY_VERSION, Context, parse_version
+from .create import Creator
+from .finder import Finder
+from .lock import Locks, lock_info
+from .models import Refs, Server, servers
+from .servers import Servers, describe_destinations, describe_servers, named
 
 LOCK_WAIT = 10.0  # seconds to take the throwaway project's lock (nobody else knows it)
 PLACEHOLDER = "provision-doctor"  # the {uuid} of GET /servers/{uuid}/validate when no server is known
@@ -80,20 +75,49 @@ class _Recording(CoolifyClient):
         return next((e for e in reversed(self.errors) if e.method == method and fragment in e.url), None)
 
 
-class _Throwaway(CoolifyBackend):
-    """The env's backend with the throwaway project as its lock project (so `lock`, `_remember_server` and their
-    descriptions are provision's own) and a client that never runs a task."""
+class Coolify(Protocol):
+    """What the checks use of the Coolify backend: its parts, and the verbs a throwaway project goes through."""
 
-    def __init__(self, backend: CoolifyBackend, target: Target) -> None:
-        self.recording = _Recording(backend.client)
-        super().__init__(self.recording, backend.config)
-        self._throwaway = backend.coolify_project_name(target.project)
+    @property
+    def client(self) -> CoolifyClient: ...
+    @property
+    def config(self) -> EnvConfig: ...
+    @property
+    def ctx(self) -> Context: ...
+    @property
+    def finder(self) -> Finder: ...
+    @property
+    def servers(self) -> Servers: ...
+    @property
+    def locking(self) -> Locks: ...
+    @property
+    def creator(self) -> Creator: ...
 
-    def _lock_project_name(self) -> str:
-        return self._throwaway
+    def variant(self, client: CoolifyClient, *, lock_project: str) -> Coolify: ...
+    def lock(self, target: Target, known: Handle | None, *, timeout: float) -> AbstractContextManager[None]: ...
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None, purpose: str = "sql") -> str: ...
+    def observe(self, target: Target, known: Handle | None) -> Observed: ...
+    def destroy(self, target: Target, observed: Observed, *, delete_data: bool) -> Destroyed: ...
 
 
-def coolify_checks(backend: CoolifyBackend, probe: checks.DoctorProbe) -> list[checks.Check]:
+@dataclass(frozen=True)
+class _Throwaway:
+    """The env's backend with the throwaway project as its lock project (so `lock`, `remember_server` and their
+    descriptions are provision's own) and a client that never runs a task (`recording`)."""
+
+    backend: Coolify
+    recording: _Recording
+    name: str
+
+    @classmethod
+    def of(cls, backend: Coolify, target: Target) -> _Throwaway:
+        recording = _Recording(backend.client)
+        name = backend.finder.coolify_project_name(target.project)
+        return cls(backend.variant(recording, lock_project=name), recording, name)
+
+
+def coolify_checks(backend: Coolify, probe: checks.DoctorProbe) -> list[checks.Check]:
     """The five checks, in order; a check that cannot run after an earlier one failed is skipped (not ok)."""
     version = _version(backend)
     if not version.ok:
@@ -101,15 +125,15 @@ def coolify_checks(backend: CoolifyBackend, probe: checks.DoctorProbe) -> list[c
         return [version, *(checks.skipped(name, why, applies=True)
                            for name in ("abilities", "server", "lock project", "task"))]
     try:
-        listing = backend.client.request_list("GET", "/servers")
+        listing = servers(backend.client.request_list("GET", "/servers"))
     except ProvisionError as exc:
         why = "not run: Coolify's servers could not be listed (see server)"
         return [version, checks.skipped("abilities", why, applies=True),
                 checks.from_error("server", exc, "could not list Coolify's servers"),
                 *(checks.skipped(name, why, applies=True) for name in ("lock project", "task"))]
-    servers, usable = _servers(backend, probe.target, listing)
+    found_servers, usable = _servers(backend, probe.target, listing)
     abilities, can_write = _abilities(backend, listing, usable[0] if usable else None)
-    found = [version, abilities, *servers]
+    found = [version, abilities, *found_servers]
     if not can_write:
         why = "not run: it creates a throwaway project, which needs the write ability (see abilities)"
         return [*found, checks.skipped("lock project", why, applies=True), checks.skipped("task", why, applies=True)]
@@ -117,24 +141,24 @@ def coolify_checks(backend: CoolifyBackend, probe: checks.DoctorProbe) -> list[c
 
 
 # --- 1. version ----------------------------------------------------------------------------------------
-def _version(backend: CoolifyBackend) -> checks.Check:
+def _version(backend: Coolify) -> checks.Check:
     """GET /version (routes/api.php:66, ability read): the answer proves the URL, the token, the API switch and
     the allowed IPs, all at once; the version must be MIN_COOLIFY_VERSION or newer (the backend's own gate)."""
     wanted = ".".join(map(str, MIN_COOLIFY_VERSION))
     where = str(backend.client.http.base_url).rstrip("/")
     try:
-        backend._check_version()
+        backend.ctx.check_version()
     except CoolifyAPIError as exc:  # its message and hint say what is wrong: token, API switch, IPs, ability
         return checks.from_error("version", exc)
     except ProvisionError as exc:
-        text = backend._version
+        text = backend.ctx.known_version()
         if text is None:  # no answer at all (connection, timeout)
             return checks.from_error("version", exc)
         return checks.failed("version", f"Coolify {text} answers at {where}; provision needs {wanted} or newer",
                              f"upgrade Coolify to {wanted} or newer (Settings → Update): provision uses its project "
                              f"shared variables (locks) and runs scheduled tasks on demand, both new in 4.3.0")
-    text = backend._version or ""
-    if _parse_version(text) is None:  # the gate lets an unknown format through; a doctor says so
+    text = backend.ctx.known_version() or ""
+    if parse_version(text) is None:  # the gate lets an unknown format through; a doctor says so
         shown = " ".join(text.split())[:60] or "(empty)"
         return checks.failed("version", f"GET /version answered {shown!r}, which is not a Coolify version",
                              "point COOLIFY_API_URL at Coolify's API, e.g. https://coolify.example.com/api/v1 "
@@ -143,8 +167,7 @@ def _version(backend: CoolifyBackend) -> checks.Check:
 
 
 # --- 2. abilities --------------------------------------------------------------------------------------
-def _abilities(backend: CoolifyBackend, listing: list[dict[str, Any]],
-               server: Mapping[str, Any] | None) -> tuple[checks.Check, bool]:
+def _abilities(backend: Coolify, listing: list[Server], server: Server | None) -> tuple[checks.Check, bool]:
     """Each ability by a request that changes nothing:
 
     - read: GET /version and GET /servers answered (api.ability:read, routes/api.php:66, 151).
@@ -163,14 +186,14 @@ def _abilities(backend: CoolifyBackend, listing: list[dict[str, Any]],
     have: list[str] = ["read"]
     missing: list[str] = []
     unknown: list[str] = []
-    for ability, path in (("write", f"/servers/{(server or {}).get('uuid') or PLACEHOLDER}/validate"),
+    for ability, path in (("write", f"/servers/{(server.uuid if server else None) or PLACEHOLDER}/validate"),
                           ("deploy", "/deploy")):
         answer = _gate(backend, path, ability)
         (have if answer is True else missing if answer is False else unknown).append(
             ability if isinstance(answer, bool) else f"{ability} ({answer})")
     if not listing:
         unknown.append("read:sensitive (Coolify lists no server to tell it by)")
-    elif any("sentinel_token" in _settings(s) for s in listing):
+    elif any(s.shows_sensitive for s in listing):
         have.append("read:sensitive")
     else:
         missing.append("read:sensitive")
@@ -188,7 +211,7 @@ def _abilities(backend: CoolifyBackend, listing: list[dict[str, Any]],
     return checks.failed("abilities", detail, fix), can_write
 
 
-def _gate(backend: CoolifyBackend, path: str, ability: str) -> bool | str:
+def _gate(backend: Coolify, path: str, ability: str) -> bool | str:
     """True when the route's ability check let the GET through (405), False when it refused for `ability`,
     else what Coolify said."""
     try:
@@ -203,8 +226,8 @@ def _gate(backend: CoolifyBackend, path: str, ability: str) -> bool | str:
 
 
 # --- 3. servers ----------------------------------------------------------------------------------------
-def _servers(backend: CoolifyBackend, target: Target,
-             listing: list[dict[str, Any]]) -> tuple[list[checks.Check], list[dict[str, Any]]]:
+def _servers(backend: Coolify, target: Target,
+             listing: list[Server]) -> tuple[list[checks.Check], list[Server]]:
     """The servers provision would put a new stack on: coolify.servers, coolify.server, else the one the lock
     project remembers (`server:` mark), else the one usable server (`_choose_server`). Returns a check per
     server and the usable ones. Coolify's own periodic check (over SSH) sets is_reachable and is_usable; doctor
@@ -218,13 +241,13 @@ def _servers(backend: CoolifyBackend, target: Target,
         wanted = [(cfg.server, "coolify.server")]
     else:
         try:
-            remembered = backend._locate(target, None)[0].new_server
-            chosen = remembered or str(backend._choose_server()["uuid"])
+            remembered = backend.finder.locate(target, None)[0].new_server
+            chosen = remembered or backend.servers.choose_server().uuid
         except ProvisionError as exc:
             return [checks.from_error("server", exc)], []
         wanted = [(chosen, "remembered in the lock project" if remembered else "the only usable server")]
     results: list[checks.Check] = []
-    usable: list[dict[str, Any]] = []
+    usable: list[Server] = []
     for name, source in wanted:
         label = f"server {name}" if cfg.servers is not None else "server"
         check, server = _server(backend, label, name, source, listing)
@@ -234,19 +257,20 @@ def _servers(backend: CoolifyBackend, target: Target,
     return results, usable
 
 
-def _server(backend: CoolifyBackend, label: str, wanted: str, source: str,
-            listing: list[dict[str, Any]]) -> tuple[checks.Check, dict[str, Any] | None]:
-    found = _named(listing, wanted)
+def _server(backend: Coolify, label: str, wanted: str, source: str,
+            listing: list[Server]) -> tuple[checks.Check, Server | None]:
+    found = named(listing, wanted)
     if found is None:
         return checks.failed(label, f"Coolify has no server {wanted!r} ({source})",
                              f"set {source if source.startswith('coolify.') else 'coolify.server'} to one of: "
-                             f"{_describe_servers(listing)}"), None
-    uuid = str(found["uuid"])
+                             f"{describe_servers(listing)}"), None
+    uuid = found.uuid
     try:  # the full view: app/Http/Controllers/Api/ServersController.php:149-183
         server = backend.client.request_object("GET", f"/servers/{uuid}", keys=("uuid",))
     except ProvisionError as exc:
         return checks.from_error(label, exc), None
-    settings = _settings(server)
+    settings = server.get("settings")
+    settings = settings if isinstance(settings, dict) else {}
     name = f"{server.get('name')} ({uuid})"
 
     def flag(key: str) -> bool:  # ServerSetting's columns; GET /servers copies them up (ServersController.php:95-96)
@@ -265,7 +289,8 @@ def _server(backend: CoolifyBackend, label: str, wanted: str, source: str,
     ip = str(server.get("ip") or "")
     if not ip:
         problems.append(("has no ip (the host of a published db)", "set the server's IP address in Coolify"))
-    destination, trouble = _destination(backend, server)
+    parsed = Server.parse(server) or found
+    destination, trouble = _destination(backend, parsed)
     if trouble:
         problems.append(trouble)
     if problems:
@@ -273,18 +298,18 @@ def _server(backend: CoolifyBackend, label: str, wanted: str, source: str,
                              " ".join(dict.fromkeys(f for _, f in problems))), None
     where = f"{ip} (the Coolify host itself)" if ip == "host.docker.internal" else ip
     return checks.passed(label, f"{name}, {source}: reachable and usable, ip {where}, destination "
-                                f"{destination}"), server
+                                f"{destination}"), parsed
 
 
-def _destination(backend: CoolifyBackend, server: Mapping[str, Any]) -> tuple[str, tuple[str, str] | None]:
+def _destination(backend: Coolify, server: Server) -> tuple[str, tuple[str, str] | None]:
     """The destination a create would use (coolify.destination through the backend's own lookup, else the only
     one), or why there is none: POST /services answers 400 for a server without destinations or with several
     and no destination_uuid (API-NOTES §3)."""
     try:
-        listed = backend.client.request_list("GET", f"/servers/{server['uuid']}/destinations")
+        listed = backend.servers.destinations(server)
         if backend.config.coolify.destination:
-            chosen = backend._destination(server)
-            return next((f"{d.get('name')} ({d.get('network')})" for d in listed if d.get("uuid") == chosen),
+            chosen = backend.servers.destination(server)
+            return next((f"{d.name} ({d.network})" for d in listed if d.uuid == chosen),
                         str(chosen)), None
     except ProvisionError as exc:
         first, _, rest = str(exc).partition("\n")
@@ -294,16 +319,16 @@ def _destination(backend: CoolifyBackend, server: Mapping[str, Any]) -> tuple[st
                     "add a destination to the server in Coolify")
     if len(listed) > 1:
         return "", (f"has {len(listed)} destinations and coolify.destination is not set",
-                    f"set coolify.destination to one of {_describe_destinations(listed)}")
-    return f"{listed[0].get('name')} ({listed[0].get('network')})", None
+                    f"set coolify.destination to one of {describe_destinations(listed)}")
+    return f"{listed[0].name} ({listed[0].network})", None
 
 
 # --- 4 and 5. the throwaway project, its lock, service and task --------------------------------------------
-def _throwaway(backend: CoolifyBackend, probe: checks.DoctorProbe,
-               server: Mapping[str, Any] | None) -> list[checks.Check]:
+def _throwaway(backend: Coolify, probe: checks.DoctorProbe,
+               server: Server | None) -> list[checks.Check]:
     target = probe.target
-    trial = _Throwaway(backend, target)
-    name = trial._throwaway
+    trial = _Throwaway.of(backend, target)
+    name = trial.name
     leftovers = _leftovers(trial)
     project_uuid: str | None = None
     lock_check: checks.Check | None = None
@@ -311,7 +336,7 @@ def _throwaway(backend: CoolifyBackend, probe: checks.DoctorProbe,
     refs: Refs | None = None
     try:
         try:  # as provision creates every project (POST /projects with its description)
-            project_uuid = trial._ensure_project(target, look_first=False)
+            project_uuid = trial.backend.finder.ensure_project(target, look_first=False)
         except ProvisionError as exc:
             return [_refused("lock project", exc, f"Coolify refused to create the project {name!r}"),
                     checks.skipped("task", "not run: it needs the throwaway project (see lock project)", applies=True)]
@@ -330,29 +355,29 @@ def _throwaway(backend: CoolifyBackend, probe: checks.DoctorProbe,
 
 def _leftovers(trial: _Throwaway) -> list[str]:
     """Throwaway projects an interrupted doctor left (this owner's, named provision-doctor-...)."""
-    prefix = trial.config.coolify.project_prefix + checks.THROWAWAY_PREFIX
+    prefix = trial.backend.config.coolify.project_prefix + checks.THROWAWAY_PREFIX
     try:
-        projects = trial.client.request_list("GET", "/projects")
+        projects = trial.backend.finder.projects()
     except ProvisionError:
         return []
-    return [f"{p.get('name')} ({p.get('uuid')})" for p in projects
-            if str(p.get("name") or "").startswith(prefix) and trial._ours(p)]
+    return [f"{p.name} ({p.uuid})" for p in projects
+            if (p.name or "").startswith(prefix) and trial.backend.finder.ours(p)]
 
 
-def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[str, Any] | None,
+def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Server | None,
           leftovers: list[str]) -> checks.Check:
     """The lock project's description (with the server mark, as `_remember_server` writes it) is stored as sent;
     a lock is taken and released through `lock` (a project shared variable whose comment names the holder);
     a second taker is refused (Coolify's 409 on a second variable of one key,
     SharedEnvironmentVariablesController.php:175-179)."""
     name = "lock project"
-    server_uuid = str(server["uuid"]) if server is not None else None
-    done = [f"created {trial._throwaway!r} with provision's project description"]
+    server_uuid = server.uuid if server is not None else None
+    done = [f"created {trial.name!r} with provision's project description"]
     if server_uuid is not None:
-        trial._remember_server(project_uuid, server_uuid)  # best effort in provision: checked here
-        sent = trial._lock_project_description(server_uuid)
+        trial.backend.locking.remember_server(project_uuid, server_uuid)  # best effort in provision: checked here
+        sent = trial.backend.locking.lock_project_description(server_uuid)
         try:
-            stored = trial.client.request_object("GET", f"/projects/{project_uuid}").get("description")
+            stored = trial.recording.request_object("GET", f"/projects/{project_uuid}").get("description")
         except ProvisionError as exc:
             return checks.from_error(name, exc, "could not read the throwaway project back")
         if stored != sent:
@@ -365,18 +390,18 @@ def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[
                                  "descriptions")
         done.append("gave it the lock project's description")
     try:
-        with trial.lock(target, Refs(lock_project=project_uuid), timeout=LOCK_WAIT):
-            variable = trial._lock_variable(project_uuid, trial._lock_key(target))
+        with trial.backend.lock(target, Refs(lock_project=project_uuid), timeout=LOCK_WAIT):
+            variable = trial.backend.locking.variable(project_uuid, trial.backend.locking.lock_key(target))
             if variable is None:
                 return checks.failed(name, "the lock variable provision created is not listed in the project",
                                      "report this with your Coolify version")
-            info = _lock_info(variable, target.env, target.project)
+            info = lock_info(variable, target.env, target.project)
             if info.holder.startswith("unknown"):
-                return checks.failed(name, f"the lock's comment came back as {variable.get('comment')!r}, without "
+                return checks.failed(name, f"the lock's comment came back as {variable.comment!r}, without "
                                            f"its holder", "report this with your Coolify version")
             interrupts.sleep(max(0.0, 1.05 - time.time() % 1))  # a second taker's comment differs from ours from now on
             try:
-                trial._acquire(project_uuid, target, 0)
+                trial.backend.locking.acquire(project_uuid, target, 0)
             except LockTimeout:
                 done.append("took a lock, saw a second taker refused, released it")
             else:
@@ -392,7 +417,7 @@ def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Mapping[
 
 
 def _task(trial: _Throwaway, probe: checks.DoctorProbe, project_uuid: str,
-          server: Mapping[str, Any]) -> tuple[checks.Check, Refs | None]:
+          server: Server) -> tuple[checks.Check, Refs | None]:
     """provision's own create of a service (environment, compose, description, server, destination) on a
     throwaway, never started; then `run_sql` of the SQL every change runs, up to the point where it would run
     the task: the task must be accepted (name, command of at most 255 characters, frequency, container, timeout,
@@ -404,13 +429,13 @@ def _task(trial: _Throwaway, probe: checks.DoctorProbe, project_uuid: str,
     except ProvisionError as exc:  # the env's template: every provision would stop here too
         return checks.from_error(name, exc, "the stack could not be rendered"), None
     try:
-        refs = trial._create(target, Refs(project_uuid=project_uuid, new_server=str(server["uuid"])), stack)
+        refs = trial.backend.creator.create(target, Refs(project_uuid=project_uuid, new_server=server.uuid), stack)
     except ProvisionError as exc:
         return _refused(name, exc, "Coolify refused provision's service (needed for a task)"), None
     sql, user = probe.task_sql()
     observed = Observed(exists=True, handle=refs)
     try:
-        trial.run_sql(target, observed, sql, user=user)
+        trial.backend.run_sql(target, observed, sql, user=user)
     except _NotRun:
         pass
     except ProvisionError as exc:
@@ -419,7 +444,7 @@ def _task(trial: _Throwaway, probe: checks.DoctorProbe, project_uuid: str,
         return checks.failed(name, "provision sent no scheduled task", "report this: doctor cannot check tasks"), refs
     sent = trial.recording.tasks[0]
     try:
-        left = [t for t in trial.client.request_list("GET", f"/services/{refs.service_uuid}/scheduled-tasks")
+        left = [t for t in trial.recording.request_list("GET", f"/services/{refs.service_uuid}/scheduled-tasks")
                 if t.get("name") == sent.get("name")]
     except ProvisionError as exc:
         return checks.from_error(name, exc, "could not list the throwaway service's tasks"), refs
@@ -439,23 +464,23 @@ def _remove(trial: _Throwaway, target: Target, project_uuid: str | None, refs: R
         return None
     handle = refs or Refs(project_uuid=project_uuid)
     try:  # observed again: a create whose answer was lost may have made the service all the same
-        observed = trial.observe(target, handle)
+        observed = trial.backend.observe(target, handle)
     except ProvisionError:
         observed = Observed(exists=refs is not None, handle=handle)
     try:
-        trial.destroy(target, observed, delete_data=True)
+        trial.backend.destroy(target, observed, delete_data=True)
     except ProvisionError:
         pass  # looked at below
     try:
-        trial.client.request("GET", f"/projects/{project_uuid}")
-        trial.client.request("DELETE", f"/projects/{project_uuid}")  # destroy left it: by its uuid, then
+        trial.recording.request("GET", f"/projects/{project_uuid}")
+        trial.recording.request("DELETE", f"/projects/{project_uuid}")  # destroy left it: by its uuid, then
         return None
     except CoolifyNotFound:
         return None  # gone
     except ProvisionError as exc:
-        return checks.failed("lock project", f"created {trial._throwaway!r} ({project_uuid}) but could not remove "
+        return checks.failed("lock project", f"created {trial.name!r} ({project_uuid}) but could not remove "
                                              f"it: {str(exc).splitlines()[0]}",
-                             f"delete the project {trial._throwaway!r} in Coolify's UI")
+                             f"delete the project {trial.name!r} in Coolify's UI")
 
 
 def _refused(name: str, exc: ProvisionError, what: str) -> checks.Check:
