@@ -165,6 +165,7 @@ class LocalBackend:
         self._db_ping = db_ping  # does the db accept connections on a host port (pg_isready's rule)
         self._docker: Any = None  # a connection, not a memory: reopened the same on a fresh instance
         self._docker_lock = threading.Lock()
+        self._probes_loading = False  # psycopg's import started (_load_probes)
         self._images_seen: dict[str, float] = {}  # image -> when it was last found on the engine (preflight)
         self._host: tuple[float, int, int] | None = None  # (when asked, CPUs, memory bytes) of the engine's host
 
@@ -206,6 +207,15 @@ class LocalBackend:
                 self._docker_client()
 
         threading.Thread(target=load, daemon=True).start()
+
+    def _load_probes(self) -> None:
+        """Start importing psycopg, the db probe's, in the background (once): the import overlaps the engine's
+        answers that preflight and observe wait for, instead of following them."""
+        with self._docker_lock:
+            if self._probes_loading:
+                return
+            self._probes_loading = True
+        threading.Thread(target=importlib.import_module, args=("psycopg",), daemon=True).start()
 
     def _project_name(self, target: Target) -> str:
         return names.compose_project_name(target.env, target.project)
@@ -327,7 +337,9 @@ class LocalBackend:
         """Refuse, before anything is created, what the engine could not run: an image neither on it nor pullable
         (a missing one is pulled, for up to PULL_TIMEOUT s; ImageUnavailable names the image, the env file's key
         and how to make it available), and a cpus or memory limit over what the engine's host has (LimitsRefused
-        naming the key). An image found, and the host's size, are not asked again for CHECKED_FOR s."""
+        naming the key). An image found, and the host's size, are not asked again for CHECKED_FOR s.
+        Meanwhile psycopg, which the health wait's db probe needs, loads in the background."""
+        self._load_probes()
         now = time.monotonic()
         for service, image in _stack_images(stack):
             if now - self._images_seen.get(image, -CHECKED_FOR) < CHECKED_FOR:
