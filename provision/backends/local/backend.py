@@ -13,6 +13,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -341,16 +342,23 @@ class LocalBackend:
         Meanwhile psycopg, which the health wait's db probe needs, loads in the background."""
         self._load_probes()
         now = time.monotonic()
+        unseen: dict[str, str] = {}  # image -> the first service naming it
         for service, image in _stack_images(stack):
-            if now - self._images_seen.get(image, -CHECKED_FOR) < CHECKED_FOR:
-                continue
-            if not self.compose.image_present(image):
-                why = self.compose.pull(image, timeout=PULL_TIMEOUT)
-                if why is not None:
-                    raise ImageUnavailable(image, _image_key(target, service, image), why)
-            self._images_seen[image] = now
-        if self._host is None or now - self._host[0] >= CHECKED_FOR:
-            self._host = (now, *self.compose.host_resources())
+            if now - self._images_seen.get(image, -CHECKED_FOR) >= CHECKED_FOR:
+                unseen.setdefault(image, service)
+        ask_host = self._host is None or now - self._host[0] >= CHECKED_FOR
+        with ThreadPoolExecutor(max_workers=len(unseen) + 1, thread_name_prefix="preflight") as pool:
+            host = pool.submit(self.compose.host_resources) if ask_host else None  # asked meanwhile, used last
+            present = list(pool.map(self.compose.image_present, unseen))
+            for (image, service), found in zip(unseen.items(), present, strict=True):
+                if not found:
+                    why = self.compose.pull(image, timeout=PULL_TIMEOUT)
+                    if why is not None:
+                        raise ImageUnavailable(image, _image_key(target, service, image), why)
+                self._images_seen[image] = now
+            if host is not None:
+                self._host = (now, *host.result())
+        assert self._host is not None
         _check_limits(target, cpus=self._host[1], memory=self._host[2])
 
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
