@@ -493,12 +493,14 @@ class LocalBackend:
         exited or restarts: then `_Crashed` ends the wait at once, whatever the timeout. The first look comes
         CRASH_POLL s in, so probes that pass at once (a no-op) cost no container listing."""
         last = [time.monotonic()]
+        looking = threading.Lock()  # probes may run at once (wait_for's `together`): one of them looks
 
         def watch() -> None:
             now = time.monotonic()
-            if now - last[0] < CRASH_POLL:
-                return
-            last[0] = now
+            with looking:
+                if now - last[0] < CRASH_POLL:
+                    return
+                last[0] = now
             _raise_crashed(self._containers_polled(target), services)
 
         def guarded(probe: Probe) -> Probe:
@@ -573,7 +575,8 @@ class LocalBackend:
             probes["db"] = postgres_probe(endpoints.db_url.reveal())
         recorded = handle.service_hashes if isinstance(handle, LocalHandle) else {}
         try:
-            outcome = wait_for(self._watched(target, tuple(recorded) or ("db", "api"), probes), timeout=timeout)
+            outcome = wait_for(self._watched(target, tuple(recorded) or ("db", "api"), probes), timeout=timeout,
+                               together=True)
         except _Crashed as crash:
             raise self._crash(target, crash) from None
         if not outcome.ok:
