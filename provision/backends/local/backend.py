@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ... import doctor as checks
-from ... import hints, names
+from ... import hints, interrupts, names
 from ...config import EnvConfig, ProjectSpec
 from ...database import major_of, psql_in_container
 from ...errors import (
@@ -349,15 +349,19 @@ class LocalBackend:
         ask_host = self._host is None or now - self._host[0] >= CHECKED_FOR
         with ThreadPoolExecutor(max_workers=len(unseen) + 1, thread_name_prefix="preflight") as pool:
             host = pool.submit(self.compose.host_resources) if ask_host else None  # asked meanwhile, used last
-            present = list(pool.map(self.compose.image_present, unseen))
-            for (image, service), found in zip(unseen.items(), present, strict=True):
-                if not found:
-                    why = self.compose.pull(image, timeout=PULL_TIMEOUT)
-                    if why is not None:
-                        raise ImageUnavailable(image, _image_key(target, service, image), why)
-                self._images_seen[image] = now
-            if host is not None:
-                self._host = (now, *host.result())
+            try:
+                present = list(pool.map(self.compose.image_present, unseen))
+                for (image, service), found in zip(unseen.items(), present, strict=True):
+                    if not found:
+                        why = self.compose.pull(image, timeout=PULL_TIMEOUT)
+                        if why is not None:
+                            raise ImageUnavailable(image, _image_key(target, service, image), why)
+                    self._images_seen[image] = now
+                if host is not None:
+                    self._host = (now, *host.result())
+            except KeyboardInterrupt:
+                interrupts.CANCELLED.set()  # the questions still running stop now, not at their timeout
+                raise
         assert self._host is not None
         _check_limits(target, cpus=self._host[1], memory=self._host[2])
 
