@@ -16,6 +16,7 @@ Every baseline runs the very file provision rendered, unmodified (the product's 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def bench_cold(runs: int) -> dict[str, list[float]]:
             timed(compose_argv(raw_dir, raw, "down", "-v"))
     finally:
         cleanup(env)
+        shutil.rmtree(root, ignore_errors=True)
     return samples
 
 
@@ -110,6 +112,7 @@ def bench_noop(pairs: int) -> dict[str, list[float]]:
             raise RuntimeError("a no-op recreated containers: the comparison is void")
     finally:
         cleanup(env)
+        shutil.rmtree(root, ignore_errors=True)
     return samples
 
 
