@@ -2,6 +2,7 @@
 
     python bench/bench_coolify.py [--projects 50] [--latency 0.05] [--parallel 16]
     python bench/bench_coolify.py --only budget [--budget-projects 20] [--budget-parallel 8]
+    python bench/bench_coolify.py --only restart [--restarts 16] [--verbose]   (--verbose: each restart's times)
 
 1. HTTP requests per fresh provision and per no-op re-provision (with and without local state)
 2. provisioning N projects with `latency` seconds added to every API request: --parallel P / serial
@@ -118,7 +119,7 @@ def bench_parallel(projects: int, latency: float, parallel: int) -> None:
     print(f"  ratio parallel/serial (target <= 0.2): {ratio:.3f}")
 
 
-def bench_restart(runs: int) -> None:
+def bench_restart(runs: int, *, verbose: bool = False) -> None:
     """`restart` against Coolify-like timings: from its POST to its return, beside the emulator's own completion:
     the moment its job has finished and the status refresh has reported every new container running and past
     its healthcheck. `restart` must never return before it."""
@@ -165,7 +166,7 @@ def bench_restart(runs: int) -> None:
             returns.append(returned - posted)
             completions.append(completion)
             ratios.append((returned - posted) / completion)
-            if "--verbose" in sys.argv:
+            if verbose:
                 print(f"  run: return {returned - posted:.2f} s, completion {completion:.2f} s")
         print(f"restart: POST to return median {statistics.median(returns):.2f} s; the emulator's own completion "
               f"(job {emu.action_delay + emu.stop_seconds + emu.start_seconds:.1f} s, then the status refresh "
@@ -185,12 +186,12 @@ def main() -> None:
     parser.add_argument("--budget-parallel", type=int, default=8)
     parser.add_argument("--budget-limit", type=int, help="coolify.requests_per_minute for the budget run")
     parser.add_argument("--only", choices=("requests", "restart", "parallel", "budget"))
-    parser.add_argument("--verbose", action="store_true", help="print each restart (read from sys.argv)")
+    parser.add_argument("--verbose", action="store_true", help="print each restart")
     args = parser.parse_args()
     if args.only in (None, "requests"):
         bench_requests()
     if args.only in (None, "restart"):
-        bench_restart(args.restarts)
+        bench_restart(args.restarts, verbose=args.verbose)
     if args.only in (None, "parallel"):
         bench_parallel(args.projects, args.latency, args.parallel)
     if args.only in (None, "budget"):

@@ -5,8 +5,10 @@ placement over several (emulated) Coolify servers.
 
 Local (a real Docker Engine, the test images, default limits and healthcheck interval):
 1. provision N projects in one env (`provision --parallel P`): the time, and that all are running
-2. idle cost after a settle period: memory per stack (status --json and `docker stats`), and the CPU that the
-   stacks (their cgroups) and the engine (dockerd, containerd and the shims) use over `--idle` seconds
+2. idle cost after a settle period: memory per stack (status --json and `docker stats`), and the CPU used over
+   `--idle` seconds by this env's containers only (their cgroups: the healthchecks' execs run there), by the
+   engine processes that serve only them (their shims, with the `runc` each healthcheck exec runs, and their
+   docker-proxies), and by dockerd and containerd (shared with anything else on the engine, reported apart)
 3. with N running: `status`, `list`, `plan`, a no-op `provision` of all N (medians of 3)
 4. `stop --all` then `start --all` (--parallel P) against `docker compose stop`/`start` of the same N projects in
    a shell loop with the same parallelism (xargs -P), interleaved
@@ -31,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, cleanup, environ, invoke, make_root, summary  # noqa: E402
+from bench.common import REPO, cleanup, environ, invoke, make_root, ports, published, summary  # noqa: E402
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -44,50 +46,78 @@ def cli_json(root: Path, *args: str) -> dict:  # type: ignore[type-arg]
     return json.loads(out.stdout)
 
 
-def engine_pids() -> list[int]:
-    pids = []
+def own_containers(env: str) -> list[str]:
+    """Full ids of the env's running containers: this benchmark's, not whatever else shares the engine."""
+    return subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=io.provision.env={env}"],
+                          capture_output=True, text=True, check=True).stdout.split()
+
+
+def engine_processes(ids: list[str], host_ports: set[str]) -> tuple[list[int], list[int]]:
+    """(the pids that serve only the given containers: their shims and the docker-proxy of each of their published
+    ports; the engine's daemons dockerd and containerd, which serve every container on the engine)."""
+    own, daemons = [], []
+    wanted = set(ids)
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                name = (entry / "comm").read_text().strip()
-            except OSError:
-                continue
-            if name in ("dockerd", "containerd") or name.startswith("containerd-shim"):
-                pids.append(int(entry.name))
-    return pids
+        if not entry.name.isdigit():
+            continue
+        try:
+            name = (entry / "comm").read_text().strip()
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [w.decode(errors="replace") for w in argv]
+        if name in ("dockerd", "containerd"):
+            daemons.append(int(entry.name))
+        elif name.startswith("containerd-shim") and "-id" in words and words[words.index("-id") + 1] in wanted:
+            own.append(int(entry.name))
+        elif name == "docker-proxy" and "-host-port" in words and words[words.index("-host-port") + 1] in host_ports:
+            own.append(int(entry.name))
+    return own, daemons
 
 
 def process_seconds(pids: list[int]) -> float:
+    """CPU seconds of `pids` so far, with their waited-for children's: a shim runs `runc` for every healthcheck
+    exec and waits for it, so the checks' runc processes count with the shims."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime + stime
+            total += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
         except (OSError, IndexError):
             continue
     return total / HZ
 
 
-def containers_seconds() -> float:
-    """CPU seconds of every container so far (cgroup v1 cpuacct of docker's parent, or v2 docker.slice/system.slice)."""
-    for path in (Path("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage"), Path("/sys/fs/cgroup/cpu,cpuacct/docker/cpuacct.usage")):
+def container_seconds(container: str) -> float:
+    """CPU seconds of one container's cgroup so far (its processes and every exec in it: the healthchecks)."""
+    v1 = [Path(f"/sys/fs/cgroup/{c}/docker/{container}/cpuacct.usage") for c in ("cpuacct", "cpu,cpuacct")]
+    for path in v1:
         if path.exists():
             return int(path.read_text()) / 1e9
-    total = 0.0
-    for scope in Path("/sys/fs/cgroup/system.slice").glob("docker-*.scope"):
-        for line in (scope / "cpu.stat").read_text().splitlines():
-            if line.startswith("usage_usec"):
-                total += int(line.split()[1]) / 1e6
-    return total
+    for scope in (Path(f"/sys/fs/cgroup/system.slice/docker-{container}.scope"), Path(f"/sys/fs/cgroup/docker/{container}")):
+        stat = scope / "cpu.stat"
+        if stat.exists():
+            for line in stat.read_text().splitlines():
+                if line.startswith("usage_usec"):
+                    return int(line.split()[1]) / 1e6
+    raise RuntimeError(f"no cgroup CPU accounting found for container {container[:12]}")
 
 
-def idle_cpu(seconds: float) -> tuple[float, float]:
-    """Percent of one core used by the containers and by the engine over `seconds`."""
-    pids = engine_pids()
-    c0, e0, t0 = containers_seconds(), process_seconds(pids), time.monotonic()
+def idle_cpu(env: str, host_ports: set[str], seconds: float) -> tuple[float, float, float]:
+    """Percent of one core used over `seconds` by the env's containers (their cgroups), by the engine's processes
+    that serve only them (shims with their healthchecks' runc, docker-proxies), and by dockerd and containerd
+    (shared: whatever else runs on the engine meanwhile counts there too)."""
+    ids = own_containers(env)
+    own, daemons = engine_processes(ids, host_ports)
+
+    def sample() -> tuple[float, float, float, float]:
+        return (sum(container_seconds(c) for c in ids), process_seconds(own), process_seconds(daemons),
+                time.monotonic())
+
+    c0, o0, d0, t0 = sample()
     time.sleep(seconds)
-    c1, e1, t1 = containers_seconds(), process_seconds(pids), time.monotonic()
-    return (c1 - c0) / (t1 - t0) * 100, (e1 - e0) / (t1 - t0) * 100
+    c1, o1, d1, t1 = sample()
+    return tuple((b - a) / (t1 - t0) * 100 for a, b in ((c0, c1), (o0, o1), (d0, d1)))  # type: ignore[return-value]
 
 
 def docker_stats_memory(env: str) -> list[int]:
@@ -121,7 +151,7 @@ def compose_loop(root: Path, env: str, names: list[str], verb: str, parallel: in
 
 def bench_local(projects: int, parallel: int, idle: float) -> None:
     names = [f"d{i:03d}" for i in range(projects)]
-    root, env = make_root(names, port_range="[21000, 22999]", network_pool="10.212.0.0/16")
+    root, env = make_root(names, port_range=ports(21000, 2000), network_pool="10.212.0.0/16")
     try:
         took = invoke(root, "provision", f"--env={env}", f"--parallel={parallel}")
         status = cli_json(root, "status", f"--env={env}", "--json")["projects"]
@@ -129,7 +159,9 @@ def bench_local(projects: int, parallel: int, idle: float) -> None:
         print(f"provision {projects} projects (--parallel {parallel}): {took:.1f} s; running: {running}/{projects}")
         print(f"settling {idle:.0f} s, then measuring idle CPU over {idle:.0f} s ...", flush=True)
         time.sleep(idle)
-        containers, engine = idle_cpu(idle)
+        host_ports = {str(port) for name in names
+                      for port in published((root / ".provision" / env / name / "docker-compose.yml").read_text()).values()}
+        containers, shims, daemons = idle_cpu(env, host_ports, idle)
         status = cli_json(root, "status", f"--env={env}", "--json")["projects"]
         per_stack = [p["memory_used_bytes"] for p in status if p["memory_used_bytes"] is not None]
         stats = docker_stats_memory(env)
@@ -138,8 +170,10 @@ def bench_local(projects: int, parallel: int, idle: float) -> None:
               f"max {max(per_stack) / mib:.1f} MiB, total {sum(per_stack) / mib:.0f} MiB")
         print(f"idle memory (docker stats, {len(stats)} containers): total {sum(stats) / mib:.0f} MiB, "
               f"{sum(stats) / mib / max(1, projects):.1f} MiB per stack")
-        print(f"idle CPU: containers {containers:.1f} % of one core, engine {engine:.1f} %, "
-              f"together {containers + engine:.1f} % (target <= 25 %)")
+        print(f"idle CPU of the {projects} stacks: containers {containers:.1f} % of one core, their shims (with "
+              f"the healthchecks' runc) and docker-proxies {shims:.1f} %, together {containers + shims:.1f} %; "
+              f"dockerd and containerd {daemons:.1f} % (shared with anything else on the engine); all "
+              f"{containers + shims + daemons:.1f} % (target <= 25 %)")
         for label, args, target in (("status", ("status", f"--env={env}"), 1.0),
                                     ("list", ("list", f"--env={env}"), 1.0),
                                     ("plan", ("plan", f"--env={env}"), 2.0),

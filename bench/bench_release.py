@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import cleanup, invoke, make_root, ratio, summary  # noqa: E402
+from bench.common import cleanup, invoke, make_root, ports, ratio, summary  # noqa: E402
 
 
 def destroy_all(root: Path, env: str, names: list[str]) -> None:
@@ -24,7 +24,7 @@ def destroy_all(root: Path, env: str, names: list[str]) -> None:
 
 def bench_fleet(runs: int, fleet: int) -> None:
     names = [f"f{i:02d}" for i in range(fleet)]
-    root, env = make_root(names, port_range="[35000, 35999]")
+    root, env = make_root(names, port_range=ports(25000))
     samples: dict[str, list[float]] = {"serial": [], "parallel": []}
     try:
         for _ in range(runs):
@@ -41,7 +41,7 @@ def bench_fleet(runs: int, fleet: int) -> None:
 def bench_plan(projects: int) -> None:
     names = [f"n{i:02d}" for i in range(projects)]
     # 50 networks: more than Docker's default address pools hold, so the env leases subnets
-    root, env = make_root(names, port_range="[36000, 36999]", network_pool="10.211.0.0/16")
+    root, env = make_root(names, port_range=ports(26000), network_pool="10.211.0.0/16")
     try:
         invoke(root, "provision", f"--env={env}", "--parallel=8")
         times = [invoke(root, "plan", f"--env={env}", "--detailed-exitcode") for _ in range(5)]

@@ -24,7 +24,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import REPO, cleanup, environ, invoke, make_root, ratio, summary  # noqa: E402
+from bench.common import REPO, cleanup, environ, invoke, make_root, ports, ratio, summary  # noqa: E402
 from tests.coolify_emulator import CoolifyEmulator  # noqa: E402
 
 TOKEN = "bench-api-token"
@@ -118,7 +118,7 @@ def bench_list(projects: int, clients: int, seconds: float) -> None:
 
 
 def bench_post_vs_cli(runs: int) -> None:
-    root, env = make_root(port_range="[37000, 37999]")
+    root, env = make_root(port_range=ports(27000))
     proc, url = start_server(root, env)
     samples: dict[str, list[float]] = {"post": [], "cli": []}
     try:

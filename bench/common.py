@@ -18,10 +18,31 @@ REPO = Path(__file__).resolve().parent.parent
 IMAGES = {"db": "provision-test/postgres:15", "api": "provision-test/postgrest:12"}
 
 
-def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]",
+def ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (32768-60999 by default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def ports(first: int, count: int = 1000) -> str:
+    """`local.port_range` for a benchmark env: `count` ports from `first`, refused when they reach into the kernel's
+    ephemeral range, where another process's outgoing connection can take a stopped stack's leased port."""
+    low, high = ephemeral_ports()
+    last = first + count - 1
+    if last >= low and first <= high:
+        raise SystemExit(f"bench port range {first}-{last} overlaps the ephemeral range {low}-{high} "
+                         "(/proc/sys/net/ipv4/ip_local_port_range): pick one below it")
+    return f"[{first}, {last}]"
+
+
+def make_root(projects: Sequence[str] = (), *, port_range: str | None = None,
               network_pool: str | None = None, health_interval: float | None = None) -> tuple[Path, str]:
     """A project root with tasks.py, templates/ and envs/<env>.yml using the test images; the product's
     default healthcheck interval unless `health_interval` is given."""
+    port_range = port_range or ports(24000)
     root = Path(tempfile.mkdtemp(prefix="provision-bench-"))
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
@@ -38,12 +59,19 @@ def make_root(projects: Sequence[str] = (), *, port_range: str = "[33000, 34999]
     return root, env
 
 
-def raw_baseline(compose_text: str) -> str:
-    """The rendered stack as raw compose readies it fastest on its own, as the product shipped it before the
-    idle-cost design (issue 12): a 1 s db healthcheck and the api held back until the db is healthy, so that
-    `up --wait` returns when the stack serves. (With the product's 60 s interval `--wait` would wait a minute.)"""
-    text = re.sub(r'interval: "\d+(\.\d+)?s"', 'interval: "1s"', compose_text)
-    return text.replace("condition: service_started", "condition: service_healthy")
+def compose_argv(folder: Path, project_name: str, *args: str) -> list[str]:
+    """`docker compose` on a rendered stack's own file and secrets, unmodified, as provision runs it."""
+    return ["docker", "compose", "--project-name", project_name, "--file", str(folder / "docker-compose.yml"),
+            "--env-file", str(folder / "secrets.env"), *args]
+
+
+def published(compose_text: str) -> dict[str, int]:
+    """{service: host port} of a rendered local stack (`"127.0.0.1:<host>:<container>"` entries)."""
+    found = {}
+    for service, host in re.findall(r'^  (\w+):\n(?:(?!^  \w).*\n)*?    ports:\n      - "[^"]*?:(\d+):\d+"',
+                                    compose_text, re.M):
+        found[service] = int(host)
+    return found
 
 
 def environ(root: Path) -> dict[str, str]:

@@ -7,6 +7,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from . import interrupts
@@ -107,22 +108,43 @@ def wait_for(
     pace: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = interrupts.sleep,
+    together: bool = False,
 ) -> WaitOutcome:
     """Run `probes` until all pass or `timeout` seconds elapse; backs off from `interval` to `max_interval`.
     With `pace`, the pause is instead that share of the time waited so far (between `interval` and
     `max_interval`): a wait never overshoots the moment things became ready by much more than that share.
 
-    Probes that passed are not run again. Never raises for a failing probe: the outcome says which failed;
-    raises Interrupted when the run is interrupted.
+    Probes that passed are not run again. With `together`, each round runs its probes at the same time, one
+    thread each (for probes that wait on the network, not on each other); a probe's exception is raised as
+    when they run in turn, the first in `probes`' order. Never raises for a failing probe: the outcome says
+    which failed; raises Interrupted when the run is interrupted.
     """
+    def waited(run: Callable[[list[Probe]], list[str | None]]) -> WaitOutcome:
+        return _wait(probes, run, timeout=timeout, interval=interval, max_interval=max_interval, pace=pace,
+                     clock=clock, sleep=sleep)
+
+    if not together or len(probes) < 2:
+        return waited(lambda due: [probe() for probe in due])
+    with ThreadPoolExecutor(max_workers=len(probes), thread_name_prefix="probe") as pool:
+        return waited(lambda due: list(pool.map(_called, due)))
+
+
+def _called(probe: Probe) -> str | None:
+    return probe()
+
+
+def _wait(probes: Mapping[str, Probe], run: Callable[[list[Probe]], list[str | None]], *, timeout: float,
+          interval: float, max_interval: float, pace: float | None, clock: Callable[[], float],
+          sleep: Callable[[float], None]) -> WaitOutcome:
+    """wait_for's rounds, each running the pending probes with `run` (their reasons in their order)."""
     start = clock()
     pending = dict(probes)
     failures: dict[str, str] = {}
     delay = interval
     while True:
         interrupts.check()
-        for name, probe in list(pending.items()):
-            reason = probe()
+        due = list(pending.items())
+        for (name, _), reason in zip(due, run([probe for _, probe in due]), strict=True):
             if reason is None:
                 pending.pop(name)
                 failures.pop(name, None)

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,22 @@ def test_wait_for_stops_running_probes_that_passed() -> None:
 def test_http_probe_on_a_closed_port_fails_with_a_reason() -> None:
     reason = http_probe("http://127.0.0.1:9", timeout=1)()
     assert reason is not None and "does not answer" in reason
+
+
+def test_wait_for_together_runs_a_rounds_probes_at_once_and_raises_as_in_turn() -> None:
+    both = threading.Barrier(2, timeout=5)  # each probe passes only while the other runs too
+
+    def meets() -> str | None:
+        both.wait()
+        return None
+
+    outcome = wait_for({"api": meets, "db": meets}, timeout=10, interval=0, sleep=lambda s: None, together=True)
+    assert outcome.ok
+
+    def fails(what: str) -> Callable[[], str | None]:
+        def probe() -> str | None:
+            raise RuntimeError(what)
+        return probe
+
+    with pytest.raises(RuntimeError, match="first"):
+        wait_for({"a": fails("first"), "b": fails("second")}, timeout=10, together=True)

@@ -3,6 +3,7 @@ crashed ends the wait at once. The clock and the sleep are injected (tests wait 
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -50,12 +51,14 @@ class Waiter:
         exited or restarts: then `Crashed` ends the wait at once, whatever the timeout. The first look comes
         CRASH_POLL s in, so probes that pass at once (a no-op) cost no container listing."""
         last = [self.clock()]
+        looking = threading.Lock()  # probes may run at once (wait_for's `together`): one of them looks
 
         def watch() -> None:
             now = self.clock()
-            if now - last[0] < CRASH_POLL:
-                return
-            last[0] = now
+            with looking:
+                if now - last[0] < CRASH_POLL:
+                    return
+                last[0] = now
             raise_crashed(self.poll(), services)
 
         def guarded(probe: Probe) -> Probe:
@@ -114,7 +117,8 @@ class Waiter:
     def answering(self, services: tuple[str, ...], probes: Mapping[str, Probe], *, timeout: float) -> None:
         """Run `probes` (what the stack serves) until all pass, watching the containers of `services`."""
         try:
-            outcome = wait_for(self.watched(services, probes), timeout=timeout, clock=self.clock, sleep=self.sleep)
+            outcome = wait_for(self.watched(services, probes), timeout=timeout, clock=self.clock, sleep=self.sleep,
+                               together=True)
         except Crashed as crash:
             raise self.crash(crash) from None
         if not outcome.ok:
