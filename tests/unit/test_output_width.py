@@ -8,8 +8,8 @@ import re
 import time
 from pathlib import Path
 
-from provision import output
 from provision.backups import Backup
+from provision.cli import output
 from provision.model import Usage
 from provision.report import LiveReporter
 from provision.results import PlanItem, ProjectResult, RunSummary, ServiceStatus
