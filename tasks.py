@@ -1,5 +1,5 @@
 """Invoke tasks of this checkout (`invoke provision --env=dev`): the collection of the `provision` command,
-defined once in provision/cli.py, so both have the same tasks, flags and help. Hints then name `invoke`
+defined once in provision/cli/, so both have the same tasks, flags and help. Hints then name `invoke`
 (as typed: `invoke`, `inv`, `python -m invoke`), the program that works here."""
 
 import os

@@ -1,4 +1,4 @@
-"""`provision <task> ...` and `python -m provision <task> ...`: the tasks of provision/cli.py under their own
+"""`provision <task> ...` and `python -m provision <task> ...`: the tasks of provision/cli/ under their own
 program name, with the product's options only (`--root`, `--version`, `--help`, `--list`, completion), whole task
 summaries, did-you-mean for a mistyped task or flag, and exit code 2 for every usage error."""
 
@@ -106,9 +106,9 @@ class ProvisionProgram(Program):
         if self.args.complete.value:
             from invoke.completion.complete import complete
 
-            from .completion import flag_values
+            from .cli.completion import flag_values
 
-            values = flag_values(self.core.remainder, lambda: cli._root())
+            values = flag_values(self.core.remainder, cli.root)
             if values is not None:
                 print("\n".join(values))
                 raise Exit

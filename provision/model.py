@@ -11,7 +11,8 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from .config import EnvConfig, Images, ProjectSpec
+from .config import EnvConfig, ProjectSpec
+from .envfile import Images
 from .secrets import Secret, SecretURL
 
 ControlVerb = Literal["stop", "start", "restart"]

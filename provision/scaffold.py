@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import hints
-from .config import OWNER_PATTERN, new_owner_id
+from .envfile import OWNER_PATTERN, new_owner_id
 from .errors import ConfigError
 from .names import validate_env_name
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from invoke.exceptions import Exit
 
-from provision.completion import flag_values
+from provision.cli.completion import flag_values
 from tests.conftest import write_env
 
 

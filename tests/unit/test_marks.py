@@ -15,7 +15,7 @@ from tests.coolify_emulator.validation import is_valid_description
 
 H1, H2 = "0123456789abcdef", "fedcba9876543210"
 OWNER = "team-abc123"
-LONGEST_OWNER = "o" * 40  # config.OWNER_PATTERN: at most 40 characters
+LONGEST_OWNER = "o" * 40  # envfile.OWNER_PATTERN: at most 40 characters
 LONGEST_PROJECT = "p" * PROJECT_MAX
 LONGEST_UUID = "u" * 40  # Coolify's uuids are shorter (cuid2); 40 is what _UUID accepts
 LARGE_MEMORY = 2**53  # 8 PiB, 16 digits: more than any stack's limits add up to

@@ -8,8 +8,8 @@ import re
 import time
 from pathlib import Path
 
-from provision import output
 from provision.backups import Backup
+from provision.cli import output
 from provision.model import Usage
 from provision.report import LiveReporter
 from provision.results import PlanItem, ProjectResult, RunSummary, ServiceStatus
@@ -133,3 +133,23 @@ def test_no_spinner_frame_stays_on_screen() -> None:
         assert "✓ shop created, running" in last
         assert ("✗ blog" if failing else "✓ blog") in last, repr(last)
 
+
+
+def test_the_lines_data_tasks_print_for_people() -> None:
+    copy = _result("shop-pr-42")
+    assert output.clone_env(copy) == "API_URL=http://127.0.0.1:35123\nDB_URL=postgresql://app:***@127.0.0.1:35124/app"
+    assert output.clone_env(copy, show_secrets=True).endswith("DB_URL=postgresql://app:hunter2hunter2@127.0.0.1:35124/app")
+    assert output.clone_env(ProjectResult(**{**copy.__dict__, "db_url": None})).endswith("DB_URL=")
+    done = ProjectResult(**{**copy.__dict__, "details": {"path": "/b/shop/1.dump"}})
+    failed = ProjectResult(**{**copy.__dict__, "error": "refused"})
+    assert output.backup_paths(RunSummary("staging", "local", (done, failed, done))) == "/b/shop/1.dump\n/b/shop/1.dump"
+    assert output.history_lines([{"b": 1, "a": 2}, {}]) == '{"a": 2, "b": 1}\n{}'
+
+
+def test_a_watched_status_has_a_time_line_and_clears_only_a_terminal() -> None:
+    summary = RunSummary("staging", "local", (_result("shop"),))
+    assert output.status_view(summary, json=False, show_secrets=False, every=None) == output.status_table(summary.results)
+    watched = output.status_view(summary, json=False, show_secrets=False, every=2.0, clear=True)
+    assert watched.startswith("\x1b[H\x1b[2J") and "env staging  (every 2 s, Ctrl-C to stop)" in watched
+    assert not output.status_view(summary, json=False, show_secrets=False, every=2.0).startswith("\x1b")
+    assert json.loads(output.status_view(summary, json=True, show_secrets=False, every=2.0))["env"] == "staging"

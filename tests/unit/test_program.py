@@ -16,10 +16,11 @@ import pytest
 from invoke.exceptions import ParseError
 from invoke.parser import Parser
 
+import provision
 from provision import cli, hints
 from provision.__main__ import ProvisionProgram, summary
 
-PACKAGE = Path(cli.__file__).parent
+PACKAGE = Path(provision.__file__).parent
 REPO = PACKAGE.parent
 
 
@@ -79,7 +80,7 @@ def test_the_package_makes_hints_in_many_places() -> None:
     assert len(HINTS) >= 25
     assert {where.split(":")[0] for where, _ in HINTS} >= {
         "provision/service/lifecycle.py", "provision/service/upgrade.py", "provision/backends/local/backend.py",
-        "provision/backends/coolify/backend.py", "provision/cli.py", "provision/config.py"}
+        "provision/backends/coolify/backend.py", "provision/cli/session.py", "provision/config.py"}
 
 
 @pytest.mark.parametrize("program", ["provision", "/usr/bin/python3 -m provision", "python3 -m invoke"])

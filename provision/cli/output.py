@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from .backups import Backup
-from .model import LockInfo
-from .results import PlanItem, ProjectResult, RunSummary
+from ..backups import Backup
+from ..model import LockInfo
+from ..results import PlanItem, ProjectResult, RunSummary
 
 
 def to_json(data: object) -> str:
@@ -227,6 +227,37 @@ def _cut(value: str, width: int, *, tail: bool = False) -> str:
     if len(value) <= width:
         return value
     return ELLIPSIS + value[len(value) - width + 1:] if tail else value[:width - 1] + ELLIPSIS
+
+
+def status_view(summary: RunSummary, *, json: bool, show_secrets: bool, every: float | None, wide: bool = False,
+                clear: bool = False) -> str:
+    """`status`'s output: the table, or its JSON; with a watch (`every` seconds) one JSON line per refresh, or
+    the table under a time line, the screen cleared first on a terminal (`clear`), like top."""
+    if json:
+        if every is None:
+            return summary_json(summary, show_secrets=show_secrets)
+        return to_json_line(summary.to_dict(show_secrets=show_secrets))
+    shown = status_table(summary.results, show_secrets=show_secrets, wide=wide)
+    if every is None:
+        return shown
+    home = "\x1b[H\x1b[2J" if clear else ""
+    return f"{home}{datetime.now().strftime('%H:%M:%S')}  env {summary.env}  (every {every:g} s, Ctrl-C to stop)\n{shown}\n"
+
+
+def history_lines(records: Sequence[dict[str, Any]]) -> str:
+    """History records as JSON lines, keys sorted."""
+    return "\n".join(json.dumps(r, sort_keys=True) for r in records)
+
+
+def backup_paths(summary: RunSummary) -> str:
+    """The dump of each project `backup --all` backed up, one path a line."""
+    return "\n".join(str(r.details.get("path", "")) for r in summary.results if r.error is None)
+
+
+def clone_env(result: ProjectResult, *, show_secrets: bool = False) -> str:
+    """The copy's `API_URL=` and `DB_URL=` lines, unquoted; the password masked unless asked."""
+    db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
+    return f"API_URL={result.api_url}\nDB_URL={db_url}"
 
 
 def summary_json(summary: RunSummary, *, show_secrets: bool = False) -> str:

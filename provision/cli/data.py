@@ -1,0 +1,184 @@
+"""The tasks on a project's data: backup, backups, restore, clone, upgrade-db, rotate, move."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+
+from .flags import (
+    ENV_HELP,
+    LOCK_HELP,
+    PROJECT_HELP,
+    QUIET_HELP,
+    WIDE_HELP,
+    number,
+    overrides,
+    require_project,
+    task,
+)
+from .session import emit, exit_if_failed, provisioner_for, require_env, root, session
+
+if TYPE_CHECKING:
+    from ..results import ProjectResult
+
+
+def data_result(result: ProjectResult, json: bool, line: str, *, show_secrets: bool = False,
+                 quiet: bool = False) -> None:
+    """The result as JSON (--json, even with --quiet), else `line` (not with --quiet: errors only)."""
+    from . import output
+
+    if json:
+        emit(output.to_json(result.to_dict(show_secrets=show_secrets)))
+    elif not quiet:
+        emit(line)
+
+
+@task(help={"env": ENV_HELP, "project": "The project (or --all)", "all": "Every declared project",
+            "out": "Write the dump here instead of the state directory's backups/<env>/<project>/",
+            "keep": "After a successful backup, delete all but the newest N of the project's backups",
+            "json": "Print JSON", "parallel": "With --all: how many at once (default 2)",
+            "keep_going": "With --all: go on after a failure", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def backup(c: Context, env: str | None = None, project: str | None = None, all: bool = False,
+           out: str | None = None, keep: str | None = None, json: bool = False, parallel: str = "2",
+           keep_going: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """pg_dump (custom format) of a project's database, 0600 in a 0700 directory, with a manifest (version,
+    image, size, sha256, row counts); prints the dump's path."""
+    from . import output
+
+    if all == (project is not None):
+        raise Exit("error: pass --project=NAME or --all", code=2)
+    if all and out is not None:
+        raise Exit("error: --out names one file: it does not go with --all", code=2)
+    kept = int(number("keep", keep, minimum=1)) if keep is not None else None
+    workers = int(number("parallel", parallel, minimum=1))
+    with session(quiet=quiet) as reporter:
+        provisioner = provisioner_for(env, reporter, lock_timeout=lock_timeout)
+        if project is not None:
+            result = provisioner.data.backup(project, out=Path(out) if out else None, keep=kept)
+            data_result(result, json, str(result.details["path"]), quiet=quiet)
+            return
+        names = [p.name for p in provisioner.config.projects]
+        summary = provisioner.run_many(names, lambda name: provisioner.data.backup(name, keep=kept), action="backup",
+                                       keep_going=keep_going, parallel=workers)
+    if json:
+        emit(output.summary_json(summary))
+    elif not quiet:
+        emit(output.backup_paths(summary))
+    exit_if_failed(summary)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON", "wide": WIDE_HELP})
+def backups(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+            wide: bool = False) -> None:
+    """List a project's backups, newest first: time, PostgreSQL major, size, tables, path."""
+    from . import output
+
+    project = require_project(project)
+    with session(read_only=True) as reporter:
+        found = provisioner_for(env, reporter, offline=True).data.listing(project)
+    if json:
+        emit(output.to_json({"project": project, "env": env, "backups": [b.to_dict() for b in found]}))
+        return
+    emit(output.backups_table(found, wide=wide) if found else f"no backups of {project!r} yet")
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
+            "yes": "Confirm: the database is replaced (a safety backup is taken first)", "json": "Print JSON",
+            "force": "Restore a dump without a manifest, or one of another project or env (a dump is code: "
+                     "restore only dumps you trust)",
+            "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def restore(c: Context, env: str | None = None, project: str | None = None, from_: str | None = None,
+            yes: bool = False, json: bool = False, force: bool = False, lock_timeout: str | None = None,
+            quiet: bool = False) -> None:
+    """Restore a backup into a project: safety backup, pg_restore --clean --if-exists in one transaction, API
+    schema reload, row counts checked against the manifest."""
+    project = require_project(project)
+    if not from_:
+        raise Exit("error: --from is required: a dump's path, or --from=latest", code=2)
+    with session(quiet=quiet) as reporter:
+        result = provisioner_for(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes,
+                                                                                    force=force)
+    data_result(result, json, f"restored {result.details['restored_from']}", quiet=quiet)
+
+
+@task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",
+                               "to_env": "The env of the copy (default: the same)", "json": "Print JSON",
+                               "set": "Override a key of the copy's env file, e.g. --set images.db=postgres:17",
+                               "show_secrets": "Show the copy's db_url password", "lock_timeout": LOCK_HELP,
+                               "quiet": QUIET_HELP})
+def clone(c: Context, env: str | None = None, project: str | None = None, to: str | None = None,
+          to_env: str | None = None, json: bool = False, set_: list[str] | None = None, show_secrets: bool = False,
+          lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
+    --project into it. The source is only read."""
+    from ..workspace import Workspace
+    from . import output
+
+    project = require_project(project)
+    if not to:
+        raise Exit("error: --to is required: the new project's name, e.g. --to=shop-pr-42", code=2)
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
+    with session(quiet=quiet) as reporter:
+        result = Workspace(root()).clone(require_env(env), project, to=to, to_env=to_env,
+                                          overrides=overrides(set_), reporter=reporter, **options)
+    data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets, quiet=quiet)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm (the project is stopped while it moves)",
+            "finalize": "Delete the old data an upgrade kept", "rollback": "Return to the old data and image",
+            "backup": "With --rollback: first back up what was written since the upgrade (default)",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def upgrade_db(c: Context, env: str | None = None, project: str | None = None, yes: bool = False,
+               finalize: bool = False, rollback: bool = False, backup: bool = True, json: bool = False,
+               lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Move a project's data to the PostgreSQL major of the env's db image: backup, new data directory,
+    restore, row counts checked; the old data is kept until --finalize (--rollback returns to it)."""
+    project = require_project(project)
+    if finalize and rollback:
+        raise Exit("error: --finalize and --rollback exclude each other", code=2)
+    with session(quiet=quiet) as reporter:
+        upgrades = provisioner_for(env, reporter, lock_timeout=lock_timeout).upgrades
+        if finalize:
+            result = upgrades.finalize(project, yes=yes)
+        elif rollback:
+            result = upgrades.rollback(project, yes=yes, backup=backup)
+        else:
+            result = upgrades.upgrade(project, yes=yes)
+    data_result(result, json, "\n".join(result.messages), quiet=quiet)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "secret": "db_password or jwt_secret", "yes": "Confirm",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def rotate(c: Context, env: str | None = None, project: str | None = None, secret: str | None = None,
+           yes: bool = False, json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Replace a project's db_password (inside the running database, checked; the old one is put back on any
+    failure) or jwt_secret (tokens signed with the old one stop working)."""
+    project = require_project(project)
+    if not secret:
+        raise Exit("error: --secret is required: db_password or jwt_secret", code=2)
+    with session(quiet=quiet) as reporter:
+        result = provisioner_for(env, reporter, lock_timeout=lock_timeout).data.rotate(project, secret, yes=yes)
+    data_result(result, json, "\n".join(result.messages), quiet=quiet)
+
+
+@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "to_server": "A server of coolify.servers to move to",
+            "yes": "Confirm (the project is stopped while its data is copied)",
+            "finalize": "Delete, with its data, the old stack a move left stopped on the old server",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def move(c: Context, env: str | None = None, project: str | None = None, to_server: str | None = None,
+         yes: bool = False, finalize: bool = False, json: bool = False, lock_timeout: str | None = None,
+         quiet: bool = False) -> None:
+    """Move a project with its data to another Coolify server (coolify.servers): backup, set the old stack
+    aside, create on the new server, restore, row counts checked; the old stack stays until --finalize."""
+    project = require_project(project)
+    if finalize == bool(to_server):
+        raise Exit("error: give --to-server=NAME to move, or --finalize to delete what a move left behind", code=2)
+    with session(quiet=quiet) as reporter:
+        moves = provisioner_for(env, reporter, lock_timeout=lock_timeout).moves
+        result = moves.move_finalize(project, yes=yes) if finalize else moves.move(project, str(to_server), yes=yes)
+    data_result(result, json, "\n".join(result.messages), quiet=quiet)
