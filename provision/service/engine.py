@@ -280,7 +280,8 @@ class Engine:
                 # only a change takes the lock every runner sees; then read and plan again under it
                 held.enter_context(self.backend_lock(target, self.known(observed, record)))
                 record, observed, prepared, stack, decision = self.read_and_plan(target, create=True)
-            op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
+            op.action, op.config_hash = decision.action.value, stack.config_hash
+            op.changed = op.changed or decision.changes  # a verb's own action (a rotation) stays a change
             handle = self.known(observed, record)
             self.hook("pre-provision", target, decision.action.value,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
