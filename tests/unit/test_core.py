@@ -65,6 +65,19 @@ def test_changed_is_true_exactly_when_an_action_ran(setup: tuple[Provisioner, Me
     assert record_status(store) == "provisioned"
 
 
+def test_logs_never_print_a_secret_whatever_the_backend_redacts(
+        setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    """A backend that redacts nothing (local: a stack applied before compose.env existed has no file to redact
+    with) still has every secret of the project replaced by *** in what `logs` yields, followed or not."""
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    password, jwt = (store.read_secrets("dev", "shop")[n].reveal() for n in ("DB_PASSWORD", "JWT_SECRET"))
+    backend.log_lines = (f"db-1 | password={password}\n", f"api-1 | jwt={jwt}\n")
+    for follow in (False, True):
+        text = "".join(provisioner.logs("shop", follow=follow))
+        assert text == "db-1 | password=***\napi-1 | jwt=***\n"
+
+
 def test_the_password_is_stable_across_runs(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
     provisioner, _, _ = setup
     first = provisioner.provision("shop").db_url
