@@ -16,8 +16,17 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from .. import compose_check, hints, history, interrupts, names, roles
-from ..backends.base import Backend, DataVolumes, Locking, Preflighting, RunsSql, StoresSecrets, refusal
+from .. import hints, history, interrupts, names, roles
+from ..backends.base import (
+    Backend,
+    ChecksTemplate,
+    DataVolumes,
+    Locking,
+    Preflighting,
+    RunsSql,
+    StoresSecrets,
+    refusal,
+)
 from ..clock import utc_now
 from ..config import EnvConfig
 from ..errors import (
@@ -274,7 +283,7 @@ class Engine:
             if not major_change:
                 self.check_upgrade(target, record)  # even a no-op: the stack may be between two data volumes
             if decision.changes:
-                compose_check.check(stack.text, template=target.config.template_path)  # before anything changes
+                self.check_template(target, stack)  # before anything changes
                 if not major_change:
                     self.check_major(target, record, observed)
                 # only a change takes the lock every runner sees; then read and plan again under it
@@ -495,9 +504,15 @@ class Engine:
         if not self.store.paths(target.env, target.project).dir.exists():  # a new project's template that is no
             # valid Compose is refused before its state directory, lock file and history line exist (and before
             # the backend looks for images: what is wrong in the file is said first)
-            compose_check.check(stack.text, template=target.config.template_path)
+            self.check_template(target, stack)
         if isinstance(self.backend, Preflighting):
             self.backend.preflight(target, stack)
+
+    def check_template(self, target: Target, stack: RenderedStack) -> None:
+        """TemplateError when the backend checks stacks beforehand and `stack` is no file it could run; nothing
+        where it does not (Coolify: its own parse at apply)."""
+        if isinstance(self.backend, ChecksTemplate):
+            self.backend.check_template(target, stack)
 
     def check_declared(self, target: Target, *, create: bool) -> None:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:

@@ -16,8 +16,8 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from ... import compose_check, hints, interrupts, names
 from ... import doctor as checks
-from ... import hints, interrupts, names
 from ...config import EnvConfig
 from ...database import major_of, psql_in_container
 from ...errors import (
@@ -241,6 +241,10 @@ class LocalBackend:
         if self._host is None or now - self._host[0] >= CHECKED_FOR:
             self._host = (now, *self.compose.host_resources())
         check_limits(target, cpus=self._host[1], memory=self._host[2])
+
+    def check_template(self, target: Target, stack: RenderedStack) -> None:
+        """`docker compose config` on the rendered stack (`compose_check`): TemplateError for no valid Compose."""
+        compose_check.check(stack.text, template=target.config.template_path, runner=self.compose.runner)
 
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> LocalHandle:
