@@ -9,7 +9,6 @@ must finish first is handed to `recover_pending`, which the Provisioner wires to
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -30,6 +29,7 @@ from ..backends.base import (
 from ..clock import utc_now
 from ..config import EnvConfig
 from ..errors import (
+    DatabaseStarting,
     HealthTimeout,
     Interrupted,
     MajorUpgradeRequired,
@@ -53,19 +53,6 @@ from . import upgrade_state
 
 DEFAULT_LOCK_TIMEOUT = 600.0
 Ability = TypeVar("Ability")
-
-
-def db_starting(exc: ProvisionError) -> bool:
-    """True when `exc` says the db is not up yet (its container starting, PostgreSQL not accepting yet)."""
-    text = str(exc)
-    if re.search(r'database "[^"]*" does not exist', text):  # initdb has not made POSTGRES_DB yet
-        return True
-    return any(sign in text for sign in ("has no running db container", "no running db container yet",
-                                         "could not connect", "starting up",
-                                         "shutting down", "No such container", "is not running",
-                                         "did not run the task", "No containers running",
-                                         "was replaced while the task",
-                                         "accepting connections", roles.WRONG_VOLUME))
 
 
 @dataclass
@@ -435,12 +422,12 @@ class Engine:
             db = observed.services.get("db")
             try:
                 if db is None or not db.running:  # a look costs less than a task that finds no container
-                    raise ProvisionError(f"{target.project!r} has no running db container yet")
+                    raise DatabaseStarting(f"{target.project!r} has no running db container yet")
                 self.make_roles(target, observed, wanted, dbname, prepared, roles_sql,
                                  record.db_volume or DEFAULT_DB_VOLUME)
                 break
             except ProvisionError as exc:
-                if not db_starting(exc) or self.clock() >= deadline:
+                if not isinstance(exc, DatabaseStarting) or self.clock() >= deadline:
                     raise with_note(exc, f"The roles of {target.project!r} could not be made (docs/security.md); "
                                          f"nothing was handed out.") from exc
             interrupts.check()

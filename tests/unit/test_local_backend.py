@@ -25,6 +25,7 @@ from provision.errors import (
     BackendUnavailable,
     CommandFailed,
     ContainerCrashed,
+    DatabaseStarting,
     ImageUnavailable,
     LimitsRefused,
     ProvisionError,
@@ -709,3 +710,18 @@ def test_a_container_that_restarts_during_the_wait_ends_it_at_once_with_its_log_
         backend(store, runner).wait(target, LocalHandle({"db": "x", "api": "y"}), prepared, timeout=120)
     assert (datetime.now() - started).total_seconds() < 5
     assert "db restarting" in str(info.value) and "FATAL:  invalid value" in info.value.logs
+
+
+def test_psql_in_a_db_not_up_yet_is_a_database_starting_and_any_other_failure_is_not(
+        target: Target, store: StateStore) -> None:
+    observed = observed_from(store, PS_RUNNING, target)
+    for stderr, starting in (("psql: error: FATAL:  the database system is starting up", True),
+                             ('psql: error: FATAL:  database "app" does not exist', True),
+                             ("Error response from daemon: No such container: shop_demo-db-1", True),
+                             ('ERROR:  syntax error at or near "SELEC"', False)):
+        runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("exec", returncode=2, stderr=stderr)
+        with pytest.raises(CommandFailed) as info:
+            backend(store, runner).run_sql(target, observed, "SELECT 1;")
+        assert isinstance(info.value, DatabaseStarting) is starting and stderr in str(info.value)
+    with pytest.raises(DatabaseStarting, match="has no running db container"):
+        backend(store, FakeRunner().on("docker", "ps", stdout=PS_STOPPED)).run_sql(target, observed, "SELECT 1;")
