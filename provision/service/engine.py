@@ -293,13 +293,13 @@ class Engine:
             record = self.record(project)
             observed = self.observe(target, record)
             prepared = self.prepare(target, observed, create=False)
-            reused = checked is not None and checked.fits(prepared, record)
-            stack = checked.stack if checked is not None and reused else self.render_stack(target, prepared)
+            reused = checked if checked is not None and checked.fits(prepared, record) else None
+            stack = reused.stack if reused is not None else self.render_stack(target, prepared)
             decision = plan(stack, observed)
             if not major_change:
                 self.check_upgrade(target, record)  # even a no-op: the stack may be between two data volumes
             if decision.changes:
-                if not (reused and checked is not None and checked.template_checked):
+                if reused is None or not reused.template_checked:
                     self.check_template(target, stack)  # before anything changes
                 if not major_change:
                     self.check_major(target, record, observed)
