@@ -31,6 +31,16 @@ where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'informat
 order by 1
 """
 DUMP_MAGIC = b"PGDMP"
+WRONG_VOLUME = "answers from another data volume"  # in the error of a server that is not (yet) the new one
+_NOT_UP_YET = re.compile(r'database "[^"]*" does not exist|could not connect|starting up|shutting down|'
+                         r"No such container|is not running|accepting connections|" + re.escape(WRONG_VOLUME))
+
+
+def not_up_yet(output: str) -> bool:
+    """Whether the output of psql in a db container (or of `docker exec` there) says the database is not up yet:
+    its container gone or stopped, the server starting or shutting down (initdb's temporary one), not accepting
+    connections, POSTGRES_DB not made yet, or the old server of a stack moving to a new volume (WRONG_VOLUME)."""
+    return _NOT_UP_YET.search(output) is not None
 
 
 def psql_in_container(user: str | None = None) -> str:

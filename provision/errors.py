@@ -256,6 +256,20 @@ class RolledBack(HealthTimeout):
     """The new version failed; the previous one was restored and is serving again."""
 
 
+class DatabaseStarting(ProvisionError):
+    """The project's database is not up yet: its container starting, stopped or just replaced, PostgreSQL not
+    accepting connections yet, or the old server of a stack moving to a new data volume still answering. The same
+    statement may succeed a moment later. Raised by the backend that saw it, with what it saw as the message."""
+
+
+class StartingCommandFailed(CommandFailed, DatabaseStarting):
+    """A command in the db container failed because its database is not up yet (a CommandFailed all the same)."""
+
+
+class StartingTimeout(HealthTimeout, DatabaseStarting):
+    """Nothing ran in the db container in time (it may be starting): a HealthTimeout all the same."""
+
+
 class CoolifyAPIError(ProvisionError):
     """Coolify answered an API call with an error status."""
 

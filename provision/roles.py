@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from .database import quote_identifier, scram_verifier
+from .database import WRONG_VOLUME, quote_identifier, scram_verifier
 from .secrets import Secret
 
 ADMIN = "provision_admin"
@@ -100,7 +100,6 @@ def _verifier(password: Secret, role: str, key: Secret) -> str:
 
 
 VOLUME_MARK = "provision volume="
-WRONG_VOLUME = "answers from another data volume"  # in the error of a server that is not (yet) the new one
 
 
 def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume: str = "pgdata") -> str:

@@ -111,6 +111,17 @@ class Preflighting(Protocol):
 
 
 @runtime_checkable
+class ChecksTemplate(Protocol):
+    """Checks a rendered stack beforehand as it would run it (local: `docker compose config`)."""
+
+    def check_template(self, target: Target, stack: RenderedStack) -> None:
+        """TemplateError naming the problem (and the template's line of a misspelt key) when `stack` is no file
+        this backend could run; changes nothing. A backend without it reports a bad file when it is applied
+        (Coolify parses the compose itself)."""
+        ...
+
+
+@runtime_checkable
 class Diagnosing(Protocol):
     """Checks what it needs before a first run (`provision doctor`)."""
 

@@ -9,18 +9,27 @@ must finish first is handed to `recover_pending`, which the Provisioner wires to
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from .. import compose_check, hints, history, interrupts, names, roles
-from ..backends.base import Backend, DataVolumes, Locking, Preflighting, RunsSql, StoresSecrets, refusal
+from .. import hints, history, interrupts, names, roles
+from ..backends.base import (
+    Backend,
+    ChecksTemplate,
+    DataVolumes,
+    Locking,
+    Preflighting,
+    RunsSql,
+    StoresSecrets,
+    refusal,
+)
 from ..clock import utc_now
 from ..config import EnvConfig
 from ..errors import (
+    DatabaseStarting,
     HealthTimeout,
     Interrupted,
     MajorUpgradeRequired,
@@ -46,17 +55,24 @@ DEFAULT_LOCK_TIMEOUT = 600.0
 Ability = TypeVar("Ability")
 
 
-def db_starting(exc: ProvisionError) -> bool:
-    """True when `exc` says the db is not up yet (its container starting, PostgreSQL not accepting yet)."""
-    text = str(exc)
-    if re.search(r'database "[^"]*" does not exist', text):  # initdb has not made POSTGRES_DB yet
-        return True
-    return any(sign in text for sign in ("has no running db container", "no running db container yet",
-                                         "could not connect", "starting up",
-                                         "shutting down", "No such container", "is not running",
-                                         "did not run the task", "No containers running",
-                                         "was replaced while the task",
-                                         "accepting connections", roles.WRONG_VOLUME))
+@dataclass(frozen=True)
+class Checked:
+    """A project's stack as `Engine.preflight` rendered (`template_checked`: and had the backend check) it, from
+    `record` and `prepared` (secrets and ports, without creating any): the converge of the same run reuses it
+    while it reads those same inputs."""
+
+    stack: RenderedStack
+    prepared: Prepared
+    record: ProjectRecord | None
+    template_checked: bool
+
+    def fits(self, prepared: Prepared, record: ProjectRecord | None) -> bool:
+        return record == self.record and same_inputs(prepared, self.prepared)
+
+
+def same_inputs(a: Prepared, b: Prepared) -> bool:
+    """Whether a stack rendered with `a` is the one rendered with `b` (same secrets, same ports)."""
+    return dict(a.secrets) == dict(b.secrets) and a.ports == b.ports
 
 
 @dataclass
@@ -256,10 +272,14 @@ class Engine:
         )
         self.hooks.run(name, variables, reporter=self.reporter, project=target.project)
 
-    def converge(self, target: Target, op: Operation, *, major_change: bool = False) -> tuple[Endpoints, Plan]:
+    def converge(self, target: Target, op: Operation, *, major_change: bool = False,
+                 checked: Checked | None = None) -> tuple[Endpoints, Plan]:
         """Under the state-directory lock: read, plan and, for a change, take the backend lock, plan again and
         apply, then record. A change of the db image to another PostgreSQL major is refused (MajorUpgradeRequired)
-        unless `major_change` (upgrade-db, which has moved the stack to a new data volume)."""
+        unless `major_change` (upgrade-db, which has moved the stack to a new data volume). `checked`: this run's
+        preflight, whose stack is reused while its inputs are those read here. Without a backend lock (local: the
+        file lock held serialises every runner) nothing is read twice: only secrets and ports are made (create),
+        and the stack rendered again if they differ from what it was rendered with."""
         project = target.project
         with ExitStack() as held:
             pending = bool(self.store.read_pending(target.env, project))
@@ -270,17 +290,31 @@ class Engine:
             if db is not None and db.running:
                 self.recover_pending(target)  # a killed data verb: finish or undo it before anything else
                 pending = False
-            record, observed, prepared, stack, decision = self.read_and_plan(target, create=False)
+            record = self.record(project)
+            observed = self.observe(target, record)
+            prepared = self.prepare(target, observed, create=False)
+            reused = checked if checked is not None and checked.fits(prepared, record) else None
+            stack = reused.stack if reused is not None else self.render_stack(target, prepared)
+            decision = plan(stack, observed)
             if not major_change:
                 self.check_upgrade(target, record)  # even a no-op: the stack may be between two data volumes
             if decision.changes:
-                compose_check.check(stack.text, template=target.config.template_path)  # before anything changes
+                if reused is None or not reused.template_checked:
+                    self.check_template(target, stack)  # before anything changes
                 if not major_change:
                     self.check_major(target, record, observed)
-                # only a change takes the lock every runner sees; then read and plan again under it
-                held.enter_context(self.backend_lock(target, self.known(observed, record)))
-                record, observed, prepared, stack, decision = self.read_and_plan(target, create=True)
-            op.action, op.config_hash, op.changed = decision.action.value, stack.config_hash, decision.changes
+                if isinstance(self.backend, Locking):  # only a change takes the lock every runner sees; then read
+                    # and plan again under it
+                    held.enter_context(self.backend_lock(target, self.known(observed, record)))
+                    record, observed, prepared, stack, decision = self.read_and_plan(target, create=True)
+                else:
+                    made = self.prepare(target, observed, create=True)
+                    if not same_inputs(made, prepared):
+                        stack = self.render_stack(target, made)
+                        decision = plan(stack, observed)
+                    prepared = made
+            op.action, op.config_hash = decision.action.value, stack.config_hash
+            op.changed = op.changed or decision.changes  # a verb's own action (a rotation) stays a change
             handle = self.known(observed, record)
             self.hook("pre-provision", target, decision.action.value,
                        lambda: self.backend.endpoints(target, handle, prepared) if observed.exists else None)
@@ -425,12 +459,12 @@ class Engine:
             db = observed.services.get("db")
             try:
                 if db is None or not db.running:  # a look costs less than a task that finds no container
-                    raise ProvisionError(f"{target.project!r} has no running db container yet")
+                    raise DatabaseStarting(f"{target.project!r} has no running db container yet")
                 self.make_roles(target, observed, wanted, dbname, prepared, roles_sql,
                                  record.db_volume or DEFAULT_DB_VOLUME)
                 break
             except ProvisionError as exc:
-                if not db_starting(exc) or self.clock() >= deadline:
+                if not isinstance(exc, DatabaseStarting) or self.clock() >= deadline:
                     raise with_note(exc, f"The roles of {target.project!r} could not be made (docs/security.md); "
                                          f"nothing was handed out.") from exc
             interrupts.check()
@@ -487,16 +521,25 @@ class Engine:
             return RolledBack(f"{summary}\n{failure.message}", logs=failure.logs)
         return RolledBack(f"{summary}\n{failure}")
 
-    def preflight(self, target: Target) -> None:
+    def preflight(self, target: Target) -> Checked:
         """Render the project's stack (a template error surfaces here) and let the backend refuse what it could not
-        run (an image it cannot get, a limit over the host), before any state is written or anything created."""
-        stack, _ = self.render(target.project)
-        if not self.store.paths(target.env, target.project).dir.exists():  # a new project's template that is no
-            # valid Compose is refused before its state directory, lock file and history line exist (and before
-            # the backend looks for images: what is wrong in the file is said first)
-            compose_check.check(stack.text, template=target.config.template_path)
+        run (an image it cannot get, a limit over the host), before any state is written or anything created.
+        Returns what it rendered, for the converge of the same run."""
+        record = self.record(target.project)
+        stack, prepared = self.render(target.project)
+        new = not self.store.paths(target.env, target.project).dir.exists()
+        if new:  # a new project's template that is no valid Compose is refused before its state directory, lock
+            # file and history line exist (and before the backend looks for images: what is wrong is said first)
+            self.check_template(target, stack)
         if isinstance(self.backend, Preflighting):
             self.backend.preflight(target, stack)
+        return Checked(stack, prepared, record, template_checked=new)
+
+    def check_template(self, target: Target, stack: RenderedStack) -> None:
+        """TemplateError when the backend checks stacks beforehand and `stack` is no file it could run; nothing
+        where it does not (Coolify: its own parse at apply)."""
+        if isinstance(self.backend, ChecksTemplate):
+            self.backend.check_template(target, stack)
 
     def check_declared(self, target: Target, *, create: bool) -> None:
         if create or target.spec.declared or self.config.allow_undeclared or self.record(target.project) is not None:

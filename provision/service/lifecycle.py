@@ -13,7 +13,7 @@ from ..errors import ConfirmationRequired, ProjectConflict
 from ..model import ControlVerb, LockInfo, Observed, Target
 from ..planner import Action
 from ..results import ProjectResult, RunSummary
-from .engine import Engine, Operation
+from .engine import Checked, Engine, Operation
 from .fleet import Fleet
 from .planning import Planning
 
@@ -33,21 +33,23 @@ class Lifecycle:
         self.fleet = fleet
         self.dump_before_delete = dump_before_delete
 
-    def provision(self, project: str, *, create: bool = False, server: str | None = None) -> ProjectResult:
+    def provision(self, project: str, *, create: bool = False, server: str | None = None,
+                  checked: Checked | None = None) -> ProjectResult:
         """Create, update or start `project` until it answers; a no-op when it already matches.
 
         A project the env file does not declare, and that this state directory never provisioned, is made
         only with `create` (or `allow_undeclared: true` in the env file): a typo never creates a stack.
         Raises ProvisionError: UndeclaredProject (before anything is contacted), HealthTimeout (with a log
         tail) when the stack does not come up, RolledBack when an update failed and the previous version was
-        restored. `server`: where a new stack goes, when placement decided it beforehand.
+        restored. `server`: where a new stack goes, when placement decided it beforehand. `checked`: the
+        project's preflight, when the caller made it this run (provision_many), else it is made here.
         """
         target = self.engine.target(project, server=server)
         self.engine.check_declared(target, create=create)
-        self.engine.preflight(target)
+        checked = checked or self.engine.preflight(target)
         interrupts.check()
         with self.engine.operation(target, "provision") as op:
-            endpoints, decision = self.engine.converge(target, op)
+            endpoints, decision = self.engine.converge(target, op, checked=checked)
         self.engine.reporter.step(project, f"{_VERB[decision.action]}, running ({op.duration:.1f} s)")
         return ProjectResult(
             project=project, env=target.env, backend=self.engine.backend.name, status="running",
@@ -64,14 +66,16 @@ class Lifecycle:
         running finish) and the rest are reported as skipped; `keep_going` runs them all.
         An interrupt stops every worker and is re-raised.
         """
+        checked: dict[str, Checked] = {}
         for project in projects:  # a bad name, a typo, a broken template, an image the backend cannot get or a limit
             # over the host stops the run before anything starts
             self.engine.check_declared(self.engine.target(project), create=create)
-            self.engine.preflight(self.engine.target(project))
+            checked[project] = self.engine.preflight(self.engine.target(project))
         # every new project gets its server before any is created: when one fits nowhere, nothing is created
         placed = self.planning.place_new(projects)
-        return self.fleet.run_many(projects, lambda project: self.provision(project, create=create, server=placed.get(project)),
-                             action="provision", keep_going=keep_going, parallel=parallel)
+        return self.fleet.run_many(projects, lambda project: self.provision(
+            project, create=create, server=placed.get(project), checked=checked.get(project)),
+            action="provision", keep_going=keep_going, parallel=parallel)
 
     def prune(self, *, yes: bool = False) -> list[ProjectResult]:
         """Destroy (keeping data) every project deployed in the env but no longer declared."""

@@ -77,7 +77,9 @@ class Planning:
     def plan_offline(self, project: str | None = None) -> list[PlanItem]:
         """What `plan` can say without asking the backend (`plan --offline`: CI without credentials):
         every project is validated and rendered, then compared with what this machine last applied
-        (its record's configuration hash). Changes nothing and contacts no server; each reason says so."""
+        (its record's configuration hash). Changes nothing and contacts no server; each reason says so. Each
+        stack is checked with this machine's `docker compose config` where it has docker, whatever the backend:
+        with no backend to ask, that is the check of the file CI gets (a Coolify env's included)."""
         records = self.engine.records()
         names_ = [project] if project is not None else [p.name for p in self.engine.config.projects]
         items = []

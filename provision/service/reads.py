@@ -10,7 +10,7 @@ from datetime import datetime
 from .. import dbaccess, hints, roles
 from .. import doctor as checkup
 from ..backends.base import Diagnosing, Metering
-from ..errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError
+from ..errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError, redact
 from ..model import ABSENT, NO_ENDPOINTS, Observed, Target, Usage
 from ..render import parse_compose
 from ..results import ProjectResult, RunSummary, ServiceStatus
@@ -118,14 +118,17 @@ class Reads:
 
     def logs(self, project: str, *, service: str | None = None, tail: int = 100, since: datetime | None = None,
              follow: bool = False) -> Iterator[str]:
-        """The project's container logs (secrets redacted) as chunks of text; with `follow`, endless until
-        the reader stops (the caller's Ctrl-C)."""
+        """The project's container logs as chunks of text; with `follow`, endless until the reader stops (the
+        caller's Ctrl-C). Every secret of the project is redacted here, whatever the backend redacts itself (local:
+        a stack applied before its compose.env existed has no file to redact with)."""
         target = self.engine.known_target(project)
         observed = self.engine.observe(target, self.engine.record(project))
         services = observed.services or self.engine.render(project)[0].services
         if service is not None and service not in services:
             raise ConfigError(f"--service {service!r}: {project!r} has {', '.join(sorted(services))}")
-        return self.engine.backend.logs(target, observed, service=service, tail=tail, since=since, follow=follow)
+        secrets = [s.reveal() for s in self.engine.prepare(target, observed, create=False).secrets.values()]
+        chunks = self.engine.backend.logs(target, observed, service=service, tail=tail, since=since, follow=follow)
+        return (redact(chunk, secrets) for chunk in chunks)
 
     def psql(self, project: str, *, sql: str | None = None, via: str = "auto", tty: bool = False) -> ShellCommand:
         """The command that opens psql on the project's database: this machine's psql when there is one and the

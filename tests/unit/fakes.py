@@ -102,6 +102,7 @@ class MemoryBackend:
     locked: list[str] = field(default_factory=list)  # projects a lock was taken for, in order
     data_majors: dict[str, int] = field(default_factory=dict)  # project -> the major of its data directory
     refuse: ProvisionError | None = None  # what preflight raises
+    log_lines: tuple[str, ...] = ()  # what logs yields, as it is (this backend redacts nothing)
 
     def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
         return {p: {"db": Usage(memory_used_bytes=1)} for p in (self.deployed if projects is None else projects)
@@ -183,7 +184,7 @@ class MemoryBackend:
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: object = None, follow: bool = False) -> Iterator[str]:
-        yield ""
+        yield from self.log_lines or ("",)
 
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
                 user: str | None = None, purpose: str = "sql") -> str:

@@ -8,8 +8,15 @@ from pathlib import Path
 import pytest
 
 from provision import compose_check
+from provision.backends.local import LocalBackend
+from provision.backends.local.compose import ComposeCLI
+from provision.config import load_env
 from provision.errors import BackendUnavailable, CommandFailed, TemplateError
-from tests.unit.fakes import FakeRunner
+from provision.layout import BackendFiles
+from provision.service import Provisioner
+from provision.state import StateStore
+from tests.conftest import write_env
+from tests.unit.fakes import FakeRunner, MemoryBackend
 
 pytestmark = pytest.mark.skipif(shutil.which("docker") is None, reason="the check runs only where docker is")
 
@@ -34,3 +41,29 @@ def test_a_valid_file_passes_and_a_timeout_says_so(tmp_path: Path) -> None:
 
     with pytest.raises(BackendUnavailable, match="did not answer in 5 s"):
         compose_check.check("services: {}\n", template=tmp_path / "t", timeout=5, runner=Slow())
+
+
+def test_a_local_new_projects_bad_template_is_refused_before_its_images_through_the_backends_runner(
+        project_root: Path, tmp_path: Path) -> None:
+    write_env(project_root, "dev", "images: {db: postgres:16, api: postgrest/postgrest:v12.2.3}\nprojects: [{name: shop}]\n")
+    config = load_env("dev", project_root, environ={})
+    store = StateStore(tmp_path / "state")
+    runner = FakeRunner().on("config", returncode=1, stderr="services.db additional property restartt is not allowed")
+    local = LocalBackend(BackendFiles(store.layout), ComposeCLI(runner, environ={}))
+    with pytest.raises(TemplateError, match="the rendered stack is not valid Compose"):
+        Provisioner(config, local, store).provision("shop")
+    assert [call[2:4] for call in runner.calls] == [("--project-name", "provision-check")]  # no image asked for
+    assert not store.paths("dev", "shop").dir.exists()
+
+
+def test_a_backend_without_the_check_never_runs_docker_compose_config(project_root: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Coolify env (here: the memory backend, which has no ChecksTemplate) parses the compose on its side."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("docker compose config ran")
+
+    monkeypatch.setattr(compose_check, "check", refuse)
+    write_env(project_root, "dev", "images: {db: postgres:16, api: postgrest/postgrest:v12.2.3}\nprojects: [{name: shop}]\n")
+    provisioner = Provisioner(load_env("dev", project_root, environ={}), MemoryBackend(), StateStore(tmp_path / "state"))
+    assert provisioner.provision("shop").changed  # a new project (preflight), then its create (converge)
+    assert provisioner.provision_many(["shop"]).results[0].action == "no-op"

@@ -25,9 +25,8 @@ from provision.backends.coolify.tasks import (
     sql_task_commands,
 )
 from provision.config import EnvConfig
-from provision.errors import NotSupported, ProvisionError
+from provision.errors import DatabaseStarting, NotSupported, ProvisionError
 from provision.secrets import Secret
-from provision.service.engine import db_starting
 from tests.unit.test_coolify_backend import (  # noqa: F401
     API,
     TOKEN,
@@ -346,7 +345,7 @@ def test_older_versions_are_refused(db: TaskCoolify, config: EnvConfig, version:
 def test_a_container_replaced_between_two_commands_is_a_db_still_starting(db: TaskCoolify,
                                                                            config: EnvConfig) -> None:  # noqa: F811
     """A restart (Coolify re-creates the containers) between two commands: the next finds no directory, nothing
-    ran, and the roles' wait (engine.db_starting) tries the whole SQL again."""
+    ran: DatabaseStarting, so the roles' wait (Engine.ensure_roles) tries the whole SQL again."""
     real = db.run
     count = [0]
 
@@ -362,4 +361,4 @@ def test_a_container_replaced_between_two_commands_is_a_db_still_starting(db: Ta
     db.run = replaced_after_the_first  # type: ignore[method-assign]
     with pytest.raises(ProvisionError, match="was replaced while the task's commands ran") as info:
         _backend(db, config).run_sql(target(config), existing(), _role_sql(), user="provision_admin")
-    assert db_starting(info.value) and not db.capture.with_suffix(".sql").exists()
+    assert isinstance(info.value, DatabaseStarting) and not db.capture.with_suffix(".sql").exists()

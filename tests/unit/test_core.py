@@ -11,6 +11,7 @@ import pytest
 from provision.config import load_env
 from provision.errors import (
     ConfirmationRequired,
+    DatabaseStarting,
     ImageUnavailable,
     InvalidName,
     MajorUpgradeRequired,
@@ -63,6 +64,19 @@ def test_changed_is_true_exactly_when_an_action_ran(setup: tuple[Provisioner, Me
     third = provisioner.provision("shop")
     assert third.changed and third.action == "start"
     assert record_status(store) == "provisioned"
+
+
+def test_logs_never_print_a_secret_whatever_the_backend_redacts(
+        setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
+    """A backend that redacts nothing (local: a stack applied before compose.env existed has no file to redact
+    with) still has every secret of the project replaced by *** in what `logs` yields, followed or not."""
+    provisioner, backend, store = setup
+    provisioner.provision("shop")
+    password, jwt = (store.read_secrets("dev", "shop")[n].reveal() for n in ("DB_PASSWORD", "JWT_SECRET"))
+    backend.log_lines = (f"db-1 | password={password}\n", f"api-1 | jwt={jwt}\n")
+    for follow in (False, True):
+        text = "".join(provisioner.logs("shop", follow=follow))
+        assert text == "db-1 | password=***\napi-1 | jwt=***\n"
 
 
 def test_the_password_is_stable_across_runs(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
@@ -432,3 +446,29 @@ def test_what_the_backend_refuses_in_preflight_stops_the_run_before_any_state_is
     with pytest.raises(ProvisionError, match="docker load --input"):
         provisioner.provision_many(["shop"])
     assert backend.calls == [] and not store.root.exists()  # no record, secrets, lock or history line
+
+
+@dataclass
+class SlowDb(MemoryBackend):
+    """run_sql raises `failures` in turn before it runs anything."""
+
+    failures: list[ProvisionError] = field(default_factory=list)
+
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None, purpose: str = "sql") -> str:
+        if self.failures:
+            raise self.failures.pop(0)
+        return super().run_sql(target, observed, sql, timeout=timeout, user=user, purpose=purpose)
+
+
+def test_the_roles_wait_retries_what_the_backend_calls_starting_and_reads_no_message(
+        project_root: Path, tmp_path: Path) -> None:
+    write_env(project_root, "dev", ENV)
+    config = load_env("dev", project_root, environ={})
+    backend = SlowDb(failures=[DatabaseStarting("warming"), DatabaseStarting("still warming")])
+    Provisioner(config, backend, StateStore(tmp_path / "state"), sleep=lambda _: None).provision("shop")
+    assert not backend.failures and backend.statements  # waited through both, then made the roles
+    other = SlowDb(failures=[ProvisionError("the database system is starting up (a message, not a type)")])
+    with pytest.raises(ProvisionError, match="could not be made") as info:
+        Provisioner(config, other, StateStore(tmp_path / "other"), sleep=lambda _: None).provision("shop")
+    assert not isinstance(info.value, DatabaseStarting) and not other.statements  # raised at once

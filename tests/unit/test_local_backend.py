@@ -19,12 +19,14 @@ from provision.backends.local import LocalBackend, LocalHandle
 from provision.backends.local.backend import COMPOSE_FILE, ENV_FILE
 from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.ports import LeaseBook
+from provision.commands import Completed
 from provision.config import load_env
 from provision.errors import (
     BackendError,
     BackendUnavailable,
     CommandFailed,
     ContainerCrashed,
+    DatabaseStarting,
     ImageUnavailable,
     LimitsRefused,
     ProvisionError,
@@ -32,10 +34,22 @@ from provision.errors import (
 )
 from provision.fsutil import env_file_text
 from provision.layout import BackendFiles
-from provision.model import ABSENT, Destroyed, Observed, Ports, Prepared, ServiceState, Target
+from provision.model import (
+    ABSENT,
+    Destroyed,
+    Endpoints,
+    Handle,
+    Observed,
+    Ports,
+    Prepared,
+    ServiceState,
+    Target,
+)
 from provision.planner import Action, Plan
-from provision.render import RenderedStack, stack_hash
+from provision.render import RenderedStack, render_stack, stack_hash
 from provision.secrets import Secret
+from provision.service import Provisioner
+from provision.service import engine as engine_module
 from provision.state import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner
@@ -710,3 +724,70 @@ def test_a_container_that_restarts_during_the_wait_ends_it_at_once_with_its_log_
         backend(store, runner).wait(target, LocalHandle({"db": "x", "api": "y"}), prepared, timeout=120)
     assert (datetime.now() - started).total_seconds() < 5
     assert "db restarting" in str(info.value) and "FATAL:  invalid value" in info.value.logs
+
+
+def test_psql_in_a_db_not_up_yet_is_a_database_starting_and_any_other_failure_is_not(
+        target: Target, store: StateStore) -> None:
+    observed = observed_from(store, PS_RUNNING, target)
+    for stderr, starting in (("psql: error: FATAL:  the database system is starting up", True),
+                             ('psql: error: FATAL:  database "app" does not exist', True),
+                             ("Error response from daemon: No such container: shop_demo-db-1", True),
+                             ('ERROR:  syntax error at or near "SELEC"', False)):
+        runner = FakeRunner().on("docker", "ps", stdout=PS_RUNNING).on("exec", returncode=2, stderr=stderr)
+        with pytest.raises(CommandFailed) as info:
+            backend(store, runner).run_sql(target, observed, "SELECT 1;")
+        assert isinstance(info.value, DatabaseStarting) is starting and stderr in str(info.value)
+    with pytest.raises(DatabaseStarting, match="has no running db container"):
+        backend(store, FakeRunner().on("docker", "ps", stdout=PS_STOPPED)).run_sql(target, observed, "SELECT 1;")
+
+
+# --- one create: what it renders and how often it asks `docker ps` ---------------------------------------
+class CountedBackend(LocalBackend):
+    """The real observe, prepare, preflight and template check over the FakeRunner; apply, wait and psql stand in
+    (once applied, `docker ps` shows the stack running). `applied`: what each apply found written beforehand."""
+
+    applied: list[tuple[bool, bool]]
+    runner: FakeRunner
+
+    def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
+              plan: Plan) -> LocalHandle:
+        ports = json.loads(self.files.ports.read_text()) if self.files.ports.is_file() else {}
+        self.applied.append((self.files.secrets_path(target.env, target.project).is_file(), bool(ports)))
+        self.runner.answers.insert(0, (("docker", "ps"), Completed(("docker", "ps"), 0, PS_RUNNING, "")))
+        return LocalHandle(service_hashes=SERVICE_HASHES, compose_hashes=COMPOSE_HASHES)
+
+    def wait(self, target: Target, handle: Handle | None, prepared: Prepared, *, timeout: float,
+             settled: Observed | None = None) -> Endpoints:
+        return self.endpoints(target, handle, prepared)
+
+    def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
+                user: str | None = None, purpose: str = "sql") -> str:
+        return ""
+
+
+def test_a_local_create_renders_twice_and_observes_once_before_its_apply(
+        target: Target, store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preflight's render (secrets and ports previewed) is the converge's; with no lock beyond the file lock
+    the create is not read again: its secrets and ports are made (written before the apply, as always) and the
+    stack rendered with them. An update (nothing to make) renders once: the preflight's stack is the one applied."""
+    renders = []
+
+    def counted(*args: Any, **kwargs: Any) -> RenderedStack:
+        renders.append(args[0])
+        return render_stack(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "render_stack", counted)
+    runner = (FakeRunner().on("docker", "ps").on("volume", "ls").on("image", "inspect", stdout="sha256:1")
+              .on("info", stdout="4 8589934592").on("config"))
+    local = CountedBackend(BackendFiles(store.layout), ComposeCLI(runner, environ={}), docker_client=no_docker)
+    local.applied, local.runner = [], runner
+    result = Provisioner(target.config, local, store).provision_many(["shop"]).results[0]
+    assert result.action == "create" and local.applied == [(True, True)]
+    ps = [call for call in runner.calls if call[:2] == ("docker", "ps")]
+    assert (len(renders), len(ps)) == (2, 2)  # before: 4 renders, 3 `docker ps` (2 reads, then the roles' look)
+    renders.clear()
+    runner.calls.clear()
+    again = Provisioner(target.config, local, store).provision("shop")
+    ps = [call for call in runner.calls if call[:2] == ("docker", "ps")]
+    assert again.action == "update" and local.applied[-1] == (True, True)  # PS_RUNNING's hashes are others
+    assert (len(renders), len(ps)) == (1, 1)  # before: 3 renders, 2 `docker ps`

@@ -11,8 +11,8 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from ...database import psql_in_container
-from ...errors import HealthTimeout, Interrupted, ProvisionError
+from ...database import not_up_yet, psql_in_container
+from ...errors import DatabaseStarting, HealthTimeout, Interrupted, ProvisionError, StartingTimeout
 from ...model import Observed, Target
 from .context import Context
 from .models import Refs, TaskRun
@@ -33,6 +33,11 @@ _RC = "rc=$?;echo PROVISION_RC=$rc;exit $rc"
 # the roles task is then one short command, not the dozen a 5 KB script takes in 255-character pieces
 ROLES_ENV = "PROVISION_ROLES"
 STALE_ENV = "PROVISION_STALE_ENV"
+
+
+class StaleRolesEnv(ProvisionError):
+    """The db container's PROVISION_ROLES is not the script sent (a container started before the secrets last
+    changed): the task ran nothing, and the script is sent in pieces instead."""
 
 
 class Tasks:
@@ -60,9 +65,8 @@ class Tasks:
             try:
                 output = self.run_task(refs.service_uuid, "db", [roles_env_command(roles_env_payload(sql, user))],
                                         timeout=timeout, name=name)
-            except ProvisionError as exc:
-                if STALE_ENV not in str(exc) or isinstance(exc, HealthTimeout):
-                    raise
+            except StaleRolesEnv:
+                pass
         if output is None:
             commands = sql_task_commands(sql, user, secrets.token_hex(5))
             output = self.run_task(refs.service_uuid, "db", commands, timeout=timeout, name=name)
@@ -102,8 +106,8 @@ class Tasks:
                     if done and directory and directory in str(exc) and not isinstance(exc, HealthTimeout):
                         # a later command found no directory (or no chunks) where the first made it: the
                         # container was replaced meanwhile (a restart); nothing ran, all can be sent again
-                        raise ProvisionError(f"the {container} container was replaced while the task's commands "
-                                             f"ran ({directory} is gone): {exc}") from exc
+                        raise DatabaseStarting(f"the {container} container was replaced while the task's commands "
+                                               f"ran ({directory} is gone): {exc}") from exc
                     raise
                 done += 1
             return message
@@ -136,13 +140,18 @@ class Tasks:
 
         outcome = self.ctx.wait_for({"task": ran}, timeout=timeout + TASK_QUEUE_SLACK, interval=0.5, max_interval=3.0)
         if not outcome.ok:
-            raise HealthTimeout(f"Coolify did not run the task in the {container} container within "
+            raise StartingTimeout(f"Coolify did not run the task in the {container} container within "
                                 f"{timeout + TASK_QUEUE_SLACK:.0f} s ({outcome.failures['task']})")
         run = finished[0]
         seen.add(run.uuid)
         message = run.message
         if run.status != "success" or "PROVISION_WRONG_CONTAINER" in message:
-            raise ProvisionError(f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}")
+            failed = f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}"
+            if STALE_ENV in message:
+                raise StaleRolesEnv(failed)
+            if "No containers running" in message or not_up_yet(message):  # Coolify's, or psql's, words
+                raise DatabaseStarting(failed)
+            raise ProvisionError(failed)
         return message
 
 

@@ -16,17 +16,19 @@ from typing import Any
 
 from dotenv import dotenv_values
 
+from ... import compose_check, hints, interrupts, names
 from ... import doctor as checks
-from ... import hints, interrupts, names
 from ...config import EnvConfig
-from ...database import major_of, psql_in_container
+from ...database import major_of, not_up_yet, psql_in_container
 from ...errors import (
     CommandFailed,
+    DatabaseStarting,
     HealthTimeout,
     ImageUnavailable,
     LimitsRefused,
     ProjectConflict,
     ProvisionError,
+    StartingCommandFailed,
     StateError,
     redact,
     strip_ansi,
@@ -242,6 +244,10 @@ class LocalBackend:
             self._host = (now, *self.compose.host_resources())
         check_limits(target, cpus=self._host[1], memory=self._host[2])
 
+    def check_template(self, target: Target, stack: RenderedStack) -> None:
+        """`docker compose config` on the rendered stack (`compose_check`): TemplateError for no valid Compose."""
+        compose_check.check(stack.text, template=target.config.template_path, runner=self.compose.runner)
+
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> LocalHandle:
         """Write the compose file and `up` it; the handle carries compose's own config hashes of the
@@ -448,14 +454,15 @@ class LocalBackend:
     def run_sql(self, target: Target, observed: Observed, sql: str, *, timeout: float = 120,
                 user: str | None = None, purpose: str = "sql") -> str:
         """`docker exec -i <db> psql` as `user` (default POSTGRES_USER) over the container's socket, `sql` on
-        its stdin."""
+        its stdin. DatabaseStarting (StartingCommandFailed) when its container or server is not up yet."""
         argv = self.exec_argv(target, "db", ["sh", "-c", psql_in_container(user)])
         with tempfile.TemporaryFile() as statements:
             statements.write(sql.encode())
             statements.seek(0)
             result = self.compose.runner.run(argv, timeout=timeout, stdin=statements)
         if result.returncode != 0:
-            raise CommandFailed(argv, result.returncode, result.stderr)
+            failed = StartingCommandFailed if not_up_yet(result.stderr) else CommandFailed
+            raise failed(argv, result.returncode, result.stderr)
         return result.stdout
 
     # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
@@ -532,11 +539,12 @@ class LocalBackend:
 
     def exec_argv(self, target: Target, service: str, command: list[str], *, env_names: tuple[str, ...] = (),
                   tty: bool = False) -> list[str]:
-        """`docker exec` in the service's running container."""
+        """`docker exec` in the service's running container (none: DatabaseStarting for the db)."""
         running = [c for c in self._containers(target) if c.service == service and c.running]
         if not running:
-            raise ProvisionError(f"{target.project!r} has no running {service} container in env {target.env!r}: "
-                                 f"run {hints.command('start', env=target.env, project=target.project)}")
+            missing = DatabaseStarting if service == "db" else ProvisionError
+            raise missing(f"{target.project!r} has no running {service} container in env {target.env!r}: "
+                          f"run {hints.command('start', env=target.env, project=target.project)}")
         argv = ["docker", "exec", "--interactive", *(["--tty"] if tty else [])]
         for name in env_names:
             argv += ["--env", name]
