@@ -5,8 +5,8 @@ defined once in provision/cli/, so both have the same tasks, flags and help. Hin
 import os
 import sys
 
-from provision import hints
 from provision.cli import namespace as ns
+from provision.infra import hints
 
 if os.path.basename(sys.argv[0]) in ("invoke", "inv") or sys.orig_argv[1:3] == ["-m", "invoke"]:
     hints.use_program(hints.invoked_as())

@@ -38,7 +38,7 @@ from bench.common import (  # noqa: E402
     summary,
     timed,
 )
-from provision.probes import postgres_ping  # noqa: E402
+from provision.infra.probes import postgres_ping  # noqa: E402
 
 
 def answers_http(port: int) -> bool:
@@ -126,10 +126,10 @@ def bench_list(runs: int) -> list[float]:
 
 
 def bench_render(total: int = 1000) -> float:
-    from provision.config import load_env
-    from provision.model import Ports
-    from provision.render import build_context, render_stack
-    from provision.secrets import generate_missing
+    from provision.core.config import load_env
+    from provision.core.model import Ports
+    from provision.core.render import build_context, render_stack
+    from provision.core.secrets import generate_missing
 
     envs = ["dev", "staging", "demo"]
     configs = [load_env(e, REPO, environ={"COOLIFY_API_URL": "", "COOLIFY_API_TOKEN": ""}) for e in envs]

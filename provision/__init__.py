@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .errors import ProvisionError
-    from .results import PlanItem, ProjectResult, RunSummary
+    from .core.errors import ProvisionError
+    from .core.results import PlanItem, ProjectResult, RunSummary
     from .service import Provisioner
     from .service.requests import ProjectRequests
-    from .workspace import Workspace
+    from .service.workspace import Workspace
 
 __all__ = ["PlanItem", "ProjectRequests", "ProjectResult", "Provisioner", "ProvisionError", "RunSummary", "Workspace"]
 

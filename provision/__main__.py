@@ -18,7 +18,8 @@ from invoke.parser.argument import Argument
 from invoke.parser.context import ParserContext
 from invoke.program import Program
 
-from . import cli, hints
+from . import cli
+from .infra import hints
 
 
 def _version() -> str:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError
+from ..core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from ..config import EnvConfig
-    from ..layout import BackendFiles
+    from ..core.config import EnvConfig
+    from ..state.layout import BackendFiles
     from .base import Backend
 
 # name -> module; modules are imported only when their backend is used

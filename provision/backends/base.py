@@ -15,14 +15,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from .. import hints
-from ..config import EnvConfig, ProjectSpec
-from ..doctor import Check, DoctorProbe
-from ..errors import NotSupported
-from ..model import ControlVerb, Destroyed, Endpoints, Handle, LockInfo, Observed, Prepared, Target, Usage
-from ..planner import Plan
-from ..render import RenderedStack
-from ..secrets import Secret
+from ..core.config import EnvConfig, ProjectSpec
+from ..core.errors import NotSupported
+from ..core.model import (
+    ControlVerb,
+    Destroyed,
+    Endpoints,
+    Handle,
+    LockInfo,
+    Observed,
+    Prepared,
+    Target,
+    Usage,
+)
+from ..core.planner import Plan
+from ..core.render import RenderedStack
+from ..core.secrets import Secret
+from ..infra import hints
+from ..infra.doctor import Check, DoctorProbe
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from ..config import available_envs
-from ..state import StateStore, default_state_dir
+from ..core.config import available_envs
+from ..state.records import StateStore, default_state_dir
 
 ENV_FLAGS = ("--env", "-e", "--to-env")
 PROJECT_FLAGS = ("--project", "-p", "--to")

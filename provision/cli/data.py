@@ -22,7 +22,7 @@ from .flags import (
 from .session import emit, exit_if_failed, provisioner_for, require_env, root, session
 
 if TYPE_CHECKING:
-    from ..results import ProjectResult
+    from ..core.results import ProjectResult
 
 
 def data_result(result: ProjectResult, json: bool, line: str, *, show_secrets: bool = False,
@@ -114,7 +114,7 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
           lock_timeout: str | None = None, quiet: bool = False) -> None:
     """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
     --project into it. The source is only read."""
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
     from . import output
 
     project = require_project(project)

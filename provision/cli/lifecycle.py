@@ -30,8 +30,8 @@ from .flags import (
 from .session import emit, exit_if_failed, provisioner_for, require_env, root, session
 
 if TYPE_CHECKING:
-    from ..model import ControlVerb
-    from ..results import ProjectResult
+    from ..core.model import ControlVerb
+    from ..core.results import ProjectResult
     from ..service import Provisioner
 
 
@@ -194,7 +194,7 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
 def init(c: Context, env: str = "dev", backend: str = "local") -> None:
     """Make this directory a provision project, or complete it: an env file, an owner id in every env file,
     .gitignore entries, example hooks. Never overwrites a file; run twice, the second run changes nothing."""
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
 
     with session(live=False):
         result = Workspace(root(for_init=True)).init(env, backend=backend)

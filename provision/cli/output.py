@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from ..backups import Backup
-from ..model import LockInfo
-from ..results import PlanItem, ProjectResult, RunSummary
+from ..core.model import LockInfo
+from ..core.results import PlanItem, ProjectResult, RunSummary
+from ..state.backups import Backup
 
 
 def to_json(data: object) -> str:

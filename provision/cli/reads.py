@@ -39,7 +39,7 @@ def outputs(c: Context, env: str | None = None, project: str | None = None, form
 def status(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
            show_secrets: bool = False, watch: str | bool | None = None, wide: bool = False) -> None:
     """Show each project's state, its services' health, what it costs (memory, CPU, uptime) and its URLs."""
-    from .. import interrupts
+    from ..infra import interrupts
     from . import output
 
     every = None if watch in (None, False) else (
@@ -86,7 +86,7 @@ def psql(c: Context, env: str | None = None, project: str | None = None, command
          via: str = "auto") -> None:
     """Open psql on a project's database (the password goes in psql's environment, never on a command line);
     exits 1 when psql fails."""
-    from .. import shell
+    from ..infra import shell
 
     project = require_project(project)
     with session(read_only=True) as reporter:
@@ -107,7 +107,7 @@ def render(c: Context, env: str | None = None, project: str | None = None, show_
     needs no credentials for it)."""
     project = require_project(project)
     with session(read_only=True) as reporter:
-        from ..render import reveal_secrets
+        from ..core.render import reveal_secrets
 
         stack, prepared = provisioner_for(env, reporter, sets=set_, offline=True).render(project)
         text = reveal_secrets(stack.text, prepared.secrets) if show_secrets else stack.text
@@ -119,7 +119,7 @@ def render(c: Context, env: str | None = None, project: str | None = None, show_
 def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False,
           wide: bool = False) -> None:
     """List projects: declared, provisioned or deployed, with status and URLs."""
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
     from . import output
 
     with session(read_only=True) as reporter:
@@ -149,7 +149,7 @@ def doctor(c: Context, env: str | None = None, json: bool = False) -> None:
 def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
             limit: str = "50", wide: bool = False) -> None:
     """Show who changed what and when: every state-changing operation, from the state directory."""
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
     from . import output
 
     count = int(number("limit", limit, minimum=1))

@@ -16,13 +16,13 @@ def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str
           no_auth: bool = False, workers: str = "16") -> None:
     """Run the HTTP API (POST /v1/projects, ...) over this env's backend; OpenAPI at /openapi.json, docs at /docs."""
     try:
-        from ..server import serve as run_server
+        from ..http.server import serve as run_server
     except ImportError as exc:
         if exc.name not in ("fastapi", "uvicorn", "starlette", "pydantic_core"):
             raise
         raise Exit(f"error: the HTTP server needs FastAPI and uvicorn ({exc.name} is not installed): "
                    f"pip install 'provision[server]'", code=2) from None
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
 
     listen_port = int(number("port", port, minimum=1, maximum=65535))
     background = int(number("workers", workers, minimum=1, maximum=256))

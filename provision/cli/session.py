@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from invoke.exceptions import Exit
 
-from .. import hints
+from ..infra import hints
 from .flags import number, overrides
 
 if TYPE_CHECKING:
-    from ..report import Reporter
-    from ..results import RunSummary
+    from ..core.results import RunSummary
+    from ..infra.report import Reporter
     from ..service import Provisioner
 
 ROOT_VARIABLE = "PROVISION_ROOT"
@@ -85,9 +85,9 @@ def session(*, live: bool = True, failure_code: int | None = None, quiet: bool =
     --no-color or NO_COLOR; plain lines otherwise; nothing but errors with --quiet; read-only commands
     print no banner, and no banner comes before a usage error (`hold_banners`: False for `serve`, whose banner
     says where it listens)."""
-    from .. import incidents, interrupts
-    from ..errors import ProvisionError
-    from ..report import NullReporter, StreamReporter, for_stream
+    from ..core.errors import ProvisionError
+    from ..infra import incidents, interrupts
+    from ..infra.report import NullReporter, StreamReporter, for_stream
 
     interrupts.install_signal_handlers()
     plain = not live or read_only or not color or bool(os.environ.get("NO_COLOR"))
@@ -118,8 +118,8 @@ def session(*, live: bool = True, failure_code: int | None = None, quiet: bool =
     except BrokenPipeError:
         closed_pipe()
     except Exception as exc:
-        from ..layout import StateLayout
-        from ..state import default_state_dir
+        from ..state.layout import StateLayout
+        from ..state.records import default_state_dir
 
         raise Exit(f"error: {incidents.record(exc, StateLayout(default_state_dir(root(for_init=True))).incidents)}",
                    code=1) from None
@@ -129,7 +129,7 @@ def require_env(env: str | None) -> str:
     """`--env` must be given: exit 2 naming the envs there are otherwise."""
     if env:
         return env
-    from ..config import available_envs
+    from ..core.config import available_envs
 
     raise Exit(f"error: --env is required, e.g. --env=dev (envs here: {', '.join(available_envs(root())) or 'none'})", code=2)
 
@@ -137,7 +137,7 @@ def require_env(env: str | None) -> str:
 def provisioner_for(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
                 sets: list[str] | None = None, skip_hooks: bool = False, offline: bool = False) -> Provisioner:
     """The service for `--env` of the project directory, with the run's flags (--set, --lock-timeout, ...)."""
-    from ..workspace import Workspace
+    from ..service.workspace import Workspace
 
     options: dict[str, Any] = {"overrides": overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter,
                                "offline": offline}

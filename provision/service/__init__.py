@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
-from .. import doctor as checkup
 from ..backends.base import Backend
-from ..commands import Runner
-from ..config import EnvConfig
-from ..hooks import Hooks
-from ..model import ControlVerb, LockInfo, Observed, Prepared, Target, Usage
-from ..render import RenderedStack
-from ..report import Reporter
-from ..results import PlanItem, ProjectResult, RunSummary
-from ..shell import ShellCommand
-from ..state import ProjectRecord, StateStore
+from ..core.config import EnvConfig
+from ..core.model import ControlVerb, LockInfo, Observed, Prepared, Target, Usage
+from ..core.render import RenderedStack
+from ..core.results import PlanItem, ProjectResult, RunSummary
+from ..infra import doctor as checkup
+from ..infra.commands import Runner
+from ..infra.hooks import Hooks
+from ..infra.report import Reporter
+from ..infra.shell import ShellCommand
+from ..state.records import ProjectRecord, StateStore
 from .data import DataVerbs
 from .engine import DEFAULT_LOCK_TIMEOUT, Engine, Operation
 from .fleet import Fleet

@@ -17,11 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import backups, database, dbaccess, hints
 from ..backends.base import StoresSecrets
-from ..clock import utc_now
-from ..commands import Runner, SubprocessRunner
-from ..errors import (
+from ..core.errors import (
     BackupError,
     CommandFailed,
     ConfigError,
@@ -31,9 +28,13 @@ from ..errors import (
     ProvisionError,
     with_note,
 )
-from ..model import Observed, Prepared, Target
-from ..results import ProjectResult
-from ..secrets import Secret, generate_secret
+from ..core.model import Observed, Prepared, Target
+from ..core.results import ProjectResult
+from ..core.secrets import Secret, generate_secret
+from ..infra import database, dbaccess, hints
+from ..infra.clock import utc_now
+from ..infra.commands import Runner, SubprocessRunner
+from ..state import backups
 from .engine import Engine, Operation
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore

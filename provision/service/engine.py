@@ -15,7 +15,6 @@ from contextlib import AbstractContextManager, ExitStack, contextmanager, nullco
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
-from .. import hints, history, interrupts, names, roles
 from ..backends.base import (
     Backend,
     ChecksTemplate,
@@ -26,9 +25,9 @@ from ..backends.base import (
     StoresSecrets,
     refusal,
 )
-from ..clock import utc_now
-from ..config import EnvConfig
-from ..errors import (
+from ..core import names, roles
+from ..core.config import EnvConfig
+from ..core.errors import (
     DatabaseStarting,
     HealthTimeout,
     Interrupted,
@@ -41,14 +40,17 @@ from ..errors import (
     UndeclaredProject,
     with_note,
 )
-from ..hooks import Hooks, hook_variables
-from ..model import ABSENT, Endpoints, Handle, Observed, Prepared, Target
-from ..planner import Action, Plan, plan
-from ..render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
-from ..report import NullReporter, Reporter
-from ..results import ProjectResult
-from ..secrets import Secret
-from ..state import ProjectRecord, StateStore
+from ..core.model import ABSENT, Endpoints, Handle, Observed, Prepared, Target
+from ..core.planner import Action, Plan, plan
+from ..core.render import DEFAULT_DB_VOLUME, RenderedStack, build_context, deployed_stack_hash, render_stack
+from ..core.results import ProjectResult
+from ..core.secrets import Secret
+from ..infra import hints, interrupts
+from ..infra.clock import utc_now
+from ..infra.hooks import Hooks, hook_variables
+from ..infra.report import NullReporter, Reporter
+from ..state import history
+from ..state.records import ProjectRecord, StateStore
 from . import upgrade_state
 
 DEFAULT_LOCK_TIMEOUT = 600.0

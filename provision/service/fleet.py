@@ -7,9 +7,9 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from .. import interrupts
-from ..errors import Interrupted, ProvisionError, RolledBack
-from ..results import ProjectResult, RunSummary
+from ..core.errors import Interrupted, ProvisionError, RolledBack
+from ..core.results import ProjectResult, RunSummary
+from ..infra import interrupts
 from .engine import Engine
 from .reads import Reads
 

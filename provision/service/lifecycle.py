@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import ExitStack
 
-from .. import backups, hints, interrupts
 from ..backends.base import Adopting, Locking
-from ..clock import utc_now
-from ..errors import ConfirmationRequired, ProjectConflict
-from ..model import ControlVerb, LockInfo, Observed, Target
-from ..planner import Action
-from ..results import ProjectResult, RunSummary
+from ..core.errors import ConfirmationRequired, ProjectConflict
+from ..core.model import ControlVerb, LockInfo, Observed, Target
+from ..core.planner import Action
+from ..core.results import ProjectResult, RunSummary
+from ..infra import hints, interrupts
+from ..infra.clock import utc_now
+from ..state import backups
 from .engine import Checked, Engine, Operation
 from .fleet import Fleet
 from .planning import Planning

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import contextlib
 
-from .. import hints
 from ..backends.base import Moving, Placing, refusal
-from ..clock import utc_stamp
-from ..errors import ConfigError, ConfirmationRequired, ProvisionError, with_note
-from ..model import Target
-from ..results import ProjectResult
+from ..core.errors import ConfigError, ConfirmationRequired, ProvisionError, with_note
+from ..core.model import Target
+from ..core.results import ProjectResult
+from ..infra import hints
+from ..infra.clock import utc_stamp
 from .data import DataVerbs
 from .engine import Engine, Operation
 

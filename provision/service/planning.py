@@ -6,14 +6,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 
-from .. import compose_check, hints
 from ..backends.base import Placing
-from ..errors import ServersFull
-from ..model import ABSENT, Observed, Target
-from ..planner import unified_diff
-from ..render import RenderedStack
-from ..results import PlanItem
-from ..state import ProjectRecord
+from ..core.errors import ServersFull
+from ..core.model import ABSENT, Observed, Target
+from ..core.planner import unified_diff
+from ..core.render import RenderedStack
+from ..core.results import PlanItem
+from ..infra import compose_check, hints
+from ..state.records import ProjectRecord
 from .engine import Engine
 
 OFFLINE_NOTE = " (offline: the backend was not asked)"

@@ -7,16 +7,17 @@ from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
-from .. import dbaccess, hints, roles
-from .. import doctor as checkup
 from ..backends.base import Diagnosing, Metering
-from ..errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError, redact
-from ..model import ABSENT, NO_ENDPOINTS, Observed, Target, Usage
-from ..render import parse_compose
-from ..results import ProjectResult, RunSummary, ServiceStatus
-from ..secrets import generate_missing
-from ..shell import ShellCommand
-from ..state import ProjectRecord
+from ..core import roles
+from ..core.errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError, redact
+from ..core.model import ABSENT, NO_ENDPOINTS, Observed, Target, Usage
+from ..core.render import parse_compose
+from ..core.results import ProjectResult, RunSummary, ServiceStatus
+from ..core.secrets import generate_missing
+from ..infra import dbaccess, hints
+from ..infra import doctor as checkup
+from ..infra.shell import ShellCommand
+from ..state.records import ProjectRecord
 from .engine import Engine
 
 

@@ -13,12 +13,12 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from .. import incidents
-from ..clock import utc_now
-from ..errors import IdempotencyMismatch, ProjectConflict, ProvisionError
-from ..model import ControlVerb
-from ..results import ProjectResult
-from ..state import ProjectRecord
+from ..core.errors import IdempotencyMismatch, ProjectConflict, ProvisionError
+from ..core.model import ControlVerb
+from ..core.results import ProjectResult
+from ..infra import incidents
+from ..infra.clock import utc_now
+from ..state.records import ProjectRecord
 from . import Provisioner
 from .engine import Engine
 

@@ -13,10 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .. import backups, database, hints
 from ..backends.base import DataVolumes, DroppingVolumes
-from ..clock import utc_now, utc_stamp
-from ..errors import (
+from ..core.errors import (
     CommandFailed,
     ConfirmationRequired,
     Interrupted,
@@ -25,10 +23,13 @@ from ..errors import (
     ProvisionError,
     with_note,
 )
-from ..model import Target
-from ..render import DEFAULT_DB_VOLUME
-from ..results import ProjectResult
-from ..state import ProjectRecord
+from ..core.model import Target
+from ..core.render import DEFAULT_DB_VOLUME
+from ..core.results import ProjectResult
+from ..infra import database, hints
+from ..infra.clock import utc_now, utc_stamp
+from ..state import backups
+from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .data import DataVerbs
 from .engine import Engine, Operation

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from .. import hints
-from ..model import Target
-from ..render import DEFAULT_DB_VOLUME
-from ..state import ProjectRecord
+from ..core.model import Target
+from ..core.render import DEFAULT_DB_VOLUME
+from ..infra import hints
+from ..state.records import ProjectRecord
 
 # the states of an upgrade-db in the record's kept_data (see upgrade.Upgrades.upgrade)
 SWITCHING, DONE, ROLLING_BACK, FINALIZING = "switching", "done", "rolling back", "finalizing"

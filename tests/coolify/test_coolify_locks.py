@@ -15,10 +15,10 @@ import pytest
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
 from provision.backends.coolify.lock import LockTiming, epoch, lock_info
 from provision.backends.coolify.models import LockVariable
-from provision.config import load_env
-from provision.errors import LockLost, LockTimeout, ProvisionError
-from provision.model import Target
-from provision.secrets import Secret
+from provision.core.config import load_env
+from provision.core.errors import LockLost, LockTimeout, ProvisionError
+from provision.core.model import Target
+from provision.core.secrets import Secret
 from tests.coolify.conftest import TOKEN, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 
@@ -134,7 +134,7 @@ def test_the_lock_is_re_entrant_within_one_run(runner: Runner, emulator: Coolify
 def test_secrets_are_written_to_coolify_only_under_the_lock(runner: Runner, emulator: CoolifyEmulator) -> None:
     backend, target = runner("machine-1")
     from provision.backends.coolify import Refs
-    from provision.model import Observed
+    from provision.core.model import Observed
 
     observed = Observed(exists=True, handle=Refs(service_uuid="s" * 24))
     with pytest.raises(ProvisionError, match="only under its lock"):
@@ -200,7 +200,7 @@ def test_a_deploy_from_another_machine_waits_for_a_rotation(tmp_path: Path, emul
     """The race two checkouts of one owner met: machine B deployed while machine A rotated the password (A held
     only its own file lock), B's deploy wrote the old password back to Coolify, and A exited 0 with a
     DB_PASSWORD in Coolify that no longer logged in. Now A holds the shared lock for the whole rotation."""
-    from provision.database import password_matches
+    from provision.infra.database import password_matches
     from tests.coolify.conftest import coolify_env
 
     stored = fake_database(emulator, tmp_path / "db")

@@ -14,8 +14,8 @@ import pytest
 from provision import Workspace
 from provision.backends.coolify import CoolifyBackend
 from provision.backends.coolify.backend import volume_name
-from provision.model import Target
-from provision.planner import Action, Plan
+from provision.core.model import Target
+from provision.core.planner import Action, Plan
 from provision.service import Provisioner
 from tests.coolify.conftest import OWNER, TOKEN, coolify_env, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator

@@ -197,7 +197,7 @@ def test_status_watch_redraws_until_interrupted(sandbox: Sandbox) -> None:
 
 def test_a_held_lock_exits_4_through_every_entry_point(sandbox: Sandbox) -> None:
     """--lock-timeout while another run holds the project's lock: 4 from `invoke` and from `python -m provision`."""
-    from provision.state import hold_lock
+    from provision.state.records import hold_lock
 
     sandbox.write_env(["shop"])
     (sandbox.state_dir / sandbox.env / "shop").mkdir(parents=True)

@@ -7,8 +7,8 @@ import json
 import subprocess
 from pathlib import Path
 
-from provision.secrets import Secret
-from provision.state import StateStore
+from provision.core.secrets import Secret
+from provision.state.records import StateStore
 from tests.unit.test_state_safety import ROUND_TRIP
 
 

@@ -18,8 +18,8 @@ import httpx
 import psycopg
 import pytest
 
-from provision.database import password_statement
-from provision.secrets import Secret
+from provision.core.secrets import Secret
+from provision.infra.database import password_statement
 from tests.conftest import Sandbox, reload_schema, sql
 
 

@@ -15,10 +15,10 @@ import httpx
 import pytest
 import uvicorn
 
-from provision.secrets import Secret
-from provision.server import create_app
+from provision.core.secrets import Secret
+from provision.http.server import create_app
 from provision.service.requests import ProjectRequests
-from provision.workspace import Workspace
+from provision.service.workspace import Workspace
 from tests.sandbox import Sandbox
 from tests.server.conftest import JSON, TOKEN, free_port, problem
 

@@ -12,11 +12,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from provision.backends.base import Adopted
-from provision.commands import Completed
-from provision.config import EnvConfig, ProjectSpec
-from provision.database import ROW_COUNTS_SQL
-from provision.errors import HealthTimeout, ProvisionError
-from provision.model import (
+from provision.core.config import EnvConfig, ProjectSpec
+from provision.core.errors import HealthTimeout, ProvisionError
+from provision.core.model import (
     Destroyed,
     Endpoints,
     Handle,
@@ -28,9 +26,11 @@ from provision.model import (
     Target,
     Usage,
 )
-from provision.planner import Plan
-from provision.render import RenderedStack, stack_hash
-from provision.secrets import Secret, SecretURL, generate_missing
+from provision.core.planner import Plan
+from provision.core.render import RenderedStack, stack_hash
+from provision.core.secrets import Secret, SecretURL, generate_missing
+from provision.infra.commands import Completed
+from provision.infra.database import ROW_COUNTS_SQL
 
 
 @dataclass

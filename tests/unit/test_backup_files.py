@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from provision import backups, database
-from provision.errors import BackupError, ConfigError
-from provision.secrets import Secret
+from provision.core.errors import BackupError, ConfigError
+from provision.core.secrets import Secret
+from provision.infra import database
 from provision.service.data import DataVerbs
+from provision.state import backups
 from tests.unit.fakes import FakeRunner
 
 DUMP = (Path(__file__).resolve().parent.parent / "fixtures" / "dumps" / "pg15.dump").read_bytes()

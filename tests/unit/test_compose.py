@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from provision.backends.local.compose import ComposeCLI, ComposeFiles, parse_docker_ps, parse_labels
-from provision.errors import BackendUnavailable, CommandFailed
+from provision.core.errors import BackendUnavailable, CommandFailed
 from tests.unit.fakes import FakeRunner
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from provision import compose_check
 from provision.backends.local import LocalBackend
 from provision.backends.local.compose import ComposeCLI
-from provision.config import load_env
-from provision.errors import BackendUnavailable, CommandFailed, TemplateError
-from provision.layout import BackendFiles
+from provision.core.config import load_env
+from provision.core.errors import BackendUnavailable, CommandFailed, TemplateError
+from provision.infra import compose_check
 from provision.service import Provisioner
-from provision.state import StateStore
+from provision.state.layout import BackendFiles
+from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner, MemoryBackend
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.config import load_env
-from provision.errors import ConfigError, InvalidName
+from provision.core.config import load_env
+from provision.core.errors import ConfigError, InvalidName
 from tests.conftest import write_env
 
 MINIMAL = """
@@ -143,7 +143,7 @@ def test_overrides_apply_dotted_keys_and_are_validated(project_root: Path) -> No
 
 
 def test_variables_the_template_does_not_use_are_refused(project_root: Path) -> None:
-    from provision.templating import template_variables
+    from provision.core.templating import template_variables
 
     write_env(project_root, "dev", MINIMAL + "variables:\n  db_usr: bob\n")
     with pytest.raises(ConfigError, match=r"variables.db_usr: .*did you mean 'db_user'"):
@@ -166,9 +166,9 @@ def test_shipped_envs_are_valid(tmp_path: Path) -> None:
 
     import yaml
 
-    from provision.model import Ports
-    from provision.render import build_context, render_stack
-    from provision.secrets import GENERATED_SECRETS, Secret
+    from provision.core.model import Ports
+    from provision.core.render import build_context, render_stack
+    from provision.core.secrets import GENERATED_SECRETS, Secret
     from tests.conftest import REPO
 
     coolify = {"COOLIFY_API_URL": "https://c.example", "COOLIFY_API_TOKEN": "t"}

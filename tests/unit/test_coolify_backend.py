@@ -14,8 +14,8 @@ import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs, marks
 from provision.backends.coolify.logs import FOLLOW_INTERVAL, FOLLOW_LINES
-from provision.config import EnvConfig, load_env
-from provision.errors import (
+from provision.core.config import EnvConfig, load_env
+from provision.core.errors import (
     CoolifyAPIError,
     CoolifyAuthError,
     CoolifyResponseError,
@@ -24,10 +24,10 @@ from provision.errors import (
     ProvisionError,
     StateError,
 )
-from provision.model import Observed, Prepared, ServiceState, Target
-from provision.planner import Action, Plan
-from provision.render import RenderedStack, build_context, render_stack
-from provision.secrets import Secret
+from provision.core.model import Observed, Prepared, ServiceState, Target
+from provision.core.planner import Action, Plan
+from provision.core.render import RenderedStack, build_context, render_stack
+from provision.core.secrets import Secret
 from tests.conftest import write_env
 from tests.coolify.conftest import OWNER, coolify_env
 

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from provision.backends.coolify.client import CoolifyClient, RequestBudget, shared_budget
-from provision.errors import BackendUnavailable, CoolifyAPIError
-from provision.secrets import Secret
+from provision.core.errors import BackendUnavailable, CoolifyAPIError
+from provision.core.secrets import Secret
 from tests.coolify_emulator import max_in_window
 
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from provision.backends.coolify.client import CoolifyClient, RequestBudget
-from provision.errors import (
+from provision.core.errors import (
     AmbiguousResult,
     BackendUnavailable,
     CoolifyAPIError,
@@ -17,7 +17,7 @@ from provision.errors import (
     CoolifyNotFound,
     CoolifyValidationError,
 )
-from provision.secrets import Secret
+from provision.core.secrets import Secret
 
 TOKEN = "3|super-secret-token-value"
 

@@ -24,10 +24,10 @@ from provision.backends.coolify.models import (
     refresh_marks,
     status_state,
 )
-from provision.config import EnvConfig, load_env
-from provision.errors import ConfigError
-from provision.model import ServiceState
-from provision.secrets import Secret
+from provision.core.config import EnvConfig, load_env
+from provision.core.errors import ConfigError
+from provision.core.model import ServiceState
+from provision.core.secrets import Secret
 from tests.conftest import write_env
 from tests.coolify.conftest import coolify_env
 from tests.unit.test_coolify_backend import Clock

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient, Refs, waits
-from provision.config import load_env
-from provision.model import Prepared, Target
-from provision.secrets import Secret
+from provision.core.config import load_env
+from provision.core.model import Prepared, Target
+from provision.core.secrets import Secret
 from tests.conftest import write_env
 from tests.coolify.conftest import coolify_env
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
-from provision.config import load_env
-from provision.secrets import Secret
+from provision.core.config import load_env
+from provision.core.secrets import Secret
 from tests.conftest import write_env
 from tests.coolify.conftest import coolify_env
 

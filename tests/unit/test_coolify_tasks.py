@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 
-from provision import database, roles
 from provision.backends.coolify import CoolifyBackend, CoolifyClient
 from provision.backends.coolify.tasks import (
     ROLES_ENV,
@@ -24,9 +23,11 @@ from provision.backends.coolify.tasks import (
     roles_env_payload,
     sql_task_commands,
 )
-from provision.config import EnvConfig
-from provision.errors import DatabaseStarting, NotSupported, ProvisionError
-from provision.secrets import Secret
+from provision.core import roles
+from provision.core.config import EnvConfig
+from provision.core.errors import DatabaseStarting, NotSupported, ProvisionError
+from provision.core.secrets import Secret
+from provision.infra import database
 from tests.unit.test_coolify_backend import (  # noqa: F401
     API,
     TOKEN,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from provision.config import load_env
-from provision.errors import (
+from provision.core.config import load_env
+from provision.core.errors import (
     ConfirmationRequired,
     DatabaseStarting,
     ImageUnavailable,
@@ -19,7 +19,7 @@ from provision.errors import (
     ProvisionError,
     UndeclaredProject,
 )
-from provision.model import (
+from provision.core.model import (
     Handle,
     Observed,
     Prepared,
@@ -28,7 +28,7 @@ from provision.model import (
 from provision.service import Provisioner
 from provision.service.lifecycle import Lifecycle
 from provision.service.upgrade_state import image_note
-from provision.state import StateStore
+from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import MemoryBackend, MemoryHandle
 
@@ -179,8 +179,8 @@ def _with_images(provisioner: Provisioner, api: str) -> Provisioner:
 
 
 def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
-    from provision import history
-    from provision.errors import RolledBack
+    from provision.core.errors import RolledBack
+    from provision.state import history
 
     provisioner, backend, store = setup
     served = provisioner.provision("shop")
@@ -201,7 +201,7 @@ def test_a_failed_update_of_a_running_stack_is_rolled_back(setup: tuple[Provisio
 
 
 def test_history_records_who_what_when(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
-    from provision import history
+    from provision.state import history
 
     provisioner, _, store = setup
     provisioner.provision("shop")
@@ -247,7 +247,7 @@ def test_a_failing_pre_hook_aborts_that_project_only(setup: tuple[Provisioner, M
 
 
 def test_skip_hooks(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
-    from provision.hooks import Hooks
+    from provision.infra.hooks import Hooks
 
     provisioner, backend, store = setup
     _hook(provisioner.hooks.directory, "pre-provision", "exit 1\n")
@@ -273,7 +273,7 @@ def test_plan_outcomes(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> 
 
 
 def test_repeated_verbs_change_nothing_and_write_no_history(setup: tuple[Provisioner, MemoryBackend, StateStore]) -> None:
-    from provision import history
+    from provision.state import history
 
     provisioner, backend, store = setup
     provisioner.provision("shop")
@@ -355,7 +355,7 @@ def test_version_1_records_are_migrated(tmp_path: Path) -> None:
     migrated = store.read_record("dev", "shop")
     assert migrated is not None and migrated.handle == {"service_hashes": {"db": "1"}, "compose_hashes": {"db": "c"}}
     (directory / "state.json").write_text(json.dumps({"schema_version": 99}))
-    from provision.errors import StateError
+    from provision.core.errors import StateError
 
     with pytest.raises(StateError, match="newer than this provision"):
         store.read_record("dev", "shop")

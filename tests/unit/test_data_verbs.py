@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from provision import backups, history
-from provision.config import load_env
-from provision.database import scram_verifier
-from provision.errors import BackupError, HealthTimeout, ProvisionError
-from provision.secrets import Secret
+from provision.core.config import load_env
+from provision.core.errors import BackupError, HealthTimeout, ProvisionError
+from provision.core.secrets import Secret
+from provision.infra.database import scram_verifier
 from provision.service import Provisioner
-from provision.state import StateStore
+from provision.state import backups, history
+from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import DataBackend, FakeDatabase, ServersBackend
 

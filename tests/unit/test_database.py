@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from provision import backups, database
-from provision.errors import BackupError, CommandFailed
-from provision.secrets import Secret
+from provision.core.errors import BackupError, CommandFailed
+from provision.core.secrets import Secret
+from provision.infra import database
+from provision.state import backups
 from tests.unit.fakes import FakeRunner
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "dumps"

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from provision import doctor
 from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.facts import doctor_checks
-from provision.errors import BackendUnavailable, CoolifyValidationError
+from provision.core.errors import BackendUnavailable, CoolifyValidationError
+from provision.infra import doctor
 
 from .fakes import FakeRunner
 
@@ -58,7 +58,7 @@ def test_an_api_error_becomes_coolifys_answer_and_its_hint() -> None:
 
 
 def test_throwaway_names_are_valid_project_names() -> None:
-    from provision.names import validate_name
+    from provision.core.names import validate_name
 
     names = {doctor.throwaway_name() for _ in range(20)}
     assert len(names) == 20

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from provision.hooks import Hooks, hook_environment, hook_variables
-from provision.model import db_url
-from provision.secrets import Secret
+from provision.core.model import db_url
+from provision.core.secrets import Secret
+from provision.infra.hooks import Hooks, hook_environment, hook_variables
 
 PASSWORD = "p@ss#w/rd 1"
 

@@ -25,47 +25,15 @@ LAYERS = {
     "provision": "entry",
     "provision.__main__": "entry",
     "provision.cli": "entry",
-    "provision.server": "entry",
-    "provision.apidocs": "entry",
+    "provision.http": "entry",
     "provision.service": "service",
-    "provision.workspace": "service",
-    "provision.scaffold": "service",
     "provision.backends": "backend core",
     "provision.backends.base": "backend core",
     "provision.backends.local": "backends",
     "provision.backends.coolify": "backends",
     "provision.state": "state",
-    "provision.layout": "state",
-    "provision.history": "state",
-    "provision.backups": "state",
-    "provision.incidents": "infra",
-    "provision.hints": "infra",
-    "provision.fsutil": "infra",
-    "provision.clock": "infra",
-    "provision.interrupts": "infra",
-    "provision.commands": "infra",
-    "provision.compose_check": "infra",
-    "provision.database": "infra",
-    "provision.dbaccess": "infra",
-    "provision.pgimage": "infra",
-    "provision.probes": "infra",
-    "provision.shell": "infra",
-    "provision.hooks": "infra",
-    "provision.report": "infra",
-    "provision.doctor": "infra",
-    "provision.config": "core",
-    "provision.envfile": "core",
-    "provision.templating": "core",
-    "provision.render": "core",
-    "provision.model": "core",
-    "provision.planner": "core",
-    "provision.results": "core",
-    "provision.errors": "core",
-    "provision.names": "core",
-    "provision.resources": "core",
-    "provision.secrets": "core",
-    "provision.placement": "core",
-    "provision.roles": "core",
+    "provision.infra": "infra",
+    "provision.core": "core",
 }
 _LOWER = {"state", "infra", "backend core", "core"}
 #: What each layer may import: entry points reach a backend through the registry only; the service reaches the
@@ -134,8 +102,8 @@ def _layer(module: str) -> str | None:
 
 def test_the_graph_is_read() -> None:
     graph = _graph()
-    assert {"provision.templating", "provision.errors"} <= graph["provision.config"]
-    assert "provision.cli" in graph["tasks"] and "provision.hints" in graph["tasks"]  # from provision import hints
+    assert {"provision.core.templating", "provision.core.errors"} <= graph["provision.core.config"]
+    assert "provision.cli" in graph["tasks"] and "provision.infra.hints" in graph["tasks"]  # from provision import hints
     assert "provision.service" in graph["provision"]  # under TYPE_CHECKING
     assert "provision.cli.completion" in graph["provision.__main__"]  # inside a function
 
@@ -149,10 +117,10 @@ def test_no_import_cycle() -> None:
 
 def test_the_env_file_layer_reaches_neither_rendering_nor_the_model() -> None:
     graph = _graph()
-    later = _reached(graph, "provision.config") & {"provision.render", "provision.model", "provision.service"}
+    later = _reached(graph, "provision.core.config") & {"provision.core.render", "provision.core.model", "provision.service"}
     assert later == set(), f"config.py reaches {sorted(later)}, which import config.py"
-    assert _reached(graph, "provision.templating") == {"provision.errors"}
-    assert "provision.templating" in graph["provision.config"] and "provision.templating" in graph["provision.render"]
+    assert _reached(graph, "provision.core.templating") == {"provision.core.errors"}
+    assert "provision.core.templating" in graph["provision.core.config"] and "provision.core.templating" in graph["provision.core.render"]
 
 
 def test_no_module_imports_another_modules_underscore_name() -> None:

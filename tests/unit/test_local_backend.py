@@ -19,9 +19,8 @@ from provision.backends.local import LocalBackend, LocalHandle
 from provision.backends.local.backend import COMPOSE_FILE, ENV_FILE
 from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.ports import LeaseBook
-from provision.commands import Completed
-from provision.config import load_env
-from provision.errors import (
+from provision.core.config import load_env
+from provision.core.errors import (
     BackendError,
     BackendUnavailable,
     CommandFailed,
@@ -32,9 +31,7 @@ from provision.errors import (
     ProvisionError,
     StateError,
 )
-from provision.fsutil import env_file_text
-from provision.layout import BackendFiles
-from provision.model import (
+from provision.core.model import (
     ABSENT,
     Destroyed,
     Endpoints,
@@ -45,12 +42,15 @@ from provision.model import (
     ServiceState,
     Target,
 )
-from provision.planner import Action, Plan
-from provision.render import RenderedStack, render_stack, stack_hash
-from provision.secrets import Secret
+from provision.core.planner import Action, Plan
+from provision.core.render import RenderedStack, render_stack, stack_hash
+from provision.core.secrets import Secret
+from provision.infra.commands import Completed
+from provision.infra.fsutil import env_file_text
 from provision.service import Provisioner
 from provision.service import engine as engine_module
-from provision.state import StateStore
+from provision.state.layout import BackendFiles
+from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import pytest
 
-from provision import names
 from provision.backends.base import Adopted
 from provision.backends.local import ownership
 from provision.backends.local.claims import ADOPTED_FILE
-from provision.config import load_env
-from provision.errors import ProjectConflict, ProvisionError
-from provision.model import Observed, Target
-from provision.render import build_context, render_stack
-from provision.state import StateStore
+from provision.core import names
+from provision.core.config import load_env
+from provision.core.errors import ProjectConflict, ProvisionError
+from provision.core.model import Observed, Target
+from provision.core.render import build_context, render_stack
+from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner
 from tests.unit.test_local_backend import ENV, PS_RUNNING, backend

@@ -9,8 +9,8 @@ import pytest
 
 from provision.backends.coolify import marks
 from provision.backends.coolify.marks import Marks
-from provision.errors import ConfigError, ProvisionError
-from provision.names import PROJECT_MAX
+from provision.core.errors import ConfigError, ProvisionError
+from provision.core.names import PROJECT_MAX
 from tests.coolify_emulator.validation import is_valid_description
 
 H1, H2 = "0123456789abcdef", "fedcba9876543210"

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision import names
-from provision.errors import InvalidName
+from provision.core import names
+from provision.core.errors import InvalidName
 
 BAD_NAMES = ["../x", "a b", "Shop", "x;rm -rf /", "a" * 200, "", "-shop", "shop-", "sh--op", "shop_1", "shöp", "a/b"]
 

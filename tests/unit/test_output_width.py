@@ -8,12 +8,12 @@ import re
 import time
 from pathlib import Path
 
-from provision.backups import Backup
 from provision.cli import output
-from provision.model import Usage
-from provision.report import LiveReporter
-from provision.results import PlanItem, ProjectResult, RunSummary, ServiceStatus
-from provision.secrets import SecretURL
+from provision.core.model import Usage
+from provision.core.results import PlanItem, ProjectResult, RunSummary, ServiceStatus
+from provision.core.secrets import SecretURL
+from provision.infra.report import LiveReporter
+from provision.state.backups import Backup
 
 LONG = "inventory-service-staging-eu-west"  # 33 of the 40 characters a name may have
 

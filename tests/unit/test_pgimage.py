@@ -7,9 +7,9 @@ from typing import IO
 
 import pytest
 
-from provision import pgimage
-from provision.commands import Completed
-from provision.errors import CommandFailed, NotSupported
+from provision.core.errors import CommandFailed, NotSupported
+from provision.infra import pgimage
+from provision.infra.commands import Completed
 
 
 class Docker:

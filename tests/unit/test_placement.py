@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from provision.errors import ServersFull
-from provision.placement import ServerLoad, place
+from provision.core.errors import ServersFull
+from provision.core.placement import ServerLoad, place
 
 MIB = 2**20
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
-from provision.model import Observed, ServiceState
-from provision.planner import Action, plan
-from provision.render import RenderedStack, stack_hash
+from provision.core.model import Observed, ServiceState
+from provision.core.planner import Action, plan
+from provision.core.render import RenderedStack, stack_hash
 
 
 def stack(hashes: dict[str, str]) -> RenderedStack:

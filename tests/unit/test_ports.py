@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from provision.backends.local.ports import LeaseBook, choose_ports, lease_ports, port_is_free, release_ports
-from provision.errors import ProvisionError
-from provision.model import Ports
+from provision.core.errors import ProvisionError
+from provision.core.model import Ports
 
 
 def always_free(address: str, port: int) -> bool:

@@ -17,8 +17,9 @@ from invoke.exceptions import ParseError
 from invoke.parser import Parser
 
 import provision
-from provision import cli, hints
+from provision import cli
 from provision.__main__ import ProvisionProgram, summary
+from provision.infra import hints
 
 PACKAGE = Path(provision.__file__).parent
 REPO = PACKAGE.parent
@@ -80,7 +81,7 @@ def test_the_package_makes_hints_in_many_places() -> None:
     assert len(HINTS) >= 25
     assert {where.split(":")[0] for where, _ in HINTS} >= {
         "provision/service/lifecycle.py", "provision/service/upgrade.py", "provision/backends/local/backend.py",
-        "provision/backends/coolify/backend.py", "provision/cli/session.py", "provision/config.py"}
+        "provision/backends/coolify/backend.py", "provision/cli/session.py", "provision/core/config.py"}
 
 
 @pytest.mark.parametrize("program", ["provision", "/usr/bin/python3 -m provision", "python3 -m invoke"])

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision.config import load_env
-from provision.errors import TemplateError
-from provision.model import Ports
-from provision.render import build_context, render_stack, reveal_secrets
-from provision.secrets import Secret
-from provision.templating import q
+from provision.core.config import load_env
+from provision.core.errors import TemplateError
+from provision.core.model import Ports
+from provision.core.render import build_context, render_stack, reveal_secrets
+from provision.core.secrets import Secret
+from provision.core.templating import q
 from tests.conftest import write_env
 
 ENV = """

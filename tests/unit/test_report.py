@@ -3,7 +3,7 @@ from __future__ import annotations
 import io
 import re
 
-from provision.report import LiveReporter, StreamReporter, for_stream
+from provision.infra.report import LiveReporter, StreamReporter, for_stream
 
 
 def test_plain_lines_carry_a_timestamp_the_project_and_elapsed_time() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from provision.resources import DEFAULTS, MIB, limits, parse_size, postgres_settings, show_size
+from provision.core.resources import DEFAULTS, MIB, limits, parse_size, postgres_settings, show_size
 
 
 @pytest.mark.parametrize(("text", "size"), [("256M", 256 * MIB), ("256MiB", 256 * MIB), ("256m", 256 * MIB),

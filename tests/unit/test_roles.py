@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from provision import roles
-from provision.config import load_env
-from provision.database import password_matches, scram_verifier
-from provision.errors import ConfigError
-from provision.secrets import Secret
+from provision.core import roles
+from provision.core.config import load_env
+from provision.core.errors import ConfigError
+from provision.core.secrets import Secret
+from provision.infra.database import password_matches, scram_verifier
 from tests.conftest import write_env
 
 SECRETS = {name: Secret(f"{name.lower()}-value") for name in

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from provision.config import load_env
-from provision.errors import ConfigError
-from provision.scaffold import init
+from provision.core.config import load_env
+from provision.core.errors import ConfigError
+from provision.service.scaffold import init
 from tests.conftest import write_env
 
 
@@ -55,7 +55,7 @@ def test_init_refuses_to_guess_between_owners_and_bad_input(project_root: Path) 
 def test_new_owner_ids_are_always_read_back_as_text(project_root: Path) -> None:
     import yaml
 
-    from provision.envfile import new_owner_id
+    from provision.core.envfile import new_owner_id
 
     for _ in range(2000):  # ids of digits only, or shaped like 12e45, would come back from YAML as numbers
         owner = new_owner_id()

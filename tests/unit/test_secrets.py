@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from provision.results import ProjectResult
-from provision.secrets import Secret, SecretURL, generate_missing, mask_url_password
+from provision.core.results import ProjectResult
+from provision.core.secrets import Secret, SecretURL, generate_missing, mask_url_password
 
 
 def test_secret_hides_itself() -> None:
@@ -50,7 +50,7 @@ def test_result_json_keys_never_disappear() -> None:
 def test_db_url_percent_encodes_the_password_and_masks_it_whole() -> None:
     from urllib.parse import unquote, urlsplit
 
-    from provision.model import db_url
+    from provision.core.model import db_url
 
     for password in ("p@ss#word", "a/b?c:d", "100%[x] y", "s3cr3t"):
         url = db_url("app user", Secret(password), "127.0.0.1", 5432, "app")

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from provision.errors import LockTimeout, StateError
-from provision.fsutil import atomic_write, read_json
-from provision.probes import http_probe, wait_for
-from provision.secrets import Secret
-from provision.state import StateStore
+from provision.core.errors import LockTimeout, StateError
+from provision.core.secrets import Secret
+from provision.infra.fsutil import atomic_write, read_json
+from provision.infra.probes import http_probe, wait_for
+from provision.state.records import StateStore
 
 
 def test_atomic_write_sets_the_mode_and_leaves_no_temp_files(tmp_path: Path) -> None:

@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from provision import history, incidents
-from provision.errors import LockTimeout, StateError, StateWriteError
-from provision.fsutil import atomic_write, dotenv_quote, write_json
-from provision.layout import StateLayout
-from provision.secrets import Secret
-from provision.state import StateStore, default_state_dir, hold_lock
-from provision.workspace import Workspace
+from provision.core.errors import LockTimeout, StateError, StateWriteError
+from provision.core.secrets import Secret
+from provision.infra import incidents
+from provision.infra.fsutil import atomic_write, dotenv_quote, write_json
+from provision.service.workspace import Workspace
+from provision.state import history
+from provision.state.layout import StateLayout
+from provision.state.records import StateStore, default_state_dir, hold_lock
 
 
 def _raise(code: int) -> object:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from provision.model import Observed, ServiceState
+from provision.core.model import Observed, ServiceState
 
 
 def test_a_stack_with_a_service_missing_is_partial_not_running() -> None:

@@ -11,13 +11,13 @@ import pytest
 
 from provision.backends.local.backend import COMPOSE_FILE, LocalBackend
 from provision.backends.local.compose import ComposeCLI
-from provision.config import load_env
-from provision.errors import ProjectConflict, ProvisionError
-from provision.layout import BackendFiles
-from provision.model import ABSENT, Target
+from provision.core.config import load_env
+from provision.core.errors import ProjectConflict, ProvisionError
+from provision.core.model import ABSENT, Target
 from provision.service import Provisioner
 from provision.service.upgrade_state import unfinished, upgrade_facts
-from provision.state import ProjectRecord, StateStore
+from provision.state.layout import BackendFiles
+from provision.state.records import ProjectRecord, StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import FakeRunner, MemoryBackend
 

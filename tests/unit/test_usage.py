@@ -13,8 +13,8 @@ from provision.backends.local import usage as usage_module
 from provision.backends.local.compose import ContainerState
 from provision.backends.local.usage import Cgroup, cgroup_usage, collect, cpu_percent, memory_used, usage_of
 from provision.cli.output import human_bytes, human_duration, status_table
-from provision.model import Usage
-from provision.results import ProjectResult, ServiceStatus
+from provision.core.model import Usage
+from provision.core.results import ProjectResult, ServiceStatus
 
 FIXTURE = json.loads((Path(__file__).parent.parent / "fixtures" / "docker_usage_v1.json").read_text())
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from ...config import EnvConfig
-from ...errors import ConfigError
-from ...layout import BackendFiles
+from ...core.config import EnvConfig
+from ...core.errors import ConfigError
+from ...state.layout import BackendFiles
 from .backend import CoolifyBackend, Refs
 from .client import DEFAULT_MAX_WAIT, CoolifyClient, shared_budget
 

@@ -22,11 +22,9 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from ... import hints, interrupts, pgimage
-from ...config import EnvConfig, ProjectSpec
-from ...doctor import Check, DoctorProbe
-from ...errors import CoolifyAPIError, NotSupported, ProvisionError, StateError
-from ...model import (
+from ...core.config import EnvConfig, ProjectSpec
+from ...core.errors import CoolifyAPIError, NotSupported, ProvisionError, StateError
+from ...core.model import (
     NO_ENDPOINTS,
     ControlVerb,
     Destroyed,
@@ -39,10 +37,12 @@ from ...model import (
     Usage,
     db_url,
 )
-from ...placement import ServerLoad, place
-from ...planner import Action, Plan
-from ...render import DEFAULT_DB_VOLUME, RenderedStack, parse_compose
-from ...secrets import Secret, generate_missing
+from ...core.placement import ServerLoad, place
+from ...core.planner import Action, Plan
+from ...core.render import DEFAULT_DB_VOLUME, RenderedStack, parse_compose
+from ...core.secrets import Secret, generate_missing
+from ...infra import hints, interrupts, pgimage
+from ...infra.doctor import Check, DoctorProbe
 from ..base import Adopted, Backend
 from . import doctor, marks
 from .client import CoolifyClient

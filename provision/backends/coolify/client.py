@@ -21,8 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from ... import interrupts
-from ...errors import (
+from ...core.errors import (
     AmbiguousResult,
     BackendUnavailable,
     CoolifyAPIError,
@@ -34,7 +33,8 @@ from ...errors import (
     ProvisionError,
     redact,
 )
-from ...secrets import Secret
+from ...core.secrets import Secret
+from ...infra import interrupts
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 RETRY_STATUSES = {429, 500, 502, 503, 504}

@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from ... import interrupts
-from ...config import EnvConfig
-from ...errors import NotSupported
-from ...probes import Probe, WaitOutcome, wait_for
+from ...core.config import EnvConfig
+from ...core.errors import NotSupported
+from ...infra import interrupts
+from ...infra.probes import Probe, WaitOutcome, wait_for
 from .client import CoolifyClient
 
 # project shared variables (the run lock: routes/api.php:99-102) and POST .../scheduled-tasks/{task}/execute

@@ -7,9 +7,9 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
-from ...errors import AmbiguousResult, BackendUnavailable, ConfigError, CoolifyAPIError
-from ...model import Target
-from ...render import RenderedStack
+from ...core.errors import AmbiguousResult, BackendUnavailable, ConfigError, CoolifyAPIError
+from ...core.model import Target
+from ...core.render import RenderedStack
 from . import marks
 from .context import Context
 from .finder import Finder

@@ -25,11 +25,11 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ... import doctor as checks
-from ... import interrupts
-from ...config import EnvConfig
-from ...errors import CoolifyAPIError, CoolifyAuthError, CoolifyNotFound, LockTimeout, ProvisionError
-from ...model import Destroyed, Handle, Observed, Target
+from ...core.config import EnvConfig
+from ...core.errors import CoolifyAPIError, CoolifyAuthError, CoolifyNotFound, LockTimeout, ProvisionError
+from ...core.model import Destroyed, Handle, Observed, Target
+from ...infra import doctor as checks
+from ...infra import interrupts
 from .client import CoolifyClient
 from .context import MIN_COOLIFY_VERSION, Context, parse_version
 from .create import Creator

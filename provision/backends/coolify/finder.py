@@ -7,8 +7,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import quote
 
-from ... import hints
-from ...errors import (
+from ...core.errors import (
     AmbiguousResult,
     BackendUnavailable,
     CoolifyNotFound,
@@ -16,7 +15,8 @@ from ...errors import (
     ProjectConflict,
     ProvisionError,
 )
-from ...model import Handle, Target
+from ...core.model import Handle, Target
+from ...infra import hints
 from . import marks
 from .client import answered
 from .context import Context

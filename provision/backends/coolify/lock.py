@@ -13,10 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ... import hints, interrupts
-from ...clock import utc_now
-from ...config import EnvConfig
-from ...errors import (
+from ...core.config import EnvConfig
+from ...core.errors import (
     AmbiguousResult,
     BackendUnavailable,
     CoolifyNotFound,
@@ -24,8 +22,10 @@ from ...errors import (
     LockTimeout,
     ProvisionError,
 )
-from ...model import Handle, LockInfo, Target
-from ...state import holder_record
+from ...core.model import Handle, LockInfo, Target
+from ...infra import hints, interrupts
+from ...infra.clock import utc_now
+from ...state.records import holder_record
 from . import marks
 from .context import Context
 from .finder import Finder

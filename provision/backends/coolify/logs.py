@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from ...errors import CoolifyAPIError, ProvisionError
-from ...model import Observed, Target
+from ...core.errors import CoolifyAPIError, ProvisionError
+from ...core.model import Observed, Target
 from .context import Context
 from .models import Refs
 

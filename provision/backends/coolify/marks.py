@@ -27,8 +27,8 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
-from ...errors import ConfigError, ProvisionError
-from ...names import PROJECT_MAX
+from ...core.errors import ConfigError, ProvisionError
+from ...core.names import PROJECT_MAX
 
 MAX_LENGTH = 255  # descriptionRules(): max:255 (ValidationPatterns.php:438, 449)
 #: room a service's marks leave for the ` aside-of=<project>` a move adds later (set_aside)

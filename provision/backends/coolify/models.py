@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from ...errors import ProvisionError
-from ...model import Observed, ServiceState
-from ...render import hash_services, parse_compose, stack_hash, without_hash_labels
+from ...core.errors import ProvisionError
+from ...core.model import Observed, ServiceState
+from ...core.render import hash_services, parse_compose, stack_hash, without_hash_labels
 from . import marks
 
 

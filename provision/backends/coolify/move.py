@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from ...errors import ProvisionError
-from ...model import ControlVerb, Observed, Target
-from ...secrets import Secret
+from ...core.errors import ProvisionError
+from ...core.model import ControlVerb, Observed, Target
+from ...core.secrets import Secret
 from . import marks
 from .context import Context
 from .finder import Finder

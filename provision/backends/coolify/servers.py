@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from urllib.parse import urlsplit
 
-from ...errors import BackendUnavailable, ConfigError, ProvisionError, ServersFull
-from ...model import Target
-from ...placement import ServerLoad, place
+from ...core.errors import BackendUnavailable, ConfigError, ProvisionError, ServersFull
+from ...core.model import Target
+from ...core.placement import ServerLoad, place
 from .context import Context
 from .finder import Finder
 from .lock import Locks

@@ -11,9 +11,9 @@ import re
 import secrets
 from collections.abc import Sequence
 
-from ...database import not_up_yet, psql_in_container
-from ...errors import DatabaseStarting, HealthTimeout, Interrupted, ProvisionError, StartingTimeout
-from ...model import Observed, Target
+from ...core.errors import DatabaseStarting, HealthTimeout, Interrupted, ProvisionError, StartingTimeout
+from ...core.model import Observed, Target
+from ...infra.database import not_up_yet, psql_in_container
 from .context import Context
 from .models import Refs, TaskRun
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ... import roles
-from ...errors import CoolifyAuthError, StateError
-from ...model import Prepared
-from ...secrets import GENERATED_SECRETS, Secret
+from ...core import roles
+from ...core.errors import CoolifyAuthError, StateError
+from ...core.model import Prepared
+from ...core.secrets import GENERATED_SECRETS, Secret
 from .client import CoolifyClient
 from .models import Refs, Variable
 from .tasks import ROLES_ENV, roles_env_payload

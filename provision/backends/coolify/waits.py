@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from dataclasses import replace
 
-from ...errors import AmbiguousResult, BackendUnavailable, CoolifyAPIError, HealthTimeout, ProvisionError
-from ...model import Endpoints, Handle, Observed, Prepared, Target
-from ...probes import http_probe, postgres_probe
+from ...core.errors import AmbiguousResult, BackendUnavailable, CoolifyAPIError, HealthTimeout, ProvisionError
+from ...core.model import Endpoints, Handle, Observed, Prepared, Target
+from ...infra.probes import http_probe, postgres_probe
 from .context import Context
 from .finder import Finder
 from .logs import LOG_LINES, Logs

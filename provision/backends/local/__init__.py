@@ -5,8 +5,8 @@ leases (`ports`)."""
 
 from __future__ import annotations
 
-from ...config import EnvConfig
-from ...layout import BackendFiles
+from ...core.config import EnvConfig
+from ...state.layout import BackendFiles
 from .backend import LocalBackend
 from .facts import LocalHandle
 

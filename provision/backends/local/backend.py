@@ -16,11 +16,9 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from ... import compose_check, hints, interrupts, names
-from ... import doctor as checks
-from ...config import EnvConfig
-from ...database import major_of, not_up_yet, psql_in_container
-from ...errors import (
+from ...core import names
+from ...core.config import EnvConfig
+from ...core.errors import (
     CommandFailed,
     DatabaseStarting,
     HealthTimeout,
@@ -33,9 +31,7 @@ from ...errors import (
     redact,
     strip_ansi,
 )
-from ...fsutil import atomic_write, env_file_text
-from ...layout import BackendFiles
-from ...model import (
+from ...core.model import (
     NO_ENDPOINTS,
     ControlVerb,
     Destroyed,
@@ -48,10 +44,15 @@ from ...model import (
     Usage,
     db_url,
 )
-from ...planner import Action, Plan
-from ...probes import Probe, http_probe, postgres_ping, postgres_probe
-from ...render import RenderedStack
-from ...secrets import GENERATED_SECRETS, Secret, generate_missing
+from ...core.planner import Action, Plan
+from ...core.render import RenderedStack
+from ...core.secrets import GENERATED_SECRETS, Secret, generate_missing
+from ...infra import compose_check, hints, interrupts
+from ...infra import doctor as checks
+from ...infra.database import major_of, not_up_yet, psql_in_container
+from ...infra.fsutil import atomic_write, env_file_text
+from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
+from ...state.layout import BackendFiles
 from ..base import Adopted, Backend
 from . import ownership
 from .claims import ADOPTED_FILE, Claims

@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, replace
 
-from ... import names
-from ...config import EnvConfig
-from ...errors import ProjectConflict
-from ...fsutil import read_json, write_json
-from ...layout import BackendFiles
-from ...model import Observed
+from ...core import names
+from ...core.config import EnvConfig
+from ...core.errors import ProjectConflict
+from ...core.model import Observed
+from ...infra.fsutil import read_json, write_json
+from ...state.layout import BackendFiles
 from . import ownership
 
 ADOPTED_FILE = "adopted.json"  # in the working folder: the owners `adopt` took the project's resources over from

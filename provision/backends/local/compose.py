@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from ...commands import Completed, Runner, SubprocessRunner
-from ...errors import BackendUnavailable, CommandFailed, redact
+from ...core.errors import BackendUnavailable, CommandFailed, redact
+from ...infra.commands import Completed, Runner, SubprocessRunner
 
 __all__ = ["Completed", "ComposeCLI", "ComposeFiles", "ContainerState", "Runner", "SubprocessRunner"]
 

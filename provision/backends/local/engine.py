@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ... import names
-from ...errors import BackendError, BackendUnavailable, CommandFailed, ProvisionError
+from ...core import names
+from ...core.errors import BackendError, BackendUnavailable, CommandFailed, ProvisionError
 from .compose import ComposeCLI, ContainerState, container_state, service_containers
 
 DockerClientFactory = Callable[[], Any]

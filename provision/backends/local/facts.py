@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ... import doctor as checks
-from ... import names
-from ...errors import LimitsRefused, ProvisionError
-from ...model import Observed, ServiceState, Target
-from ...render import RenderedStack, stack_hash
+from ...core import names
+from ...core.errors import LimitsRefused, ProvisionError
+from ...core.model import Observed, ServiceState, Target
+from ...core.render import RenderedStack, stack_hash
+from ...infra import doctor as checks
 from .compose import ComposeCLI, ContainerState
 
 COMPOSE_HASH_LABEL = "com.docker.compose.config-hash"

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 
-from ... import hints, names
+from ...core import names
+from ...infra import hints
 
 UNLABELLED = ""  # the owner of a container or volume without an owner label
 

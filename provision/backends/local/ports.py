@@ -10,10 +10,10 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from ...errors import ProvisionError
-from ...fsutil import read_json, write_json
-from ...model import Ports
-from ...state import hold_lock
+from ...core.errors import ProvisionError
+from ...core.model import Ports
+from ...infra.fsutil import read_json, write_json
+from ...state.records import hold_lock
 
 PortIsFree = Callable[[str, int], bool]
 SERVICES = ("db", "api")

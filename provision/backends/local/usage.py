@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ... import names
-from ...model import Usage
+from ...core import names
+from ...core.model import Usage
 from .compose import ContainerState, service_containers
 
 CPU_WINDOW = 0.25  # seconds between a container's two CPU samples, at least

@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ... import interrupts
-from ...errors import ContainerCrashed, HealthTimeout
-from ...probes import Probe, wait_for
+from ...core.errors import ContainerCrashed, HealthTimeout
+from ...infra import interrupts
+from ...infra.probes import Probe, wait_for
 from .compose import ContainerState
 
 # a container in one of these states during a wait has stopped at least once: the wait ends at once

@@ -18,7 +18,7 @@ from .resources import parse_size
 BackendName = Literal["local", "coolify"]
 BACKENDS: tuple[BackendName, ...] = ("local", "coolify")
 DEFAULT_TEMPLATE = "templates/docker-compose.project.yml.j2"
-PACKAGED_TEMPLATE = Path(__file__).resolve().parent / "templates" / "docker-compose.project.yml.j2"
+PACKAGED_TEMPLATE = Path(__file__).resolve().parent.parent / "templates" / "docker-compose.project.yml.j2"
 Scalar = str | int | float | bool
 
 # Variables every template can rely on; env- and project-level `variables` override them.

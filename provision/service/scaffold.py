@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import hints
-from .envfile import OWNER_PATTERN, new_owner_id
-from .errors import ConfigError
-from .names import validate_env_name
+from ..core.envfile import OWNER_PATTERN, new_owner_id
+from ..core.errors import ConfigError
+from ..core.names import validate_env_name
+from ..infra import hints
 
 # `owner: <id>`, quoted or not, with or without a trailing `# comment` (YAML: a `#` after whitespace)
 _OWNER_LINE = re.compile(r"^owner:[ \t]*([^\s#]\S*)(?:[ \t]+#[^\n]*)?[ \t\r]*$", re.MULTILINE)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import shutil
 from urllib.parse import urlsplit
 
-from .backends.base import Backend, InContainer, refusal
+from ..backends.base import Backend, InContainer, refusal
+from ..core.errors import ConfigError, NotSupported, ProvisionError
+from ..core.model import Handle, Prepared, Target
+from ..core.secrets import Secret
 from .database import DbAccess
-from .errors import ConfigError, NotSupported, ProvisionError
-from .model import Handle, Prepared, Target
-from .secrets import Secret
 from .shell import ShellCommand
 
 

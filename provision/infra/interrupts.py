@@ -12,7 +12,7 @@ import signal
 import threading
 from types import FrameType
 
-from .errors import Interrupted
+from ..core.errors import Interrupted
 
 __all__ = ["CANCELLED", "Interrupted", "check", "install_signal_handlers", "sleep"]
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
-from .errors import HookFailed, redact
+from ..core.errors import HookFailed, redact
 from .report import Reporter
 
 HOOK_NAMES = ("pre-provision", "post-provision", "pre-destroy", "post-destroy")

@@ -16,10 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..core.errors import BackupError, CommandFailed, ProvisionError
+from ..core.secrets import Secret
 from .commands import Runner
-from .errors import BackupError, CommandFailed, ProvisionError
 from .fsutil import publish_new
-from .secrets import Secret
 
 # Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
 ROW_COUNTS_SQL = """

@@ -24,7 +24,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 
-from .database import WRONG_VOLUME, quote_identifier, scram_verifier
+from ..infra.database import WRONG_VOLUME, quote_identifier, scram_verifier
 from .secrets import Secret
 
 ADMIN = "provision_admin"

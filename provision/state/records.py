@@ -20,9 +20,10 @@ from typing import Any
 
 from dotenv import dotenv_values
 
-from .clock import utc_now
-from .errors import LockTimeout, StateError
-from .fsutil import (
+from ..core.errors import LockTimeout, StateError
+from ..core.secrets import Secret
+from ..infra.clock import utc_now
+from ..infra.fsutil import (
     atomic_write,
     current_user,
     env_file_text,
@@ -32,7 +33,6 @@ from .fsutil import (
     write_json,
 )
 from .layout import StateLayout
-from .secrets import Secret
 
 STATE_DIR_ENV = "PROVISION_STATE_DIR"
 SCHEMA_VERSION = 2

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .clock import utc_now
-from .errors import StateError
-from .fsutil import current_user, open_nofollow, write_error
+from ..core.errors import StateError
+from ..infra.clock import utc_now
+from ..infra.fsutil import current_user, open_nofollow, write_error
 from .layout import StateLayout
 
 

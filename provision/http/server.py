@@ -35,8 +35,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import apidocs, hints, incidents, names
-from .errors import (
+from ..core import names
+from ..core.errors import (
     BackendUnavailable,
     ConfigError,
     ConfirmationRequired,
@@ -49,11 +49,13 @@ from .errors import (
     ProvisionError,
     UnexpectedError,
 )
-from .model import ControlVerb
-from .results import ProjectResult
-from .secrets import Secret
-from .service import Provisioner
-from .service.requests import Job, ProjectRequests
+from ..core.model import ControlVerb
+from ..core.results import ProjectResult
+from ..core.secrets import Secret
+from ..infra import hints, incidents
+from ..service import Provisioner
+from ..service.requests import Job, ProjectRequests
+from . import apidocs
 
 PROBLEM = "application/problem+json"
 CHALLENGE = 'Bearer realm="provision"'  # WWW-Authenticate of every 401

@@ -10,8 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Protocol
 
+from ..core.errors import BackendUnavailable, CommandFailed
 from . import interrupts
-from .errors import BackendUnavailable, CommandFailed
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import StateError, StateWriteError
-from .secrets import Secret
+from ..core.errors import StateError, StateWriteError
+from ..core.secrets import Secret
 
 
 def current_user() -> str:

@@ -25,7 +25,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .fsutil import write_error
+from ..infra.fsutil import write_error
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,8 @@ import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .errors import BackendUnavailable
-from .secrets import Secret
+from ..core.errors import BackendUnavailable
+from ..core.secrets import Secret
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BackupError
-from .fsutil import atomic_write
+from ..core.errors import BackupError
+from ..infra.fsutil import atomic_write
 from .layout import StateLayout
 
 LATEST = "latest"

@@ -8,19 +8,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import backups, hints, names
-from .backends import create_backend
-from .config import EnvConfig, available_envs, load_env, load_secrets_environment
-from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
-from .hooks import Hooks
-from .layout import BackendFiles
-from .report import NullReporter, Reporter
-from .results import ProjectResult
+from ..backends import create_backend
+from ..core import names
+from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
+from ..core.errors import ConfigError, ProjectConflict, ProvisionError, with_note
+from ..core.results import ProjectResult
+from ..core.secrets import Secret
+from ..infra import hints
+from ..infra.hooks import Hooks
+from ..infra.report import NullReporter, Reporter
+from ..state import backups
+from ..state.layout import BackendFiles
+from ..state.records import StateStore, default_state_dir
+from . import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .requests import is_taken
 from .scaffold import InitResult, init
-from .secrets import Secret
-from .service import DEFAULT_LOCK_TIMEOUT, Provisioner
-from .service.requests import is_taken
-from .state import StateStore, default_state_dir
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Workspace:
 
     def history(self, env: str, project: str | None = None) -> list[dict[str, object]]:
         """The history records of an env (and project), oldest first."""
-        from . import history
+        from ..state import history
 
         names.validate_env_name(env)
         records = list(history.read(self.store.root, env=env, project=project))

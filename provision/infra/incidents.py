@@ -10,7 +10,7 @@ import secrets
 import traceback
 from pathlib import Path
 
-from .errors import UnexpectedError
+from ..core.errors import UnexpectedError
 from .fsutil import atomic_write
 
 log = logging.getLogger("provision")

@@ -12,8 +12,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from ..core.errors import BackendUnavailable, CommandFailed, TemplateError, tail
 from .commands import Runner, SubprocessRunner
-from .errors import BackendUnavailable, CommandFailed, TemplateError, tail
 
 _PROPERTY = re.compile(r"[Aa]dditional property (\S+) is not allowed")
 

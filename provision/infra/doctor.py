@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import CoolifyAPIError, ProvisionError
+from ..core.errors import CoolifyAPIError, ProvisionError
 
 if TYPE_CHECKING:
-    from .model import Target
-    from .render import RenderedStack
+    from ..core.model import Target
+    from ..core.render import RenderedStack
 
 Status = Literal["ok", "failed", "skipped"]
 WIDTH = 80  # the text report fits a terminal of this many columns

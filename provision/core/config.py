@@ -17,7 +17,8 @@ import yaml
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from . import hints, names
+from ..infra import hints
+from . import names
 from .envfile import (
     DEFAULT_TEMPLATE,
     DEFAULT_VARIABLES,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import shutil
 
+from ..core.errors import CommandFailed, NotSupported, tail
 from .commands import Runner, SubprocessRunner
 from .database import major_of
-from .errors import CommandFailed, NotSupported, tail
 
 TIMEOUT = 120  # seconds for `postgres --version`, a pull not included
 
