@@ -17,7 +17,7 @@ import re
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -34,7 +34,6 @@ from ...core.model import (
     Observed,
     Prepared,
     Target,
-    Usage,
     db_url,
 )
 from ...core.placement import ServerLoad, place
@@ -136,10 +135,6 @@ class CoolifyBackend:
 
 
     # --- apply ------------------------------------------------------------------------------
-    def preflight(self, target: Target, stack: RenderedStack) -> None:
-        """Nothing: the Coolify server pulls the images and sizes the containers, and its API says nothing of
-        either beforehand."""
-
     def apply(self, target: Target, observed: Observed, stack: RenderedStack, prepared: Prepared,
               plan: Plan) -> Refs:
         """create: project, environment, service, secrets, start. update: PATCH the compose and
@@ -376,10 +371,6 @@ class CoolifyBackend:
 
     def drop_set_aside(self, target: Target) -> list[str]:
         return self.mover.drop_set_aside(target)
-
-    def usage(self, config: EnvConfig, projects: Collection[str] | None) -> dict[str, dict[str, Usage]]:
-        """Nothing: Coolify's API v1 (openapi.yaml) has no route for a container's memory or CPU."""
-        return {}
 
     def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
                     full: bool = False) -> dict[str, Observed]:
