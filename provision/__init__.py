@@ -6,7 +6,7 @@ The public API::
     provisioner = Workspace(Path(".")).provisioner("staging")   # the service layer for one env
     result = provisioner.provision("shop")                      # ProjectResult: api_url, db_url, changed
 
-Everything raised derives from `ProvisionError` (see `provision.errors`). `docs/architecture.md` maps
+Everything raised derives from `ProvisionError` (see `provision.core.errors`). `docs/architecture.md` maps
 the modules. Names are imported lazily, so `import provision` stays cheap for `invoke --list`.
 """
 
@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 
 __all__ = ["PlanItem", "ProjectRequests", "ProjectResult", "Provisioner", "ProvisionError", "RunSummary", "Workspace"]
 
-_WHERE = {"ProvisionError": "errors", "ProjectRequests": "service.requests", "PlanItem": "results", "ProjectResult": "results",
-          "RunSummary": "results", "Provisioner": "service", "Workspace": "workspace"}
+_WHERE = {"ProvisionError": "core.errors", "ProjectRequests": "service.requests", "PlanItem": "core.results",
+          "ProjectResult": "core.results", "RunSummary": "core.results", "Provisioner": "service",
+          "Workspace": "service.workspace"}
 
 
 def __getattr__(name: str) -> Any:

@@ -163,3 +163,11 @@ def test_a_backend_imports_no_other_backend() -> None:
                       for imported in imported_set for theirs in backends
                       if imported.startswith(theirs) and _layer(module) == "backends" and not module.startswith(theirs))
     assert crossing == []
+
+
+def test_every_public_name_of_the_package_resolves() -> None:
+    """`provision.__init__` imports its names lazily, by module path: each must still be where it says."""
+    import provision
+
+    for name in provision.__all__:
+        assert getattr(provision, name).__name__ == name
