@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -29,12 +30,17 @@ from invoke.tasks import task as invoke_task
 from provision import hints
 
 if TYPE_CHECKING:
+    from provision.clock import Clock
     from provision.model import ControlVerb
     from provision.report import Reporter
     from provision.results import ProjectResult, RunSummary
     from provision.service import Provisioner
+    from provision.workspace import Workspace
 
 ROOT_VARIABLE = "PROVISION_ROOT"
+
+#: the clock of the task running now: invoke's config `provision.clock` (a test's), else None (the real one)
+_CLOCK: ContextVar[Clock | None] = ContextVar("provision_clock", default=None)
 
 #: The short flags, chosen once: a letter means the same flag in every task that has it, and none of them is
 #: -h (help), -V (version) or -l (list). Every other flag is long only.
@@ -56,6 +62,16 @@ class ProvisionTask(Task[Any]):
             opts["names"] = [*opts["names"], short]
         return opts
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body, with the clock its context's config names (`provision.clock`) for every Workspace."""
+        context = args[0] if args else None
+        settings = context.config.get("provision") if isinstance(context, Context) else None
+        token = _CLOCK.set(settings.get("clock") if settings is not None else None)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _CLOCK.reset(token)
+
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
         kept = dict(self.help)  # invoke pops the help it uses: keep it for the next parser (completion, tests)
         try:
@@ -72,6 +88,13 @@ def task(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], ProvisionT
     """invoke's @task making a ProvisionTask."""
     made: Callable[[Callable[..., Any]], ProvisionTask] = invoke_task(*args, klass=ProvisionTask, **kwargs)
     return made
+
+
+def _workspace(*, for_init: bool = False) -> Workspace:
+    """The Workspace at `_root`, on the running task's clock."""
+    from provision.workspace import Workspace
+
+    return Workspace(_root(for_init=for_init), clock=_CLOCK.get())
 
 
 def _root(*, for_init: bool = False) -> Path:
@@ -224,13 +247,12 @@ def _overrides(pairs: list[str] | None) -> dict[str, str]:
 
 def _provisioner(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
                  sets: list[str] | None = None, skip_hooks: bool = False, offline: bool = False) -> Provisioner:
-    from provision.workspace import Workspace
 
     options: dict[str, Any] = {"overrides": _overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter,
                                "offline": offline}
     if lock_timeout is not None:
         options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
-    return Workspace(_root()).provisioner(_require_env(env), **options)
+    return _workspace().provisioner(_require_env(env), **options)
 
 
 def _exit_if_failed(summary: RunSummary) -> None:
@@ -611,7 +633,6 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
           lock_timeout: str | None = None, quiet: bool = False) -> None:
     """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
     --project into it. The source is only read."""
-    from provision.workspace import Workspace
 
     project = _require_project(project)
     if not to:
@@ -620,7 +641,7 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
     if lock_timeout is not None:
         options["lock_timeout"] = _number("lock-timeout", lock_timeout, integer=False)
     with _session(quiet=quiet) as reporter:
-        result = Workspace(_root()).clone(_require_env(env), project, to=to, to_env=to_env,
+        result = _workspace().clone(_require_env(env), project, to=to, to_env=to_env,
                                           overrides=_overrides(set_), reporter=reporter, **options)
     db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
     _data_result(result, json, f"API_URL={result.api_url}\nDB_URL={db_url}", show_secrets=show_secrets, quiet=quiet)
@@ -702,10 +723,9 @@ def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: 
           wide: bool = False) -> None:
     """List projects: declared, provisioned or deployed, with status and URLs."""
     from provision import output
-    from provision.workspace import Workspace
 
     with _session(read_only=True) as reporter:
-        results = Workspace(_root()).list_projects(env, reporter=reporter)
+        results = _workspace().list_projects(env, reporter=reporter)
     if json:
         _print(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
     else:
@@ -750,10 +770,9 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
 def init(c: Context, env: str = "dev", backend: str = "local") -> None:
     """Make this directory a provision project, or complete it: an env file, an owner id in every env file,
     .gitignore entries, example hooks. Never overwrites a file; run twice, the second run changes nothing."""
-    from provision.workspace import Workspace
 
     with _session(live=False):
-        result = Workspace(_root(for_init=True)).init(env, backend=backend)
+        result = _workspace(for_init=True).init(env, backend=backend)
     for action in result.actions:
         _print(action)
     if not result.changed:
@@ -821,11 +840,10 @@ def history(c: Context, env: str | None = None, project: str | None = None, json
     import json as json_module
 
     from provision import output
-    from provision.workspace import Workspace
 
     count = int(_number("limit", limit, minimum=1))
     with _session(read_only=True):
-        records = Workspace(_root()).history(_require_env(env), project)[-count:]
+        records = _workspace().history(_require_env(env), project)[-count:]
     if json:
         _print("\n".join(json_module.dumps(r, sort_keys=True) for r in records) or "")
     else:
@@ -845,12 +863,11 @@ def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str
             raise
         raise Exit(f"error: the HTTP server needs FastAPI and uvicorn ({exc.name} is not installed): "
                    f"pip install 'provision[server]'", code=2) from None
-    from provision.workspace import Workspace
 
     listen_port = int(_number("port", port, minimum=1, maximum=65535))
     background = int(_number("workers", workers, minimum=1, maximum=256))
     with _session(live=False, hold_banners=False) as reporter:
-        workspace = Workspace(_root())
+        workspace = _workspace()
         token = workspace.api_token(_require_env(env))
         provisioner = _provisioner(env, reporter)
         run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth, workers=background)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import backups, hints, names
 from .backends import create_backend
+from .clock import Clock
 from .config import EnvConfig, available_envs, load_env, load_secrets_environment
 from .errors import ConfigError, ProjectConflict, ProvisionError, with_note
 from .hooks import Hooks
@@ -23,11 +24,13 @@ from .state import StateStore, default_state_dir
 
 @dataclass
 class Workspace:
-    """A checkout with `envs/` and `templates/`; `environ` defaults to the process environment."""
+    """A checkout with `envs/` and `templates/`; `environ` defaults to the process environment. `clock`: what
+    the service built here reads and waits time through (None: the real clock, as each part defaults)."""
 
     root: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     state_dir: Path | None = None
+    clock: Clock | None = None
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -62,7 +65,10 @@ class Workspace:
         backend = create_backend(config, self.store)
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
-        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+        if self.clock is None:
+            return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks,
+                           clock=self.clock.monotonic, sleep=self.clock.sleep)
 
     def clone(self, env: str, project: str, *, to: str, to_env: str | None = None,
               overrides: Mapping[str, str] | None = None, reporter: Reporter | None = None,
