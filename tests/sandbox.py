@@ -31,8 +31,18 @@ class CLIResult:
         return json.loads(self.stdout)
 
 
-# the host ports the sandboxes lease: PROVISION_TEST_PORTS=lo-hi gives a second run on the same engine its own
-PORTS = tuple(int(p) for p in os.environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+def worker_ports(environ: Mapping[str, str]) -> tuple[int, int]:
+    """The host ports this test process's sandboxes lease: PROVISION_TEST_PORTS=lo-hi (default 32000-32999; a
+    second run on the same engine gives its own), and under pytest-xdist the worker's equal share of it."""
+    low, high = (int(p) for p in environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+    worker, count = environ.get("PYTEST_XDIST_WORKER", ""), int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index, size = int(worker[2:]), (high - low + 1) // count
+    return low + index * size, low + (index + 1) * size - 1
+
+
+PORTS = worker_ports(os.environ)
 
 
 @dataclass
