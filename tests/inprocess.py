@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 import traceback
+import urllib.request
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -101,8 +102,10 @@ def _process(cwd: Path, environ: Mapping[str, str], orig_argv: list[str]) -> Ite
 
 
 def _reset_process_state() -> None:
-    """What a fresh process starts without: an interrupt already seen, request budgets already spent."""
+    """What a fresh process starts without: an interrupt already seen, request budgets already spent, urllib's
+    opener (it keeps the proxies of the environment it was first built in)."""
     interrupts.CANCELLED.clear()
+    urllib.request.install_opener(None)
     hints.use_http(False)
     with coolify_client._BUDGETS_LOCK:  # the client keeps one budget per process and Coolify: a run is a process
         coolify_client._BUDGETS.clear()

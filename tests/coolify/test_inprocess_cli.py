@@ -38,8 +38,8 @@ def _same(first: CLIResult, second: CLIResult) -> None:
 
 def _pair(tmp_path: Path, first: CoolifyEmulator, second: CoolifyEmulator) -> tuple[Sandbox, Sandbox]:
     inside = make_sandbox(tmp_path / "in", first)
-    outside = make_sandbox(tmp_path / "out", second, env=inside.env)
-    inside.in_process = True
+    outside = make_sandbox(tmp_path / "out", second, env=inside.env, subprocess=True)
+    inside.in_process, inside.clock = True, first.core.clock
     return inside, outside
 
 
