@@ -1,4 +1,5 @@
-"""A throwaway project root driven through the real CLI (`python -m invoke ...` in a subprocess)."""
+"""A throwaway project root driven through the real CLI: `python -m invoke ...` in a subprocess, or the same
+program run inside the test process (`Sandbox(in_process=True)`, tests/inprocess.py)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests import inprocess
+from tests.timing import Clock
 
 
 @dataclass
@@ -27,19 +31,33 @@ class CLIResult:
         return json.loads(self.stdout)
 
 
-# the host ports the sandboxes lease: PROVISION_TEST_PORTS=lo-hi gives a second run on the same engine its own
-PORTS = tuple(int(p) for p in os.environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+def worker_ports(environ: Mapping[str, str]) -> tuple[int, int]:
+    """The host ports this test process's sandboxes lease: PROVISION_TEST_PORTS=lo-hi (default 32000-32999; a
+    second run on the same engine gives its own), and under pytest-xdist the worker's equal share of it."""
+    low, high = (int(p) for p in environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+    worker, count = environ.get("PYTEST_XDIST_WORKER", ""), int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count <= 1:
+        return low, high
+    index, size = int(worker[2:]), (high - low + 1) // count
+    return low + index * size, low + (index + 1) * size - 1
+
+
+PORTS = worker_ports(os.environ)
 
 
 @dataclass
 class Sandbox:
-    """A project root (tasks.py, templates/, envs/<env>.yml) with its own state dir and a unique env name."""
+    """A project root (tasks.py, templates/, envs/<env>.yml) with its own state dir and a unique env name.
+    `in_process`: `cli` runs the program in this process (on `clock`, when given) instead of a subprocess;
+    `popen` always starts a subprocess."""
 
     root: Path
     env: str
     images: Mapping[str, str]
     outputs: list[str] = field(default_factory=list)
     extra_environ: dict[str, str] = field(default_factory=dict)
+    in_process: bool = False
+    clock: Clock | None = None
 
     @property
     def state_dir(self) -> Path:
@@ -67,12 +85,18 @@ class Sandbox:
     def cli(self, task: str, *args: str, check: bool = True, timeout: float = 300, env: str | None = None,
             extra_env: Mapping[str, str] | None = None) -> CLIResult:
         argv = self.argv(task, *args, env=env) if task != "list" else [sys.executable, "-m", "invoke", task, *args]
-        proc = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout,
-                              env=self.environ(**(extra_env or {})), check=False)
-        result = CLIResult(tuple(argv[3:]), proc.returncode, proc.stdout, proc.stderr)
+        environ = self.environ(**(extra_env or {}))
+        if self.in_process:  # no timeout here: pytest-timeout ends a run that hangs
+            ran = inprocess.run(argv[3:], cwd=self.root, environ=environ, clock=self.clock)
+            result = CLIResult(tuple(argv[3:]), ran.returncode, ran.stdout, ran.stderr)
+        else:
+            proc = subprocess.run(argv, cwd=self.root, capture_output=True, text=True, timeout=timeout, env=environ,
+                                  check=False)
+            result = CLIResult(tuple(argv[3:]), proc.returncode, proc.stdout, proc.stderr)
         self.outputs.append(result.output)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"`invoke {' '.join(argv[3:])}` exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+        if check and result.returncode != 0:
+            raise AssertionError(f"`invoke {' '.join(argv[3:])}` exited {result.returncode}:\n{result.stdout}\n"
+                                 f"{result.stderr}")
         return result
 
     def popen(self, task: str, *args: str) -> subprocess.Popen[str]:

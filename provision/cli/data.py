@@ -19,7 +19,7 @@ from .flags import (
     require_project,
     task,
 )
-from .session import emit, exit_if_failed, provisioner_for, require_env, root, session
+from .session import emit, exit_if_failed, provisioner_for, require_env, session, workspace
 
 if TYPE_CHECKING:
     from ..core.results import ProjectResult
@@ -114,7 +114,6 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
           lock_timeout: str | None = None, quiet: bool = False) -> None:
     """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
     --project into it. The source is only read."""
-    from ..service.workspace import Workspace
     from . import output
 
     project = require_project(project)
@@ -124,7 +123,7 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
     if lock_timeout is not None:
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
     with session(quiet=quiet) as reporter:
-        result = Workspace(root()).clone(require_env(env), project, to=to, to_env=to_env,
+        result = workspace().clone(require_env(env), project, to=to, to_env=to_env,
                                           overrides=overrides(set_), reporter=reporter, **options)
     data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets, quiet=quiet)
 

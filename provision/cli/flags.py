@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.parser.argument import Argument
 from invoke.tasks import Task
@@ -17,6 +19,12 @@ from invoke.tasks import task as invoke_task
 #: -h (help), -V (version) or -l (list). Every other flag is long only.
 SHORT_FLAGS = {"env": "e", "project": "p", "json": "j", "quiet": "q", "yes": "y", "all": "a"}
 RESERVED_SHORT_FLAGS = frozenset("hVl")
+
+if TYPE_CHECKING:
+    from ..infra.clock import Clock
+
+#: the clock of the task running now: invoke's config `provision.clock` (a test's), else None (the real one)
+TASK_CLOCK: ContextVar[Clock | None] = ContextVar("provision_task_clock", default=None)
 
 
 class ProvisionTask(Task[Any]):
@@ -32,6 +40,16 @@ class ProvisionTask(Task[Any]):
         if short is not None:
             opts["names"] = [*opts["names"], short]
         return opts
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The task's body, with the clock its context's config names (`provision.clock`) for every Workspace."""
+        context = args[0] if args else None
+        settings = context.config.get("provision") if isinstance(context, Context) else None
+        token = TASK_CLOCK.set(settings.get("clock") if settings is not None else None)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            TASK_CLOCK.reset(token)
 
     def get_arguments(self, ignore_unknown_help: bool | None = None) -> list[Argument]:
         kept = dict(self.help)  # invoke pops the help it uses: keep it for the next parser (completion, tests)

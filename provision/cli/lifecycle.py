@@ -27,7 +27,7 @@ from .flags import (
     require_project,
     task,
 )
-from .session import emit, exit_if_failed, provisioner_for, require_env, root, session
+from .session import emit, exit_if_failed, provisioner_for, require_env, session, workspace
 
 if TYPE_CHECKING:
     from ..core.model import ControlVerb
@@ -194,10 +194,9 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
 def init(c: Context, env: str = "dev", backend: str = "local") -> None:
     """Make this directory a provision project, or complete it: an env file, an owner id in every env file,
     .gitignore entries, example hooks. Never overwrites a file; run twice, the second run changes nothing."""
-    from ..service.workspace import Workspace
 
     with session(live=False):
-        result = Workspace(root(for_init=True)).init(env, backend=backend)
+        result = workspace(for_init=True).init(env, backend=backend)
     for action in result.actions:
         emit(action)
     if not result.changed:

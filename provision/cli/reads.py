@@ -9,7 +9,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from .flags import ENV_HELP, PROJECT_HELP, SET_HELP, WIDE_HELP, number, parse_since, require_project, task
-from .session import emit, provisioner_for, require_env, root, session
+from .session import emit, provisioner_for, require_env, session, workspace
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP,
@@ -119,11 +119,10 @@ def render(c: Context, env: str | None = None, project: str | None = None, show_
 def list_(c: Context, env: str | None = None, json: bool = False, show_secrets: bool = False,
           wide: bool = False) -> None:
     """List projects: declared, provisioned or deployed, with status and URLs."""
-    from ..service.workspace import Workspace
     from . import output
 
     with session(read_only=True) as reporter:
-        results = Workspace(root()).list_projects(env, reporter=reporter)
+        results = workspace().list_projects(env, reporter=reporter)
     if json:
         emit(output.to_json({"projects": [r.to_dict(show_secrets=show_secrets) for r in results]}))
     else:
@@ -149,10 +148,9 @@ def doctor(c: Context, env: str | None = None, json: bool = False) -> None:
 def history(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
             limit: str = "50", wide: bool = False) -> None:
     """Show who changed what and when: every state-changing operation, from the state directory."""
-    from ..service.workspace import Workspace
     from . import output
 
     count = int(number("limit", limit, minimum=1))
     with session(read_only=True):
-        records = Workspace(root()).history(require_env(env), project)[-count:]
+        records = workspace().history(require_env(env), project)[-count:]
     emit(output.history_lines(records) if json else output.history_table(records, wide=wide))

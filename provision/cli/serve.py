@@ -6,7 +6,7 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 
 from .flags import ENV_HELP, number, task
-from .session import provisioner_for, require_env, root, session
+from .session import provisioner_for, require_env, session, workspace
 
 
 @task(help={"env": ENV_HELP, "host": "Address to listen on (default 127.0.0.1)", "port": "Port (default 8000)",
@@ -22,12 +22,10 @@ def serve(c: Context, env: str | None = None, host: str = "127.0.0.1", port: str
             raise
         raise Exit(f"error: the HTTP server needs FastAPI and uvicorn ({exc.name} is not installed): "
                    f"pip install 'provision[server]'", code=2) from None
-    from ..service.workspace import Workspace
 
     listen_port = int(number("port", port, minimum=1, maximum=65535))
     background = int(number("workers", workers, minimum=1, maximum=256))
     with session(live=False, hold_banners=False) as reporter:
-        workspace = Workspace(root())
-        token = workspace.api_token(require_env(env))
+        token = workspace().api_token(require_env(env))
         provisioner = provisioner_for(env, reporter)
         run_server(provisioner, host=host, port=listen_port, token=token, no_auth=no_auth, workers=background)

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from invoke.exceptions import Exit
 
 from ..infra import hints
-from .flags import number, overrides
+from .flags import TASK_CLOCK, number, overrides
 
 if TYPE_CHECKING:
     from ..core.results import RunSummary
     from ..infra.report import Reporter
     from ..service import Provisioner
+    from ..service.workspace import Workspace
 
 ROOT_VARIABLE = "PROVISION_ROOT"
 
@@ -134,16 +135,23 @@ def require_env(env: str | None) -> str:
     raise Exit(f"error: --env is required, e.g. --env=dev (envs here: {', '.join(available_envs(root())) or 'none'})", code=2)
 
 
+def workspace(*, for_init: bool = False) -> Workspace:
+    """The project directory's Workspace, on the running task's clock (the real one unless a test gave one)."""
+    from ..service.workspace import Workspace
+
+    clock = TASK_CLOCK.get()
+    directory = root(for_init=for_init)
+    return Workspace(directory) if clock is None else Workspace(directory, clock=clock)
+
+
 def provisioner_for(env: str | None, reporter: Reporter, *, lock_timeout: float | str | None = None,
                 sets: list[str] | None = None, skip_hooks: bool = False, offline: bool = False) -> Provisioner:
     """The service for `--env` of the project directory, with the run's flags (--set, --lock-timeout, ...)."""
-    from ..service.workspace import Workspace
-
     options: dict[str, Any] = {"overrides": overrides(sets), "skip_hooks": skip_hooks, "reporter": reporter,
                                "offline": offline}
     if lock_timeout is not None:
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
-    return Workspace(root()).provisioner(require_env(env), **options)
+    return workspace().provisioner(require_env(env), **options)
 
 
 def exit_if_failed(summary: RunSummary) -> None:

@@ -15,6 +15,7 @@ from ..core.errors import ConfigError, ProjectConflict, ProvisionError, with_not
 from ..core.results import ProjectResult
 from ..core.secrets import Secret
 from ..infra import hints
+from ..infra.clock import SYSTEM, Clock
 from ..infra.hooks import Hooks
 from ..infra.report import NullReporter, Reporter
 from ..state import backups
@@ -27,11 +28,13 @@ from .scaffold import InitResult, init
 
 @dataclass
 class Workspace:
-    """A checkout with `envs/` and `templates/`; `environ` defaults to the process environment."""
+    """A checkout with `envs/` and `templates/`; `environ` defaults to the process environment. `clock`: what
+    the service and backend built here read and wait time through (the real one by default)."""
 
     root: Path
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     state_dir: Path | None = None
+    clock: Clock = SYSTEM
 
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
@@ -63,10 +66,11 @@ class Workspace:
         command that contacts no server (render); a Coolify env then needs no credentials."""
         reporter = reporter or NullReporter()
         config = self.load(env, overrides=overrides, offline=offline)
-        backend = create_backend(config, BackendFiles(self.store.layout))
+        backend = create_backend(config, BackendFiles(self.store.layout), clock=self.clock)
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
-        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks)
+        return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks,
+                           clock=self.clock.monotonic, sleep=self.clock.sleep)
 
     def clone(self, env: str, project: str, *, to: str, to_env: str | None = None,
               overrides: Mapping[str, str] | None = None, reporter: Reporter | None = None,

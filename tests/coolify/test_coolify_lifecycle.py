@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from tests.coolify.conftest import TOKEN, coolify_env, methods, stack_changes
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
 
 
+@pytest.mark.subprocess_cli  # end to end: python -m invoke in a subprocess
 def test_fresh_provision_creates_project_environment_service_and_waits(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
     result = sandbox.cli("provision", "--json")
     assert f"[Provisioning] Using Coolify provider ({emulator.base_url})" in result.stderr
@@ -93,6 +96,7 @@ def test_a_changed_image_patches_and_restarts(sandbox: Sandbox, emulator: Coolif
     assert sandbox.cli("provision", "--json").json()["projects"][0]["action"] == "no-op"
 
 
+@pytest.mark.subprocess_cli  # end to end: python -m invoke in a subprocess
 def test_stop_start_restart(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
     sandbox.cli("provision")
     uuid = emulator.find_services()[0]["uuid"]
@@ -131,6 +135,7 @@ def test_destroy_keeps_volumes_then_delete_data(sandbox: Sandbox, emulator: Cool
     assert emulator.find_services() == []
 
 
+@pytest.mark.subprocess_cli  # end to end: python -m invoke in a subprocess
 def test_the_token_never_appears_in_output_or_state(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
     sandbox.cli("provision", "--json")
     sandbox.cli("status")

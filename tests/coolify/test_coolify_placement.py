@@ -11,12 +11,13 @@ import pytest
 from tests.coolify.conftest import TOKEN, coolify_env
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
+from tests.timing import Clock
 
 
 @pytest.fixture
-def emulator() -> Iterator[CoolifyEmulator]:
+def emulator(clock: Clock) -> Iterator[CoolifyEmulator]:
     """Coolify without its queue delays: placement is about where stacks go, not how long Coolify takes."""
-    with CoolifyEmulator(token=TOKEN, action_delay=0) as emu:
+    with CoolifyEmulator(token=TOKEN, action_delay=0, clock=clock) as emu:
         yield emu
 
 SERVERS = """  servers:

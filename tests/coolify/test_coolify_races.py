@@ -20,6 +20,7 @@ from provision.service import Provisioner
 from tests.coolify.conftest import OWNER, TOKEN, coolify_env, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
+from tests.timing import Clock
 
 EDGE_IP = "10.20.30.40"  # never the API's own host (127.0.0.1): a db_url naming the wrong server shows
 PUBLIC = "variables:\n  db_public_port: 15432\n"
@@ -77,10 +78,10 @@ def test_a_chosen_server_stays_the_db_host_after_another_is_added(sandbox: Sandb
 
 # --- 2. races of a start or restart -----------------------------------------------------------------------------
 @pytest.fixture
-def quick() -> Iterator[CoolifyEmulator]:
+def quick(clock: Clock) -> Iterator[CoolifyEmulator]:
     """No start activity to see (it ends as it begins). Tests then stop the refresh (`_no_refresh`): a restart
     shows only in the containers StopService stored exited."""
-    with CoolifyEmulator(token=TOKEN, action_delay=0.2, stop_seconds=0.2) as emu:
+    with CoolifyEmulator(token=TOKEN, action_delay=0.2, stop_seconds=0.2, clock=clock) as emu:
         yield emu
 
 
@@ -98,7 +99,7 @@ def in_process() -> Iterator[InProcess]:
     opened: list[CoolifyBackend] = []
 
     def make(box: Sandbox) -> tuple[Provisioner, CoolifyBackend, Target]:
-        provisioner = Workspace(box.root, environ=box.environ()).provisioner(box.env)
+        provisioner = Workspace(box.root, environ=box.environ(), clock=box.clock).provisioner(box.env)
         assert isinstance(provisioner.backend, CoolifyBackend)
         opened.append(provisioner.backend)
         return provisioner, provisioner.backend, provisioner.target("shop")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 
 from tests.coolify.conftest import coolify_env
@@ -58,6 +59,7 @@ def test_orphans_are_reported_and_pruned_only_when_asked(sandbox: Sandbox, emula
     assert [s["name"] for s in emulator.find_services()] == ["shop"]
 
 
+@pytest.mark.subprocess_cli  # end to end: python -m invoke in a subprocess
 def test_a_failed_update_is_rolled_back_on_coolify(sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
     sandbox.write_env_text(coolify_env(timeout=6))
     sandbox.cli("provision")

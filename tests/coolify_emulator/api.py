@@ -530,7 +530,7 @@ class Api:
                 project.name = data["name"]
             if "description" in data:
                 project.description = strip_tags(data["description"])  # HasSafeStringAttribute.php:21-24
-            project.updated_at = now_iso()
+            project.updated_at = now_iso(self.core.clock.time())
             return jr(201, {"uuid": project.uuid, "name": project.name, "description": project.description})
 
     def delete_project(self, req: ApiRequest, uuid: str) -> ApiResponse:
@@ -626,7 +626,7 @@ class Api:
             for name in ("value", "comment"):
                 if name in data:
                     setattr(env, name, data[name])
-            env.updated_at = now_iso()
+            env.updated_at = now_iso(self.core.clock.time())
             return jr(200, self._shared_json(env, req.sensitive))
 
     def project_delete_env(self, req: ApiRequest, uuid: str, env_id: str) -> ApiResponse:
@@ -689,7 +689,7 @@ class Api:
                 environment.name = self._environment_name(project, data["name"], environment)
             if "description" in data:
                 environment.description = strip_tags(data["description"])  # HasSafeStringAttribute.php:21-24
-            environment.updated_at = now_iso()
+            environment.updated_at = now_iso(self.core.clock.time())
             return jr(200, {"uuid": environment.uuid, "name": environment.name,
                             "description": environment.description})
 
@@ -735,7 +735,7 @@ class Api:
 
     def _last_online(self, sub: SubResource, status: str) -> str | None:
         # docker mode reads the containers at every request: each read is a refresh that finds them
-        return now_iso() if self.core.docker is not None and status.startswith("running") else sub.last_online_at
+        return now_iso(self.core.clock.time()) if self.core.docker is not None and status.startswith("running") else sub.last_online_at
 
     def sub_json(self, sub: SubResource, status: str) -> dict[str, Any]:
         common = {"uuid": sub.uuid, "name": sub.name, "human_name": sub.human_name, "description": sub.description,
@@ -844,7 +844,7 @@ class Api:
                     setattr(sub, key, data[key])
             if data.get("exclude_from_status") is not None:
                 sub.exclude_from_status = to_bool(data["exclude_from_status"])
-            sub.updated_at = now_iso()
+            sub.updated_at = now_iso(self.core.clock.time())
             return jr(200, self.sub_json(sub, self.core.sub_statuses(svc).get(sub.name, "exited")))
 
     # ------------------------------------------------------------------ services: create / update
@@ -905,7 +905,7 @@ class Api:
                 })
         for sub, value in planned:
             sub.fqdn = value
-            sub.updated_at = now_iso()
+            sub.updated_at = now_iso(self.core.clock.time())
             self.core.refresh_magic_envs(svc, sub)
         return None
 
@@ -1065,7 +1065,7 @@ class Api:
                 svc.connect_to_docker_network = to_bool(data["connect_to_docker_network"])
             if data.get("is_container_label_escape_enabled") is not None:
                 svc.is_container_label_escape_enabled = to_bool(data["is_container_label_escape_enabled"])
-            svc.updated_at = now_iso()
+            svc.updated_at = now_iso(self.core.clock.time())
             if parsed is not None:
                 self.core.parse_service(svc, parsed)
             if data.get("urls"):
@@ -1159,13 +1159,12 @@ class Api:
             flags["comment"] = data["comment"]
         return flags
 
-    @classmethod
-    def _update_env(cls, env: EnvVar, data: dict[str, Any]) -> None:
+    def _update_env(self, env: EnvVar, data: dict[str, Any]) -> None:
         """Overwrite the value and the given flags of an existing variable."""
         env.value = data.get("value")
-        for name, value in cls._env_flags(data).items():
+        for name, value in self._env_flags(data).items():
             setattr(env, name, value)
-        env.updated_at = now_iso()
+        env.updated_at = now_iso(self.core.clock.time())
 
     def _env_input(self, req: ApiRequest, uuid: str) -> tuple[dict[str, Any], Service] | ApiResponse:
         """Create/update prelude: ``validateIncomingRequest()``, the service (404), then the rules (422)."""
@@ -1250,7 +1249,7 @@ class Api:
                         env.value = item["value"]
                     for name, value in self._env_flags(item).items():
                         setattr(env, name, value)
-                    env.updated_at = now_iso()
+                    env.updated_at = now_iso(self.core.clock.time())
                 saved.append(env)
             return jr(201, [self.envvar_json(e, svc, True) for e in saved])
 
@@ -1409,7 +1408,7 @@ class Api:
             for name, value in changes.items():
                 setattr(row, name, to_bool(value) if name == "enabled" else int(value) if name == "timeout"
                         else value)
-            row.updated_at = now_iso()
+            row.updated_at = now_iso(self.core.clock.time())
             return jr(200, row.to_json())
 
     def delete_task(self, req: ApiRequest, uuid: str, task: str) -> ApiResponse:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..timing import SYSTEM, Clock
 from . import compose as C
 from .state import (
     Destination,
@@ -95,8 +95,9 @@ def aggregate_status(subs: list[tuple[str, bool]], starting: bool) -> str:
 class Core:
     """State plus behaviour of one emulated Coolify."""
 
-    def __init__(self, settings: Settings, docker: DockerBackend | None = None) -> None:
+    def __init__(self, settings: Settings, docker: DockerBackend | None = None, clock: Clock = SYSTEM) -> None:
         self.settings = settings
+        self.clock = clock  # every reading and wait of time: the emulator's timings run on it
         self.store = Store()
         self.docker = docker
         self.version = C.COOLIFY_VERSION
@@ -173,7 +174,7 @@ class Core:
         with st.lock:
             svc.parsed = parsed
             svc.docker_compose_raw = C.dump_yaml(parsed)
-            svc.updated_at = now_iso()
+            svc.updated_at = now_iso(self.clock.time())
             services_cfg: dict[Any, Any] = parsed.get("services") or {}
             keys: list[str] = []
             for raw_key, cfg in services_cfg.items():
@@ -192,7 +193,7 @@ class Core:
                 sub.image = str(image) if image is not None else None
                 sub.has_healthcheck = C.has_healthcheck(cfg)
                 sub.exclude_from_status = C.excluded_from_status(cfg)
-                sub.updated_at = now_iso()
+                sub.updated_at = now_iso(self.clock.time())
             svc.apps = [a for a in svc.apps if a.name in keys]
             svc.apps.sort(key=lambda a: keys.index(a.name))
             self._sync_envs(svc, C.referenced_variables(parsed))
@@ -239,7 +240,7 @@ class Core:
             if magic is None or magic.target != target or magic.kind not in ("FQDN", "URL"):
                 continue
             env.value = url if magic.kind == "URL" else host
-            env.updated_at = now_iso()
+            env.updated_at = now_iso(self.clock.time())
 
     def create_env(self, svc: Service, key: str, value: str | None, **flags: Any) -> EnvVar:
         with self.store.lock:
@@ -298,7 +299,7 @@ class Core:
         """
         if self.docker is not None:
             return
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self.store.lock:
             changed = False
             for svc in list(self.store.services.values()):
@@ -338,7 +339,7 @@ class Core:
             # GetContainersStatus stamps last_online_at on every container it finds at each refresh, and the
             # model does on every status change (app/Models/ServiceApplication.php, saving)
             if changed or (tick != sub.last_tick and sub.actual.startswith("running")):
-                sub.last_online_at = now_iso()
+                sub.last_online_at = now_iso(self.clock.time())
             sub.last_tick = tick
 
     def _set_actual(self, sub: SubResource, status: str, at: float) -> None:
@@ -357,7 +358,7 @@ class Core:
             self._set_actual(sub, "exited", at)
             if functional:
                 if sub.status != "exited":
-                    sub.last_online_at = now_iso()  # the model stamps it on every status change (saving)
+                    sub.last_online_at = now_iso(self.clock.time())  # the model stamps it on every status change (saving)
                 sub.status = "exited"
 
     def _apply_pure(self, svc: Service, action: PendingAction) -> None:
@@ -386,7 +387,7 @@ class Core:
 
     def _log(self, svc: Service, sub: SubResource, line: str) -> None:
         buf = self._logs.setdefault((svc.uuid, sub.name), [])
-        buf.append(f"{now_iso()} {line}")
+        buf.append(f"{now_iso(self.clock.time())} {line}")
         del buf[:-1000]
 
     def pure_logs(self, svc: Service, sub: SubResource, lines: int, timestamps: bool) -> str:
@@ -436,7 +437,7 @@ class Core:
             if kind == "delete" and self.settings.delete_delay is not None:
                 delay = self.settings.delete_delay
             last = svc.pending[-1].done_at if svc.pending else 0.0
-            ready = max(time.monotonic() + delay, last)
+            ready = max(self.clock.monotonic() + delay, last)
             stop_until = ready + (self.settings.stop_seconds if kind in ("stop", "restart") else 0.0)
             done = stop_until + (self.settings.start_seconds if kind in ("start", "restart") else 0.0)
             svc.pending.append(PendingAction(kind, ready, options, stop_until=stop_until, active_from=stop_until,
@@ -447,17 +448,17 @@ class Core:
         """ScheduledTaskJob on the `high` queue: after `action_delay` a worker creates the execution row
         (`running`), picks the container and runs the command (app/Jobs/ScheduledTaskJob.php)."""
         def work() -> None:
-            time.sleep(self.settings.action_delay)
+            self.clock.sleep(self.settings.action_delay)
             run = TaskExecution(new_uuid(), task.uuid)
             with self.store.lock:
                 if task.uuid not in self.store.tasks:  # deleted meanwhile: the serialized model no longer resolves
                     return
                 self.store.executions.setdefault(task.uuid, []).append(run)
-            started = time.monotonic()
+            started = self.clock.monotonic()
             code, output = self._run_task(svc, task)
             with self.store.lock:
-                run.duration = f"{time.monotonic() - started:.2f}"
-                run.finished_at = run.updated_at = now_iso()
+                run.duration = f"{self.clock.monotonic() - started:.2f}"
+                run.finished_at = run.updated_at = now_iso(self.clock.time())
                 if code == 0:
                     run.status, run.message = "success", output
                 else:  # failed(): maxExceptions = 1, the message is rewritten, the exit code is not kept
@@ -520,7 +521,7 @@ class Core:
         the old status; docker mode runs each job at once, so a pending start is its activity."""
         if self.docker is not None:
             return any(a.kind in ("start", "restart") for a in svc.pending)
-        now = time.monotonic()
+        now = self.clock.monotonic()
         # until settle() applies a finished job, it still counts as running its activity: a reader never sees
         # the gap between "activity over" and "containers recorded" as a stale exited
         return any(a.kind in ("start", "restart") and a.active_from <= now for a in svc.pending)
@@ -533,18 +534,18 @@ class Core:
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """Block until no service has pending actions (True) or the timeout passes (False); stored statuses
         may still lag behind by up to ``refresh_interval``."""
-        deadline = time.monotonic() + timeout
+        deadline = self.clock.monotonic() + timeout
         while True:
             self.settle()
             with self.store.lock:
                 pending = [a.ready_at for s in self.store.services.values() for a in s.pending]
                 if not pending:
                     return True
-                remaining = deadline - time.monotonic()
+                remaining = deadline - self.clock.monotonic()
                 if remaining <= 0:
                     return False
                 wait = remaining
                 if self.docker is None:
                     due = min(a.done_at for s in self.store.services.values() for a in s.pending)
-                    wait = min(remaining, max(0.0, due - time.monotonic()) + 0.005)
-                self.idle.wait(timeout=min(wait, 0.25))
+                    wait = min(remaining, max(0.0, due - self.clock.monotonic()) + 0.005)
+                self.idle.wait(timeout=min(self.clock.real(wait), 0.25))

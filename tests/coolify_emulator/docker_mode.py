@@ -189,7 +189,7 @@ class DockerBackend:
                     core.mark_deployed(svc)
                     for sub in svc.apps:
                         sub.status_override = None
-                        sub.last_online_at = now_iso()
+                        sub.last_online_at = now_iso(core.clock.time())
         elif action.kind == "stop":
             with core.store.lock:
                 for sub in svc.apps:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from ..timing import SYSTEM, Clock
 from . import compose as C
 from .core import Core, Settings
 from .docker_mode import DockerBackend
@@ -82,6 +82,7 @@ class CoolifyEmulator:
         refresh_interval: float = 0.0,
         health_start_seconds: float = 0.0,
         version: str = C.COOLIFY_VERSION,
+        clock: Clock = SYSTEM,
     ) -> None:
         settings = Settings(api_enabled=api_enabled, rate_limit=rate_limit, rate_limit_window=rate_limit_window,
                             action_delay=action_delay, delete_delay=delete_delay, public_ip=public_ip,
@@ -89,7 +90,7 @@ class CoolifyEmulator:
                             start_seconds=start_seconds, refresh_interval=refresh_interval,
                             health_start_seconds=health_start_seconds)
         self._docker = DockerBackend(workdir, keep_resources=keep_docker_resources) if docker else None
-        object.__setattr__(self, "core", Core(settings, self._docker))
+        object.__setattr__(self, "core", Core(settings, self._docker, clock))
         self.core.version = version
         if self._docker is not None:
             self._docker.attach(self.core)
@@ -204,7 +205,7 @@ class CoolifyEmulator:
                   user_id: int | None = None) -> Token:
         """Register a bearer token (abilities: root, read, read:sensitive, write, write:sensitive, deploy).
         Each token gets a user of its own unless `user_id` names another token's (the rate limit is per user)."""
-        expires_at = time.time() + expires_in if expires_in is not None else None
+        expires_at = self.core.clock.time() + expires_in if expires_in is not None else None
         return self.core.add_token(token, tuple(abilities), team_id=team_id, expires_at=expires_at, role=role,
                                    in_team=in_team, user_id=user_id or len(self.core.store.tokens) + 1)
 
@@ -448,14 +449,15 @@ class CoolifyEmulator:
                         timeout: float = 30.0, interval: float = 0.02) -> str | None:
         """Poll until ``predicate(status)`` (or ``status.startswith(prefix)``); returns the status."""
         check = predicate if callable(predicate) else (lambda s: s is not None and s.startswith(predicate))
-        deadline = time.monotonic() + timeout
+        clock = self.core.clock
+        deadline = clock.monotonic() + timeout
         while True:
             status = self.service_status(uuid)
             if check(status):
                 return status
-            if time.monotonic() >= deadline:
+            if clock.monotonic() >= deadline:
                 raise TimeoutError(f"service {uuid} status {status!r} after {timeout}s")
-            time.sleep(interval)
+            clock.sleep(interval)
 
     # ------------------------------------------------------------------ proxy, docker
     def set_proxy_responder(self, responder: Callable[[ProxyContext], tuple[int, dict[str, str], bytes]]) -> None:

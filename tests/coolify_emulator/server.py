@@ -14,7 +14,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 import traceback
 from collections.abc import Callable
 from email.message import Message
@@ -22,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from ..timing import SYSTEM, Clock
 from .api import Api, ApiRequest, ApiResponse, QueryException, Route, jr, text
 from .core import Core
 from .faults import Fault, FaultRegistry, RequestLog, RequestRecord
@@ -68,9 +68,10 @@ def request_ip(headers: Message, peer: str) -> str:
 class RateLimiter:
     """Laravel's fixed-window ``ThrottleRequests`` (``Limit::perMinute``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock = SYSTEM) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[str, tuple[float, int]] = {}
+        self.clock = clock
 
     def reset(self) -> None:
         with self._lock:
@@ -78,13 +79,13 @@ class RateLimiter:
 
     def hit(self, key: str, limit: int, window: float) -> tuple[bool, int, int, int]:
         """Returns (allowed, remaining, retry_after_seconds, reset_epoch)."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._lock:
             start, count = self._buckets.get(key, (now, 0))
             if now - start >= window:
                 start, count = now, 0
             available_in = max(1, int(round(start + window - now)))
-            reset_at = int(time.time() + available_in)
+            reset_at = int(self.clock.time() + available_in)
             if count >= limit:
                 self._buckets[key] = (start, count)
                 return False, 0, available_in, reset_at
@@ -99,7 +100,7 @@ class ApiApp:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.api = Api(core)
-        self.limiter = RateLimiter()
+        self.limiter = RateLimiter(core.clock)
 
     def _ip_allowed(self, ip: str) -> bool:
         allowed = [a.strip() for a in self.core.settings.allowed_ips if a.strip()]
@@ -119,7 +120,7 @@ class ApiApp:
             return None
         with self.core.store.lock:
             token = self.core.store.tokens.get(raw)
-        if token is None or token.expired:
+        if token is None or token.expired(self.core.clock.time()):
             return None
         return token
 
@@ -278,7 +279,7 @@ class _Handler(QuietHandler):
                 except ValueError:
                     refusal = answer.body[:200].decode(errors="replace")
             owner.log.record(RequestRecord(method, rel or "/", query, status, fault_name, body_json, full_path,
-                                           answer=refusal))
+                                           at=owner.app.core.clock.time(), answer=refusal))
 
         if fault is not None and not fault.after:
             if fault.fault in ("hang", "drop", "reset"):
@@ -317,7 +318,7 @@ class _Handler(QuietHandler):
             return ApiResponse(429, fault.body or b'{"message":"Too Many Attempts."}', {
                 "Content-Type": "application/json", "Retry-After": str(fault.retry_after),
                 "X-RateLimit-Limit": str(settings.rate_limit), "X-RateLimit-Remaining": "0",
-                "X-RateLimit-Reset": str(int(time.time()) + fault.retry_after)})
+                "X-RateLimit-Reset": str(int(self.server.owner.app.core.clock.time()) + fault.retry_after)})
         status = int(fault.status or fault.fault)
         body = fault.body if fault.body is not None else json.dumps(
             {"message": "Server Error" if status == 500 else f"HTTP {status}"}).encode()

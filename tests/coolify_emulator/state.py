@@ -9,7 +9,6 @@ from __future__ import annotations
 import secrets
 import string
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 _ALNUM = string.ascii_lowercase + string.digits
 
 
-def now_iso() -> str:
-    """Laravel's JSON timestamp format (``2024-01-01T00:00:00.000000Z``)."""
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def now_iso(at: float | None = None) -> str:
+    """Laravel's JSON timestamp format (``2024-01-01T00:00:00.000000Z``) of epoch `at` (default: now)."""
+    moment = datetime.now(UTC) if at is None else datetime.fromtimestamp(at, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def new_uuid() -> str:
@@ -48,9 +48,9 @@ class Token:
         """Sanctum ``tokenCan``: the ability itself or ``*``."""
         return "*" in self.abilities or ability in self.abilities
 
-    @property
-    def expired(self) -> bool:
-        return self.expires_at is not None and time.time() >= self.expires_at
+    def expired(self, now: float) -> bool:
+        """Past its expiry at epoch `now`."""
+        return self.expires_at is not None and now >= self.expires_at
 
 
 @dataclass

@@ -68,12 +68,15 @@ class TaskCoolify(FakeCoolify):
     """FakeCoolify plus GET /version and a service's scheduled tasks, whose runs execute the command here with
     `sh -c` (as ScheduledTaskJob's `docker exec <container> sh -c` does) in a PATH standing for the container.
     A command over 255 characters is PostgreSQL's varchar(255) error: Laravel's production 500. Runs are listed
-    oldest first, as a created_at tie (one-second resolution) may order them."""
+    oldest first, as a created_at tie (one-second resolution) may order them. The container's /tmp is a
+    directory of the test's own (`tmp`): parallel tests never see each other's /tmp/provision.* directories."""
 
     def __init__(self, path: Path, capture: Path) -> None:
         super().__init__()
         self.version = "4.3.11"
         self.path, self.capture = path, capture
+        self.tmp = capture.parent / "container-tmp"
+        self.tmp.mkdir(exist_ok=True)
         self.tasks: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, list[dict[str, Any]]] = {}
         self.commands: list[str] = []
@@ -116,12 +119,16 @@ class TaskCoolify(FakeCoolify):
             return httpx.Response(200, json={"message": "Scheduled task execution queued."})
         return httpx.Response(200, json=self.runs.get(task_uuid, []))  # executions, oldest first
 
+    def here(self, text: str) -> str:
+        """`text` with the container's /tmp/provision.* paths in this fake's `tmp` (`run` maps its output back)."""
+        return text.replace("/tmp/provision.", f"{self.tmp}/provision.")
+
     def run(self, command: str) -> tuple[int, str]:
         environ = {"PATH": str(self.path), "CAPTURE": str(self.capture), "POSTGRES_USER": "provision_admin",
                    "POSTGRES_DB": "app", "LC_ALL": "C", **self.environment}
-        done = subprocess.run(["/bin/sh", "-c", command], env=environ, stdout=subprocess.PIPE,  # noqa: S603
+        done = subprocess.run(["/bin/sh", "-c", self.here(command)], env=environ, stdout=subprocess.PIPE,  # noqa: S603
                               stderr=subprocess.STDOUT, text=True, timeout=30, check=False)
-        return done.returncode, done.stdout.strip()
+        return done.returncode, done.stdout.strip().replace(f"{self.tmp}/provision.", "/tmp/provision.")
 
 
 @pytest.fixture
@@ -138,8 +145,8 @@ def _received(fake: TaskCoolify) -> tuple[str, list[str]]:
             fake.capture.with_suffix(".args").read_text().splitlines())
 
 
-def _leftovers() -> list[str]:
-    return sorted(p.name for p in Path("/tmp").glob("provision.*"))
+def _leftovers(fake: TaskCoolify) -> list[str]:
+    return sorted(p.name for p in fake.tmp.glob("provision.*"))
 
 
 # --- chunking ------------------------------------------------------------------------------------------
@@ -158,7 +165,7 @@ def _role_sql() -> str:
     "x" * 20000 + os.urandom(3000).hex(),  # poorly compressible
 ], ids=["tiny", "alter-role", "awkward", "roles", "huge", "random"])
 def test_every_command_fits_and_the_sql_arrives_intact(sql: str, db: TaskCoolify) -> None:
-    before = _leftovers()
+    before = _leftovers(db)
     commands = sql_task_commands(sql, "provision_admin", uuid.uuid4().hex[:10])
     assert commands and all(len(c) <= TASK_COMMAND_MAX for c in commands)
     if len(commands) > 2:  # chunks as large as fit: a writer is short by less than one base64 quantum
@@ -170,7 +177,7 @@ def test_every_command_fits_and_the_sql_arrives_intact(sql: str, db: TaskCoolify
     received, args = _received(db)
     assert received in (sql, sql + "\n")  # byte for byte (a here-document ends with a newline)
     assert args[args.index("-U") + 1] == "provision_admin" and args[args.index("-d") + 1] == "app"
-    assert _leftovers() == before
+    assert _leftovers(db) == before
 
 
 def test_run_sql_through_the_api_runs_each_command_in_order_with_one_task(db: TaskCoolify,
@@ -180,14 +187,14 @@ def test_run_sql_through_the_api_runs_each_command_in_order_with_one_task(db: Ta
     for sql, user in ((_role_sql(), "provision_admin"), (AWKWARD * 40, None), ("SELECT 1;", "app")):
         db.requests.clear()
         db.commands.clear()
-        before = _leftovers()
+        before = _leftovers(db)
         output = backend.run_sql(target(config), existing(), sql, user=user, purpose="sql")
         assert output == "psql-ok"  # PROVISION_RC=0 taken off
         received, args = _received(db)
         assert received in (sql, sql + "\n")
         assert args[args.index("-U") + 1] == (user or "provision_admin") and "ON_ERROR_STOP=1" in args
         assert all(len(c) <= TASK_COMMAND_MAX for c in db.commands)
-        assert _leftovers() == before  # the directory is gone
+        assert _leftovers(db) == before  # the directory is gone
         assert not db.tasks  # and so is the task
         versions += db.requests.count(("GET", "/version"))
         tasks = [r for r in db.requests if r[1].startswith(TASKS)]
@@ -257,7 +264,7 @@ def test_a_secret_never_travels_in_a_command(db: TaskCoolify, config: EnvConfig)
 
 
 def test_a_failed_chunk_removes_what_was_written_and_the_task(db: TaskCoolify, config: EnvConfig) -> None:  # noqa: F811
-    before = _leftovers()
+    before = _leftovers(db)
     real = db.run
     calls: list[str] = []
 
@@ -269,19 +276,19 @@ def test_a_failed_chunk_removes_what_was_written_and_the_task(db: TaskCoolify, c
     with pytest.raises(ProvisionError, match="No space left on device"):
         _backend(db, config).run_sql(target(config), existing(), _role_sql(), user="provision_admin")
     assert calls[-1].startswith("rm -rf /tmp/provision.")  # the best-effort clean-up
-    assert _leftovers() == before and not db.tasks
+    assert _leftovers(db) == before and not db.tasks
     assert not db.capture.with_suffix(".sql").exists()  # psql never ran
 
 
 def test_in_the_api_container_nothing_runs_and_nothing_is_left(tmp_path: Path, config: EnvConfig) -> None:  # noqa: F811
     api = TaskCoolify(_bin(tmp_path, psql=False), tmp_path / "capture")
-    before = _leftovers()
+    before = _leftovers(api)
     for sql in ("SELECT 1;", _role_sql()):
         with pytest.raises(ProvisionError, match="PROVISION_WRONG_CONTAINER"):
             _backend(api, config).run_sql(target(config), existing(), sql)
         assert len(api.commands) == 1  # refused by the first command's guard
         api.commands.clear()
-    assert _leftovers() == before
+    assert _leftovers(api) == before
 
 
 def test_a_lost_chunk_runs_nothing(db: TaskCoolify, config: EnvConfig) -> None:  # noqa: F811
@@ -356,7 +363,7 @@ def test_a_container_replaced_between_two_commands_is_a_db_still_starting(db: Ta
         if count[0] == 1:  # the old container, and its /tmp, are gone
             directory = re.search(r"mkdir -m700 (\S+)&&", command)
             assert directory
-            shutil.rmtree(directory.group(1))
+            shutil.rmtree(db.here(directory.group(1)))
         return code, output
 
     db.run = replaced_after_the_first  # type: ignore[method-assign]

@@ -184,7 +184,8 @@ class CoolifyClient:
     @classmethod
     def connect(cls, api_url: str, token: Secret, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
                 transport: httpx.BaseTransport | None = None, budget: RequestBudget | None = None,
-                max_wait: float = DEFAULT_MAX_WAIT) -> CoolifyClient:
+                max_wait: float = DEFAULT_MAX_WAIT,
+                sleep: Callable[[float], None] = interrupts.sleep) -> CoolifyClient:
         http = httpx.Client(
             base_url=api_url.rstrip("/") + "/",
             headers={
@@ -197,7 +198,7 @@ class CoolifyClient:
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=16),
             transport=transport,
         )
-        return cls(http, token, budget=budget, max_wait=max_wait)
+        return cls(http, token, budget=budget, max_wait=max_wait, sleep=sleep)
 
     @classmethod
     def offline(cls, refusal: ProvisionError) -> CoolifyClient:
