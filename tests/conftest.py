@@ -18,9 +18,11 @@ TEST_IMAGES = {"db": "provision-test/postgres:15", "api": "provision-test/postgr
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder, so `-m docker` / `-m coolify` select them (CI runs them all)."""
+    """Mark tests by folder, so `-m unit` / `-m docker` / `-m coolify` select them (CI runs them all)."""
     for item in items:
         path = str(item.path)
+        if "/tests/unit/" in path:
+            item.add_marker(pytest.mark.unit)
         if "/tests/integration/" in path or "/tests/server/test_api_local" in path:
             item.add_marker(pytest.mark.docker)
         if "/tests/coolify/" in path or "/tests/server/test_api_coolify" in path:

@@ -107,8 +107,7 @@ def _reset_process_state() -> None:
     interrupts.CANCELLED.clear()
     urllib.request.install_opener(None)
     hints.use_http(False)
-    with coolify_client._BUDGETS_LOCK:  # the client keeps one budget per process and Coolify: a run is a process
-        coolify_client._BUDGETS.clear()
+    coolify_client.forget_budgets()  # the client keeps one budget per process and Coolify: a run is a process
 
 
 def run(args: Sequence[str], *, cwd: Path, environ: Mapping[str, str], clock: Clock | None = None) -> Outcome:

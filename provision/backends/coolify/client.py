@@ -152,6 +152,12 @@ def shared_budget(api_url: str, limit: int = DEFAULT_REQUESTS_PER_MINUTE) -> Req
         return budget
 
 
+def forget_budgets() -> None:
+    """Drop every shared budget: the next run in this process starts with full ones, as a new process would."""
+    with _BUDGETS_LOCK:
+        _BUDGETS.clear()
+
+
 class CoolifyClient:
     """One httpx.Client per run (keep-alive, explicit timeouts); JSON results or ProvisionErrors."""
 
