@@ -71,7 +71,7 @@ def test_a_run_longer_than_the_ttl_keeps_its_lock_and_a_second_runner_waits(
         variable = lock_variable(emulator)
         parsed = LockVariable.parse(variable)
         assert parsed is not None
-        info = lock_info(parsed, target.env, target.project)
+        info = lock_info(parsed, target.env, target.project, now=time.time())
         assert not info.stale and "pid=" in str(variable["comment"])
         assert (epoch(info.expires) or 0) > since + 2 * TTL  # renewed: its expiry moved with the run
         assert not taken  # the other runner saw a live lock and kept waiting

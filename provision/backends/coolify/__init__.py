@@ -21,11 +21,12 @@ def create(config: EnvConfig, files: BackendFiles, *, clock: Clock = SYSTEM) -> 
     if credentials is None:  # loaded offline (render): any request says what is missing, none is sent
         return CoolifyBackend(CoolifyClient.offline(ConfigError(
             f"{config.relpath}: this command contacts Coolify, which needs COOLIFY_API_URL and COOLIFY_API_TOKEN "
-            f"in the environment or in envs/{config.name}.env")), config, clock=clock.monotonic, sleep=clock.sleep)
+            f"in the environment or in envs/{config.name}.env")), config, clock=clock.monotonic, sleep=clock.sleep,
+            wall=clock.time)
     timeout = config.coolify.request_timeout
     # one request budget per process and Coolify address, shared by every env and worker of this run
     budget = shared_budget(credentials.api_url, config.coolify.requests_per_minute)
     client = CoolifyClient.connect(credentials.api_url, credentials.token,
                                    timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)), budget=budget,
                                    max_wait=max(DEFAULT_MAX_WAIT, 4 * timeout), sleep=clock.sleep)
-    return CoolifyBackend(client, config, clock=clock.monotonic, sleep=clock.sleep)
+    return CoolifyBackend(client, config, clock=clock.monotonic, sleep=clock.sleep, wall=clock.time)

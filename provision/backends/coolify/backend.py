@@ -65,15 +65,16 @@ class CoolifyBackend:
 
     name = "coolify"
     def __init__(self, client: CoolifyClient, config: EnvConfig, *, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], None] = interrupts.sleep, lock_timing: LockTiming = DEFAULT_TIMING,
-                 lock_project: str | None = None) -> None:
-        """`clock` (monotonic) and `sleep` time every wait; `lock_project`: the lock project's name (this owner's,
-        `provision-locks-<owner>`, unless doctor's throwaway one)."""
+                 sleep: Callable[[float], None] = interrupts.sleep, wall: Callable[[], float] = time.time,
+                 lock_timing: LockTiming = DEFAULT_TIMING, lock_project: str | None = None) -> None:
+        """`clock` (monotonic) and `sleep` time every wait, `wall` (epoch seconds) the lock's expiries;
+        `lock_project`: the lock project's name (this owner's, `provision-locks-<owner>`, unless doctor's
+        throwaway one)."""
         self.client = client
         self.config = config
         self.owner = config.owner or ""
         self.ctx = Context(client, config, clock, sleep, lock_project or f"provision-locks-{self.owner}",
-                           Lookups(clock))
+                           Lookups(clock), wall)
         self.finder = Finder(self.ctx)
         self.locking = Locks(self.ctx, self.finder, lock_timing)
         self.servers = Servers(self.ctx, self.finder, self.locking)
@@ -89,7 +90,7 @@ class CoolifyBackend:
 
     def variant(self, client: CoolifyClient, *, lock_project: str) -> CoolifyBackend:
         """This env's backend through another client, with another lock project (doctor's throwaway one)."""
-        return CoolifyBackend(client, self.config, clock=self.ctx.clock, sleep=self.ctx.sleep,
+        return CoolifyBackend(client, self.config, clock=self.ctx.clock, sleep=self.ctx.sleep, wall=self.ctx.wall,
                               lock_timing=self.locking.timing, lock_project=lock_project)
 
     def describe(self) -> str:

@@ -63,6 +63,7 @@ class Context:
     sleep: Callable[[float], None] = interrupts.sleep
     lock_project_name: str = ""
     lookups: Lookups = field(default_factory=lambda: Lookups(time.monotonic))
+    wall: Callable[[], float] = time.time  # epoch seconds: lock expiries written to and read from the server
 
     @property
     def owner(self) -> str:

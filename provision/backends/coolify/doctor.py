@@ -395,7 +395,7 @@ def _lock(trial: _Throwaway, target: Target, project_uuid: str, server: Server |
             if variable is None:
                 return checks.failed(name, "the lock variable provision created is not listed in the project",
                                      "report this with your Coolify version")
-            info = lock_info(variable, target.env, target.project)
+            info = lock_info(variable, target.env, target.project, now=time.time())
             if info.holder.startswith("unknown"):
                 return checks.failed(name, f"the lock's comment came back as {variable.comment!r}, without "
                                            f"its holder", "report this with your Coolify version")

@@ -8,7 +8,6 @@ import contextlib
 import re
 import secrets
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -191,7 +190,7 @@ class Locks:
         pause = LOCK_POLL[0]
         while True:
             interrupts.check()
-            since = time.time()
+            since = self.ctx.wall()
             expires = since + self.timing.ttl
             take = secrets.token_hex(4)
             holder = holder_description(since, expires, take)
@@ -209,7 +208,7 @@ class Locks:
                     break  # released: take it
                 if held.comment == holder:
                     return held.id, since, expires, take  # our create went through; its answer was lost
-                info = lock_info(held, *shown)
+                info = lock_info(held, *shown, now=self.ctx.wall())
                 if info.stale:
                     self.client.request("DELETE", f"/projects/{project_uuid}/envs/{held.id}", ok=(200, 404))
                     break
@@ -231,7 +230,7 @@ class Locks:
         good: `_check_locks` then stops the run's changes."""
         wait = self.timing.renew
         while not entry.stop.wait(wait):
-            now = time.time()
+            now = self.ctx.wall()
             if now >= entry.expires - self.timing.margin:
                 entry.lost = (f"it was not renewed in time (the last renewal recorded {utc_now(entry.expires)}): "
                               f"another run may have broken it as stale")
@@ -268,7 +267,7 @@ class Locks:
         this machine's clock: a heartbeat late for any reason), or None while it is surely this run's."""
         if entry.lost is not None:
             return entry.lost
-        if time.time() >= entry.expires - self.timing.margin:
+        if self.ctx.wall() >= entry.expires - self.timing.margin:
             return f"it was not renewed in time (it expires at {utc_now(entry.expires)})"
         return None
 
@@ -293,7 +292,7 @@ class Locks:
             key = variable.key
             if key.startswith(prefix):
                 name = key.removeprefix(prefix).replace("_", "-")
-                found.append(lock_info(variable, config.name, name))
+                found.append(lock_info(variable, config.name, name, now=self.ctx.wall()))
         return sorted(found, key=lambda info: info.project)
 
     def unlock(self, target: Target) -> bool:
@@ -343,11 +342,10 @@ def holder_description(since: float, expires: float, take: str = "") -> str:
             f"expires={utc_now(expires)}" + (f" take={take}" if take else ""))
 
 
-def lock_info(variable: LockVariable, env: str, project: str) -> LockInfo:
-    """What a lock variable's comment says of its holder; stale past its expiry. A comment in no form
-    provision writes (edited by hand) counts from the variable's creation, with the shortest ttl."""
+def lock_info(variable: LockVariable, env: str, project: str, *, now: float) -> LockInfo:
+    """What a lock variable's comment says of its holder; stale past its expiry (`now`: epoch seconds). A comment
+    in no form provision writes (edited by hand) counts from the variable's creation, with the shortest ttl."""
     found = _HOLDER.search(variable.comment)
-    now = time.time()
     if found is None:
         created = epoch(variable.created_at) or now
         return LockInfo(env, project, "unknown (no holder recorded)", utc_now(created),
