@@ -20,8 +20,9 @@ POSTGRES_SETTINGS = ("max_connections", "shared_buffers", "effective_cache_size"
 
 
 def parse_size(value: object) -> int:
-    """Bytes in a compose-style size: a number of bytes, or with k, m, g, t (optionally i and b: 256MiB)."""
-    if isinstance(value, bool):
+    """Bytes in a compose-style size: a whole number of bytes (never negative), or with k, m, g, t (optionally i
+    and b: 256MiB)."""
+    if isinstance(value, bool) or (isinstance(value, int) and value < 0):
         raise ValueError(f"{value!r} is not a size such as 256M")
     if isinstance(value, int):
         return value
