@@ -50,6 +50,8 @@ def test_undeclared_project_gets_env_variables(project_root: Path) -> None:
         (MINIMAL.replace("  api: postgrest/postgrest:v12.2.3\n", ""), "envs/dev.yml: images.api: required key is missing"),
         (MINIMAL + "local:\n  bind_address: localhost\n", "envs/dev.yml: local.bind_address: 'localhost' is not an IP address"),
         (MINIMAL + "backend: kubernetes\n", "envs/dev.yml: backend:"),
+        (MINIMAL + "resources:\n  db: {memory_reservation: -1}\n",
+         "envs/dev.yml: resources.db.memory_reservation: -1 is not a size"),
         (MINIMAL + "  - name: shop\n", "projects[2].name: 'shop' collides with 'shop'"),
         (MINIMAL + "variables:\n  DB-USER: x\n", "envs/dev.yml: variables: variable name 'DB-USER'"),
         (MINIMAL + "variables:\n  db_user: \"bad user\"\n", "db_user 'bad user' must be a lowercase PostgreSQL identifier"),
