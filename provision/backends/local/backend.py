@@ -9,6 +9,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -231,18 +232,30 @@ class LocalBackend:
         """Refuse, before anything is created, what the engine could not run: an image neither on it nor pullable
         (a missing one is pulled, for up to PULL_TIMEOUT s; ImageUnavailable names the image, the env file's key
         and how to make it available), and a cpus or memory limit over what the engine's host has (LimitsRefused
-        naming the key). An image found, and the host's size, are not asked again for CHECKED_FOR s."""
+        naming the key). An image found, and the host's size, are not asked again for CHECKED_FOR s. The engine is
+        asked all of it at once; pulls and refusals keep the stack's order."""
         now = self._clock()
+        unseen: dict[str, str] = {}  # image -> the first service naming it
         for service, image in stack_images(stack):
-            if now - self._images_seen.get(image, -CHECKED_FOR) < CHECKED_FOR:
-                continue
-            if not self.compose.image_present(image):
-                why = self.compose.pull(image, timeout=PULL_TIMEOUT)
-                if why is not None:
-                    raise ImageUnavailable(image, image_key(target, service, image), why)
-            self._images_seen[image] = now
-        if self._host is None or now - self._host[0] >= CHECKED_FOR:
-            self._host = (now, *self.compose.host_resources())
+            if now - self._images_seen.get(image, -CHECKED_FOR) >= CHECKED_FOR:
+                unseen.setdefault(image, service)
+        ask_host = self._host is None or now - self._host[0] >= CHECKED_FOR
+        with ThreadPoolExecutor(max_workers=len(unseen) + 1, thread_name_prefix="preflight") as pool:
+            host = pool.submit(self.compose.host_resources) if ask_host else None  # asked meanwhile, used last
+            try:
+                present = list(pool.map(self.compose.image_present, unseen))
+                for (image, service), found in zip(unseen.items(), present, strict=True):
+                    if not found:
+                        why = self.compose.pull(image, timeout=PULL_TIMEOUT)
+                        if why is not None:
+                            raise ImageUnavailable(image, image_key(target, service, image), why)
+                    self._images_seen[image] = now
+                if host is not None:
+                    self._host = (now, *host.result())
+            except KeyboardInterrupt:
+                interrupts.CANCELLED.set()  # the questions still running stop now, not at their timeout
+                raise
+        assert self._host is not None
         check_limits(target, cpus=self._host[1], memory=self._host[2])
 
     def check_template(self, target: Target, stack: RenderedStack) -> None:
