@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import uuid
@@ -13,6 +14,10 @@ import pytest
 from tests.sandbox import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+
+# the CLI runs in the test process (tests/inprocess.py) unless PROVISION_TEST_CLI=subprocess; `popen`, kill tests
+# and tests marked subprocess_cli always start a real process
+IN_PROCESS = os.environ.get("PROVISION_TEST_CLI", "") != "subprocess"
 
 TEST_IMAGES = {"db": "provision-test/postgres:15", "api": "provision-test/postgrest:12"}
 
@@ -118,7 +123,7 @@ def new_sandbox(tmp: Path, images: Mapping[str, str]) -> Sandbox:
     shutil.copytree(REPO / "templates", root / "templates")
     shutil.copy(REPO / "tasks.py", root / "tasks.py")
     env = "it-" + uuid.uuid4().hex[:8]
-    box = Sandbox(root=root, env=env, images=images)
+    box = Sandbox(root=root, env=env, images=images, in_process=IN_PROCESS)
     box.write_env(["shop"])
     return box
 
