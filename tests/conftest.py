@@ -129,8 +129,10 @@ def new_sandbox(tmp: Path, images: Mapping[str, str]) -> Sandbox:
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, test_images: Mapping[str, str]) -> Iterator[Sandbox]:
+def sandbox(request: pytest.FixtureRequest, tmp_path: Path, test_images: Mapping[str, str]) -> Iterator[Sandbox]:
     box = new_sandbox(tmp_path, test_images)
+    if request.node.get_closest_marker("subprocess_cli") is not None:
+        box.in_process = False
     env = box.env
     try:
         yield box

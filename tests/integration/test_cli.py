@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import REPO, Sandbox
 
 
@@ -162,6 +164,7 @@ def test_a_misspelt_compose_key_is_refused_before_anything_runs(sandbox: Sandbox
                           timeout=60, check=True).stdout == ""  # nothing was started
 
 
+@pytest.mark.subprocess_cli  # psql writes to the process's own stdout, which an in-process run does not capture
 def test_psql_runs_sql_in_the_project_database(sandbox: Sandbox) -> None:
     sandbox.cli("provision", "--project=shop")
     password = sandbox.secrets("shop")["DB_PASSWORD"]
