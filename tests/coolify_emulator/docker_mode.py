@@ -115,12 +115,15 @@ class DockerBackend:
     def exec(self, container: str, command: str, *, timeout: float) -> tuple[int, str]:
         """`docker exec <container> sh -c <command>` as ScheduledTaskJob runs it (no -i, no -t, the image's
         user); stdout and stderr merged."""
-        try:
-            proc = subprocess.run(  # noqa: S603 - fixed binary, argv list
-                [self.docker_bin, "exec", container, "sh", "-c", command], stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, timeout=timeout, env=self._env(), check=False)
-        except subprocess.TimeoutExpired:
-            return 124, f"The command timed out after {timeout:g} seconds."
+        for _ in range(3):  # runc failing to start the exec (a busy test host) ran nothing: Coolify's host is not ours
+            try:
+                proc = subprocess.run(  # noqa: S603 - fixed binary, argv list
+                    [self.docker_bin, "exec", container, "sh", "-c", command], stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT, text=True, timeout=timeout, env=self._env(), check=False)
+            except subprocess.TimeoutExpired:
+                return 124, f"The command timed out after {timeout:g} seconds."
+            if not (proc.returncode == 126 and "OCI runtime exec failed" in proc.stdout):
+                break
         return proc.returncode, proc.stdout
 
     def workdir(self, uuid: str) -> Path:

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -739,6 +739,32 @@ def test_psql_in_a_db_not_up_yet_is_a_database_starting_and_any_other_failure_is
         assert isinstance(info.value, DatabaseStarting) is starting and stderr in str(info.value)
     with pytest.raises(DatabaseStarting, match="has no running db container"):
         backend(store, FakeRunner().on("docker", "ps", stdout=PS_STOPPED)).run_sql(target, observed, "SELECT 1;")
+
+
+def test_an_exec_runc_could_not_start_is_sent_again_with_the_whole_sql(target: Target, store: StateStore) -> None:
+    """`OCI runtime exec failed` (exit 126) ran nothing: the same exec goes again, its stdin from the start; any
+    other failure, and a third refusal, is the answer."""
+    observed = observed_from(store, PS_RUNNING, target)
+    refused = "OCI runtime exec failed: exec failed: unable to start container process: write init-p: broken pipe"
+
+    class Flaky(FakeRunner):
+        refusals = 1
+
+        def run(self, argv: Sequence[str], **kwargs: Any) -> Completed:
+            answer = super().run(argv, **kwargs)
+            if "exec" in argv and self.refusals > 0:
+                self.refusals -= 1
+                return Completed(tuple(argv), 126, "", refused)
+            return answer
+
+    runner = Flaky().on("docker", "ps", stdout=PS_RUNNING).on("exec", stdout="1\n")
+    assert backend(store, runner).run_sql(target, observed, "SELECT 1;") == "1\n"
+    assert runner.inputs[-2:] == [b"SELECT 1;", b"SELECT 1;"]
+    stubborn = Flaky().on("docker", "ps", stdout=PS_RUNNING).on("exec", stdout="1\n")
+    stubborn.refusals = 3
+    with pytest.raises(CommandFailed, match="write init-p"):
+        backend(store, stubborn).run_sql(target, observed, "SELECT 1;")
+    assert sum("exec" in call for call in stubborn.calls) == 3
 
 
 # --- one create: what it renders and how often it asks `docker ps` ---------------------------------------

@@ -65,6 +65,7 @@ from .facts import (
     db_dependants,
     doctor_checks,
     drift,
+    exec_not_started,
     handle_of,
     image_key,
     logs_args,
@@ -472,8 +473,11 @@ class LocalBackend:
         argv = self.exec_argv(target, "db", ["sh", "-c", psql_in_container(user)])
         with tempfile.TemporaryFile() as statements:
             statements.write(sql.encode())
-            statements.seek(0)
-            result = self.compose.runner.run(argv, timeout=timeout, stdin=statements)
+            for _ in range(3):  # an exec that never started ran nothing: it is sent again
+                statements.seek(0)
+                result = self.compose.runner.run(argv, timeout=timeout, stdin=statements)
+                if not exec_not_started(result.returncode, result.stderr):
+                    break
         if result.returncode != 0:
             failed = StartingCommandFailed if not_up_yet(result.stderr) else CommandFailed
             raise failed(argv, result.returncode, result.stderr)

@@ -149,3 +149,9 @@ def doctor_checks(compose: ComposeCLI) -> list[checks.Check]:
     except ProvisionError as exc:
         found.append(checks.from_error("compose v2", exc))
     return found
+
+
+def exec_not_started(returncode: int, stderr: str) -> bool:
+    """`docker exec` failed before its command started (runc could not set the process up, e.g. `write init-p:
+    broken pipe` on a busy host): nothing ran, so the exec may be sent again."""
+    return returncode == 126 and "OCI runtime exec failed" in stderr
