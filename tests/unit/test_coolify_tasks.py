@@ -115,7 +115,8 @@ class TaskCoolify(FakeCoolify):
             code, output = self.run(task["command"])
             self.runs.setdefault(task_uuid, []).append({
                 "uuid": uuid.uuid4().hex, "status": "success" if code == 0 else "failed",
-                "message": output if code == 0 else f"Job permanently failed after 1 attempts: {output}"})
+                "message": output if code == 0 else "Job permanently failed after 1 attempts: " + (
+                    output or f"SSH command failed with exit code: {code}")})  # as ScheduledTaskJob::failed() words it
             return httpx.Response(200, json={"message": "Scheduled task execution queued."})
         return httpx.Response(200, json=self.runs.get(task_uuid, []))  # executions, oldest first
 
@@ -370,3 +371,16 @@ def test_a_container_replaced_between_two_commands_is_a_db_still_starting(db: Ta
     with pytest.raises(ProvisionError, match="was replaced while the task's commands ran") as info:
         _backend(db, config).run_sql(target(config), existing(), _role_sql(), user="provision_admin")
     assert isinstance(info.value, DatabaseStarting) and not db.capture.with_suffix(".sql").exists()
+
+
+def test_a_task_killed_with_its_container_is_a_db_still_starting(db: TaskCoolify, config: EnvConfig) -> None:  # noqa: F811
+    """Exit 137: the exec was SIGKILLed when a restart stopped its container (seen under load right after an
+    update): DatabaseStarting, so the roles' wait sends the whole (idempotent, one-transaction) SQL again; any
+    other exit code stays a plain failure."""
+    db.run = lambda command: (137, "")  # type: ignore[method-assign]
+    with pytest.raises(DatabaseStarting, match="exit code: 137"):
+        _backend(db, config).run_sql(target(config), existing(), "SELECT 1;")
+    db.run = lambda command: (3, "")  # type: ignore[method-assign]
+    with pytest.raises(ProvisionError) as info:
+        _backend(db, config).run_sql(target(config), existing(), "SELECT 1;")
+    assert not isinstance(info.value, DatabaseStarting)

@@ -149,7 +149,9 @@ class Tasks:
             failed = f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}"
             if STALE_ENV in message:
                 raise StaleRolesEnv(failed)
-            if "No containers running" in message or not_up_yet(message):  # Coolify's, or psql's, words
+            # Coolify's words, psql's, or the exec killed with its container (SIGKILL: 137) by a restart under way
+            if "No containers running" in message or not_up_yet(message) or message.rstrip().endswith(
+                    "exit code: 137"):
                 raise DatabaseStarting(failed)
             raise ProvisionError(failed)
         return message
