@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import IN_PROCESS, REPO
 from tests.coolify_emulator import REALISTIC, CoolifyEmulator
 from tests.sandbox import Sandbox
 from tests.timing import SYSTEM, Clock, ScaledClock
@@ -26,9 +26,9 @@ OWNER = "test-owner-1"  # what a repository's env files carry; another checkout 
 PUBLIC_IMAGES = {"db": "postgres:16-alpine", "api": "postgrest/postgrest:v12.2.3"}
 
 
-ALL_SUBPROCESS = os.environ.get("PROVISION_TEST_CLI", "") == "subprocess"
-# 1 until the Coolify backend reads time through the Workspace's clock: an emulator faster than the backend's
-# polls finishes a restart between two of them, and the backend never sees it begin
+ALL_SUBPROCESS = not IN_PROCESS
+# 1 by default: the backend reads the same clock (Workspace(clock=)), but the suite is CPU-bound on two cores, so
+# shorter waits mostly add polling; a larger factor runs the tier faster where cores are free
 TIME_SCALE = 1.0 if ALL_SUBPROCESS else float(os.environ.get("PROVISION_TEST_TIME_SCALE", "1"))
 
 

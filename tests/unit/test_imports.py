@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import provision
 
 PACKAGE = Path(provision.__file__).parent
@@ -134,8 +132,7 @@ def test_no_module_imports_another_modules_underscore_name() -> None:
 def test_no_private_member_access() -> None:
     """ruff's SLF001 (`module._name`, `obj._attr` from outside) on provision/ and tasks.py."""
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
-    if ruff is None:
-        pytest.skip("ruff is not installed")
+    assert ruff is not None, "ruff is not installed: `pip install -e '.[test]'` (scripts/bootstrap.sh does)"
     result = subprocess.run([ruff, "check", "--no-cache", "--select", "SLF001", "--output-format", "concise",
                              "provision", "tasks.py"], cwd=REPO, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
