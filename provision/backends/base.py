@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from ..core.archiving import ArchiveFacts, Restored, RestoreRequest
 from ..core.config import EnvConfig, ProjectSpec
 from ..core.errors import NotSupported
 from ..core.model import (
@@ -284,6 +285,24 @@ class Adopting(Protocol):
         ...
 
 
+@runtime_checkable
+class Archives(Protocol):
+    """Reads a project's continuous archive (the archiver in its stack writes it) and restores a point in time from
+    it into a new data volume (backups, restore --to-time, clone --at)."""
+
+    def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        """What the repository holds for `lineage` (a data volume's compose key): the archiver's status.json, each
+        complete base backup's backup_info, and whether the archiver container runs now; changes nothing."""
+        ...
+
+    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest) -> Restored:
+        """Create the project's data volume of compose key `volume_key` (refused when it exists) and restore
+        `request` into it with a one-off container (nothing else of the project is touched), PostgreSQL stopped
+        cleanly at the end; CommandFailed with recovery's log when it fails (the new volume is left for the caller
+        to drop)."""
+        ...
+
+
 _REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
     InContainer: lambda config, project: (
         f"Coolify's API cannot run a command in {project!r}'s db container: publish the database "
@@ -292,6 +311,10 @@ _REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
     DroppingVolumes: lambda config, project: (
         "Coolify's API deletes a service's volumes only with the service "
         "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)"),
+    Archives: lambda config, project: (
+        f"continuous archiving's backups and restore --to-time are built for the local backend only so far: the "
+        f"{config.backend} backend of env {config.name!r} runs {project!r}'s archiver in its stack, but provision "
+        f"cannot read or restore its archive yet (issue 22, a later slice)"),
     Placing: lambda config, project: (
         f"{config.relpath}: move needs coolify.servers (several servers to move between); this env has one "
         f"place for every stack"),

@@ -70,38 +70,78 @@ def backup(c: Context, env: str | None = None, project: str | None = None, all: 
     exit_if_failed(summary)
 
 
-@task(help={"env": ENV_HELP, "project": PROJECT_HELP, "json": "Print JSON", "wide": WIDE_HELP})
+@task(help={"env": ENV_HELP, "project": "The project (default: every project with backup.continuous on)",
+            "json": "Print JSON", "wide": WIDE_HELP,
+            "check": "Exit 1 when a project's continuous archive is not ok (archiver down, stale, lag over "
+                     "backup.max_lag, no base backup), saying why: for cron and monitoring"})
 def backups(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-            wide: bool = False) -> None:
-    """List a project's backups, newest first: time, PostgreSQL major, size, tables, path."""
+            wide: bool = False, check: bool = False) -> None:
+    """A project's dumps, newest first (time, PostgreSQL major, size, tables, path), and, with backup.continuous
+    on, its archive: health, recoverable window, last base backup, lag, size, error. Without --project (or with
+    --check): the archives of every project with continuous archiving."""
+    from ..service.archive import failing
     from . import output
 
-    project = require_project(project)
     with session(read_only=True) as reporter:
-        found = provisioner_for(env, reporter, offline=True).data.listing(project)
+        provisioner = provisioner_for(env, reporter, offline=True)
+        found = provisioner.data.listing(project) if project is not None and not check else None
+        archives = provisioner.archive.listing(project) if project is None or check or \
+            provisioner.known_target(project).spec.backup.continuous else []
+    bad = failing(archives)
     if json:
-        emit(output.to_json({"project": project, "env": env, "backups": [b.to_dict() for b in found]}))
-        return
-    emit(output.backups_table(found, wide=wide) if found else f"no backups of {project!r} yet")
+        body: dict[str, Any] = {"env": provisioner.env, "archives": [a.to_dict() for a in archives]}
+        if found is not None:
+            body.update(project=project, backups=[b.to_dict() for b in found])
+        emit(output.to_json(body))
+    else:
+        parts = []
+        if found is not None:
+            parts.append(output.backups_table(found, wide=wide) if found else f"no backups of {project!r} yet")
+        if archives:
+            parts.append(output.archives_table(archives, wide=wide))
+        elif found is None:
+            parts.append("no project of this env has backup.continuous on")
+        emit("\n\n".join(parts))
+    if check and bad:
+        raise Exit("backups --check: " + "; ".join(f"{a.project}: {a.status.health} ({a.status.reason})"
+                                                   for a in bad if a.status is not None), code=1)
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
+            "to_time": "Restore the continuous archive to this moment (backup.continuous): an ISO time with its "
+                       "zone (2026-12-08T14:03:00Z), a time ago (-10m), or latest; into a new data volume, the "
+                       "current one kept until --finalize",
+            "finalize": "Delete the data a restore --to-time kept", "rollback": "Return to the data a restore "
+                        "--to-time kept",
             "yes": "Confirm: the database is replaced (a safety backup is taken first)", "json": "Print JSON",
             "force": "Restore a dump without a manifest, or one of another project or env (a dump is code: "
                      "restore only dumps you trust)",
             "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
 def restore(c: Context, env: str | None = None, project: str | None = None, from_: str | None = None,
+            to_time: str | None = None, finalize: bool = False, rollback: bool = False,
             yes: bool = False, json: bool = False, force: bool = False, lock_timeout: str | None = None,
             quiet: bool = False) -> None:
     """Restore a backup into a project: safety backup, pg_restore --clean --if-exists in one transaction, API
-    schema reload, row counts checked against the manifest."""
+    schema reload, row counts checked against the manifest. With --to-time: the continuous archive restored to
+    that moment in a new data volume, verified, switched to; --rollback returns, --finalize deletes the old."""
     project = require_project(project)
-    if not from_:
-        raise Exit("error: --from is required: a dump's path, or --from=latest", code=2)
+    chosen = [name for name, given in (("--from", from_), ("--to-time", to_time), ("--finalize", finalize),
+                                       ("--rollback", rollback)) if given]
+    if len(chosen) != 1:
+        raise Exit("error: give one of --from (a dump's path, or latest), --to-time (a moment of the continuous "
+                   "archive), --finalize or --rollback" + (f", not {' and '.join(chosen)}" if chosen else ""), code=2)
     with session(quiet=quiet) as reporter:
-        result = provisioner_for(env, reporter, lock_timeout=lock_timeout).data.restore(project, from_, yes=yes,
-                                                                                    force=force)
-    data_result(result, json, f"restored {result.details['restored_from']}", quiet=quiet)
+        provisioner = provisioner_for(env, reporter, lock_timeout=lock_timeout)
+        if to_time:
+            result = provisioner.archive.restore(project, to_time, yes=yes)
+        elif finalize:
+            result = provisioner.archive.finalize(project, yes=yes)
+        elif rollback:
+            result = provisioner.archive.rollback(project, yes=yes)
+        else:
+            result = provisioner.data.restore(project, str(from_), yes=yes, force=force)
+    data_result(result, json, "\n".join(result.messages) if not from_ else
+                f"restored {result.details['restored_from']}", quiet=quiet)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",

@@ -166,6 +166,33 @@ def backups_table(found: Sequence[Backup], *, wide: bool = False, width: int | N
                                                    optional=("tables", "pg"), keep_tail=("path",))
 
 
+def archives_table(found: Sequence[Any], *, wide: bool = False, width: int | None = None) -> str:
+    """`backups` of the continuous archives (service/archive.py ProjectArchive): per project its health and why,
+    the recoverable window (earliest .. latest second), the last base backup, lag and repository size."""
+    rows = []
+    for item in found:
+        status = item.status
+        if status is None:
+            rows.append({"project": item.project, "health": "off", "reason": "backup.continuous is off"})
+            continue
+        window = status.window
+        base = status.last_base
+        rows.append({"project": item.project, "health": status.health, "reason": status.reason,
+                     "earliest": _second(window.earliest) if window else None,
+                     "latest": _second(window.latest) if window else None,
+                     "last_base": _second(base.end) if base else None,
+                     "lag": None if status.lag_seconds is None else f"{status.lag_seconds:g}s",
+                     "size": None if status.size_bytes is None else human_bytes(status.size_bytes),
+                     "error": status.error})
+    columns = ("project", "health", "earliest", "latest", "last_base", "lag", "size", "reason", "error")
+    return _grid(rows, columns) if wide else _grid(rows, columns, width=_fit(width), shrink=("reason", "error"),
+                                                   optional=("error", "size", "last_base"))
+
+
+def _second(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _fit(width: int | None) -> int:
     return terminal_width() if width is None else width
 

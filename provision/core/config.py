@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from ..infra import hints
 from . import names
+from .archiving import DEFAULT_BACKUP, BackupSettings, backup_settings
 from .envfile import (
     DEFAULT_TEMPLATE,
     DEFAULT_VARIABLES,
@@ -60,6 +61,8 @@ class ProjectSpec:
     # `resources.db.cpus`): what an error names as the key to change
     index: int | None = None
     own_keys: frozenset[str] = frozenset()
+    # the `backup:` block (the env's, the project's own keys laid over it): continuous archiving
+    backup: BackupSettings = DEFAULT_BACKUP
 
     def key(self, dotted: str) -> str:
         """The env file's key that sets `dotted` for this project: `projects[i].<dotted>` where the project sets
@@ -104,6 +107,8 @@ class EnvConfig:
     allow_undeclared: bool = False
     # the env file's resources: (an undeclared project's limits)
     limits: StackLimits = DEFAULT_LIMITS
+    # the env file's backup: (an undeclared project's)
+    backup: BackupSettings = DEFAULT_BACKUP
 
     @property
     def relpath(self) -> str:
@@ -130,7 +135,8 @@ class EnvConfig:
         for spec in self.projects:
             if names.normalise(spec.name) == names.normalise(name):
                 raise InvalidName(f"project name {name!r} collides with declared project {spec.name!r}")
-        return ProjectSpec(name=name, env=self.name, declared=False, variables=self.variables, limits=self.limits)
+        return ProjectSpec(name=name, env=self.name, declared=False, variables=self.variables, limits=self.limits,
+                           backup=self.backup)
 
 
 def available_envs(root: Path) -> list[str]:
@@ -218,6 +224,7 @@ def load_env(
     _check_variables_used(parsed, template_path, shown)
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
     env_limits = _limits(shown, "resources", parsed.resources)
+    env_backup = _backup(shown, parsed.backup)
     layers: list[tuple[str, Mapping[str, object]]] = [("variables", env_variables)]
     layers += [(f"projects[{i}].variables", {**env_variables, **p.variables}) for i, p in enumerate(parsed.projects)]
     for where, variables in layers:
@@ -235,6 +242,7 @@ def load_env(
             images=_project_images(parsed.images, p.images),
             index=i,
             own_keys=_own_keys(p),
+            backup=_backup(shown, parsed.backup, p.backup, where=f"projects[{i}].backup") if p.backup else env_backup,
         )
         for i, p in enumerate(parsed.projects)
     )
@@ -255,6 +263,7 @@ def load_env(
         owner=parsed.owner,
         allow_undeclared=parsed.allow_undeclared,
         limits=env_limits,
+        backup=env_backup,
     )
 
 
@@ -276,6 +285,7 @@ def _own_keys(project: ProjectDecl) -> frozenset[str]:
     keys = {f"images.{name}" for name in ("db", "api") if project.images is not None and getattr(project.images, name)}
     for service, fields in project.resources.items():
         keys |= {f"resources.{service}.{name}" for name in (fields if isinstance(fields, dict) else {})}
+    keys |= {f"backup.{name}" for name in project.backup}
     return frozenset(keys)
 
 
@@ -284,6 +294,14 @@ def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:
         return stack_limits(*layers)
     except ValueError as exc:
         raise ConfigError(f"{shown}: {where}.{exc}") from None
+
+
+def _backup(shown: str, env: Mapping[str, Any], own: Mapping[str, Any] | None = None, *,
+            where: str = "backup") -> BackupSettings:
+    try:
+        return backup_settings(env, *([own] if own is not None else []), where=("backup", where))
+    except ValueError as exc:
+        raise ConfigError(f"{shown}: {exc}") from None
 
 
 def _check_variables_used(parsed: EnvFile, template_path: Path, shown: str) -> None:

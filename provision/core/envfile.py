@@ -79,6 +79,7 @@ class ProjectDecl(_Strict):
     variables: dict[str, Scalar] = Field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     images: ImageOverrides | None = None
+    backup: dict[str, Any] = Field(default_factory=dict)  # laid over the env's (core/archiving.py checks it)
 
     @field_validator("name")
     @classmethod
@@ -238,6 +239,7 @@ class EnvFile(_Strict):
     projects: list[ProjectDecl] = Field(default_factory=list)
     variables: dict[str, Scalar] = Field(default_factory=dict)
     resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backup: dict[str, Any] = Field(default_factory=dict)  # continuous archiving (core/archiving.py checks it)
     health: Health = Field(default_factory=Health)
     local: LocalSettings = Field(default_factory=LocalSettings)
     coolify: CoolifySettings = Field(default_factory=CoolifySettings)

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from . import names
+from . import archiving, names
 from .config import EnvConfig, ProjectSpec
 from .errors import TemplateError
 from .model import Ports
@@ -65,6 +65,24 @@ def secret_ref(name: str, *, required: bool = True) -> str:
 
 
 DEFAULT_DB_VOLUME = "pgdata"
+ARCHIVER_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "archiver.sh"
+
+
+def volume_labels_of(config: EnvConfig, spec: ProjectSpec) -> dict[str, str]:
+    """The labels the template gives a project's volumes (which never change once a volume exists)."""
+    return {names.LABEL_MANAGED: "true", names.LABEL_PROJECT: spec.name, names.LABEL_ENV: config.name}
+
+
+def archiver_context(spec: ProjectSpec, db_volume: str) -> dict[str, Any]:
+    """What the template's archiver service needs (continuous archiving on): its script and settings. The archive
+    of each data volume (its compose key, `db_volume`) is a lineage of its own under the repository: a restore into
+    a new volume starts a new one, and a rollback finds the old one as it was."""
+    backup = spec.backup
+    return {**backup.to_context(), "script": ARCHIVER_SCRIPT.read_text(encoding="utf-8"),
+            "role": archiving.ARCHIVER_ROLE, "slot": archiving.SLOT, "poll": archiving.POLL_SECONDS,
+            "repository_volume": archiving.REPOSITORY_VOLUME, "socket_volume": archiving.SOCKET_VOLUME,
+            "directory": f"{archiving.REPOSITORY_PATH}/{db_volume}", "path": archiving.REPOSITORY_PATH,
+            "start": archiving.START}
 
 
 def build_context(
@@ -79,13 +97,15 @@ def build_context(
     compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify). On the local backend
     with an owner id, the containers and the network carry it (`names.LABEL_OWNER`); Coolify marks ownership in
     its descriptions instead."""
-    volume_labels = {names.LABEL_MANAGED: "true", names.LABEL_PROJECT: spec.name, names.LABEL_ENV: config.name}
+    volume_labels = volume_labels_of(config, spec)
     owner = {names.LABEL_OWNER: config.owner} if backend == "local" and config.owner else {}
     return {
         "db_volume": db_volume,
         "roles": Roles.of(spec.variables).to_context(),
         "resources": {"db": spec.limits.db.to_context(), "api": spec.limits.api.to_context()},
-        "postgres": postgres_settings(spec.limits.db.memory, spec.variables),
+        "postgres": {**postgres_settings(spec.limits.db.memory, spec.variables),
+                     **({"max_slot_wal_keep_size": spec.backup.slot_keep_setting} if spec.backup.continuous else {})},
+        "backup": archiver_context(spec, db_volume) if spec.backup.continuous else None,
         "project": spec.name,
         "env": config.name,
         "backend": backend,

@@ -33,8 +33,11 @@ AUTHENTICATED = "authenticated"
 DEFAULT_ANON = "anon"
 # a superuser that exists only while a legacy stack's bootstrap role is renamed (a role cannot rename itself)
 MIGRATOR = "provision_migrator"
+# with continuous archiving: the archiver's login, LOGIN REPLICATION and nothing else, with no password (it connects
+# over the db container's socket, which only the archiver's container shares; core/archiving.py)
+ARCHIVER = "provision_archiver"
 # names the owner and the anonymous role may not take
-RESERVED = frozenset({ADMIN, AUTHENTICATOR, AUTHENTICATED, MIGRATOR, "postgres", "public"})
+RESERVED = frozenset({ADMIN, AUTHENTICATOR, AUTHENTICATED, MIGRATOR, ARCHIVER, "postgres", "public"})
 # secret names: the owner's password is DB_PASSWORD
 ADMIN_SECRET = "DB_ADMIN_PASSWORD"
 AUTHENTICATOR_SECRET = "AUTHENTICATOR_PASSWORD"
@@ -51,12 +54,13 @@ class Roles:
     admin: str = ADMIN
     authenticator: str = AUTHENTICATOR
     authenticated: str = AUTHENTICATED
+    archiver: str | None = None  # the replication role, with continuous archiving only
 
     @classmethod
-    def of(cls, variables: Mapping[str, object]) -> Roles:
+    def of(cls, variables: Mapping[str, object], *, archiving: bool = False) -> Roles:
         schemas = tuple(s.strip() for s in str(variables.get("api_schemas", "public")).split(",") if s.strip())
         return cls(owner=str(variables["db_user"]), anon=str(variables.get("api_anon_role") or DEFAULT_ANON),
-                   schemas=schemas or ("public",))
+                   schemas=schemas or ("public",), archiver=ARCHIVER if archiving else None)
 
     def to_context(self) -> dict[str, str]:
         return {"admin": self.admin, "owner": self.owner, "authenticator": self.authenticator,
@@ -67,7 +71,8 @@ def digest(roles: Roles, dbname: str, secrets: Mapping[str, Secret], data_volume
     """What the roles made in one data volume depend on: when it changes, `ensure_sql` runs again."""
     values = [secrets[name].reveal() if name in secrets else "" for name in (OWNER_SECRET, AUTHENTICATOR_SECRET,
                                                                               ADMIN_SECRET)]
-    body = json.dumps([asdict(roles), dbname, data_volume, values])
+    named = {k: v for k, v in asdict(roles).items() if k != "archiver" or v is not None}
+    body = json.dumps([named, dbname, data_volume, values])
     return hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -138,6 +143,10 @@ def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume:
         f"ALTER ROLE {anon} {never} NOLOGIN;",
         f"ALTER ROLE {authn} {never} NOLOGIN;",
         f"ALTER ROLE {admin} PASSWORD {verifier(ADMIN_SECRET, roles.admin)};",
+        *([f"DO $provision$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(roles.archiver)}) "
+           f"THEN CREATE ROLE {quote_identifier(roles.archiver)} NOLOGIN; END IF; END $provision$;",
+           f"ALTER ROLE {quote_identifier(roles.archiver)} NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS "
+           f"NOINHERIT LOGIN REPLICATION PASSWORD NULL;"] if roles.archiver else []),
         # the authenticator may become the API roles and nothing else
         f"REVOKE {owner}, {admin} FROM {authr};",
         f"GRANT {anon}, {authn} TO {authr};",

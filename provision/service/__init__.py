@@ -26,6 +26,7 @@ from ..infra.hooks import Hooks
 from ..infra.report import Reporter
 from ..infra.shell import ShellCommand
 from ..state.records import ProjectRecord, StateStore
+from .archive import ArchiveVerbs
 from .data import DataVerbs
 from .engine import DEFAULT_LOCK_TIMEOUT, Engine, Operation
 from .fleet import Fleet
@@ -61,6 +62,7 @@ class Provisioner:
         self.engine.recover_pending = self.data.recover
         self.upgrades = Upgrades(self.engine, self.data)  # upgrade-db, --rollback, --finalize
         self.moves = Moves(self.engine, self.data)  # move, move --finalize
+        self.archive = ArchiveVerbs(self.engine, self.upgrades)  # backups (archives), restore --to-time
         self.reads = Reads(self.engine)
         self.planning = Planning(self.engine)
         self.fleet = Fleet(self.engine, self.reads)

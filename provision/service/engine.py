@@ -415,8 +415,9 @@ class Engine:
                decision: Plan, record: ProjectRecord) -> tuple[Endpoints, Handle]:
         """Apply and wait; on failure roll an update of a running stack back, or remove a failed create."""
         rollback_to = observed.applied_text if decision.action in (Action.UPDATE, Action.DRIFT) and observed.running else None
-        roles_sql = roles.ensure_sql(roles.Roles.of(target.spec.variables), str(target.spec.variables["db_name"]),
-                                     prepared.secrets, record.db_volume or DEFAULT_DB_VOLUME)
+        wanted = roles.Roles.of(target.spec.variables, archiving=target.spec.backup.continuous)
+        roles_sql = roles.ensure_sql(wanted, str(target.spec.variables["db_name"]), prepared.secrets,
+                                     record.db_volume or DEFAULT_DB_VOLUME)
         prepared = replace(prepared, roles_sql=Secret(roles_sql))  # the backend may hand it to the db container
         try:
             handle = self.backend.apply(target, observed, stack, prepared, decision)
@@ -449,7 +450,7 @@ class Engine:
         over the db container's socket, for a new stack (`fresh`) or when what they depend on changed (names,
         passwords, data volume: the record's digest); a stack made before them (its owner was that superuser) is migrated. Waits for a db that is
         still starting, up to health.timeout; any other failure is raised at once."""
-        wanted = roles.Roles.of(target.spec.variables)
+        wanted = roles.Roles.of(target.spec.variables, archiving=target.spec.backup.continuous)
         dbname = str(target.spec.variables["db_name"])
         digest = roles.digest(wanted, dbname, prepared.secrets, record.db_volume)
         if not fresh and record.roles == digest:

@@ -39,7 +39,7 @@ class Reads:
         target = self.engine.target(checkup.throwaway_name())
 
         def task_sql() -> tuple[str, str | None]:
-            wanted = roles.Roles.of(target.spec.variables)
+            wanted = roles.Roles.of(target.spec.variables, archiving=target.spec.backup.continuous)
             return roles.ensure_sql(wanted, str(target.spec.variables["db_name"]), generate_missing({})), wanted.admin
 
         backend = self.engine.backend

@@ -124,7 +124,7 @@ class Upgrades:
                 "volume_key": old_key, "volume": self.engine.capability(DataVolumes, old_target).find_volume(old_target, old_key) or old_key,
                 "new_image": target.images.db, "new_major": new_major, "new_volume_key": new_key,
                 "backup": str(made.path), "at": utc_now()}
-        self._record_upgrade(target, kept, db_volume=new_key)
+        self.record_kept(target, kept, db_volume=new_key)
         return kept, made
 
     def _resume_dump(self, target: Target, kept: dict[str, Any]) -> backups.Backup:
@@ -144,7 +144,7 @@ class Upgrades:
         _, _, access = self.data.running_db(old_target)
         made = self.data.dump(old_target, access, label=f"before-upgrade-to-{kept['new_major']}")
         kept["backup"] = str(made.path)
-        self._record_upgrade(target, kept)
+        self.record_kept(target, kept)
         return made
 
     def _switch(self, target: Target, kept: dict[str, Any], made: backups.Backup, op: Operation, *,
@@ -172,7 +172,7 @@ class Upgrades:
         except ProvisionError as exc:
             engine.reporter.step(project, f"the upgrade failed: returning to PostgreSQL {old_major}")
             try:
-                self._return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
+                self.return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
             except Interrupted:
                 raise
             except ProvisionError as back:
@@ -182,7 +182,7 @@ class Upgrades:
             raise with_note(exc, f"{project!r} runs PostgreSQL {old_major} again on its old data ({kept['image']}); "
                                  f"nothing was lost.") from exc
         downtime = time.monotonic() - down_since
-        self._record_upgrade(target, {**kept, "state": states.DONE, "at": utc_now()})
+        self.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
         return downtime
 
     def rollback(self, project: str, *, yes: bool = False, backup: bool = True) -> ProjectResult:
@@ -210,7 +210,7 @@ class Upgrades:
                                          "saved (a pg_dump older than the server?); install a client of the "
                                          "server's version, or roll back without it: --no-backup") from exc
             op.changed = True
-            self._return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
+            self.return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
         return self.engine.result(target, "upgrade-db --rollback", "running", op, [
             f"back on PostgreSQL {kept['major']} ({kept['image']}) with the data kept before the upgrade",
             f"what was written since the upgrade is in {since.path}" if since else
@@ -229,7 +229,7 @@ class Upgrades:
             unfinished = states.unfinished(target, kept)
             if unfinished is not None:
                 raise ProjectConflict(unfinished)
-            self._record_upgrade(target, {**kept, "state": states.FINALIZING})
+            self.record_kept(target, {**kept, "state": states.FINALIZING})
             op.changed = True
             self.data.pause("finalizing")
             try:
@@ -237,7 +237,7 @@ class Upgrades:
                 done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
             except NotSupported as exc:
                 dropped, done = None, f"{exc}: the volume {kept['volume']} stays"
-            self._record_upgrade(target, {})
+            self.record_kept(target, {})
         return self.engine.result(target, "upgrade-db --finalize", "running", op,
                             [done, f"the backup {kept.get('backup')} stays"], {"deleted_volume": dropped})
 
@@ -247,7 +247,7 @@ class Upgrades:
             raise ProvisionError(f"{target.project!r} in env {target.env!r} has no data kept by an upgrade")
         return kept
 
-    def _record_upgrade(self, target: Target, kept: dict[str, Any], **changes: Any) -> None:
+    def record_kept(self, target: Target, kept: dict[str, Any], **changes: Any) -> None:
         """Write the upgrade's facts (and `changes`) to the record, before the step they announce."""
         engine = self.engine
         record = engine.record(target.project)
@@ -265,7 +265,7 @@ class Upgrades:
         except ProvisionError:
             return None
 
-    def _return_to_kept(self, old_target: Target, kept: dict[str, Any]) -> None:
+    def return_to_kept(self, old_target: Target, kept: dict[str, Any]) -> None:
         """Move the stack back to the kept volume and the old image (the lock is held), then delete the upgrade's new
         volume where the backend can (Coolify keeps it with the service). Recorded first (`rolling back`), so a
         killed run is finished by --rollback; then the record forgets the upgrade."""
@@ -274,7 +274,7 @@ class Upgrades:
             raise ProjectConflict(f"the PostgreSQL {kept['major']} volume {kept['volume']} that upgrade-db kept for "
                                   f"{old_target.project!r} is gone: nothing to return to, nothing was changed "
                                   f"({states.command(old_target, '--finalize', '--yes')} forgets it)")
-        self._record_upgrade(old_target, {**kept, "state": states.ROLLING_BACK}, db_volume=str(kept["volume_key"]))
+        self.record_kept(old_target, {**kept, "state": states.ROLLING_BACK}, db_volume=str(kept["volume_key"]))
         self.data.pause("rolling-back")
         engine.converge(old_target, Operation("rollback"), major_change=True)
         self.data.pause("dropping-new")
@@ -282,5 +282,5 @@ class Upgrades:
         if new_key and new_key != kept["volume_key"]:
             with contextlib.suppress(NotSupported):
                 engine.capability(DroppingVolumes, old_target).drop_kept(old_target, new_key)
-        self._record_upgrade(old_target, {})
+        self.record_kept(old_target, {})
 

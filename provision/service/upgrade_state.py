@@ -13,6 +13,8 @@ from ..state.records import ProjectRecord
 
 # the states of an upgrade-db in the record's kept_data (see upgrade.Upgrades.upgrade)
 SWITCHING, DONE, ROLLING_BACK, FINALIZING = "switching", "done", "rolling back", "finalizing"
+# kept_data["kind"] of a point-in-time restore (service/archive.py), which keeps the old volume the same way
+PITR = "restore"
 
 
 def unfinished_upgrade(target: Target, record: ProjectRecord | None) -> str | None:
@@ -25,6 +27,11 @@ def unfinished_upgrade(target: Target, record: ProjectRecord | None) -> str | No
 def unfinished(target: Target, kept: dict[str, Any]) -> str | None:
     """The sentence of `unfinished_upgrade` for the upgrade facts `kept`."""
     where = f"{target.project!r} in env {target.env!r}"
+    if kept.get("kind") == PITR and kept["state"] in (SWITCHING, ROLLING_BACK):
+        restore = hints.command("restore", "--rollback", "--yes", env=target.env, project=target.project)
+        return (f"{where}: a restore --to-time did not finish (its stack may be between the volume {kept['volume']} "
+                f"and the restored one, key {kept['new_volume_key']}); nothing was changed. {restore} returns to "
+                f"the data as it was before")
     if kept["state"] == SWITCHING:
         return (f"{where}: an upgrade-db from PostgreSQL {kept['major']} to {kept['new_major']} did not finish (its "
                 f"stack may be between the old volume {kept['volume']} and the new one, key "

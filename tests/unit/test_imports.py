@@ -25,13 +25,16 @@ LAYERS = {
     "provision.cli": "entry",
     "provision.http": "entry",
     "provision.service": "service",
+    "provision.service.archive": "service",
     "provision.backends": "backend core",
     "provision.backends.base": "backend core",
     "provision.backends.local": "backends",
+    "provision.backends.local.archives": "backends",
     "provision.backends.coolify": "backends",
     "provision.state": "state",
     "provision.infra": "infra",
     "provision.core": "core",
+    "provision.core.archiving": "core",
 }
 _LOWER = {"state", "infra", "backend core", "core"}
 #: What each layer may import: entry points reach a backend through the registry only; the service reaches the

@@ -18,6 +18,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ...core import names
+from ...core.archiving import ArchiveFacts, Restored, RestoreRequest
 from ...core.config import EnvConfig
 from ...core.errors import (
     CommandFailed,
@@ -55,7 +56,7 @@ from ...infra.fsutil import atomic_write, env_file_text
 from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
 from ...state.layout import BackendFiles
 from ..base import Adopted, Backend
-from . import ownership
+from . import archives, ownership
 from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
 from .engine import DockerClientFactory, Engine, docker_from_env, sdk_errors
@@ -513,6 +514,12 @@ class LocalBackend:
             raise ProvisionError(f"volume key {volume_key!r} is the one the stack of {target.project!r} in env "
                                  f"{target.env!r} mounts: it is not deleted")
         return data.remove(volume_key)
+
+    def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        return archives.facts(self.engine, self._data(target), target, observed, lineage)
+
+    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest) -> Restored:
+        return archives.restore_into(self.engine, self._data(target), target, volume_key, request)
 
     def adopt(self, target: Target) -> Adopted:
         """Take over the project's compose project made by another checkout (another owner id), by an earlier

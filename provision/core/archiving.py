@@ -1,0 +1,354 @@
+"""Continuous archiving (point-in-time recovery), the pure part: the `backup:` settings of an env file, the archive
+facts the archiver writes (status.json, each base backup's backup_info) read into a window and a health, the time a
+restore is asked for, and which base backup a restore starts from. Nothing here touches Docker.
+
+The archiver itself is a POSIX sh loop in the project's stack (templates/archiver.sh): pg_receivewal streams WAL
+through a physical replication slot into the repository volume, pg_basebackup takes a base backup every
+`base_every`, and status.json says how far the archive reaches (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from .resources import parse_size, show_size
+
+# the repository volume's compose key, the socket volume's, and where the archiver mounts the repository
+REPOSITORY_VOLUME = "pgarchive"
+SOCKET_VOLUME = "pgsocket"
+REPOSITORY_PATH = "/repo"
+# the replication role the archiver logs in as (LOGIN REPLICATION, nothing else; docs/security.md)
+ARCHIVER_ROLE = "provision_archiver"
+SLOT = "provision_archiver"
+# the archiver's command: as root only to hand the repository to the postgres user (whose files a restore's postgres
+# reads), then the script (its ARCHIVER_SCRIPT variable) as postgres, with gosu (Debian images), su-exec (Alpine) or
+# setpriv (util-linux)
+START = (f"mkdir -p {REPOSITORY_PATH} && find {REPOSITORY_PATH} ! -user postgres -exec chown postgres:postgres {{}} + "
+         f"&& for t in gosu su-exec; do command -v $t >/dev/null && exec $t postgres sh -c 'eval \"$ARCHIVER_SCRIPT\"'; "
+         f"done; exec setpriv --reuid=postgres --regid=postgres --init-groups sh -c 'eval \"$ARCHIVER_SCRIPT\"'")
+POLL_SECONDS = 5  # the archiver writes status.json this often
+STALE_AFTER = 4 * POLL_SECONDS  # a status.json older than this: the archiver is not writing it (stale)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_KEYS = ("continuous", "retention", "base_every", "max_lag", "max_slot_wal_keep_size", "repository")
+
+
+def parse_duration(value: object) -> float:
+    """Seconds in a duration such as 60s, 10m, 24h, 7d, 2w (a bare number is seconds); ValueError otherwise."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration such as 60s, 10m, 24h or 7d")
+    found = _DURATION.match(str(value))
+    if found is None:
+        raise ValueError(f"{value!r} is not a duration such as 60s, 10m, 24h or 7d")
+    return float(found.group(1)) * _UNITS[found.group(2) or "s"]
+
+
+def show_duration(seconds: float) -> str:
+    """7d, 24h, 10m, 60s, 1.5s: the largest whole unit."""
+    for unit in ("w", "d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+@dataclass(frozen=True)
+class BackupSettings:
+    """A project's `backup:` block (the env's, a project's own keys laid over it)."""
+
+    continuous: bool = False
+    retention: float = 7 * 86400  # seconds of history kept recoverable
+    base_every: float = 86400  # seconds between base backups
+    max_lag: float = 60.0  # seconds: `backups --check`'s objective
+    max_slot_wal_keep_size: int = 1024**3  # bytes of WAL the slot may hold back (a dead archiver's ceiling)
+
+    @property
+    def slot_keep_setting(self) -> str:
+        """max_slot_wal_keep_size as PostgreSQL reads it (MB)."""
+        return f"{max(1, self.max_slot_wal_keep_size // 1024**2)}MB"
+
+    def to_context(self) -> dict[str, Any]:
+        return {"continuous": self.continuous, "retention": int(self.retention), "base_every": int(self.base_every),
+                "max_lag": self.max_lag, "max_slot_wal_keep_size": show_size(self.max_slot_wal_keep_size)}
+
+
+DEFAULT_BACKUP = BackupSettings()
+
+
+def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup",)) -> BackupSettings:
+    """The settings of `layers` (env first, then a project's own), each key checked; ValueError naming the key
+    (`<where>.<key>: ...`, `where` the layer's name in the env file) of the first problem."""
+    values: dict[str, Any] = {}
+    for index, layer in enumerate(layers):
+        name = where[min(index, len(where) - 1)]
+        if not isinstance(layer, Mapping):
+            raise ValueError(f"{name}: must be a mapping such as {{continuous: true, retention: 7d}}")
+        for key, value in layer.items():
+            if key not in _KEYS:
+                raise ValueError(f"{name}.{key}: unknown key: it is one of {', '.join(_KEYS)}")
+            values[key] = (name, value)
+    settings: dict[str, Any] = {}
+    for key, (name, value) in values.items():
+        try:
+            settings[key] = _setting(key, value)
+        except ValueError as exc:
+            raise ValueError(f"{name}.{key}: {exc}") from None
+    settings.pop("repository", None)
+    made = BackupSettings(**settings)
+    if made.base_every > made.retention:
+        name = values.get("base_every", values.get("retention", ("backup", None)))[0]
+        raise ValueError(f"{name}.base_every: {show_duration(made.base_every)} is longer than retention "
+                         f"{show_duration(made.retention)}: a base backup at least once per retention window")
+    return made
+
+
+def _setting(key: str, value: object) -> object:
+    if key == "continuous":
+        if not isinstance(value, bool):
+            raise ValueError(f"{value!r} is not true or false")
+        return value
+    if key == "repository":
+        if value != "volume":
+            raise ValueError(f"{value!r} is not a repository this version can write: only 'volume' (the default: a "
+                             f"volume on the engine's host, kept by destroy unless --delete-data); an S3-compatible "
+                             f"store is not built yet (issue 22, a later slice)")
+        return value
+    if key == "max_slot_wal_keep_size":
+        size = parse_size(value)
+        if size < 64 * 1024**2:
+            raise ValueError(f"{value!r} is under 64M: the slot would drop WAL the archiver still needs")
+        return size
+    seconds = parse_duration(value)
+    if seconds <= 0 or (key == "base_every" and seconds < 60):
+        raise ValueError(f"{value!r} is too short" + (" (at least 60s between base backups)" if key == "base_every"
+                                                       else ""))
+    return seconds
+
+
+# --- time -------------------------------------------------------------------------------------------------------
+_RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)(s|m|h|d|w)$")
+
+
+def parse_time(spec: str, now: datetime) -> datetime | None:
+    """The moment `--to-time` names, in UTC: an ISO time with a zone (`2026-12-08T14:03:00Z`, `+02:00`), a time
+    before `now` (`-10m`, `-90s`, `-2h`), or None for `latest`. ValueError saying what is accepted otherwise."""
+    text = spec.strip()
+    if text == "latest":
+        return None
+    relative = _RELATIVE.match(text)
+    if relative:
+        return now - timedelta(seconds=float(relative.group(1)) * _UNITS[relative.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"{spec!r} is not a time: give an ISO time with its zone (2026-12-08T14:03:00Z), a time "
+                         f"ago (-10m, -90s, -2h), or latest")
+    return moment.astimezone(UTC)
+
+
+def iso(moment: datetime | None) -> str | None:
+    """`moment` in UTC as ISO text with microseconds (what recovery_target_time and the JSON output carry)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z") if moment else None
+
+
+def pg_time(moment: datetime | None) -> str:
+    """`moment` as recovery_target_time takes it (`2026-12-08 14:03:00.000000+00`); empty for None."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f+00") if moment else ""
+
+
+def _moment(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        found = datetime.fromisoformat(str(value).strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return found if found.tzinfo else found.replace(tzinfo=UTC)
+
+
+# --- what the repository holds ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BaseBackup:
+    """One complete base backup of the repository (`base/<name>/` with its backup_info)."""
+
+    name: str
+    start: datetime
+    end: datetime  # the database is consistent from here on: the earliest moment it restores to
+    start_lsn: str
+    end_lsn: str
+    start_wal: str
+    timeline: int
+
+    @classmethod
+    def parse(cls, name: str, text: str) -> BaseBackup | None:
+        """A backup_info's `key=value` lines; None for an incomplete or unreadable one (a base that died
+        midway never wrote `end_time`)."""
+        found = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        start, end = _moment(found.get("start_time")), _moment(found.get("end_time"))
+        if start is None or end is None or not found.get("start_wal"):
+            return None
+        return cls(name=name, start=start, end=end, start_lsn=found.get("start_lsn", ""),
+                   end_lsn=found.get("end_lsn", ""), start_wal=found["start_wal"],
+                   timeline=int(found.get("timeline", "1") or 1))
+
+
+@dataclass(frozen=True)
+class ArchiveFacts:
+    """What a backend read of a project's archive: the archiver's status.json (text, None when absent), each
+    base backup's backup_info text by name, whether the archiver container runs, and the lineage (the data
+    volume's compose key) the archive belongs to."""
+
+    lineage: str
+    running: bool
+    status_text: str | None
+    infos: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Window:
+    earliest: datetime
+    latest: datetime
+
+
+@dataclass(frozen=True)
+class ArchiveStatus:
+    """A project's archive as `backups` shows it: window, last base, lag, size, error, and a health (ok, stale,
+    failed, off) with its reason."""
+
+    lineage: str
+    health: str
+    reason: str
+    window: Window | None
+    bases: tuple[BaseBackup, ...]
+    lag_bytes: int | None
+    lag_seconds: float | None
+    size_bytes: int | None
+    error: str | None
+    updated: datetime | None
+
+    @property
+    def last_base(self) -> BaseBackup | None:
+        return self.bases[-1] if self.bases else None
+
+    def to_dict(self) -> dict[str, Any]:
+        base = self.last_base
+        return {"lineage": self.lineage, "health": self.health, "reason": self.reason,
+                "earliest": iso(self.window.earliest) if self.window else None,
+                "latest": iso(self.window.latest) if self.window else None,
+                "last_base": {"name": base.name, "start": iso(base.start), "end": iso(base.end)} if base else None,
+                "bases": len(self.bases), "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
+                "size_bytes": self.size_bytes, "error": self.error, "updated": iso(self.updated)}
+
+
+def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
+    """The archive's window and health, never a false ok: failed when the archiver does not run or reports an
+    error, or has no complete base backup; stale when its status.json is older than STALE_AFTER seconds or the
+    archive lags more than `max_lag`; ok otherwise."""
+    bases = tuple(sorted((b for n, t in facts.infos.items() if (b := BaseBackup.parse(n, t)) is not None),
+                         key=lambda b: b.end))
+    status: dict[str, Any] = {}
+    if facts.status_text:
+        try:
+            loaded = json.loads(facts.status_text)
+            status = loaded if isinstance(loaded, dict) else {}
+        except ValueError:
+            status = {}
+    latest = _moment(status.get("latest_recoverable"))
+    updated = _moment(status.get("updated"))
+    error = str(status.get("last_error") or "") or None
+    lag_bytes = _number(status.get("lag_bytes"))
+    lag_seconds = _number(status.get("lag_seconds"))
+    window = Window(bases[0].end, latest) if bases and latest is not None and latest >= bases[0].end else None
+    health, reason = "ok", "archiving"
+    age = (now - updated).total_seconds() if updated else None
+    if not facts.running:
+        health, reason = "failed", "the archiver container is not running"
+    elif facts.status_text is None or updated is None:
+        health, reason = "failed", "the archiver has written no status yet"
+    elif error and status.get("streaming") is not True:
+        health, reason = "failed", f"the archiver reports: {error}"
+    elif age is not None and age > STALE_AFTER:
+        health, reason = "stale", f"the archiver's status is {age:.0f} s old (it writes it every {POLL_SECONDS} s)"
+    elif not bases:
+        health, reason = "failed", "no complete base backup yet"
+    elif lag_seconds is not None and lag_seconds > settings.max_lag:
+        health, reason = "stale", (f"the archive lags {lag_seconds:.0f} s behind the database "
+                                   f"(max_lag {show_duration(settings.max_lag)})")
+    elif window is None:
+        health, reason = "stale", "the archive has not yet reached the newest base backup's end"
+    return ArchiveStatus(lineage=facts.lineage, health=health, reason=reason, window=window, bases=bases,
+                         lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
+                         size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
+                         error=error, updated=updated)
+
+
+def _number(value: object) -> float | None:
+    try:
+        return float(str(value)) if value not in (None, "") else None
+    except ValueError:
+        return None
+
+
+# --- planning a restore -----------------------------------------------------------------------------------------
+def refusal(target: datetime | None, status: ArchiveStatus) -> str | None:
+    """Why a restore to `target` (None: latest) cannot be done from this archive, naming the window; None when it
+    can."""
+    if status.window is None:
+        return (f"the archive has no recoverable window yet ({status.reason}); nothing was changed")
+    earliest, latest = iso(status.window.earliest), iso(status.window.latest)
+    if target is not None and not status.window.earliest <= target <= status.window.latest:
+        when = "before" if target < status.window.earliest else "after"
+        return (f"{iso(target)} is {when} the recoverable window {earliest} .. {latest}; nothing was changed")
+    return None
+
+
+def base_for(target: datetime | None, bases: Sequence[BaseBackup]) -> BaseBackup | None:
+    """The newest base backup that ends at or before `target` (None: the newest of all): where its restore
+    starts, with the least WAL to replay."""
+    usable = [b for b in bases if target is None or b.end <= target]
+    return max(usable, key=lambda b: b.end) if usable else None
+
+
+def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> list[BaseBackup]:
+    """The base backups retention keeps (what the archiver's sh loop applies, in Python for its tests): every
+    base that ended within the window, plus the newest one before it (which the window's start needs); always
+    the newest base."""
+    ordered = sorted(bases, key=lambda b: b.end)
+    cutoff = now - timedelta(seconds=retention)
+    inside = [b for b in ordered if b.end >= cutoff]
+    before = [b for b in ordered if b.end < cutoff]
+    kept = ([before[-1]] if before else []) + inside
+    return kept or ordered[-1:]
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """A point-in-time restore into a new data volume: from `base` of `lineage`, replaying the archive up to
+    `target` (None: all of it), on `image`; `admin` and `dbname` to check it with, `mark_sql` to mark the database
+    with its new volume (roles.VOLUME_MARK), within `timeout` seconds of recovery."""
+
+    lineage: str
+    base: str
+    target: datetime | None
+    image: str
+    admin: str
+    dbname: str
+    mark_sql: str
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class Restored:
+    """What a restore made: the volume, how recovery ended (`target`: stopped at the target; `end`: replayed the
+    whole archive, which holds no commit after the target), the restored row counts, recovery's own log lines."""
+
+    volume: str
+    reached: str
+    row_counts: Mapping[str, int]
+    log: tuple[str, ...] = ()
+    duration: float = 0.0

@@ -1,0 +1,247 @@
+"""Continuous archiving's verbs: `backups` (each project's recoverable window and backup health, `--check`) and
+`restore --to-time` with its `--rollback` and `--finalize`.
+
+A point-in-time restore never writes the project's data volume: the backend restores the archive into a NEW volume
+with a one-off container (recovery to the target, promotion, row counts), then the stack moves to it the way
+upgrade-db moves to a new major (the record's kept_data, kind `restore`; Upgrades.return_to_kept and record_kept),
+and the old volume is kept until --finalize, --rollback returning to it. A target outside the recoverable window is
+refused before anything changes, naming the window."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from ..backends.base import Archives, DataVolumes, DroppingVolumes
+from ..core import archiving, roles
+from ..core.archiving import ArchiveStatus, RestoreRequest
+from ..core.errors import (
+    ConfigError,
+    ConfirmationRequired,
+    Interrupted,
+    NotSupported,
+    ProjectConflict,
+    ProvisionError,
+    with_note,
+)
+from ..core.model import Target
+from ..core.render import DEFAULT_DB_VOLUME
+from ..core.results import ProjectResult
+from ..infra import hints
+from ..infra.clock import utc_now, utc_stamp
+from ..infra.database import quote_identifier
+from . import upgrade_state as states
+from .engine import Engine
+from .upgrade import Upgrades
+
+
+class OutsideWindow(ConfigError):
+    """A restore target the archive cannot reach: refused before anything changed."""
+
+
+@dataclass(frozen=True)
+class ProjectArchive:
+    """One project's line of `backups`: its archive status, None where continuous archiving is off."""
+
+    project: str
+    status: ArchiveStatus | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"project": self.project, "continuous": self.status is not None,
+                **(self.status.to_dict() if self.status is not None else {})}
+
+
+class ArchiveVerbs:
+    """backups and restore --to-time for one env on `engine`; the volume switch is `upgrades`'."""
+
+    def __init__(self, engine: Engine, upgrades: Upgrades,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.engine = engine
+        self.upgrades = upgrades
+        self.now = now
+
+    # --- reading --------------------------------------------------------------------------------------------
+    def status(self, project: str) -> ProjectArchive:
+        """The project's archive as it is now (NotSupported where the backend cannot read it); None when
+        continuous archiving is off for it."""
+        target = self.engine.known_target(project)
+        if not target.spec.backup.continuous:
+            return ProjectArchive(project, None)
+        return ProjectArchive(project, self._read(target))
+
+    def listing(self, project: str | None = None) -> list[ProjectArchive]:
+        """`status` of `project`, or of every project of the env (declared or recorded) with archiving on."""
+        if project is not None:
+            return [self.status(project)]
+        found = {p.name for p in self.engine.config.projects} | set(self.engine.records())
+        targets = [self.engine.target(name) for name in sorted(found)]
+        return [ProjectArchive(t.project, self._read(t)) for t in targets if t.spec.backup.continuous]
+
+    def _read(self, target: Target) -> ArchiveStatus:
+        archives = self.engine.capability(Archives, target)
+        record = self.engine.record(target.project)
+        observed = self.engine.observe(target, record)
+        lineage = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+        return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, self.now())
+
+    # --- restore to a point in time ---------------------------------------------------------------------------
+    def restore(self, project: str, to_time: str, *, yes: bool = False) -> ProjectResult:
+        """Restore the project to `to_time` (ISO with a zone, `-10m`, `latest`) into a new data volume, verified
+        (PostgreSQL promoted there, row counts read), then switch the stack to it; the old volume is kept until
+        --finalize. Refused, before anything changes, outside the recoverable window."""
+        engine = self.engine
+        try:
+            moment = archiving.parse_time(to_time, self.now())
+        except ValueError as exc:
+            raise ConfigError(f"--to-time: {exc}") from None
+        target = engine.known_target(project)
+        if not target.spec.backup.continuous:
+            raise ConfigError(f"{project!r} in env {target.env!r} has no continuous archive to restore from: set "
+                              f"{target.spec.key('backup.continuous')}: true in {engine.config.relpath} (restore "
+                              f"--from restores a dump)")
+        archives = engine.capability(Archives, target)
+        self._refuse_outside(target, moment)  # first: a target it cannot reach is said even without --yes
+        if not yes:
+            raise ConfirmationRequired(f"restore --to-time restores {project!r} in env {target.env!r} to "
+                                       f"{archiving.iso(moment) or 'the latest archived moment'} in a new data volume "
+                                       f"and switches the project to it (the current volume is kept until "
+                                       f"--finalize): add --yes to confirm")
+        with engine.operation(target, "restore --to-time", shared=True) as op:
+            record = engine.record(project)
+            kept = states.upgrade_facts(record)
+            if kept is not None:
+                raise ProjectConflict(states.unfinished(target, kept) or (
+                    f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
+                    f"volume {kept['volume']}: {self._command(target, '--finalize', '--yes')} deletes it "
+                    f"(--rollback --yes returns to it) before another restore"))
+            status = self._refuse_outside(target, moment)
+            base = archiving.base_for(moment, status.bases)
+            if base is None:  # refusal() said the window; a base ends at or before any moment in it
+                raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
+            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+            new_key = f"{DEFAULT_DB_VOLUME}_pitr_{utc_stamp().lower()}"
+            wanted = roles.Roles.of(target.spec.variables)
+            dbname = str(target.spec.variables["db_name"])
+            request = RestoreRequest(
+                lineage=old_key, base=base.name, target=moment, image=target.images.db, admin=wanted.admin,
+                dbname=dbname, mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS "
+                                        f"'{roles.VOLUME_MARK}{new_key}'",
+                timeout=max(600.0, engine.config.health.timeout))
+            op.changed = True
+            engine.reporter.step(project, f"restoring base backup {base.name} and the archive up to "
+                                          f"{archiving.iso(moment) or 'its end'} into a new volume ({new_key})")
+            try:
+                restored = archives.restore_archive(target, new_key, request)
+            except ProvisionError as exc:
+                self._drop(target, new_key)
+                if isinstance(exc, Interrupted):
+                    raise
+                raise with_note(exc, f"{project!r} still runs on its own data; nothing was changed.") from exc
+            except BaseException:
+                self._drop(target, new_key)  # no volume the record does not know of is left behind
+                raise
+            counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
+            engine.reporter.step(project, f"restored ({restored.duration:.1f} s): PostgreSQL recovered and was "
+                                          f"promoted; rows: {counts}")
+            major = engine.image_majors.get(target.images.db)
+            kept = {"state": states.SWITCHING, "kind": states.PITR, "label": "pitr", "image": target.images.db,
+                    "major": major, "new_major": major, "volume_key": old_key,
+                    "volume": engine.capability(DataVolumes, target).find_volume(target, old_key) or old_key,
+                    "new_image": target.images.db, "new_volume_key": new_key, "backup": "",
+                    "to_time": archiving.iso(moment), "at": utc_now()}
+            self.upgrades.record_kept(target, kept, db_volume=new_key)
+            try:
+                engine.converge(target, op, major_change=True)
+            except Interrupted:
+                raise
+            except ProvisionError as exc:
+                engine.reporter.step(project, "the restored data did not start: returning to the data before")
+                try:
+                    self.upgrades.return_to_kept(target, kept)
+                except Interrupted:
+                    raise
+                except ProvisionError as back:
+                    raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
+                                         f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
+                                         f"again") from exc
+                raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
+            op.action = "restore --to-time"
+            self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        reached = ("the archive holds no commit after the target: all of it was replayed"
+                   if restored.reached == "end" and moment is not None else
+                   f"recovery stopped at {archiving.iso(moment)}" if moment is not None else "all of the archive")
+        messages = [f"restored {project!r} to {archiving.iso(moment) or 'the latest archived moment'} ({reached}); "
+                    f"rows: {counts}",
+                    f"the data before the restore is kept as it was in volume {kept['volume']}: "
+                    f"{self._command(target, '--finalize', '--yes')} deletes it, --rollback --yes returns to it"]
+        return engine.result(target, "restore --to-time", "running", op, messages, {
+            "to_time": archiving.iso(moment), "base": base.name, "reached": restored.reached,
+            "volume": restored.volume, "kept_volume": kept["volume"], "row_counts": dict(restored.row_counts),
+            "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
+
+    def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
+        """Return to the data a restore --to-time kept (what was written since the restore is left in the restored
+        volume, which is deleted)."""
+        if not yes:
+            raise ConfirmationRequired(f"restore --rollback returns {project!r} to the data it had before its "
+                                       f"restore --to-time; what was written since is deleted: add --yes")
+        engine = self.engine
+        target = engine.known_target(project)
+        with engine.operation(target, "restore --rollback", shared=True) as op:
+            kept = self._kept(target)
+            if kept["state"] == states.FINALIZING:
+                raise ProjectConflict(f"{project!r}: a restore --finalize did not finish, so the kept volume "
+                                      f"{kept['volume']} may be gone: {self._command(target, '--finalize', '--yes')}")
+            op.changed = True
+            self.upgrades.return_to_kept(target, kept)
+        return engine.result(target, "restore --rollback", "running", op,
+                             [f"back on the data as it was before the restore (volume {kept['volume']})"],
+                             {"volume": kept["volume"]})
+
+    def finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
+        """Delete the data a restore --to-time kept (the volume from before it)."""
+        if not yes:
+            raise ConfirmationRequired(f"restore --finalize deletes the data {project!r} had before its restore "
+                                       f"--to-time: add --yes to confirm")
+        engine = self.engine
+        target = engine.known_target(project)
+        with engine.operation(target, "restore --finalize", shared=True) as op:
+            kept = self._kept(target)
+            if kept["state"] not in (states.DONE, states.FINALIZING):
+                raise ProjectConflict(states.unfinished(target, kept) or f"{project!r}: nothing to finalize")
+            self.upgrades.record_kept(target, {**kept, "state": states.FINALIZING})
+            op.changed = True
+            dropped = self._drop(target, str(kept["volume_key"]))
+            self.upgrades.record_kept(target, {})
+        done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
+        return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
+
+    # --- helpers ------------------------------------------------------------------------------------------------
+    def _refuse_outside(self, target: Target, moment: datetime | None) -> ArchiveStatus:
+        status = self._read(target)
+        refused = archiving.refusal(moment, status)
+        if refused is not None:
+            raise OutsideWindow(f"restore --to-time of {target.project!r} in env {target.env!r}: {refused}")
+        return status
+
+    def _kept(self, target: Target) -> dict[str, object]:
+        kept = states.upgrade_facts(self.engine.record(target.project))
+        if kept is None or kept.get("kind") != states.PITR:
+            raise ProvisionError(f"{target.project!r} in env {target.env!r} keeps no data of a restore --to-time")
+        return kept
+
+    def _drop(self, target: Target, volume_key: str) -> str | None:
+        with contextlib.suppress(NotSupported):
+            return self.engine.capability(DroppingVolumes, target).drop_kept(target, volume_key)
+        return None
+
+    @staticmethod
+    def _command(target: Target, *flags: str) -> str:
+        return hints.command("restore", *flags, env=target.env, project=target.project)
+
+
+def failing(archives: list[ProjectArchive]) -> list[ProjectArchive]:
+    """The projects `backups --check` fails on: archiving on and health not ok."""
+    return [a for a in archives if a.status is not None and a.status.health != "ok"]

@@ -1,0 +1,109 @@
+# provision's archiver (docs/architecture.md, continuous archiving): runs in the project's stack on the db image,
+# as a POSIX sh loop. It connects over the db's unix socket (a volume both mount) as a LOGIN REPLICATION role.
+#   pg_receivewal --synchronous through a physical slot streams WAL into $ARCHIVE_DIR/wal (restarted when it dies,
+#     its error recorded); the db's max_slot_wal_keep_size bounds what the slot holds back when this is down.
+#   pg_basebackup -Ft -z -X none (WAL comes from the archive) into $ARCHIVE_DIR/base/<UTC stamp>/ at first start and
+#     whenever the newest base is older than $BASE_EVERY seconds; backup_info is written once its end is archived.
+#   retention: every base that ended within $RETENTION seconds plus the newest one before, and the WAL from the
+#     oldest kept base's start WAL on (pg_archivecleanup).
+#   $ARCHIVE_DIR/status.json, atomically, every $POLL seconds: latest_recoverable is the now() of the last poll
+#     whose pg_current_wal_lsn() the slot's flushed position has reached.
+set -u
+D="$ARCHIVE_DIR"
+mkdir -p "$D/wal" "$D/base" || exit 1
+rm -rf "$D/base/".tmp-* 2>/dev/null
+rpid=""; bpid=""; err=""; prev_t=""; prev_lsn=""; latest=""; latest_epoch=""; size=""; n=0; streaming=false
+trap 'kill $rpid $bpid 2>/dev/null; exit 0' TERM INT
+note() { err=$(printf '%s' "$*" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-300); echo "archiver: $err" >&2; }
+q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
+newest_base() { ls "$D/base" 2>/dev/null | grep -v '^\.' | grep -v '^tmp-' | sort | tail -n 1; }
+info() { sed -n "s/^$2=//p" "$D/base/$1/backup_info" 2>/dev/null; }
+
+start_receiver() {
+  if ! pg_receivewal --create-slot --if-not-exists -S "$SLOT" 2>"$D/.receiver.log"; then
+    note "creating slot $SLOT: $(tail -n 1 "$D/.receiver.log")"; return 1
+  fi
+  pg_receivewal --synchronous -n -S "$SLOT" -D "$D/wal" 2>>"$D/.receiver.log" &
+  rpid=$!
+}
+
+take_base() {
+  name=$(date -u +%Y%m%dT%H%M%SZ); tmp="$D/base/tmp-$name"; log="$D/.base.log"
+  start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  if ! pg_basebackup -D "$tmp" -Ft -z -X none -c fast -v 2>"$log"; then
+    echo "base_error=$(grep -i error "$log" | tail -n 1 | tr -d '"\\')" > "$D/.base_error"; rm -rf "$tmp"; return 1
+  fi
+  label=$(tar -xzOf "$tmp/base.tar.gz" backup_label 2>/dev/null)
+  slsn=$(printf '%s\n' "$label" | sed -n 's/^START WAL LOCATION: \([0-9A-F/]*\) (file \([0-9A-F]*\)).*/\1/p')
+  swal=$(printf '%s\n' "$label" | sed -n 's/^START WAL LOCATION: [0-9A-F/]* (file \([0-9A-F]*\)).*/\1/p')
+  tli=$(printf '%s\n' "$label" | sed -n 's/^START TIMELINE: \([0-9]*\).*/\1/p')
+  elsn=$(tr -d ' \n' < "$tmp/backup_manifest" | sed -n 's/.*"End-LSN":"\([0-9A-F/]*\)".*/\1/p')
+  if [ -z "$slsn" ] || [ -z "$swal" ] || [ -z "$elsn" ]; then
+    echo "base_error=no WAL range in backup_label/backup_manifest" > "$D/.base_error"; rm -rf "$tmp"; return 1
+  fi
+  i=0  # complete once its end is in the archive: the slot's flushed position has passed it
+  until [ "$(q -c "SELECT restart_lsn >= '$elsn'::pg_lsn FROM pg_replication_slots WHERE slot_name = '$SLOT'")" = t ]; do
+    i=$((i + 1)); [ $i -gt 120 ] && { echo "base_error=end $elsn never archived" > "$D/.base_error"; rm -rf "$tmp"; return 1; }
+    sleep 1
+  done
+  e=$(( $(date +%s) + 1 ))  # rounded up: the earliest second the base restores to is after its end
+  printf 'start_time=%s\nend_time=%s\nend_epoch=%s\nstart_lsn=%s\nend_lsn=%s\nstart_wal=%s\ntimeline=%s\n' \
+    "$start" "$(date -u -d "@$e" +%Y-%m-%dT%H:%M:%SZ)" "$e" "$slsn" "$elsn" "$swal" "$tli" > "$tmp/backup_info"
+  rm -f "$D/.base_error"
+  mv "$tmp" "$D/base/$name"
+}
+
+retention() {
+  cutoff=$(( $(date +%s) - RETENTION )); keep=""
+  for b in $(ls "$D/base" | grep -v '^tmp-' | sort); do
+    e=$(info "$b" end_epoch); [ -n "$e" ] || continue
+    if [ "$e" -lt "$cutoff" ]; then keep="$b"; else [ -n "$keep" ] || keep="$b"; break; fi
+  done
+  [ -n "$keep" ] || return 0
+  for b in $(ls "$D/base" | grep -v '^tmp-' | sort); do
+    [ "$b" = "$keep" ] && break
+    rm -rf "$D/base/$b"
+  done
+  w=$(info "$keep" start_wal); [ -n "$w" ] && pg_archivecleanup "$D/wal" "$w" 2>/dev/null
+  return 0
+}
+
+poll() {
+  row=$(printf '%s\n' "WITH c AS (SELECT pg_current_wal_lsn() AS lsn, now() AS t)
+    SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), extract(epoch FROM c.t)::bigint,
+      c.lsn, coalesce(s.active, false), coalesce(pg_wal_lsn_diff(c.lsn, s.restart_lsn)::bigint, -1),
+      coalesce(s.restart_lsn >= c.lsn, false), coalesce(s.restart_lsn >= :'prev'::pg_lsn, false)
+    FROM c LEFT JOIN pg_replication_slots s ON s.slot_name = :'slot'" \
+    | q -F ' ' -v prev="${prev_lsn:-FFFFFFFF/FFFFFFFF}" -v slot="$SLOT" 2>"$D/.poll.log") || {
+      note "reading the database: $(tail -n 1 "$D/.poll.log")"; streaming=false; return 1; }
+  set -- $row
+  t=$1; epoch=$2; lsn=$3; active=$4; lag=$5; caught=$6; reached=$7
+  if [ "$caught" = t ]; then latest=$t; latest_epoch=$epoch
+  elif [ "$reached" = t ] && [ -n "$prev_t" ]; then latest=$prev_t; latest_epoch=$prev_epoch; fi
+  prev_t=$t; prev_epoch=$epoch; prev_lsn=$lsn
+  [ "$active" = t ] && streaming=true || streaming=false
+  if [ "$caught" = t ]; then lag_s=0; elif [ -n "$latest_epoch" ]; then lag_s=$((epoch - latest_epoch)); else lag_s=""; fi
+  [ $((n % 12)) -eq 0 ] && size=$(( $(du -sk "$D" | cut -f1) * 1024 ))
+  last=$(newest_base); berr=$(sed -n 's/^base_error=//p' "$D/.base_error" 2>/dev/null)
+  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "last_error": "%s", "base_error": "%s"}\n' \
+    "$t" "$streaming" "$latest" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$berr" > "$D/status.json.tmp" \
+    && mv "$D/status.json.tmp" "$D/status.json"
+}
+
+until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep "$POLL"; done
+while :; do
+  if [ -z "$rpid" ] || ! kill -0 "$rpid" 2>/dev/null; then
+    [ -n "$rpid" ] && note "pg_receivewal stopped: $(tail -n 1 "$D/.receiver.log")"
+    rpid=""; start_receiver
+  fi
+  poll
+  if [ "$streaming" = true ] && { [ -z "$bpid" ] || ! kill -0 "$bpid" 2>/dev/null; }; then
+    bpid=""; last=$(newest_base); e=$(info "$last" end_epoch)
+    failed=$(date -r "$D/.base_error" +%s 2>/dev/null || echo 0)  # a failed base is tried again after a minute
+    if { [ -z "$last" ] || [ $(( $(date +%s) - ${e:-0} )) -ge "$BASE_EVERY" ]; } && [ $(( $(date +%s) - failed )) -ge 60 ]
+    then take_base & bpid=$!; fi
+    [ $((n % 60)) -eq 0 ] && retention
+  fi
+  n=$((n + 1))
+  sleep "$POLL" & wait $!
+done
