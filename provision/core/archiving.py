@@ -230,6 +230,8 @@ class ArchiveStatus:
     size_bytes: int | None
     error: str | None
     updated: datetime | None
+    last_error: str | None = None  # the last error, even when it has passed (a restart of the db, say)
+    last_error_at: datetime | None = None
 
     @property
     def last_base(self) -> BaseBackup | None:
@@ -242,12 +244,13 @@ class ArchiveStatus:
                 "latest": iso(self.window.latest) if self.window else None,
                 "last_base": {"name": base.name, "start": iso(base.start), "end": iso(base.end)} if base else None,
                 "bases": len(self.bases), "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
-                "size_bytes": self.size_bytes, "error": self.error, "updated": iso(self.updated)}
+                "size_bytes": self.size_bytes, "error": self.error, "last_error": self.last_error,
+                "last_error_at": iso(self.last_error_at), "updated": iso(self.updated)}
 
 
 def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
-    """The archive's window and health, never a false ok: failed when the archiver does not run or reports an
-    error, or has no complete base backup; stale when its status.json is older than STALE_AFTER seconds or the
+    """The archive's window and health, never a false ok: failed when the archiver does not run, reports an error
+    while not streaming, its last base backup failed, or it has no complete base backup; stale when its status.json is older than STALE_AFTER seconds or the
     archive lags more than `max_lag`; ok otherwise."""
     bases = tuple(sorted((b for n, t in facts.infos.items() if (b := BaseBackup.parse(n, t)) is not None),
                          key=lambda b: b.end))
@@ -260,7 +263,8 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
             status = {}
     latest = _moment(status.get("latest_recoverable"))
     updated = _moment(status.get("updated"))
-    error = str(status.get("last_error") or "") or None
+    error = str(status.get("error") or "") or None
+    last_error = str(status.get("last_error") or "") or None
     lag_bytes = _number(status.get("lag_bytes"))
     lag_seconds = _number(status.get("lag_seconds"))
     window = Window(bases[0].end, latest) if bases and latest is not None and latest >= bases[0].end else None
@@ -270,10 +274,14 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
         health, reason = "failed", "the archiver container is not running"
     elif facts.status_text is None or updated is None:
         health, reason = "failed", "the archiver has written no status yet"
-    elif error and status.get("streaming") is not True:
+    elif error:
         health, reason = "failed", f"the archiver reports: {error}"
+    elif status.get("streaming") is not True:
+        health, reason = "failed", "the archiver is not streaming WAL (its replication slot is inactive)"
     elif age is not None and age > STALE_AFTER:
         health, reason = "stale", f"the archiver's status is {age:.0f} s old (it writes it every {POLL_SECONDS} s)"
+    elif status.get("base_error"):
+        health, reason = "failed", f"the last base backup failed: {status['base_error']}"
     elif not bases:
         health, reason = "failed", "no complete base backup yet"
     elif lag_seconds is not None and lag_seconds > settings.max_lag:
@@ -284,7 +292,8 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     return ArchiveStatus(lineage=facts.lineage, health=health, reason=reason, window=window, bases=bases,
                          lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
                          size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
-                         error=error, updated=updated)
+                         error=error, updated=updated, last_error=last_error,
+                         last_error_at=_moment(status.get("last_error_at")))
 
 
 def _number(value: object) -> float | None:

@@ -12,9 +12,15 @@ set -u
 D="$ARCHIVE_DIR"
 mkdir -p "$D/wal" "$D/base" || exit 1
 rm -rf "$D/base/".tmp-* 2>/dev/null
-rpid=""; bpid=""; err=""; prev_t=""; prev_lsn=""; latest=""; latest_epoch=""; size=""; n=0; streaming=false
+rpid=""; bpid=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
+# what the archive reached before a restart is still in it
+latest=$(sed -n 's/.*"latest_recoverable": "\([^"]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
+latest_epoch=$(sed -n 's/.*"latest_epoch": "\([0-9]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
 trap 'kill $rpid $bpid 2>/dev/null; exit 0' TERM INT
-note() { err=$(printf '%s' "$*" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-300); echo "archiver: $err" >&2; }
+note() {  # the current error (cleared once streaming again) and the last one, with its time
+  err=$(printf '%s' "$*" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-300); last_err=$err; last_err_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  echo "archiver: $err" >&2
+}
 q() { psql -X -A -t -q -v ON_ERROR_STOP=1 "$@"; }
 newest_base() { ls "$D/base" 2>/dev/null | grep -v '^\.' | grep -v '^tmp-' | sort | tail -n 1; }
 info() { sed -n "s/^$2=//p" "$D/base/$1/backup_info" 2>/dev/null; }
@@ -81,12 +87,12 @@ poll() {
   if [ "$caught" = t ]; then latest=$t; latest_epoch=$epoch
   elif [ "$reached" = t ] && [ -n "$prev_t" ]; then latest=$prev_t; latest_epoch=$prev_epoch; fi
   prev_t=$t; prev_epoch=$epoch; prev_lsn=$lsn
-  [ "$active" = t ] && streaming=true || streaming=false
+  if [ "$active" = t ]; then streaming=true; err=""; else streaming=false; fi
   if [ "$caught" = t ]; then lag_s=0; elif [ -n "$latest_epoch" ]; then lag_s=$((epoch - latest_epoch)); else lag_s=""; fi
   [ $((n % 12)) -eq 0 ] && size=$(( $(du -sk "$D" | cut -f1) * 1024 ))
   last=$(newest_base); berr=$(sed -n 's/^base_error=//p' "$D/.base_error" 2>/dev/null)
-  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "last_error": "%s", "base_error": "%s"}\n' \
-    "$t" "$streaming" "$latest" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$berr" > "$D/status.json.tmp" \
+  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s"}\n' \
+    "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" > "$D/status.json.tmp" \
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 

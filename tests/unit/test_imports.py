@@ -29,7 +29,6 @@ LAYERS = {
     "provision.backends": "backend core",
     "provision.backends.base": "backend core",
     "provision.backends.local": "backends",
-    "provision.backends.local.archives": "backends",
     "provision.backends.coolify": "backends",
     "provision.state": "state",
     "provision.infra": "infra",

@@ -1,0 +1,146 @@
+"""Continuous archiving on the real engine with real PostgreSQL 15 and 17 (issue 22's core slice): the archiver in
+the stack, `backups` (window, health, --check), and `restore --to-time` into a new volume with --rollback and
+--finalize; targets under a concurrent write load land exactly."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import pytest
+
+from tests.conftest import Sandbox, sql
+
+PG17 = "provision-test/postgres:17"
+ARCHIVING = "backup:\n  continuous: true\n  base_every: 1h\n  retention: 1d\n  max_lag: 60s\n"
+
+
+def _start(sandbox: Sandbox, db_image: str) -> str:
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": db_image}, extra=ARCHIVING)
+    sandbox.cli("provision", "--project=shop")
+    return str(sandbox.cli("outputs", "--project=shop", "--format=json").json()["db_url"])
+
+
+def _archive(sandbox: Sandbox) -> dict:  # type: ignore[type-arg]
+    found = sandbox.cli("backups", "--project=shop", "--json").json()["archives"]
+    assert len(found) == 1
+    return found[0]  # type: ignore[no-any-return]
+
+
+def _when(sandbox: Sandbox, ready: object, timeout: float = 90) -> dict:  # type: ignore[type-arg]
+    """The archive's status once `ready(status)` holds, polled each second."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _archive(sandbox)
+        if ready(status):  # type: ignore[operator]
+            return status
+        assert time.monotonic() < deadline, f"the archive never got there: {status}"
+        time.sleep(1)
+
+
+def _moment(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _volumes(sandbox: Sandbox) -> set[str]:
+    return set(subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=io.provision.env={sandbox.env}"],
+                              capture_output=True, text=True, timeout=60, check=True).stdout.split())
+
+
+@pytest.mark.parametrize("db_image", ["provision-test/postgres:15", PG17])
+def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sandbox: Sandbox, db_image: str) -> None:
+    db_url = _start(sandbox, db_image)
+    _when(sandbox, lambda s: s["health"] == "ok")
+    sql(db_url, "create table marks (id serial primary key, name text)")
+    sql(db_url, "create table keep (id int)")
+    sql(db_url, "insert into keep select generate_series(1, 5)")
+    sql(db_url, "insert into marks (name) values ('A')")
+    time.sleep(1)
+    moment = datetime.now(UTC)
+    time.sleep(1)
+    sql(db_url, "insert into marks (name) values ('B')")
+    sql(db_url, "drop table keep")
+    status = _when(sandbox, lambda s: s["latest"] and _moment(s["latest"]) > moment + timedelta(seconds=1))
+    assert status["lineage"] == "pgdata" and status["bases"] >= 1 and status["error"] is None
+
+    # outside the window: refused before anything changes, naming the window
+    before = _volumes(sandbox)
+    early = _moment(status["earliest"]) - timedelta(hours=1)
+    refused = sandbox.cli("restore", "--project=shop", f"--to-time={_iso(early)}", "--yes", check=False)
+    assert refused.returncode == 2 and "recoverable window" in refused.output and "nothing was changed" in refused.output
+    assert status["earliest"][:19] in refused.output
+    assert _volumes(sandbox) == before and sql(db_url, "select count(*) from marks")[0][0] == 2
+
+    done = sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes", "--json").json()
+    assert done["details"]["reached"] == "target" and done["details"]["row_counts"]["public.keep"] == 5
+    assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A"]  # A there, B not
+    assert sql(db_url, "select count(*) from keep")[0][0] == 5  # the dropped table is back
+    kept = done["details"]["kept_volume"]
+    assert kept in _volumes(sandbox) and done["details"]["volume"] in _volumes(sandbox)
+
+    # the restored data archives as a lineage of its own; --rollback returns to the data before, as it was
+    _when(sandbox, lambda s: s["lineage"].startswith("pgdata_pitr_") and s["health"] == "ok")
+    sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
+    assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "B"]
+    assert sql(db_url, "select count(*) from pg_tables where tablename = 'keep'")[0][0] == 0
+    assert _volumes(sandbox) == before
+
+    # again, then --finalize deletes the old volume
+    again = sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes", "--json").json()
+    sandbox.cli("restore", "--project=shop", "--finalize", "--yes")
+    assert kept not in _volumes(sandbox) and again["details"]["volume"] in _volumes(sandbox)
+    assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A"]
+
+
+def test_backups_check_fails_when_the_archiver_stops_and_says_why(sandbox: Sandbox) -> None:
+    _start(sandbox, PG17)
+    _when(sandbox, lambda s: s["health"] == "ok")
+    assert sandbox.cli("backups", "--check").returncode == 0
+    subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
+                   timeout=60, check=True)
+    failed = sandbox.cli("backups", "--check", check=False)
+    assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
+    assert _archive(sandbox)["health"] == "failed"
+
+
+def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> None:
+    """A writer commits one row per transaction, noting the time before and after each; a target in the gap between
+    two commits must restore exactly the rows committed before it."""
+    db_url = _start(sandbox, PG17)
+    _when(sandbox, lambda s: s["health"] == "ok")
+    sql(db_url, "create table counter (id bigint primary key)")
+    commits: list[tuple[int, datetime, datetime]] = []
+    stop = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                before = datetime.now(UTC)
+                conn.execute("insert into counter values (%s)", (n,))
+                commits.append((n, before, datetime.now(UTC)))
+                time.sleep(random.uniform(0.02, 0.15))  # noqa: S311 - a test's jitter
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    time.sleep(8)
+    stop.set()
+    writer.join(timeout=30)
+    rng = random.Random(22)  # noqa: S311
+    picks = sorted(rng.sample(range(len(commits) - 1), 4))
+    targets = [(commits[i][0], commits[i][2] + (commits[i + 1][1] - commits[i][2]) / 2) for i in picks]
+    _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
+    for expected, moment in targets:
+        sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes")
+        assert sql(db_url, "select max(id) from counter")[0][0] == expected, f"target {_iso(moment)}"
+        sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
+    assert sql(db_url, "select max(id) from counter")[0][0] == commits[-1][0]
