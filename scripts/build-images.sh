@@ -8,6 +8,8 @@
 #   provision-test/debian-base:trixie    postgresql-17 from Debian 13, the same way
 #   provision-test/postgres:17           tests/images/db on it (major upgrades are tested 15 -> 17)
 #   provision-test/postgrest:12          tests/images/api  - the postgrest/postgrest interface
+#   provision-test/rclone:1              Debian's rclone (the rclone/rclone image's tool), the offsite copier
+#   provision-test/s3:moto               tests/images/s3   - an S3 server (moto's, from PyPI, pinned below)
 #
 # Idempotent and cached: each image carries the label io.provision.build-hash, a
 # sha256 of the files it is built from (and of its base image's hash); an image
@@ -22,6 +24,10 @@ BASE=provision-test/debian-base:bookworm
 DB=provision-test/postgres:15
 DB_ALIASES=(provision-test/postgres:15-b)
 API=provision-test/postgrest:12
+RCLONE=provision-test/rclone:1
+RCLONE_PACKAGES=rclone,ca-certificates
+S3=provision-test/s3:moto
+S3_REQUIREMENTS=("moto[s3]==5.2.6" "flask==3.1.3" "flask-cors==6.0.5")
 SUITE=bookworm
 BASE17=provision-test/debian-base:trixie
 DB17=provision-test/postgres:17
@@ -107,6 +113,22 @@ build_dockerfile() {  # $1 = image, $2 = dir under tests/images, $3 = hash, $4..
   rm -f "$log"
 }
 
+build_s3() {  # $1 = hash: tests/images/s3 plus moto's server installed (pip --target) into the context
+  local ctx log; ctx=$(mktemp -d); log=$(mktemp)
+  cp -r "$src/s3/." "$ctx/"
+  local python=python3; [ ! -x "$root/.venv/bin/python" ] || python=$root/.venv/bin/python
+  if ! "$python" -m pip install --quiet --disable-pip-version-check --target "$ctx/site" "${S3_REQUIREMENTS[@]}" \
+      >"$log" 2>&1; then
+    tail -n 20 "$log" >&2; rm -rf "$ctx" "$log"
+    die "could not pip install the S3 stand-in's packages (${S3_REQUIREMENTS[*]})"
+  fi
+  if ! DOCKER_BUILDKIT=0 docker build --label "$HASH_LABEL=$1" -t "$S3" "$ctx" >"$log" 2>&1; then
+    tail -n 30 "$log" >&2; rm -rf "$ctx" "$log"
+    die "docker build of $S3 from tests/images/s3 failed"
+  fi
+  rm -rf "$ctx" "$log"
+}
+
 ensure() {  # $1 = image, $2 = hash, $3 = build function, $4... = its arguments
   local image=$1 hash=$2 builder=$3; shift 3
   local have; have=$(current_hash "$image")
@@ -126,6 +148,8 @@ db_hash=$( { echo "$base_hash"; dir_hash db; } | sha)
 api_hash=$( { echo "$base_hash"; dir_hash api; } | sha)
 base17_hash=$( { echo "recipe $RECIPE suite $SUITE17"; echo "$PACKAGES17"; } | sha)
 db17_hash=$( { echo "$base17_hash"; dir_hash db; } | sha)
+rclone_hash=$( { echo "recipe $RECIPE suite $SUITE"; echo "$RCLONE_PACKAGES"; } | sha)
+s3_hash=$( { echo "$base_hash"; dir_hash s3; echo "${S3_REQUIREMENTS[*]}"; } | sha)
 base_packages=$(sed 's/#.*//' "$src/base-packages" | tr -s ' \t\n' ',' | sed 's/^,//; s/,$//')
 
 ensure "$BASE" "$base_hash" build_base "$base_hash" "$BASE" "$SUITE" "$base_packages"
@@ -142,6 +166,8 @@ for alias in "${DB_ALIASES[@]}"; do
   fi
 done
 ensure "$API" "$api_hash" build_dockerfile "$API" api "$api_hash"
+ensure "$RCLONE" "$rclone_hash" build_base "$rclone_hash" "$RCLONE" "$SUITE" "$RCLONE_PACKAGES"
+ensure "$S3" "$s3_hash" build_s3 "$s3_hash"
 
 # Drop the untagged test images that rebuilds replaced (those still used by a container stay).
 if [ "$built" = 1 ]; then

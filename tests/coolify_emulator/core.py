@@ -497,7 +497,7 @@ class Core:
     def sub_statuses(self, svc: Service) -> dict[str, str]:
         """Per sub-resource status (overrides win; docker mode reads the containers)."""
         result: dict[str, str] = {}
-        live = self.docker.container_statuses(svc) if self.docker is not None else None
+        live = self.docker.stored_statuses(svc) if self.docker is not None else None
         for sub in svc.apps:
             override = sub.status_override
             if override:

@@ -12,12 +12,14 @@ the store lock is held.
 from __future__ import annotations
 
 import json
+import math
 import os
 import queue
 import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +55,8 @@ class DockerBackend:
     """Runs queued service actions with docker compose and tracks container states."""
 
     def __init__(self, workdir: str | None = None, *, docker_bin: str = "docker", command_timeout: float = 180.0,
-                 stop_timeout: int = 10, poll_interval: float = 0.5, keep_resources: bool = False) -> None:
+                 stop_timeout: int = 10, poll_interval: float = 0.5, keep_resources: bool = False,
+                 stored_exited_seconds: float = 2.0) -> None:
         self.instance_id = new_uuid()
         self.root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="coolify-emulator-"))
         self.root.mkdir(parents=True, exist_ok=True)
@@ -62,6 +65,12 @@ class DockerBackend:
         self.stop_timeout = stop_timeout
         self.poll_interval = poll_interval
         self.keep_resources = keep_resources
+        # StopService (a stop, or a restart's first half) stores every container `exited` at once, and that stays
+        # until the next refresh, up to a minute later (app/Actions/Service/StopService.php:49-53, API-NOTES §18).
+        # Docker mode reads the containers live, so a restart that takes a second would leave no trace for a
+        # reader that was starved of CPU meanwhile: the stored `exited` lasts this long after the job instead.
+        self.stored_exited_seconds = stored_exited_seconds
+        self._exited_until: dict[str, float] = {}  # service uuid -> monotonic time its stored `exited` ends
         self.core: Core | None = None
         self.errors: dict[str, str] = {}
         self._queues: dict[str, queue.Queue[PendingAction | None]] = {}
@@ -184,7 +193,12 @@ class DockerBackend:
             self._ensure_network(uuid)
             if action.kind == "restart":
                 self.run(self._compose(uuid, "stop", "-t", str(self.stop_timeout)), check=False)
-            self.run(self._compose(uuid, "up", "-d", "--remove-orphans", "--force-recreate"))
+                self._exited_until[uuid] = math.inf
+            try:
+                self.run(self._compose(uuid, "up", "-d", "--remove-orphans", "--force-recreate"))
+            finally:
+                if uuid in self._exited_until:
+                    self._exited_until[uuid] = time.monotonic() + self.stored_exited_seconds
             self.errors.pop(uuid, None)
             with core.store.lock:
                 svc = core.store.services.get(uuid)
@@ -289,6 +303,13 @@ class DockerBackend:
         if state == "paused":
             return "paused:unknown"
         return "exited"
+
+    def stored_statuses(self, svc: Service) -> dict[str, str]:
+        """What Coolify's stored statuses say: the containers' (container_statuses), or none (every one reads
+        `exited`) while a restart's stop is stored (see stored_exited_seconds)."""
+        if time.monotonic() < self._exited_until.get(svc.uuid, 0.0):
+            return {}
+        return self.container_statuses(svc)
 
     def container_statuses(self, svc: Service) -> dict[str, str]:
         """Status per container name from the latest snapshot (no docker call)."""

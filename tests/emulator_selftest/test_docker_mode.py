@@ -123,7 +123,12 @@ def test_service_runs_for_real(tiny_image: str) -> None:
             logs = c.get(f"/services/{uuid}/logs", params={"sub_service_name": "api"}).json()["logs"]
             assert "GET /hello" in logs
 
+            emu.docker.stored_exited_seconds = 5.0
             assert c.post(f"/services/{uuid}/restart").status_code == 200
+            assert emu.core.wait_idle(timeout=60)
+            # the job is over and the new container runs, but what StopService stored stays until a refresh:
+            # a reader who looks only now still sees that the restart happened
+            assert c.get(f"/services/{uuid}").json()["status"] == "exited"
             wait_for(c, uuid, "running:healthy")
             assert web.get(url).json()["boots"] == 2  # the named volume survived the recreate
 

@@ -15,7 +15,6 @@ from .logs import LOG_LINES, Logs
 from .models import Refs, Service, describe_status, is_up, refresh_marks
 
 START_GRACE = 0.5  # seconds between POST start and the first status poll
-START_GRACE = 0.5  # seconds between POST start and the first status poll
 # Polling (API-NOTES §17-18): a status Coolify stores moves when a queued job runs (a restart's stop, the start
 # activity: seconds after the POST) or when Coolify refreshes the containers' states (Sentinel's push or the
 # server check, about once a minute: app/Console/Kernel.php). A poll faster than that learns nothing new and
