@@ -183,10 +183,12 @@ def archives_table(found: Sequence[Any], *, wide: bool = False, width: int | Non
                      "last_base": _second(base.end) if base else None,
                      "lag": None if status.lag_seconds is None else f"{status.lag_seconds:g}s",
                      "size": None if status.size_bytes is None else human_bytes(status.size_bytes),
-                     "error": status.error})
-    columns = ("project", "health", "earliest", "latest", "last_base", "lag", "size", "reason", "error")
+                     "error": status.error,
+                     "offsite": status.offsite.health if status.offsite else None})
+    columns = ("project", "health", "earliest", "latest", "last_base", "lag", "size",
+               *(("offsite",) if any(row.get("offsite") for row in rows) else ()), "reason", "error")
     return _grid(rows, columns) if wide else _grid(rows, columns, width=_fit(width), shrink=("reason", "error"),
-                                                   optional=("error", "size", "last_base"))
+                                                   optional=("error", "size", "offsite", "last_base"))
 
 
 def _second(moment: datetime) -> str:

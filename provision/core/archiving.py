@@ -8,6 +8,7 @@ through a physical replication slot into the repository volume, pg_basebackup ta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -34,7 +35,17 @@ POLL_SECONDS = 5  # the archiver writes status.json this often
 STALE_AFTER = 4 * POLL_SECONDS  # a status.json older than this: the archiver is not writing it (stale)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_KEYS = ("continuous", "retention", "base_every", "max_lag", "max_slot_wal_keep_size", "repository")
+_KEYS = ("continuous", "retention", "base_every", "max_lag", "max_slot_wal_keep_size", "repository", "offsite")
+# backup.offsite: an S3-compatible store the stack's offsite service copies the archive to (templates/offsite.sh);
+# its keys, and the encryption passphrase, come from the environment or envs/<env>.env, never from a committed file
+S3_ACCESS_KEY = "BACKUP_S3_ACCESS_KEY_ID"
+S3_SECRET_KEY = "BACKUP_S3_SECRET_ACCESS_KEY"
+ENCRYPTION_KEY = "BACKUP_ENCRYPTION_KEY"
+OFFSITE_SECRETS = (S3_ACCESS_KEY, S3_SECRET_KEY, ENCRYPTION_KEY)
+DEFAULT_OFFSITE_IMAGE = "rclone/rclone:1.68"
+_OFFSITE_KEYS = ("endpoint", "bucket", "prefix", "region", "encrypt", "every", "image")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
 
 def parse_duration(value: object) -> float:
@@ -56,6 +67,32 @@ def show_duration(seconds: float) -> str:
 
 
 @dataclass(frozen=True)
+class OffsiteSettings:
+    """`backup.offsite`: where the offsite service copies the archive (an S3-compatible store), how often, and
+    whether the files are encrypted before they leave (rclone's crypt, with BACKUP_ENCRYPTION_KEY)."""
+
+    endpoint: str
+    bucket: str
+    prefix: str = "provision"
+    region: str = "us-east-1"
+    encrypt: bool = False
+    every: float = 60.0  # seconds between two copies
+    image: str = DEFAULT_OFFSITE_IMAGE  # an image with rclone and a POSIX sh (the official rclone/rclone)
+
+    @property
+    def secret_names(self) -> tuple[str, ...]:
+        """The env secrets the offsite service needs."""
+        return (S3_ACCESS_KEY, S3_SECRET_KEY, *((ENCRYPTION_KEY,) if self.encrypt else ()))
+
+    def location(self, env: str, project: str, lineage: str) -> str:
+        """Where a lineage's copy lives in the bucket: `<prefix>/<env>/<project>/<lineage>`."""
+        return f"{self.prefix}/{env}/{project}/{lineage}"
+
+    def shown(self) -> str:
+        return f"{self.endpoint.rstrip('/')}/{self.bucket}/{self.prefix}"
+
+
+@dataclass(frozen=True)
 class BackupSettings:
     """A project's `backup:` block (the env's, a project's own keys laid over it)."""
 
@@ -64,6 +101,7 @@ class BackupSettings:
     base_every: float = 86400  # seconds between base backups
     max_lag: float = 60.0  # seconds: `backups --check`'s objective
     max_slot_wal_keep_size: int = 1024**3  # bytes of WAL the slot may hold back (a dead archiver's ceiling)
+    offsite: OffsiteSettings | None = None  # a copy of the archive off the engine's host
 
     @property
     def slot_keep_setting(self) -> str:
@@ -116,6 +154,8 @@ def _setting(key: str, value: object) -> object:
                              f"volume on the engine's host, kept by destroy unless --delete-data); an S3-compatible "
                              f"store is not built yet (issue 22, a later slice)")
         return value
+    if key == "offsite":
+        return _offsite(value)
     if key == "max_slot_wal_keep_size":
         size = parse_size(value)
         if size < 64 * 1024**2:
@@ -126,6 +166,48 @@ def _setting(key: str, value: object) -> object:
         raise ValueError(f"{value!r} is too short" + (" (at least 60s between base backups)" if key == "base_every"
                                                        else ""))
     return seconds
+
+
+def _offsite(value: object) -> OffsiteSettings:
+    """`backup.offsite` checked: a mapping with an http(s) endpoint and an S3 bucket name at least."""
+    if not isinstance(value, Mapping):
+        raise ValueError("must be a mapping such as {endpoint: https://s3.example.com, bucket: backups}")
+    for key in value:
+        if key not in _OFFSITE_KEYS:
+            raise ValueError(f"{key}: unknown key: it is one of {', '.join(_OFFSITE_KEYS)}")
+    for key in ("endpoint", "bucket"):
+        if not value.get(key):
+            raise ValueError(f"{key}: missing: the offsite store needs an endpoint URL and a bucket")
+    endpoint, bucket = str(value["endpoint"]).strip(), str(value["bucket"]).strip()
+    if not re.match(r"^https?://[^\s/]+(/\S*)?$", endpoint):
+        raise ValueError(f"endpoint: {endpoint!r} is not an http(s) URL such as https://s3.eu-west-1.amazonaws.com")
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        raise ValueError(f"bucket: {bucket!r} is not an S3 bucket name (3 to 63 lowercase letters, digits, dots "
+                         f"and hyphens, starting and ending with a letter or digit)")
+    prefix = str(value.get("prefix", "provision")).strip().strip("/")
+    if not _PREFIX.match(prefix):
+        raise ValueError(f"prefix: {prefix!r} is not a key prefix of letters, digits, '.', '_', '-' and '/'")
+    encrypt = value.get("encrypt", False)
+    if not isinstance(encrypt, bool):
+        raise ValueError(f"encrypt: {encrypt!r} is not true or false")
+    try:
+        every = parse_duration(value.get("every", "60s"))
+    except ValueError as exc:
+        raise ValueError(f"every: {exc}") from None
+    if every < 5:
+        raise ValueError(f"every: {value.get('every')!r} is too short (at least 5s between two copies)")
+    region, image = str(value.get("region", "us-east-1")).strip(), str(value.get("image", DEFAULT_OFFSITE_IMAGE))
+    if not region or not image.strip():
+        raise ValueError("region and image must not be empty")
+    return OffsiteSettings(endpoint=endpoint, bucket=bucket, prefix=prefix, region=region, encrypt=encrypt,
+                           every=every, image=image.strip())
+
+
+def offsite_missing(settings: BackupSettings, available: Mapping[str, object]) -> list[str]:
+    """The env secrets continuous archiving with an offsite copy needs and `available` lacks."""
+    if not settings.continuous or settings.offsite is None:
+        return []
+    return [name for name in settings.offsite.secret_names if not available.get(name)]
 
 
 # --- time -------------------------------------------------------------------------------------------------------
@@ -207,12 +289,61 @@ class ArchiveFacts:
     running: bool
     status_text: str | None
     infos: Mapping[str, str] = field(default_factory=dict)
+    offsite_running: bool = False  # the offsite service's container runs (backup.offsite)
+    offsite_text: str | None = None  # its offsite.json
 
 
 @dataclass(frozen=True)
 class Window:
     earliest: datetime
     latest: datetime
+
+
+@dataclass(frozen=True)
+class OffsiteStatus:
+    """The offsite copy as its service last wrote it (offsite.json): a health with its reason, the last copy that
+    succeeded, the current error, and the newest WAL segment and base backup copied."""
+
+    health: str
+    reason: str
+    where: str
+    last_success: datetime | None
+    error: str | None
+    newest_wal: str | None
+    newest_base: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"health": self.health, "reason": self.reason, "where": self.where,
+                "last_success": iso(self.last_success), "error": self.error, "newest_wal": self.newest_wal,
+                "newest_base": self.newest_base}
+
+
+def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime, max_lag: float) -> OffsiteStatus:
+    """The offsite copy's health, never a false ok: failed when its service does not run, has written no status, or
+    its last copy failed; stale when its last success is older than three copy periods or `max_lag`, whichever is
+    longer (the store holds less than the archive)."""
+    status: dict[str, Any] = {}
+    if facts.offsite_text:
+        with contextlib.suppress(ValueError):
+            loaded = json.loads(facts.offsite_text)
+            status = loaded if isinstance(loaded, dict) else {}
+    success, error = _moment(status.get("last_success")), str(status.get("last_error") or "") or None
+    limit = max(3 * settings.every, max_lag)
+    age = (now - success).total_seconds() if success else None
+    health, reason = "ok", f"copied {age:.0f} s ago" if age is not None else "copying"
+    if not facts.offsite_running:
+        health, reason = "failed", "the offsite service's container is not running"
+    elif not status:
+        health, reason = "failed", "the offsite service has written no status yet"
+    elif error:
+        health, reason = "failed", f"copying to {settings.shown()} fails: {error}"
+    elif age is None:
+        health, reason = "failed", "no copy has succeeded yet"
+    elif age > limit:
+        health, reason = "stale", f"the last copy that succeeded is {age:.0f} s old (limit {limit:.0f} s)"
+    return OffsiteStatus(health=health, reason=reason, where=settings.shown(), last_success=success, error=error,
+                         newest_wal=str(status.get("newest_wal") or "") or None,
+                         newest_base=str(status.get("newest_base") or "") or None)
 
 
 @dataclass(frozen=True)
@@ -232,6 +363,7 @@ class ArchiveStatus:
     updated: datetime | None
     last_error: str | None = None  # the last error, even when it has passed (a restart of the db, say)
     last_error_at: datetime | None = None
+    offsite: OffsiteStatus | None = None  # backup.offsite's copy
 
     @property
     def last_base(self) -> BaseBackup | None:
@@ -245,7 +377,8 @@ class ArchiveStatus:
                 "last_base": {"name": base.name, "start": iso(base.start), "end": iso(base.end)} if base else None,
                 "bases": len(self.bases), "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
                 "size_bytes": self.size_bytes, "error": self.error, "last_error": self.last_error,
-                "last_error_at": iso(self.last_error_at), "updated": iso(self.updated)}
+                "last_error_at": iso(self.last_error_at), "updated": iso(self.updated),
+                "offsite": self.offsite.to_dict() if self.offsite else None}
 
 
 def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
@@ -289,11 +422,15 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                                    f"(max_lag {show_duration(settings.max_lag)})")
     elif window is None:
         health, reason = "stale", "the archive has not yet reached the newest base backup's end"
+    offsite = (offsite_status(facts, settings.offsite, now, settings.max_lag)
+               if settings.offsite is not None and settings.continuous else None)
+    if offsite is not None and offsite.health != "ok" and health == "ok":
+        health, reason = offsite.health, f"offsite copy: {offsite.reason}"
     return ArchiveStatus(lineage=facts.lineage, health=health, reason=reason, window=window, bases=bases,
                          lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
                          size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
                          error=error, updated=updated, last_error=last_error,
-                         last_error_at=_moment(status.get("last_error_at")))
+                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite)
 
 
 def _number(value: object) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ..infra import hints
 from . import names
-from .archiving import DEFAULT_BACKUP, BackupSettings, backup_settings
+from .archiving import DEFAULT_BACKUP, OFFSITE_SECRETS, BackupSettings, backup_settings, offsite_missing
 from .envfile import (
     DEFAULT_TEMPLATE,
     DEFAULT_VARIABLES,
@@ -109,6 +109,8 @@ class EnvConfig:
     limits: StackLimits = DEFAULT_LIMITS
     # the env file's backup: (an undeclared project's)
     backup: BackupSettings = DEFAULT_BACKUP
+    # backup.offsite's keys and passphrase (archiving.OFFSITE_SECRETS) found in the environment or envs/<env>.env
+    backup_secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
 
     @property
     def relpath(self) -> str:
@@ -246,6 +248,11 @@ def load_env(
         )
         for i, p in enumerate(parsed.projects)
     )
+    backup_secrets = {name: Secret(values[name].strip()) for name in OFFSITE_SECRETS if values.get(name, "").strip()}
+    if not offline:
+        _check_offsite_secrets(shown, env, [("backup", env_backup)] + [
+            (f"projects[{i}].backup" if p.backup else "backup", spec.backup)
+            for i, (p, spec) in enumerate(zip(parsed.projects, projects, strict=True))], backup_secrets)
     return EnvConfig(
         name=env,
         root=root,
@@ -264,7 +271,18 @@ def load_env(
         allow_undeclared=parsed.allow_undeclared,
         limits=env_limits,
         backup=env_backup,
+        backup_secrets=backup_secrets,
     )
+
+
+def _check_offsite_secrets(shown: str, env: str, layers: Sequence[tuple[str, BackupSettings]],
+                           found: Mapping[str, Secret]) -> None:
+    """An offsite copy whose keys are missing is refused when the env file is loaded, naming them."""
+    for where, settings in layers:
+        missing = offsite_missing(settings, found)
+        if missing:
+            raise ConfigError(f"{shown}: {where}.offsite needs {' and '.join(missing)} in the environment or in "
+                              f"envs/{env}.env (never in a committed file)")
 
 
 # variables provision itself reads (db_url, pg_dump, the Coolify db port, PostgreSQL's settings), whatever the

@@ -66,6 +66,7 @@ def secret_ref(name: str, *, required: bool = True) -> str:
 
 DEFAULT_DB_VOLUME = "pgdata"
 ARCHIVER_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "archiver.sh"
+OFFSITE_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "offsite.sh"
 
 
 def volume_labels_of(config: EnvConfig, spec: ProjectSpec) -> dict[str, str]:
@@ -73,16 +74,25 @@ def volume_labels_of(config: EnvConfig, spec: ProjectSpec) -> dict[str, str]:
     return {names.LABEL_MANAGED: "true", names.LABEL_PROJECT: spec.name, names.LABEL_ENV: config.name}
 
 
-def archiver_context(spec: ProjectSpec, db_volume: str) -> dict[str, Any]:
+def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, backend: str) -> dict[str, Any]:
     """What the template's archiver service needs (continuous archiving on): its script and settings. The archive
     of each data volume (its compose key, `db_volume`) is a lineage of its own under the repository: a restore into
-    a new volume starts a new one, and a rollback finds the old one as it was."""
+    a new volume starts a new one, and a rollback finds the old one as it was. With backup.offsite, the offsite
+    service's too (its keys only as `${VAR}` references)."""
     backup = spec.backup
+    offsite = backup.offsite
     return {**backup.to_context(), "script": ARCHIVER_SCRIPT.read_text(encoding="utf-8"),
             "role": archiving.ARCHIVER_ROLE, "slot": archiving.SLOT, "poll": archiving.POLL_SECONDS,
             "repository_volume": archiving.REPOSITORY_VOLUME, "socket_volume": archiving.SOCKET_VOLUME,
             "directory": f"{archiving.REPOSITORY_PATH}/{db_volume}", "path": archiving.REPOSITORY_PATH,
-            "start": archiving.START}
+            "start": archiving.START,
+            "offsite": {
+                "script": OFFSITE_SCRIPT.read_text(encoding="utf-8"), "image": offsite.image,
+                "endpoint": offsite.endpoint, "bucket": offsite.bucket, "region": offsite.region,
+                "prefix": offsite.location(config.name, spec.name, db_volume), "every": int(offsite.every),
+                "secrets": {name.lower(): secret_ref(name, required=backend == "local")
+                            for name in offsite.secret_names},
+            } if offsite is not None else None}
 
 
 def build_context(
@@ -105,7 +115,7 @@ def build_context(
         "resources": {"db": spec.limits.db.to_context(), "api": spec.limits.api.to_context()},
         "postgres": {**postgres_settings(spec.limits.db.memory, spec.variables),
                      **({"max_slot_wal_keep_size": spec.backup.slot_keep_setting} if spec.backup.continuous else {})},
-        "backup": archiver_context(spec, db_volume) if spec.backup.continuous else None,
+        "backup": archiver_context(config, spec, db_volume, backend=backend) if spec.backup.continuous else None,
         "project": spec.name,
         "env": config.name,
         "backend": backend,

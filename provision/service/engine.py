@@ -191,7 +191,7 @@ class Engine:
         prepared = self.backend.prepare(target, observed, stored, create=create)
         if create and prepared.new_secrets:
             self.store.write_secrets(target.env, target.project, prepared.secrets)
-        return prepared
+        return with_env_secrets(target, prepared)
 
     def write(self, record: ProjectRecord, previous: ProjectRecord | None) -> ProjectRecord:
         """Write `record` if it says something `previous` did not (timestamps aside); returns what is stored."""
@@ -585,3 +585,14 @@ class Engine:
         return ProjectResult(project=target.project, env=target.env, backend=self.backend.name,
                              status=status, changed=op.changed, action=action, declared=target.spec.declared,
                              messages=tuple(messages), duration=op.duration, details=details)
+
+
+def with_env_secrets(target: Target, prepared: Prepared) -> Prepared:
+    """`prepared` with the env-level secrets the project's stack references (backup.offsite's keys): they are the
+    env's, read from its environment each run and never stored with the project's own."""
+    backup = target.spec.backup
+    if not backup.continuous or backup.offsite is None:
+        return prepared
+    extra = {name: target.config.backup_secrets[name] for name in backup.offsite.secret_names
+             if name in target.config.backup_secrets}
+    return replace(prepared, secrets={**prepared.secrets, **extra})

@@ -28,6 +28,7 @@ from .volumes import DataVolumes
 # reads one lineage of the repository: status.json, then each complete base's backup_info, between markers
 _READ = r"""D="$1"
 if [ -f "$D/status.json" ]; then echo '=== status'; cat "$D/status.json"; fi
+if [ -f "$D/offsite.json" ]; then echo '=== offsite'; cat "$D/offsite.json"; fi
 for b in $(ls "$D/base" 2>/dev/null | grep -v '^tmp-'); do
   [ -f "$D/base/$b/backup_info" ] && { echo "=== base $b"; cat "$D/base/$b/backup_info"; }
 done
@@ -81,7 +82,7 @@ _COUNTS = ("SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_
 
 
 def read_archive(engine: Engine, image: str, repository: str, lineage: str, running: bool, *,
-                 label: str, owner: str | None) -> ArchiveFacts:
+                 label: str, owner: str | None, offsite_running: bool = False) -> ArchiveFacts:
     """The facts of `lineage` in the repository volume `repository` (absent volume: no facts)."""
     argv = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "sh",
             "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={label}",
@@ -92,14 +93,18 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
     if result.returncode != 0:
         raise CommandFailed(argv[:-3], result.returncode, result.stderr, hint=f"read the archive in {repository}")
     status: str | None = None
+    offsite: str | None = None
     infos: dict[str, str] = {}
     for part in result.stdout.split("=== ")[1:]:
         head, _, body = part.partition("\n")
         if head == "status":
             status = body.strip()
+        elif head == "offsite":
+            offsite = body.strip()
         elif head.startswith("base "):
             infos[head.removeprefix("base ").strip()] = body
-    return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos)
+    return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos,
+                        offsite_running=offsite_running, offsite_text=offsite)
 
 
 def create_volume(engine: Engine, project_name: str, key: str, labels: Mapping[str, str], owner: str | None) -> str:
@@ -160,10 +165,12 @@ def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed,
     """`Archives.archive_facts` on the local engine: the repository volume read with the db image."""
     repository = data.find(REPOSITORY_VOLUME)
     running = bool((archiver := observed.services.get("archiver")) and archiver.running)
+    offsite_running = bool((offsite := observed.services.get("offsite")) and offsite.running)
     if repository is None:
-        return ArchiveFacts(lineage=lineage, running=running, status_text=None)
+        return ArchiveFacts(lineage=lineage, running=running, status_text=None, offsite_running=offsite_running)
     return read_archive(engine, target.images.db, repository, lineage, running,
-                        label=f"{target.env}/{target.project}", owner=target.config.owner)
+                        label=f"{target.env}/{target.project}", owner=target.config.owner,
+                        offsite_running=offsite_running)
 
 
 def restore_into(engine: Engine, data: DataVolumes, target: Target, volume_key: str,

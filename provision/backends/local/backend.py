@@ -18,7 +18,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ...core import names
-from ...core.archiving import ArchiveFacts, Restored, RestoreRequest
+from ...core.archiving import OFFSITE_SECRETS, ArchiveFacts, Restored, RestoreRequest
 from ...core.config import EnvConfig
 from ...core.errors import (
     CommandFailed,
@@ -109,7 +109,7 @@ class LocalBackend:
         self.files = files
         self.claims = Claims(files)
         self.leases = LeaseBook(files.ports, files.ports_lock)
-        self.compose = compose or ComposeCLI(hidden_env=GENERATED_SECRETS)
+        self.compose = compose or ComposeCLI(hidden_env=(*GENERATED_SECRETS, *OFFSITE_SECRETS))
         self.engine = Engine(self.compose, docker_client)  # a connection, not a memory: reopened on a fresh instance
         self._db_ping = db_ping  # does the db accept connections on a host port (pg_isready's rule)
         self._clock, self._sleep = clock, sleep
