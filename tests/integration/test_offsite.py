@@ -1,0 +1,114 @@
+"""backup.offsite on the real engine (issue 22): the stack's offsite service copies the archive to an S3 stand-in
+(moto's server, tests/images/s3), encrypted; the store going away is reported by `backups --check` and, when it
+comes back empty, everything is copied again. The stand-in joins the project's network under the endpoint's name."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.conftest import Sandbox, sql
+
+S3_IMAGE = "provision-test/s3:moto"
+RCLONE_IMAGE = "provision-test/rclone:1"
+KEYS = {"BACKUP_S3_ACCESS_KEY_ID": "test-access-key", "BACKUP_S3_SECRET_ACCESS_KEY": "test-secret-key-42",
+        "BACKUP_ENCRYPTION_KEY": "correct horse battery staple"}
+
+
+def _docker(*args: str, check: bool = True) -> str:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=120, check=check).stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _archive(sandbox: Sandbox) -> dict[str, Any]:
+    [found] = sandbox.cli("backups", "--project=shop", "--json").json()["archives"]
+    return found  # type: ignore[no-any-return]
+
+
+def _when(sandbox: Sandbox, ready: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = _archive(sandbox)
+        if ready(status):
+            return status
+        assert time.monotonic() < deadline, f"the archive never got there: {status}"
+        time.sleep(1)
+
+
+def _objects(port: int, bucket: str) -> list[str]:
+    """The store's keys, read through the stand-in's published port (ListObjectsV2, unsigned: moto allows it)."""
+    answer = httpx.get(f"http://127.0.0.1:{port}/{bucket}", params={"list-type": "2"}, timeout=10)
+    if answer.status_code == 404:
+        return []
+    answer.raise_for_status()
+    return [part.split("</Key>")[0] for part in answer.text.split("<Key>")[1:]]
+
+
+def test_the_archive_is_copied_offsite_encrypted_and_a_store_outage_is_reported(sandbox: Sandbox) -> None:
+    store, port, bucket = f"s3-{sandbox.env}", _free_port(), "provision-backups"
+    (sandbox.root / "envs" / f"{sandbox.env}.env").write_text("".join(f"{k}={v}\n" for k, v in KEYS.items()))
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:17"}, extra=(
+        "backup:\n  continuous: true\n  base_every: 1h\n  retention: 1d\n  max_lag: 60s\n"
+        f"  offsite: {{endpoint: 'http://{store}:5000', bucket: {bucket}, every: 5s, encrypt: true, "
+        f"image: '{RCLONE_IMAGE}'}}\n"))
+    _docker("run", "-d", "--name", store, "--label", f"io.provision.env={sandbox.env}", "-p", f"127.0.0.1:{port}:5000",
+            S3_IMAGE)
+    db_url = sandbox.cli("provision", "--project=shop", "--json", "--show-secrets").json()["projects"][0]["db_url"]
+    network = f"{sandbox.compose_name('shop')}_default"
+    _docker("network", "connect", "--alias", store, network, store)
+
+    # the keys reach the offsite service only, never the output or the other services
+    for service in ("db", "api", "archiver"):
+        assert "test-secret-key-42" not in _docker("inspect", f"{sandbox.compose_name('shop')}-{service}-1")
+    assert all("test-secret-key-42" not in out and "battery" not in out for out in sandbox.outputs)
+
+    sql(db_url, "create table items (id int)")
+    sql(db_url, "insert into items select generate_series(1, 100)")
+    status = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None)
+    assert status["offsite"]["health"] == "ok" and status["offsite"]["error"] is None
+    stored = _objects(port, bucket)
+    prefix = f"provision/{sandbox.env}/shop/pgdata/"
+    assert len(stored) >= 3 and all(key.startswith(prefix) for key in stored)
+    assert not any("wal" in key[len(prefix):] or "base.tar" in key for key in stored)  # names are encrypted too
+
+    # with the passphrase, the store reads back as the archive: finished WAL segments and base backups only
+    listed = _decrypted(network, store, bucket, prefix)
+    assert "status.json" in listed and any(line.startswith("base/") and line.endswith("base.tar.gz")
+                                           for line in listed)
+    assert any(line.startswith("wal/0") for line in listed)
+    assert not any(line.endswith(".partial") or "/tmp-" in line for line in listed)
+
+    # the store goes away: the copy fails, `backups --check` says so and exits non-zero
+    _docker("stop", "-t", "1", store)
+    failed = _when(sandbox, lambda s: s["offsite"]["health"] == "failed", timeout=60)
+    assert failed["health"] == "failed" and failed["reason"].startswith("offsite copy: copying to")
+    check = sandbox.cli("backups", "--check", check=False)
+    assert check.returncode == 1 and "offsite copy" in check.output
+
+    # it comes back empty (moto keeps nothing): everything is copied again
+    _docker("start", store)
+    _when(sandbox, lambda s: s["health"] == "ok", timeout=90)
+    assert len(_objects(port, bucket)) >= len(stored)
+    assert sandbox.cli("backups", "--check").returncode == 0
+
+
+def _decrypted(network: str, store: str, bucket: str, prefix: str) -> list[str]:
+    """The store's files as the archive names them, read with the passphrase (rclone's crypt)."""
+    script = 'RCLONE_CONFIG_SAFE_PASSWORD=$(printf %s "$K" | rclone obscure -) rclone lsf -R safe:'
+    out = _docker("run", "--rm", "--network", network, "--entrypoint", "sh",
+                  "-e", "RCLONE_CONFIG_S3_TYPE=s3", "-e", "RCLONE_CONFIG_S3_PROVIDER=Other",
+                  "-e", f"RCLONE_CONFIG_S3_ENDPOINT=http://{store}:5000",
+                  "-e", "RCLONE_CONFIG_S3_ACCESS_KEY_ID=x", "-e", "RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=y",
+                  "-e", "RCLONE_CONFIG_SAFE_TYPE=crypt", "-e", f"RCLONE_CONFIG_SAFE_REMOTE=s3:{bucket}/{prefix}",
+                  "-e", f"K={KEYS['BACKUP_ENCRYPTION_KEY']}", RCLONE_IMAGE, "-c", script)
+    return out.split()
