@@ -311,11 +311,12 @@ class OffsiteStatus:
     error: str | None
     newest_wal: str | None
     newest_base: str | None
+    system_identifier: str | None = None  # the cluster's: the copy lives under <where>/<env>/<project>/<lineage>/<it>
 
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "reason": self.reason, "where": self.where,
                 "last_success": iso(self.last_success), "error": self.error, "newest_wal": self.newest_wal,
-                "newest_base": self.newest_base}
+                "newest_base": self.newest_base, "system_identifier": self.system_identifier}
 
 
 def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime, max_lag: float) -> OffsiteStatus:
@@ -343,7 +344,8 @@ def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime
         health, reason = "stale", f"the last copy that succeeded is {age:.0f} s old (limit {limit:.0f} s)"
     return OffsiteStatus(health=health, reason=reason, where=settings.shown(), last_success=success, error=error,
                          newest_wal=str(status.get("newest_wal") or "") or None,
-                         newest_base=str(status.get("newest_base") or "") or None)
+                         newest_base=str(status.get("newest_base") or "") or None,
+                         system_identifier=str(status.get("system_identifier") or "") or None)
 
 
 @dataclass(frozen=True)

@@ -77,15 +77,18 @@ def test_the_archive_is_copied_offsite_encrypted_and_a_store_outage_is_reported(
     status = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None)
     assert status["offsite"]["health"] == "ok" and status["offsite"]["error"] is None
     stored = _objects(port, bucket)
-    prefix = f"provision/{sandbox.env}/shop/pgdata/"
+    control = _docker("exec", f"{sandbox.compose_name('shop')}-db-1", "pg_controldata", "/var/lib/postgresql/data")
+    system_id = control.split("Database system identifier:")[1].split()[0]
+    assert status["offsite"]["system_identifier"] == system_id
+    prefix = f"provision/{sandbox.env}/shop/pgdata/"  # then <system identifier>/, encrypted like every name
     assert len(stored) >= 3 and all(key.startswith(prefix) for key in stored)
     assert not any("wal" in key[len(prefix):] or "base.tar" in key for key in stored)  # names are encrypted too
 
     # with the passphrase, the store reads back as the archive: finished WAL segments and base backups only
     listed = _decrypted(network, store, bucket, prefix)
-    assert "status.json" in listed and any(line.startswith("base/") and line.endswith("base.tar.gz")
-                                           for line in listed)
-    assert any(line.startswith("wal/0") for line in listed)
+    assert f"{system_id}/status.json" in listed
+    assert any(line.startswith(f"{system_id}/base/") and line.endswith("base.tar.gz") for line in listed)
+    assert any(line.startswith(f"{system_id}/wal/0") for line in listed)
     assert not any(line.endswith(".partial") or "/tmp-" in line for line in listed)
 
     # the store goes away: the copy fails, `backups --check` says so and exits non-zero
