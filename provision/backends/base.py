@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from ..core.archiving import ArchiveFacts, Restored, RestoreRequest
+from ..core.archiving import ArchiveFacts, OffsiteCopy, Restored, RestoreRequest
 from ..core.config import EnvConfig, ProjectSpec
 from ..core.errors import NotSupported
 from ..core.model import (
@@ -303,7 +303,25 @@ class Archives(Protocol):
         ...
 
 
+@runtime_checkable
+class OffsiteCopies(Protocol):
+    """Reads the copies of a project's archive in its backup.offsite store (one per database cluster) and pulls
+    one into the repository volume, where restore --to-time reads it (a lost host's data)."""
+
+    def offsite_copies(self, target: Target, lineage: str) -> list[OffsiteCopy]:
+        """The store's copies of `lineage` (a data volume's compose key); changes nothing."""
+        ...
+
+    def pull_offsite(self, target: Target, lineage: str, system_identifier: str) -> str:
+        """Copy the store's copy of `lineage` made by cluster `system_identifier` into the repository volume; the
+        lineage it is read as there (`offsite-<system identifier>`)."""
+        ...
+
+
 _REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
+    OffsiteCopies: lambda config, project: (
+        f"restoring from backup.offsite's store is built for the local backend only so far: the {config.backend} "
+        f"backend of env {config.name!r} copies {project!r}'s archive there, but provision cannot pull it back yet"),
     InContainer: lambda config, project: (
         f"Coolify's API cannot run a command in {project!r}'s db container: publish the database "
         f"(variables.db_public_port in envs/{config.name}.yml, then {hints.command('provision', env=config.name)}) "

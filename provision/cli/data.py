@@ -113,6 +113,8 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
                        "current one kept until --finalize",
             "finalize": "Delete the data a restore --to-time kept", "rollback": "Return to the data a restore "
                         "--to-time kept",
+            "offsite": "With --to-time: restore from the copy in backup.offsite's store (a lost host's archive)",
+            "system_id": "With --offsite: the database cluster whose copy to restore (when the store holds several)",
             "yes": "Confirm: the database is replaced (a safety backup is taken first)", "json": "Print JSON",
             "force": "Restore a dump without a manifest, or one of another project or env (a dump is code: "
                      "restore only dumps you trust)",
@@ -120,7 +122,7 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
 def restore(c: Context, env: str | None = None, project: str | None = None, from_: str | None = None,
             to_time: str | None = None, finalize: bool = False, rollback: bool = False,
             yes: bool = False, json: bool = False, force: bool = False, lock_timeout: str | None = None,
-            quiet: bool = False) -> None:
+            quiet: bool = False, offsite: bool = False, system_id: str | None = None) -> None:
     """Restore a backup into a project: safety backup, pg_restore --clean --if-exists in one transaction, API
     schema reload, row counts checked against the manifest. With --to-time: the continuous archive restored to
     that moment in a new data volume, verified, switched to; --rollback returns, --finalize deletes the old."""
@@ -130,10 +132,14 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
     if len(chosen) != 1:
         raise Exit("error: give one of --from (a dump's path, or latest), --to-time (a moment of the continuous "
                    "archive), --finalize or --rollback" + (f", not {' and '.join(chosen)}" if chosen else ""), code=2)
+    if (offsite or system_id) and not to_time:
+        raise Exit("error: --offsite and --system-id go with --to-time (a moment of the archive's offsite copy)",
+                   code=2)
     with session(quiet=quiet) as reporter:
         provisioner = provisioner_for(env, reporter, lock_timeout=lock_timeout)
         if to_time:
-            result = provisioner.archive.restore(project, to_time, yes=yes)
+            result = provisioner.archive.restore(project, to_time, yes=yes, offsite=offsite or bool(system_id),
+                                                 system_id=system_id)
         elif finalize:
             result = provisioner.archive.finalize(project, yes=yes)
         elif rollback:

@@ -203,6 +203,18 @@ def _offsite(value: object) -> OffsiteSettings:
                            every=every, image=image.strip())
 
 
+OFFSITE_LINEAGE = "offsite-"  # + a system identifier: a copy pulled from the store, in the repository volume
+
+
+@dataclass(frozen=True)
+class OffsiteCopy:
+    """One database cluster's copy in the store: its system identifier and the latest moment it recovers to (as
+    its last copied status.json says; None when it says nothing)."""
+
+    system_identifier: str
+    latest: str | None
+
+
 def offsite_missing(settings: BackupSettings, available: Mapping[str, object]) -> list[str]:
     """The env secrets continuous archiving with an offsite copy needs and `available` lacks."""
     if not settings.continuous or settings.offsite is None:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ..backends.base import Archives, DataVolumes, DroppingVolumes
+from ..backends.base import Archives, DataVolumes, DroppingVolumes, OffsiteCopies
 from ..core import archiving, roles
 from ..core.archiving import ArchiveStatus, RestoreRequest
 from ..core.errors import (
@@ -79,18 +79,50 @@ class ArchiveVerbs:
         targets = [self.engine.target(name) for name in sorted(found)]
         return [ProjectArchive(t.project, self._read(t)) for t in targets if t.spec.backup.continuous]
 
-    def _read(self, target: Target) -> ArchiveStatus:
+    def _read(self, target: Target, lineage: str | None = None) -> ArchiveStatus:
+        """The status of `lineage` (default: the current data volume's)."""
         archives = self.engine.capability(Archives, target)
         record = self.engine.record(target.project)
         observed = self.engine.observe(target, record)
-        lineage = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+        lineage = lineage or self._lineage(target)
         return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, self.now())
 
+    def _lineage(self, target: Target) -> str:
+        record = self.engine.record(target.project)
+        return (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+
+    def _pull(self, target: Target, system_id: str | None) -> str:
+        """Pull a copy of the store (backup.offsite) into the repository volume: the one of cluster `system_id`, or
+        the only one there is, or the only one that is not the running cluster's; its lineage there."""
+        if target.spec.backup.offsite is None:
+            raise ConfigError(f"--offsite: {target.project!r} in env {target.env!r} has no backup.offsite store: set "
+                              f"{target.spec.key('backup.offsite')} in {self.engine.config.relpath}")
+        store = self.engine.capability(OffsiteCopies, target)
+        lineage = self._lineage(target)
+        found = store.offsite_copies(target, lineage)
+        shown = ", ".join(f"{c.system_identifier} (to {c.latest or '?'})" for c in found) or "none"
+        if system_id is not None:
+            chosen = [c for c in found if c.system_identifier == system_id]
+        else:
+            current = self._read(target).offsite
+            running = current.system_identifier if current is not None else None
+            chosen = found if len(found) == 1 else [c for c in found if c.system_identifier != running]
+        if len(chosen) != 1:
+            where = target.spec.backup.offsite.location(target.env, target.project, lineage)
+            raise ConfigError(f"--offsite: {'no copy of cluster ' + system_id if system_id else 'pick a copy'} in "
+                              f"{target.spec.backup.offsite.shown()} ({where}); the copies there: {shown}: give "
+                              f"--system-id=<one of them>; nothing was changed")
+        self.engine.reporter.step(target.project, f"copying cluster {chosen[0].system_identifier}'s archive from "
+                                                  f"{target.spec.backup.offsite.shown()} into the repository volume")
+        return store.pull_offsite(target, lineage, chosen[0].system_identifier)
+
     # --- restore to a point in time ---------------------------------------------------------------------------
-    def restore(self, project: str, to_time: str, *, yes: bool = False) -> ProjectResult:
+    def restore(self, project: str, to_time: str, *, yes: bool = False, offsite: bool = False,
+                system_id: str | None = None) -> ProjectResult:
         """Restore the project to `to_time` (ISO with a zone, `-10m`, `latest`) into a new data volume, verified
         (PostgreSQL promoted there, row counts read), then switch the stack to it; the old volume is kept until
-        --finalize. Refused, before anything changes, outside the recoverable window."""
+        --finalize. Refused, before anything changes, outside the recoverable window. With `offsite`, from a copy
+        in backup.offsite's store (cluster `system_id`), pulled into the repository volume first."""
         engine = self.engine
         try:
             moment = archiving.parse_time(to_time, self.now())
@@ -102,12 +134,16 @@ class ArchiveVerbs:
                               f"{target.spec.key('backup.continuous')}: true in {engine.config.relpath} (restore "
                               f"--from restores a dump)")
         archives = engine.capability(Archives, target)
-        self._refuse_outside(target, moment)  # first: a target it cannot reach is said even without --yes
+        if offsite:
+            engine.capability(OffsiteCopies, target)
+        else:
+            self._refuse_outside(target, moment)  # first: a target it cannot reach is said even without --yes
         if not yes:
             raise ConfirmationRequired(f"restore --to-time restores {project!r} in env {target.env!r} to "
                                        f"{archiving.iso(moment) or 'the latest archived moment'} in a new data volume "
                                        f"and switches the project to it (the current volume is kept until "
-                                       f"--finalize): add --yes to confirm")
+                                       f"--finalize){' from a copy pulled from its offsite store' if offsite else ''}: "
+                                       f"add --yes to confirm")
         with engine.operation(target, "restore --to-time", shared=True) as op:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
@@ -116,16 +152,17 @@ class ArchiveVerbs:
                     f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
                     f"volume {kept['volume']}: {self._command(target, '--finalize', '--yes')} deletes it "
                     f"(--rollback --yes returns to it) before another restore"))
-            status = self._refuse_outside(target, moment)
+            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+            source = self._pull(target, system_id) if offsite else old_key
+            status = self._refuse_outside(target, moment, source)
             base = archiving.base_for(moment, status.bases)
             if base is None:  # refusal() said the window; a base ends at or before any moment in it
                 raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
-            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
             new_key = f"{DEFAULT_DB_VOLUME}_pitr_{utc_stamp().lower()}"
             wanted = roles.Roles.of(target.spec.variables)
             dbname = str(target.spec.variables["db_name"])
             request = RestoreRequest(
-                lineage=old_key, base=base.name, target=moment, image=target.images.db, admin=wanted.admin,
+                lineage=source, base=base.name, target=moment, image=target.images.db, admin=wanted.admin,
                 dbname=dbname, mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS "
                                         f"'{roles.VOLUME_MARK}{new_key}'",
                 timeout=max(600.0, engine.config.health.timeout))
@@ -177,7 +214,7 @@ class ArchiveVerbs:
                     f"the data before the restore is kept as it was in volume {kept['volume']}: "
                     f"{self._command(target, '--finalize', '--yes')} deletes it, --rollback --yes returns to it"]
         return engine.result(target, "restore --to-time", "running", op, messages, {
-            "to_time": archiving.iso(moment), "base": base.name, "reached": restored.reached,
+            "to_time": archiving.iso(moment), "base": base.name, "reached": restored.reached, "lineage": source,
             "volume": restored.volume, "kept_volume": kept["volume"], "row_counts": dict(restored.row_counts),
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
@@ -219,8 +256,8 @@ class ArchiveVerbs:
         return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
     # --- helpers ------------------------------------------------------------------------------------------------
-    def _refuse_outside(self, target: Target, moment: datetime | None) -> ArchiveStatus:
-        status = self._read(target)
+    def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None) -> ArchiveStatus:
+        status = self._read(target, lineage)
         refused = archiving.refusal(moment, status)
         if refused is not None:
             raise OutsideWindow(f"restore --to-time of {target.project!r} in env {target.env!r}: {refused}")

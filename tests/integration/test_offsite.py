@@ -4,6 +4,7 @@ comes back empty, everything is copied again. The stand-in joins the project's n
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import time
@@ -115,3 +116,47 @@ def _decrypted(network: str, store: str, bucket: str, prefix: str) -> list[str]:
                   "-e", "RCLONE_CONFIG_SAFE_TYPE=crypt", "-e", f"RCLONE_CONFIG_SAFE_REMOTE=s3:{bucket}/{prefix}",
                   "-e", f"K={KEYS['BACKUP_ENCRYPTION_KEY']}", RCLONE_IMAGE, "-c", script)
     return out.split()
+
+
+def test_a_lost_host_s_data_comes_back_from_the_store_to_a_second(sandbox: Sandbox) -> None:
+    """The host's data and archive are lost (destroy --delete-data, and the state directory's copy of the project
+    with its secrets): a new cluster is provisioned in its place, and restore --to-time --offsite brings back the
+    old one's data as it was at the moment asked, from the store alone."""
+    store, bucket = f"s3-{sandbox.env}", "provision-backups"
+    (sandbox.root / "envs" / f"{sandbox.env}.env").write_text("".join(f"{k}={v}\n" for k, v in KEYS.items()))
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:17"}, extra=(
+        "backup:\n  continuous: true\n  base_every: 1h\n  retention: 1d\n  max_lag: 60s\n"
+        f"  offsite: {{endpoint: 'http://{store}:5000', bucket: {bucket}, every: 5s, image: '{RCLONE_IMAGE}'}}\n"))
+    _docker("run", "-d", "--name", store, "--label", f"io.provision.env={sandbox.env}", S3_IMAGE)
+
+    def provision() -> str:
+        url = sandbox.cli("provision", "--project=shop", "--json", "--show-secrets").json()["projects"][0]["db_url"]
+        _docker("network", "connect", "--alias", store, f"{sandbox.compose_name('shop')}_default", store, check=False)
+        return str(url)
+
+    db_url = provision()
+    old = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None)
+    sql(db_url, "create table marks (id serial primary key, name text)")
+    sql(db_url, "insert into marks (name) values ('A')")
+    time.sleep(1.5)
+    moment = sql(db_url, "select now()")[0][0]
+    time.sleep(1.5)
+    sql(db_url, "insert into marks (name) values ('B')")
+    # a WAL segment is copied once finished: finish the current one so the store holds both inserts
+    _docker("exec", f"{sandbox.compose_name('shop')}-db-1", "sh", "-c",
+            'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select pg_switch_wal()"')
+    _when(sandbox, lambda s: s["offsite"]["newest_wal"] != old["offsite"]["newest_wal"] and s["offsite"]["health"]
+          == "ok" and s["latest"] is not None and s["latest"] > moment.isoformat())
+    time.sleep(6)  # one more round: the store's status.json says how far its copy reaches
+
+    sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
+    shutil.rmtree(sandbox.state_dir / sandbox.env / "shop")
+    new_url = provision()  # a new, empty cluster with new secrets, archiving under its own identifier
+    assert sql(new_url, "select count(*) from pg_tables where tablename = 'marks'") == [(0,)]
+    _when(sandbox, lambda s: s["offsite"]["system_identifier"] not in (None, old["offsite"]["system_identifier"]))
+
+    done = sandbox.cli("restore", "--project=shop", f"--to-time={moment.isoformat()}", "--offsite", "--yes",
+                       "--json").json()["details"]
+    assert done["lineage"] == f"offsite-{old['offsite']['system_identifier']}" and done["reached"] == "target"
+    assert [r[0] for r in sql(new_url, "select name from marks order by id")] == ["A"]
+    assert done["row_counts"]["public.marks"] == 1

@@ -113,6 +113,14 @@ def test_the_offsite_service_alone_sees_the_keys_as_references(project_root: Pat
     assert with_env_secrets(Target(config, unarchived), Prepared(secrets=SECRETS)).secrets == SECRETS
 
 
+def test_without_encryption_the_offsite_service_has_no_passphrase(project_root: Path) -> None:
+    config = _config(project_root)
+    stack = render_stack(config.template_path, build_context(config, config.project("shop"), backend="coolify",
+                                                             ports=None), SECRETS)
+    env = yaml.safe_load(stack.text)["services"]["offsite"]["environment"]
+    assert "ENCRYPTION_KEY" not in env and env["RCLONE_CONFIG_OFFSITE_ACCESS_KEY_ID"] == "${BACKUP_S3_ACCESS_KEY_ID}"
+
+
 def _facts(offsite: dict[str, object] | None, *, running: bool = True) -> ArchiveFacts:
     return ArchiveFacts(lineage="pgdata", running=True, status_text=None, offsite_running=running,
                         offsite_text=json.dumps(offsite) if offsite is not None else None)

@@ -18,7 +18,13 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ...core import names
-from ...core.archiving import OFFSITE_SECRETS, ArchiveFacts, Restored, RestoreRequest
+from ...core.archiving import (
+    OFFSITE_SECRETS,
+    ArchiveFacts,
+    OffsiteCopy,
+    Restored,
+    RestoreRequest,
+)
 from ...core.config import EnvConfig
 from ...core.errors import (
     CommandFailed,
@@ -56,7 +62,7 @@ from ...infra.fsutil import atomic_write, env_file_text
 from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
 from ...state.layout import BackendFiles
 from ..base import Adopted, Backend
-from . import archives, ownership
+from . import archives, offsite, ownership
 from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
 from .engine import DockerClientFactory, Engine, docker_from_env, sdk_errors
@@ -520,6 +526,12 @@ class LocalBackend:
 
     def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest) -> Restored:
         return archives.restore_into(self.engine, self._data(target), target, volume_key, request)
+
+    def offsite_copies(self, target: Target, lineage: str) -> list[OffsiteCopy]:
+        return offsite.copies(self.engine, self._data(target), target, lineage)
+
+    def pull_offsite(self, target: Target, lineage: str, system_identifier: str) -> str:
+        return offsite.pull(self.engine, self._data(target), target, lineage, system_identifier)
 
     def adopt(self, target: Target) -> Adopted:
         """Take over the project's compose project made by another checkout (another owner id), by an earlier
