@@ -96,11 +96,11 @@ poll() {
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 
-until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep "$POLL"; done
+until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep 1; done
 while :; do
   if [ -z "$rpid" ] || ! kill -0 "$rpid" 2>/dev/null; then
     [ -n "$rpid" ] && note "pg_receivewal stopped: $(tail -n 1 "$D/.receiver.log")"
-    rpid=""; start_receiver
+    rpid=""; start_receiver && sleep 1  # connected, so that this poll finds the slot active
   fi
   poll
   if [ "$streaming" = true ] && { [ -z "$bpid" ] || ! kill -0 "$bpid" 2>/dev/null; }; then
