@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -15,12 +16,16 @@ import yaml
 from provision.core import archiving
 from provision.core.archiving import ArchiveFacts, BackupSettings, BaseBackup
 from provision.core.config import load_env
-from provision.core.errors import ConfigError
-from provision.core.model import Ports
+from provision.core.errors import ConfigError, ConfirmationRequired, NotSupported, ProjectConflict
+from provision.core.model import Observed, Ports, Target
 from provision.core.render import ARCHIVER_SCRIPT, build_context, render_stack
 from provision.core.roles import ARCHIVER, Roles, digest, ensure_sql
 from provision.core.secrets import Secret
+from provision.service import Provisioner
+from provision.service.archive import OutsideWindow
+from provision.state.records import StateStore
 from tests.conftest import write_env
+from tests.unit.fakes import DataBackend, FakeDatabase
 
 NOW = datetime(2026, 12, 8, 14, 0, tzinfo=UTC)
 ENV = """
@@ -245,3 +250,77 @@ def test_the_archiver_role_can_replicate_and_nothing_else() -> None:
     assert ARCHIVER not in ensure_sql(Roles(owner="app"), "app", SECRETS)
     # a stack without archiving keeps its digest (no roles run again on upgrade); switching it on changes it
     assert digest(Roles(owner="app"), "app", SECRETS, "pgdata") != digest(with_archiver, "app", SECRETS, "pgdata")
+
+
+# --- the verbs, through the engine, on a backend that keeps its archive in memory ------------------------------
+@dataclass
+class ArchiveBackend(DataBackend):
+    """A DataBackend with an archive: `past` is the rows a restore brings back; every base ended an hour ago and the
+    archive reaches now."""
+
+    past: dict[str, int] = field(default_factory=dict)
+    requests: list[archiving.RestoreRequest] = field(default_factory=list)
+
+    def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        now = datetime.now(UTC)
+        status = {"updated": archiving.iso(now), "streaming": True, "latest_recoverable": archiving.iso(now),
+                  "lag_seconds": "0"}
+        return ArchiveFacts(lineage, True, json.dumps(status),
+                            {"b1": _info(now - timedelta(hours=1, seconds=5), now - timedelta(hours=1))})
+
+    def restore_archive(self, target: Target, volume_key: str, request: archiving.RestoreRequest) -> archiving.Restored:
+        assert volume_key not in self.volumes[target.project]
+        self.requests.append(request)
+        self.volumes[target.project][volume_key] = {"major": 17, "rows": dict(self.past)}
+        return archiving.Restored(volume=f"{target.project}_{volume_key}", reached="target", row_counts=self.past)
+
+
+ARCHIVED = """
+images: {db: "postgres:17", api: "postgrest/postgrest:v12.2.3"}
+projects: [{name: shop}]
+backup: {continuous: true}
+health: {timeout: 5}
+"""
+
+
+def _provisioner(root: Path, state: Path, backend: DataBackend) -> Provisioner:
+    write_env(root, "dev", ARCHIVED)
+    return Provisioner(load_env("dev", root, environ={}), backend, StateStore(state), runner=FakeDatabase(backend),
+                       sleep=lambda _: None)
+
+
+def test_restore_to_time_switches_to_a_new_volume_and_back(project_root: Path, tmp_path: Path) -> None:
+    backend = ArchiveBackend(past={"public.items": 1})
+    provisioner = _provisioner(project_root, tmp_path / "state", backend)
+    provisioner.provision("shop")
+    backend.database("shop")["rows"] = {"public.items": 3}
+    outside = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+    with pytest.raises(OutsideWindow, match="before the recoverable window .* nothing was changed") as refused:
+        provisioner.archive.restore("shop", outside, yes=True)
+    assert refused.value.exit_code == 2 and backend.requests == [] and list(backend.volumes["shop"]) == ["pgdata"]
+    with pytest.raises(ConfirmationRequired):
+        provisioner.archive.restore("shop", "-10m")
+    done = provisioner.archive.restore("shop", "-10m", yes=True)
+    new_key = backend.mounted["shop"]
+    assert new_key.startswith("pgdata_pitr_") and backend.database("shop")["rows"] == {"public.items": 1}
+    assert backend.requests[0].lineage == "pgdata" and backend.requests[0].base == "b1"
+    assert "COMMENT ON DATABASE \"app\" IS 'provision volume=" + new_key in backend.requests[0].mark_sql
+    assert done.details["kept_volume"] == "shop_pgdata" and "pgdata" in backend.volumes["shop"]
+    with pytest.raises(ProjectConflict, match="earlier restore .* --finalize --yes"):
+        provisioner.archive.restore("shop", "latest", yes=True)  # one kept volume at a time
+    provisioner.archive.rollback("shop", yes=True)
+    assert backend.mounted["shop"] == "pgdata" and backend.database("shop")["rows"] == {"public.items": 3}
+    assert new_key not in backend.volumes["shop"]
+    provisioner.archive.restore("shop", "latest", yes=True)
+    assert backend.requests[-1].target is None
+    provisioner.archive.finalize("shop", yes=True)
+    assert "pgdata" not in backend.volumes["shop"] and provisioner.record("shop").kept_data == {}  # type: ignore[union-attr]
+
+
+def test_a_backend_without_archives_says_so(project_root: Path, tmp_path: Path) -> None:
+    provisioner = _provisioner(project_root, tmp_path / "state", DataBackend())
+    provisioner.provision("shop")
+    with pytest.raises(NotSupported, match="built for the local backend only so far"):
+        provisioner.archive.restore("shop", "latest", yes=True)
+    with pytest.raises(NotSupported, match="cannot read or restore its archive yet"):
+        provisioner.archive.listing()
