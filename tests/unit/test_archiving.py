@@ -247,7 +247,10 @@ def test_the_archiver_role_can_replicate_and_nothing_else() -> None:
     sql = ensure_sql(with_archiver, "app", SECRETS)
     assert (f"ALTER ROLE \"{ARCHIVER}\" NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS NOINHERIT LOGIN REPLICATION "
             f"PASSWORD NULL;") in sql
-    assert ARCHIVER not in ensure_sql(Roles(owner="app"), "app", SECRETS)
+    without = ensure_sql(Roles(owner="app"), "app", SECRETS)
+    assert "REPLICATION PASSWORD NULL" not in without  # archiving off: no role made, and its slot dropped
+    assert f"pg_drop_replication_slot(slot_name)) AS dropped FROM pg_replication_slots WHERE slot_name = '{ARCHIVER}'" \
+        in without
     # a stack without archiving keeps its digest (no roles run again on upgrade); switching it on changes it
     assert digest(Roles(owner="app"), "app", SECRETS, "pgdata") != digest(with_archiver, "app", SECRETS, "pgdata")
 

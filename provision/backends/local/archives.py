@@ -67,6 +67,19 @@ if [ -n "$TARGET" ]; then
 else
   reached=end; run || { tail -n 20 /tmp/pg.log >&2; exit 5; }
 fi
+if [ "$reached" = end ]; then  # all of the archive was replayed: it must have reached the archive's newest segment
+  redo=$(sed -n 's/.*redo done at \([0-9A-F]*\)\/\([0-9A-F]*\).*/\1 \2/p' /tmp/pg.log | tail -n 1)
+  newest=$(ls "$W" | sed -n 's/^[0-9A-F]\{8\}\([0-9A-F]\{16\}\).*/\1/p' | sort | tail -n 1)
+  if [ -n "$redo" ] && [ -n "$newest" ]; then
+    set -- $redo
+    seg=$(( (0x$1 * 4294967296 + 0x$2) / 16777216 ))
+    last=$(( 0x$(echo "$newest" | cut -c1-8) * 256 + 0x$(echo "$newest" | cut -c9-16) ))
+    if [ "$seg" -lt "$last" ]; then
+      echo "recovery stopped at $1/$2, before the archive's newest WAL segment: a segment is missing or damaged" >&2
+      tail -n 20 /tmp/pg.log >&2; exit 6
+    fi
+  fi
+fi
 echo "REACHED $reached"
 $as psql -X -A -t -F ' ' -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$COUNTS" | sed 's/^/COUNT /'
 $as psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$MARK"
