@@ -100,16 +100,29 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     sandbox.cli("restore", "--project=shop", "--finalize", "--yes")
     assert kept not in _volumes(sandbox) and again["details"]["volume"] in _volumes(sandbox)
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A"]
+    # a new project from the past, the source taking writes meanwhile and never stopped
+    sql(db_url, "insert into marks (name) values ('C')")
+    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(moment)}", "--json",
+                       check=False)
+    assert copy.returncode == 2 and "recoverable window" in copy.output  # the restored lineage starts after it
+    _when(sandbox, lambda s: s["health"] == "ok" and _moment(s["latest"]) > datetime.now(UTC) - timedelta(seconds=6))
+    now = datetime.now(UTC)
+    sql(db_url, "insert into marks (name) values ('D')")
+    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+    assert copy["details"]["row_counts"]["public.marks"] == 2 and copy["details"]["source"] == "shop"
+    past_url = str(sandbox.cli("outputs", "--project=shop-past", "--format=json").json()["db_url"])
+    assert [r[0] for r in sql(past_url, "select name from marks order by id")] == ["A", "C"]
+    assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "C", "D"]
     _check_fails_when_the_archiver_stops(sandbox)
 
 
 def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
     """`backups --check` exits 1 when the archiver's container stops, and says why."""
     _when(sandbox, lambda s: s["health"] == "ok")
-    assert sandbox.cli("backups", "--check").returncode == 0
+    assert sandbox.cli("backups", "--project=shop", "--check").returncode == 0
     subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
                    timeout=60, check=True)
-    failed = sandbox.cli("backups", "--check", check=False)
+    failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
     assert _archive(sandbox)["health"] == "failed"
 

@@ -271,11 +271,13 @@ class ArchiveBackend(DataBackend):
         return ArchiveFacts(lineage, True, json.dumps(status),
                             {"b1": _info(now - timedelta(hours=1, seconds=5), now - timedelta(hours=1))})
 
-    def restore_archive(self, target: Target, volume_key: str, request: archiving.RestoreRequest) -> archiving.Restored:
-        assert volume_key not in self.volumes[target.project]
+    def restore_archive(self, target: Target, volume_key: str, request: archiving.RestoreRequest, *,
+                        into: Target | None = None) -> archiving.Restored:
+        project = (into or target).project
+        assert volume_key not in self.volumes.get(project, {})
         self.requests.append(request)
-        self.volumes[target.project][volume_key] = {"major": 17, "rows": dict(self.past)}
-        return archiving.Restored(volume=f"{target.project}_{volume_key}", reached="target", row_counts=self.past)
+        self.volumes.setdefault(project, {})[volume_key] = {"major": 17, "rows": dict(self.past)}
+        return archiving.Restored(volume=f"{project}_{volume_key}", reached="target", row_counts=self.past)
 
 
 ARCHIVED = """
@@ -318,6 +320,23 @@ def test_restore_to_time_switches_to_a_new_volume_and_back(project_root: Path, t
     assert backend.requests[-1].target is None
     provisioner.archive.finalize("shop", yes=True)
     assert "pgdata" not in backend.volumes["shop"] and provisioner.record("shop").kept_data == {}  # type: ignore[union-attr]
+
+
+def test_clone_at_makes_a_new_project_from_the_past_and_only_reads_the_source(project_root: Path,
+                                                                               tmp_path: Path) -> None:
+    backend = ArchiveBackend(past={"public.items": 1})
+    provisioner = _provisioner(project_root, tmp_path / "state", backend)
+    provisioner.provision("shop")
+    backend.database("shop")["rows"] = {"public.items": 3}
+    made = provisioner.archive.clone("shop", "-5m", "shop-copy",
+                                     lambda name: provisioner.provision(name, create=True))
+    assert made.action == "clone --at" and made.details["row_counts"] == {"public.items": 1}
+    assert backend.database("shop-copy")["rows"] == {"public.items": 1}
+    assert backend.database("shop")["rows"] == {"public.items": 3} and backend.mounted["shop"] == "pgdata"
+    assert "provision volume=pgdata'" in backend.requests[0].mark_sql
+    with pytest.raises(OutsideWindow):
+        provisioner.archive.clone("shop", "-3d", "shop-old", lambda name: provisioner.provision(name, create=True))
+    assert "shop-old" not in backend.volumes
 
 
 def test_a_backend_without_archives_says_so(project_root: Path, tmp_path: Path) -> None:

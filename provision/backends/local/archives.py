@@ -179,14 +179,15 @@ def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed,
                         label=f"{target.env}/{target.project}", owner=target.config.owner)
 
 
-def restore_into(engine: Engine, data: DataVolumes, target: Target, volume_key: str,
+def restore_into(engine: Engine, data: DataVolumes, into: DataVolumes, target: Target, volume_key: str,
                  request: RestoreRequest) -> Restored:
-    """`Archives.restore_archive` on the local engine: a new labelled volume, then the one-off restore."""
+    """`Archives.restore_archive` on the local engine: a new labelled volume of `into` (the project `target`), then
+    the one-off restore from the archive of `data`'s project."""
     repository = data.find(REPOSITORY_VOLUME)
     if repository is None:
-        raise ProvisionError(f"{target.project!r} in env {target.env!r} has no archive volume "
-                             f"({REPOSITORY_VOLUME}): is backup.continuous on?")
-    volume = create_volume(engine, data.project_name, volume_key, volume_labels_of(target.config, target.spec),
+        raise ProvisionError(f"the archive volume ({REPOSITORY_VOLUME}) of {data.project_name} is missing: is "
+                             f"backup.continuous on?")
+    volume = create_volume(engine, into.project_name, volume_key, volume_labels_of(target.config, target.spec),
                            target.config.owner)
     return restore(engine, request, repository=repository, volume=volume, label=f"{target.env}/{target.project}",
                    owner=target.config.owner)
