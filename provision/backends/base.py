@@ -295,11 +295,12 @@ class Archives(Protocol):
         complete base backup's backup_info, and whether the archiver container runs now; changes nothing."""
         ...
 
-    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest) -> Restored:
-        """Create the project's data volume of compose key `volume_key` (refused when it exists) and restore
-        `request` into it with a one-off container (nothing else of the project is touched), PostgreSQL stopped
-        cleanly at the end; CommandFailed with recovery's log when it fails (the new volume is left for the caller
-        to drop)."""
+    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest, *,
+                        into: Target | None = None) -> Restored:
+        """Create the data volume of compose key `volume_key` of `into` (default: `target` itself; another project for
+        a clone), refused when it exists, and restore `request` from `target`'s archive into it with a one-off
+        container (nothing else is touched), PostgreSQL stopped cleanly at the end; CommandFailed with recovery's
+        log when it fails (the new volume is left for the caller to drop)."""
         ...
 
 

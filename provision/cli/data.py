@@ -151,13 +151,15 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",
+                               "at": "Copy the project as it was at this moment, from its continuous archive "
+                                     "(backup.continuous; same env): ISO time with its zone, -10m, or latest",
                                "to_env": "The env of the copy (default: the same)", "json": "Print JSON",
                                "set": "Override a key of the copy's env file, e.g. --set images.db=postgres:17",
                                "show_secrets": "Show the copy's db_url password", "lock_timeout": LOCK_HELP,
                                "quiet": QUIET_HELP})
 def clone(c: Context, env: str | None = None, project: str | None = None, to: str | None = None,
           to_env: str | None = None, json: bool = False, set_: list[str] | None = None, show_secrets: bool = False,
-          lock_timeout: str | None = None, quiet: bool = False) -> None:
+          lock_timeout: str | None = None, quiet: bool = False, at: str | None = None) -> None:
     """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
     --project into it. The source is only read."""
     from . import output
@@ -170,7 +172,7 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
     with session(quiet=quiet) as reporter:
         result = workspace().clone(require_env(env), project, to=to, to_env=to_env,
-                                          overrides=overrides(set_), reporter=reporter, **options)
+                                          overrides=overrides(set_), reporter=reporter, at=at, **options)
     data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets, quiet=quiet)
 
 

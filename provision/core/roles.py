@@ -146,7 +146,10 @@ def ensure_sql(roles: Roles, dbname: str, secrets: Mapping[str, Secret], volume:
         *([f"DO $provision$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {_literal(roles.archiver)}) "
            f"THEN CREATE ROLE {quote_identifier(roles.archiver)} NOLOGIN; END IF; END $provision$;",
            f"ALTER ROLE {quote_identifier(roles.archiver)} NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS "
-           f"NOINHERIT LOGIN REPLICATION PASSWORD NULL;"] if roles.archiver else []),
+           f"NOINHERIT LOGIN REPLICATION PASSWORD NULL;"] if roles.archiver else
+          # archiving switched off: its slot would hold WAL back for ever (the setting that bounds it goes too)
+          [f"SELECT count(pg_drop_replication_slot(slot_name)) AS dropped FROM pg_replication_slots WHERE "
+           f"slot_name = {_literal(ARCHIVER)} AND NOT active \\gset"]),
         # the authenticator may become the API roles and nothing else
         f"REVOKE {owner}, {admin} FROM {authr};",
         f"GRANT {anon}, {authn} TO {authr};",

@@ -218,6 +218,55 @@ class ArchiveVerbs:
             "volume": restored.volume, "kept_volume": kept["volume"], "row_counts": dict(restored.row_counts),
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
+    def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult]) -> ProjectResult:
+        """A new project `to` made from `project`'s archive at `at` (branch from the past): the archive restored
+        into `to`'s new data volume by a one-off container, then `provision(to)` creates its stack on it (its own
+        secrets and roles). The source is only read, and never stopped. A failed clone is removed again."""
+        engine = self.engine
+        try:
+            moment = archiving.parse_time(at, self.now())
+        except ValueError as exc:
+            raise ConfigError(f"--at: {exc}") from None
+        source = engine.known_target(project)
+        copy = engine.target(to)
+        if not source.spec.backup.continuous:
+            raise ConfigError(f"{project!r} in env {source.env!r} has no continuous archive: set "
+                              f"{source.spec.key('backup.continuous')}: true in {engine.config.relpath}")
+        dbname = str(source.spec.variables["db_name"])
+        if str(copy.spec.variables["db_name"]) != dbname:
+            raise ConfigError(f"{to!r} would have db_name {copy.spec.variables['db_name']!r}, the archive of "
+                              f"{project!r} holds {dbname!r}: a clone keeps the database's name")
+        archives = engine.capability(Archives, source)
+        status = self._refuse_outside(source, moment)
+        base = archiving.base_for(moment, status.bases)
+        if base is None:
+            raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
+        record = engine.record(project)
+        request = RestoreRequest(
+            lineage=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME, base=base.name,
+            target=moment, image=source.images.db, admin=roles.Roles.of(source.spec.variables).admin, dbname=dbname,
+            mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS '{roles.VOLUME_MARK}{DEFAULT_DB_VOLUME}'",
+            timeout=max(600.0, engine.config.health.timeout))
+        engine.reporter.step(to, f"restoring {project!r}'s base backup {base.name} and archive up to "
+                                 f"{archiving.iso(moment) or 'its end'} into a new project")
+        try:
+            restored = archives.restore_archive(source, DEFAULT_DB_VOLUME, request, into=copy)
+        except BaseException:
+            self._drop(copy, DEFAULT_DB_VOLUME)
+            raise
+        created = provision(to)
+        counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
+        messages = (f"cloned {project!r} as it was at {archiving.iso(moment) or 'the latest archived moment'} into "
+                    f"{to!r}; rows: {counts}",)
+        for line in messages:
+            engine.reporter.step(to, line)
+        return ProjectResult(project=to, env=copy.env, backend=engine.backend.name, status=created.status,
+                             changed=True, action="clone --at", declared=copy.spec.declared,
+                             messages=messages, duration=created.duration + restored.duration,
+                             details={**created.details, "source": project, "at": archiving.iso(moment),
+                                      "base": base.name, "reached": restored.reached,
+                                      "row_counts": dict(restored.row_counts)})
+
     def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
         """Return to the data a restore --to-time kept (what was written since the restore is left in the restored
         volume, which is deleted)."""

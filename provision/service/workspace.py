@@ -74,10 +74,11 @@ class Workspace:
 
     def clone(self, env: str, project: str, *, to: str, to_env: str | None = None,
               overrides: Mapping[str, str] | None = None, reporter: Reporter | None = None,
-              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT, at: str | None = None) -> ProjectResult:
         """A parallel copy: back up `project`, provision `to` (in `to_env`, with `overrides` applied to that env
-        only) and restore the backup into it, row counts verified. `to` must be new; if the copy fails, the new
-        project is removed again (with its data: nothing of it existed before). The source is only read."""
+        only) and restore the backup into it, row counts verified. With `at`: from the continuous archive as it
+        was then (service/archive.py), same env only. `to` must be new; if the copy fails, the new project is
+        removed again (with its data: nothing of it existed before). The source is only read."""
         source = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
         target_env = to_env or env
         dest = source if target_env == env and not overrides else self.provisioner(
@@ -89,6 +90,17 @@ class Workspace:
         if is_taken(dest.engine, to):
             raise ProjectConflict(f"{to!r} already exists in env {target_env!r}: a clone never overwrites a project; "
                                   f"pick a new name or destroy it first")
+        if at is not None:  # from the continuous archive: the same env only (its archive volume is on its engine)
+            if dest is not source:
+                raise ConfigError("clone --at makes the copy in the same env, without --set (its archive is on "
+                                  "that env's engine): drop --to-env and --set")
+            try:
+                return source.archive.clone(project, at, to, lambda name: source.provision(name, create=True))
+            except ProvisionError as exc:
+                if is_taken(source.engine, to):
+                    with contextlib.suppress(ProvisionError):
+                        source.destroy(to, delete_data=True, yes=True, backup=False)
+                raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")
         chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
         created = dest.provision(to, create=True)

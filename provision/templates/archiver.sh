@@ -26,6 +26,16 @@ newest_base() { ls "$D/base" 2>/dev/null | grep -v '^\.' | grep -v '^tmp-' | sor
 info() { sed -n "s/^$2=//p" "$D/base/$1/backup_info" 2>/dev/null; }
 
 start_receiver() {
+  # a slot that is missing (archiving was off, or it was dropped) or lost (past max_slot_wal_keep_size) means a gap
+  # in the WAL: the archive so far is set aside (kept, not offered) and a new window starts with a new base backup
+  slot=$(q -c "SELECT coalesce((SELECT CASE WHEN wal_status = 'lost' THEN 'lost' ELSE 'ok' END FROM pg_replication_slots
+    WHERE slot_name = '$SLOT'), 'none')" 2>"$D/.receiver.log") || { note "reading the slot: $(tail -n 1 "$D/.receiver.log")"; return 1; }
+  [ "$slot" = lost ] && q -c "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
+  if [ "$slot" != ok ] && [ -n "$(ls "$D/wal")" ]; then
+    aside="$D.gap-$(date -u +%Y%m%dT%H%M%SZ)"; mkdir -p "$aside" && mv "$D/wal" "$D/base" "$aside/" && mkdir -p "$D/wal" "$D/base"
+    rm -f "$D/status.json"; latest=""; latest_epoch=""; prev_t=""; prev_lsn=""
+    note "the replication slot was $( [ "$slot" = lost ] && echo lost || echo missing): a gap in the WAL; the archive before it is kept in $aside and a new window starts"
+  fi
   if ! pg_receivewal --create-slot --if-not-exists -S "$SLOT" 2>"$D/.receiver.log"; then
     note "creating slot $SLOT: $(tail -n 1 "$D/.receiver.log")"; return 1
   fi
@@ -96,11 +106,11 @@ poll() {
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 
-until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep "$POLL"; done
+until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep 1; done
 while :; do
   if [ -z "$rpid" ] || ! kill -0 "$rpid" 2>/dev/null; then
     [ -n "$rpid" ] && note "pg_receivewal stopped: $(tail -n 1 "$D/.receiver.log")"
-    rpid=""; start_receiver
+    rpid=""; start_receiver && sleep 1  # connected, so that this poll finds the slot active
   fi
   poll
   if [ "$streaming" = true ] && { [ -z "$bpid" ] || ! kill -0 "$bpid" 2>/dev/null; }; then

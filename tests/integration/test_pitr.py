@@ -87,26 +87,42 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     assert kept in _volumes(sandbox) and done["details"]["volume"] in _volumes(sandbox)
 
     # the restored data archives as a lineage of its own; --rollback returns to the data before, as it was
-    _when(sandbox, lambda s: s["lineage"].startswith("pgdata_pitr_") and s["health"] == "ok")
+    assert _archive(sandbox)["lineage"] == f"pgdata_pitr_{done['details']['volume'].rsplit('_pitr_', 1)[1]}"
     sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "B"]
     assert sql(db_url, "select count(*) from pg_tables where tablename = 'keep'")[0][0] == 0
     assert _volumes(sandbox) == before
 
+    if db_image != PG17:
+        return
     # again, then --finalize deletes the old volume
     again = sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes", "--json").json()
     sandbox.cli("restore", "--project=shop", "--finalize", "--yes")
     assert kept not in _volumes(sandbox) and again["details"]["volume"] in _volumes(sandbox)
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A"]
+    # a new project from the past, the source taking writes meanwhile and never stopped
+    sql(db_url, "insert into marks (name) values ('C')")
+    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(moment)}", "--json",
+                       check=False)
+    assert copy.returncode == 2 and "recoverable window" in copy.output  # the restored lineage starts after it
+    _when(sandbox, lambda s: s["health"] == "ok" and _moment(s["latest"]) > datetime.now(UTC) - timedelta(seconds=6))
+    now = datetime.now(UTC)
+    sql(db_url, "insert into marks (name) values ('D')")
+    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+    assert copy["details"]["row_counts"]["public.marks"] == 2 and copy["details"]["source"] == "shop"
+    past_url = str(sandbox.cli("outputs", "--project=shop-past", "--format=json").json()["db_url"])
+    assert [r[0] for r in sql(past_url, "select name from marks order by id")] == ["A", "C"]
+    assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "C", "D"]
+    _check_fails_when_the_archiver_stops(sandbox)
 
 
-def test_backups_check_fails_when_the_archiver_stops_and_says_why(sandbox: Sandbox) -> None:
-    _start(sandbox, PG17)
+def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
+    """`backups --check` exits 1 when the archiver's container stops, and says why."""
     _when(sandbox, lambda s: s["health"] == "ok")
-    assert sandbox.cli("backups", "--check").returncode == 0
+    assert sandbox.cli("backups", "--project=shop", "--check").returncode == 0
     subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
                    timeout=60, check=True)
-    failed = sandbox.cli("backups", "--check", check=False)
+    failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
     assert _archive(sandbox)["health"] == "failed"
 
@@ -132,11 +148,11 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(8)
+    time.sleep(6)
     stop.set()
     writer.join(timeout=30)
     rng = random.Random(22)  # noqa: S311
-    picks = sorted(rng.sample(range(len(commits) - 1), 4))
+    picks = sorted(rng.sample(range(len(commits) - 1), 3))
     targets = [(commits[i][0], commits[i][2] + (commits[i + 1][1] - commits[i][2]) / 2) for i in picks]
     _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
     for expected, moment in targets:

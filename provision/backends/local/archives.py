@@ -68,6 +68,19 @@ if [ -n "$TARGET" ]; then
 else
   reached=end; run || { tail -n 20 /tmp/pg.log >&2; exit 5; }
 fi
+if [ "$reached" = end ]; then  # all of the archive was replayed: it must have reached the archive's newest segment
+  redo=$(sed -n 's/.*redo done at \([0-9A-F]*\)\/\([0-9A-F]*\).*/\1 \2/p' /tmp/pg.log | tail -n 1)
+  newest=$(ls "$W" | sed -n 's/^[0-9A-F]\{8\}\([0-9A-F]\{16\}\).*/\1/p' | sort | tail -n 1)
+  if [ -n "$redo" ] && [ -n "$newest" ]; then
+    set -- $redo
+    seg=$(( (0x$1 * 4294967296 + 0x$2) / 16777216 ))
+    last=$(( 0x$(echo "$newest" | cut -c1-8) * 256 + 0x$(echo "$newest" | cut -c9-16) ))
+    if [ "$seg" -lt "$last" ]; then
+      echo "recovery stopped at $1/$2, before the archive's newest WAL segment: a segment is missing or damaged" >&2
+      tail -n 20 /tmp/pg.log >&2; exit 6
+    fi
+  fi
+fi
 echo "REACHED $reached"
 $as psql -X -A -t -F ' ' -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$COUNTS" | sed 's/^/COUNT /'
 $as psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$MARK"
@@ -173,14 +186,15 @@ def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed,
                         offsite_running=offsite_running)
 
 
-def restore_into(engine: Engine, data: DataVolumes, target: Target, volume_key: str,
+def restore_into(engine: Engine, data: DataVolumes, into: DataVolumes, target: Target, volume_key: str,
                  request: RestoreRequest) -> Restored:
-    """`Archives.restore_archive` on the local engine: a new labelled volume, then the one-off restore."""
+    """`Archives.restore_archive` on the local engine: a new labelled volume of `into` (the project `target`), then
+    the one-off restore from the archive of `data`'s project."""
     repository = data.find(REPOSITORY_VOLUME)
     if repository is None:
-        raise ProvisionError(f"{target.project!r} in env {target.env!r} has no archive volume "
-                             f"({REPOSITORY_VOLUME}): is backup.continuous on?")
-    volume = create_volume(engine, data.project_name, volume_key, volume_labels_of(target.config, target.spec),
+        raise ProvisionError(f"the archive volume ({REPOSITORY_VOLUME}) of {data.project_name} is missing: is "
+                             f"backup.continuous on?")
+    volume = create_volume(engine, into.project_name, volume_key, volume_labels_of(target.config, target.spec),
                            target.config.owner)
     return restore(engine, request, repository=repository, volume=volume, label=f"{target.env}/{target.project}",
                    owner=target.config.owner)

@@ -524,8 +524,10 @@ class LocalBackend:
     def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
         return archives.facts(self.engine, self._data(target), target, observed, lineage)
 
-    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest) -> Restored:
-        return archives.restore_into(self.engine, self._data(target), target, volume_key, request)
+    def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest, *,
+                        into: Target | None = None) -> Restored:
+        return archives.restore_into(self.engine, self._data(target), self._data(into or target), into or target,
+                                     volume_key, request)
 
     def offsite_copies(self, target: Target, lineage: str) -> list[OffsiteCopy]:
         return offsite.copies(self.engine, self._data(target), target, lineage)
