@@ -541,29 +541,7 @@ class LocalBackend:
         this checkout's in the project's `adopted.json`, and the next provision recreates its containers with this
         env's owner label (a volume keeps its labels: it stays this checkout's through that file). Returns what
         was done, nothing when it is this checkout's already."""
-        label = self._label(target)
-        containers = service_containers(self.compose.containers(label))
-        volumes = self.compose.labelled_volumes(label)
-        if not containers and not volumes:
-            raise ProvisionError(f"no compose project {self._project_name(target)} (containers or volumes) on this "
-                                 f"Docker Engine to adopt for {target.project!r} in env {target.env!r}")
-        owners = ownership.owners_of([*(c.labels for c in containers), *volumes.values()])
-        accepted = self.claims.accepted(target.config, target.project)
-        taken = sorted(owners - accepted)
-        if not taken:
-            return Adopted(changed=False)
-        self.claims.adopt(target.env, target.project, taken)
-        whose = ", ".join(f"owner {o}" if o else "no owner id" for o in taken)
-        done = [f"adopted compose project {self._project_name(target)} ({len(containers)} container(s), "
-                f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
-        if containers:
-            done.append(f"{hints.command('provision', env=target.env, project=target.project)} recreates its containers with "
-                        f"owner {target.config.owner or '(none)'}'s label; its volumes keep their labels")
-        secrets = self.files.secrets_path(target.env, target.project)
-        if not secrets.is_file():
-            done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "
-                        f"<state>/{target.env}/{target.project}/secrets.env to {secrets} before provision")
-        return Adopted(changed=True, messages=tuple(done))
+        return self.claims.adopt_project(target, self.compose, self._label(target), self._project_name(target))
 
     def logs(self, target: Target, observed: Observed, *, service: str | None, tail: int,
              since: datetime | None = None, follow: bool = False) -> Iterator[str]:

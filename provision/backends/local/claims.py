@@ -9,11 +9,14 @@ from dataclasses import dataclass, replace
 
 from ...core import names
 from ...core.config import EnvConfig
-from ...core.errors import ProjectConflict
-from ...core.model import Observed
+from ...core.errors import ProjectConflict, ProvisionError
+from ...core.model import Observed, Target
+from ...infra import hints
 from ...infra.fsutil import read_json, write_json
 from ...state.layout import BackendFiles
+from ..base import Adopted
 from . import ownership
+from .compose import ComposeCLI, service_containers
 
 ADOPTED_FILE = "adopted.json"  # in the working folder: the owners `adopt` took the project's resources over from
 
@@ -62,3 +65,29 @@ class Claims:
         previous = read_json(adopted).get("owners") if adopted.is_file() else []
         kept = [str(o) for o in previous] if isinstance(previous, list) else []
         write_json(adopted, {"owners": sorted({*kept, *owners})})
+
+    def adopt_project(self, target: Target, compose: ComposeCLI, label: str, project_name: str) -> Adopted:
+        """`LocalBackend.adopt`: the owners the compose project's containers and volumes (`label`) carry are
+        recorded as this checkout's in its adopted.json; what was done, nothing when it is this checkout's."""
+        containers = service_containers(compose.containers(label))
+        volumes = compose.labelled_volumes(label)
+        if not containers and not volumes:
+            raise ProvisionError(f"no compose project {project_name} (containers or volumes) on this "
+                                 f"Docker Engine to adopt for {target.project!r} in env {target.env!r}")
+        owners = ownership.owners_of([*(c.labels for c in containers), *volumes.values()])
+        accepted = self.accepted(target.config, target.project)
+        taken = sorted(owners - accepted)
+        if not taken:
+            return Adopted(changed=False)
+        self.adopt(target.env, target.project, taken)
+        whose = ", ".join(f"owner {o}" if o else "no owner id" for o in taken)
+        done = [f"adopted compose project {project_name} ({len(containers)} container(s), "
+                f"{len(volumes)} volume(s); {whose}): it is this checkout's now"]
+        if containers:
+            done.append(f"{hints.command('provision', env=target.env, project=target.project)} recreates its containers with "
+                        f"owner {target.config.owner or '(none)'}'s label; its volumes keep their labels")
+        secrets = self.files.secrets_path(target.env, target.project)
+        if not secrets.is_file():
+            done.append(f"it needs the secrets of the checkout that made it: copy that checkout's "
+                        f"<state>/{target.env}/{target.project}/secrets.env to {secrets} before provision")
+        return Adopted(changed=True, messages=tuple(done))
