@@ -107,6 +107,30 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
                                                    for a in bad if a.status is not None), code=1)
 
 
+@task(help={"env": ENV_HELP, "project": "The project to drill (default: every project with backup.continuous on)",
+            "at": "Restore this moment instead of the archive's end (ISO with its zone, or -10m)",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def verify(c: Context, env: str | None = None, project: str | None = None, at: str | None = None,
+           json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Restore drill: write a marker, restore the continuous archive (its end, or --at) into a throwaway stack,
+    check it (PostgreSQL starts, the api answers, the marker is there, every table reads, amcheck is clean),
+    remove it, and record the result (backups shows the last drill). Exit 1 when a drill fails."""
+    from . import output
+
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
+    with session(quiet=quiet) as reporter:
+        results = workspace().verify(require_env(env), project, at=at, reporter=reporter, **options)
+    if json:
+        emit(output.to_json({"env": env, "drills": [r.to_dict() for r in results]}))
+    elif not quiet:
+        emit("\n".join(f"{r.project}: {r.messages[0]}" for r in results))
+    failed = [r for r in results if r.details.get("result") != "ok"]
+    if failed:
+        raise Exit("\n".join(f"error: {r.project}: {r.details.get('detail')}" for r in failed), code=1)
+
+
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "from": "A dump's path, or latest (the newest backup)",
             "to_time": "Restore the continuous archive to this moment (backup.continuous): an ISO time with its "
                        "zone (2026-12-08T14:03:00Z), a time ago (-10m), or latest; into a new data volume, the "

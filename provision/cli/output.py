@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -184,11 +184,19 @@ def archives_table(found: Sequence[Any], *, wide: bool = False, width: int | Non
                      "lag": None if status.lag_seconds is None else f"{status.lag_seconds:g}s",
                      "size": None if status.size_bytes is None else human_bytes(status.size_bytes),
                      "error": status.error,
-                     "offsite": status.offsite.health if status.offsite else None})
+                     "offsite": status.offsite.health if status.offsite else None,
+                     "drill": _drill(item.last_drill)})
     columns = ("project", "health", "earliest", "latest", "last_base", "lag", "size",
-               *(("offsite",) if any(row.get("offsite") for row in rows) else ()), "reason", "error")
+               *(("offsite",) if any(row.get("offsite") for row in rows) else ()), "drill", "reason", "error")
     return _grid(rows, columns) if wide else _grid(rows, columns, width=_fit(width), shrink=("reason", "error"),
-                                                   optional=("error", "size", "offsite", "last_base"))
+                                                   optional=("error", "size", "last_base", "offsite", "lag", "drill"))
+
+
+def _drill(line: Mapping[str, Any] | None) -> str:
+    """The last restore drill in a few characters: `ok 2026-12-08T14:03Z`, `failed …`, or `never`."""
+    if line is None:
+        return "never"
+    return f"{line.get('result')} {str(line.get('time') or '')[:16]}Z"
 
 
 def _second(moment: datetime) -> str:

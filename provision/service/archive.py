@@ -10,9 +10,10 @@ refused before anything changes, naming the window."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from ..backends.base import Archives, DataVolumes, DroppingVolumes, OffsiteCopies
 from ..core import archiving, roles
@@ -32,6 +33,7 @@ from ..core.results import ProjectResult
 from ..infra import hints
 from ..infra.clock import utc_now, utc_stamp
 from ..infra.database import quote_identifier
+from ..state import history
 from . import upgrade_state as states
 from .engine import Engine
 from .upgrade import Upgrades
@@ -47,10 +49,13 @@ class ProjectArchive:
 
     project: str
     status: ArchiveStatus | None
+    last_drill: Mapping[str, Any] | None = None  # the last `verify` history line (service/drills.py), None: never
 
     def to_dict(self) -> dict[str, object]:
+        drill = ({key: self.last_drill.get(key) for key in ("time", "result", "duration_s", "detail")}
+                 if self.last_drill is not None else None)
         return {"project": self.project, "continuous": self.status is not None,
-                **(self.status.to_dict() if self.status is not None else {})}
+                **(self.status.to_dict() if self.status is not None else {}), "last_drill": drill}
 
 
 class ArchiveVerbs:
@@ -69,7 +74,7 @@ class ArchiveVerbs:
         target = self.engine.known_target(project)
         if not target.spec.backup.continuous:
             return ProjectArchive(project, None)
-        return ProjectArchive(project, self._read(target))
+        return ProjectArchive(project, self._read(target), self._drills().get(project))
 
     def listing(self, project: str | None = None) -> list[ProjectArchive]:
         """`status` of `project`, or of every project of the env (declared or recorded) with archiving on."""
@@ -77,7 +82,12 @@ class ArchiveVerbs:
             return [self.status(project)]
         found = {p.name for p in self.engine.config.projects} | set(self.engine.records())
         targets = [self.engine.target(name) for name in sorted(found)]
-        return [ProjectArchive(t.project, self._read(t)) for t in targets if t.spec.backup.continuous]
+        drills = self._drills()
+        return [ProjectArchive(t.project, self._read(t), drills.get(t.project)) for t in targets
+                if t.spec.backup.continuous]
+
+    def _drills(self) -> dict[str, dict[str, Any]]:
+        return history.last_of(self.engine.store.root, env=self.engine.env, action="verify")
 
     def _read(self, target: Target, lineage: str | None = None) -> ArchiveStatus:
         """The status of `lineage` (default: the current data volume's)."""

@@ -22,6 +22,7 @@ from ..state import backups
 from ..state.layout import BackendFiles
 from ..state.records import StateStore, default_state_dir
 from . import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .drills import NO_ARCHIVING, Drills
 from .requests import is_taken
 from .scaffold import InitResult, init
 
@@ -156,3 +157,19 @@ class Workspace:
         if skipped and len(skipped) == len(envs):
             raise ProvisionError("every env was skipped, so nothing is listed:\n  " + "\n  ".join(skipped))
         return results
+
+    def verify(self, env: str, project: str | None = None, *, at: str | None = None,
+               reporter: Reporter | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> list[ProjectResult]:
+        """Restore drills (service/drills.py) of `project`, or of every project of `env` with continuous archiving
+        on, one after the other; each drill's result is the project's history line. ConfigError when there is
+        nothing to drill."""
+        source = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
+        throwaway = self.provisioner(env, overrides=NO_ARCHIVING, reporter=reporter, lock_timeout=lock_timeout)
+        drills = Drills(source, throwaway, wall=self.clock.monotonic, sleep=self.clock.sleep)
+        if project is not None:
+            return [drills.verify(project, at=at)]
+        names_ = sorted({p.name for p in source.config.projects} | set(source.engine.records()))
+        chosen = [name for name in names_ if source.target(name).spec.backup.continuous and "-drill-" not in name]
+        if not chosen:
+            raise ConfigError(f"verify: no project of env {env!r} has backup.continuous on: nothing to drill")
+        return [drills.verify(name, at=at) for name in chosen]

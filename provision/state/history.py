@@ -74,3 +74,12 @@ def read(state_dir: Path, *, env: str | None = None, project: str | None = None)
                 continue  # a line cut short by a crash is skipped, the rest still reads
             if (env is None or item.get("env") == env) and (project is None or item.get("project") == project):
                 yield item
+
+
+def last_of(state_dir: Path, *, env: str, action: str) -> dict[str, dict[str, Any]]:
+    """The last history line of `action` for each project of `env`: {project: line}."""
+    found: dict[str, dict[str, Any]] = {}
+    for line in read(state_dir, env=env):
+        if line.get("action") == action:
+            found[str(line.get("project"))] = line
+    return found
