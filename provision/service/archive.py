@@ -228,10 +228,11 @@ class ArchiveVerbs:
             "volume": restored.volume, "kept_volume": kept["volume"], "row_counts": dict(restored.row_counts),
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
-    def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult]) -> ProjectResult:
+    def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult],
+              remove: Callable[[str], object]) -> ProjectResult:
         """A new project `to` made from `project`'s archive at `at` (branch from the past): the archive restored
         into `to`'s new data volume by a one-off container, then `provision(to)` creates its stack on it (its own
-        secrets and roles). The source is only read, and never stopped. A failed clone is removed again."""
+        secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`)."""
         engine = self.engine
         try:
             moment = archiving.parse_time(at, self.now())
@@ -264,7 +265,12 @@ class ArchiveVerbs:
         except BaseException:
             self._drop(copy, DEFAULT_DB_VOLUME)
             raise
-        created = provision(to)
+        try:
+            created = provision(to)
+        except ProvisionError as exc:
+            with contextlib.suppress(ProvisionError):
+                remove(to)
+            raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
         counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
         messages = (f"cloned {project!r} as it was at {archiving.iso(moment) or 'the latest archived moment'} into "
                     f"{to!r}; rows: {counts}",)

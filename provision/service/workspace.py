@@ -95,13 +95,8 @@ class Workspace:
             if dest is not source:
                 raise ConfigError("clone --at makes the copy in the same env, without --set (its archive is on "
                                   "that env's engine): drop --to-env and --set")
-            try:
-                return source.archive.clone(project, at, to, lambda name: source.provision(name, create=True))
-            except ProvisionError as exc:
-                if is_taken(source.engine, to):
-                    with contextlib.suppress(ProvisionError):
-                        source.destroy(to, delete_data=True, yes=True, backup=False)
-                raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
+            return source.archive.clone(project, at, to, lambda name: source.provision(name, create=True),
+                                        lambda name: source.destroy(name, delete_data=True, yes=True, backup=False))
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")
         chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
         created = dest.provision(to, create=True)

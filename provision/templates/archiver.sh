@@ -12,11 +12,12 @@ set -u
 D="$ARCHIVE_DIR"
 mkdir -p "$D/wal" "$D/base" || exit 1
 rm -rf "$D/base/".tmp-* 2>/dev/null
-rpid=""; bpid=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
+rpid=""; bpid=""; spid=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
 # what the archive reached before a restart is still in it
 latest=$(sed -n 's/.*"latest_recoverable": "\([^"]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
 latest_epoch=$(sed -n 's/.*"latest_epoch": "\([0-9]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
-trap 'kill $rpid $bpid 2>/dev/null; exit 0' TERM INT
+trap 'kill $rpid $bpid $spid 2>/dev/null; exit 0' TERM INT
+trap '' PIPE  # a write to a psql session that died fails (and the session is started again) instead of killing us
 note() {  # the current error (cleared once streaming again) and the last one, with its time
   err=$(printf '%s' "$*" | tr -d '"\\' | tr '\n\t' '  ' | cut -c1-300); last_err=$err; last_err_at=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   echo "archiver: $err" >&2
@@ -33,7 +34,7 @@ start_receiver() {
   [ "$slot" = lost ] && q -c "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
   if [ "$slot" != ok ] && [ -n "$(ls "$D/wal")" ]; then
     aside="$D.gap-$(date -u +%Y%m%dT%H%M%SZ)"; mkdir -p "$aside" && mv "$D/wal" "$D/base" "$aside/" && mkdir -p "$D/wal" "$D/base"
-    rm -f "$D/status.json"; latest=""; latest_epoch=""; prev_t=""; prev_lsn=""
+    rm -f "$D/status.json"; latest=""; latest_epoch=""; prev_t=""; prev_lsn=""; last=""; last_end=""; base_due=0
     note "the replication slot was $( [ "$slot" = lost ] && echo lost || echo missing): a gap in the WAL; the archive before it is kept in $aside and a new window starts"
   fi
   if ! pg_receivewal --create-slot --if-not-exists -S "$SLOT" 2>"$D/.receiver.log"; then
@@ -84,14 +85,32 @@ retention() {
   return 0
 }
 
+# one psql session for the polls (a process and a server backend per poll would cost more than the rest): the
+# queries go in through a FIFO on fd 3, the rows come back on fd 4, each answer ended by a marker line
+session() {
+  [ -n "$spid" ] && kill "$spid" 2>/dev/null; exec 3>&- 4<&-
+  rm -f /tmp/archiver.in /tmp/archiver.out && mkfifo /tmp/archiver.in /tmp/archiver.out || return 1
+  psql -X -A -t -q -F ' ' </tmp/archiver.in >/tmp/archiver.out 2>"$D/.poll.log" &
+  spid=$!
+  exec 3>/tmp/archiver.in 4</tmp/archiver.out
+}
+
+ask() {  # $1: one statement; the last row it printed in $row; non-zero when the session is gone or printed nothing
+  row=""
+  kill -0 "$spid" 2>/dev/null || return 1
+  printf '%s\n\\echo __end__\n' "$1" >&3 || return 1
+  while IFS= read -r line <&4; do [ "$line" = __end__ ] && break; row=$line; done
+  [ "$line" = __end__ ] && [ -n "$row" ]
+}
+
 poll() {
-  row=$(printf '%s\n' "WITH c AS (SELECT pg_current_wal_lsn() AS lsn, now() AS t)
+  if ! ask "WITH c AS (SELECT pg_current_wal_lsn() AS lsn, now() AS t)
     SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), extract(epoch FROM c.t)::bigint,
       c.lsn, coalesce(s.active, false), coalesce(pg_wal_lsn_diff(c.lsn, s.restart_lsn)::bigint, -1),
-      coalesce(s.restart_lsn >= c.lsn, false), coalesce(s.restart_lsn >= :'prev'::pg_lsn, false)
-    FROM c LEFT JOIN pg_replication_slots s ON s.slot_name = :'slot'" \
-    | q -F ' ' -v prev="${prev_lsn:-FFFFFFFF/FFFFFFFF}" -v slot="$SLOT" 2>"$D/.poll.log") || {
-      note "reading the database: $(tail -n 1 "$D/.poll.log")"; streaming=false; return 1; }
+      coalesce(s.restart_lsn >= c.lsn, false), coalesce(s.restart_lsn >= '${prev_lsn:-FFFFFFFF/FFFFFFFF}'::pg_lsn, false)
+    FROM c LEFT JOIN pg_replication_slots s ON s.slot_name = '$SLOT';"; then
+    note "reading the database: $(tail -n 1 "$D/.poll.log")"; streaming=false; session; return 1
+  fi
   set -- $row
   t=$1; epoch=$2; lsn=$3; active=$4; lag=$5; caught=$6; reached=$7
   if [ "$caught" = t ]; then latest=$t; latest_epoch=$epoch
@@ -100,26 +119,31 @@ poll() {
   if [ "$active" = t ]; then streaming=true; err=""; else streaming=false; fi
   if [ "$caught" = t ]; then lag_s=0; elif [ -n "$latest_epoch" ]; then lag_s=$((epoch - latest_epoch)); else lag_s=""; fi
   [ $((n % 12)) -eq 0 ] && size=$(( $(du -sk "$D" | cut -f1) * 1024 ))
-  last=$(newest_base); berr=$(sed -n 's/^base_error=//p' "$D/.base_error" 2>/dev/null)
+  berr=""; [ -f "$D/.base_error" ] && berr=$(sed -n 's/^base_error=//p' "$D/.base_error")
   printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s"}\n' \
     "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" > "$D/status.json.tmp" \
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 
 until q -c 'SELECT 1' >/dev/null 2>"$D/.poll.log"; do note "waiting for the database: $(tail -n 1 "$D/.poll.log")"; sleep 1; done
+session
+last=$(newest_base); last_end=$(info "$last" end_epoch); base_due=0
 while :; do
   if [ -z "$rpid" ] || ! kill -0 "$rpid" 2>/dev/null; then
     [ -n "$rpid" ] && note "pg_receivewal stopped: $(tail -n 1 "$D/.receiver.log")"
     rpid=""; start_receiver && sleep 1  # connected, so that this poll finds the slot active
   fi
   poll
-  if [ "$streaming" = true ] && { [ -z "$bpid" ] || ! kill -0 "$bpid" 2>/dev/null; }; then
-    bpid=""; last=$(newest_base); e=$(info "$last" end_epoch)
-    failed=$(date -r "$D/.base_error" +%s 2>/dev/null || echo 0)  # a failed base is tried again after a minute
-    if { [ -z "$last" ] || [ $(( $(date +%s) - ${e:-0} )) -ge "$BASE_EVERY" ]; } && [ $(( $(date +%s) - failed )) -ge 60 ]
-    then take_base & bpid=$!; fi
-    [ $((n % 60)) -eq 0 ] && retention
+  if [ -n "$bpid" ] && ! kill -0 "$bpid" 2>/dev/null; then  # a base backup ended (or failed)
+    bpid=""; last=$(newest_base); last_end=$(info "$last" end_epoch); base_due=0
   fi
+  if [ "$streaming" = true ] && [ -z "$bpid" ] && [ "${epoch:-0}" -ge "$base_due" ]; then
+    if [ -z "$last" ] || [ $(( epoch - ${last_end:-0} )) -ge "$BASE_EVERY" ]; then
+      if [ -f "$D/.base_error" ]; then base_due=$(( $(date -r "$D/.base_error" +%s) + 60 )); fi  # retried after a minute
+      [ "$epoch" -ge "$base_due" ] && { take_base & bpid=$!; }
+    else base_due=$(( last_end + BASE_EVERY )); fi
+  fi
+  [ -z "$bpid" ] && [ $((n % 60)) -eq 0 ] && retention
   n=$((n + 1))
   sleep "$POLL" & wait $!
 done

@@ -328,14 +328,15 @@ def test_clone_at_makes_a_new_project_from_the_past_and_only_reads_the_source(pr
     provisioner = _provisioner(project_root, tmp_path / "state", backend)
     provisioner.provision("shop")
     backend.database("shop")["rows"] = {"public.items": 3}
-    made = provisioner.archive.clone("shop", "-5m", "shop-copy",
-                                     lambda name: provisioner.provision(name, create=True))
+    made = provisioner.archive.clone("shop", "-5m", "shop-copy", lambda name: provisioner.provision(name, create=True),
+                                     lambda name: None)
     assert made.action == "clone --at" and made.details["row_counts"] == {"public.items": 1}
     assert backend.database("shop-copy")["rows"] == {"public.items": 1}
     assert backend.database("shop")["rows"] == {"public.items": 3} and backend.mounted["shop"] == "pgdata"
     assert "provision volume=pgdata'" in backend.requests[0].mark_sql
     with pytest.raises(OutsideWindow):
-        provisioner.archive.clone("shop", "-3d", "shop-old", lambda name: provisioner.provision(name, create=True))
+        provisioner.archive.clone("shop", "-3d", "shop-old", lambda name: provisioner.provision(name, create=True),
+                                  lambda name: None)
     assert "shop-old" not in backend.volumes
 
 
