@@ -112,7 +112,9 @@ class Drills:
         engine.reporter.step(project, f"restoring its archive ({archiving.iso(moment) or 'to its end'}) into the "
                                       f"throwaway project {name!r}")
         made = self.source.archive.clone(project, archiving.iso(moment) or "latest", name,
-                                         lambda copy: self.throwaway.provision(copy, create=True))
+                                         lambda copy: self.throwaway.provision(copy, create=True),
+                                         lambda copy: self.throwaway.destroy(copy, delete_data=True, yes=True,
+                                                                             backup=False))
         copy = self.throwaway.engine.known_target(name)
         api = self.throwaway.outputs(name).api_url or ""
         failure = http_probe(api, timeout=10)() if api else "no api_url"
