@@ -20,6 +20,7 @@ from ..core.errors import BackupError, CommandFailed, ProvisionError
 from ..core.secrets import Secret
 from .commands import Runner
 from .fsutil import publish_new
+from .pgsession import HoldsSessions
 
 # Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
 ROW_COUNTS_SQL = """
@@ -108,19 +109,43 @@ def server_major(access: DbAccess, runner: Runner) -> int:
 
 def row_counts(access: DbAccess, runner: Runner) -> dict[str, int]:
     """Exact row counts of every table, by schema-qualified name."""
+    return _parse_counts(query(access, runner, ROW_COUNTS_SQL, timeout=600))
+
+
+def snapshot_dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> dict[str, int]:
+    """`dump` and `row_counts` of one and the same snapshot, so a database taking writes meanwhile gives counts
+    that match the dump: a REPEATABLE READ transaction held open in one psql session exports its snapshot
+    (pg_export_snapshot), counts in it, and pg_dump --snapshot dumps exactly it. A runner that cannot hold a
+    session (a test's fake) counts, then dumps."""
+    if not isinstance(runner, HoldsSessions):
+        counts = row_counts(access, runner)
+        dump(access, runner, path, timeout=timeout)
+        return counts
+    argv = access.argv("psql", "--no-psqlrc", "--no-align", "--tuples-only", "--quiet", "--set", "ON_ERROR_STOP=1",
+                       "--dbname", access.dbname)
+    with runner.session(argv, env=access.env()) as held:
+        snapshot = held.step("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();",
+                             timeout=60).strip().splitlines()[-1]
+        counts = _parse_counts(held.step(ROW_COUNTS_SQL.strip() + ";", timeout=600))
+        dump(access, runner, path, timeout=timeout, snapshot=snapshot)
+        held.step("COMMIT;", timeout=60)
+    return counts
+
+
+def _parse_counts(output: str) -> dict[str, int]:
     counts = {}
-    for line in query(access, runner, ROW_COUNTS_SQL, timeout=600).splitlines():
+    for line in output.splitlines():
         name, _, count = line.rpartition("|")
         if name:
             counts[name] = int(count)
     return counts
 
 
-def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
+def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float, snapshot: str | None = None) -> None:
     """`pg_dump --format=custom` into `path`, a new file: written to `<path>.part` (created with O_CREAT|O_EXCL|
     O_NOFOLLOW, 0600: never an existing file, never through a link) and moved into place only while `path` is
     still free, so `path` is a whole dump or absent and nothing that existed is replaced or written through
-    (BackupError)."""
+    (BackupError). `snapshot`: an exported snapshot to dump (a transaction holding it is open elsewhere)."""
     partial = path.with_name(path.name + ".part")
     try:
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -131,7 +156,8 @@ def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> Non
         raise BackupError(f"{partial}: cannot be created ({exc.strerror}); nothing was written") from exc
     try:
         with os.fdopen(descriptor, "wb") as out:
-            result = runner.run(access.argv("pg_dump", "--format=custom", "--dbname", access.dbname),
+            taken = [f"--snapshot={snapshot}"] if snapshot else []
+            result = runner.run(access.argv("pg_dump", "--format=custom", *taken, "--dbname", access.dbname),
                                 timeout=timeout, env=access.env(), stdout=out)
         if result.returncode != 0:
             raise CommandFailed(result.argv, result.returncode, result.stderr, hint="the dump was not written")

@@ -124,8 +124,7 @@ class DataVerbs:
                 raise ConfigError(f"--out {out}: no directory {out.parent}")
         path = out or backups.new_path(self.folder(target.project))
         self.engine.reporter.step(target.project, f"dumping the database {access.where}")
-        counts = database.row_counts(access, self.runner)
-        database.dump(access, self.runner, path, timeout=DUMP_TIMEOUT)
+        counts = database.snapshot_dump(access, self.runner, path, timeout=DUMP_TIMEOUT)
         header = database.read_header(path)
         record = self.engine.record(target.project)
         image = (record.images.get("db") if record is not None else None) or target.images.db
