@@ -11,11 +11,14 @@ import json
 import shutil
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.model import LockInfo
 from ..core.results import PlanItem, ProjectResult, RunSummary
 from ..state.backups import Backup
+
+if TYPE_CHECKING:
+    from ..service.branching import BranchInfo
 
 
 def to_json(data: object) -> str:
@@ -258,6 +261,17 @@ def clone_env(result: ProjectResult, *, show_secrets: bool = False) -> str:
     """The copy's `API_URL=` and `DB_URL=` lines, unquoted; the password masked unless asked."""
     db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
     return f"API_URL={result.api_url}\nDB_URL={db_url}"
+
+
+def branches_table(found: Sequence[BranchInfo]) -> str:
+    """One line a branch: name, parent, taken at, age, expiry, status, API URL."""
+    header = ("branch", "parent", "taken", "age", "expires", "status", "api_url")
+    rows = [header] + [(b.project, b.mark.parent, b.mark.taken_at, human_duration(b.age_s) if b.age_s is not None
+                        else "-", (b.mark.expires_at or "never") + (" (expired)" if b.expired else ""), b.status,
+                        b.api_url or "-") for b in found]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
 
 
 def summary_json(summary: RunSummary, *, show_secrets: bool = False) -> str:

@@ -24,6 +24,7 @@ from .envfile import (
     DEFAULT_VARIABLES,
     PACKAGED_TEMPLATE,
     BackendName,
+    BranchSettings,
     CoolifySettings,
     EnvFile,
     Health,
@@ -104,6 +105,8 @@ class EnvConfig:
     allow_undeclared: bool = False
     # the env file's resources: (an undeclared project's limits)
     limits: StackLimits = DEFAULT_LIMITS
+    # `branches:` the lifetime and masking script a branch of this env gets by default (issue 23)
+    branches: BranchSettings = field(default_factory=BranchSettings)
 
     @property
     def relpath(self) -> str:
@@ -255,6 +258,7 @@ def load_env(
         owner=parsed.owner,
         allow_undeclared=parsed.allow_undeclared,
         limits=env_limits,
+        branches=parsed.branches,
     )
 
 

@@ -157,6 +157,22 @@ class LocalSettings(_Strict):
         return value
 
 
+class BranchSettings(_Strict):
+    """`branches:` what `clone --to` gives a branch of this env's projects unless told otherwise (issue 23)."""
+
+    ttl: str | None = Field(default=None, description="a branch's lifetime (3d, 12h, 90m); none: it never expires")
+    mask: str | None = Field(default=None, description="a SQL file run in every branch before its API opens")
+    # a branch of a prod-like env must be masked: `clone` refuses one without a mask unless --no-mask
+    prod_like: bool = False
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?", value.strip() or "x"):
+            raise ValueError(f"{value!r} is not a lifetime such as 3d, 12h or 90m")
+        return value
+
+
 class CoolifyServer(_Strict):
     """One server new stacks may go to: its Coolify name or uuid, how many stacks it holds at most, and
     optionally how much memory it may hand out to stacks' memory limits."""
@@ -240,6 +256,7 @@ class EnvFile(_Strict):
     resources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     health: Health = Field(default_factory=Health)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    branches: BranchSettings = Field(default_factory=BranchSettings)
     coolify: CoolifySettings = Field(default_factory=CoolifySettings)
 
     _variables = field_validator("variables", mode="before")(_check_variables)

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from .branches import BranchMark
 from .config import EnvConfig, ProjectSpec
 from .envfile import Images
 from .secrets import Secret, SecretURL
@@ -98,6 +99,8 @@ class Observed:
     # the name is taken on the backend by another owner's stack, which no verb touches: why, and what to do (the
     # stack itself is not observed: exists stays False), or None
     foreign: str | None = None
+    # the project is a branch of another, as the backend's labels say (issue 23), or None
+    branch: BranchMark | None = None
 
     @property
     def running(self) -> bool:

@@ -10,18 +10,20 @@ from pathlib import Path
 
 from ..backends import create_backend
 from ..core import names
+from ..core.branches import BranchMark, parse_ttl
 from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
-from ..core.errors import ConfigError, ProjectConflict, ProvisionError, with_note
+from ..core.errors import ConfigError, NotSupported, ProjectConflict, ProvisionError, with_note
 from ..core.results import ProjectResult
 from ..core.secrets import Secret
 from ..infra import hints
-from ..infra.clock import SYSTEM, Clock
+from ..infra.clock import SYSTEM, Clock, utc_now
 from ..infra.hooks import Hooks
 from ..infra.report import NullReporter, Reporter
 from ..state import backups
 from ..state.layout import BackendFiles
-from ..state.records import StateStore, default_state_dir
+from ..state.records import ProjectRecord, StateStore, default_state_dir
 from . import DEFAULT_LOCK_TIMEOUT, Provisioner
+from .branching import mark_of, mask_script
 from .requests import is_taken
 from .scaffold import InitResult, init
 
@@ -70,14 +72,23 @@ class Workspace:
         reporter.banner(f"[Provisioning] Using {backend.describe()}")
         hooks = Hooks(self.root / "hooks", enabled=not skip_hooks)
         return Provisioner(config, backend, self.store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks,
-                           clock=self.clock.monotonic, sleep=self.clock.sleep)
+                           clock=self.clock.monotonic, sleep=self.clock.sleep, wall=self.clock.time)
 
     def clone(self, env: str, project: str, *, to: str, to_env: str | None = None,
               overrides: Mapping[str, str] | None = None, reporter: Reporter | None = None,
-              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
-        """A parallel copy: back up `project`, provision `to` (in `to_env`, with `overrides` applied to that env
-        only) and restore the backup into it, row counts verified. `to` must be new; if the copy fails, the new
-        project is removed again (with its data: nothing of it existed before). The source is only read."""
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT, ttl: str | None = None, reset: bool = False,
+              mask: str | None = None, no_mask: bool = False, schema_only: bool = False,
+              at: str | None = None) -> ProjectResult:
+        """A branch of `project`: back up its database (counts and dump of one snapshot: it may take writes),
+        provision `to` (in `to_env`, with `overrides` applied to that env only) recorded as its branch (with
+        `ttl`, else the env's `branches.ttl`), and fill it with the API shut out, row counts verified, the
+        masking script run (`mask`, else the env's `branches.mask`). A new branch gets its own secrets and ports.
+        When `to` is already a branch of `project`, it is kept as it is (CI calls this per pull request), or
+        brought back to the parent's current data with `reset`; any other existing `to` is refused. If the copy
+        fails, the new project is removed again with its data. The source is only read."""
+        if at is not None:  # the seam for point-in-time recovery (issue 22): its repository gives the backup
+            raise NotSupported("clone --at needs the point-in-time repository of issue 22, which this provision "
+                               "does not have yet: clone without --at copies the project as it is now")
         source = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
         target_env = to_env or env
         dest = source if target_env == env and not overrides else self.provisioner(
@@ -86,22 +97,69 @@ class Workspace:
         dest.target(to)  # the new name is validated before anything runs
         if target_env == env and to == project:
             raise ConfigError(f"--to {to!r} is the project itself: name the copy differently")
+        masking = mask_script(source.config, dest.config, mask, no_mask=no_mask)
         if is_taken(dest.engine, to):
-            raise ProjectConflict(f"{to!r} already exists in env {target_env!r}: a clone never overwrites a project; "
-                                  f"pick a new name or destroy it first")
-        made = source.data.backup(project, label=f"clone-to-{target_env}-{to}")
+            existing = mark_of(dest.record(to), dest.engine.observe(dest.target(to), dest.record(to)))
+            if existing is None or existing.parent != project or existing.parent_env not in ("", env):
+                raise ProjectConflict(f"{to!r} already exists in env {target_env!r} and is no branch of {project!r}: "
+                                      f"a clone never overwrites a project; pick a new name or destroy it first")
+            if reset:
+                return self.reset(target_env, to, reporter=reporter, lock_timeout=lock_timeout)
+            kept = dest.outputs(to)
+            return replace(kept, action="clone", changed=False, messages=(
+                f"{to!r} is a branch of {project!r} already (taken {existing.taken_at}, "
+                + (f"expires {existing.expires_at}" if existing.expires_at else "never expires")
+                + "): kept as it is (--reset brings it back to the parent's current data)",),
+                details={"source": project, "source_env": env, "branch": existing.to_dict(), "kept": True})
+        lifetime = ttl if ttl is not None else dest.config.branches.ttl
+        now = self.clock.time()
+        mark = BranchMark(parent=project, parent_env=env, taken_at=utc_now(now),
+                          expires_at=utc_now(now + parse_ttl(lifetime)) if lifetime else None,
+                          masked_with=str(masking) if masking else None)
+        made = source.data.backup(project, label=f"clone-to-{target_env}-{to}", schema_only=schema_only)
         chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
-        created = dest.provision(to, create=True)
+        previous = dest.record(to)
+        dest.engine.write((previous or ProjectRecord(project=to, env=target_env)).evolve(branch=mark.to_dict()),
+                          previous)  # before it is created: its containers are labelled a branch from the start
         try:
-            restored = dest.data.restore_into_new(to, chosen)
+            dest.provision(to, create=True)
+            filled = dest.branches.fill(to, chosen, mask=masking, action="clone")
         except ProvisionError as exc:
             with contextlib.suppress(ProvisionError):
-                dest.destroy(to, delete_data=True, yes=True, backup=False)
+                dest.destroy(to, delete_data=True, yes=True, backup=False, leave_branches=True)
             raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
-        return replace(created, action="clone", changed=True, messages=(
+        made_now = dest.outputs(to)  # its URLs only now: the data is in and masked
+        return replace(made_now, action="clone", changed=True, messages=(
             f"cloned {project!r} ({env}) into {to!r} ({target_env}) from {made.details['path']}",
-            *restored.messages), details={"source": project, "source_env": env, "backup": made.details["path"],
-                                          "row_counts": restored.details.get("row_counts")})
+            *filled.messages), details={"source": project, "source_env": env, "backup": made.details["path"],
+                                        "row_counts": filled.details.get("row_counts"), "branch": mark.to_dict(),
+                                        "schema_only": schema_only})
+
+    def reset(self, env: str, project: str, *, reporter: Reporter | None = None,
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
+        """Bring the branch `project` back to its parent's current data (a fresh backup of the parent, restored
+        with the API shut out and the branch's masking script run again); its URLs, ports and secrets stay."""
+        dest = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
+        target = dest.known_target(project)
+        mark = mark_of(dest.record(project), dest.engine.observe(target, dest.record(project)))
+        if mark is None:
+            raise ConfigError(f"{project!r} in env {env!r} is no branch: reset brings a branch back to its parent's "
+                              f"data (use restore for a project's own backups)")
+        source = dest if mark.parent_env in ("", env) else self.provisioner(mark.parent_env, reporter=reporter,
+                                                                             lock_timeout=lock_timeout)
+        taken = utc_now(self.clock.time())
+        made = source.data.backup(mark.parent, label=f"reset-{env}-{project}")
+        chosen = backups.read(Path(str(made.details["path"])))
+        masking = Path(mark.masked_with) if mark.masked_with else None
+        filled = dest.branches.fill(project, chosen, mask=masking, action="reset")
+        previous = dest.record(project)
+        if previous is not None:
+            dest.engine.write(previous.evolve(branch=replace(mark, taken_at=taken).to_dict()), previous)
+        now = dest.outputs(project)
+        return replace(now, action="reset", changed=True, messages=(
+            f"reset {project!r} to the data of {mark.parent!r} now ({made.details['path']}); its URLs and secrets "
+            f"stay", *filled.messages[1:]), details={"backup": made.details["path"], "branch": replace(
+                mark, taken_at=taken).to_dict(), "row_counts": filled.details.get("row_counts")})
 
     def api_token(self, env: str) -> Secret | None:
         """PROVISION_API_TOKEN from the environment, envs/<env>.env or .env (None when unset)."""

@@ -68,3 +68,80 @@ def test_a_clone_of_a_source_taking_writes_is_consistent(sandbox: Sandbox) -> No
     assert _count(branch_url) == copied
     assert _count(source_url) == 2000 + writer.written  # the source kept every write
     assert len(httpx.get(f"{api_url}/items", params={"select": "id"}, timeout=10).json()) == copied
+
+
+def test_a_branch_is_recorded_masked_kept_reset_and_collected(sandbox: Sandbox) -> None:
+    """A branch: its own secrets and ports, masked before its API opens, no drift nor orphan for plan and
+    --prune, seen by another checkout through its labels, kept or reset when cloned again, reset in place, its
+    parent's destroy refused; an expired one removed by gc."""
+    sandbox.write_env(["shop"], extra="branches:\n  prod_like: true\n")
+    (sandbox.root / "mask.sql").write_text("update items set email = 'masked@example.com';\n")
+    sandbox.cli("provision", "--project=shop")
+    source_api, source_url = _urls(sandbox, "shop")
+    _seed(source_url, 5)
+    refused = sandbox.cli("clone", "--project=shop", "--to=shop-pr-2", check=False)
+    assert refused.returncode == 2 and "prod-like" in refused.stderr  # a prod-like parent needs a mask
+    made = sandbox.cli("clone", "--project=shop", "--to=shop-pr-2", "--ttl=3d", "--mask=mask.sql", "--json").json()
+    branch = made["details"]["branch"]
+    assert made["changed"] is True and branch["parent"] == "shop" and branch["expires_at"]
+    api_url, branch_url = _urls(sandbox, "shop-pr-2")
+    # its own secrets and ports; the parent's password does not open the branch
+    ours, theirs = sandbox.secrets("shop-pr-2"), sandbox.secrets("shop")
+    for name in ("DB_PASSWORD", "JWT_SECRET", "DB_ADMIN_PASSWORD", "AUTHENTICATOR_PASSWORD"):
+        assert ours[name] != theirs[name], name
+    assert api_url != source_api and branch_url.split("@")[1] != source_url.split("@")[1]
+    parent_password = theirs["DB_PASSWORD"]
+    stolen = branch_url.replace(ours["DB_PASSWORD"], parent_password)
+    try:
+        psycopg.connect(stolen, connect_timeout=5).close()
+        raise AssertionError("the parent's password opened the branch")
+    except psycopg.OperationalError as exc:
+        assert "password authentication failed" in str(exc)
+    # masked through the API (it opened only after the mask ran) and in the database; the parent untouched
+    served = httpx.get(f"{api_url}/items", params={"select": "email"}, timeout=10).json()
+    assert len(served) == 5 and {row["email"] for row in served} == {"masked@example.com"}
+    assert sql(source_url, "select count(*) from items where email like 'user%'")[0][0] == 5
+
+    # a branch, not drift nor an orphan: plan passes the release gate, --prune leaves it
+    planned = {p["project"]: p for p in sandbox.cli("plan", "--json").json()["projects"]}
+    assert planned["shop-pr-2"]["outcome"] == "branch" and "'shop'" in planned["shop-pr-2"]["reason"]
+    assert sandbox.cli("plan", "--detailed-exitcode", check=False).returncode == 0
+    sandbox.cli("provision", "--prune", "--yes")
+    status = sandbox.cli("status", "--project=shop-pr-2", "--json").json()["projects"][0]
+    assert status["status"] == "running" and status["details"]["branch"]["parent"] == "shop"
+    # another checkout of the same env (no records here) sees it as a branch by its labels
+    elsewhere = sandbox.cli("plan", "--json", extra_env={"PROVISION_STATE_DIR": str(sandbox.root / "other")}).json()
+    assert {p["project"]: p["outcome"] for p in elsewhere["projects"]}["shop-pr-2"] == "branch"
+
+    # cloned again: kept as it is; with --reset (and by reset) back to the parent's data, same URLs and secrets
+    sql(branch_url, "insert into items (name) values ('only in the branch')")
+    kept = sandbox.cli("clone", "--project=shop", "--to=shop-pr-2", "--mask=mask.sql", "--json").json()
+    assert kept["changed"] is False and _count(branch_url) == 6
+    sandbox.cli("clone", "--project=shop", "--to=shop-pr-2", "--reset", "--mask=mask.sql")
+    assert _count(branch_url) == 5 and _urls(sandbox, "shop-pr-2") == (api_url, branch_url)
+    sql(branch_url, "insert into items (name) values ('again')")
+    sql(source_url, "insert into items (name, email) values ('new upstream', 'new@example.com')")
+    sandbox.cli("reset", "--project=shop-pr-2")
+    assert _count(branch_url) == 6 and sandbox.secrets("shop-pr-2") == ours
+    emails = {row["email"] for row in httpx.get(f"{api_url}/items", params={"select": "email"}, timeout=10).json()}
+    assert emails == {"masked@example.com"}  # the mask ran again
+
+    # the parent's destroy is refused while it has a live branch, naming it
+    refused = sandbox.cli("destroy", "--project=shop", check=False)
+    assert refused.returncode == 2 and "shop-pr-2" in refused.stderr and "--leave-branches" in refused.stderr
+
+    # an expired branch (schema only) is listed, then removed by gc; the live one stays
+    sandbox.cli("clone", "--project=shop", "--to=shop-pr-3", "--ttl=1s", "--schema-only", "--no-mask")
+    _, short_url = _urls(sandbox, "shop-pr-3")
+    assert _count(short_url) == 0
+    time.sleep(1.5)
+    listed = {b["project"]: b for b in sandbox.cli("branches", "--json").json()["branches"]}
+    assert listed["shop-pr-3"]["expired"] is True and listed["shop-pr-2"]["expired"] is False
+    assert listed["shop-pr-2"]["api_url"] == api_url and listed["shop-pr-2"]["parent"] == "shop"
+    dry = sandbox.cli("gc", "--dry-run", "--json").json()
+    assert [r["project"] for r in dry["removed"]] == ["shop-pr-3"] and dry["removed"][0]["changed"] is False
+    done = sandbox.cli("gc", "--json").json()
+    assert [r["project"] for r in done["removed"]] == ["shop-pr-3"]
+    assert [b["project"] for b in sandbox.cli("branches", "--json").json()["branches"]] == ["shop-pr-2"]
+    sandbox.cli("destroy", "--project=shop-pr-2", "--delete-data", "--yes", "--no-backup")
+    sandbox.cli("destroy", "--project=shop")

@@ -8,7 +8,7 @@ import contextlib
 import re
 import tempfile
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -18,6 +18,7 @@ from typing import Any
 from dotenv import dotenv_values
 
 from ...core import names
+from ...core.branches import BranchMark
 from ...core.config import EnvConfig
 from ...core.errors import (
     CommandFailed,
@@ -173,7 +174,8 @@ class LocalBackend:
         if not observed.exists:
             volumes = {name: carried for name, carried in
                        self.compose.labelled_volumes(self._label(target)).items() if names.LABEL_PROJECT in carried}
-            observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None)
+            observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None,
+                               branch=_volume_mark(volumes.values()))
             labels = list(volumes.values())
         observed = self.claims.owned(target.config, target.project, observed, ownership.owners_of(labels))
         return self._complete(target.env, target.project, observed, known)
@@ -624,7 +626,8 @@ class LocalBackend:
         for project, volumes in kept.items():
             owners = ownership.owners_of(volumes.values())
             if self.claims.mine(config, project, owners):
-                observed[project] = Observed(exists=False, kept_data=list(volumes)[-1])
+                observed[project] = Observed(exists=False, kept_data=list(volumes)[-1],
+                                             branch=_volume_mark(volumes.values()))
             elif taken := self.claims.taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
                 observed[project] = taken
         return observed
@@ -632,6 +635,12 @@ class LocalBackend:
     def doctor(self, probe: checks.DoctorProbe) -> list[checks.Check]:
         """The Docker Engine answers and Compose is v2 (a local env has no API, token or server to check)."""
         return doctor_checks(self.compose)
+
+
+def _volume_mark(labels: Iterable[Mapping[str, str]]) -> BranchMark | None:
+    """The branch mark a project's kept volumes carry (their parent only), or None."""
+    marks = [mark for carried in labels if (mark := BranchMark.from_labels(carried)) is not None]
+    return marks[0] if marks else None
 
 
 def _implements_the_protocol(backend: LocalBackend) -> Backend:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ...core import names
+from ...core.branches import BranchMark
 from ...core.errors import LimitsRefused, ProvisionError
 from ...core.model import Observed, ServiceState, Target
 from ...core.render import RenderedStack, stack_hash
@@ -112,7 +113,9 @@ def observed_from(containers: list[ContainerState]) -> Observed:
         return Observed(exists=False)
     services = {c.service: ServiceState(c.state, c.health) for c in containers}
     running = handle_of(containers)
-    return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running)
+    marks = [mark for c in containers if (mark := BranchMark.from_labels(c.labels)) is not None]
+    return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running,
+                    branch=marks[0] if marks else None)
 
 
 def logs_args(tail: int, services: tuple[str, ...], since: datetime | None, *, follow: bool = False) -> list[str]:
