@@ -19,6 +19,7 @@ from ..core.config import EnvConfig, ProjectSpec
 from ..core.errors import NotSupported
 from ..core.model import (
     ControlVerb,
+    DataCopy,
     Destroyed,
     Endpoints,
     Handle,
@@ -281,6 +282,21 @@ class Adopting(Protocol):
     def adopt(self, target: Target) -> Adopted:
         """Take over the project's same-named resources made without this env's owner id (a shared server);
         returns what was done (changed False when there was nothing to adopt)."""
+        ...
+
+
+@runtime_checkable
+class CopiesRunningData(Protocol):
+    """Copies a running project's data by reflink for a new branch (local with local.data_root, issue 23)."""
+
+    def reflink_refusal(self, source: Target, branch: Target) -> str | None:
+        """None when `source`'s data can be copied by reflink for a new `branch`; else why not, in a phrase."""
+        ...
+
+    def copy_running(self, source: Target, branch: Target) -> DataCopy:
+        """Copy the running `source`'s data into the data volume `branch` will be created on, by reflink inside
+        PostgreSQL's backup mode: the source keeps serving. The branch's own secrets are the service's to set
+        (its roles are made again when it is created)."""
         ...
 
 

@@ -115,6 +115,16 @@ class LocalSettings(_Strict):
     # a leased subnet of this size instead (e.g. 10.201.0.0/16 in /26 blocks = 1,024 projects)
     network_pool: str | None = None
     network_prefix: int = Field(default=26, ge=16, le=29)
+    # a directory (on a filesystem with reflinks: XFS reflink=1, btrfs) where new projects' data volumes live
+    # (bind-mounted named volumes): `clone` then copies a running project's data by reflink (issue 23)
+    data_root: str | None = None
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path such as /srv/provision-data")
+        return value.rstrip("/") or "/" if value is not None else None
 
     @field_validator("network_pool")
     @classmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .branches import BranchMark
@@ -187,6 +188,18 @@ class Destroyed:
     changed: bool
     messages: tuple[str, ...] = ()
     kept_secrets: Mapping[str, Secret] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DataCopy:
+    """What a copy-on-write copy of a running project's data did (issue 23): the new volume's name and
+    directory, the WAL positions of the backup it was taken in, and how long the source was in backup mode."""
+
+    volume: str
+    directory: Path
+    start_lsn: str
+    stop_lsn: str
+    seconds: float
 
 
 @dataclass(frozen=True)
