@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..backends import create_backend
+from ..backends.base import CopiesRunningData
 from ..core import names
 from ..core.branches import BranchMark, parse_ttl
 from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
@@ -113,9 +114,13 @@ class Workspace:
                 details={"source": project, "source_env": env, "branch": existing.to_dict(), "kept": True})
         lifetime = ttl if ttl is not None else dest.config.branches.ttl
         now = self.clock.time()
+        copier = reflink_copier(source, dest, project, to, masked=masking is not None, schema_only=schema_only)
         mark = BranchMark(parent=project, parent_env=env, taken_at=utc_now(now),
                           expires_at=utc_now(now + parse_ttl(lifetime)) if lifetime else None,
+                          method="logical" if copier is None else "reflink",
                           masked_with=str(masking) if masking else None)
+        if copier is not None:
+            return clone_by_reflink(source, dest, copier, project, to, mark)
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}", schema_only=schema_only)
         chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
         previous = dest.record(to)
@@ -202,3 +207,48 @@ class Workspace:
         if skipped and len(skipped) == len(envs):
             raise ProvisionError("every env was skipped, so nothing is listed:\n  " + "\n  ".join(skipped))
         return results
+
+
+def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str, *, masked: bool,
+                   schema_only: bool) -> CopiesRunningData | None:
+    """The backend that copies `project`'s data by reflink for the branch `to`, or None: where the env keeps
+    its data in no reflink directory (local.data_root unset), silently; else saying once why it cannot."""
+    backend = dest.backend
+    if not isinstance(backend, CopiesRunningData) or not source.config.local.data_root \
+            or source.backend.name != backend.name:
+        return None
+    why = ("a masking script must run before the branch's API opens, which only the logical copy does yet"
+           if masked else "--schema-only copies no data files" if schema_only
+           else backend.reflink_refusal(source.target(project), dest.target(to)))
+    if why:
+        source.reporter.warn(f"no copy-on-write clone: {why}; copying logically (pg_dump and pg_restore)")
+        return None
+    return backend
+
+
+def clone_by_reflink(source: Provisioner, dest: Provisioner, copier: CopiesRunningData, project: str, to: str,
+                     mark: BranchMark) -> ProjectResult:
+    """The branch `to` created on a reflink copy of the running `project`'s data (taken under the source's
+    lock, the source serving throughout); it starts with its own secrets, ports, URLs and network (its roles'
+    passwords are set to its own before its API can log in). On a failure the branch is removed with its data."""
+    target = source.known_target(project)
+    previous = dest.record(to)
+    dest.engine.write((previous or ProjectRecord(project=to, env=dest.env)).evolve(branch=mark.to_dict()), previous)
+    with source.engine.operation(target, f"clone --to={to}", shared=True):
+        source.engine.running(target)  # a stopped source is refused here
+        source.reporter.step(project, f"copying its data by reflink for {to!r} (backup mode; it keeps serving)")
+        copied = copier.copy_running(target, dest.target(to))
+    try:
+        dest.provision(to, create=True)
+    except ProvisionError as exc:
+        with contextlib.suppress(ProvisionError):
+            dest.destroy(to, delete_data=True, yes=True, backup=False, leave_branches=True)
+        raise with_note(exc, f"The half-made branch {to!r} was removed with its data; {project!r} was only read.") \
+            from exc
+    made = dest.outputs(to)
+    return replace(made, action="clone", changed=True, messages=(
+        f"branched {project!r} ({source.env}) into {to!r} ({dest.env}) by reflink: {copied.seconds:.2f} s in "
+        f"backup mode, the source serving throughout",), details={
+            "source": project, "source_env": source.env, "method": "reflink", "branch": mark.to_dict(),
+            "volume": copied.volume, "backup_mode_s": round(copied.seconds, 3), "start_lsn": copied.start_lsn,
+            "stop_lsn": copied.stop_lsn})

@@ -3,11 +3,15 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import psycopg
+import pytest
 
 from tests.conftest import Sandbox, sql
 
@@ -145,3 +149,94 @@ def test_a_branch_is_recorded_masked_kept_reset_and_collected(sandbox: Sandbox) 
     assert [b["project"] for b in sandbox.cli("branches", "--json").json()["branches"]] == ["shop-pr-2"]
     sandbox.cli("destroy", "--project=shop-pr-2", "--delete-data", "--yes", "--no-backup")
     sandbox.cli("destroy", "--project=shop")
+
+
+@pytest.fixture
+def xfs(tmp_path: Path) -> Iterator[Path]:
+    """An XFS filesystem with reflinks, made in an image file and loop-mounted for this test (root needed, as
+    in CI; xfsprogs from Debian, scripts/bootstrap.sh), unmounted in teardown (after the sandbox's)."""
+    image, mount = tmp_path / "xfs.img", tmp_path / "xfs"
+    subprocess.run(["truncate", "-s", "600M", str(image)], check=True, timeout=30)
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True, timeout=60)
+    mount.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount)], check=True, timeout=60)
+    try:
+        (mount / "data").mkdir()
+        yield mount
+    finally:
+        if subprocess.run(["umount", str(mount)], timeout=60, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", str(mount)], timeout=60, check=False)  # the loop device goes with it
+
+
+def _used(path: Path) -> int:
+    return int(subprocess.run(["df", "-B1", "--output=used", str(path)], capture_output=True, text=True,
+                              check=True, timeout=30).stdout.split()[-1])
+
+
+def _checkpoint(sandbox: Sandbox, project: str) -> None:
+    db = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={sandbox.compose_name(project)}",
+                         "--filter", "label=com.docker.compose.service=db"], capture_output=True, text=True,
+                        check=True, timeout=30).stdout.split()[0]
+    subprocess.run(["docker", "exec", db, "sh", "-c", 'psql -U "$POSTGRES_USER" -d postgres -c checkpoint'],
+                   capture_output=True, check=True, timeout=60)
+
+
+def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandbox) -> None:
+    """On XFS with reflinks the branch is a copy-on-write copy of the running source taken in backup mode: it
+    serves a consistent point of the writes, the source kept every write, the copy took almost no disk, and
+    writes on either side stay there; its secrets are its own, so the parent's passwords do not open it."""
+    sandbox.write_env(["shop"], extra=f"  data_root: {xfs / 'data'}\n")
+    sandbox.cli("provision", "--project=shop")
+    _, source_url = _urls(sandbox, "shop")
+    sql(source_url, "create table items (id serial primary key, name text, email text)")
+    sql(source_url, "grant select on items to anon")
+    sql(source_url, "insert into items (name, email) select repeat('x', 200), 'u' || g || '@example.com' "
+                    "from generate_series(1, 100000) g")
+    source_bytes = int(sql(source_url, "select pg_database_size(current_database())")[0][0])
+    _checkpoint(sandbox, "shop")  # the seeded rows on disk now: what follows is the branch's
+    before = _used(xfs)
+    with Writer(source_url) as writer:
+        while writer.written < 20:
+            time.sleep(0.05)
+        started = time.monotonic()
+        made = sandbox.cli("clone", "--project=shop", "--to=shop-cow", "--json")
+        took = time.monotonic() - started
+        written_by_then = writer.written
+    branched = made.json()
+    assert branched["details"]["method"] == "reflink", made.stderr
+    extra = _used(xfs) - before
+    api_url, branch_url = _urls(sandbox, "shop-cow")
+    copied, top = sql(branch_url, "select count(*), max(id) from items")[0]
+    assert 100020 <= copied <= 100000 + written_by_then and top == copied  # a point of the writes, no gap
+    assert _count(source_url) == 100000 + writer.written  # the source never stopped and kept every write
+    served = httpx.get(f"{api_url}/items", params={"select": "id", "id": "gt.99990"}, timeout=10).json()
+    assert len(served) == copied - 99990
+    print(f"reflink branch: {took:.2f} s until the API served, backup mode "
+          f"{branched['details']['backup_mode_s']} s, extra disk {extra / 2**20:.1f} MiB of a "
+          f"{source_bytes / 2**20:.1f} MiB database")
+    assert extra < source_bytes * 0.5  # a logical copy takes the whole size again (and more: its WAL)
+    sql(branch_url, "insert into items (name) values ('only in the branch')")
+    sql(source_url, "insert into items (name) values ('only in the source')")
+    assert sql(branch_url, "select count(*) from items where name like 'only in%'")[0][0] == 1
+    assert sql(source_url, "select count(*) from items where name = 'only in the branch'")[0][0] == 0
+    ours, theirs = sandbox.secrets("shop-cow"), sandbox.secrets("shop")
+    assert all(ours[name] != theirs[name] for name in ("DB_PASSWORD", "DB_ADMIN_PASSWORD", "JWT_SECRET"))
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(branch_url.replace(ours["DB_PASSWORD"], theirs["DB_PASSWORD"]), connect_timeout=5).close()
+    gone = sandbox.cli("destroy", "--project=shop-cow", "--delete-data", "--yes", "--no-backup")
+    assert "deleted its data directory" in gone.output and not any((xfs / "data").glob("shop-cow_*"))
+
+
+def test_without_reflinks_a_branch_is_copied_logically_and_says_so(tmp_path: Path, sandbox: Sandbox) -> None:
+    """local.data_root on a filesystem without reflinks (ext4 here): said once, then the logical copy."""
+    root = tmp_path / "plain"
+    root.mkdir()
+    sandbox.write_env(["shop"], extra=f"  data_root: {root}\n")
+    sandbox.cli("provision", "--project=shop")
+    _, source_url = _urls(sandbox, "shop")
+    _seed(source_url, 7)
+    made = sandbox.cli("clone", "--project=shop", "--to=shop-plain", "--json")
+    assert made.stderr.count("no copy-on-write clone") == 1 and "cannot make reflinks" in made.stderr
+    assert made.json()["details"]["branch"]["method"] == "logical"
+    _, branch_url = _urls(sandbox, "shop-plain")
+    assert _count(branch_url) == 7 and any(root.glob("shop-plain_*"))  # its own volume in the data root too
