@@ -293,10 +293,11 @@ class CopiesRunningData(Protocol):
         """None when `source`'s data can be copied by reflink for a new `branch`; else why not, in a phrase."""
         ...
 
-    def copy_running(self, source: Target, branch: Target) -> DataCopy:
+    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None) -> DataCopy:
         """Copy the running `source`'s data into the data volume `branch` will be created on, by reflink inside
-        PostgreSQL's backup mode: the source keeps serving. The branch's own secrets are the service's to set
-        (its roles are made again when it is created)."""
+        PostgreSQL's backup mode: the source keeps serving. `sql` runs in the copy as its superuser before
+        anything can connect to it (the masking script; the roles' new passwords). The branch's own secrets
+        are the service's to set (its roles are made again when it is created)."""
         ...
 
 

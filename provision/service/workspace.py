@@ -14,9 +14,12 @@ from ..core import names
 from ..core.branches import BranchMark, parse_ttl
 from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
 from ..core.errors import ConfigError, NotSupported, ProjectConflict, ProvisionError, with_note
+from ..core.model import ABSENT, Target
+from ..core.render import DEFAULT_DB_VOLUME
 from ..core.results import ProjectResult
+from ..core.roles import ADMIN_SECRET, AUTHENTICATOR_SECRET, OWNER_SECRET, VOLUME_MARK, Roles
 from ..core.secrets import Secret
-from ..infra import hints
+from ..infra import database, hints
 from ..infra.clock import SYSTEM, Clock, utc_now
 from ..infra.hooks import Hooks
 from ..infra.report import NullReporter, Reporter
@@ -114,13 +117,13 @@ class Workspace:
                 details={"source": project, "source_env": env, "branch": existing.to_dict(), "kept": True})
         lifetime = ttl if ttl is not None else dest.config.branches.ttl
         now = self.clock.time()
-        copier = reflink_copier(source, dest, project, to, masked=masking is not None, schema_only=schema_only)
+        copier = reflink_copier(source, dest, project, to, schema_only=schema_only)
         mark = BranchMark(parent=project, parent_env=env, taken_at=utc_now(now),
                           expires_at=utc_now(now + parse_ttl(lifetime)) if lifetime else None,
                           method="logical" if copier is None else "reflink",
                           masked_with=str(masking) if masking else None)
         if copier is not None:
-            return clone_by_reflink(source, dest, copier, project, to, mark)
+            return clone_by_reflink(source, dest, copier, project, to, mark, masking)
         made = source.data.backup(project, label=f"clone-to-{target_env}-{to}", schema_only=schema_only)
         chosen = backups.read(Path(str(made.details["path"])))  # checked as it was written: no second hash
         previous = dest.record(to)
@@ -209,7 +212,7 @@ class Workspace:
         return results
 
 
-def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str, *, masked: bool,
+def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str, *,
                    schema_only: bool) -> CopiesRunningData | None:
     """The backend that copies `project`'s data by reflink for the branch `to`, or None: where the env keeps
     its data in no reflink directory (local.data_root unset), silently; else saying once why it cannot."""
@@ -217,8 +220,7 @@ def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str
     if not isinstance(backend, CopiesRunningData) or not source.config.local.data_root \
             or source.backend.name != backend.name:
         return None
-    why = ("a masking script must run before the branch's API opens, which only the logical copy does yet"
-           if masked else "--schema-only copies no data files" if schema_only
+    why = ("--schema-only copies no data files" if schema_only
            else backend.reflink_refusal(source.target(project), dest.target(to)))
     if why:
         source.reporter.warn(f"no copy-on-write clone: {why}; copying logically (pg_dump and pg_restore)")
@@ -227,17 +229,21 @@ def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str
 
 
 def clone_by_reflink(source: Provisioner, dest: Provisioner, copier: CopiesRunningData, project: str, to: str,
-                     mark: BranchMark) -> ProjectResult:
+                     mark: BranchMark, mask: Path | None) -> ProjectResult:
     """The branch `to` created on a reflink copy of the running `project`'s data (taken under the source's
-    lock, the source serving throughout); it starts with its own secrets, ports, URLs and network (its roles'
-    passwords are set to its own before its API can log in). On a failure the branch is removed with its data."""
+    lock, the source serving throughout); it starts with its own secrets, ports, URLs and network: before
+    anything can connect to the copy, its roles get the branch's passwords and `mask` runs, in one transaction
+    (`first_sql`). On a failure the branch is removed with its data."""
     target = source.known_target(project)
+    branch = dest.target(to)
     previous = dest.record(to)
     dest.engine.write((previous or ProjectRecord(project=to, env=dest.env)).evolve(branch=mark.to_dict()), previous)
+    prepared = dest.engine.prepare(branch, ABSENT, create=True)  # its own secrets and ports, saved
     with source.engine.operation(target, f"clone --to={to}", shared=True):
         source.engine.running(target)  # a stopped source is refused here
-        source.reporter.step(project, f"copying its data by reflink for {to!r} (backup mode; it keeps serving)")
-        copied = copier.copy_running(target, dest.target(to))
+        source.reporter.step(project, f"copying its data by reflink for {to!r} (backup mode; it keeps serving)"
+                             + (f", then masking it with {mask.name}" if mask else ""))
+        copied = copier.copy_running(target, branch, sql=first_sql(branch, prepared.secrets, mask))
     try:
         dest.provision(to, create=True)
     except ProvisionError as exc:
@@ -252,3 +258,25 @@ def clone_by_reflink(source: Provisioner, dest: Provisioner, copier: CopiesRunni
             "source": project, "source_env": source.env, "method": "reflink", "branch": mark.to_dict(),
             "volume": copied.volume, "backup_mode_s": round(copied.seconds, 3), "start_lsn": copied.start_lsn,
             "stop_lsn": copied.stop_lsn})
+
+
+def first_sql(branch: Target, secrets: Mapping[str, Secret], mask: Path | None) -> str:
+    """What runs in a reflink copy before the branch starts, in one transaction as its superuser: its roles'
+    passwords set to the branch's own (SCRAM verifiers: no plaintext), its database marked as made in its
+    volume, then `mask` as the owner role."""
+    wanted = Roles.of(branch.spec.variables)
+    dbname = str(branch.spec.variables["db_name"])
+    statements = ["BEGIN;"]
+    for role, name in ((wanted.owner, OWNER_SECRET), (wanted.authenticator, AUTHENTICATOR_SECRET),
+                       (wanted.admin, ADMIN_SECRET)):
+        if name in secrets:
+            statements.append(database.password_statement(role, secrets[name])[0].strip())
+    statements.append(f"COMMENT ON DATABASE {database.quote_identifier(dbname)} IS "
+                      f"{database.quote_literal(VOLUME_MARK + DEFAULT_DB_VOLUME)};")
+    if mask is not None:
+        try:
+            script = mask.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"masking script {mask}: cannot be read ({exc.strerror})") from exc
+        statements += [f"SET LOCAL ROLE {database.quote_identifier(wanted.owner)};", script, ";", "RESET ROLE;"]
+    return "\n".join([*statements, "COMMIT;"])

@@ -186,6 +186,8 @@ def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandb
     serves a consistent point of the writes, the source kept every write, the copy took almost no disk, and
     writes on either side stay there; its secrets are its own, so the parent's passwords do not open it."""
     sandbox.write_env(["shop"], extra=f"  data_root: {xfs / 'data'}\n")
+    (sandbox.root / "mask.sql").write_text("update items set email = 'masked@example.com';\n\n"
+                                           "-- a blank line between statements, as people write them\n")
     sandbox.cli("provision", "--project=shop")
     _, source_url = _urls(sandbox, "shop")
     sql(source_url, "create table items (id serial primary key, name text, email text)")
@@ -223,6 +225,14 @@ def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandb
     assert all(ours[name] != theirs[name] for name in ("DB_PASSWORD", "DB_ADMIN_PASSWORD", "JWT_SECRET"))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(branch_url.replace(ours["DB_PASSWORD"], theirs["DB_PASSWORD"]), connect_timeout=5).close()
+    # masked by reflink too: in the copy, in single-user mode, before the branch's API or anyone could connect
+    masked = sandbox.cli("clone", "--project=shop", "--to=shop-masked", "--mask=mask.sql", "--json").json()
+    assert masked["details"]["method"] == "reflink"
+    masked_api, masked_url = _urls(sandbox, "shop-masked")
+    served = httpx.get(f"{masked_api}/items", params={"select": "email", "id": "lt.10"}, timeout=10).json()
+    assert {row["email"] for row in served} == {"masked@example.com"}
+    assert sql(masked_url, "select count(*) from items where email like 'u%'")[0][0] == 0
+    assert sql(source_url, "select count(*) from items where email like 'u%'")[0][0] == 100000
     gone = sandbox.cli("destroy", "--project=shop-cow", "--delete-data", "--yes", "--no-backup")
     assert "deleted its data directory" in gone.output and not any((xfs / "data").glob("shop-cow_*"))
 

@@ -490,8 +490,8 @@ class LocalBackend:
     def reflink_refusal(self, source: Target, branch: Target) -> str | None:  # branches by reflink (reflink.py)
         return self.reflink.refusal(source, branch)
 
-    def copy_running(self, source: Target, branch: Target) -> DataCopy:
-        return self.reflink.copy(source, branch)
+    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None) -> DataCopy:
+        return self.reflink.copy(source, branch, sql=sql)
 
     # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
     def image_major(self, image: str) -> int:

@@ -31,7 +31,7 @@ from ...core.model import DataCopy, Target
 from ...core.render import DEFAULT_DB_VOLUME
 from ...infra.database import psql_in_container
 from ...infra.pgsession import PsqlSession
-from .engine import Engine
+from .engine import HELPER_LABEL, Engine
 
 COPY_TIMEOUT = 3600.0
 _WAL_SEGMENT = re.compile(r"[0-9A-F]{24}")
@@ -111,9 +111,11 @@ class ReflinkCopier:
         except Exception:  # noqa: BLE001 - the SDK's NotFound or APIError: no directory to copy
             return None
 
-    def copy(self, source: Target, branch: Target, *, timeout: float = COPY_TIMEOUT) -> DataCopy:
+    def copy(self, source: Target, branch: Target, *, sql: str | None = None,
+             timeout: float = COPY_TIMEOUT) -> DataCopy:
         """Copy the running `source`'s data directory into the directory of `branch`'s data volume (made here:
-        it must not exist) by reflink inside backup mode; the copy is removed again on any failure."""
+        it must not exist) by reflink inside backup mode, then run `sql` in the copy (`single_user`) before
+        anything can connect to it; the copy is removed again on any failure."""
         source_dir = self.source_directory(source)
         if source_dir is None:
             raise ProvisionError(f"the data volume of {source.project!r} is no bind of local.data_root")
@@ -127,10 +129,13 @@ class ReflinkCopier:
         started = time.monotonic()
         try:
             start_lsn, stop_lsn = self._copy_in_backup_mode(source, source_dir, target_dir, timeout)
+            seconds = time.monotonic() - started
+            if sql:
+                single_user(branch, target_dir, sql, timeout=timeout)
         except BaseException:
             shutil.rmtree(target_dir, ignore_errors=True)
             raise
-        return DataCopy(volume, target_dir, start_lsn, stop_lsn, time.monotonic() - started)
+        return DataCopy(volume, target_dir, start_lsn, stop_lsn, seconds)
 
     def _copy_in_backup_mode(self, source: Target, source_dir: Path, target_dir: Path,
                              timeout: float) -> tuple[str, str]:
@@ -157,6 +162,27 @@ class ReflinkCopier:
             _cp([*map(str, segments), str(target_dir / "pg_wal")], timeout)
             held.step(f"SELECT pg_drop_replication_slot('{slot}');", timeout=60)
         return start_lsn, stop_lsn
+
+
+def single_user(branch: Target, directory: Path, sql: str, *, timeout: float) -> None:
+    """Run `sql` in the copied data directory with PostgreSQL in single-user mode (`postgres --single -j`, in a
+    throwaway container of the branch's db image without network, as the data's owner): it first recovers the
+    copy to its consistent point, then runs the statements as the bootstrap superuser and shuts down cleanly.
+    No client can connect meanwhile. CommandFailed quoting PostgreSQL on any ERROR (the caller wraps `sql` in
+    one transaction, so nothing of it is then committed)."""
+    owner = (directory / "PG_VERSION").stat()
+    argv = ["docker", "run", "--rm", "-i", "--network", "none", "--user", f"{owner.st_uid}:{owner.st_gid}",
+            "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={branch.env}/{branch.project}",
+            "--volume", f"{directory}:/var/lib/postgresql/data", "--entrypoint", "postgres", branch.images.db,
+            "--single", "-j", "-D", "/var/lib/postgresql/data", str(branch.spec.variables["db_name"])]
+    done = subprocess.run(argv, input=sql.rstrip() + "\n\n", capture_output=True, text=True,  # noqa: S603
+                          timeout=timeout, check=False)
+    said = done.stdout + done.stderr
+    errors = [line.strip() for line in said.splitlines() if re.search(r"\b(ERROR|FATAL|PANIC):", line)]
+    if done.returncode != 0 or errors:
+        raise CommandFailed(argv[:3] + ["...", "postgres", "--single"], done.returncode,
+                            "\n".join(errors[-5:] or said.splitlines()[-5:]),
+                            hint="in the branch's copy, before it started: nothing of it was committed")
 
 
 def _copy_tree(source_dir: Path, target_dir: Path, timeout: float) -> None:
