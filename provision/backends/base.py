@@ -300,6 +300,11 @@ class CopiesRunningData(Protocol):
         are the service's to set (its roles are made again when it is created)."""
         ...
 
+    def own_disk(self, target: Target) -> int | None:
+        """Bytes of the project's data that no other project shares (a reflink copy's own blocks), None where
+        it cannot tell (its data is not in a directory of this machine)."""
+        ...
+
 
 _REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
     InContainer: lambda config, project: (

@@ -264,10 +264,11 @@ def clone_env(result: ProjectResult, *, show_secrets: bool = False) -> str:
 
 
 def branches_table(found: Sequence[BranchInfo]) -> str:
-    """One line a branch: name, parent, taken at, age, expiry, status, API URL."""
-    header = ("branch", "parent", "taken", "age", "expires", "status", "api_url")
+    """One line a branch: name, parent, taken at, age, expiry, status, its own disk (where known), API URL."""
+    header = ("branch", "parent", "taken", "age", "expires", "status", "own disk", "api_url")
     rows = [header] + [(b.project, b.mark.parent, b.mark.taken_at, human_duration(b.age_s) if b.age_s is not None
                         else "-", (b.mark.expires_at or "never") + (" (expired)" if b.expired else ""), b.status,
+                        f"{b.disk_bytes / 2**20:.1f} MiB" if b.disk_bytes is not None else "-",
                         b.api_url or "-") for b in found]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
     return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()

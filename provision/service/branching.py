@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..backends.base import CopiesRunningData
 from ..core.branches import BranchMark, age_seconds
 from ..core.config import EnvConfig
 from ..core.errors import ConfigError
@@ -92,9 +93,11 @@ class Branches:
             prepared = engine.prepare(target, observed, create=False)
             endpoints = engine.backend.endpoints(target, engine.known(observed, record), prepared) \
                 if observed.exists else None
+            backend = engine.backend
+            disk = backend.own_disk(target) if isinstance(backend, CopiesRunningData) else None
             infos.append(BranchInfo(name, mark, observed.summary() if observed.exists else "destroyed",
                                     endpoints.api_url if endpoints else None, mark.expired(now),
-                                    age_seconds(mark, now), None))
+                                    age_seconds(mark, now), disk))
         return infos
 
     def gc(self, *, dry_run: bool = False, keep_data: bool = False) -> list[ProjectResult]:

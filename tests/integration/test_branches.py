@@ -217,6 +217,10 @@ def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandb
           f"{branched['details']['backup_mode_s']} s, extra disk {extra / 2**20:.1f} MiB of a "
           f"{source_bytes / 2**20:.1f} MiB database")
     assert extra < source_bytes * 0.5  # a logical copy takes the whole size again (and more: its WAL)
+    [listed] = sandbox.cli("branches", "--json").json()["branches"]
+    assert listed["project"] == "shop-cow" and listed["disk_bytes"] is not None
+    assert listed["disk_bytes"] < source_bytes * 0.5  # its own blocks: what it has not shared with the parent
+    print(f"its own disk (filefrag, not shared): {listed['disk_bytes'] / 2**20:.1f} MiB")
     sql(branch_url, "insert into items (name) values ('only in the branch')")
     sql(source_url, "insert into items (name) values ('only in the source')")
     assert sql(branch_url, "select count(*) from items where name like 'only in%'")[0][0] == 1

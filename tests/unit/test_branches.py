@@ -69,3 +69,16 @@ def test_the_masking_script_a_branch_gets(tmp_path: Path) -> None:
     _env(tmp_path, "branches:\n  mask: mask.sql\n")
     default = load_env("dev", tmp_path, environ={})
     assert mask_script(default, default, None, no_mask=False) == (tmp_path / "mask.sql").resolve()
+
+
+def test_coolify_marks_carry_a_branch() -> None:
+    from provision.backends.coolify import marks
+
+    mark = BranchMark("shop", "dev", "2026-12-08T00:00:00Z", expires_at="2026-12-11T06:30:00Z")
+    text = marks.service_description("0123456789abcdef", "fedcba9876543210", "o1", branch=mark)
+    assert "branch-of=shop expires=20261211T063000Z" in text and marks.acceptable(text)
+    seen = marks.branch_mark(marks.parse(text))
+    assert seen == BranchMark("shop", "", "", expires_at="2026-12-11T06:30:00Z")
+    forever = marks.parse(marks.service_description("0123456789abcdef", "fedcba9876543210", "o1",
+                                                    branch=replace(mark, expires_at=None)))
+    assert marks.branch_mark(forever) == BranchMark("shop", "", "") and marks.branch_mark(marks.parse("x")) is None

@@ -35,7 +35,6 @@ from ...core.errors import (
 from ...core.model import (
     NO_ENDPOINTS,
     ControlVerb,
-    DataCopy,
     Destroyed,
     Endpoints,
     Handle,
@@ -117,6 +116,8 @@ class LocalBackend:
         self._images_seen: dict[str, float] = {}  # image -> when it was last found on the engine (preflight)
         self._host: tuple[float, int, int] | None = None  # (when asked, CPUs, memory bytes) of the engine's host
         self.reflink = ReflinkCopier(self.engine, self.exec_argv, lambda target: self._data(target).data_volume())
+        # the CopiesRunningData ability (base.py): branches by reflink, reflink.py
+        self.reflink_refusal, self.copy_running, self.own_disk = self.reflink.refusal, self.reflink.copy, self.reflink.own_disk
 
     def describe(self) -> str:
         return "Local Docker provider"
@@ -486,12 +487,6 @@ class LocalBackend:
             failed = StartingCommandFailed if not_up_yet(result.stderr) else CommandFailed
             raise failed(argv, result.returncode, result.stderr)
         return result.stdout
-
-    def reflink_refusal(self, source: Target, branch: Target) -> str | None:  # branches by reflink (reflink.py)
-        return self.reflink.refusal(source, branch)
-
-    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None) -> DataCopy:
-        return self.reflink.copy(source, branch, sql=sql)
 
     # --- data volumes: PostgreSQL major upgrades -----------------------------------------------
     def image_major(self, image: str) -> int:
