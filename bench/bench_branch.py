@@ -39,14 +39,17 @@ def _psql(container: str, statement: str, *, superuser: bool = False) -> str:
     return _run(["docker", "exec", container, "sh", "-c", f'psql -X -A -t -q -U {user} -d app -c "$0"', statement])
 
 
-def _clone(root: Path, env: str, to: str) -> tuple[float, dict[str, object]]:
-    """Wall time of `clone --to=...` (it returns once the branch's API serves) and its JSON."""
+def _clone(root: Path, env: str, to: str, *, show: bool = False) -> tuple[float, dict[str, object]]:
+    """Wall time of `clone --to=...` (it returns once the branch's API serves) and its JSON; with `show`, its
+    progress lines (each step's time)."""
     started = time.perf_counter()
     result = subprocess.run([sys.executable, "-m", "invoke", "clone", f"--env={env}", "--project=shop", f"--to={to}",
                              "--json"], cwd=root, env=environ(root), capture_output=True, text=True)
     took = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(result.stderr[-3000:])
+    if show:
+        print("  " + result.stderr.strip().replace("\n", "\n  "))
     return took, dict(json.loads(result.stdout))
 
 
@@ -87,7 +90,7 @@ def main() -> None:
         if options.writer:
             threading.Thread(target=_writer, args=(container, stop, counter), daemon=True).start()
         before = _used(mount)
-        took, made = _clone(root, env, "shop-b1")
+        took, made = _clone(root, env, "shop-b1", show=True)
         first_extra = _used(mount) - before
         details = made["details"]
         assert isinstance(details, dict) and details.get("method") == "reflink", made

@@ -3,16 +3,22 @@ script a branch gets, and that a branch is no pending change for plan --detailed
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 
 from provision.core.branches import NEVER, BranchMark, epoch_of, parse_ttl
-from provision.core.config import load_env
-from provision.core.errors import ConfigError
+from provision.core.config import EnvConfig, load_env
+from provision.core.errors import ConfigError, ConfirmationRequired
+from provision.core.model import Handle, Observed, Target
 from provision.core.results import PlanItem
+from provision.service import Provisioner
 from provision.service.branching import mask_script
+from provision.state.records import StateStore
+from tests.conftest import write_env
+from tests.unit.fakes import MemoryBackend
 
 
 def test_a_lifetime_is_days_hours_minutes_or_seconds() -> None:
@@ -82,3 +88,62 @@ def test_coolify_marks_carry_a_branch() -> None:
     forever = marks.parse(marks.service_description("0123456789abcdef", "fedcba9876543210", "o1",
                                                     branch=replace(mark, expires_at=None)))
     assert marks.branch_mark(forever) == BranchMark("shop", "", "") and marks.branch_mark(marks.parse("x")) is None
+
+
+ENV = """
+images: {db: "postgres:16-alpine", api: "postgrest/postgrest:v12.2.3"}
+projects: [{name: shop}]
+health: {timeout: 5}
+"""
+
+
+def _branching(project_root: Path, tmp_path: Path) -> tuple[Provisioner, BranchingBackend, StateStore]:
+    write_env(project_root, "dev", ENV)
+    backend = BranchingBackend()
+    store = StateStore(tmp_path / "state")
+    return Provisioner(load_env("dev", project_root, environ={}), backend, store, wall=lambda: NOW), backend, store
+
+
+NOW = epoch_of("2026-12-08T12:00:00Z")
+
+
+@dataclass
+class BranchingBackend(MemoryBackend):
+    """Labels some projects as branches, as the local backend reads them from another checkout's containers."""
+
+    marks: dict[str, BranchMark] = field(default_factory=dict)
+
+    def observe(self, target: Target, known: Handle | None) -> Observed:
+        return replace(super().observe(target, known), branch=self.marks.get(target.project))
+
+    def observe_env(self, config: EnvConfig, known: Mapping[str, Handle], *,
+                    full: bool = False) -> dict[str, Observed]:
+        return {p: replace(o, branch=self.marks.get(p)) for p, o in super().observe_env(config, known).items()}
+
+
+def test_a_branch_is_neither_drift_nor_an_orphan_and_guards_its_parent(project_root: Path, tmp_path: Path) -> None:
+    provisioner, backend, store = _branching(project_root, tmp_path)
+    provisioner.provision("shop")
+    provisioner.provision("shop-pr-1", create=True)  # labelled a branch by another checkout: no record says so
+    provisioner.provision("shop-pr-2", create=True)  # recorded a branch here
+    provisioner.provision("old-one", create=True)  # a real orphan
+    backend.marks["shop-pr-1"] = BranchMark("shop", "dev", "2026-12-08T00:00:00Z", expires_at="2026-12-08T06:00:00Z")
+    record = store.read_record("dev", "shop-pr-2")
+    assert record is not None
+    store.write_record(record.evolve(branch=BranchMark("shop", "dev", "2026-12-08T10:00:00Z",
+                                                       expires_at="2026-12-09T00:00:00Z").to_dict()))
+    outcomes = sorted((i.project, i.outcome) for i in provisioner.plan())
+    assert outcomes == [("old-one", "orphan"), ("shop", "no-op"), ("shop-pr-1", "branch"), ("shop-pr-2", "branch")]
+    assert [r.project for r in provisioner.prune(yes=True)] == ["old-one"]  # never a branch
+    status = provisioner.status("shop-pr-1").results[0]
+    assert status.details["branch"]["parent"] == "shop" and "expires 2026-12-08T06:00:00Z" in status.messages[0]
+    with pytest.raises(ConfirmationRequired, match="shop-pr-1, shop-pr-2.*--leave-branches"):
+        provisioner.destroy("shop")
+    listed = {b.project: b for b in provisioner.branches.listing()}
+    assert listed["shop-pr-1"].expired and not listed["shop-pr-2"].expired and listed["shop-pr-2"].age_s == 7200
+    assert [r.project for r in provisioner.branches.gc(dry_run=True)] == ["shop-pr-1"]
+    assert "destroy:True" not in backend.calls
+    [collected] = provisioner.branches.gc()
+    assert collected.project == "shop-pr-1" and backend.calls[-1] == "destroy:True"  # with its data
+    assert [b.project for b in provisioner.branches.listing()] == ["shop-pr-2"]
+    assert provisioner.destroy("shop", leave_branches=True).changed
