@@ -293,11 +293,13 @@ class CopiesRunningData(Protocol):
         """None when `source`'s data can be copied by reflink for a new `branch`; else why not, in a phrase."""
         ...
 
-    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None) -> DataCopy:
+    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None,
+                     replace: bool = False) -> DataCopy:
         """Copy the running `source`'s data into the data volume `branch` will be created on, by reflink inside
         PostgreSQL's backup mode: the source keeps serving. `sql` runs in the copy as its superuser before
         anything can connect to it (the masking script; the roles' new passwords). The branch's own secrets
-        are the service's to set (its roles are made again when it is created)."""
+        are the service's to set (its roles are made again when it is created). With `replace` (a reset of a
+        stopped branch), its data is swapped for the new copy once that is whole."""
         ...
 
     def own_disk(self, target: Target) -> int | None:

@@ -156,9 +156,12 @@ class Workspace:
         source = dest if mark.parent_env in ("", env) else self.provisioner(mark.parent_env, reporter=reporter,
                                                                              lock_timeout=lock_timeout)
         taken = utc_now(self.clock.time())
+        masking = Path(mark.masked_with) if mark.masked_with else None
+        copier = dest.backend if isinstance(dest.backend, CopiesRunningData) and mark.method == "reflink" else None
+        if copier is not None and copier.reflink_refusal(source.target(mark.parent), target) is None:
+            return reset_by_reflink(source, dest, copier, project, replace(mark, taken_at=taken), masking)
         made = source.data.backup(mark.parent, label=f"reset-{env}-{project}")
         chosen = backups.read(Path(str(made.details["path"])))
-        masking = Path(mark.masked_with) if mark.masked_with else None
         filled = dest.branches.fill(project, chosen, mask=masking, action="reset")
         previous = dest.record(project)
         if previous is not None:
@@ -280,3 +283,28 @@ def first_sql(branch: Target, secrets: Mapping[str, Secret], mask: Path | None) 
             raise ConfigError(f"masking script {mask}: cannot be read ({exc.strerror})") from exc
         statements += [f"SET LOCAL ROLE {database.quote_identifier(wanted.owner)};", script, ";", "RESET ROLE;"]
     return "\n".join([*statements, "COMMIT;"])
+
+
+def reset_by_reflink(source: Provisioner, dest: Provisioner, copier: CopiesRunningData, project: str,
+                     mark: BranchMark, mask: Path | None) -> ProjectResult:
+    """A reflink branch back to its running parent's data: the branch stopped, a new reflink copy made beside its
+    data and swapped in (its own passwords set and `mask` run in it first), the branch started again: same URLs,
+    ports and secrets. A failed copy leaves the branch's data as it was (it is started again either way)."""
+    branch = dest.known_target(project)
+    parent = source.known_target(mark.parent)
+    secrets = dest.engine.prepare(branch, dest.engine.observe(branch, dest.record(project)), create=False).secrets
+    dest.control(project, "stop")
+    try:
+        with source.engine.operation(parent, f"reset {project}", shared=True):
+            source.engine.running(parent)
+            source.reporter.step(mark.parent, f"copying its data by reflink for {project!r} (backup mode)")
+            copied = copier.copy_running(parent, branch, sql=first_sql(branch, secrets, mask), replace=True)
+    finally:
+        started = dest.control(project, "start")
+    previous = dest.record(project)
+    if previous is not None:
+        dest.engine.write(previous.evolve(branch=mark.to_dict()), previous)
+    return replace(started, action="reset", changed=True, messages=(
+        f"reset {project!r} to the data of {mark.parent!r} now, by reflink ({copied.seconds:.2f} s in backup mode); "
+        f"its URLs and secrets stay",), details={"method": "reflink", "branch": mark.to_dict(),
+                                                "backup_mode_s": round(copied.seconds, 3)})

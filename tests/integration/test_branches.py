@@ -229,6 +229,11 @@ def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandb
     assert all(ours[name] != theirs[name] for name in ("DB_PASSWORD", "DB_ADMIN_PASSWORD", "JWT_SECRET"))
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(branch_url.replace(ours["DB_PASSWORD"], theirs["DB_PASSWORD"]), connect_timeout=5).close()
+    # reset by reflink: the parent's data now, the same URLs and secrets
+    again = sandbox.cli("reset", "--project=shop-cow", "--json").json()
+    assert again["details"]["method"] == "reflink" and _urls(sandbox, "shop-cow") == (api_url, branch_url)
+    assert sql(branch_url, "select name from items where name like 'only in%'") == [("only in the source",)]
+    assert sandbox.secrets("shop-cow") == ours
     # masked by reflink too: in the copy, in single-user mode, before the branch's API or anyone could connect
     masked = sandbox.cli("clone", "--project=shop", "--to=shop-masked", "--mask=mask.sql", "--json").json()
     assert masked["details"]["method"] == "reflink"

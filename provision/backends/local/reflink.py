@@ -120,16 +120,23 @@ class ReflinkCopier:
             return None
         return own_bytes(directory)
 
-    def copy(self, source: Target, branch: Target, *, sql: str | None = None,
+    def copy(self, source: Target, branch: Target, *, sql: str | None = None, replace: bool = False,
              timeout: float = COPY_TIMEOUT) -> DataCopy:
         """Copy the running `source`'s data directory into the directory of `branch`'s data volume (made here:
         it must not exist) by reflink inside backup mode, then run `sql` in the copy (`single_user`) before
-        anything can connect to it; the copy is removed again on any failure."""
+        anything can connect to it; the copy is removed again on any failure. With `replace` (a reset: the
+        branch exists and is stopped), the copy is made beside its data directory and swapped in once whole."""
         source_dir = self.source_directory(source)
         if source_dir is None:
             raise ProvisionError(f"the data volume of {source.project!r} is no bind of local.data_root")
         volume = f"{names.compose_project_name(branch.env, branch.project)}_{DEFAULT_DB_VOLUME}"
-        target_dir = Path(str(branch.config.local.data_root)) / volume
+        final = Path(str(branch.config.local.data_root)) / volume
+        if replace:
+            current = self.source_directory(branch)
+            if current is None or not current.is_dir():
+                raise ProvisionError(f"the data of {branch.project!r} is not in local.data_root")
+            volume, final = self.data_volume(branch) or volume, current
+        target_dir = final.with_name(f".{final.name}.reset-{random.token_hex(4)}") if replace else final
         try:
             target_dir.mkdir(mode=0o700)
         except FileExistsError:
@@ -144,7 +151,12 @@ class ReflinkCopier:
         except BaseException:
             shutil.rmtree(target_dir, ignore_errors=True)
             raise
-        return DataCopy(volume, target_dir, start_lsn, stop_lsn, seconds)
+        if replace:
+            old = final.with_name(f".{final.name}.old-{random.token_hex(4)}")
+            os.rename(final, old)
+            os.rename(target_dir, final)
+            shutil.rmtree(old, ignore_errors=True)
+        return DataCopy(volume, final, start_lsn, stop_lsn, seconds)
 
     def _copy_in_backup_mode(self, source: Target, source_dir: Path, target_dir: Path,
                              timeout: float) -> tuple[str, str]:
