@@ -138,10 +138,11 @@ class Workspace:
             raise with_note(exc, f"The half-made clone {to!r} was removed; {project!r} was only read.") from exc
         made_now = dest.outputs(to)  # its URLs only now: the data is in and masked
         return replace(made_now, action="clone", changed=True, messages=(
-            f"cloned {project!r} ({env}) into {to!r} ({target_env}) from {made.details['path']}",
+            f"cloned {project!r} ({env}) into {to!r} ({target_env}) logically (pg_dump, pg_restore) from "
+            f"{made.details['path']}",
             *filled.messages), details={"source": project, "source_env": env, "backup": made.details["path"],
                                         "row_counts": filled.details.get("row_counts"), "branch": mark.to_dict(),
-                                        "schema_only": schema_only})
+                                        "schema_only": schema_only, "method": "logical"})
 
     def reset(self, env: str, project: str, *, reporter: Reporter | None = None,
               lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
