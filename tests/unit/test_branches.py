@@ -147,3 +147,16 @@ def test_a_branch_is_neither_drift_nor_an_orphan_and_guards_its_parent(project_r
     assert collected.project == "shop-pr-1" and backend.calls[-1] == "destroy:True"  # with its data
     assert [b.project for b in provisioner.branches.listing()] == ["shop-pr-2"]
     assert provisioner.destroy("shop", leave_branches=True).changed
+
+
+def test_list_and_status_tables_show_a_branchs_parent_and_expiry() -> None:
+    from provision.cli import output
+    from provision.core.results import ProjectResult
+
+    mark = BranchMark("shop", "dev", "2026-12-08T00:00:00Z", expires_at="2026-12-11T00:00:00Z")
+    results = [ProjectResult("shop", "dev", "local", "running", False, "status"),
+               ProjectResult("shop-pr-1", "dev", "local", "running", False, "status",
+                             details={"branch": mark.to_dict()})]
+    for text in (output.list_table(results, width=200), output.status_table(results, width=200)):
+        assert "BRANCH_OF" in text and "shop until 2026-12-11T00:00" in text
+    assert "BRANCH_OF" not in output.list_table(results[:1], width=200)
