@@ -242,13 +242,13 @@ def clone_by_reflink(source: Provisioner, dest: Provisioner, copier: CopiesRunni
     branch = dest.target(to)
     previous = dest.record(to)
     dest.engine.write((previous or ProjectRecord(project=to, env=dest.env)).evolve(branch=mark.to_dict()), previous)
-    prepared = dest.engine.prepare(branch, ABSENT, create=True)  # its own secrets and ports, saved
-    with source.engine.operation(target, f"clone --to={to}", shared=True):
-        source.engine.running(target)  # a stopped source is refused here
-        source.reporter.step(project, f"copying its data by reflink for {to!r} (backup mode; it keeps serving)"
-                             + (f", then masking it with {mask.name}" if mask else ""))
-        copied = copier.copy_running(target, branch, sql=first_sql(branch, prepared.secrets, mask))
     try:
+        prepared = dest.engine.prepare(branch, ABSENT, create=True)  # its own secrets and ports, saved
+        with source.engine.operation(target, f"clone --to={to}", shared=True):
+            source.engine.running(target)  # a stopped source is refused here
+            source.reporter.step(project, f"copying its data by reflink for {to!r} (backup mode; it keeps serving)"
+                                 + (f", then masking it with {mask.name}" if mask else ""))
+            copied = copier.copy_running(target, branch, sql=first_sql(branch, prepared.secrets, mask))
         dest.provision(to, create=True)
     except ProvisionError as exc:
         with contextlib.suppress(ProvisionError):
