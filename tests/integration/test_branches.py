@@ -242,6 +242,13 @@ def test_a_branch_by_reflink_of_a_source_taking_writes(xfs: Path, sandbox: Sandb
     assert {row["email"] for row in served} == {"masked@example.com"}
     assert sql(masked_url, "select count(*) from items where email like 'u%'")[0][0] == 0
     assert sql(source_url, "select count(*) from items where email like 'u%'")[0][0] == 100000
+    # a mask that fails: no branch is left (no record, secrets, volume or data directory), the source untouched
+    (sandbox.root / "broken.sql").write_text("update items set email = 'x';\nupdate no_such_table set a = 1;\n")
+    failed = sandbox.cli("clone", "--project=shop", "--to=shop-broken", "--mask=broken.sql", check=False)
+    assert failed.returncode != 0 and "no_such_table" in failed.stderr and "removed" in failed.stderr
+    assert not any((xfs / "data").glob("*shop-broken*")) and not (sandbox.state_dir / sandbox.env / "shop-broken"
+                                                                   / "state.json").exists()
+    assert "shop-broken" not in {b["project"] for b in sandbox.cli("branches", "--json").json()["branches"]}
     gone = sandbox.cli("destroy", "--project=shop-cow", "--delete-data", "--yes", "--no-backup")
     assert "deleted its data directory" in gone.output and not any((xfs / "data").glob("shop-cow_*"))
 
