@@ -144,9 +144,13 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
 
 
 @task(help={"env": ENV_HELP, "project": "The branch", "json": "Print JSON", "show_secrets": "Show the db_url password",
-            "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+            "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP,
+            "mask": "A SQL file run in the branch before its API sees the data (default: the one it was made "
+                    "with, else branches.mask)",
+            "no_mask": "Copy the rows as they are, even of a prod-like env"})
 def reset(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
-          show_secrets: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
+          show_secrets: bool = False, lock_timeout: str | None = None, quiet: bool = False,
+          mask: str | None = None, no_mask: bool = False) -> None:
     """Bring a branch back to its parent's current data (its masking script run again); its URLs, ports and
     secrets stay."""
     from . import output
@@ -156,7 +160,8 @@ def reset(c: Context, env: str | None = None, project: str | None = None, json: 
     if lock_timeout is not None:
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
     with session(quiet=quiet) as reporter:
-        result = workspace().reset(require_env(env), project, reporter=reporter, **options)
+        result = workspace().reset(require_env(env), project, reporter=reporter, mask=mask, no_mask=no_mask,
+                                   **options)
     data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets,
                 quiet=quiet)
 

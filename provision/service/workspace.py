@@ -85,8 +85,10 @@ class Workspace:
               at: str | None = None) -> ProjectResult:
         """A branch of `project`: back up its database (counts and dump of one snapshot: it may take writes),
         provision `to` (in `to_env`, with `overrides` applied to that env only) recorded as its branch (with
-        `ttl`, else the env's `branches.ttl`), and fill it with the API shut out, row counts verified, the
-        masking script run (`mask`, else the env's `branches.mask`). A new branch gets its own secrets and ports.
+        `ttl`, else the env's `branches.ttl`), and fill it in one transaction: restore, row counts verified, the
+        masking script (`mask`, else the env's `branches.mask`). Where the backend can (local.data_root on a
+        reflink filesystem), the running source is copied by reflink instead (`clone_by_reflink`). A new
+        branch gets its own secrets, ports and network.
         When `to` is already a branch of `project`, it is kept as it is (CI calls this per pull request), or
         brought back to the parent's current data with `reset`; any other existing `to` is refused. If the copy
         fails, the new project is removed again with its data. The source is only read."""
@@ -108,7 +110,8 @@ class Workspace:
                 raise ProjectConflict(f"{to!r} already exists in env {target_env!r} and is no branch of {project!r}: "
                                       f"a clone never overwrites a project; pick a new name or destroy it first")
             if reset:
-                return self.reset(target_env, to, reporter=reporter, lock_timeout=lock_timeout)
+                return self.reset(target_env, to, reporter=reporter, lock_timeout=lock_timeout, mask=mask,
+                                  no_mask=no_mask)
             kept = dest.outputs(to)
             return replace(kept, action="clone", changed=False, messages=(
                 f"{to!r} is a branch of {project!r} already (taken {existing.taken_at}, "
@@ -145,9 +148,12 @@ class Workspace:
                                         "schema_only": schema_only, "method": "logical"})
 
     def reset(self, env: str, project: str, *, reporter: Reporter | None = None,
-              lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> ProjectResult:
-        """Bring the branch `project` back to its parent's current data (a fresh backup of the parent, restored
-        with the API shut out and the branch's masking script run again); its URLs, ports and secrets stay."""
+              lock_timeout: float = DEFAULT_LOCK_TIMEOUT, mask: str | None = None,
+              no_mask: bool = False) -> ProjectResult:
+        """Bring the branch `project` back to its parent's current data: by reflink for a reflink branch where
+        the backend still can, else a fresh backup of the parent restored in one transaction with the masking
+        script (`mask`; else the one it was made with; else the env's, which a prod-like env requires unless
+        `no_mask`: a branch another checkout made carries no script's path). Its URLs, ports and secrets stay."""
         dest = self.provisioner(env, reporter=reporter, lock_timeout=lock_timeout)
         target = dest.known_target(project)
         mark = mark_of(dest.record(project), dest.engine.observe(target, dest.record(project)))
@@ -157,7 +163,9 @@ class Workspace:
         source = dest if mark.parent_env in ("", env) else self.provisioner(mark.parent_env, reporter=reporter,
                                                                              lock_timeout=lock_timeout)
         taken = utc_now(self.clock.time())
-        masking = Path(mark.masked_with) if mark.masked_with else None
+        masking = mask_script(source.config, dest.config, mask, no_mask=no_mask) if mask or no_mask or \
+            not mark.masked_with else Path(mark.masked_with)
+        mark = replace(mark, masked_with=str(masking) if masking else None)
         copier = dest.backend if isinstance(dest.backend, CopiesRunningData) and mark.method == "reflink" else None
         if copier is not None and copier.reflink_refusal(source.target(mark.parent), target) is None:
             return reset_by_reflink(source, dest, copier, project, replace(mark, taken_at=taken), masking)
