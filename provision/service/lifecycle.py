@@ -141,7 +141,8 @@ class Lifecycle:
             raise ConfirmationRequired(
                 f"{project!r} in env {self.engine.env!r} has live branches: {', '.join(kids)}. Destroy them first "
                 f"({hints.command('destroy', env=self.engine.env, project=kids[0])}, or {hints.command('gc', env=self.engine.env)} "
-                f"once they expire), or add --leave-branches (they are copies: they keep running without it)")
+                f"once they expire), or add --leave-branches (HTTP: ?leave_branches=true; they are copies: they keep "
+                f"running without it)")
         action = "destroy --delete-data" if delete_data else "destroy"
         # deleting data is a data verb: the backup and the delete under the lock every runner sees, throughout
         with self.engine.operation(target, action, shared=delete_data) as op:
