@@ -5,6 +5,7 @@ its stdin, and each step's output is read up to a marker line, within a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import subprocess
 import threading
@@ -38,12 +39,14 @@ class PsqlSession:
         except FileNotFoundError as exc:
             raise BackendUnavailable(f"{argv[0]!r} was not found on PATH") from exc
         self._lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True).start()
+        self._reader = threading.Thread(target=self._read, args=(self._proc.stdout,), daemon=True)
+        self._reader.start()
 
     def _read(self, stream: IO[bytes] | None) -> None:
         assert stream is not None
-        for raw in stream:
-            self._lines.put(raw.decode(errors="replace").rstrip("\n"))
+        with stream:
+            for raw in stream:
+                self._lines.put(raw.decode(errors="replace").rstrip("\n"))
         self._lines.put(None)
 
     def step(self, sql: str, *, timeout: float) -> str:
@@ -71,15 +74,18 @@ class PsqlSession:
 
     def close(self) -> None:
         """End psql (its connection closes: an open transaction rolls back, a backup in progress is aborted)."""
+        assert self._proc.stdin is not None
         if self._proc.poll() is None:
             try:
-                assert self._proc.stdin is not None
                 self._proc.stdin.write(b"\\q\n")
                 self._proc.stdin.close()
                 self._proc.wait(timeout=10)
             except (OSError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait(timeout=10)
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        self._reader.join(timeout=10)  # it closes psql's output once it has read it all
 
     def __enter__(self) -> PsqlSession:
         return self

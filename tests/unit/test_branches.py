@@ -160,3 +160,46 @@ def test_list_and_status_tables_show_a_branchs_parent_and_expiry() -> None:
     for text in (output.list_table(results, width=200), output.status_table(results, width=200)):
         assert "BRANCH_OF" in text and "shop until 2026-12-11T00:00" in text
     assert "BRANCH_OF" not in output.list_table(results[:1], width=200)
+
+
+FAKE_PSQL = """
+import sys
+for line in sys.stdin:
+    line = line.rstrip("\\n")
+    if line.startswith("\\\\echo "):
+        print(line[6:], flush=True)
+    elif line == "\\\\q":
+        break
+    elif line.startswith("fail"):
+        print("ERROR:  it failed", flush=True)
+        sys.exit(3)
+    elif line:
+        print("ran " + line, flush=True)
+"""
+
+
+def test_a_held_psql_session_answers_each_step_and_says_when_it_ended() -> None:
+    import sys
+
+    from provision.core.errors import CommandFailed
+    from provision.infra.pgsession import PsqlSession
+
+    with PsqlSession([sys.executable, "-c", FAKE_PSQL]) as held:
+        assert held.step("select 1;", timeout=10) == "ran select 1;"
+        assert held.step("a;\nb;", timeout=10) == "ran a;\nran b;"
+        with pytest.raises(CommandFailed, match="it failed"):
+            held.step("fail now", timeout=10)
+
+
+def test_own_bytes_counts_the_extents_filefrag_does_not_call_shared() -> None:
+    from provision.backends.local.reflink import _EXTENT
+
+    sample = """File size of /x/b is 5242880 (1280 blocks of 4096 bytes)
+ ext:     logical_offset:        physical_offset: length:   expected: flags:
+   0:        0..       4:         24..        28:      5:             shared
+   1:        5..      14:       1309..      1318:     10:         29:
+   2:       15..    1279:         39..      1303:   1265:       1319: last,shared,eof
+/x/b: 3 extents found
+"""
+    found = [(int(m.group(1)), "shared" in m.group(2)) for m in _EXTENT.finditer(sample)]
+    assert found == [(5, True), (10, False), (1265, True)]
