@@ -20,6 +20,7 @@ from ..core.config import EnvConfig, ProjectSpec
 from ..core.errors import NotSupported
 from ..core.model import (
     ControlVerb,
+    DataCopy,
     Destroyed,
     Endpoints,
     Handle,
@@ -316,6 +317,29 @@ class OffsiteCopies(Protocol):
     def pull_offsite(self, target: Target, lineage: str, system_identifier: str) -> str:
         """Copy the store's copy of `lineage` made by cluster `system_identifier` into the repository volume; the
         lineage it is read as there (`offsite-<system identifier>`)."""
+        ...
+
+
+@runtime_checkable
+class CopiesRunningData(Protocol):
+    """Copies a running project's data by reflink for a new branch (local with local.data_root, issue 23)."""
+
+    def reflink_refusal(self, source: Target, branch: Target) -> str | None:
+        """None when `source`'s data can be copied by reflink for a new `branch`; else why not, in a phrase."""
+        ...
+
+    def copy_running(self, source: Target, branch: Target, *, sql: str | None = None,
+                     replace: bool = False) -> DataCopy:
+        """Copy the running `source`'s data into the data volume `branch` will be created on, by reflink inside
+        PostgreSQL's backup mode: the source keeps serving. `sql` runs in the copy as its superuser before
+        anything can connect to it (the masking script; the roles' new passwords). The branch's own secrets
+        are the service's to set (its roles are made again when it is created). With `replace` (a reset of a
+        stopped branch), its data is swapped for the new copy once that is whole."""
+        ...
+
+    def own_disk(self, target: Target) -> int | None:
+        """Bytes of the project's data that no other project shares (a reflink copy's own blocks), None where
+        it cannot tell (its data is not in a directory of this machine)."""
         ...
 
 

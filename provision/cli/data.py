@@ -180,24 +180,91 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
                                "to_env": "The env of the copy (default: the same)", "json": "Print JSON",
                                "set": "Override a key of the copy's env file, e.g. --set images.db=postgres:17",
                                "show_secrets": "Show the copy's db_url password", "lock_timeout": LOCK_HELP,
-                               "quiet": QUIET_HELP})
+                               "quiet": QUIET_HELP,
+                               "ttl": "The branch's lifetime (3d, 12h, 90m; default: branches.ttl, else none)",
+                               "reset": "When --to is a branch of --project already: bring it back to the "
+                                        "parent's current data (default: keep it as it is)",
+                               "mask": "A SQL file run in the branch before its API opens (default: branches.mask)",
+                               "no_mask": "Copy the rows as they are, even of a prod-like env",
+                               "schema_only": "Copy the schema without rows",
+                               "format": "env (API_URL=, DB_URL= lines, the default) or json"})
 def clone(c: Context, env: str | None = None, project: str | None = None, to: str | None = None,
           to_env: str | None = None, json: bool = False, set_: list[str] | None = None, show_secrets: bool = False,
-          lock_timeout: str | None = None, quiet: bool = False, at: str | None = None) -> None:
-    """Copy a project into a new one (a preview environment): provision --to and restore a fresh backup of
-    --project into it. The source is only read."""
+          lock_timeout: str | None = None, quiet: bool = False, ttl: str | None = None, reset: bool = False,
+          mask: str | None = None, no_mask: bool = False, schema_only: bool = False, at: str | None = None,
+          format: str = "env") -> None:
+    """Branch a project (a preview environment): --to is provisioned as its branch (own secrets, ports and
+    URLs) and filled with a fresh backup of --project, masked before its API opens. Called again with the same
+    --to, the branch is kept (or --reset). The source is only read."""
     from . import output
 
     project = require_project(project)
     if not to:
         raise Exit("error: --to is required: the new project's name, e.g. --to=shop-pr-42", code=2)
+    if format not in ("env", "json"):
+        raise Exit(f"error: --format {format!r}: use env or json", code=2)
     options: dict[str, Any] = {}
     if lock_timeout is not None:
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
     with session(quiet=quiet) as reporter:
         result = workspace().clone(require_env(env), project, to=to, to_env=to_env,
-                                          overrides=overrides(set_), reporter=reporter, at=at, **options)
-    data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets, quiet=quiet)
+                                   overrides=overrides(set_), reporter=reporter, ttl=ttl, reset=reset, mask=mask,
+                                   no_mask=no_mask, schema_only=schema_only, at=at, **options)
+    data_result(result, json or format == "json", output.clone_env(result, show_secrets=show_secrets),
+                show_secrets=show_secrets, quiet=quiet)
+
+
+@task(help={"env": ENV_HELP, "project": "The branch", "json": "Print JSON", "show_secrets": "Show the db_url password",
+            "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP,
+            "mask": "A SQL file run in the branch before its API sees the data (default: the one it was made "
+                    "with, else branches.mask)",
+            "no_mask": "Copy the rows as they are, even of a prod-like env"})
+def reset(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
+          show_secrets: bool = False, lock_timeout: str | None = None, quiet: bool = False,
+          mask: str | None = None, no_mask: bool = False) -> None:
+    """Bring a branch back to its parent's current data (its masking script run again); its URLs, ports and
+    secrets stay."""
+    from . import output
+
+    project = require_project(project)
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
+    with session(quiet=quiet) as reporter:
+        result = workspace().reset(require_env(env), project, reporter=reporter, mask=mask, no_mask=no_mask,
+                                   **options)
+    data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets,
+                quiet=quiet)
+
+
+@task(help={"env": ENV_HELP, "json": "Print JSON"})
+def branches(c: Context, env: str | None = None, json: bool = False) -> None:
+    """List the env's branches: parent, when taken, age, expiry, status, API URL."""
+    from . import output
+
+    with session(read_only=True) as reporter:
+        found = provisioner_for(env, reporter).branches.listing()
+    if json:
+        emit(output.to_json({"env": env, "branches": [b.to_dict() for b in found]}))
+        return
+    emit(output.branches_table(found) if found else "no branches")
+
+
+@task(help={"env": ENV_HELP, "dry_run": "Only say which branches would be removed",
+            "keep_data": "Keep the expired branches' data volumes (default: deleted with them)",
+            "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
+def gc(c: Context, env: str | None = None, dry_run: bool = False, keep_data: bool = False, json: bool = False,
+       lock_timeout: str | None = None, quiet: bool = False) -> None:
+    """Remove the env's expired branches, with their data unless --keep-data."""
+    from . import output
+
+    with session(quiet=quiet) as reporter:
+        results = provisioner_for(env, reporter, lock_timeout=lock_timeout).branches.gc(dry_run=dry_run,
+                                                                                        keep_data=keep_data)
+    if json:
+        emit(output.to_json({"env": env, "dry_run": dry_run, "removed": [r.to_dict() for r in results]}))
+    elif not quiet:
+        emit("\n".join(f"{r.project}: {r.messages[0]}" for r in results) or "no expired branches")
 
 
 @task(help={"env": ENV_HELP, "project": PROJECT_HELP, "yes": "Confirm (the project is stopped while it moves)",

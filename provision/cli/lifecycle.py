@@ -161,11 +161,12 @@ restart = _control_task("restart", "Restart a project's containers (or every pro
             "yes": "Confirm --delete-data", "backup": "With --delete-data: write a pg_dump first (default)",
             "skip_hooks": HOOKS_HELP, "lock_timeout": LOCK_HELP, "json": "Print JSON", "quiet": QUIET_HELP,
             "no_color": NO_COLOR_HELP, "all": ALL_HELP + " (needs --yes; data is kept)", "parallel": PARALLEL_HELP,
-            "keep_going": KEEP_GOING_HELP})
+            "keep_going": KEEP_GOING_HELP,
+            "leave_branches": "Destroy a parent that has live branches (they are copies: they keep running)"})
 def destroy(c: Context, env: str | None = None, project: str | None = None, delete_data: bool = False,
             yes: bool = False, backup: bool = True, skip_hooks: bool = False, lock_timeout: str | None = None,
             json: bool = False, quiet: bool = False, no_color: bool = False, all: bool = False, parallel: str = "4",
-            keep_going: bool = False) -> None:
+            keep_going: bool = False, leave_branches: bool = False) -> None:
     """Remove a project's containers and network (or every project's, --all --yes); its data volume is kept
     unless --delete-data --yes (one project at a time)."""
     from . import output
@@ -177,12 +178,13 @@ def destroy(c: Context, env: str | None = None, project: str | None = None, dele
             raise Exit("error: destroy --all removes the stack of every project in the env (their data is kept): "
                        "add --yes to confirm", code=2)
         fleet(env, project, True, parallel, keep_going, json, quiet, no_color, lock_timeout, "destroy",
-              lambda provisioner, name: provisioner.destroy(name), skip_hooks=skip_hooks)
+              lambda provisioner, name: provisioner.destroy(name, leave_branches=True), skip_hooks=skip_hooks)
         return
     project = require_project(project)
     with session(quiet=quiet, color=not no_color) as reporter:
         provisioner = provisioner_for(env, reporter, lock_timeout=lock_timeout, skip_hooks=skip_hooks)
-        result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
+        result = provisioner.destroy(project, delete_data=delete_data, yes=yes, backup=backup,
+                                     leave_branches=leave_branches)
     if json:
         emit(output.to_json(result.to_dict()))
     elif not quiet:

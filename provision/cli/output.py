@@ -11,11 +11,14 @@ import json
 import shutil
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..core.model import LockInfo
 from ..core.results import PlanItem, ProjectResult, RunSummary
 from ..state.backups import Backup
+
+if TYPE_CHECKING:
+    from ..service.branching import BranchInfo
 
 
 def to_json(data: object) -> str:
@@ -63,8 +66,20 @@ def list_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, 
     columns = ["env", "project", "backend", "status", "declared"] + (["server"] if any(r.server for r in results)
                                                                       else [])
     columns += ["api_url", "db_url"] if wide or show_secrets else ["api_url"]
-    return table(results, columns, show_secrets=show_secrets, width=None if wide else _fit(width),
-                 shrink=("project", "env", "server", "status"), optional=("declared", "backend", "server"))
+    rows = [{**r.to_dict(show_secrets=show_secrets), "branch_of": branch_cell(r)} for r in results]
+    if any(row["branch_of"] for row in rows):
+        columns.insert(columns.index("status") + 1, "branch_of")
+    return _grid(rows, columns, width=None if wide else _fit(width), shrink=("project", "env", "server", "status"),
+                 optional=("declared", "backend", "server", "branch_of"))
+
+
+def branch_cell(result: ProjectResult) -> str | None:
+    """`shop until 2026-12-11T00:00` for a branch (its parent and expiry), None for any other project."""
+    mark = result.details.get("branch") if isinstance(result.details, dict) else None
+    if not isinstance(mark, dict) or not mark.get("parent"):
+        return None
+    expires = mark.get("expires_at")
+    return f"{mark['parent']} until {str(expires)[:16]}" if expires else f"{mark['parent']} (no expiry)"
 
 
 def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False, wide: bool = False,
@@ -80,15 +95,18 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
         rows.append({**data, "status": status,
                      "memory": None if used is None else f"{human_bytes(used)}/{human_bytes(limit) if limit else '-'}",
                      "cpu": None if data["cpu_percent"] is None else f"{data['cpu_percent']:.1f}%",
-                     "uptime": None if data["uptime_s"] is None else human_duration(data["uptime_s"])})
+                     "uptime": None if data["uptime_s"] is None else human_duration(data["uptime_s"]),
+                     "branch_of": branch_cell(result)})
     columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url"]
     columns += ["db_url"] if wide or show_secrets else []
+    if any(row["branch_of"] for row in rows):
+        columns.insert(2, "branch_of")
     if any(r.server for r in results):
         columns.insert(2, "server")
     if wide:
         return _grid(rows, columns)
     return _grid(rows, columns, width=_fit(width), shrink=("project", "server"),  # a status is never cut
-                 optional=("services", "cpu", "uptime", "server", "memory"))
+                 optional=("services", "cpu", "uptime", "server", "memory", "branch_of"))
 
 
 def human_bytes(size: int) -> str:
@@ -295,6 +313,18 @@ def clone_env(result: ProjectResult, *, show_secrets: bool = False) -> str:
     """The copy's `API_URL=` and `DB_URL=` lines, unquoted; the password masked unless asked."""
     db_url = result.db_url.reveal() if result.db_url and show_secrets else (result.db_url.masked if result.db_url else "")
     return f"API_URL={result.api_url}\nDB_URL={db_url}"
+
+
+def branches_table(found: Sequence[BranchInfo]) -> str:
+    """One line a branch: name, parent, taken at, age, expiry, status, its own disk (where known), API URL."""
+    header = ("branch", "parent", "taken", "age", "expires", "status", "own disk", "api_url")
+    rows = [header] + [(b.project, b.mark.parent, b.mark.taken_at, human_duration(b.age_s) if b.age_s is not None
+                        else "-", (b.mark.expires_at or "never") + (" (expired)" if b.expired else ""), b.status,
+                        f"{b.disk_bytes / 2**20:.1f} MiB" if b.disk_bytes is not None else "-",
+                        b.api_url or "-") for b in found]
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+                     for row in rows)
 
 
 def summary_json(summary: RunSummary, *, show_secrets: bool = False) -> str:

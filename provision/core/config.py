@@ -25,6 +25,7 @@ from .envfile import (
     DEFAULT_VARIABLES,
     PACKAGED_TEMPLATE,
     BackendName,
+    BranchSettings,
     CoolifySettings,
     EnvFile,
     Health,
@@ -111,6 +112,8 @@ class EnvConfig:
     backup: BackupSettings = DEFAULT_BACKUP
     # backup.offsite's keys and passphrase (archiving.OFFSITE_SECRETS) found in the environment or envs/<env>.env
     backup_secrets: Mapping[str, Secret] = field(default_factory=dict, repr=False)
+    # `branches:` the lifetime and masking script a branch of this env gets by default (issue 23)
+    branches: BranchSettings = field(default_factory=BranchSettings)
 
     @property
     def relpath(self) -> str:
@@ -272,6 +275,7 @@ def load_env(
         limits=env_limits,
         backup=env_backup,
         backup_secrets=backup_secrets,
+        branches=parsed.branches,
     )
 
 

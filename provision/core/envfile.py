@@ -116,6 +116,16 @@ class LocalSettings(_Strict):
     # a leased subnet of this size instead (e.g. 10.201.0.0/16 in /26 blocks = 1,024 projects)
     network_pool: str | None = None
     network_prefix: int = Field(default=26, ge=16, le=29)
+    # a directory (on a filesystem with reflinks: XFS reflink=1, btrfs) where new projects' data volumes live
+    # (bind-mounted named volumes): `clone` then copies a running project's data by reflink (issue 23)
+    data_root: str | None = None
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("/"):
+            raise ValueError(f"{value!r} is not an absolute path such as /srv/provision-data")
+        return value.rstrip("/") or "/" if value is not None else None
 
     @field_validator("network_pool")
     @classmethod
@@ -155,6 +165,22 @@ class LocalSettings(_Strict):
         low, high = value
         if not (1024 <= low < high <= 65535):
             raise ValueError("must be [low, high] with 1024 <= low < high <= 65535")
+        return value
+
+
+class BranchSettings(_Strict):
+    """`branches:` what `clone --to` gives a branch of this env's projects unless told otherwise (issue 23)."""
+
+    ttl: str | None = Field(default=None, description="a branch's lifetime (3d, 12h, 90m); none: it never expires")
+    mask: str | None = Field(default=None, description="a SQL file run in every branch before its API opens")
+    # a branch of a prod-like env must be masked: `clone` refuses one without a mask unless --no-mask
+    prod_like: bool = False
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"(?:\d+d)?(?:\d+h)?(?:\d+m)?(?:\d+s)?", value.strip() or "x"):
+            raise ValueError(f"{value!r} is not a lifetime such as 3d, 12h or 90m")
         return value
 
 
@@ -242,6 +268,7 @@ class EnvFile(_Strict):
     backup: dict[str, Any] = Field(default_factory=dict)  # continuous archiving (core/archiving.py checks it)
     health: Health = Field(default_factory=Health)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    branches: BranchSettings = Field(default_factory=BranchSettings)
     coolify: CoolifySettings = Field(default_factory=CoolifySettings)
 
     _variables = field_validator("variables", mode="before")(_check_variables)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .branches import BranchMark
 from .config import EnvConfig, ProjectSpec
 from .envfile import Images
 from .secrets import Secret, SecretURL
@@ -98,6 +100,8 @@ class Observed:
     # the name is taken on the backend by another owner's stack, which no verb touches: why, and what to do (the
     # stack itself is not observed: exists stays False), or None
     foreign: str | None = None
+    # the project is a branch of another, as the backend's labels say (issue 23), or None
+    branch: BranchMark | None = None
 
     @property
     def running(self) -> bool:
@@ -184,6 +188,18 @@ class Destroyed:
     changed: bool
     messages: tuple[str, ...] = ()
     kept_secrets: Mapping[str, Secret] | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class DataCopy:
+    """What a copy-on-write copy of a running project's data did (issue 23): the new volume's name and
+    directory, the WAL positions of the backup it was taken in, and how long the source was in backup mode."""
+
+    volume: str
+    directory: Path
+    start_lsn: str
+    stop_lsn: str
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ import jinja2
 import yaml
 
 from . import archiving, names
+from .branches import BranchMark
 from .config import EnvConfig, ProjectSpec
 from .errors import TemplateError
 from .model import Ports
@@ -102,12 +103,14 @@ def build_context(
     backend: str,
     ports: Ports | None,
     db_volume: str = DEFAULT_DB_VOLUME,
+    branch: BranchMark | None = None,
 ) -> dict[str, Any]:
     """The variables the template sees; pure data, no secrets (only `${VAR}` references). `db_volume`: the
     compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify). On the local backend
     with an owner id, the containers and the network carry it (`names.LABEL_OWNER`); Coolify marks ownership in
-    its descriptions instead."""
-    volume_labels = volume_labels_of(config, spec)
+    its descriptions instead. A `branch` (issue 23) labels its containers with its parent and expiry
+    (`branch_labels`), and its data volume with its parent."""
+    volume_labels = {**volume_labels_of(config, spec), **(branch.volume_labels() if branch is not None else {})}
     owner = {names.LABEL_OWNER: config.owner} if backend == "local" and config.owner else {}
     return {
         "db_volume": db_volume,
@@ -122,11 +125,12 @@ def build_context(
         "compose_project": names.compose_project_name(config.name, spec.name),
         "images": {"db": (spec.images or config.images).db, "api": (spec.images or config.images).api},
         "vars": dict(spec.variables),
-        "labels": {**volume_labels, **owner},
+        "labels": {**volume_labels_of(config, spec), **owner},
         # a volume's labels never change once it exists (compose may offer to recreate it, data lost, when they
         # differ): the data volume keeps the labels of earlier versions, and the local backend adds the owner
         # label to a new one by creating it itself before compose runs
         "volume_labels": volume_labels,
+        "branch_labels": branch.labels() if branch is not None else {},
         "publish": (
             {"bind_address": config.local.bind_address, "api_port": ports.api, "db_port": ports.db,
              "subnet": ports.subnet}

@@ -106,7 +106,7 @@ class PlanItem:
 
     @property
     def changes(self) -> bool:
-        return self.outcome != "no-op"
+        return self.outcome not in ("no-op", "branch")  # a branch is no drift: gc or destroy removes it
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project, "env": self.env, "backend": self.backend, "outcome": self.outcome,

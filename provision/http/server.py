@@ -4,7 +4,7 @@
     GET    /v1/projects                 every project of the server's env (CLI-made ones too)
     GET    /v1/projects/{id}
     POST   /v1/projects/{id}/stop|start|restart
-    DELETE /v1/projects/{id}            keeps the data unless ?delete_data=true
+    DELETE /v1/projects/{id}            keeps the data unless ?delete_data=true (?leave_branches=true: a parent)
     GET    /healthz
     GET    /docs, /openapi.json         the API's documentation (apidocs.py: a page that needs no internet)
 
@@ -269,8 +269,10 @@ def create_app(provisioner: Provisioner, *, token: Secret | None, workers: int =
     def delete_project(project_id: ProjectId, authenticated: Authenticated,
                        delete_data: Annotated[bool, Query(description="also delete the data (a pg_dump is written first; the Coolify backend cannot, and needs no_backup=true)")] = False,
                        no_backup: Annotated[bool, Query(description="with delete_data: skip the pg_dump")] = False,
+                       leave_branches: Annotated[bool, Query(description="destroy a parent that has live branches (they keep running)")] = False,
                        ) -> ProjectOut:
-        deleted = service.delete(_checked(project_id), delete_data=delete_data, backup=not no_backup)
+        deleted = service.delete(_checked(project_id), delete_data=delete_data, backup=not no_backup,
+                                 leave_branches=leave_branches)
         return _out(service, deleted, project_id, authenticated=authenticated)
 
     return app

@@ -12,6 +12,7 @@ from typing import IO, Protocol
 
 from ..core.errors import BackendUnavailable, CommandFailed
 from . import interrupts
+from .pgsession import PsqlSession
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,11 @@ class SubprocessRunner:
         text = out.decode(errors="replace") if isinstance(out, bytes) else ""
         return Completed(tuple(argv), proc.returncode, text, (err or b"").decode(errors="replace"))
 
+
+    def session(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> PsqlSession:
+        """An interactive psql kept open across steps (pgsession.PsqlSession)."""
+        interrupts.check()
+        return PsqlSession(argv, env)
 
     def stream(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Iterator[str]:
         """stdout and stderr, line by line as they come, until the command exits (CommandFailed when it

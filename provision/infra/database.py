@@ -19,7 +19,8 @@ from pathlib import Path
 from ..core.errors import BackupError, CommandFailed, ProvisionError
 from ..core.secrets import Secret
 from .commands import Runner
-from .fsutil import publish_new
+from .fsutil import open_nofollow, publish_new
+from .pgsession import HoldsSessions
 
 # Every base table outside the catalogs, with an exact count (one statement: query_to_xml runs a count per table).
 ROW_COUNTS_SQL = """
@@ -108,19 +109,45 @@ def server_major(access: DbAccess, runner: Runner) -> int:
 
 def row_counts(access: DbAccess, runner: Runner) -> dict[str, int]:
     """Exact row counts of every table, by schema-qualified name."""
+    return _parse_counts(query(access, runner, ROW_COUNTS_SQL, timeout=600))
+
+
+def snapshot_dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float,
+                  schema_only: bool = False) -> dict[str, int]:
+    """`dump` and `row_counts` of one and the same snapshot, so a database taking writes meanwhile gives counts
+    that match the dump: a REPEATABLE READ transaction held open in one psql session exports its snapshot
+    (pg_export_snapshot), counts in it, and pg_dump --snapshot dumps exactly it. A runner that cannot hold a
+    session (a test's fake) counts, then dumps. `schema_only`: no rows (pg_dump --schema-only)."""
+    if not isinstance(runner, HoldsSessions):
+        counts = row_counts(access, runner)
+        dump(access, runner, path, timeout=timeout, schema_only=schema_only)
+        return counts
+    argv = access.argv("psql", "--no-psqlrc", "--no-align", "--tuples-only", "--quiet", "--set", "ON_ERROR_STOP=1",
+                       "--dbname", access.dbname)
+    with runner.session(argv, env=access.env()) as held:
+        snapshot = held.step("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;\nSELECT pg_export_snapshot();",
+                             timeout=60).strip().splitlines()[-1]
+        counts = _parse_counts(held.step(ROW_COUNTS_SQL.strip() + ";", timeout=600))
+        dump(access, runner, path, timeout=timeout, snapshot=snapshot, schema_only=schema_only)
+        held.step("COMMIT;", timeout=60)
+    return counts
+
+
+def _parse_counts(output: str) -> dict[str, int]:
     counts = {}
-    for line in query(access, runner, ROW_COUNTS_SQL, timeout=600).splitlines():
+    for line in output.splitlines():
         name, _, count = line.rpartition("|")
         if name:
             counts[name] = int(count)
     return counts
 
 
-def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
+def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float, snapshot: str | None = None,
+         schema_only: bool = False) -> None:
     """`pg_dump --format=custom` into `path`, a new file: written to `<path>.part` (created with O_CREAT|O_EXCL|
     O_NOFOLLOW, 0600: never an existing file, never through a link) and moved into place only while `path` is
     still free, so `path` is a whole dump or absent and nothing that existed is replaced or written through
-    (BackupError)."""
+    (BackupError). `snapshot`: an exported snapshot to dump (a transaction holding it is open elsewhere)."""
     partial = path.with_name(path.name + ".part")
     try:
         descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
@@ -131,7 +158,9 @@ def dump(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> Non
         raise BackupError(f"{partial}: cannot be created ({exc.strerror}); nothing was written") from exc
     try:
         with os.fdopen(descriptor, "wb") as out:
-            result = runner.run(access.argv("pg_dump", "--format=custom", "--dbname", access.dbname),
+            taken = [f"--snapshot={snapshot}"] if snapshot else []
+            taken += ["--schema-only"] if schema_only else []
+            result = runner.run(access.argv("pg_dump", "--format=custom", *taken, "--dbname", access.dbname),
                                 timeout=timeout, env=access.env(), stdout=out)
         if result.returncode != 0:
             raise CommandFailed(result.argv, result.returncode, result.stderr, hint="the dump was not written")
@@ -156,6 +185,45 @@ def restore(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> 
     if result.returncode != 0:
         raise CommandFailed(result.argv, result.returncode, result.stderr,
                             hint="nothing was restored (one transaction, rolled back)")
+
+
+def restore_masked(access: DbAccess, runner: Runner, path: Path, *, expected: Mapping[str, int] | None,
+                   mask: Path | None, timeout: float) -> None:
+    """Restore `path` (as `restore`), check the tables have `expected` rows, run the SQL file `mask` and tell
+    the API to reload its schema, all in ONE transaction as the access's role: pg_restore writes the dump as a
+    script, the checks and the mask are appended, psql runs it with --single-transaction. Nothing of it is
+    visible to anyone (the API included) before the mask ran; on any error nothing is applied."""
+    try:
+        extra = mask.read_text(encoding="utf-8") if mask is not None else ""
+    except OSError as exc:
+        raise ProvisionError(f"{mask}: cannot be read ({exc.strerror}); nothing was restored") from exc
+    script = path.with_name(path.name + f".{random.token_hex(4)}.sql")
+    try:
+        with os.fdopen(open_nofollow(script, os.O_WRONLY | os.O_CREAT | os.O_EXCL), "wb") as out, \
+                path.open("rb") as dump_file:
+            made = runner.run(access.argv("pg_restore", "--clean", "--if-exists", "--no-owner", "--file=-"),
+                              timeout=timeout, env=access.env(), stdin=dump_file, stdout=out)
+        if made.returncode != 0:
+            raise CommandFailed(made.argv, made.returncode, made.stderr, hint="nothing was restored")
+        with script.open("a", encoding="utf-8") as out:
+            out.write("\nRESET ALL;\n")
+            for table, count in sorted((expected or {}).items()):
+                out.write(f"DO $check$ BEGIN IF (SELECT count(*) FROM {table}) <> {int(count)} THEN RAISE EXCEPTION "
+                          f"'row count of %: % expected', {quote_literal(table)}, {int(count)}; END IF; END $check$;\n")
+            out.write(f"\n{extra}\n;\nNOTIFY pgrst, 'reload schema';\n")
+        with script.open("rb") as whole:
+            result = runner.run(access.argv("psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
+                                            "--single-transaction", "--dbname", access.dbname, "--file=-"),
+                                timeout=timeout, env=access.env(), stdin=whole)
+    finally:
+        script.unlink(missing_ok=True)
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr,
+                            hint="nothing was restored nor masked (one transaction, rolled back)")
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def password_statement(role: str, password: Secret) -> tuple[str, str]:

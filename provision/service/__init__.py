@@ -27,6 +27,7 @@ from ..infra.report import Reporter
 from ..infra.shell import ShellCommand
 from ..state.records import ProjectRecord, StateStore
 from .archive import ArchiveVerbs
+from .branching import Branches
 from .data import DataVerbs
 from .engine import DEFAULT_LOCK_TIMEOUT, Engine, Operation
 from .fleet import Fleet
@@ -55,6 +56,7 @@ class Provisioner:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         runner: Runner | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.engine = Engine(config, backend, store, lock_timeout=lock_timeout, reporter=reporter, hooks=hooks,
                              clock=clock, sleep=sleep)
@@ -67,6 +69,7 @@ class Provisioner:
         self.planning = Planning(self.engine)
         self.fleet = Fleet(self.engine, self.reads)
         self.lifecycle = Lifecycle(self.engine, self.planning, self.fleet, self.data.before_delete)
+        self.branches = Branches(self.engine, self.data, self.lifecycle.destroy, wall)  # branches, gc, fill
 
     @property
     def config(self) -> EnvConfig:
@@ -120,8 +123,9 @@ class Provisioner:
         return self.lifecycle.control(project, verb)
 
     def destroy(self, project: str, *, delete_data: bool = False, yes: bool = False,
-                backup: bool = True) -> ProjectResult:
-        return self.lifecycle.destroy(project, delete_data=delete_data, yes=yes, backup=backup)
+                backup: bool = True, leave_branches: bool = False) -> ProjectResult:
+        return self.lifecycle.destroy(project, delete_data=delete_data, yes=yes, backup=backup,
+                                      leave_branches=leave_branches)
 
     def adopt(self, project: str, *, yes: bool = False) -> ProjectResult:
         return self.lifecycle.adopt(project, yes=yes)

@@ -63,14 +63,14 @@ class DataVerbs:
         return backups.directory(self.engine.store.root, self.engine.env, project)
 
     def backup(self, project: str, *, out: Path | None = None, keep: int | None = None,
-               label: str = "") -> ProjectResult:
+               label: str = "", schema_only: bool = False) -> ProjectResult:
         """A pg_dump (custom format) of the project's database with its manifest; with `keep`, older backups
         beyond the newest `keep` are deleted after this one succeeded."""
         target = self.engine.known_target(project)
         with self.engine.operation(target, "backup", shared=True) as op:
             self.recover(target)
             _, _, access = self.running_db(target)
-            made = self.dump(target, access, out=out, label=label)
+            made = self.dump(target, access, out=out, label=label, schema_only=schema_only)
             op.changed = True
             pruned = backups.prune(self.folder(project), keep) if keep is not None and out is None else []
         messages = [f"wrote {made.path} ({made.manifest['size']} bytes, PostgreSQL {made.manifest['server_major']}, "
@@ -110,7 +110,7 @@ class DataVerbs:
         return backups.listing(self.folder(project))
 
     def dump(self, target: Target, access: database.DbAccess, *, out: Path | None = None,
-              label: str = "") -> backups.Backup:
+              label: str = "", schema_only: bool = False) -> backups.Backup:
         """Dump and describe (the lock is held by the caller)."""
         if out is not None:
             out = out.expanduser()
@@ -124,8 +124,7 @@ class DataVerbs:
                 raise ConfigError(f"--out {out}: no directory {out.parent}")
         path = out or backups.new_path(self.folder(target.project))
         self.engine.reporter.step(target.project, f"dumping the database {access.where}")
-        counts = database.row_counts(access, self.runner)
-        database.dump(access, self.runner, path, timeout=DUMP_TIMEOUT)
+        counts = database.snapshot_dump(access, self.runner, path, timeout=DUMP_TIMEOUT, schema_only=schema_only)
         header = database.read_header(path)
         record = self.engine.record(target.project)
         image = (record.images.get("db") if record is not None else None) or target.images.db
@@ -133,7 +132,8 @@ class DataVerbs:
             "project": target.project, "env": target.env, "backend": self.engine.backend.name,
             "created_at": utc_now(), "label": label, "server_version": header.server_version,
             "server_major": header.major, "pg_dump_version": header.dump_version, "database": header.database,
-            "image": image, "size": path.stat().st_size, "sha256": backups.sha256(path), "row_counts": counts,
+            "image": image, "size": path.stat().st_size, "sha256": backups.sha256(path),
+            "row_counts": None if schema_only else counts, **({"schema_only": True} if schema_only else {}),
         })
 
     # --- restore --------------------------------------------------------------------------
@@ -227,7 +227,7 @@ class DataVerbs:
             raise with_note(exc, f"The database of {target.project!r} is as it was.") from exc
         self.pause("restore-committed")
         self.engine.store.write_pending(target.env, target.project, "restore", None)
-        self._reload_api(target, observed, prepared, access)
+        self.reload_api(target, observed, prepared, access)
         expected = chosen.row_counts
         if expected is not None:
             counts = database.row_counts(access, self.runner)
@@ -236,13 +236,13 @@ class DataVerbs:
                 shown = ", ".join(f"{t}: {n} expected, {got} found" for t, (n, got) in sorted(differ.items())[:5])
                 if kept is not None:
                     database.restore(access, self.runner, kept.path, timeout=DUMP_TIMEOUT)
-                    self._reload_api(target, observed, prepared, access)
+                    self.reload_api(target, observed, prepared, access)
                 raise BackupError(f"after restoring {chosen.path.name} the row counts differ from its manifest "
                                   f"({shown}); " + (f"the safety backup {kept.path.name} was put back"
                                                     if kept is not None else "the clone is not a faithful copy"))
         return kept
 
-    def _reload_api(self, target: Target, observed: Observed, prepared: Prepared, access: database.DbAccess) -> None:
+    def reload_api(self, target: Target, observed: Observed, prepared: Prepared, access: database.DbAccess) -> None:
         """PostgREST reloads its schema cache on NOTIFY pgrst (its db-channel); then the API must answer."""
         database.query(access, self.runner, "NOTIFY pgrst, 'reload schema'")
         record = self.engine.record(target.project)
@@ -372,7 +372,7 @@ class DataVerbs:
         except BackupError:
             expected = None
         counts = database.row_counts(access, self.runner)
-        self._reload_api(target, observed, prepared, access)
+        self.reload_api(target, observed, prepared, access)
         engine.store.write_pending(target.env, target.project, "restore", None)
         name = Path(str(facts.get("from"))).name
         if expected is not None and all(counts.get(t) == n for t, n in expected.items()):

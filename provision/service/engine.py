@@ -26,6 +26,7 @@ from ..backends.base import (
     refusal,
 )
 from ..core import names, roles
+from ..core.branches import BranchMark
 from ..core.config import EnvConfig
 from ..core.errors import (
     DatabaseStarting,
@@ -223,7 +224,8 @@ class Engine:
     def render_stack(self, target: Target, prepared: Prepared) -> RenderedStack:
         record = self.record(target.project)
         context = build_context(target.config, target.spec, backend=self.backend.name, ports=prepared.ports,
-                                db_volume=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME)
+                                db_volume=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME,
+                                branch=BranchMark.from_dict(record.branch) if record is not None else None)
         return render_stack(target.config.template_path, context, prepared.secrets)
 
     def render(self, project: str) -> tuple[RenderedStack, Prepared]:

@@ -14,6 +14,7 @@ from ..core.results import ProjectResult, RunSummary
 from ..infra import hints, interrupts
 from ..infra.clock import utc_now
 from ..state import backups
+from .branching import children
 from .engine import Checked, Engine, Operation
 from .fleet import Fleet
 from .planning import Planning
@@ -79,7 +80,8 @@ class Lifecycle:
             action="provision", keep_going=keep_going, parallel=parallel)
 
     def prune(self, *, yes: bool = False) -> list[ProjectResult]:
-        """Destroy (keeping data) every project deployed in the env but no longer declared."""
+        """Destroy (keeping data) every project deployed in the env but no longer declared; never a branch (only
+        `gc` or `destroy` remove those)."""
         orphans = self.planning.orphans()
         if orphans and not yes:
             raise ConfirmationRequired(f"--prune would destroy {', '.join(orphans)} (data kept): add --yes to confirm")
@@ -120,8 +122,10 @@ class Lifecycle:
             declared=target.spec.declared, duration=op.duration,
         )
 
-    def destroy(self, project: str, *, delete_data: bool = False, yes: bool = False, backup: bool = True) -> ProjectResult:
-        """Remove the project's stack. Keeps the data volume and its credentials unless `delete_data`.
+    def destroy(self, project: str, *, delete_data: bool = False, yes: bool = False, backup: bool = True,
+                leave_branches: bool = False) -> ProjectResult:
+        """Remove the project's stack. Keeps the data volume and its credentials unless `delete_data`. A parent
+        with live branches is refused (naming them) unless `leave_branches`: they are copies and keep running.
 
         With `delete_data` (which needs `yes`), writes a pg_dump to the state directory first unless
         `backup` is False. Destroying what is already gone changes nothing and reports changed=False.
@@ -132,6 +136,13 @@ class Lifecycle:
                 f"add --yes to confirm (a pg_dump is written to the state directory first unless --no-backup)"
             )
         target = self.engine.known_target(project)
+        kids = [] if leave_branches else children(self.engine, project)
+        if kids:
+            raise ConfirmationRequired(
+                f"{project!r} in env {self.engine.env!r} has live branches: {', '.join(kids)}. Destroy them first "
+                f"({hints.command('destroy', env=self.engine.env, project=kids[0])}, or {hints.command('gc', env=self.engine.env)} "
+                f"once they expire), or add --leave-branches (HTTP: ?leave_branches=true; they are copies: they keep "
+                f"running without it)")
         action = "destroy --delete-data" if delete_data else "destroy"
         # deleting data is a data verb: the backup and the delete under the lock every runner sees, throughout
         with self.engine.operation(target, action, shared=delete_data) as op:

@@ -14,6 +14,7 @@ from ..core.render import RenderedStack
 from ..core.results import PlanItem
 from ..infra import compose_check, hints
 from ..state.records import ProjectRecord
+from .branching import branches_of
 from .engine import Engine
 
 OFFLINE_NOTE = " (offline: the backend was not asked)"
@@ -55,10 +56,17 @@ class Planning:
         deployed = self.engine.observe_env(full=True)
         items = [self.plan_one(self.engine.target(p.name), deployed.get(p.name) or ABSENT) for p in self.engine.config.projects]
         items = self.with_placement(items, deployed)
+        branches = branches_of(self.engine, deployed)
         for name in self.orphans(deployed):
             items.append(PlanItem(name, self.engine.env, self.engine.backend.name, "orphan",
                                   "deployed in this env but no longer declared (provision --prune --yes removes it)",
                                   declared=False))
+        for name, mark in branches.items():
+            if name not in {p.name for p in self.engine.config.projects}:
+                expiry = f"expires {mark.expires_at}" if mark.expires_at else "never expires"
+                items.append(PlanItem(name, self.engine.env, self.engine.backend.name, "branch",
+                                      f"a branch of {mark.parent!r} taken {mark.taken_at}, {expiry} (gc or destroy "
+                                      f"removes it; provision and --prune leave it alone)", declared=False))
         return items
 
     def with_placement(self, items: list[PlanItem], deployed: Mapping[str, Observed]) -> list[PlanItem]:
@@ -92,7 +100,10 @@ class Planning:
         if project is None:
             declared = set(names_)
             for name, record in sorted(records.items()):
-                if name not in declared and record is not None and record.live:
+                if name not in declared and record is not None and record.live and record.branch:
+                    items.append(PlanItem(name, self.engine.env, self.engine.backend.name, "branch",
+                                          f"a branch of {record.branch.get('parent')!r}{OFFLINE_NOTE}", declared=False))
+                elif name not in declared and record is not None and record.live:
                     items.append(PlanItem(name, self.engine.env, self.engine.backend.name, "orphan",
                                           f"recorded here but no longer declared{OFFLINE_NOTE}", declared=False))
         return items
@@ -121,8 +132,11 @@ class Planning:
                         declared=target.spec.declared)
 
     def orphans(self, deployed: Mapping[str, Observed] | None = None) -> list[str]:
-        """Undeclared projects with a running or stopped stack (data kept by a destroy does not count)."""
+        """Undeclared projects with a running or stopped stack (data kept by a destroy does not count), branches
+        aside (recorded here or labelled so on the backend)."""
         declared = {p.name for p in self.engine.config.projects}
         deployed = self.engine.observe_env() if deployed is None else deployed
-        return sorted(name for name, observed in deployed.items() if observed.exists and name not in declared)
+        branches = branches_of(self.engine, deployed)
+        return sorted(name for name, observed in deployed.items()
+                      if observed.exists and name not in declared and name not in branches)
 

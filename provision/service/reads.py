@@ -18,6 +18,7 @@ from ..infra import dbaccess, hints
 from ..infra import doctor as checkup
 from ..infra.shell import ShellCommand
 from ..state.records import ProjectRecord
+from .branching import mark_of
 from .engine import Engine
 
 
@@ -87,6 +88,11 @@ class Reads:
         usage = usage or {}
         oom = sorted(name for name, u in usage.items() if u.oom_killed)
         messages = [f"drift: {observed.drift}"] if observed.drift else []
+        mark = mark_of(record, observed)
+        if mark is not None:
+            messages.append(f"branch of {mark.parent!r}" + (f" (env {mark.parent_env})" if mark.parent_env != target.env
+                            else "") + f", taken {mark.taken_at}, " +
+                            (f"expires {mark.expires_at}" if mark.expires_at else "never expires"))
         messages += [observed.foreign] if observed.foreign else []
         messages += [f"{name}: OOM-killed (over its memory limit"
                      + (f" of {_mib(usage[name].memory_limit_bytes)}" if usage[name].memory_limit_bytes else "")
@@ -97,6 +103,7 @@ class Reads:
             db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
             services=tuple(ServiceStatus(k, v.state, v.health, usage.get(k)) for k, v in sorted(observed.services.items())),
             messages=tuple(messages), server=observed.server,
+            details={"branch": mark.to_dict()} if mark is not None else {},
         )
 
     def outputs(self, project: str) -> ProjectResult:

@@ -173,7 +173,8 @@ class ProjectRequests:
         finally:
             self._changed()
 
-    def delete(self, name: str, *, delete_data: bool, backup: bool = True) -> ProjectResult:
+    def delete(self, name: str, *, delete_data: bool, backup: bool = True,
+               leave_branches: bool = False) -> ProjectResult:
         """Destroy `name`; a create of it still queued is cancelled, one already running is waited for, so
         what the DELETE answers is the final state."""
         future = self.futures.pop(name, None)
@@ -181,7 +182,8 @@ class ProjectRequests:
             future.result()  # the create runs: let it finish (its errors are kept in the job), then destroy
         self.jobs.pop(name, None)
         try:
-            return self.provisioner.destroy(name, delete_data=delete_data, yes=True, backup=delete_data and backup)
+            return self.provisioner.destroy(name, delete_data=delete_data, yes=True, backup=delete_data and backup,
+                                            leave_branches=leave_branches)
         finally:
             self._changed()
 

@@ -74,6 +74,8 @@ class ProjectRecord:
     db_volume: str = ""
     # a digest of the database roles provision last made (roles.digest): names, passwords and data volume
     roles: str = ""
+    # set when the project is a branch of another (core.branches.BranchMark.to_dict): parent, taken_at, expires_at
+    branch: Mapping[str, Any] = field(default_factory=dict)
 
     def evolve(self, **changes: Any) -> ProjectRecord:
         return replace(self, **changes)

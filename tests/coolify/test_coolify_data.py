@@ -57,6 +57,11 @@ def test_backup_restore_rotate_and_clone_through_the_published_port(
     assert cloned["details"]["row_counts"] == {"public.items": 4} and f":{copy_port}/" in cloned["db_url"]
     sql(cloned["db_url"], "insert into items values (99)")
     assert sql(new_url, "select count(*) from items") == [(4,)]
+    # a branch on Coolify too: its service's description marks its parent, which a checkout without the
+    # records reads (plan: no orphan, no drift)
+    elsewhere = box.cli("plan", "--json", timeout=300,
+                        extra_env={"PROVISION_STATE_DIR": str(box.root / "other")}).json()["projects"]
+    assert {p["project"]: p["outcome"] for p in elsewhere}["shop-copy"] == "branch"
 
     # PostgreSQL 15 -> 17: Coolify's API cannot copy a volume, so the stack moves to a new one
     box.write_env_text(coolify_env({**test_images, "db": "provision-test/postgres:17"}, timeout=90,

@@ -90,8 +90,12 @@ def test_clone_copies_rows_and_writes_stay_apart(sandbox: Sandbox) -> None:
     assert _count(clone_url) == 5 and len(httpx.get(f"{api_url}/items", timeout=10).json()) == 5
     sql(clone_url, "insert into items values (100, 'only in the clone')")
     assert _count(clone_url) == 6 and _count(source_url) == 5
-    again = sandbox.cli("clone", "--project=shop", "--to=shop-pr-42", check=False)
-    assert again.returncode != 0 and "already exists" in again.stderr and _count(clone_url) == 6
+    again = sandbox.cli("clone", "--project=shop", "--to=shop-pr-42", "--json").json()  # a branch: kept as it is
+    assert again["changed"] is False and _count(clone_url) == 6
+    sandbox.cli("provision", "--project=other", "--create")
+    taken = sandbox.cli("clone", "--project=shop", "--to=other", check=False)  # no branch of shop: refused
+    assert taken.returncode != 0 and "already exists" in taken.stderr
+    sandbox.cli("destroy", "--project=other", "--delete-data", "--yes", "--no-backup")
     sandbox.cli("destroy", "--project=shop-pr-42", "--delete-data", "--yes", "--no-backup")
     assert _count(source_url) == 5
 

@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import replace
 from typing import Any
 
+from ...core.branches import BranchMark
 from ...core.errors import AmbiguousResult, BackendUnavailable, ConfigError, CoolifyAPIError
 from ...core.model import Target
 from ...core.render import RenderedStack
@@ -97,5 +98,9 @@ class Creator:
 
 def description(stack: RenderedStack, owner: str, *, memory: int = 0, placed: str | None = None) -> str:
     """The service description (marks.service_description) of this stack."""
-    return marks.service_description(stack.config_hash, compose_hash(stack.text), owner, memory=memory, placed=placed)
+    db = (stack.document.get("services") or {}).get("db") or {}
+    labels = db.get("labels") if isinstance(db, dict) else None
+    branch = BranchMark.from_labels(labels) if isinstance(labels, dict) else None
+    return marks.service_description(stack.config_hash, compose_hash(stack.text), owner, memory=memory, placed=placed,
+                                     branch=branch)
 

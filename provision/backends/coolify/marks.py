@@ -3,7 +3,8 @@
 What provision writes (whitespace-separated `key=value` marks, then text for people):
 
     service       provision=<stack hash> compose=<hash> owner=<id> [mem=<bytes>] [placed=<server>]
-                  [aside-of=<project>] managed by provision, edits to the compose in Coolify are reported as drift
+                  [branch-of=<project> expires=<YYYYMMDDTHHMMSSZ|never>] [aside-of=<project>]
+                  managed by provision, edits to the compose in Coolify are reported as drift
     project       provision=project owner=<id> managed by provision
     lock project  provision=locks owner=<id> [server=<uuid>] locks of provision runs (...)
 
@@ -27,6 +28,7 @@ import unicodedata
 from dataclasses import dataclass
 from urllib.parse import unquote
 
+from ...core.branches import BranchMark
 from ...core.errors import ConfigError, ProvisionError
 from ...core.names import PROJECT_MAX
 
@@ -62,8 +64,10 @@ _VALUES: dict[str, re.Pattern[str]] = {
     "placed": re.compile(r"\S+"),
     "server": re.compile(r"[a-z0-9]+"),
     "aside-of": re.compile(r"[a-z0-9-]+"),
+    "branch-of": re.compile(r"[a-z0-9-]+"),
+    "expires": re.compile(r"[0-9]{8}T[0-9]{6}Z|never"),
 }
-_WORD = re.compile(r"(provision|compose|owner|mem|placed|server|aside-of)([:=])(\S*)")
+_WORD = re.compile(r"(provision|compose|owner|mem|placed|server|aside-of|branch-of|expires)([:=])(\S*)")
 _STACK_HASH = re.compile(r"[0-9a-f]{16}")
 _ESCAPE = re.compile(r"\*([0-9A-F]{2})")
 
@@ -134,6 +138,8 @@ class Marks:
     placed: str | None = None
     server: str | None = None
     aside_of: str | None = None
+    branch_of: str | None = None  # the parent of a branch (issue 23) and its expiry, compact (no `:` allowed)
+    expires: str | None = None
     text: str = ""
 
     @property
@@ -154,6 +160,7 @@ class Marks:
         values = [("provision", self.provision or ADOPTED), ("compose", self.compose), ("owner", self.owner),
                   ("mem", str(self.memory) if self.memory else None),
                   ("placed", encode_placed(self.placed) if self.placed else None), ("server", self.server),
+                  ("branch-of", self.branch_of), ("expires", self.expires if self.branch_of else None),
                   ("aside-of", self.aside_of)]
         words = []
         for key, value in values:
@@ -207,6 +214,8 @@ def parse(description: str | None) -> Marks:
         placed=(unquote(placed[1]) if placed[0] == ":" else decode_placed(placed[1])) if placed else None,
         server=value("server"),
         aside_of=value("aside-of"),
+        branch_of=value("branch-of"),
+        expires=value("expires"),
         text=clean_text(" ".join(text)),
     )
 
@@ -217,12 +226,28 @@ def is_legacy_project(description: str | None) -> bool:
 
 
 def service_description(config_hash: str, compose: str, owner: str, *, memory: int = 0,
-                        placed: str | None = None) -> str:
+                        placed: str | None = None, branch: BranchMark | None = None) -> str:
     """A service's description: the stack hash (secrets included), the compose's own hash (drift), the owner id,
-    the stack's memory limits (what placement counts) and, with coolify.servers, the listed server it was placed
-    on (what status shows)."""
+    the stack's memory limits (what placement counts), with coolify.servers the listed server it was placed
+    on (what status shows), and for a branch its parent and expiry (what every checkout reads)."""
     return Marks(provision=config_hash, compose=compose, owner=owner, memory=memory, placed=placed,
+                 branch_of=branch.parent if branch else None, expires=compact_time(branch.expires_at) if branch else None,
                  text=SERVICE_TEXT).render(reserve=ASIDE_RESERVE)
+
+
+def compact_time(stamp: str | None) -> str:
+    """2026-12-11T00:00:00Z as 20261211T000000Z (a description takes no `:`); None as `never`."""
+    return stamp.replace("-", "").replace(":", "") if stamp else "never"
+
+
+def branch_mark(found: Marks) -> BranchMark | None:
+    """The branch a service's marks say it is (its parent's env is the service's own), or None."""
+    if not found.branch_of:
+        return None
+    expires = found.expires
+    stamp = (f"{expires[:4]}-{expires[4:6]}-{expires[6:8]}T{expires[9:11]}:{expires[11:13]}:{expires[13:15]}Z"
+             if expires and expires != "never" else None)
+    return BranchMark(parent=found.branch_of, parent_env="", taken_at="", expires_at=stamp)
 
 
 def project_description(owner: str) -> str:

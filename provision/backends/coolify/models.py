@@ -330,6 +330,7 @@ def observation(service: Service, refs: Refs) -> Observed:
         applied_text=service.compose,  # present only for tokens with read:sensitive
         drift=drift(service),
         server=found.placed,
+        branch=marks.branch_mark(found),
     )
 
 

@@ -79,8 +79,10 @@ from .facts import (
     observed_from,
     stack_images,
     url_host,
+    volume_mark,
 )
 from .ports import LeaseBook, lease_key, lease_ports, preview_ports, release_ports
+from .reflink import ReflinkCopier, remove_bound
 from .usage import collect
 from .volumes import DataVolumes
 from .waits import Waiter
@@ -91,7 +93,6 @@ PULL_TIMEOUT = 600.0  # seconds one `docker pull` of a missing image may take
 CHECKED_FOR = 300.0  # seconds an image found on the engine (or the host's size) is not asked again
 # the daemon's refusal of a limit (`docker run --cpus 4` on 2 CPUs, a reservation above the limit)
 _LIMIT_REFUSED = re.compile(r"Range of CPUs is from|Minimum memory limit|memory reservation|NanoCPUs", re.I)
-
 
 COMPOSE_FILE = "docker-compose.yml"  # in the working folder: the rendered stack last applied
 ENV_FILE = "compose.env"  # in the working folder, 0600: the variables (the secrets) compose interpolates
@@ -121,6 +122,9 @@ class LocalBackend:
         self._clock, self._sleep = clock, sleep
         self._images_seen: dict[str, float] = {}  # image -> when it was last found on the engine (preflight)
         self._host: tuple[float, int, int] | None = None  # (when asked, CPUs, memory bytes) of the engine's host
+        self.reflink = ReflinkCopier(self.engine, self.exec_argv, lambda target: self._data(target).data_volume())
+        # the CopiesRunningData ability (base.py): branches by reflink, reflink.py
+        self.reflink_refusal, self.copy_running, self.own_disk = self.reflink.refusal, self.reflink.copy, self.reflink.own_disk
 
     def describe(self) -> str:
         return "Local Docker provider"
@@ -180,7 +184,8 @@ class LocalBackend:
         if not observed.exists:
             volumes = {name: carried for name, carried in
                        self.compose.labelled_volumes(self._label(target)).items() if names.LABEL_PROJECT in carried}
-            observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None)
+            observed = replace(observed, kept_data=list(volumes)[-1] if volumes else None,
+                               branch=volume_mark(volumes.values()))
             labels = list(volumes.values())
         observed = self.claims.owned(target.config, target.project, observed, ownership.owners_of(labels))
         return self._complete(target.env, target.project, observed, known)
@@ -278,7 +283,8 @@ class LocalBackend:
         atomic_write(self._work(target, COMPOSE_FILE), stack.text, mode=0o600)
         self._write_env_file(target, prepared)
         self.engine.warm_up()
-        self.engine.make_volumes(self._project_name(target), target.config.owner, stack.document.get("volumes"))
+        self.engine.make_volumes(self._project_name(target), target.config.owner, stack.document.get("volumes"),
+                                 data_root=target.config.local.data_root)
         self.compose.remove_interrupted(self._label(target))  # what a killed `up` left (<id>_<name>, Created)
         self._up(target, stack.services, timeout=target.config.health.timeout, force=plan.action is Action.DRIFT,
                  db_port=prepared.ports.db if prepared.ports else None)
@@ -456,14 +462,13 @@ class LocalBackend:
             if volumes:
                 done.append("deleted data volume(s) " + ", ".join(sorted(v.name for v in volumes)))
                 changed = True
+            done += [f"deleted its data directory {d}" for d in remove_bound(volumes, target.config.local.data_root)]
             release_ports(self.leases, target.env, target.project)
             for name in (ADOPTED_FILE, COMPOSE_FILE, ENV_FILE):
                 self._work(target, name).unlink(missing_ok=True)
         elif volumes:
-            done.append(
-                "kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
-                f"{hints.command('provision', env=target.env, project=target.project)} reattaches them"
-            )
+            done.append("kept data volume(s) " + ", ".join(sorted(v.name for v in volumes)) + " and the credentials: "
+                        f"{hints.command('provision', env=target.env, project=target.project)} reattaches them")
         return Destroyed(changed=changed, messages=tuple(done))
 
     def _volumes(self, target: Target) -> list[Any]:
@@ -623,7 +628,8 @@ class LocalBackend:
         for project, volumes in kept.items():
             owners = ownership.owners_of(volumes.values())
             if self.claims.mine(config, project, owners):
-                observed[project] = Observed(exists=False, kept_data=list(volumes)[-1])
+                observed[project] = Observed(exists=False, kept_data=list(volumes)[-1],
+                                             branch=volume_mark(volumes.values()))
             elif taken := self.claims.taken(config, project, owners, f"data volume {list(volumes)[-1]}"):
                 observed[project] = taken
         return observed

@@ -8,6 +8,7 @@ import contextlib
 import importlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from ...core import names
@@ -113,12 +114,15 @@ class Engine:
                     subnets.append(str(config["Subnet"]))
         return subnets
 
-    def make_volumes(self, project: str, owner: str | None, volumes: object) -> list[str]:
+    def make_volumes(self, project: str, owner: str | None, volumes: object, *,
+                     data_root: str | None = None) -> list[str]:
         """Create the stack's missing `volumes` (its compose document's) as compose would (its project and volume
         labels, the file's labels), plus the owner label, which compose never sees: a volume's labels cannot
         change once it exists, so the compose file keeps those of earlier versions (an existing volume is never
-        touched). Only with an owner id; returns the names created."""
-        if not owner or not isinstance(volumes, dict):
+        touched). With `data_root` (local.data_root), each is a bind of the directory `<data_root>/<name>` (made
+        here; one a branch's copy filled already is used as it is). Only with an owner id or a data root;
+        returns the names created."""
+        if (not owner and not data_root) or not isinstance(volumes, dict):
             return []
         existing = set(self.compose.labelled_volumes(f"{COMPOSE_PROJECT_LABEL}={project}"))
         made = []
@@ -132,8 +136,12 @@ class Engine:
             given = spec.get("labels")
             carried: Mapping[str, Any] = given if isinstance(given, dict) else {}
             labels = {**{str(k): str(v) for k, v in carried.items()}, COMPOSE_PROJECT_LABEL: project,
-                      COMPOSE_VOLUME_LABEL: str(key), names.LABEL_OWNER: owner}
+                      COMPOSE_VOLUME_LABEL: str(key), **({names.LABEL_OWNER: owner} if owner else {})}
             argv = ["docker", "volume", "create"]
+            if data_root:
+                directory = Path(data_root) / name
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                argv += ["--driver", "local", "--opt", "type=none", "--opt", "o=bind", "--opt", f"device={directory}"]
             for label, value in labels.items():
                 argv += ["--label", f"{label}={value}"]
             result = self.compose.runner.run([*argv, "--", name], timeout=60)

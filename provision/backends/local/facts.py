@@ -3,12 +3,13 @@ it records (compose's own config hashes, the baseline for drift)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from ...core import names
+from ...core.branches import BranchMark
 from ...core.errors import LimitsRefused, ProvisionError
 from ...core.model import Observed, ServiceState, Target
 from ...core.render import RenderedStack, stack_hash
@@ -112,7 +113,15 @@ def observed_from(containers: list[ContainerState]) -> Observed:
         return Observed(exists=False)
     services = {c.service: ServiceState(c.state, c.health) for c in containers}
     running = handle_of(containers)
-    return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running)
+    marks = [mark for c in containers if (mark := BranchMark.from_labels(c.labels)) is not None]
+    return Observed(exists=True, config_hash=stack_hash(running.service_hashes), services=services, handle=running,
+                    branch=marks[0] if marks else None)
+
+
+def volume_mark(labels: Iterable[Mapping[str, str]]) -> BranchMark | None:
+    """The branch mark a project's kept volumes carry (their parent only), or None."""
+    marks = [mark for carried in labels if (mark := BranchMark.from_labels(carried)) is not None]
+    return marks[0] if marks else None
 
 
 def logs_args(tail: int, services: tuple[str, ...], since: datetime | None, *, follow: bool = False) -> list[str]:
