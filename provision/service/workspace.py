@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..backends import create_backend
-from ..backends.base import CopiesRunningData
+from ..backends.base import Archives, CopiesRunningData
 from ..core import names
 from ..core.branches import BranchMark, parse_ttl
 from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
@@ -120,7 +120,14 @@ class Workspace:
                 details={"source": project, "source_env": env, "branch": existing.to_dict(), "kept": True})
         lifetime = ttl if ttl is not None else dest.config.branches.ttl
         now = self.clock.time()
-        copier = reflink_copier(source, dest, project, to, schema_only=schema_only) if at is None else None
+        from_archive = at is None and dest is source and masking is None and not schema_only and \
+            source.target(project).spec.backup.continuous and isinstance(source.backend, Archives)
+        fallback = ("copying from its continuous archive (its latest moment)" if from_archive
+                    else "copying logically (pg_dump and pg_restore)")
+        copier = reflink_copier(source, dest, project, to, schema_only=schema_only, fallback=fallback) \
+            if at is None else None
+        if copier is None and from_archive:  # the repository is the next fastest copy (issue 23): a physical one
+            at = "latest"
         mark = BranchMark(parent=project, parent_env=env, taken_at=utc_now(now),
                           expires_at=utc_now(now + parse_ttl(lifetime)) if lifetime else None,
                           method="archive" if at is not None else "logical" if copier is None else "reflink",
@@ -200,7 +207,9 @@ class Workspace:
         made = source.archive.clone(
             project, at, to, lambda name: source.provision(name, create=True),
             lambda name: source.destroy(name, delete_data=True, yes=True, backup=False, leave_branches=True))
-        return replace(made, details={**made.details, "branch": mark.to_dict(), "method": "archive"})
+        made_now = source.outputs(to)  # its URLs, as every clone gives them
+        return replace(made_now, action="clone", changed=True, messages=made.messages, duration=made.duration,
+                       details={**made.details, "branch": mark.to_dict(), "method": "archive"})
 
     def api_token(self, env: str) -> Secret | None:
         """PROVISION_API_TOKEN from the environment, envs/<env>.env or .env (None when unset)."""
@@ -260,10 +269,11 @@ class Workspace:
             raise ConfigError(f"verify: no project of env {env!r} has backup.continuous on: nothing to drill")
         return [drills.verify(name, at=at) for name in chosen]
 
-def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str, *,
-                   schema_only: bool) -> CopiesRunningData | None:
+def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str, *, schema_only: bool,
+                   fallback: str = "copying logically (pg_dump and pg_restore)") -> CopiesRunningData | None:
     """The backend that copies `project`'s data by reflink for the branch `to`, or None: where the env keeps
-    its data in no reflink directory (local.data_root unset), silently; else saying once why it cannot."""
+    its data in no reflink directory (local.data_root unset), silently; else saying once why it cannot and what
+    is done instead (`fallback`)."""
     backend = dest.backend
     if not isinstance(backend, CopiesRunningData) or not source.config.local.data_root \
             or source.backend.name != backend.name:
@@ -271,7 +281,7 @@ def reflink_copier(source: Provisioner, dest: Provisioner, project: str, to: str
     why = ("--schema-only copies no data files" if schema_only
            else backend.reflink_refusal(source.target(project), dest.target(to)))
     if why:
-        source.reporter.warn(f"no copy-on-write clone: {why}; copying logically (pg_dump and pg_restore)")
+        source.reporter.warn(f"no copy-on-write clone: {why}; {fallback}")
         return None
     return backend
 

@@ -49,6 +49,15 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     assert drill["result"] == "ok" and drill["duration_s"] > 0 and "amcheck clean" in drill["detail"]
     assert sql(db_url, "select count(*) from items") == [(500,)]  # the source only got its marker row
 
+    # without reflinks (ext4 here), a branch of an archived project is copied from its archive, and says so
+    made = sandbox.cli("clone", "--project=shop", "--to=shop-pr-1", "--format=json", "--show-secrets").json()
+    assert made["details"]["method"] == "archive" and made["details"]["branch"]["parent"] == "shop"
+    assert "latest archived moment" in made["messages"][0]
+    assert sql(made["db_url"], "select count(*) from items") == [(500,)]
+    [listed] = sandbox.cli("branches", "--json").json()["branches"]
+    assert listed["project"] == "shop-pr-1" and listed["parent"] == "shop"
+    sandbox.cli("destroy", "--project=shop-pr-1", "--delete-data", "--yes", "--no-backup")
+
     # the archive loses its newest finished WAL segment: the drill fails, says why, and is recorded as failed
     sql(db_url, "insert into items select i, 'more' from generate_series(501, 600) i")
     archiver = f"{sandbox.compose_name('shop')}-archiver-1"

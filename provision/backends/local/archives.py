@@ -100,7 +100,9 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
     argv = ["docker", "run", "--rm", "--network", "none", "--user", "0:0", "--entrypoint", "sh",
             "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={label}",
             *(["--label", f"{names.LABEL_OWNER}={owner}"] if owner else []),
-            "--volume", f"{repository}:{REPOSITORY_PATH}:ro", image, "-c", _READ, "read",
+            "--volume", f"{repository}:{REPOSITORY_PATH}:ro",
+            "--tmpfs", "/var/lib/postgresql/data",  # the image's VOLUME: no anonymous volume made per read
+            image, "-c", _READ, "read",
             f"{REPOSITORY_PATH}/{lineage}"]
     result = engine.compose.runner.run(argv, timeout=120)
     if result.returncode != 0:
