@@ -167,7 +167,8 @@ def _bare_restore(env: str, base: str, target: datetime) -> float:
     subprocess.run(["docker", "volume", "create", "--label", f"io.provision.env={env}", volume], capture_output=True,
                    check=True)
     script = (f"set -e; AS='setpriv --reuid=postgres --regid=postgres --init-groups'; P=/var/lib/postgresql/data; W=/repo/pgdata/wal; tar -xzf /repo/pgdata/base/{base}/base.tar.gz "
-              f"-C $P; touch $P/recovery.signal; chown -R postgres:postgres $P; chmod 700 $P; "
+              f"-C $P; touch $P/recovery.signal; mkdir -p /var/run/postgresql; "
+              f"chown -R postgres:postgres $P /var/run/postgresql; chmod 700 $P; "
               f"$AS postgres -D $P -c listen_addresses= -c hot_standby=off "
               f"-c \"restore_command=cp $W/%f %p || cp $W/%f.partial %p\" "
               f"-c \"recovery_target_time={target.strftime('%Y-%m-%d %H:%M:%S.%f+00')}\" "
@@ -175,9 +176,12 @@ def _bare_restore(env: str, base: str, target: datetime) -> float:
               f"until [ \"$($AS psql -h /var/run/postgresql -U provision_admin -d app -Atc "
               f"'select pg_is_in_recovery()' 2>/dev/null)\" = f ]; do sleep 0.25; done")
     started = time.perf_counter()
-    subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "--label",
-                    f"io.provision.env={env}", "-v", f"{volume}:/var/lib/postgresql/data", "-v",
-                    f"shop_{env}_pgarchive:/repo:ro", PG17, "-c", script], check=True, capture_output=True)
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "--label",
+                          f"io.provision.env={env}", "-v", f"{volume}:/var/lib/postgresql/data", "-v",
+                          f"shop_{env}_pgarchive:/repo:ro", PG17, "-c", script + "; tail -n 3 /tmp/log"],
+                         capture_output=True, text=True, check=False)
+    if ran.returncode != 0:
+        raise SystemExit(f"the bare restore failed: {ran.stdout}{ran.stderr}")
     return time.perf_counter() - started
 
 
