@@ -6,10 +6,11 @@ to a second beside a bare restore of the same base backup and WAL.
 1. RPO: under `pgbench -c 4` in the db container, a probe commits a row every 0.2 s and waits until the archiver's
    slot has flushed past that commit's LSN (`pg_receivewal --synchronous`: what is flushed is in the repository);
    commit-to-repository lag, p50/p95/max. Also with the database idle.
-2. Idle cost: the archiver container's CPU (cgroup usage over `--idle-seconds`) and memory (docker stats).
+2. Idle cost: CPU (cgroup usage over `--idle-seconds`) and memory (docker stats) of the archiver, of its project's
+   db, and of a db without archiving beside it.
 3. `provision restore --to-time` of a pgbench database (`--scale`: 15 is about 230 MB) after `--load-seconds` of
    pgbench load (its WAL), beside the bare restore it wraps: the same base untarred and the same WAL replayed to the
-   same target by `postgres` in a throwaway container, until promoted.
+   same target (a second in the middle of the load) by `postgres` in a throwaway container, until promoted.
 """
 
 from __future__ import annotations
@@ -76,22 +77,31 @@ def _quantiles(samples: list[float]) -> str:
             f"max={ordered[-1] * 1000:.0f} ms")
 
 
-def _idle_cost(archiver: str, seconds: float) -> str:
-    inspect = json.loads(subprocess.run(["docker", "inspect", archiver], capture_output=True, text=True,
-                                        check=True).stdout)[0]
-    cgroup = Path(f"/sys/fs/cgroup/system.slice/docker-{inspect['Id']}.scope/cpu.stat")
-    if not cgroup.exists():
-        cgroup = next(Path("/sys/fs/cgroup").rglob(f"*{inspect['Id']}*/cpu.stat"), cgroup)
+def _cpu_stat(container: str) -> Path:
+    found = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", container], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    return next(Path("/sys/fs/cgroup").rglob(f"*{found}*/cpu.stat"))
 
-    def usage() -> int:
-        return int(next(line.split()[1] for line in cgroup.read_text().splitlines() if line.startswith("usage_usec")))
 
-    before = usage()
+def _usage(stat: Path) -> int:
+    return int(next(line.split()[1] for line in stat.read_text().splitlines() if line.startswith("usage_usec")))
+
+
+def _memory(container: str) -> str:
+    return subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", container],
+                          capture_output=True, text=True, check=True).stdout.strip().split(" / ")[0]
+
+
+def _idle_cost(env: str, seconds: float) -> str:
+    """CPU over `seconds` of the archiver, of the archived project's db, and of a db without archiving beside it."""
+    names = {"archiver": f"shop_{env}-archiver-1", "db (archived)": f"shop_{env}-db-1",
+             "db (plain)": f"plain_{env}-db-1"}
+    stats = {name: _cpu_stat(container) for name, container in names.items()}
+    before = {name: _usage(stat) for name, stat in stats.items()}
     time.sleep(seconds)
-    used = (usage() - before) / 1e6
-    memory = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.MemUsage}}", archiver],
-                            capture_output=True, text=True, check=True).stdout.strip()
-    return f"CPU {used / seconds * 100:.3f} % of a core over {seconds:.0f} s idle; memory {memory}"
+    used = {name: (_usage(stat) - before[name]) / 1e6 / seconds * 100 for name, stat in stats.items()}
+    return "; ".join(f"{name} {used[name]:.3f} % of a core, {_memory(names[name])}" for name in names) + \
+        f" (over {seconds:.0f} s idle)"
 
 
 def main() -> None:
@@ -100,15 +110,19 @@ def main() -> None:
     parser.add_argument("--load-seconds", type=float, default=60)
     parser.add_argument("--idle-seconds", type=float, default=60)
     args = parser.parse_args()
-    root, env = make_root(["shop"], port_range=ports(25500, 100))
+    root, env = make_root(["shop", "plain"], port_range=ports(25500, 100))
     path = root / "envs" / f"{env}.yml"
-    path.write_text(path.read_text().replace("provision-test/postgres:15", PG17)
+    path.write_text(path.read_text().replace("provision-test/postgres:15", PG17).replace(
+        "  - name: plain\n", "  - name: plain\n    backup: {continuous: false}\n")
                     + "backup:\n  continuous: true\n  base_every: 24h\n")
     db, archiver = f"shop_{env}-db-1", f"shop_{env}-archiver-1"
     try:
         _cli(root, "provision", f"--env={env}", "--project=shop")
+        _cli(root, "provision", f"--env={env}", "--project=plain")
         _wait_ok(root, env)
-        print(f"idle archiver: {_idle_cost(archiver, args.idle_seconds)}", flush=True)
+        time.sleep(10)
+        print(f"idle: {_idle_cost(env, args.idle_seconds)}", flush=True)
+        _cli(root, "destroy", f"--env={env}", "--project=plain", "--yes")
         _psql(db, "CREATE TABLE probe (at timestamptz)")
         print(f"RPO idle: {_quantiles(_lags(db, 15))}", flush=True)
         subprocess.run(["docker", "exec", db, "pgbench", "-U", "provision_admin", "-i", "-q", "-s", str(args.scale),
@@ -124,9 +138,10 @@ def main() -> None:
         lags: list[float] = []
         probe = threading.Thread(target=lambda: lags.extend(_lags(db, args.load_seconds - 5)))
         probe.start()
+        time.sleep(args.load_seconds / 2)
+        target = datetime.now(UTC)  # a second in the middle of the load: recovery stops there
         probe.join()
         load.wait()
-        target = datetime.now(UTC)
         print(f"RPO under pgbench -c 4 ({size}): {_quantiles(lags)}", flush=True)
         time.sleep(6)
         wal = _archive(root, env)["size_bytes"]
@@ -152,7 +167,8 @@ def _bare_restore(env: str, base: str, target: datetime) -> float:
     subprocess.run(["docker", "volume", "create", "--label", f"io.provision.env={env}", volume], capture_output=True,
                    check=True)
     script = (f"set -e; AS='setpriv --reuid=postgres --regid=postgres --init-groups'; P=/var/lib/postgresql/data; W=/repo/pgdata/wal; tar -xzf /repo/pgdata/base/{base}/base.tar.gz "
-              f"-C $P; touch $P/recovery.signal; chown -R postgres:postgres $P; chmod 700 $P; "
+              f"-C $P; touch $P/recovery.signal; mkdir -p /var/run/postgresql; "
+              f"chown -R postgres:postgres $P /var/run/postgresql; chmod 700 $P; "
               f"$AS postgres -D $P -c listen_addresses= -c hot_standby=off "
               f"-c \"restore_command=cp $W/%f %p || cp $W/%f.partial %p\" "
               f"-c \"recovery_target_time={target.strftime('%Y-%m-%d %H:%M:%S.%f+00')}\" "
@@ -160,9 +176,12 @@ def _bare_restore(env: str, base: str, target: datetime) -> float:
               f"until [ \"$($AS psql -h /var/run/postgresql -U provision_admin -d app -Atc "
               f"'select pg_is_in_recovery()' 2>/dev/null)\" = f ]; do sleep 0.25; done")
     started = time.perf_counter()
-    subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "--label",
-                    f"io.provision.env={env}", "-v", f"{volume}:/var/lib/postgresql/data", "-v",
-                    f"shop_{env}_pgarchive:/repo:ro", PG17, "-c", script], check=True, capture_output=True)
+    ran = subprocess.run(["docker", "run", "--rm", "--network", "none", "--entrypoint", "sh", "--label",
+                          f"io.provision.env={env}", "-v", f"{volume}:/var/lib/postgresql/data", "-v",
+                          f"shop_{env}_pgarchive:/repo:ro", PG17, "-c", script + "; tail -n 3 /tmp/log"],
+                         capture_output=True, text=True, check=False)
+    if ran.returncode != 0:
+        raise SystemExit(f"the bare restore failed: {ran.stdout}{ran.stderr}")
     return time.perf_counter() - started
 
 

@@ -427,6 +427,9 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
         health, reason = "failed", "the archiver is not streaming WAL (its replication slot is inactive)"
     elif age is not None and age > STALE_AFTER:
         health, reason = "stale", f"the archiver's status is {age:.0f} s old (it writes it every {POLL_SECONDS} s)"
+    elif status.get("wal_gap"):
+        health, reason = "failed", (f"a WAL segment is missing from the archive ({status['wal_gap']}): restores "
+                                    f"past it would stop there")
     elif status.get("base_error"):
         health, reason = "failed", f"the last base backup failed: {status['base_error']}"
     elif not bases:

@@ -249,7 +249,7 @@ class ArchiveVerbs:
             raise ConfigError(f"{to!r} would have db_name {copy.spec.variables['db_name']!r}, the archive of "
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
         archives = engine.capability(Archives, source)
-        status = self._refuse_outside(source, moment)
+        status = self._refuse_outside(source, moment, "clone --at")
         base = archiving.base_for(moment, status.bases)
         if base is None:
             raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
@@ -261,10 +261,14 @@ class ArchiveVerbs:
             timeout=max(600.0, engine.config.health.timeout))
         engine.reporter.step(to, f"restoring {project!r}'s base backup {base.name} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
+        # the copy's secrets (and ports) first: a backend refuses to make new ones beside existing data
+        engine.prepare(copy, engine.observe(copy, None), create=True)
         try:
             restored = archives.restore_archive(source, DEFAULT_DB_VOLUME, request, into=copy)
         except BaseException:
             self._drop(copy, DEFAULT_DB_VOLUME)
+            with contextlib.suppress(ProvisionError):
+                remove(to)
             raise
         if not engine.store.read_secrets(copy.env, to).get("DB_PASSWORD"):
             # the restored data is the source's, its roles' passwords too: the new project's own secrets are made
@@ -326,11 +330,12 @@ class ArchiveVerbs:
         return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
     # --- helpers ------------------------------------------------------------------------------------------------
-    def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None) -> ArchiveStatus:
+    def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None,
+                        verb: str = "restore --to-time") -> ArchiveStatus:
         status = self._read(target, lineage)
         refused = archiving.refusal(moment, status)
         if refused is not None:
-            raise OutsideWindow(f"restore --to-time of {target.project!r} in env {target.env!r}: {refused}")
+            raise OutsideWindow(f"{verb} of {target.project!r} in env {target.env!r}: {refused}")
         return status
 
     def _kept(self, target: Target) -> dict[str, object]:

@@ -12,7 +12,7 @@ set -u
 D="$ARCHIVE_DIR"
 mkdir -p "$D/wal" "$D/base" || exit 1
 rm -rf "$D/base/".tmp-* 2>/dev/null
-rpid=""; bpid=""; spid=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
+rpid=""; bpid=""; spid=""; wal_gap=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
 # what the archive reached before a restart is still in it
 latest=$(sed -n 's/.*"latest_recoverable": "\([^"]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
 latest_epoch=$(sed -n 's/.*"latest_epoch": "\([0-9]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
@@ -103,6 +103,18 @@ ask() {  # $1: one statement; the last row it printed in $row; non-zero when the
   [ "$line" = __end__ ] && [ -n "$row" ]
 }
 
+check_wal() {  # the archive's WAL must run without a hole from the oldest base's start WAL: else $wal_gap says where
+  first=$(info "$(ls "$D/base" | grep -v '^tmp-' | sort | head -n 1)" start_wal)
+  [ -n "$first" ] || { wal_gap=""; return 0; }
+  wal_gap=$(ls "$D/wal" | sed -n 's/^\([0-9A-F]\{24\}\)\(\.partial\)\{0,1\}$/\1/p' | sort -u | awk -v first="$first" '
+    function hex(s,  i, n) { n = 0; for (i = 1; i <= length(s); i++) n = n * 16 + index("0123456789ABCDEF", substr(s, i, 1)) - 1; return n }
+    ($0 "") < (first "") { next }
+    { seg = hex(substr($0, 9, 8)) * 256 + hex(substr($0, 17, 8))
+      if (started && seg != last + 1) { print "after " prev; exit }
+      if (!started && ($0 "") != (first "")) { print "before " $0; exit }
+      started = 1; last = seg; prev = $0 }')
+}
+
 poll() {
   if ! ask "WITH c AS (SELECT pg_current_wal_lsn() AS lsn, now() AS t)
     SELECT to_char(c.t AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'), extract(epoch FROM c.t)::bigint,
@@ -120,8 +132,8 @@ poll() {
   if [ "$caught" = t ]; then lag_s=0; elif [ -n "$latest_epoch" ]; then lag_s=$((epoch - latest_epoch)); else lag_s=""; fi
   [ $((n % 12)) -eq 0 ] && size=$(( $(du -sk "$D" | cut -f1) * 1024 ))
   berr=""; [ -f "$D/.base_error" ] && berr=$(sed -n 's/^base_error=//p' "$D/.base_error")
-  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s"}\n' \
-    "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" > "$D/status.json.tmp" \
+  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s", "wal_gap": "%s"}\n' \
+    "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" "${wal_gap:-}" > "$D/status.json.tmp" \
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 
@@ -143,7 +155,7 @@ while :; do
       [ "$epoch" -ge "$base_due" ] && { take_base & bpid=$!; }
     else base_due=$(( last_end + BASE_EVERY )); fi
   fi
-  [ -z "$bpid" ] && [ $((n % 60)) -eq 0 ] && retention
+  [ -z "$bpid" ] && [ $((n % 60)) -eq 0 ] && retention && check_wal
   n=$((n + 1))
   sleep "$POLL" & wait $!
 done

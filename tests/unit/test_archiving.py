@@ -139,6 +139,7 @@ def test_a_healthy_archive_has_its_window() -> None:
     (_facts(streaming=False), "failed", "not streaming WAL"),
     (_facts(updated=NOW - timedelta(seconds=60)), "stale", "status is 60 s old"),
     (_facts(base_error="could not connect"), "failed", "the last base backup failed: could not connect"),
+    (_facts(wal_gap="after 000000010000000000000004"), "failed", "a WAL segment is missing from the archive (after"),
     (_facts(bases=0), "failed", "no complete base backup yet"),
     (_facts(lag="75"), "stale", "lags 75 s behind the database (max_lag 1m)"),
     (_facts(latest=None), "stale", "has not yet reached the newest base backup's end"),
@@ -347,3 +348,29 @@ def test_a_backend_without_archives_says_so(project_root: Path, tmp_path: Path) 
         provisioner.archive.restore("shop", "latest", yes=True)
     with pytest.raises(NotSupported, match="cannot read or restore its archive yet"):
         provisioner.archive.listing()
+
+
+@pytest.mark.parametrize(("files", "gap"), [
+    (["000000010000000000000001", "000000010000000000000002", "000000010000000000000003",
+      "0000000100000000000000FF", "000000010000000100000000", "000000010000000100000001.partial"], "after "
+     "000000010000000000000003"),
+    (["000000010000000000000002", "000000010000000000000003", "000000010000000000000004.partial"], ""),
+    (["000000010000000000000002", "0000000100000000000000FF", "000000010000000100000000"], "after 000000010000000000000002"),
+    (["0000000100000000000000FE", "0000000100000000000000FF", "000000010000000100000000",
+      "00000002.history"], ""),  # across a "log id": FF is followed by 1/00
+    (["000000010000000000000003"], "before 000000010000000000000003"),
+])
+def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: list[str], gap: str) -> None:
+    repo = tmp_path / "repo"
+    (repo / "wal").mkdir(parents=True)
+    first = "0000000100000000000000FE" if files[0].endswith("FE") else "000000010000000000000002"
+    (repo / "base" / "20260101T000000Z").mkdir(parents=True)
+    (repo / "base" / "20260101T000000Z" / "backup_info").write_text(_info(NOW, NOW, wal=first))
+    for name in files:
+        (repo / "wal" / name).write_text("")
+    script = ARCHIVER_SCRIPT.read_text()
+    functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
+                          for name in ("info", "check_wal"))
+    found = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ncheck_wal\nprintf '%s' \"$wal_gap\""],
+                           capture_output=True, text=True, check=True, timeout=30).stdout
+    assert found == gap
