@@ -30,7 +30,6 @@ from ..core.errors import (
 from ..core.model import Target
 from ..core.render import DEFAULT_DB_VOLUME
 from ..core.results import ProjectResult
-from ..core.secrets import generate_missing
 from ..infra import hints
 from ..infra.clock import utc_now, utc_stamp
 from ..infra.database import quote_identifier
@@ -270,10 +269,6 @@ class ArchiveVerbs:
             with contextlib.suppress(ProvisionError):
                 remove(to)
             raise
-        if not engine.store.read_secrets(copy.env, to).get("DB_PASSWORD"):
-            # the restored data is the source's, its roles' passwords too: the new project's own secrets are made
-            # now, and provision sets its roles to them (a volume without secrets would be refused as foreign data)
-            engine.store.write_secrets(copy.env, to, generate_missing({}))
         try:
             created = provision(to)
         except ProvisionError as exc:
