@@ -74,7 +74,7 @@ def main() -> None:
     mount.mkdir()
     _run(["mount", "-o", "loop", str(image), str(mount)])
     (mount / "data").mkdir()
-    root, env = make_root(["shop"])
+    root, env = make_root(["shop"], network_pool="10.213.0.0/16")
     envfile = root / "envs" / f"{env}.yml"
     envfile.write_text(envfile.read_text() + f"  data_root: {mount / 'data'}\n")
     logical_root, logical_env = make_root(["shop"])
