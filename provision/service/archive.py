@@ -112,10 +112,12 @@ class ArchiveVerbs:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
+                finish = (self._command(target, '--finalize', '--yes') if kept.get("kind") == states.PITR
+                          else states.command(target, '--finalize', '--yes'))
                 raise ProjectConflict(states.unfinished(target, kept) or (
                     f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
-                    f"volume {kept['volume']}: {self._command(target, '--finalize', '--yes')} deletes it "
-                    f"(--rollback --yes returns to it) before another restore"))
+                    f"volume {kept['volume']}: {finish} deletes it (--rollback --yes returns to it) before another "
+                    f"restore"))
             status = self._refuse_outside(target, moment)
             base = archiving.base_for(moment, status.bases)
             if base is None:  # refusal() said the window; a base ends at or before any moment in it
