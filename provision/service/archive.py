@@ -158,10 +158,12 @@ class ArchiveVerbs:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
+                finish = (self._command(target, '--finalize', '--yes') if kept.get("kind") == states.PITR
+                          else states.command(target, '--finalize', '--yes'))
                 raise ProjectConflict(states.unfinished(target, kept) or (
                     f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
-                    f"volume {kept['volume']}: {self._command(target, '--finalize', '--yes')} deletes it "
-                    f"(--rollback --yes returns to it) before another restore"))
+                    f"volume {kept['volume']}: {finish} deletes it (--rollback --yes returns to it) before another "
+                    f"restore"))
             old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
             source = self._pull(target, system_id) if offsite else old_key
             status = self._refuse_outside(target, moment, source)
