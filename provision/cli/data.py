@@ -218,10 +218,11 @@ def clone(c: Context, env: str | None = None, project: str | None = None, to: st
             "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP,
             "mask": "A SQL file run in the branch before its API sees the data (default: the one it was made "
                     "with, else branches.mask)",
-            "no_mask": "Copy the rows as they are, even of a prod-like env"})
+            "no_mask": "Copy the rows as they are, even of a prod-like env",
+            "at": "The parent as it was at this moment, from its continuous archive (ISO with its zone, -10m)"})
 def reset(c: Context, env: str | None = None, project: str | None = None, json: bool = False,
           show_secrets: bool = False, lock_timeout: str | None = None, quiet: bool = False,
-          mask: str | None = None, no_mask: bool = False) -> None:
+          mask: str | None = None, no_mask: bool = False, at: str | None = None) -> None:
     """Bring a branch back to its parent's current data (its masking script run again); its URLs, ports and
     secrets stay."""
     from . import output
@@ -232,7 +233,7 @@ def reset(c: Context, env: str | None = None, project: str | None = None, json: 
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
     with session(quiet=quiet) as reporter:
         result = workspace().reset(require_env(env), project, reporter=reporter, mask=mask, no_mask=no_mask,
-                                   **options)
+                                   at=at, **options)
     data_result(result, json, output.clone_env(result, show_secrets=show_secrets), show_secrets=show_secrets,
                 quiet=quiet)
 

@@ -250,17 +250,8 @@ class ArchiveVerbs:
             raise ConfigError(f"{to!r} would have db_name {copy.spec.variables['db_name']!r}, the archive of "
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
         archives = engine.capability(Archives, source)
-        status = self._refuse_outside(source, moment, "clone --at")
-        base = archiving.base_for(moment, status.bases)
-        if base is None:
-            raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
-        record = engine.record(project)
-        request = RestoreRequest(
-            lineage=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME, base=base.name,
-            target=moment, image=source.images.db, admin=roles.Roles.of(source.spec.variables).admin, dbname=dbname,
-            mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS '{roles.VOLUME_MARK}{DEFAULT_DB_VOLUME}'",
-            timeout=max(600.0, engine.config.health.timeout))
-        engine.reporter.step(to, f"restoring {project!r}'s base backup {base.name} and archive up to "
+        request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at")
+        engine.reporter.step(to, f"restoring {project!r}'s base backup {request.base} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
         # the copy's secrets (and ports) first: a backend refuses to make new ones beside existing data
         engine.prepare(copy, engine.observe(copy, None), create=True)
@@ -286,7 +277,7 @@ class ArchiveVerbs:
                              changed=True, action="clone --at", declared=copy.spec.declared,
                              messages=messages, duration=created.duration + restored.duration,
                              details={**created.details, "source": project, "at": archiving.iso(moment),
-                                      "base": base.name, "reached": restored.reached,
+                                      "base": request.base, "reached": restored.reached,
                                       "row_counts": dict(restored.row_counts)})
 
     def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
@@ -326,7 +317,60 @@ class ArchiveVerbs:
         done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
         return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
+    def reset_branch(self, branch: str, parent: str, at: str) -> ProjectResult:
+        """`reset --at`: the branch `branch` back to `parent`'s data as it was at `at`, from the parent's archive:
+        restored into a new data volume of the branch, which then moves there (its URLs, ports and secrets stay:
+        its roles get its own passwords again), and its old volume is deleted. Refused, before anything changes,
+        outside the parent's window."""
+        engine = self.engine
+        try:
+            moment = archiving.parse_time(at, self.now())
+        except ValueError as exc:
+            raise ConfigError(f"--at: {exc}") from None
+        source, target = engine.known_target(parent), engine.known_target(branch)
+        if not source.spec.backup.continuous:
+            raise ConfigError(f"reset --at: the parent {parent!r} in env {source.env!r} has no continuous archive")
+        archives = engine.capability(Archives, source)
+        new_key = f"{DEFAULT_DB_VOLUME}_reset_{utc_stamp().lower()}"
+        request = self._request(source, moment, new_key, "reset --at")
+        with engine.operation(target, "reset --at", shared=True) as op:
+            record = engine.record(branch)
+            old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+            op.changed = True
+            engine.reporter.step(branch, f"restoring {parent!r}'s base backup {request.base} and archive up to "
+                                         f"{archiving.iso(moment) or 'its end'} into a new volume ({new_key})")
+            try:
+                restored = archives.restore_archive(source, new_key, request, into=target)
+            except BaseException:
+                self._drop(target, new_key)
+                raise
+            if record is not None:
+                engine.write(record.evolve(db_volume=new_key), record)
+            engine.converge(target, op, major_change=True)
+            dropped = self._drop(target, old_key)
+        counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
+        return engine.result(target, "reset --at", "running", op, [
+            f"reset {branch!r} to {parent!r} as it was at {archiving.iso(moment) or 'the latest archived moment'}; "
+            f"rows: {counts}; its URLs and secrets stay",
+            f"deleted its data before the reset ({dropped})" if dropped else "its data before the reset is gone"],
+            {"at": archiving.iso(moment), "volume": restored.volume, "row_counts": dict(restored.row_counts)})
+
     # --- helpers ------------------------------------------------------------------------------------------------
+    def _request(self, source: Target, moment: datetime | None, volume_key: str, verb: str) -> RestoreRequest:
+        """The restore of `source`'s archive at `moment` into a new volume of compose key `volume_key`; OutsideWindow
+        (nothing changed) when the archive cannot reach it."""
+        status = self._refuse_outside(source, moment, verb=verb)
+        base = archiving.base_for(moment, status.bases)
+        if base is None:
+            raise OutsideWindow(f"no base backup ends before {archiving.iso(moment)}; nothing was changed")
+        record = self.engine.record(source.project)
+        dbname = str(source.spec.variables["db_name"])
+        return RestoreRequest(
+            lineage=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME, base=base.name,
+            target=moment, image=source.images.db, admin=roles.Roles.of(source.spec.variables).admin, dbname=dbname,
+            mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS '{roles.VOLUME_MARK}{volume_key}'",
+            timeout=max(600.0, self.engine.config.health.timeout))
+
     def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None,
                         verb: str = "restore --to-time") -> ArchiveStatus:
         status = self._read(target, lineage)

@@ -2,7 +2,7 @@
 restores, and never says ok for less:
 
 1. a marker row is written into the running database (`provision_drill.marks`, a schema of its own, which the API's
-   schemas do not expose) and awaited in the archive (its latest recoverable moment passes the marker's commit);
+   schemas do not expose; the owner role's, so that its dumps read it) and awaited in the archive (its latest recoverable moment passes the marker's commit);
 2. the archive is restored (its end, or `at`) into a throwaway project with a stack of its own (clone --at's path,
    archiving off), which must start and answer: PostgreSQL promoted, the API probed by provision's own wait;
 3. in it, the marker must be there (unless `at` is before it), every table must read to its end (exact row
@@ -100,10 +100,12 @@ class Drills:
     def _drill(self, project: str, name: str, moment: datetime | None) -> dict[str, object]:
         engine = self.source.engine
         target = engine.known_target(project)
-        admin = Roles.of(target.spec.variables).admin
+        wanted_roles = Roles.of(target.spec.variables)
+        admin, owner = wanted_roles.admin, wanted_roles.owner
         token = secrets.token_hex(8)
         observed = engine.observe(target, engine.record(project))
-        written = engine.sql(target).run_sql(target, observed, _MARK.format(token=token), user=admin,
+        # as the owner role: its schema is then the owner's, so its own dumps (backup, clone) can read it
+        written = engine.sql(target).run_sql(target, observed, _MARK.format(token=token), user=owner,
                                              purpose="verify").split()
         marked = datetime.fromisoformat(written[-1].replace("Z", "+00:00")) if written else None
         wanted = marked is not None and (moment is None or moment >= marked)

@@ -158,7 +158,7 @@ class Workspace:
 
     def reset(self, env: str, project: str, *, reporter: Reporter | None = None,
               lock_timeout: float = DEFAULT_LOCK_TIMEOUT, mask: str | None = None,
-              no_mask: bool = False) -> ProjectResult:
+              no_mask: bool = False, at: str | None = None) -> ProjectResult:
         """Bring the branch `project` back to its parent's current data: by reflink for a reflink branch where
         the backend still can, else a fresh backup of the parent restored in one transaction with the masking
         script (`mask`; else the one it was made with; else the env's, which a prod-like env requires unless
@@ -172,6 +172,17 @@ class Workspace:
         source = dest if mark.parent_env in ("", env) else self.provisioner(mark.parent_env, reporter=reporter,
                                                                              lock_timeout=lock_timeout)
         taken = utc_now(self.clock.time())
+        if at is not None:  # the parent as it was then, from its continuous archive (same env, no masking yet)
+            if source is not dest or mask:
+                raise ConfigError("reset --at restores the parent's archive of the same env, without a masking "
+                                  "script (not built yet for it)")
+            done = dest.archive.reset_branch(project, mark.parent, at)
+            previous = dest.record(project)
+            if previous is not None:
+                dest.engine.write(previous.evolve(branch=replace(
+                    mark, taken_at=str(done.details.get("at") or taken), method="archive").to_dict()), previous)
+            return replace(dest.outputs(project), action="reset", changed=True, messages=done.messages,
+                           details=done.details)
         masking = mask_script(source.config, dest.config, mask, no_mask=no_mask) if mask or no_mask or \
             not mark.masked_with else Path(mark.masked_with)
         mark = replace(mark, masked_with=str(masking) if masking else None)

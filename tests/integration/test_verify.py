@@ -56,7 +56,23 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     assert sql(made["db_url"], "select count(*) from items") == [(500,)]
     [listed] = sandbox.cli("branches", "--json").json()["branches"]
     assert listed["project"] == "shop-pr-1" and listed["parent"] == "shop"
+    # reset --at: the parent as it was then, from its archive, same URLs; a plain reset: the parent now
+    sql(made["db_url"], "insert into items values (9999, 'written on the branch')")
+    moment = sql(db_url, "select now()")[0][0]
+    time.sleep(1)
+    sql(db_url, "insert into items select i, 'later' from generate_series(1001, 1100) i")
+    deadline = time.monotonic() + 60
+    while not (_archive(sandbox)["latest"] or "") > moment.isoformat():
+        assert time.monotonic() < deadline
+        time.sleep(1)
+    back = sandbox.cli("reset", "--project=shop-pr-1", f"--at={moment.isoformat()}", "--json",
+                       "--show-secrets").json()
+    assert back["db_url"] == made["db_url"] and back["api_url"] == made["api_url"]
+    assert sql(made["db_url"], "select count(*) from items") == [(500,)]  # neither the branch's row nor later
+    sandbox.cli("reset", "--project=shop-pr-1")
+    assert sql(made["db_url"], "select count(*) from items") == [(600,)]
     sandbox.cli("destroy", "--project=shop-pr-1", "--delete-data", "--yes", "--no-backup")
+    sql(db_url, "delete from items where id > 1000")
 
     # the archive loses its newest finished WAL segment: the drill fails, says why, and is recorded as failed
     sql(db_url, "insert into items select i, 'more' from generate_series(501, 600) i")
