@@ -107,9 +107,11 @@ class Engine:
         subnets = []
         client = self.client()
         with sdk_errors("list networks"):
-            networks = client.networks.list(greedy=True)
+            # one list request, whose answer carries each network's IPAM: `networks.list(greedy=True)` inspects
+            # them one by one, and a network removed meanwhile (another project's destroy) failed it with a 404
+            networks = client.api.networks()
         for network in networks:
-            for config in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            for config in (network.get("IPAM") or {}).get("Config") or []:
                 if config.get("Subnet"):
                     subnets.append(str(config["Subnet"]))
         return subnets
