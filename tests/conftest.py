@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -32,6 +33,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.docker)
         if "/tests/coolify/" in path or "/tests/server/test_api_coolify" in path:
             item.add_marker(pytest.mark.coolify)
+
+
+def _anonymous_volumes() -> set[str] | None:
+    """Volumes nobody named (64 hex digits) that no container uses; None without a reachable engine."""
+    if shutil.which("docker") is None:
+        return None
+    found = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], capture_output=True,
+                           text=True, timeout=60, check=False)
+    if found.returncode != 0:
+        return None
+    return {name for name in found.stdout.split() if len(name) == 64 and all(c in "0123456789abcdef" for c in name)}
+
+
+_ANONYMOUS_BEFORE = pytest.StashKey[set[str] | None]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the run's controller, once
+        session.config.stash[_ANONYMOUS_BEFORE] = _anonymous_volumes()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The whole run leaves no anonymous volume behind (one a stack or helper container made for an image's
+    VOLUME and nobody removed: labels cannot find it, so the sandboxes' own checks cannot either)."""
+    before = session.config.stash.get(_ANONYMOUS_BEFORE, None)
+    if hasattr(session.config, "workerinput") or before is None:
+        return
+    deadline = time.monotonic() + 15  # a container being removed still has its volume for a moment
+    while (left := (_anonymous_volumes() or set()) - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if left:
+        session.config.get_terminal_writer().line(
+            f"the tests left {len(left)} anonymous volume(s) behind: {', '.join(sorted(left)[:5])}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # developer settings no test may see: Coolify credentials, a state dir override, secrets, the API token

@@ -112,11 +112,16 @@ class FakeCollection:
 
 @dataclass
 class FakeExecAPI:
-    """The low-level `client.api` exec calls that `pg_dump` streams through."""
+    """The low-level `client.api`: the exec calls that `pg_dump` streams through, and the network list (one
+    request whose answer carries each network's IPAM)."""
 
     chunks: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
     exit_code: int = 0
     created: list[tuple[str, list[str]]] = field(default_factory=list)
+    network_list: FakeCollection = field(default_factory=FakeCollection)
+
+    def networks(self) -> list[Any]:
+        return self.network_list.list()
 
     def exec_create(self, container: str, cmd: list[str], **kwargs: Any) -> dict[str, str]:
         self.created.append((container, list(cmd)))
@@ -351,11 +356,11 @@ def test_prepare_without_create_returns_the_existing_lease(target: Target, store
 def test_prepare_leases_a_subnet_around_the_engines_networks(project_root: Path, store: StateStore) -> None:
     write_env(project_root, "demo", ENV)
     config = load_env("demo", project_root, environ={}, overrides={"local.network_pool": "10.201.0.0/16"})
-    taken = FakeContainer("net-1", {"IPAM": {"Config": [{"Subnet": "10.201.0.0/26"}]}})
-    fake = FakeDocker(networks=FakeCollection([taken]))
+    listed = FakeCollection([{"Name": "net-1", "IPAM": {"Config": [{"Subnet": "10.201.0.0/26"}]}}])
+    fake = FakeDocker(api=FakeExecAPI(network_list=listed))
     prepared = backend(store, FakeRunner(), fake).prepare(Target(config, config.project("shop")), ABSENT, SECRETS)
     assert prepared.ports is not None and prepared.ports.subnet == "10.201.0.64/26"
-    assert fake.networks.calls == [{"greedy": True}]
+    assert listed.calls == [{}] and fake.networks.calls == []  # one list request, no inspect per network
 
 
 # --- 4. control --------------------------------------------------------------------------------------
@@ -516,7 +521,8 @@ def test_network_listing_errors_during_prepare_become_backend_errors(project_roo
                                                                      store: StateStore) -> None:
     write_env(project_root, "demo", ENV)
     config = load_env("demo", project_root, environ={}, overrides={"local.network_pool": "10.201.0.0/16"})
-    fake = FakeDocker(networks=FakeCollection(error=docker.errors.APIError("x", explanation="denied")))
+    fake = FakeDocker(api=FakeExecAPI(network_list=FakeCollection(
+        error=docker.errors.APIError("x", explanation="denied"))))
     with pytest.raises(BackendError, match="list networks failed: denied"):
         backend(store, FakeRunner(), fake).prepare(Target(config, config.project("shop")), ABSENT, SECRETS)
 

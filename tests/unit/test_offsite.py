@@ -102,6 +102,7 @@ def test_the_offsite_service_alone_sees_the_keys_as_references(project_root: Pat
     assert env["ENCRYPTION_KEY"].startswith("${BACKUP_ENCRYPTION_KEY:?")
     assert env["PREFIX"] == "provision/dev/shop/pgdata" and env["BUCKET"] == "my-backups" and env["EVERY"] == "30"
     assert offsite["volumes"] == ["pgarchive:/repo"]
+    assert services["archiver"]["tmpfs"] == ["/var/lib/postgresql/data"]  # no anonymous volume for the image's VOLUME
     for other in ("db", "api", "archiver"):
         assert "BACKUP_" not in json.dumps(services[other])
     # the stack's secrets carry the env's keys (the compose file's references are filled from them); only those
