@@ -23,8 +23,39 @@ IN_PROCESS = os.environ.get("PROVISION_TEST_CLI", "") != "subprocess"
 TEST_IMAGES = {"db": "provision-test/postgres:15", "api": "provision-test/postgrest:12"}
 
 
+# modules whose tests take 30 s and more each (`pytest --durations`): run first, so that on xdist workers they
+# overlap with everything else instead of being the last ones left (the suite's tail)
+SLOW_FIRST = ("test_pitr.py", "test_verify.py", "test_offsite.py", "test_request_shapes.py", "test_coolify_data.py",
+              "test_coolify_placement.py", "test_api_coolify_and_fuzz.py", "test_release.py", "test_data.py",
+              "test_branches.py", "test_coolify_docker.py", "test_coolify_races.py", "test_ownership.py")
+
+
+def _slow_first(items: list[pytest.Item], workers: int) -> list[pytest.Item]:
+    """`items` so that each of the `workers` contiguous blocks xdist's worksteal scheduler hands out at the start
+    (len // workers-left at a time) begins with its share of the SLOW_FIRST tests: they start at once on every
+    worker, and what is stolen later (from a block's end) is the quick tests."""
+    slow = [item for item in items if item.path.name in SLOW_FIRST]
+    quick = [item for item in items if item.path.name not in SLOW_FIRST]
+    if workers < 2:
+        return slow + quick
+    sizes, left = [], len(items)
+    for remaining in range(workers, 0, -1):
+        sizes.append(left // remaining)
+        left -= sizes[-1]
+    blocks: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    for index, item in enumerate(slow):
+        blocks[index % workers].append(item)
+    for block, size in zip(blocks, sizes, strict=True):
+        while len(block) < size and quick:
+            block.append(quick.pop(0))
+    return [item for block in blocks for item in block] + quick
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark tests by folder, so `-m unit` / `-m docker` / `-m coolify` select them (CI runs them all)."""
+    """Mark tests by folder, so `-m unit` / `-m docker` / `-m coolify` select them (CI runs them all); order them
+    so that the slow modules' tests start first on every xdist worker (`_slow_first`)."""
+    workerinput = getattr(config, "workerinput", None)
+    items[:] = _slow_first(items, int(workerinput["workercount"]) if workerinput else 1)
     for item in items:
         path = str(item.path)
         if "/tests/unit/" in path:
