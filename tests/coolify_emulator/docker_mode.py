@@ -196,6 +196,8 @@ class DockerBackend:
             if action.kind == "restart":
                 self.run(self._compose(uuid, "stop", "-t", str(self.stop_timeout)), check=False)
                 self._exited_until[uuid] = math.inf
+            elif time.monotonic() < self._exited_until.get(uuid, 0.0):
+                self._exited_until[uuid] = math.inf  # a start while a stop is still stored: no refresh before it ends
             try:
                 self.run(self._compose(uuid, "up", "-d", "--remove-orphans", "--force-recreate"))
             finally:
