@@ -32,6 +32,7 @@ START = (f"mkdir -p {REPOSITORY_PATH} && find {REPOSITORY_PATH} ! -user postgres
          f"&& for t in gosu su-exec; do command -v $t >/dev/null && exec $t postgres sh -c 'eval \"$ARCHIVER_SCRIPT\"'; "
          f"done; exec setpriv --reuid=postgres --regid=postgres --init-groups sh -c 'eval \"$ARCHIVER_SCRIPT\"'")
 POLL_SECONDS = 5  # the archiver writes status.json this often
+NOT_RUNNING = "the archiver container is not running"  # the reason a restore does not wait out
 STALE_AFTER = 4 * POLL_SECONDS  # a status.json older than this: the archiver is not writing it (stale)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -418,7 +419,7 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     health, reason = "ok", "archiving"
     age = (now - updated).total_seconds() if updated else None
     if not facts.running:
-        health, reason = "failed", "the archiver container is not running"
+        health, reason = "failed", NOT_RUNNING
     elif facts.status_text is None or updated is None:
         health, reason = "failed", "the archiver has written no status yet"
     elif error:

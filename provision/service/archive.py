@@ -38,6 +38,8 @@ from . import upgrade_state as states
 from .engine import Engine
 from .upgrade import Upgrades
 
+SETTLING = 4.0 * archiving.POLL_SECONDS  # seconds a restore waits for a restarted archiver to report its window
+
 
 class OutsideWindow(ConfigError):
     """A restore target the archive cannot reach: refused before anything changed."""
@@ -374,6 +376,13 @@ class ArchiveVerbs:
     def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None,
                         verb: str = "restore --to-time") -> ArchiveStatus:
         status = self._read(target, lineage)
+        # an archiver that runs but has not reported its window yet (it restarted: a rollback, a converge) is waited
+        # for a little, up to SETTLING seconds; one that does not run, or a target outside a window, is said at once
+        deadline = self.engine.clock() + SETTLING
+        while (status.window is None or (moment is not None and moment > status.window.latest)) \
+                and status.reason != archiving.NOT_RUNNING and self.engine.clock() < deadline:
+            self.engine.sleep(1.0)
+            status = self._read(target, lineage)
         refused = archiving.refusal(moment, status)
         if refused is not None:
             raise OutsideWindow(f"{verb} of {target.project!r} in env {target.env!r}: {refused}")
