@@ -233,7 +233,7 @@ class ArchiveVerbs:
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
     def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult],
-              remove: Callable[[str], object]) -> ProjectResult:
+              remove: Callable[[str], object], *, mask: str = "") -> ProjectResult:
         """A new project `to` made from `project`'s archive at `at` (branch from the past): the archive restored
         into `to`'s new data volume by a one-off container, then `provision(to)` creates its stack on it (its own
         secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`)."""
@@ -252,7 +252,7 @@ class ArchiveVerbs:
             raise ConfigError(f"{to!r} would have db_name {copy.spec.variables['db_name']!r}, the archive of "
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
         archives = engine.capability(Archives, source)
-        request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at")
+        request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at", mask=mask)
         engine.reporter.step(to, f"restoring {project!r}'s base backup {request.base} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
         # the copy's secrets (and ports) first: a backend refuses to make new ones beside existing data
@@ -319,7 +319,7 @@ class ArchiveVerbs:
         done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
         return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
-    def reset_branch(self, branch: str, parent: str, at: str) -> ProjectResult:
+    def reset_branch(self, branch: str, parent: str, at: str, *, mask: str = "") -> ProjectResult:
         """`reset --at`: the branch `branch` back to `parent`'s data as it was at `at`, from the parent's archive:
         restored into a new data volume of the branch, which then moves there (its URLs, ports and secrets stay:
         its roles get its own passwords again), and its old volume is deleted. Refused, before anything changes,
@@ -334,7 +334,7 @@ class ArchiveVerbs:
             raise ConfigError(f"reset --at: the parent {parent!r} in env {source.env!r} has no continuous archive")
         archives = engine.capability(Archives, source)
         new_key = f"{DEFAULT_DB_VOLUME}_reset_{utc_stamp().lower()}"
-        request = self._request(source, moment, new_key, "reset --at")
+        request = self._request(source, moment, new_key, "reset --at", mask=mask)
         with engine.operation(target, "reset --at", shared=True) as op:
             record = engine.record(branch)
             old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
@@ -358,9 +358,11 @@ class ArchiveVerbs:
             {"at": archiving.iso(moment), "volume": restored.volume, "row_counts": dict(restored.row_counts)})
 
     # --- helpers ------------------------------------------------------------------------------------------------
-    def _request(self, source: Target, moment: datetime | None, volume_key: str, verb: str) -> RestoreRequest:
+    def _request(self, source: Target, moment: datetime | None, volume_key: str, verb: str, *,
+                 mask: str = "") -> RestoreRequest:
         """The restore of `source`'s archive at `moment` into a new volume of compose key `volume_key`; OutsideWindow
-        (nothing changed) when the archive cannot reach it."""
+        (nothing changed) when the archive cannot reach it. `mask` (a branch's masking script) runs as the owner
+        role in the one-off restore, with the volume's mark, before any stack can open the data."""
         status = self._refuse_outside(source, moment, verb=verb)
         base = archiving.base_for(moment, status.bases)
         if base is None:
@@ -370,7 +372,8 @@ class ArchiveVerbs:
         return RestoreRequest(
             lineage=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME, base=base.name,
             target=moment, image=source.images.db, admin=roles.Roles.of(source.spec.variables).admin, dbname=dbname,
-            mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS '{roles.VOLUME_MARK}{volume_key}'",
+            mark_sql=f"COMMENT ON DATABASE {quote_identifier(dbname)} IS '{roles.VOLUME_MARK}{volume_key}'" + (
+                f";\nSET ROLE {quote_identifier(roles.Roles.of(source.spec.variables).owner)};\n{mask}" if mask else ""),
             timeout=max(600.0, self.engine.config.health.timeout))
 
     def _refuse_outside(self, target: Target, moment: datetime | None, lineage: str | None = None,

@@ -172,20 +172,21 @@ class Workspace:
         source = dest if mark.parent_env in ("", env) else self.provisioner(mark.parent_env, reporter=reporter,
                                                                              lock_timeout=lock_timeout)
         taken = utc_now(self.clock.time())
-        if at is not None:  # the parent as it was then, from its continuous archive (same env, no masking yet)
-            if source is not dest or mask:
-                raise ConfigError("reset --at restores the parent's archive of the same env, without a masking "
-                                  "script (not built yet for it)")
-            done = dest.archive.reset_branch(project, mark.parent, at)
+        masking = mask_script(source.config, dest.config, mask, no_mask=no_mask) if mask or no_mask or \
+            not mark.masked_with else Path(mark.masked_with)
+        mark = replace(mark, masked_with=str(masking) if masking else None)
+        if at is not None:  # the parent then, from its archive (same env); masked in the one-off restore
+            if source is not dest:
+                raise ConfigError("reset --at restores the parent's archive of the same env: its archive is on that "
+                                  "env's engine")
+            done = dest.archive.reset_branch(project, mark.parent, at, mask=masking.read_text(encoding="utf-8")
+                                             if masking is not None else "")
             previous = dest.record(project)
             if previous is not None:
                 dest.engine.write(previous.evolve(branch=replace(
                     mark, taken_at=str(done.details.get("at") or taken), method="archive").to_dict()), previous)
             return replace(dest.outputs(project), action="reset", changed=True, messages=done.messages,
                            details=done.details)
-        masking = mask_script(source.config, dest.config, mask, no_mask=no_mask) if mask or no_mask or \
-            not mark.masked_with else Path(mark.masked_with)
-        mark = replace(mark, masked_with=str(masking) if masking else None)
         copier = dest.backend if isinstance(dest.backend, CopiesRunningData) and mark.method == "reflink" else None
         if copier is not None and copier.reflink_refusal(source.target(mark.parent), target) is None:
             return reset_by_reflink(source, dest, copier, project, replace(mark, taken_at=taken), masking)
@@ -209,15 +210,13 @@ class Workspace:
         if dest is not source:
             raise ConfigError("clone --at makes the copy in the same env, without --set (its archive is on that "
                               "env's engine): drop --to-env and --set")
-        if masking is not None:
-            raise ConfigError("clone --at cannot mask yet (the archive is restored as it was): branch without --at "
-                              "to mask, or give --no-mask")
         previous = source.record(to)
         source.engine.write((previous or ProjectRecord(project=to, env=source.env)).evolve(branch=mark.to_dict()),
                             previous)  # before it is created: its containers are labelled a branch from the start
         made = source.archive.clone(
             project, at, to, lambda name: source.provision(name, create=True),
-            lambda name: source.destroy(name, delete_data=True, yes=True, backup=False, leave_branches=True))
+            lambda name: source.destroy(name, delete_data=True, yes=True, backup=False, leave_branches=True),
+            mask=masking.read_text(encoding="utf-8") if masking is not None else "")
         made_now = source.outputs(to)  # its URLs, as every clone gives them
         return replace(made_now, action="clone", changed=True, messages=made.messages, duration=made.duration,
                        details={**made.details, "branch": mark.to_dict(), "method": "archive"})

@@ -65,11 +65,14 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     while not (_archive(sandbox)["latest"] or "") > moment.isoformat():
         assert time.monotonic() < deadline
         time.sleep(1)
-    back = sandbox.cli("reset", "--project=shop-pr-1", f"--at={moment.isoformat()}", "--json",
+    (sandbox.root / "mask.sql").write_text("update items set name = 'masked';\n")
+    back = sandbox.cli("reset", "--project=shop-pr-1", f"--at={moment.isoformat()}", "--mask=mask.sql", "--json",
                        "--show-secrets").json()
     assert back["db_url"] == made["db_url"] and back["api_url"] == made["api_url"]
     assert sql(made["db_url"], "select count(*) from items") == [(500,)]  # neither the branch's row nor later
-    sandbox.cli("reset", "--project=shop-pr-1")
+    assert sql(made["db_url"], "select distinct name from items") == [("masked",)]  # masked before it started
+    assert sql(db_url, "select count(*) from items where name = 'masked'") == [(0,)]
+    sandbox.cli("reset", "--project=shop-pr-1", "--no-mask")
     assert sql(made["db_url"], "select count(*) from items") == [(600,)]
     sandbox.cli("destroy", "--project=shop-pr-1", "--delete-data", "--yes", "--no-backup")
     sql(db_url, "delete from items where id > 1000")
