@@ -115,8 +115,10 @@ def test_every_refresh_stamps_last_online_at(emu: CoolifyEmulator, client: httpx
         return [a["last_online_at"] for a in body["applications"] + body.get("databases", [])]
 
     time.sleep(0.6)
-    first = stamps()
-    assert all(first) and stamps() == first  # within one refresh interval nothing moves
+    first, again = stamps(), stamps()
+    if again != first:  # a refresh tick fell between the two reads (a loaded host): the next pair is settled
+        first, again = again, stamps()
+    assert all(first) and again == first  # within one refresh interval nothing moves
     time.sleep(0.6)
     assert all(a != b for a, b in zip(stamps(), first, strict=True))  # the next refresh stamps every container
 
