@@ -66,8 +66,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.coolify)
 
 
-def _anonymous_volumes() -> set[str] | None:
-    """Volumes nobody named (64 hex digits) that no container uses; None without a reachable engine."""
+def anonymous_volumes() -> set[str] | None:
+    """Volumes nobody named (64 hex digits) that no container uses: what a helper or stack container made for an
+    image's VOLUME and nobody removed (named ones are left out: a test's own, dangling between two containers);
+    None without a reachable engine."""
     if shutil.which("docker") is None:
         return None
     found = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], capture_output=True,
@@ -77,12 +79,22 @@ def _anonymous_volumes() -> set[str] | None:
     return {name for name in found.stdout.split() if len(name) == 64 and all(c in "0123456789abcdef" for c in name)}
 
 
+def anonymous_volumes_left(before: set[str], timeout: float = 15) -> set[str]:
+    """The anonymous volumes beyond `before` that are still there after up to `timeout` seconds: a `docker run
+    --rm` helper (of a test running beside) has one for its lifetime, and the daemon removes it just after the
+    container, so one seen now must be gone within a few seconds."""
+    deadline = time.monotonic() + timeout
+    while (left := (anonymous_volumes() or set()) - before) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
 _ANONYMOUS_BEFORE = pytest.StashKey[set[str] | None]()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     if not hasattr(session.config, "workerinput"):  # the run's controller, once
-        session.config.stash[_ANONYMOUS_BEFORE] = _anonymous_volumes()
+        session.config.stash[_ANONYMOUS_BEFORE] = anonymous_volumes()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -91,9 +103,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     before = session.config.stash.get(_ANONYMOUS_BEFORE, None)
     if hasattr(session.config, "workerinput") or before is None:
         return
-    deadline = time.monotonic() + 15  # a container being removed still has its volume for a moment
-    while (left := (_anonymous_volumes() or set()) - before) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    left = anonymous_volumes_left(before)
     if left:
         session.config.get_terminal_writer().line(
             f"the tests left {len(left)} anonymous volume(s) behind: {', '.join(sorted(left)[:5])}", red=True)

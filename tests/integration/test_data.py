@@ -4,16 +4,14 @@ upgrade (and its rollback and finalize), secret rotation."""
 from __future__ import annotations
 
 import json
-import re
 import stat
 import subprocess
-import time
 
 import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Sandbox, reload_schema, sql
+from tests.conftest import Sandbox, anonymous_volumes, anonymous_volumes_left, reload_schema, sql
 
 PG17 = "provision-test/postgres:17"
 
@@ -101,26 +99,8 @@ def test_clone_copies_rows_and_writes_stay_apart(sandbox: Sandbox) -> None:
     assert _count(source_url) == 5
 
 
-def _anonymous_volumes() -> set[str]:
-    """Volumes no container uses and nobody named (64 hex digits): what a helper container would leave behind.
-    Named ones are left out: another test running beside this one has its own, dangling between two containers."""
-    names = subprocess.run(["docker", "volume", "ls", "-q", "--filter", "dangling=true"], capture_output=True,
-                           text=True, timeout=60, check=True).stdout.split()
-    return {name for name in names if re.fullmatch(r"[0-9a-f]{64}", name)}
-
-
-def _assert_no_anonymous_volume_left(before: set[str], timeout: float = 15) -> None:
-    """No anonymous volume stays behind: a helper of a test running beside this one (`docker run --rm` of an
-    image that declares a VOLUME) has one for its lifetime, and the daemon removes it just after the container,
-    so one seen now must be gone within a few seconds."""
-    deadline = time.monotonic() + timeout
-    while (left := _anonymous_volumes() - before) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert left == set()
-
-
 def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
-    before = _anonymous_volumes()
+    before = anonymous_volumes() or set()
     sandbox.cli("provision", "--project=shop")
     api_url, db_url = _urls(sandbox, "shop")
     _seed(db_url, 7)
@@ -163,7 +143,7 @@ def test_major_upgrade_keeps_every_row_and_rolls_back(sandbox: Sandbox) -> None:
     assert _count(db_url) == 7 and sorted(_volumes(sandbox)) == sorted([old_volume, upgraded["volume"]])
     sandbox.cli("upgrade-db", "--project=shop", "--finalize", "--yes")
     assert _volumes(sandbox) == [upgraded["volume"]] and _count(db_url) == 7
-    _assert_no_anonymous_volume_left(before)  # the helper containers took their anonymous volumes along
+    assert anonymous_volumes_left(before) == set()  # the helper containers took their anonymous volumes along
 
 
 def test_rotating_the_db_password(sandbox: Sandbox) -> None:
