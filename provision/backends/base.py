@@ -288,13 +288,19 @@ class Adopting(Protocol):
 
 @runtime_checkable
 class Archives(Protocol):
-    """Reads a project's continuous archive (the archiver in its stack writes it) and restores a point in time from
-    it into a new data volume (backups, restore --to-time, clone --at)."""
+    """Reads a project's continuous archive (the archiver in its stack writes it): `backups`, and the window every
+    restore --to-time checks first. How a backend restores from it is one of the two abilities below."""
 
     def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
         """What the repository holds for `lineage` (a data volume's compose key): the archiver's status.json, each
         complete base backup's backup_info, and whether the archiver container runs now; changes nothing."""
         ...
+
+
+@runtime_checkable
+class RestoresArchive(Protocol):
+    """Restores a point in time from the archive with a one-off container into a new data volume, of the project
+    or of another (restore --to-time, clone --at, reset --at, verify): local."""
 
     def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest, *,
                         into: Target | None = None) -> Restored:
@@ -302,6 +308,19 @@ class Archives(Protocol):
         a clone), refused when it exists, and restore `request` from `target`'s archive into it with a one-off
         container (nothing else is touched), PostgreSQL stopped cleanly at the end; CommandFailed with recovery's
         log when it fails (the new volume is left for the caller to drop)."""
+        ...
+
+
+@runtime_checkable
+class RestoresInStack(Protocol):
+    """Restores a point in time inside the project's own stack (Coolify, which runs no one-off container): the
+    service renders the stack on a new data volume key with a one-shot `restore` service the db depends on
+    (core/render.py restore_context) and applies it; the backend then reads what that service reported."""
+
+    def restore_outcome(self, target: Target, observed: Observed, volume_key: str) -> Restored:
+        """What the one-shot restore into the data volume of compose key `volume_key` reported (kept in the
+        repository); CommandFailed with its output (recovery's log tail) when it failed, ProvisionError when it
+        reported nothing (it did not run)."""
         ...
 
 
@@ -355,9 +374,11 @@ _REFUSALS: dict[type[Any], Callable[[EnvConfig, str], str]] = {
         "Coolify's API deletes a service's volumes only with the service "
         "(DELETE /services/{uuid}?delete_volumes=true, i.e. destroy --delete-data)"),
     Archives: lambda config, project: (
-        f"continuous archiving's backups and restore --to-time are built for the local backend only so far: the "
-        f"{config.backend} backend of env {config.name!r} runs {project!r}'s archiver in its stack, but provision "
-        f"cannot read or restore its archive yet (issue 22, a later slice)"),
+        f"the {config.backend} backend of env {config.name!r} cannot read {project!r}'s continuous archive"),
+    RestoresArchive: lambda config, project: (
+        f"clone --at, reset --at and verify restore the archive with a one-off container, which the "
+        f"{config.backend} backend of env {config.name!r} cannot run (Coolify's API has no such call): "
+        f"restore --to-time restores {project!r} in its own stack there"),
     Placing: lambda config, project: (
         f"{config.relpath}: move needs coolify.servers (several servers to move between); this env has one "
         f"place for every stack"),

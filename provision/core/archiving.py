@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from .resources import parse_size, show_size
@@ -31,6 +32,33 @@ SLOT = "provision_archiver"
 START = (f"mkdir -p {REPOSITORY_PATH} && find {REPOSITORY_PATH} ! -user postgres -exec chown postgres:postgres {{}} + "
          f"&& for t in gosu su-exec; do command -v $t >/dev/null && exec $t postgres sh -c 'eval \"$ARCHIVER_SCRIPT\"'; "
          f"done; exec setpriv --reuid=postgres --regid=postgres --init-groups sh -c 'eval \"$ARCHIVER_SCRIPT\"'")
+# the restore script (the local one-off container's and the Coolify stack's one-shot `restore` service's)
+RESTORE_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "restore.sh"
+# reads one lineage of the repository (its directory: $1): status.json, offsite.json, then each complete base's
+# backup_info, between `=== ` markers (parse_read)
+READ_SCRIPT = r"""D="$1"
+if [ -f "$D/status.json" ]; then echo '=== status'; cat "$D/status.json"; fi
+if [ -f "$D/offsite.json" ]; then echo '=== offsite'; cat "$D/offsite.json"; fi
+for b in $(ls "$D/base" 2>/dev/null | grep -v '^tmp-'); do
+  [ -f "$D/base/$b/backup_info" ] && { echo "=== base $b"; cat "$D/base/$b/backup_info"; }
+done
+exit 0"""
+# every table's exact row count (query_to_xml: one statement, no function to create)
+COUNTS_SQL = ("SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
+           "FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text FROM pg_class c JOIN pg_namespace n ON "
+           "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
+           "'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 1")
+
+# the one-shot `restore` service's command (Coolify's restore --to-time, rendered while the record asks for it): the
+# restore script once into the empty new data volume, its output and exit code kept in the repository beside the
+# lineages (RESTORE_OUTCOME), where a task in the archiver reads them; a volume restored already is left alone (a
+# restart of the stack before the service is dropped runs it again)
+RESTORE_OUTCOME = f"{REPOSITORY_PATH}/.provision/restore-"  # + the new volume's key: .log, .rc, .done
+RESTORE_START = (f'O="{RESTORE_OUTCOME}$RESTORE_KEY"; mkdir -p {REPOSITORY_PATH}/.provision; '
+                 'if [ -f "$O.done" ] && [ -f /var/lib/postgresql/data/PG_VERSION ]; then '
+                 'echo "restored already ($O.done)"; exit 0; fi; rm -f "$O.rc" "$O.done"; '
+                 'sh -c "$RESTORE_SCRIPT" >"$O.log" 2>&1; rc=$?; cat "$O.log"; echo "$rc" >"$O.rc"; '
+                 'if [ "$rc" -eq 0 ]; then touch "$O.done"; fi; exit "$rc"')
 POLL_SECONDS = 5  # the archiver writes status.json this often
 NOT_RUNNING = "the archiver container is not running"  # the reason a restore does not wait out
 STALE_AFTER = 4 * POLL_SECONDS  # a status.json older than this: the archiver is not writing it (stale)
@@ -304,6 +332,39 @@ class ArchiveFacts:
     infos: Mapping[str, str] = field(default_factory=dict)
     offsite_running: bool = False  # the offsite service's container runs (backup.offsite)
     offsite_text: str | None = None  # its offsite.json
+
+
+def parse_read(text: str, lineage: str, running: bool, *, offsite_running: bool = False) -> ArchiveFacts:
+    """The facts READ_SCRIPT printed for `lineage` (`running`: whether the archiver container runs now)."""
+    status: str | None = None
+    offsite: str | None = None
+    infos: dict[str, str] = {}
+    for part in text.split("=== ")[1:]:
+        head, _, body = part.partition("\n")
+        if head == "status":
+            status = body.strip()
+        elif head == "offsite":
+            offsite = body.strip()
+        elif head.startswith("base "):
+            infos[head.removeprefix("base ").strip()] = body
+    return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos,
+                        offsite_running=offsite_running, offsite_text=offsite)
+
+
+def parse_restored(text: str) -> tuple[str, dict[str, int], list[str]]:
+    """What the restore script printed: how recovery ended (REACHED), the row counts (COUNT), recovery's log (LOG)."""
+    counts: dict[str, int] = {}
+    reached, log = "", []
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "COUNT" and " " in rest:
+            table, _, number = rest.rpartition(" ")
+            counts[table] = int(number) if number.isdigit() else 0
+        elif kind == "REACHED":
+            reached = rest.strip()
+        elif kind == "LOG":
+            log.append(rest.strip())
+    return reached, counts, log
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, ba
             "role": archiving.ARCHIVER_ROLE, "slot": archiving.SLOT, "poll": archiving.POLL_SECONDS,
             "repository_volume": archiving.REPOSITORY_VOLUME, "socket_volume": archiving.SOCKET_VOLUME,
             "directory": f"{archiving.REPOSITORY_PATH}/{db_volume}", "path": archiving.REPOSITORY_PATH,
-            "start": archiving.START,
+            "start": archiving.START, "read": archiving.READ_SCRIPT,
             "offsite": {
                 "script": OFFSITE_SCRIPT.read_text(encoding="utf-8"), "image": offsite.image,
                 "endpoint": offsite.endpoint, "bucket": offsite.bucket, "region": offsite.region,
@@ -94,6 +94,17 @@ def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, ba
                 "secrets": {name.lower(): secret_ref(name, required=backend == "local")
                             for name in offsite.secret_names},
             } if offsite is not None else None}
+
+
+def restore_context(request: Mapping[str, Any], db_volume: str) -> dict[str, Any]:
+    """What the template's one-shot `restore` service needs: the restore script, its command, and the request's
+    values (`lineage`, `base`, `target` as recovery_target_time takes it, `admin`, `dbname`, `mark`, `wait`) as its
+    environment; none of them is a secret (the service runs as the image's root over the local socket)."""
+    return {"script": archiving.RESTORE_SCRIPT.read_text(encoding="utf-8"), "start": archiving.RESTORE_START,
+            "env": {"RESTORE_KEY": db_volume, "LINEAGE": str(request["lineage"]), "BASE": str(request["base"]),
+                    "TARGET": str(request.get("target") or ""), "ADMIN": str(request["admin"]),
+                    "DB": str(request["dbname"]), "MARK": str(request["mark"]), "COUNTS": archiving.COUNTS_SQL,
+                    "WAIT": str(int(request.get("wait") or 600))}}
 
 
 def build_context(
@@ -104,12 +115,15 @@ def build_context(
     ports: Ports | None,
     db_volume: str = DEFAULT_DB_VOLUME,
     branch: BranchMark | None = None,
+    restore: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The variables the template sees; pure data, no secrets (only `${VAR}` references). `db_volume`: the
     compose key of the db's data volume (another after a PostgreSQL major upgrade on Coolify). On the local backend
     with an owner id, the containers and the network carry it (`names.LABEL_OWNER`); Coolify marks ownership in
     its descriptions instead. A `branch` (issue 23) labels its containers with its parent and expiry
-    (`branch_labels`), and its data volume with its parent."""
+    (`branch_labels`), and its data volume with its parent. `restore` (a point-in-time restore's request, which the
+    record of a restore --to-time on Coolify carries while it switches: `restore_context`) adds the one-shot `restore`
+    service that fills the new data volume before the db starts."""
     volume_labels = {**volume_labels_of(config, spec), **(branch.volume_labels() if branch is not None else {})}
     owner = {names.LABEL_OWNER: config.owner} if backend == "local" and config.owner else {}
     return {
@@ -119,6 +133,7 @@ def build_context(
         "postgres": {**postgres_settings(spec.limits.db.memory, spec.variables),
                      **({"max_slot_wal_keep_size": spec.backup.slot_keep_setting} if spec.backup.continuous else {})},
         "backup": archiver_context(config, spec, db_volume, backend=backend) if spec.backup.continuous else None,
+        "restore": restore_context(restore, db_volume) if restore and spec.backup.continuous else None,
         "project": spec.name,
         "env": config.name,
         "backend": backend,

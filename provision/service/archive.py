@@ -10,15 +10,24 @@ refused before anything changes, naming the window."""
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from ..backends.base import Archives, DataVolumes, DroppingVolumes, OffsiteCopies
+from ..backends.base import (
+    Archives,
+    DataVolumes,
+    DroppingVolumes,
+    OffsiteCopies,
+    RestoresArchive,
+    RestoresInStack,
+)
 from ..core import archiving, roles
-from ..core.archiving import ArchiveStatus, RestoreRequest
+from ..core.archiving import ArchiveStatus, Restored, RestoreRequest
 from ..core.errors import (
+    CommandFailed,
     ConfigError,
     ConfirmationRequired,
     Interrupted,
@@ -35,7 +44,7 @@ from ..infra.clock import utc_now, utc_stamp
 from ..infra.database import quote_identifier
 from ..state import history
 from . import upgrade_state as states
-from .engine import Engine
+from .engine import Engine, Operation
 from .upgrade import Upgrades
 
 SETTLING = 4.0 * archiving.POLL_SECONDS  # seconds a restore waits for a restarted archiver to report its window
@@ -145,7 +154,10 @@ class ArchiveVerbs:
             raise ConfigError(f"{project!r} in env {target.env!r} has no continuous archive to restore from: set "
                               f"{target.spec.key('backup.continuous')}: true in {engine.config.relpath} (restore "
                               f"--from restores a dump)")
-        archives = engine.capability(Archives, target)
+        engine.capability(Archives, target)
+        # a one-off container restores (local), or the stack itself does (Coolify: a one-shot service, `_in_stack`)
+        restorer: RestoresArchive | RestoresInStack = (
+            engine.backend if isinstance(engine.backend, RestoresArchive) else engine.capability(RestoresInStack, target))
         if offsite:
             engine.capability(OffsiteCopies, target)
         else:
@@ -181,45 +193,119 @@ class ArchiveVerbs:
                                         f"'{roles.VOLUME_MARK}{new_key}'",
                 timeout=max(600.0, engine.config.health.timeout))
             op.changed = True
-            engine.reporter.step(project, f"restoring base backup {base.name} and the archive up to "
-                                          f"{archiving.iso(moment) or 'its end'} into a new volume ({new_key})")
-            try:
-                restored = archives.restore_archive(target, new_key, request)
-            except ProvisionError as exc:
-                self._drop(target, new_key)
-                if isinstance(exc, Interrupted):
-                    raise
-                raise with_note(exc, f"{project!r} still runs on its own data; nothing was changed.") from exc
-            except BaseException:
-                self._drop(target, new_key)  # no volume the record does not know of is left behind
-                raise
-            counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
-            engine.reporter.step(project, f"restored ({restored.duration:.1f} s): PostgreSQL recovered and was "
-                                          f"promoted; rows: {counts}")
             major = engine.image_majors.get(target.images.db)
             kept = {"state": states.SWITCHING, "kind": states.PITR, "label": "pitr", "image": target.images.db,
                     "major": major, "new_major": major, "volume_key": old_key,
                     "volume": engine.capability(DataVolumes, target).find_volume(target, old_key) or old_key,
                     "new_image": target.images.db, "new_volume_key": new_key, "backup": "",
                     "to_time": archiving.iso(moment), "at": utc_now()}
-            self.upgrades.record_kept(target, kept, db_volume=new_key)
+            if isinstance(restorer, RestoresInStack):
+                engine.reporter.step(project, f"restoring base backup {base.name} and the archive up to "
+                                              f"{archiving.iso(moment) or 'its end'} in the stack, into a new volume "
+                                              f"({new_key}), before its db starts there")
+                restored = self._in_stack(target, op, restorer, request, kept)
+            else:
+                restored = self._one_off(target, op, restorer, request, kept)
+        return self._restored(target, op, moment, base.name, source, restored, kept)
+
+    def _one_off(self, target: Target, op: Operation, restorer: RestoresArchive, request: RestoreRequest,
+                 kept: dict[str, Any]) -> Restored:
+        """restore --to-time with a one-off container (local): the archive restored into the new volume (dropped
+        again when that fails: nothing changed), then the stack moved there; a stack that does not start on it
+        returns to the old volume."""
+        engine, project, new_key = self.engine, target.project, str(kept["new_volume_key"])
+        engine.reporter.step(project, f"restoring base backup {request.base} and the archive up to "
+                                      f"{archiving.iso(request.target) or 'its end'} into a new volume ({new_key})")
+        try:
+            restored = restorer.restore_archive(target, new_key, request)
+        except ProvisionError as exc:
+            self._drop(target, new_key)
+            if isinstance(exc, Interrupted):
+                raise
+            raise with_note(exc, f"{project!r} still runs on its own data; nothing was changed.") from exc
+        except BaseException:
+            self._drop(target, new_key)  # no volume the record does not know of is left behind
+            raise
+        counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
+        engine.reporter.step(project, f"restored ({restored.duration:.1f} s): PostgreSQL recovered and was "
+                                      f"promoted; rows: {counts}")
+        self.upgrades.record_kept(target, kept, db_volume=new_key)
+        try:
+            engine.converge(target, op, major_change=True)
+        except Interrupted:
+            raise
+        except ProvisionError as exc:
+            engine.reporter.step(project, "the restored data did not start: returning to the data before")
             try:
-                engine.converge(target, op, major_change=True)
+                self.upgrades.return_to_kept(target, kept)
             except Interrupted:
                 raise
-            except ProvisionError as exc:
-                engine.reporter.step(project, "the restored data did not start: returning to the data before")
+            except ProvisionError as back:
+                raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
+                                     f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
+                                     f"again") from exc
+            raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
+        op.action = "restore --to-time"
+        self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        return restored
+
+    def _in_stack(self, target: Target, op: Operation, restorer: RestoresInStack, request: RestoreRequest,
+                  kept: dict[str, Any]) -> Restored:
+        """restore --to-time where the stack restores (Coolify): the record first asks for the new volume and the
+        one-shot `restore` service (upgrade_state.stack_restore), the converge applies it (the db starts only once
+        the restore succeeded), then what the restore reported is read; the record says done, and a second converge
+        drops the one-shot service. Any failure returns the stack to the old volume (kept as it was) and raises with
+        the restore's own output where it left one (CommandFailed, recovery's log tail)."""
+        engine, project = self.engine, target.project
+        asked = {"lineage": request.lineage, "base": request.base, "target": archiving.pg_time(request.target),
+                 "admin": request.admin, "dbname": request.dbname, "mark": request.mark_sql,
+                 "wait": int(request.timeout)}
+        new_key = str(kept["new_volume_key"])
+        self.upgrades.record_kept(target, {**kept, "restore": asked}, db_volume=new_key)
+        started = time.monotonic()
+        try:
+            engine.converge(target, op, major_change=True)
+            restored = restorer.restore_outcome(target, engine.observe(target, engine.record(project)), new_key)
+        except Interrupted:
+            raise
+        except ProvisionError as exc:
+            engine.reporter.step(project, "the restore did not finish or its data did not start: returning to the "
+                                          "data before")
+            try:
+                self.upgrades.return_to_kept(target, kept)
+            except Interrupted:
+                raise
+            except ProvisionError as back:
+                raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
+                                     f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
+                                     f"again") from exc
+            back_on = f"{project!r} runs on its data as it was before; nothing was lost."
+            if not isinstance(exc, CommandFailed):  # the restore's own report, read now the archiver runs again
                 try:
-                    self.upgrades.return_to_kept(target, kept)
-                except Interrupted:
-                    raise
-                except ProvisionError as back:
-                    raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
-                                         f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
-                                         f"again") from exc
-                raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
-            op.action = "restore --to-time"
-            self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+                    restorer.restore_outcome(target, engine.observe(target, engine.record(project)), new_key)
+                except CommandFailed as failed:
+                    raise with_note(failed, f"{back_on} (Coolify: {exc})") from exc
+                except ProvisionError:
+                    pass
+            raise with_note(exc, back_on) from exc
+        restored = replace(restored, duration=time.monotonic() - started)
+        # restored: the record says so (the render no longer has the one-shot service), and the stack drops it
+        self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        try:
+            engine.converge(target, op, major_change=True)
+        except Interrupted:
+            raise
+        except ProvisionError as exc:
+            raise with_note(exc, f"{project!r} was restored and runs on the restored data; its stack still has the "
+                                 f"one-shot restore service (it does nothing now): "
+                                 f"{hints.command('provision', env=target.env, project=project)} drops it") from exc
+        op.action = "restore --to-time"
+        return restored
+
+    def _restored(self, target: Target, op: Operation, moment: datetime | None, base: str, source: str,
+                  restored: Restored, kept: dict[str, Any]) -> ProjectResult:
+        engine, project = self.engine, target.project
+        counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
         reached = ("the archive holds no commit after the target: all of it was replayed"
                    if restored.reached == "end" and moment is not None else
                    f"recovery stopped at {archiving.iso(moment)}" if moment is not None else "all of the archive")
@@ -228,7 +314,7 @@ class ArchiveVerbs:
                     f"the data before the restore is kept as it was in volume {kept['volume']}: "
                     f"{self._command(target, '--finalize', '--yes')} deletes it, --rollback --yes returns to it"]
         return engine.result(target, "restore --to-time", "running", op, messages, {
-            "to_time": archiving.iso(moment), "base": base.name, "reached": restored.reached, "lineage": source,
+            "to_time": archiving.iso(moment), "base": base, "reached": restored.reached, "lineage": source,
             "volume": restored.volume, "kept_volume": kept["volume"], "row_counts": dict(restored.row_counts),
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
@@ -251,7 +337,7 @@ class ArchiveVerbs:
         if str(copy.spec.variables["db_name"]) != dbname:
             raise ConfigError(f"{to!r} would have db_name {copy.spec.variables['db_name']!r}, the archive of "
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
-        archives = engine.capability(Archives, source)
+        archives = engine.capability(RestoresArchive, source)
         request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at", mask=mask)
         engine.reporter.step(to, f"restoring {project!r}'s base backup {request.base} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
@@ -314,9 +400,12 @@ class ArchiveVerbs:
                 raise ProjectConflict(states.unfinished(target, kept) or f"{project!r}: nothing to finalize")
             self.upgrades.record_kept(target, {**kept, "state": states.FINALIZING})
             op.changed = True
-            dropped = self._drop(target, str(kept["volume_key"]))
+            try:
+                dropped = engine.capability(DroppingVolumes, target).drop_kept(target, str(kept["volume_key"]))
+                done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
+            except NotSupported as exc:  # Coolify deletes a service's volumes only with the service
+                dropped, done = None, f"{exc}: the volume {kept['volume']} stays, no longer used"
             self.upgrades.record_kept(target, {})
-        done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
         return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
     def reset_branch(self, branch: str, parent: str, at: str, *, mask: str = "") -> ProjectResult:
@@ -332,7 +421,7 @@ class ArchiveVerbs:
         source, target = engine.known_target(parent), engine.known_target(branch)
         if not source.spec.backup.continuous:
             raise ConfigError(f"reset --at: the parent {parent!r} in env {source.env!r} has no continuous archive")
-        archives = engine.capability(Archives, source)
+        archives = engine.capability(RestoresArchive, source)
         new_key = f"{DEFAULT_DB_VOLUME}_reset_{utc_stamp().lower()}"
         request = self._request(source, moment, new_key, "reset --at", mask=mask)
         with engine.operation(target, "reset --at", shared=True) as op:

@@ -225,7 +225,8 @@ class Engine:
         record = self.record(target.project)
         context = build_context(target.config, target.spec, backend=self.backend.name, ports=prepared.ports,
                                 db_volume=(record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME,
-                                branch=BranchMark.from_dict(record.branch) if record is not None else None)
+                                branch=BranchMark.from_dict(record.branch) if record is not None else None,
+                                restore=upgrade_state.stack_restore(record))
         return render_stack(target.config.template_path, context, prepared.secrets)
 
     def render(self, project: str) -> tuple[RenderedStack, Prepared]:

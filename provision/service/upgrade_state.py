@@ -43,6 +43,19 @@ def unfinished(target: Target, kept: dict[str, Any]) -> str | None:
     return None
 
 
+def stack_restore(record: ProjectRecord | None) -> dict[str, Any] | None:
+    """The restore request a restore --to-time in the stack (Coolify) recorded, while it switches to the new volume
+    (the render then adds the one-shot `restore` service: core/render.py restore_context); None otherwise, so any
+    later apply drops that service again."""
+    kept = upgrade_facts(record)
+    if record is None or kept is None or kept.get("kind") != PITR or kept["state"] != SWITCHING:
+        return None
+    request = kept.get("restore")
+    if not isinstance(request, dict) or record.db_volume != kept.get("new_volume_key"):
+        return None
+    return request
+
+
 def with_db_image(target: Target, image: str) -> Target:
     """`target` with another db image (an upgrade's old one), everything else the same."""
     return Target(target.config, replace(target.spec, images=target.images.model_copy(update={"db": image})))

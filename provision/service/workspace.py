@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..backends import create_backend
-from ..backends.base import Archives, CopiesRunningData
+from ..backends.base import CopiesRunningData, RestoresArchive
 from ..core import names
 from ..core.branches import BranchMark, parse_ttl
 from ..core.config import EnvConfig, available_envs, load_env, load_secrets_environment
@@ -121,7 +121,7 @@ class Workspace:
         lifetime = ttl if ttl is not None else dest.config.branches.ttl
         now = self.clock.time()
         from_archive = at is None and dest is source and masking is None and not schema_only and \
-            source.target(project).spec.backup.continuous and isinstance(source.backend, Archives)
+            source.target(project).spec.backup.continuous and isinstance(source.backend, RestoresArchive)
         fallback = ("copying from its continuous archive (its latest moment)" if from_archive
                     else "copying logically (pg_dump and pg_restore)")
         copier = reflink_copier(source, dest, project, to, schema_only=schema_only, fallback=fallback) \

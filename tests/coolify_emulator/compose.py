@@ -436,8 +436,11 @@ def has_healthcheck(cfg: Any) -> bool:
 
 
 def excluded_from_status(cfg: Any) -> bool:
-    """``exclude_from_hc: true`` in a compose service."""
-    return isinstance(cfg, dict) and cfg.get("exclude_from_hc") in (True, "true", 1)
+    """``exclude_from_hc: true`` or ``restart: "no"`` in a compose service (a one-shot): its sub-resource's
+    ``exclude_from_status`` (bootstrap/helpers/parsers.php:2704-2706, serviceParser). PyYAML reads an unquoted
+    ``no`` as false where Symfony's YAML 1.2 parser reads the string 'no': both count."""
+    return isinstance(cfg, dict) and (cfg.get("exclude_from_hc") in (True, "true", 1)
+                                      or cfg.get("restart") in ("no", False))
 
 
 # --------------------------------------------------------------------------------------

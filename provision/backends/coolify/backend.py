@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ...core.archiving import ArchiveFacts, Restored
 from ...core.config import EnvConfig, ProjectSpec
 from ...core.errors import CoolifyAPIError, NotSupported, ProvisionError, StateError
 from ...core.model import (
@@ -44,6 +45,7 @@ from ...infra import hints, interrupts, pgimage
 from ...infra.doctor import Check, DoctorProbe
 from ..base import Adopted, Backend
 from . import doctor, marks
+from .archives import CoolifyArchives
 from .client import CoolifyClient
 from .context import Context, Lookups
 from .create import Creator, description
@@ -82,6 +84,7 @@ class CoolifyBackend:
         self.logging = Logs(self.ctx)
         self.waits = Waits(self.ctx, self.finder, self.logging)
         self.tasks = Tasks(self.ctx)
+        self.archives = CoolifyArchives(self.tasks)
         self.mover = Mover(self.ctx, self.finder, self.waits, self.control)
         client.guard = self.locking.check  # nothing changes once a held lock may have expired
         # held from choosing a server until the service exists (coolify.servers): a run's creates never race
@@ -362,6 +365,15 @@ class CoolifyBackend:
         refs = self.observe(target, None).handle
         uuid = refs.service_uuid if isinstance(refs, Refs) else None
         return volume_name(uuid, volume_key) if uuid else None
+
+    # --- continuous archiving: archives.py (tasks in the archiver; restores in the stack) ------------------------
+    def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        return self.archives.facts(target, observed, lineage)
+
+    def restore_outcome(self, target: Target, observed: Observed, volume_key: str) -> Restored:
+        restored = self.archives.outcome(target, observed, volume_key)
+        uuid = observed.handle.service_uuid if isinstance(observed.handle, Refs) else None
+        return replace(restored, volume=volume_name(uuid, volume_key)) if uuid else restored
 
     # --- move to another server: move.py ----------------------------------------------------------------
     def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:

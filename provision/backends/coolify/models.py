@@ -177,7 +177,11 @@ class Service:
 
     @classmethod
     def parse(cls, data: Mapping[str, object]) -> Service:
-        containers = [App.parse(item) for item in (*_items(data.get("applications")), *_items(data.get("databases")))]
+        # a container Coolify's own status leaves out (`restart: "no"` or `exclude_from_hc`: a one-shot such as the
+        # restore of restore --to-time, exited once done; bootstrap/helpers/parsers.php `exclude_from_status`) is
+        # left out here too: the stack is up when the others are
+        containers = [App.parse(item) for item in (*_items(data.get("applications")), *_items(data.get("databases")))
+                      if not item.get("exclude_from_status")]
         destination = data.get("destination")
         nested = destination.get("server") if isinstance(destination, dict) else None
         return cls(str(data.get("uuid")), _text(data.get("name")), str(data.get("description") or ""),

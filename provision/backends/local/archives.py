@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 
-from ...core import names
+from ...core import archiving, names
 from ...core.archiving import (
     REPOSITORY_PATH,
     REPOSITORY_VOLUME,
@@ -25,73 +25,8 @@ from ...core.render import volume_labels_of
 from .engine import COMPOSE_PROJECT_LABEL, COMPOSE_VOLUME_LABEL, HELPER_LABEL, Engine
 from .volumes import DataVolumes
 
-# reads one lineage of the repository: status.json, then each complete base's backup_info, between markers
-_READ = r"""D="$1"
-if [ -f "$D/status.json" ]; then echo '=== status'; cat "$D/status.json"; fi
-if [ -f "$D/offsite.json" ]; then echo '=== offsite'; cat "$D/offsite.json"; fi
-for b in $(ls "$D/base" 2>/dev/null | grep -v '^tmp-'); do
-  [ -f "$D/base/$b/backup_info" ] && { echo "=== base $b"; cat "$D/base/$b/backup_info"; }
-done
-exit 0"""
-
-# restores into the volume mounted at $P (empty): see the module's docstring; prints COUNT lines and REACHED
-_RESTORE = r"""set -eu
-P=/var/lib/postgresql/data; W="/repo/$LINEAGE/wal"
-[ -z "$(ls -A "$P" 2>/dev/null)" ] || { echo "the new data volume is not empty" >&2; exit 3; }
-tar -xzf "/repo/$LINEAGE/base/$BASE/base.tar.gz" -C "$P"
-rm -f "$P/postmaster.pid"; touch "$P/recovery.signal"
-mkdir -p /var/run/postgresql
-chown -R postgres:postgres "$P" /var/run/postgresql; chmod 700 "$P"
-if command -v gosu >/dev/null 2>&1; then as="gosu postgres"
-elif command -v su-exec >/dev/null 2>&1; then as="su-exec postgres"
-else as="setpriv --reuid=postgres --regid=postgres --init-groups"; fi
-rc="if [ -f $W/%f ]; then cp $W/%f %p; elif [ -f $W/%f.partial ]; then cp $W/%f.partial %p; else exit 1; fi"
-run() {
-  $as postgres -D "$P" -c listen_addresses= -c hot_standby=off -c "restore_command=$rc" "$@" >/tmp/pg.log 2>&1 &
-  pid=$!; i=0
-  while :; do
-    if ! kill -0 $pid 2>/dev/null; then return 1; fi
-    s=$($as psql -X -A -t -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c 'SELECT pg_is_in_recovery()' 2>/dev/null || true)
-    [ "$s" = f ] && return 0
-    i=$((i + 1)); [ $i -gt $((WAIT * 4)) ] && { echo "recovery did not end in $WAIT s" >&2; tail -n 20 /tmp/pg.log >&2; exit 4; }
-    sleep 0.25
-  done
-}
-reached=target
-if [ -n "$TARGET" ]; then
-  if ! run -c "recovery_target_time=$TARGET" -c recovery_target_action=promote; then
-    if grep -q 'recovery ended before configured recovery target was reached' /tmp/pg.log; then
-      reached=end  # no commit after the target in the archive: all of it is the state at the target
-      run || { tail -n 20 /tmp/pg.log >&2; exit 5; }
-    else tail -n 20 /tmp/pg.log >&2; exit 5; fi
-  fi
-else
-  reached=end; run || { tail -n 20 /tmp/pg.log >&2; exit 5; }
-fi
-if [ "$reached" = end ]; then  # all of the archive was replayed: it must have reached the archive's newest segment
-  redo=$(sed -n 's/.*redo done at \([0-9A-F]*\)\/\([0-9A-F]*\).*/\1 \2/p' /tmp/pg.log | tail -n 1)
-  newest=$(ls "$W" | sed -n 's/^[0-9A-F]\{8\}\([0-9A-F]\{16\}\).*/\1/p' | sort | tail -n 1)
-  if [ -n "$redo" ] && [ -n "$newest" ]; then
-    set -- $redo
-    seg=$(( (0x$1 * 4294967296 + 0x$2) / 16777216 ))
-    last=$(( 0x$(echo "$newest" | cut -c1-8) * 256 + 0x$(echo "$newest" | cut -c9-16) ))
-    if [ "$seg" -lt "$last" ]; then
-      echo "recovery stopped at $1/$2, before the archive's newest WAL segment: a segment is missing or damaged" >&2
-      tail -n 20 /tmp/pg.log >&2; exit 6
-    fi
-  fi
-fi
-echo "REACHED $reached"
-$as psql -X -A -t -F ' ' -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$COUNTS" | sed 's/^/COUNT /'
-$as psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$MARK"
-$as pg_ctl -D "$P" stop -m fast -w -t 120 >/dev/null
-grep -E 'recovery stopping|last completed transaction|redo done|selected new timeline' /tmp/pg.log | sed 's/^/LOG /' || true"""
-
-# every table's exact row count (query_to_xml: one statement, no function to create)
-_COUNTS = ("SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
-           "FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text FROM pg_class c JOIN pg_namespace n ON "
-           "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
-           "'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 1")
+_READ = archiving.READ_SCRIPT
+_COUNTS = archiving.COUNTS_SQL
 
 
 def read_archive(engine: Engine, image: str, repository: str, lineage: str, running: bool, *,
@@ -107,19 +42,7 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
     result = engine.compose.runner.run(argv, timeout=120)
     if result.returncode != 0:
         raise CommandFailed(argv[:-3], result.returncode, result.stderr, hint=f"read the archive in {repository}")
-    status: str | None = None
-    offsite: str | None = None
-    infos: dict[str, str] = {}
-    for part in result.stdout.split("=== ")[1:]:
-        head, _, body = part.partition("\n")
-        if head == "status":
-            status = body.strip()
-        elif head == "offsite":
-            offsite = body.strip()
-        elif head.startswith("base "):
-            infos[head.removeprefix("base ").strip()] = body
-    return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos,
-                        offsite_running=offsite_running, offsite_text=offsite)
+    return archiving.parse_read(result.stdout, lineage, running, offsite_running=offsite_running)
 
 
 def create_volume(engine: Engine, project_name: str, key: str, labels: Mapping[str, str], owner: str | None) -> str:
@@ -150,7 +73,7 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
             "--volume", f"{volume}:/var/lib/postgresql/data", "--volume", f"{repository}:{REPOSITORY_PATH}:ro",
             "-e", f"LINEAGE={request.lineage}", "-e", f"BASE={request.base}", "-e", f"TARGET={pg_time(request.target)}",
             "-e", f"ADMIN={request.admin}", "-e", f"DB={request.dbname}", "-e", f"MARK={request.mark_sql}",
-            "-e", f"COUNTS={_COUNTS}", "-e", f"WAIT={int(request.timeout)}", request.image, "-c", _RESTORE]
+            "-e", f"COUNTS={_COUNTS}", "-e", f"WAIT={int(request.timeout)}", request.image, "-c", archiving.RESTORE_SCRIPT.read_text(encoding="utf-8")]
     started = time.monotonic()
     try:
         result = engine.compose.runner.run(argv, timeout=request.timeout + 120)
@@ -161,17 +84,7 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
         raise CommandFailed(["docker", "run", "...", request.image, "restore"], result.returncode,
                             result.stdout[-2000:] + result.stderr[-4000:],
                             hint="restore the archive into a new volume (PostgreSQL's log above)")
-    counts: dict[str, int] = {}
-    reached, log = "", []
-    for line in result.stdout.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "COUNT" and " " in rest:
-            table, _, number = rest.rpartition(" ")
-            counts[table] = int(number) if number.isdigit() else 0
-        elif kind == "REACHED":
-            reached = rest.strip()
-        elif kind == "LOG":
-            log.append(rest.strip())
+    reached, counts, log = archiving.parse_restored(result.stdout)
     return Restored(volume=volume, reached=reached, row_counts=counts, log=tuple(log),
                     duration=time.monotonic() - started)
 

@@ -1,0 +1,88 @@
+"""Continuous archiving on Coolify, through its API only: the archive is read, and a restore's report is read, by
+one-off scheduled tasks in the stack's `archiver` container (it mounts the repository volume). Each task command is
+one short line (Coolify stores at most 255 characters): the reading script itself is in the archiver's environment
+(ARCHIVE_READ, rendered for Coolify only), and a restore's report is a file the one-shot `restore` service left in the
+repository (core/archiving.py RESTORE_START)."""
+
+from __future__ import annotations
+
+import re
+
+from ...core import archiving
+from ...core.archiving import REPOSITORY_PATH, ArchiveFacts, Restored
+from ...core.errors import CommandFailed, ProvisionError
+from ...core.model import Observed, Target
+from .models import Refs
+from .tasks import TASK_NAME_MAX, Tasks
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # a lineage or volume key: what may stand unquoted in a task command
+# the archiver's environment has ARCHIVE_READ; any other container (a task runs in the only running one, whatever
+# it names: app/Jobs/ScheduledTaskJob.php:130-152) is refused before it reads anything
+_GUARD = '[ -n "$ARCHIVE_READ" ]||{ echo PROVISION_NO_ARCHIVE_READ;exit 97;};'
+NO_REPORT = "PROVISION_NO_RESTORE_REPORT"
+READ_TIMEOUT = 60.0
+
+
+def read_command(lineage: str) -> str:
+    """The task command that prints `lineage`'s facts (archiving.READ_SCRIPT, from the archiver's environment)."""
+    return f'{_GUARD}sh -c "$ARCHIVE_READ" read {REPOSITORY_PATH}/{_checked(lineage)}'
+
+
+def report_command(volume_key: str) -> str:
+    """The task command that prints the report of the restore into `volume_key`: `RC <exit code>` and its output,
+    or NO_REPORT when it left none."""
+    out = f"{archiving.RESTORE_OUTCOME}{_checked(volume_key)}"
+    return f'{_GUARD}O={out};[ -f $O.rc ]||{{ echo {NO_REPORT};exit 0;}};echo "RC $(cat $O.rc)";cat $O.log'
+
+
+def _checked(name: str) -> str:
+    if not _NAME.match(name):
+        raise ProvisionError(f"{name!r} is no lineage or volume key (letters, digits, '_', '.', '-')")
+    return name
+
+
+class CoolifyArchives:
+    """`Archives` and `RestoresInStack` of the Coolify backend."""
+
+    def __init__(self, tasks: Tasks) -> None:
+        self.tasks = tasks
+
+    def _run(self, target: Target, observed: Observed, command: str, purpose: str) -> str:
+        refs = observed.handle if isinstance(observed.handle, Refs) else None
+        if refs is None or refs.service_uuid is None or not observed.exists:
+            raise ProvisionError(f"{target.project!r} has no Coolify service in env {target.env!r}")
+        name = f"provision-{target.project}-{target.env}-{purpose}"[:TASK_NAME_MAX]
+        try:
+            return self.tasks.run_task(refs.service_uuid, "archiver", [command], timeout=READ_TIMEOUT, name=name)
+        except ProvisionError as exc:
+            if "PROVISION_NO_ARCHIVE_READ" in str(exc):
+                raise ProvisionError(f"the archiver of {target.project!r} in env {target.env!r} has no ARCHIVE_READ "
+                                     f"(its stack was rendered by an earlier provision, or the task ran in another "
+                                     f"container): provision it again, then retry") from exc
+            raise
+
+    def facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        """`Archives.archive_facts`: a task in the archiver prints the lineage's files; an archiver that does not run
+        is said so (no task: nothing else mounts the repository)."""
+        running = bool((archiver := observed.services.get("archiver")) and archiver.running)
+        offsite_running = bool((offsite := observed.services.get("offsite")) and offsite.running)
+        if not running:
+            return ArchiveFacts(lineage=lineage, running=False, status_text=None, offsite_running=offsite_running)
+        output = self._run(target, observed, read_command(lineage), "backups")
+        return archiving.parse_read(output, lineage, running, offsite_running=offsite_running)
+
+    def outcome(self, target: Target, observed: Observed, volume_key: str) -> Restored:
+        """`RestoresInStack.restore_outcome`: the restore's report read by a task in the archiver."""
+        output = self._run(target, observed, report_command(volume_key), "restore-report")
+        if NO_REPORT in output:
+            raise ProvisionError(f"the restore into {volume_key} of {target.project!r} left no report in the "
+                                 f"repository: it did not run")
+        head, _, log = output.partition("\n")
+        code = head.removeprefix("RC ").strip()
+        if not head.startswith("RC ") or not code.lstrip("-").isdigit():
+            raise ProvisionError(f"the restore report of {volume_key} is unreadable: {output[:200]!r}")
+        if int(code) != 0:
+            raise CommandFailed(["restore", volume_key], int(code), log[-4000:],
+                                hint="the one-shot restore service of the stack (PostgreSQL's log above)")
+        reached, counts, lines = archiving.parse_restored(log)
+        return Restored(volume=volume_key, reached=reached, row_counts=counts, log=tuple(lines))
