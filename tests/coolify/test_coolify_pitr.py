@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from provision.core.archiving import POLL_SECONDS
 from tests.conftest import sql
 from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
@@ -30,13 +31,15 @@ def _archive(box: Sandbox) -> dict[str, Any]:
 
 
 def _when(box: Sandbox, ready: Any, timeout: float = 90) -> dict[str, Any]:
+    """The archive's status once `ready(status)` holds, read every POLL_SECONDS (the archiver writes it as often;
+    a read costs a dozen requests of the 200 a minute Coolify allows a user)."""
     deadline = time.monotonic() + timeout
     while True:
         status = _archive(box)
         if ready(status):
             return status
         assert time.monotonic() < deadline, f"the archive never got there: {status}"
-        time.sleep(1)
+        time.sleep(POLL_SECONDS)
 
 
 def _moment(text: str) -> datetime:
