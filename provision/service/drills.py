@@ -21,6 +21,7 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+from ..backends.base import RestoresArchive
 from ..core import archiving
 from ..core.errors import ConfigError, ProvisionError
 from ..core.results import ProjectResult
@@ -69,6 +70,7 @@ class Drills:
         if not target.spec.backup.continuous:
             raise ConfigError(f"verify: {project!r} in env {target.env!r} has no continuous archive to drill: set "
                               f"{target.spec.key('backup.continuous')}: true in {engine.config.relpath}")
+        engine.capability(RestoresArchive, target)  # a drill restores into a throwaway project: refused first
         moment = None
         if at is not None:
             try:

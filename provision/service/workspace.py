@@ -210,6 +210,7 @@ class Workspace:
         if dest is not source:
             raise ConfigError("clone --at makes the copy in the same env, without --set (its archive is on that "
                               "env's engine): drop --to-env and --set")
+        source.engine.capability(RestoresArchive, source.engine.known_target(project))  # before anything is written
         previous = source.record(to)
         source.engine.write((previous or ProjectRecord(project=to, env=source.env)).evolve(branch=mark.to_dict()),
                             previous)  # before it is created: its containers are labelled a branch from the start

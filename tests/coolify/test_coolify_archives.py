@@ -20,7 +20,7 @@ from provision.backends.coolify.archives import read_command, report_command
 from provision.backends.coolify.tasks import TASK_COMMAND_MAX
 from provision.core import archiving
 from provision.core.errors import ProvisionError
-from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox
+from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox, stack_changes
 from tests.coolify_emulator import REALISTIC, CoolifyEmulator
 from tests.coolify_emulator.state import Service
 from tests.emulator_selftest.test_request_shapes import FakePsql
@@ -119,6 +119,13 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         f"DELETE /services/{uuid}/scheduled-tasks/T"]
     assert _refused(emu) == [] and not emu.find_services()[0].get("scheduled_tasks")
     assert box.cli("backups", "--check", "--project=shop", check=False).returncode == 0
+
+    # what needs a one-off container is refused before anything changes
+    emu.requests.clear()
+    for argv in (("verify", "--project=shop"), ("clone", "--project=shop", "--to=past", "--at=latest")):
+        refused = box.cli(*argv, check=False)
+        assert refused.returncode != 0 and "one-off container" in refused.output, refused.output
+    assert stack_changes(emu) == [] and not (box.state_dir / box.env / "past").exists()
 
     # an archiver that does not run: failed, said without a task
     emu.set_service_status(uuid, "exited", app="archiver")
