@@ -284,7 +284,8 @@ class ArchiveVerbs:
                 try:
                     restorer.restore_outcome(target, engine.observe(target, engine.record(project)), new_key)
                 except CommandFailed as failed:
-                    raise with_note(failed, f"{back_on} (Coolify: {exc})") from exc
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    raise with_note(failed, f"{back_on} (the stack on the restored volume: {first})") from exc
                 except ProvisionError:
                     pass
             raise with_note(exc, back_on) from exc
