@@ -27,13 +27,14 @@ from ..core.errors import (
     ProvisionError,
     with_note,
 )
-from ..core.model import Target
+from ..core.model import Observed, Target
 from ..core.render import DEFAULT_DB_VOLUME
 from ..core.results import ProjectResult
 from ..infra import hints
 from ..infra.clock import utc_now, utc_stamp
 from ..infra.database import quote_identifier
 from ..state import history
+from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .engine import Engine
 from .upgrade import Upgrades
@@ -93,15 +94,12 @@ class ArchiveVerbs:
 
     def _read(self, target: Target, lineage: str | None = None) -> ArchiveStatus:
         """The status of `lineage` (default: the current data volume's)."""
-        archives = self.engine.capability(Archives, target)
         record = self.engine.record(target.project)
         observed = self.engine.observe(target, record)
-        lineage = lineage or self._lineage(target)
-        return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, self.now())
+        return read_archive(self.engine, target, observed, lineage or self._lineage(target), self.now())
 
     def _lineage(self, target: Target) -> str:
-        record = self.engine.record(target.project)
-        return (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+        return lineage_of(self.engine.record(target.project))
 
     def _pull(self, target: Target, system_id: str | None) -> str:
         """Pull a copy of the store (backup.offsite) into the repository volume: the one of cluster `system_id`, or
@@ -405,6 +403,17 @@ class ArchiveVerbs:
     @staticmethod
     def _command(target: Target, *flags: str) -> str:
         return hints.command("restore", *flags, env=target.env, project=target.project)
+
+
+def lineage_of(record: ProjectRecord | None) -> str:
+    """The lineage a project's archive is read as: its current data volume's compose key."""
+    return (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+
+
+def read_archive(engine: Engine, target: Target, observed: Observed, lineage: str, now: datetime) -> ArchiveStatus:
+    """The status of `target`'s archive of `lineage` (NotSupported where the backend cannot read it)."""
+    archives = engine.capability(Archives, target)
+    return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, now)
 
 
 def failing(archives: list[ProjectArchive]) -> list[ProjectArchive]:

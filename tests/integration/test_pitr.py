@@ -121,11 +121,24 @@ def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
     """`backups --check` exits 1 when the archiver's container stops, and says why."""
     _when(sandbox, lambda s: s["health"] == "ok")
     assert sandbox.cli("backups", "--project=shop", "--check").returncode == 0
+    assert _backup_column(sandbox) == ("ok", "ok")
     subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
                    timeout=60, check=True)
     failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
     assert _archive(sandbox)["health"] == "failed"
+    assert _backup_column(sandbox) == ("failed", "failed")
+    assert "backup failed: the archiver container is not running" in sandbox.cli("status", "--project=shop").output
+
+
+def _backup_column(sandbox: Sandbox) -> tuple[str, str]:
+    """`status`'s backup health of shop: in its JSON, and in the BACKUP column of its table."""
+    found = sandbox.cli("status", "--json").json()["projects"]
+    health = next(p for p in found if p["project"] == "shop")["details"]["backup"]["health"]
+    lines = sandbox.cli("status").output.splitlines()
+    header = next(line for line in lines if line.startswith("PROJECT"))
+    row = next(line for line in lines if line.startswith("shop "))
+    return health, row[header.index("BACKUP"):].split()[0]
 
 
 def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> None:

@@ -23,6 +23,7 @@ from ...core.errors import CommandFailed, ProvisionError
 from ...core.model import Observed, Target
 from ...core.render import volume_labels_of
 from .engine import COMPOSE_PROJECT_LABEL, COMPOSE_VOLUME_LABEL, HELPER_LABEL, Engine
+from .facts import exec_not_started
 from .volumes import DataVolumes
 
 # reads one lineage of the repository: status.json, then each complete base's backup_info, between markers
@@ -107,10 +108,27 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
     result = engine.compose.runner.run(argv, timeout=120)
     if result.returncode != 0:
         raise CommandFailed(argv[:-3], result.returncode, result.stderr, hint=f"read the archive in {repository}")
+    return parse_read(result.stdout, lineage, running=running, offsite_running=offsite_running)
+
+
+def read_running(engine: Engine, container: str, lineage: str, *, offsite_running: bool = False) -> ArchiveFacts:
+    """The facts of `lineage` read inside the running archiver `container` (an exec: no container to create)."""
+    argv = ["docker", "exec", container, "sh", "-c", _READ, "read", f"{REPOSITORY_PATH}/{lineage}"]
+    for _ in range(3):  # an exec that never started ran nothing: it is sent again
+        result = engine.compose.runner.run(argv, timeout=60)
+        if not exec_not_started(result.returncode, result.stderr):
+            break
+    if result.returncode != 0:
+        raise CommandFailed(argv[:4], result.returncode, result.stderr, hint=f"read the archive in {container}")
+    return parse_read(result.stdout, lineage, running=True, offsite_running=offsite_running)
+
+
+def parse_read(stdout: str, lineage: str, *, running: bool, offsite_running: bool) -> ArchiveFacts:
+    """_READ's output (status.json, offsite.json and each base's backup_info between `=== ` markers) as facts."""
     status: str | None = None
     offsite: str | None = None
     infos: dict[str, str] = {}
-    for part in result.stdout.split("=== ")[1:]:
+    for part in stdout.split("=== ")[1:]:
         head, _, body = part.partition("\n")
         if head == "status":
             status = body.strip()
@@ -176,11 +194,15 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
                     duration=time.monotonic() - started)
 
 
-def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
-    """`Archives.archive_facts` on the local engine: the repository volume read with the db image."""
-    repository = data.find(REPOSITORY_VOLUME)
-    running = bool((archiver := observed.services.get("archiver")) and archiver.running)
+def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed, lineage: str, *,
+          archiver: str | None = None) -> ArchiveFacts:
+    """`Archives.archive_facts` on the local engine: read inside the running `archiver` container when there is
+    one, else the repository volume read with a throwaway container of the db image."""
+    running = bool((service := observed.services.get("archiver")) and service.running)
     offsite_running = bool((offsite := observed.services.get("offsite")) and offsite.running)
+    if archiver is not None:
+        return read_running(engine, archiver, lineage, offsite_running=offsite_running)
+    repository = data.find(REPOSITORY_VOLUME)
     if repository is None:
         return ArchiveFacts(lineage=lineage, running=running, status_text=None, offsite_running=offsite_running)
     return read_archive(engine, target.images.db, repository, lineage, running,
