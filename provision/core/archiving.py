@@ -493,8 +493,9 @@ def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> li
 @dataclass(frozen=True)
 class RestoreRequest:
     """A point-in-time restore into a new data volume: from `base` of `lineage`, replaying the archive up to
-    `target` (None: all of it), on `image`; `admin` and `dbname` to check it with, `mark_sql` to mark the database
-    with its new volume (roles.VOLUME_MARK), within `timeout` seconds of recovery."""
+    `target` (None: all of it), or up to and including the commit of transaction `target_xid` when given (a restore
+    drill's marker: `target` then only chose the base); on `image`; `admin` and `dbname` to check it with,
+    `mark_sql` to mark the database with its new volume (roles.VOLUME_MARK), within `timeout` seconds of recovery."""
 
     lineage: str
     base: str
@@ -504,6 +505,7 @@ class RestoreRequest:
     dbname: str
     mark_sql: str
     timeout: float = 600.0
+    target_xid: int | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ refused before anything changes, naming the window."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,10 +232,11 @@ class ArchiveVerbs:
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
     def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult],
-              remove: Callable[[str], object], *, mask: str = "") -> ProjectResult:
+              remove: Callable[[str], object], *, mask: str = "", xid: int | None = None) -> ProjectResult:
         """A new project `to` made from `project`'s archive at `at` (branch from the past): the archive restored
         into `to`'s new data volume by a one-off container, then `provision(to)` creates its stack on it (its own
-        secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`)."""
+        secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`).
+        With `xid`, recovery stops right after that transaction's commit (`at`, its time, chooses the base)."""
         engine = self.engine
         try:
             moment = archiving.parse_time(at, self.now())
@@ -251,6 +253,8 @@ class ArchiveVerbs:
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
         archives = engine.capability(Archives, source)
         request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at", mask=mask)
+        if xid is not None:
+            request = dataclasses.replace(request, target_xid=xid)
         engine.reporter.step(to, f"restoring {project!r}'s base backup {request.base} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
         # the copy's secrets (and ports) first: a backend refuses to make new ones beside existing data

@@ -59,8 +59,9 @@ run() {
   done
 }
 reached=target
-if [ -n "$TARGET" ]; then
-  if ! run -c "recovery_target_time=$TARGET" -c recovery_target_action=promote; then
+if [ -n "$XID" ]; then goal="recovery_target_xid=$XID"; else goal="recovery_target_time=$TARGET"; fi
+if [ -n "$TARGET$XID" ]; then
+  if ! run -c "$goal" -c recovery_target_action=promote; then
     if grep -q 'recovery ended before configured recovery target was reached' /tmp/pg.log; then
       reached=end  # no commit after the target in the archive: all of it is the state at the target
       run || { tail -n 20 /tmp/pg.log >&2; exit 5; }
@@ -167,6 +168,7 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
             *(["--label", f"{names.LABEL_OWNER}={owner}"] if owner else []),
             "--volume", f"{volume}:/var/lib/postgresql/data", "--volume", f"{repository}:{REPOSITORY_PATH}:ro",
             "-e", f"LINEAGE={request.lineage}", "-e", f"BASE={request.base}", "-e", f"TARGET={pg_time(request.target)}",
+            "-e", f"XID={request.target_xid or ''}",
             "-e", f"ADMIN={request.admin}", "-e", f"DB={request.dbname}", "-e", f"MARK={request.mark_sql}",
             "-e", f"COUNTS={_COUNTS}", "-e", f"WAIT={int(request.timeout)}", request.image, "-c", _RESTORE]
     started = time.monotonic()
