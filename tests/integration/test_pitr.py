@@ -8,11 +8,17 @@ import random
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from provision.backends.local import archives
+from provision.backends.local.compose import ComposeCLI
+from provision.backends.local.engine import Engine
+from provision.core import archiving
+from provision.core.roles import ADMIN
 from tests.conftest import Sandbox, sql
 
 PG17 = "provision-test/postgres:17"
@@ -142,8 +148,10 @@ def _backup_column(sandbox: Sandbox) -> tuple[str, str]:
 
 
 def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> None:
-    """A writer commits one row per transaction, noting the time before and after each; a target in the gap between
-    two commits must restore exactly the rows committed before it."""
+    """A writer commits one row per transaction, noting the time before and after each, and keeps writing while the
+    restores run; 20 random targets in the gaps between two commits must each restore exactly the rows committed
+    before it. Each is restored by the product's own one-off restore (the base chosen for the target, the archive
+    replayed, promoted, counted) into a volume of its own; one of them also through `restore --to-time` and back."""
     db_url = _start(sandbox, PG17)
     _when(sandbox, lambda s: s["health"] == "ok")
     sql(db_url, "create table counter (id bigint primary key)")
@@ -158,22 +166,48 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
                 before = datetime.now(UTC)
                 conn.execute("insert into counter values (%s)", (n,))
                 commits.append((n, before, datetime.now(UTC)))
-                time.sleep(random.uniform(0.02, 0.15))  # noqa: S311 - a test's jitter
+                time.sleep(random.uniform(0.01, 0.08))  # noqa: S311 - a test's jitter
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(6)
-    stop.set()
-    writer.join(timeout=30)
-    rng = random.Random(22)  # noqa: S311
-    picks = sorted(rng.sample(range(len(commits) - 1), 3))
-    targets = [(commits[i][0], commits[i][2] + (commits[i + 1][1] - commits[i][2]) / 2) for i in picks]
-    _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
-    for expected, moment in targets:
-        # after a rollback the archiver resumes the old lineage's slot: until it streams again a restore is refused,
-        # nothing changed (a user retries)
+    try:
+        time.sleep(6)
+        written = list(commits)
+        rng = random.Random(22)  # noqa: S311
+        picks = sorted(rng.sample(range(len(written) - 1), 20))
+        targets = [(written[i][0], written[i][2] + (written[i + 1][1] - written[i][2]) / 2) for i in picks]
+        _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
+        engine = Engine(ComposeCLI())
+        repository = f"{sandbox.compose_name('shop')}_{archiving.REPOSITORY_VOLUME}"
+        facts = archives.read_archive(engine, PG17, repository, "pgdata", True, label=sandbox.env, owner=None)
+        status = archiving.read_status(facts, archiving.BackupSettings(continuous=True), datetime.now(UTC))
+        labels = {"io.provision.managed": "true", "io.provision.env": sandbox.env}
+
+        def restore(index: int, moment: datetime) -> int:
+            base = archiving.base_for(moment, status.bases)
+            assert base is not None
+            volume = archives.create_volume(engine, f"{sandbox.compose_name('shop')}-t{index}", "pgdata", labels, None)
+            try:
+                request = archiving.RestoreRequest(lineage="pgdata", base=base.name, target=moment, image=PG17,
+                                                   admin=ADMIN, dbname="app", mark_sql="SELECT 1")
+                made = archives.restore(engine, request, repository=repository, volume=volume, label=sandbox.env,
+                                        owner=None)
+                return made.row_counts["public.counter"]
+            finally:
+                subprocess.run(["docker", "volume", "rm", volume], capture_output=True, timeout=60, check=True)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            found = list(pool.map(lambda it: restore(it[0], it[1][1]), enumerate(targets)))
+        assert found == [expected for expected, _ in targets], [_iso(moment) for _, moment in targets]
+        # and one through restore --to-time while the writer keeps writing (its connection ends with the switch)
+        stop.set()
+        writer.join(timeout=30)
+        expected, moment = targets[len(targets) // 2]
         _when(sandbox, lambda s: s["health"] == "ok" and s["lineage"] == "pgdata")
         sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes")
         assert sql(db_url, "select max(id) from counter")[0][0] == expected, f"target {_iso(moment)}"
         sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
-    assert sql(db_url, "select max(id) from counter")[0][0] == commits[-1][0]
+        assert sql(db_url, "select max(id) from counter")[0][0] == commits[-1][0]
+    finally:
+        stop.set()
+        writer.join(timeout=30)
