@@ -304,6 +304,10 @@ class ArchiveFacts:
     infos: Mapping[str, str] = field(default_factory=dict)
     offsite_running: bool = False  # the offsite service's container runs (backup.offsite)
     offsite_text: str | None = None  # its offsite.json
+    # the replication slot as the database tells it, read when the archiver is not running: its wal_status (None: no
+    # slot) and the bytes of WAL it holds back on the db's disk
+    slot_status: str | None = None
+    slot_held_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -379,6 +383,7 @@ class ArchiveStatus:
     last_error: str | None = None  # the last error, even when it has passed (a restart of the db, say)
     last_error_at: datetime | None = None
     offsite: OffsiteStatus | None = None  # backup.offsite's copy
+    slot_held_bytes: int | None = None  # WAL the replication slot holds back on the db's disk (None: not known)
 
     @property
     def last_base(self) -> BaseBackup | None:
@@ -393,7 +398,23 @@ class ArchiveStatus:
                 "bases": len(self.bases), "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
                 "size_bytes": self.size_bytes, "error": self.error, "last_error": self.last_error,
                 "last_error_at": iso(self.last_error_at), "updated": iso(self.updated),
-                "offsite": self.offsite.to_dict() if self.offsite else None}
+                "offsite": self.offsite.to_dict() if self.offsite else None,
+                "slot_held_bytes": self.slot_held_bytes}
+
+
+SLOT_WARNING = 0.5  # of max_slot_wal_keep_size held back by the slot: the health says so before the slot is lost
+
+
+def slot_note(held: int | None, status: str | None, limit: int) -> str | None:
+    """What the replication slot's hold on the db's disk means, for a reason; None when it holds nothing known."""
+    if status == "lost":
+        return (f"its replication slot was lost: it held more than max_slot_wal_keep_size ({show_size(limit)}), so "
+                f"the archive has a gap and starts a new window when the archiver runs again")
+    if held is None or held < 0:
+        return None
+    left = max(0, limit - held)
+    return (f"its replication slot holds {show_size(held)} of WAL on the db's disk, {show_size(left)} before "
+            f"max_slot_wal_keep_size ({show_size(limit)}) drops it and the archive gets a gap")
 
 
 def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
@@ -440,6 +461,15 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                                    f"(max_lag {show_duration(settings.max_lag)})")
     elif window is None:
         health, reason = "stale", "the archive has not yet reached the newest base backup's end"
+    held = facts.slot_held_bytes if facts.slot_held_bytes is not None else (
+        int(lag_bytes) if lag_bytes is not None and lag_bytes >= 0 else None)
+    note = slot_note(held, facts.slot_status, settings.max_slot_wal_keep_size)
+    if note is not None and (health != "ok" or facts.slot_status == "lost"
+                             or (held or 0) >= SLOT_WARNING * settings.max_slot_wal_keep_size):
+        if health == "ok":
+            health, reason = "stale", note
+        else:
+            reason = f"{reason}; {note}"
     offsite = (offsite_status(facts, settings.offsite, now, settings.max_lag)
                if settings.offsite is not None and settings.continuous else None)
     if offsite is not None and offsite.health != "ok" and health == "ok":
@@ -448,7 +478,7 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                          lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
                          size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
                          error=error, updated=updated, last_error=last_error,
-                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite)
+                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite, slot_held_bytes=held)
 
 
 def _number(value: object) -> float | None:

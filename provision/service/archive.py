@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..backends.base import Archives, DataVolumes, DroppingVolumes, OffsiteCopies
+from ..backends.base import Archives, DataVolumes, DroppingVolumes, OffsiteCopies, RunsSql
 from ..core import archiving, roles
 from ..core.archiving import ArchiveStatus, RestoreRequest
 from ..core.errors import (
@@ -385,7 +385,7 @@ class ArchiveVerbs:
         # for a little, up to SETTLING seconds; one that does not run, or a target outside a window, is said at once
         deadline = self.engine.clock() + SETTLING
         while (status.window is None or (moment is not None and moment > status.window.latest)) \
-                and status.reason != archiving.NOT_RUNNING and self.engine.clock() < deadline:
+                and not status.reason.startswith(archiving.NOT_RUNNING) and self.engine.clock() < deadline:
             self.engine.sleep(1.0)
             status = self._read(target, lineage)
         refused = archiving.refusal(moment, status)
@@ -415,9 +415,22 @@ def lineage_of(record: ProjectRecord | None) -> str:
 
 
 def read_archive(engine: Engine, target: Target, observed: Observed, lineage: str, now: datetime) -> ArchiveStatus:
-    """The status of `target`'s archive of `lineage` (NotSupported where the backend cannot read it)."""
+    """The status of `target`'s archive of `lineage` (NotSupported where the backend cannot read it). When its
+    archiver does not run, the replication slot's hold on the db's disk is asked of the database (where the backend
+    runs SQL and the db runs), so that the health says how far the slot is from being dropped."""
     archives = engine.capability(Archives, target)
-    return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, now)
+    facts = archives.archive_facts(target, observed, lineage)
+    db = observed.services.get("db")
+    if not facts.running and isinstance(engine.backend, RunsSql) and db is not None and db.running:
+        with contextlib.suppress(ProvisionError):
+            found = engine.backend.run_sql(target, observed, _SLOT, timeout=30, purpose="slot").strip().split("|")
+            facts = dataclasses.replace(facts, slot_status=found[0] or None,
+                                        slot_held_bytes=int(found[1]) if len(found) > 1 and found[1].isdigit() else None)
+    return archiving.read_status(facts, target.spec.backup, now)
+
+
+_SLOT = (f"SELECT coalesce(wal_status, 'unknown'), pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+         f"FROM pg_replication_slots WHERE slot_name = '{archiving.SLOT}';\n")
 
 
 def failing(archives: list[ProjectArchive]) -> list[ProjectArchive]:

@@ -132,7 +132,8 @@ def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
                    timeout=60, check=True)
     failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
-    assert _archive(sandbox)["health"] == "failed"
+    down = _archive(sandbox)
+    assert down["health"] == "failed" and "its replication slot holds" in down["reason"] and down["slot_held_bytes"] >= 0
     assert _backup_column(sandbox) == ("failed", "failed")
     assert "backup failed: the archiver container is not running" in sandbox.cli("status", "--project=shop").output
 

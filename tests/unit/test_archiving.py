@@ -4,6 +4,7 @@ archiver service on both backends, and the verbs' refusals through the fake back
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -374,3 +375,31 @@ def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: 
     found = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ncheck_wal\nprintf '%s' \"$wal_gap\""],
                            capture_output=True, text=True, check=True, timeout=30).stdout
     assert found == gap
+
+
+def _slot_facts(**changes: object) -> ArchiveFacts:
+    status = {"updated": "2026-12-08T13:59:58Z", "streaming": True, "latest_recoverable": "2026-12-08T13:59:58Z",
+              "lag_bytes": "0", "lag_seconds": "0", "error": ""}
+    info = "start_time=2026-12-08T10:00:00Z\nend_time=2026-12-08T10:01:00Z\nstart_wal=000000010000000000000002\n"
+    facts = ArchiveFacts(lineage="pgdata", running=True, status_text=json.dumps(status), infos={"b1": info})
+    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+
+
+def test_a_slot_holding_half_of_its_limit_turns_a_healthy_archive_stale_before_it_is_dropped() -> None:
+    settings = BackupSettings(continuous=True, max_slot_wal_keep_size=1024**3)
+    ok = archiving.read_status(_slot_facts(), settings, NOW)
+    assert ok.health == "ok" and ok.slot_held_bytes == 0
+    lagging = json.loads(_slot_facts().status_text or "{}") | {"lag_bytes": str(600 * 1024**2)}
+    held = archiving.read_status(_slot_facts(status_text=json.dumps(lagging)), settings, NOW)
+    assert held.health == "stale" and held.slot_held_bytes == 600 * 1024**2
+    assert "holds 600M of WAL on the db's disk, 424M before max_slot_wal_keep_size (1G) drops it" in held.reason
+
+
+def test_a_stopped_archiver_says_what_its_slot_holds_and_a_lost_slot_says_so() -> None:
+    settings = BackupSettings(continuous=True)
+    down = archiving.read_status(_slot_facts(running=False, slot_status="reserved", slot_held_bytes=48 * 1024**2),
+                                 settings, NOW)
+    assert down.health == "failed" and down.reason.startswith(archiving.NOT_RUNNING)
+    assert "its replication slot holds 48M of WAL" in down.reason and down.to_dict()["slot_held_bytes"] == 48 * 1024**2
+    lost = archiving.read_status(_slot_facts(running=False, slot_status="lost"), settings, NOW)
+    assert lost.health == "failed" and "its replication slot was lost" in lost.reason
