@@ -308,6 +308,9 @@ class ArchiveFacts:
     # slot) and the bytes of WAL it holds back on the db's disk
     slot_status: str | None = None
     slot_held_bytes: int | None = None
+    # the repository's filesystem (df): bytes free and its size, None where the backend cannot tell
+    repository_free_bytes: int | None = None
+    repository_size_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,7 @@ class ArchiveStatus:
     last_error_at: datetime | None = None
     offsite: OffsiteStatus | None = None  # backup.offsite's copy
     slot_held_bytes: int | None = None  # WAL the replication slot holds back on the db's disk (None: not known)
+    repository_free_bytes: int | None = None  # free space where the repository is (None: not known)
 
     @property
     def last_base(self) -> BaseBackup | None:
@@ -399,7 +403,18 @@ class ArchiveStatus:
                 "size_bytes": self.size_bytes, "error": self.error, "last_error": self.last_error,
                 "last_error_at": iso(self.last_error_at), "updated": iso(self.updated),
                 "offsite": self.offsite.to_dict() if self.offsite else None,
-                "slot_held_bytes": self.slot_held_bytes}
+                "slot_held_bytes": self.slot_held_bytes, "repository_free_bytes": self.repository_free_bytes}
+
+
+FULL_BELOW = 2 * 16 * 1024**2  # bytes free in the repository under which the next WAL segments cannot be written
+
+
+def parse_df(text: str) -> tuple[int | None, int | None]:
+    """Bytes free and the size of a filesystem from `df -Pk`'s line for it ((None, None) when unreadable)."""
+    fields = text.split()
+    if len(fields) < 4 or not fields[1].isdigit() or not fields[3].isdigit():
+        return None, None
+    return int(fields[3]) * 1024, int(fields[1]) * 1024
 
 
 SLOT_WARNING = 0.5  # of max_slot_wal_keep_size held back by the slot: the health says so before the slot is lost
@@ -408,13 +423,17 @@ SLOT_WARNING = 0.5  # of max_slot_wal_keep_size held back by the slot: the healt
 def slot_note(held: int | None, status: str | None, limit: int) -> str | None:
     """What the replication slot's hold on the db's disk means, for a reason; None when it holds nothing known."""
     if status == "lost":
-        return (f"its replication slot was lost: it held more than max_slot_wal_keep_size ({show_size(limit)}), so "
+        return (f"its replication slot was lost: it held more than max_slot_wal_keep_size ({_mib(limit)}), so "
                 f"the archive has a gap and starts a new window when the archiver runs again")
     if held is None or held < 0:
         return None
     left = max(0, limit - held)
-    return (f"its replication slot holds {show_size(held)} of WAL on the db's disk, {show_size(left)} before "
-            f"max_slot_wal_keep_size ({show_size(limit)}) drops it and the archive gets a gap")
+    return (f"its replication slot holds {_mib(held)} of WAL on the db's disk, {_mib(left)} before "
+            f"max_slot_wal_keep_size ({_mib(limit)}) drops it and the archive gets a gap")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
 
 
 def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
@@ -441,6 +460,10 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     age = (now - updated).total_seconds() if updated else None
     if not facts.running:
         health, reason = "failed", NOT_RUNNING
+    elif facts.repository_free_bytes is not None and facts.repository_free_bytes < FULL_BELOW:
+        health, reason = "failed", (f"the repository is full: {_mib(facts.repository_free_bytes)} free of "
+                                    f"{_mib(facts.repository_size_bytes or 0)}, too little for the next WAL "
+                                    f"segments (free space, or shorten backup.retention)")
     elif facts.status_text is None or updated is None:
         health, reason = "failed", "the archiver has written no status yet"
     elif error:
@@ -451,6 +474,9 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
         health, reason = "stale", f"the archiver's status is {age:.0f} s old (it writes it every {POLL_SECONDS} s)"
     elif status.get("wal_gap"):
         health, reason = "failed", (f"a WAL segment is missing from the archive ({status['wal_gap']}): restores "
+                                    f"past it would stop there")
+    elif status.get("wal_damaged"):
+        health, reason = "failed", (f"a WAL segment in the archive is damaged ({status['wal_damaged']}): restores "
                                     f"past it would stop there")
     elif status.get("base_error"):
         health, reason = "failed", f"the last base backup failed: {status['base_error']}"
@@ -464,7 +490,7 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     held = facts.slot_held_bytes if facts.slot_held_bytes is not None else (
         int(lag_bytes) if lag_bytes is not None and lag_bytes >= 0 else None)
     note = slot_note(held, facts.slot_status, settings.max_slot_wal_keep_size)
-    if note is not None and (health != "ok" or facts.slot_status == "lost"
+    if note is not None and (facts.slot_held_bytes is not None or facts.slot_status == "lost"
                              or (held or 0) >= SLOT_WARNING * settings.max_slot_wal_keep_size):
         if health == "ok":
             health, reason = "stale", note
@@ -478,7 +504,8 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                          lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
                          size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
                          error=error, updated=updated, last_error=last_error,
-                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite, slot_held_bytes=held)
+                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite, slot_held_bytes=held,
+                         repository_free_bytes=facts.repository_free_bytes)
 
 
 def _number(value: object) -> float | None:

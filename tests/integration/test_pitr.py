@@ -4,6 +4,7 @@ the stack, `backups` (window, health, --check), and `restore --to-time` into a n
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import threading
@@ -212,3 +213,61 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
     finally:
         stop.set()
         writer.join(timeout=30)
+
+
+def test_a_damaged_wal_segment_and_a_full_repository_are_reported(sandbox: Sandbox) -> None:
+    """Never a false ok: a WAL segment damaged in the archive (bytes overwritten) turns the health failed, naming
+    pg_waldump's finding, once the archiver reads it through; a repository with no room for the next segments
+    (a 160 MiB tmpfs volume filled up) is failed at once, saying so."""
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:15"})
+    db_url = sandbox.cli("provision", "--project=shop", "--json", "--show-secrets").json()["projects"][0]["db_url"]
+    # the repository volume made beforehand on a small tmpfs, labelled as compose labels its own (the data volume's)
+    data = f"{sandbox.compose_name('shop')}_pgdata"
+    labels = json.loads(subprocess.run(["docker", "volume", "inspect", "--format", "{{json .Labels}}", data],
+                                       capture_output=True, text=True, timeout=60, check=True).stdout)
+    labels["com.docker.compose.volume"] = archiving.REPOSITORY_VOLUME
+    repository = f"{sandbox.compose_name('shop')}_{archiving.REPOSITORY_VOLUME}"
+    subprocess.run(["docker", "volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt", "o=size=160m",
+                    *[f"--label={k}={v}" for k, v in labels.items()], repository],
+                   capture_output=True, timeout=60, check=True)
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:15"}, extra=ARCHIVING)
+    sandbox.cli("provision", "--project=shop")
+    _when(sandbox, lambda s: s["health"] == "ok")
+    archiver = f"{sandbox.compose_name('shop')}-archiver-1"
+
+    def in_archiver(script: str) -> str:
+        return subprocess.run(["docker", "exec", archiver, "sh", "-c", script], capture_output=True, text=True,
+                              timeout=120, check=False).stdout.strip()
+
+    def switch() -> None:  # a write, then the segment being written is finished
+        sql(db_url, "create table if not exists t (x int); insert into t values (1)")
+        subprocess.run(["docker", "exec", f"{sandbox.compose_name('shop')}-db-1", "sh", "-c",
+                        'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select pg_switch_wal()"'], check=True,
+                       capture_output=True, timeout=60)
+
+    # the newest finished segment is never read through until a newer one is finished: damaged before that, the
+    # archiver must find it
+    def newest() -> str:
+        return in_archiver('ls /repo/pgdata/wal | grep -E "^[0-9A-F]{24}$" | sort | tail -n 1')
+
+    before = newest()
+    switch()
+    deadline = time.monotonic() + 30
+    while newest() == before:
+        assert time.monotonic() < deadline, "the switched segment never reached the archive"
+        time.sleep(0.2)
+    in_archiver(f"dd if=/dev/urandom of=/repo/pgdata/wal/{newest()} bs=1 seek=100 count=400 conv=notrunc")
+    switch()
+    damaged = _when(sandbox, lambda s: "damaged" in s["reason"], timeout=60)
+    assert damaged["health"] == "failed" and "record" in damaged["reason"]
+    assert sandbox.cli("backups", "--project=shop", "--check", check=False).returncode == 1
+
+    # filled from a container of its own: tmpfs pages count against the memory of the container that writes them
+    subprocess.run(["docker", "run", "--rm", "--label", f"io.provision.env={sandbox.env}", "--network", "none",
+                    "--entrypoint", "sh", "-v", f"{repository}:/repo", "provision-test/postgres:15", "-c",
+                    "dd if=/dev/zero of=/repo/fill bs=1M 2>/dev/null; true"], capture_output=True, timeout=120,
+                   check=True)
+    full = _archive(sandbox)
+    assert full["health"] == "failed" and full["reason"].startswith("the repository is full")
+    assert full["repository_free_bytes"] < archiving.FULL_BELOW
+    in_archiver("rm -f /repo/fill")

@@ -392,7 +392,7 @@ def test_a_slot_holding_half_of_its_limit_turns_a_healthy_archive_stale_before_i
     lagging = json.loads(_slot_facts().status_text or "{}") | {"lag_bytes": str(600 * 1024**2)}
     held = archiving.read_status(_slot_facts(status_text=json.dumps(lagging)), settings, NOW)
     assert held.health == "stale" and held.slot_held_bytes == 600 * 1024**2
-    assert "holds 600M of WAL on the db's disk, 424M before max_slot_wal_keep_size (1G) drops it" in held.reason
+    assert "holds 600 MiB of WAL on the db's disk, 424 MiB before max_slot_wal_keep_size (1024 MiB) drops it" in held.reason
 
 
 def test_a_stopped_archiver_says_what_its_slot_holds_and_a_lost_slot_says_so() -> None:
@@ -400,6 +400,6 @@ def test_a_stopped_archiver_says_what_its_slot_holds_and_a_lost_slot_says_so() -
     down = archiving.read_status(_slot_facts(running=False, slot_status="reserved", slot_held_bytes=48 * 1024**2),
                                  settings, NOW)
     assert down.health == "failed" and down.reason.startswith(archiving.NOT_RUNNING)
-    assert "its replication slot holds 48M of WAL" in down.reason and down.to_dict()["slot_held_bytes"] == 48 * 1024**2
+    assert "its replication slot holds 48 MiB of WAL" in down.reason and down.to_dict()["slot_held_bytes"] == 48 * 1024**2
     lost = archiving.read_status(_slot_facts(running=False, slot_status="lost"), settings, NOW)
     assert lost.health == "failed" and "its replication slot was lost" in lost.reason

@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 
-from ...core import names
+from ...core import archiving, names
 from ...core.archiving import (
     REPOSITORY_PATH,
     REPOSITORY_VOLUME,
@@ -30,6 +30,7 @@ from .volumes import DataVolumes
 _READ = r"""D="$1"
 if [ -f "$D/status.json" ]; then echo '=== status'; cat "$D/status.json"; fi
 if [ -f "$D/offsite.json" ]; then echo '=== offsite'; cat "$D/offsite.json"; fi
+echo '=== df'; df -Pk "${D%/*}" | tail -n 1
 for b in $(ls "$D/base" 2>/dev/null | grep -v '^tmp-'); do
   [ -f "$D/base/$b/backup_info" ] && { echo "=== base $b"; cat "$D/base/$b/backup_info"; }
 done
@@ -128,6 +129,7 @@ def parse_read(stdout: str, lineage: str, *, running: bool, offsite_running: boo
     """_READ's output (status.json, offsite.json and each base's backup_info between `=== ` markers) as facts."""
     status: str | None = None
     offsite: str | None = None
+    space: tuple[int | None, int | None] = (None, None)
     infos: dict[str, str] = {}
     for part in stdout.split("=== ")[1:]:
         head, _, body = part.partition("\n")
@@ -135,10 +137,13 @@ def parse_read(stdout: str, lineage: str, *, running: bool, offsite_running: boo
             status = body.strip()
         elif head == "offsite":
             offsite = body.strip()
+        elif head == "df":
+            space = archiving.parse_df(body)
         elif head.startswith("base "):
             infos[head.removeprefix("base ").strip()] = body
     return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos,
-                        offsite_running=offsite_running, offsite_text=offsite)
+                        offsite_running=offsite_running, offsite_text=offsite,
+                        repository_free_bytes=space[0], repository_size_bytes=space[1])
 
 
 def create_volume(engine: Engine, project_name: str, key: str, labels: Mapping[str, str], owner: str | None) -> str:
