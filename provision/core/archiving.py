@@ -551,7 +551,8 @@ def base_for(target: datetime | None, bases: Sequence[BaseBackup]) -> BaseBackup
 
 
 def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> list[BaseBackup]:
-    """The base backups retention keeps (what the archiver's sh loop applies, in Python for its tests): every
+    """The base backups retention keeps (what the archiver's sh loop applies to the repository, and the offsite
+    service's to the store: in Python for their tests): every
     base that ended within the window, plus the newest one before it (which the window's start needs); always
     the newest base."""
     ordered = sorted(bases, key=lambda b: b.end)
