@@ -100,8 +100,8 @@ $line"
 rules() {  # what is copied: finished WAL segments and base backups, but not what the store's retention deleted
   # (the archiver's own retention may delete it here a few minutes later: it is not copied again meanwhile)
   { if [ -n "$kept" ]; then
-      ls "$D/base" | awk -v keep="$kept" '/^[0-9]+T[0-9]+Z$/ && ($0 "") < (keep "") { print "- /base/" $0 "/**" }'
-      ls "$D/wal" | awk -v w="$kept_wal" 'length($0) >= 24 && (substr($0, 9, 16) "") < (substr(w, 9) "") { print "- /wal/" $0 }'
+      ls "$D/base" 2>/dev/null | awk -v keep="$kept" '/^[0-9]+T[0-9]+Z$/ && ($0 "") < (keep "") { print "- /base/" $0 "/**" }'
+      ls "$D/wal" 2>/dev/null | awk -v w="$kept_wal" 'length($0) >= 24 && (substr($0, 9, 16) "") < (substr(w, 9) "") { print "- /wal/" $0 }'
     fi
     printf '%s\n' '- /wal/*.partial' '- /wal/.*' '+ /wal/*' '- /base/tmp-*/**' '+ /base/*/**' '- *'
   } > "$filters"
