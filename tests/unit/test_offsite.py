@@ -382,3 +382,27 @@ def test_a_backup_info_without_its_end_deletes_nothing(tmp_path: Path) -> None:
     found = _prune(tmp_path, 7 * DAY)
     assert found["rc"] == "1" and _left(copy) == before
     assert found["perr"] == "base/20261101T000000Z/backup_info in the store has no end_epoch or start_wal"
+
+
+@pytest.mark.parametrize(("log", "said"), [
+    ('2026/12/08 03:17:43 NOTICE: Config file "/root/.config/rclone/rclone.conf" not found - using defaults\n'
+     "2026/12/08 03:17:44 ERROR : Attempt 1/1 failed with 1 errors and: RequestError: send request failed\n"
+     'caused by: Head "https://s3:5000/bkt/a/f": x509: certificate signed by unknown authority\n'
+     "2026/12/08 03:17:44 Failed to copy: RequestError: send request failed\n"
+     'caused by: Head "https://s3:5000/bkt/a/f": x509: certificate signed by unknown authority\n',
+     "the store's TLS certificate is not accepted: x509: certificate signed by unknown authority (a private CA? "
+     "backup.offsite.ca_cert names its PEM file)"),
+    ("2026/12/08 03:17:44 Failed to copy: RequestError: send request failed\n"
+     "caused by: Put https://s3:5000/bkt: dial tcp 10.0.0.9:5000: connect: connection refused\n",
+     "Failed to copy: RequestError: send request failed caused by: Put https://s3:5000/bkt: dial tcp 10.0.0.9:5000: "
+     "connect: connection refused"),
+    ("something else entirely\n", "something else entirely"),
+])
+def test_the_copy_s_error_is_rclone_s_last_with_its_cause_and_a_certificate_is_named(
+        tmp_path: Path, log: str, said: str) -> None:
+    script = OFFSITE_SCRIPT.read_text()
+    why = script[script.index("why() {"):].split("\n}\n", 1)[0] + "\n}"
+    (tmp_path / "log").write_text(log)
+    found = subprocess.run(["sh", "-c", f'{why}\nprintf %s "$(why {tmp_path}/log)"'], capture_output=True,
+                           text=True, check=True, timeout=30).stdout  # as the script uses it: $(why log)
+    assert found == said
