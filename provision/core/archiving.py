@@ -8,12 +8,15 @@ through a physical replication slot into the repository volume, pg_basebackup ta
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from .resources import parse_size, show_size
@@ -44,7 +47,8 @@ S3_SECRET_KEY = "BACKUP_S3_SECRET_ACCESS_KEY"
 ENCRYPTION_KEY = "BACKUP_ENCRYPTION_KEY"
 OFFSITE_SECRETS = (S3_ACCESS_KEY, S3_SECRET_KEY, ENCRYPTION_KEY)
 DEFAULT_OFFSITE_IMAGE = "rclone/rclone:1.68"
-_OFFSITE_KEYS = ("endpoint", "bucket", "prefix", "region", "encrypt", "every", "image")
+_OFFSITE_KEYS = ("endpoint", "bucket", "prefix", "region", "encrypt", "every", "image", "ca_cert")
+CA_CERT_LIMIT = 64 * 1024  # bytes of PEM: it travels in an environment variable (the offsite service's, base64)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -79,11 +83,20 @@ class OffsiteSettings:
     encrypt: bool = False
     every: float = 60.0  # seconds between two copies
     image: str = DEFAULT_OFFSITE_IMAGE  # an image with rclone and a POSIX sh (the official rclone/rclone)
+    # the CA certificate(s) the store's TLS certificate is verified against instead of the system's (rclone's
+    # --ca-cert), for a store with a private or self-signed one: the file as the env file names it, and its PEM text
+    ca_cert: str | None = None
+    ca_pem: str | None = field(default=None, repr=False)
 
     @property
     def secret_names(self) -> tuple[str, ...]:
         """The env secrets the offsite service needs."""
         return (S3_ACCESS_KEY, S3_SECRET_KEY, *((ENCRYPTION_KEY,) if self.encrypt else ()))
+
+    @property
+    def ca_base64(self) -> str | None:
+        """ca_cert's PEM as the offsite containers get it (CA_CERT_BASE64: one line, whatever carries it)."""
+        return base64.b64encode(self.ca_pem.encode("ascii")).decode() if self.ca_pem else None
 
     def location(self, env: str, project: str, lineage: str) -> str:
         """Where a lineage's copy lives in the bucket: `<prefix>/<env>/<project>/<lineage>`."""
@@ -117,9 +130,11 @@ class BackupSettings:
 DEFAULT_BACKUP = BackupSettings()
 
 
-def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup",)) -> BackupSettings:
+def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup",),
+                    root: Path | None = None) -> BackupSettings:
     """The settings of `layers` (env first, then a project's own), each key checked; ValueError naming the key
-    (`<where>.<key>: ...`, `where` the layer's name in the env file) of the first problem."""
+    (`<where>.<key>: ...`, `where` the layer's name in the env file) of the first problem. `root`: where the
+    files the settings name (backup.offsite.ca_cert) are relative to (the current directory when None)."""
     values: dict[str, Any] = {}
     for index, layer in enumerate(layers):
         name = where[min(index, len(where) - 1)]
@@ -132,7 +147,7 @@ def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup"
     settings: dict[str, Any] = {}
     for key, (name, value) in values.items():
         try:
-            settings[key] = _setting(key, value)
+            settings[key] = _setting(key, value, root)
         except ValueError as exc:
             raise ValueError(f"{name}.{key}: {exc}") from None
     settings.pop("repository", None)
@@ -144,7 +159,7 @@ def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup"
     return made
 
 
-def _setting(key: str, value: object) -> object:
+def _setting(key: str, value: object, root: Path | None = None) -> object:
     if key == "continuous":
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} is not true or false")
@@ -156,7 +171,7 @@ def _setting(key: str, value: object) -> object:
                              f"store is not built yet (issue 22, a later slice)")
         return value
     if key == "offsite":
-        return _offsite(value)
+        return _offsite(value, root)
     if key == "max_slot_wal_keep_size":
         size = parse_size(value)
         if size < 64 * 1024**2:
@@ -169,8 +184,9 @@ def _setting(key: str, value: object) -> object:
     return seconds
 
 
-def _offsite(value: object) -> OffsiteSettings:
-    """`backup.offsite` checked: a mapping with an http(s) endpoint and an S3 bucket name at least."""
+def _offsite(value: object, root: Path | None = None) -> OffsiteSettings:
+    """`backup.offsite` checked: a mapping with an http(s) endpoint and an S3 bucket name at least; its ca_cert
+    read (relative to `root`) and checked to be PEM certificates."""
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping such as {endpoint: https://s3.example.com, bucket: backups}")
     for key in value:
@@ -200,8 +216,48 @@ def _offsite(value: object) -> OffsiteSettings:
     region, image = str(value.get("region", "us-east-1")).strip(), str(value.get("image", DEFAULT_OFFSITE_IMAGE))
     if not region or not image.strip():
         raise ValueError("region and image must not be empty")
+    ca_cert = value.get("ca_cert")
+    ca_pem = None
+    if ca_cert is not None:
+        if not isinstance(ca_cert, str) or not ca_cert.strip():
+            raise ValueError(f"ca_cert: {ca_cert!r} is not a path to a PEM file (relative to the repository)")
+        ca_cert = ca_cert.strip()
+        if not endpoint.startswith("https://"):
+            raise ValueError(f"ca_cert: {ca_cert} is for TLS, but endpoint {endpoint!r} is plain HTTP: use an "
+                             f"https:// endpoint or drop ca_cert")
+        ca_pem = read_ca_cert(ca_cert, root or Path.cwd())
     return OffsiteSettings(endpoint=endpoint, bucket=bucket, prefix=prefix, region=region, encrypt=encrypt,
-                           every=every, image=image.strip())
+                           every=every, image=image.strip(), ca_cert=ca_cert, ca_pem=ca_pem)
+
+
+def read_ca_cert(name: str, root: Path) -> str:
+    """The PEM text of the CA file `name` (relative to `root`, or absolute): one or more certificates and nothing
+    secret; ValueError (`ca_cert: <name>: why`) when it is missing, too large, not PEM, or holds a private key."""
+    path = root / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"ca_cert: {name}: no such file (paths are relative to {root})") from None
+    except OSError as exc:
+        raise ValueError(f"ca_cert: {name}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > CA_CERT_LIMIT:
+        raise ValueError(f"ca_cert: {name}: {len(data)} bytes is more than a CA certificate ({CA_CERT_LIMIT} at "
+                         f"most): give the store's CA alone, not a whole bundle")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate (binary: a DER file? convert it with "
+                         f"`openssl x509 -inform der -in {name} -out ca.pem`)") from None
+    if "PRIVATE KEY-----" in text:
+        raise ValueError(f"ca_cert: {name}: holds a private key: give the CA's certificate alone (it is not a "
+                         f"secret, and reaches the offsite service's environment; the key must not)")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate (no -----BEGIN CERTIFICATE----- block)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=text)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate ({getattr(exc, 'reason', None) or exc})") from None
+    return text
 
 
 OFFSITE_LINEAGE = "offsite-"  # + a system identifier: a copy pulled from the store, in the repository volume
@@ -332,23 +388,33 @@ class OffsiteStatus:
     newest_wal: str | None
     newest_base: str | None
     system_identifier: str | None = None  # the cluster's: the copy lives under <where>/<env>/<project>/<lineage>/<it>
+    # the store's retention: when it last pruned, how many files it deleted then, the oldest base it keeps, and why
+    # it deleted nothing when it refused (a listing it could not read, a kept base whose start segment is missing)
+    pruned_at: datetime | None = None
+    pruned_files: int | None = None
+    oldest_base: str | None = None
+    prune_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "reason": self.reason, "where": self.where,
                 "last_success": iso(self.last_success), "error": self.error, "newest_wal": self.newest_wal,
-                "newest_base": self.newest_base, "system_identifier": self.system_identifier}
+                "newest_base": self.newest_base, "system_identifier": self.system_identifier,
+                "pruned_at": iso(self.pruned_at), "pruned_files": self.pruned_files, "oldest_base": self.oldest_base,
+                "prune_error": self.prune_error}
 
 
 def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime, max_lag: float) -> OffsiteStatus:
-    """The offsite copy's health, never a false ok: failed when its service does not run, has written no status, or
-    its last copy failed; stale when its last success is older than three copy periods or `max_lag`, whichever is
-    longer (the store holds less than the archive)."""
+    """The offsite copy's health, never a false ok: failed when its service does not run, has written no status, its
+    last copy failed, or its retention refused to prune (something in the store is not as it should be: nothing
+    was deleted); stale when its last success is older than three copy periods or `max_lag`, whichever is longer
+    (the store holds less than the archive)."""
     status: dict[str, Any] = {}
     if facts.offsite_text:
         with contextlib.suppress(ValueError):
             loaded = json.loads(facts.offsite_text)
             status = loaded if isinstance(loaded, dict) else {}
     success, error = _moment(status.get("last_success")), str(status.get("last_error") or "") or None
+    prune_error = str(status.get("prune_error") or "") or None
     limit = max(3 * settings.every, max_lag)
     age = (now - success).total_seconds() if success else None
     health, reason = "ok", f"copied {age:.0f} s ago" if age is not None else "copying"
@@ -362,10 +428,16 @@ def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime
         health, reason = "failed", "no copy has succeeded yet"
     elif age > limit:
         health, reason = "stale", f"the last copy that succeeded is {age:.0f} s old (limit {limit:.0f} s)"
+    elif prune_error:
+        health, reason = "failed", f"retention in {settings.shown()} deleted nothing: {prune_error}"
+    pruned = _number(status.get("pruned_files"))
     return OffsiteStatus(health=health, reason=reason, where=settings.shown(), last_success=success, error=error,
                          newest_wal=str(status.get("newest_wal") or "") or None,
                          newest_base=str(status.get("newest_base") or "") or None,
-                         system_identifier=str(status.get("system_identifier") or "") or None)
+                         system_identifier=str(status.get("system_identifier") or "") or None,
+                         pruned_at=_moment(status.get("pruned_at")), pruned_files=int(pruned) if pruned is not None
+                         else None, oldest_base=str(status.get("oldest_base") or "") or None,
+                         prune_error=prune_error)
 
 
 @dataclass(frozen=True)
@@ -536,7 +608,8 @@ def base_for(target: datetime | None, bases: Sequence[BaseBackup]) -> BaseBackup
 
 
 def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> list[BaseBackup]:
-    """The base backups retention keeps (what the archiver's sh loop applies, in Python for its tests): every
+    """The base backups retention keeps (what the archiver's sh loop applies to the repository, and the offsite
+    service's to the store: in Python for their tests): every
     base that ended within the window, plus the newest one before it (which the window's start needs); always
     the newest base."""
     ordered = sorted(bases, key=lambda b: b.end)

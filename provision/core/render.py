@@ -91,6 +91,7 @@ def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, ba
                 "script": OFFSITE_SCRIPT.read_text(encoding="utf-8"), "image": offsite.image,
                 "endpoint": offsite.endpoint, "bucket": offsite.bucket, "region": offsite.region,
                 "prefix": offsite.location(config.name, spec.name, db_volume), "every": int(offsite.every),
+                "ca_cert": offsite.ca_base64,
                 "secrets": {name.lower(): secret_ref(name, required=backend == "local")
                             for name in offsite.secret_names},
             } if offsite is not None else None}
