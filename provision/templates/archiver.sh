@@ -48,8 +48,10 @@ start_receiver() {
 take_base() {
   name=$(date -u +%Y%m%dT%H%M%SZ); tmp="$D/base/tmp-$name"; log="$D/.base.log"
   start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  if ! pg_basebackup -D "$tmp" -Ft -z -X none -c fast -v 2>"$log"; then
-    echo "base_error=$(grep -i error "$log" | tail -n 1 | tr -d '"\\')" > "$D/.base_error"; rm -rf "$tmp"; return 1
+  pg_basebackup -D "$tmp" -Ft -z -X none -c fast -v 2>"$log"; rc=$?
+  if [ $rc -ne 0 ]; then  # killed midway, it may say nothing: its exit status is the reason then
+    why=$(grep -i error "$log" | tail -n 1 | tr -d '"\\'); [ -n "$why" ] || why="pg_basebackup exited with status $rc"
+    echo "base_error=$why" > "$D/.base_error"; rm -rf "$tmp"; return 1
   fi
   label=$(tar -xzOf "$tmp/base.tar.gz" backup_label 2>/dev/null)
   slsn=$(printf '%s\n' "$label" | sed -n 's/^START WAL LOCATION: \([0-9A-F/]*\) (file \([0-9A-F]*\)).*/\1/p')

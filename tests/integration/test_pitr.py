@@ -116,12 +116,38 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     now = datetime.now(UTC)
     sql(db_url, "insert into marks (name) values ('D')")
     _when(sandbox, lambda s: _moment(s["latest"]) > now)
-    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+    sql(db_url, "create table load (id bigserial primary key)")
+    started = _started_at(sandbox)
+    stop = threading.Event()
+    load: list[int] = []
+
+    def write() -> None:  # the source takes writes the whole time the clone runs
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                load.append(conn.execute("insert into load default values returning id").fetchone()[0])  # type: ignore[index]
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+        during = len(load)
+        time.sleep(0.3)
+        assert len(load) > during > 0  # still writing after the clone: never stopped
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert _started_at(sandbox) == started  # the source's db container was never restarted
     assert copy["details"]["row_counts"]["public.marks"] == 2 and copy["details"]["source"] == "shop"
     past_url = str(sandbox.cli("outputs", "--project=shop-past", "--format=json").json()["db_url"])
     assert [r[0] for r in sql(past_url, "select name from marks order by id")] == ["A", "C"]
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "C", "D"]
     _check_fails_when_the_archiver_stops(sandbox)
+
+
+def _started_at(sandbox: Sandbox) -> str:
+    return subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", f"{sandbox.compose_name('shop')}-db-1"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
 
 
 def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
@@ -136,7 +162,8 @@ def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
     down = _archive(sandbox)
     assert down["health"] == "failed" and "its replication slot holds" in down["reason"] and down["slot_held_bytes"] >= 0
     assert _backup_column(sandbox) == ("failed", "failed")
-    assert "backup failed: the archiver container is not running" in sandbox.cli("status", "--project=shop").output
+    [shown] = sandbox.cli("status", "--project=shop", "--json").json()["projects"]
+    assert "backup failed: the archiver container is not running" in " ".join(shown["messages"])
 
 
 def _backup_column(sandbox: Sandbox) -> tuple[str, str]:
