@@ -167,8 +167,8 @@ def _setting(key: str, value: object, root: Path | None = None) -> object:
     if key == "repository":
         if value != "volume":
             raise ValueError(f"{value!r} is not a repository this version can write: only 'volume' (the default: a "
-                             f"volume on the engine's host, kept by destroy unless --delete-data); an S3-compatible "
-                             f"store is not built yet (issue 22, a later slice)")
+                             f"volume on the engine's host, kept by destroy unless --delete-data); for a copy in an "
+                             f"S3-compatible store as well, set backup.offsite")
         return value
     if key == "offsite":
         return _offsite(value, root)
