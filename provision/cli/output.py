@@ -96,8 +96,11 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
                      "memory": None if used is None else f"{human_bytes(used)}/{human_bytes(limit) if limit else '-'}",
                      "cpu": None if data["cpu_percent"] is None else f"{data['cpu_percent']:.1f}%",
                      "uptime": None if data["uptime_s"] is None else human_duration(data["uptime_s"]),
-                     "branch_of": branch_cell(result)})
+                     "branch_of": branch_cell(result),
+                     "backup": (result.details.get("backup") or {}).get("health")})
     columns = ["project", "status", "services", "memory", "cpu", "uptime", "api_url"]
+    if any(row["backup"] for row in rows):
+        columns.insert(2, "backup")
     columns += ["db_url"] if wide or show_secrets else []
     if any(row["branch_of"] for row in rows):
         columns.insert(2, "branch_of")
@@ -106,7 +109,7 @@ def status_table(results: Sequence[ProjectResult], *, show_secrets: bool = False
     if wide:
         return _grid(rows, columns)
     return _grid(rows, columns, width=_fit(width), shrink=("project", "server"),  # a status is never cut
-                 optional=("services", "cpu", "uptime", "server", "memory", "branch_of"))
+                 optional=("services", "cpu", "uptime", "server", "memory", "branch_of", "backup"))
 
 
 def human_bytes(size: int) -> str:

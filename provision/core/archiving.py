@@ -8,9 +8,11 @@ through a physical replication slot into the repository volume, pg_basebackup ta
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import re
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,33 +34,6 @@ SLOT = "provision_archiver"
 START = (f"mkdir -p {REPOSITORY_PATH} && find {REPOSITORY_PATH} ! -user postgres -exec chown postgres:postgres {{}} + "
          f"&& for t in gosu su-exec; do command -v $t >/dev/null && exec $t postgres sh -c 'eval \"$ARCHIVER_SCRIPT\"'; "
          f"done; exec setpriv --reuid=postgres --regid=postgres --init-groups sh -c 'eval \"$ARCHIVER_SCRIPT\"'")
-# the restore script (the local one-off container's and the Coolify stack's one-shot `restore` service's)
-RESTORE_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "restore.sh"
-# reads one lineage of the repository (its directory: $1): status.json, offsite.json, then each complete base's
-# backup_info, between `=== ` markers (parse_read)
-READ_SCRIPT = r"""D="$1"
-if [ -f "$D/status.json" ]; then echo '=== status'; cat "$D/status.json"; fi
-if [ -f "$D/offsite.json" ]; then echo '=== offsite'; cat "$D/offsite.json"; fi
-for b in $(ls "$D/base" 2>/dev/null | grep -v '^tmp-'); do
-  [ -f "$D/base/$b/backup_info" ] && { echo "=== base $b"; cat "$D/base/$b/backup_info"; }
-done
-exit 0"""
-# every table's exact row count (query_to_xml: one statement, no function to create)
-COUNTS_SQL = ("SELECT n.nspname || '.' || c.relname, (xpath('/row/c/text()', query_to_xml(format('SELECT count(*) AS c "
-           "FROM %I.%I', n.nspname, c.relname), false, true, '')))[1]::text FROM pg_class c JOIN pg_namespace n ON "
-           "n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
-           "'information_schema') AND n.nspname !~ '^pg_toast' ORDER BY 1")
-
-# the one-shot `restore` service's command (Coolify's restore --to-time, rendered while the record asks for it): the
-# restore script once into the empty new data volume, its output and exit code kept in the repository beside the
-# lineages (RESTORE_OUTCOME), where a task in the archiver reads them; a volume restored already is left alone (a
-# restart of the stack before the service is dropped runs it again)
-RESTORE_OUTCOME = f"{REPOSITORY_PATH}/.provision/restore-"  # + the new volume's key: .log, .rc, .done
-RESTORE_START = (f'O="{RESTORE_OUTCOME}$RESTORE_KEY"; mkdir -p {REPOSITORY_PATH}/.provision; '
-                 'if [ -f "$O.done" ] && [ -f /var/lib/postgresql/data/PG_VERSION ]; then '
-                 'echo "restored already ($O.done)"; exit 0; fi; rm -f "$O.rc" "$O.done"; '
-                 'sh -c "$RESTORE_SCRIPT" >"$O.log" 2>&1; rc=$?; cat "$O.log"; echo "$rc" >"$O.rc"; '
-                 'if [ "$rc" -eq 0 ]; then touch "$O.done"; fi; exit "$rc"')
 POLL_SECONDS = 5  # the archiver writes status.json this often
 NOT_RUNNING = "the archiver container is not running"  # the reason a restore does not wait out
 STALE_AFTER = 4 * POLL_SECONDS  # a status.json older than this: the archiver is not writing it (stale)
@@ -72,7 +47,8 @@ S3_SECRET_KEY = "BACKUP_S3_SECRET_ACCESS_KEY"
 ENCRYPTION_KEY = "BACKUP_ENCRYPTION_KEY"
 OFFSITE_SECRETS = (S3_ACCESS_KEY, S3_SECRET_KEY, ENCRYPTION_KEY)
 DEFAULT_OFFSITE_IMAGE = "rclone/rclone:1.68"
-_OFFSITE_KEYS = ("endpoint", "bucket", "prefix", "region", "encrypt", "every", "image")
+_OFFSITE_KEYS = ("endpoint", "bucket", "prefix", "region", "encrypt", "every", "image", "ca_cert")
+CA_CERT_LIMIT = 64 * 1024  # bytes of PEM: it travels in an environment variable (the offsite service's, base64)
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
 
@@ -107,11 +83,20 @@ class OffsiteSettings:
     encrypt: bool = False
     every: float = 60.0  # seconds between two copies
     image: str = DEFAULT_OFFSITE_IMAGE  # an image with rclone and a POSIX sh (the official rclone/rclone)
+    # the CA certificate(s) the store's TLS certificate is verified against instead of the system's (rclone's
+    # --ca-cert), for a store with a private or self-signed one: the file as the env file names it, and its PEM text
+    ca_cert: str | None = None
+    ca_pem: str | None = field(default=None, repr=False)
 
     @property
     def secret_names(self) -> tuple[str, ...]:
         """The env secrets the offsite service needs."""
         return (S3_ACCESS_KEY, S3_SECRET_KEY, *((ENCRYPTION_KEY,) if self.encrypt else ()))
+
+    @property
+    def ca_base64(self) -> str | None:
+        """ca_cert's PEM as the offsite containers get it (CA_CERT_BASE64: one line, whatever carries it)."""
+        return base64.b64encode(self.ca_pem.encode("ascii")).decode() if self.ca_pem else None
 
     def location(self, env: str, project: str, lineage: str) -> str:
         """Where a lineage's copy lives in the bucket: `<prefix>/<env>/<project>/<lineage>`."""
@@ -145,9 +130,11 @@ class BackupSettings:
 DEFAULT_BACKUP = BackupSettings()
 
 
-def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup",)) -> BackupSettings:
+def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup",),
+                    root: Path | None = None) -> BackupSettings:
     """The settings of `layers` (env first, then a project's own), each key checked; ValueError naming the key
-    (`<where>.<key>: ...`, `where` the layer's name in the env file) of the first problem."""
+    (`<where>.<key>: ...`, `where` the layer's name in the env file) of the first problem. `root`: where the
+    files the settings name (backup.offsite.ca_cert) are relative to (the current directory when None)."""
     values: dict[str, Any] = {}
     for index, layer in enumerate(layers):
         name = where[min(index, len(where) - 1)]
@@ -160,7 +147,7 @@ def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup"
     settings: dict[str, Any] = {}
     for key, (name, value) in values.items():
         try:
-            settings[key] = _setting(key, value)
+            settings[key] = _setting(key, value, root)
         except ValueError as exc:
             raise ValueError(f"{name}.{key}: {exc}") from None
     settings.pop("repository", None)
@@ -172,7 +159,7 @@ def backup_settings(*layers: Mapping[str, Any], where: Sequence[str] = ("backup"
     return made
 
 
-def _setting(key: str, value: object) -> object:
+def _setting(key: str, value: object, root: Path | None = None) -> object:
     if key == "continuous":
         if not isinstance(value, bool):
             raise ValueError(f"{value!r} is not true or false")
@@ -180,11 +167,11 @@ def _setting(key: str, value: object) -> object:
     if key == "repository":
         if value != "volume":
             raise ValueError(f"{value!r} is not a repository this version can write: only 'volume' (the default: a "
-                             f"volume on the engine's host, kept by destroy unless --delete-data); an S3-compatible "
-                             f"store is not built yet (issue 22, a later slice)")
+                             f"volume on the engine's host, kept by destroy unless --delete-data); for a copy in an "
+                             f"S3-compatible store as well, set backup.offsite")
         return value
     if key == "offsite":
-        return _offsite(value)
+        return _offsite(value, root)
     if key == "max_slot_wal_keep_size":
         size = parse_size(value)
         if size < 64 * 1024**2:
@@ -197,8 +184,9 @@ def _setting(key: str, value: object) -> object:
     return seconds
 
 
-def _offsite(value: object) -> OffsiteSettings:
-    """`backup.offsite` checked: a mapping with an http(s) endpoint and an S3 bucket name at least."""
+def _offsite(value: object, root: Path | None = None) -> OffsiteSettings:
+    """`backup.offsite` checked: a mapping with an http(s) endpoint and an S3 bucket name at least; its ca_cert
+    read (relative to `root`) and checked to be PEM certificates."""
     if not isinstance(value, Mapping):
         raise ValueError("must be a mapping such as {endpoint: https://s3.example.com, bucket: backups}")
     for key in value:
@@ -228,8 +216,48 @@ def _offsite(value: object) -> OffsiteSettings:
     region, image = str(value.get("region", "us-east-1")).strip(), str(value.get("image", DEFAULT_OFFSITE_IMAGE))
     if not region or not image.strip():
         raise ValueError("region and image must not be empty")
+    ca_cert = value.get("ca_cert")
+    ca_pem = None
+    if ca_cert is not None:
+        if not isinstance(ca_cert, str) or not ca_cert.strip():
+            raise ValueError(f"ca_cert: {ca_cert!r} is not a path to a PEM file (relative to the repository)")
+        ca_cert = ca_cert.strip()
+        if not endpoint.startswith("https://"):
+            raise ValueError(f"ca_cert: {ca_cert} is for TLS, but endpoint {endpoint!r} is plain HTTP: use an "
+                             f"https:// endpoint or drop ca_cert")
+        ca_pem = read_ca_cert(ca_cert, root or Path.cwd())
     return OffsiteSettings(endpoint=endpoint, bucket=bucket, prefix=prefix, region=region, encrypt=encrypt,
-                           every=every, image=image.strip())
+                           every=every, image=image.strip(), ca_cert=ca_cert, ca_pem=ca_pem)
+
+
+def read_ca_cert(name: str, root: Path) -> str:
+    """The PEM text of the CA file `name` (relative to `root`, or absolute): one or more certificates and nothing
+    secret; ValueError (`ca_cert: <name>: why`) when it is missing, too large, not PEM, or holds a private key."""
+    path = root / name
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"ca_cert: {name}: no such file (paths are relative to {root})") from None
+    except OSError as exc:
+        raise ValueError(f"ca_cert: {name}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > CA_CERT_LIMIT:
+        raise ValueError(f"ca_cert: {name}: {len(data)} bytes is more than a CA certificate ({CA_CERT_LIMIT} at "
+                         f"most): give the store's CA alone, not a whole bundle")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate (binary: a DER file? convert it with "
+                         f"`openssl x509 -inform der -in {name} -out ca.pem`)") from None
+    if "PRIVATE KEY-----" in text:
+        raise ValueError(f"ca_cert: {name}: holds a private key: give the CA's certificate alone (it is not a "
+                         f"secret, and reaches the offsite service's environment; the key must not)")
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate (no -----BEGIN CERTIFICATE----- block)")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cadata=text)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"ca_cert: {name}: not a PEM certificate ({getattr(exc, 'reason', None) or exc})") from None
+    return text
 
 
 OFFSITE_LINEAGE = "offsite-"  # + a system identifier: a copy pulled from the store, in the repository volume
@@ -332,39 +360,13 @@ class ArchiveFacts:
     infos: Mapping[str, str] = field(default_factory=dict)
     offsite_running: bool = False  # the offsite service's container runs (backup.offsite)
     offsite_text: str | None = None  # its offsite.json
-
-
-def parse_read(text: str, lineage: str, running: bool, *, offsite_running: bool = False) -> ArchiveFacts:
-    """The facts READ_SCRIPT printed for `lineage` (`running`: whether the archiver container runs now)."""
-    status: str | None = None
-    offsite: str | None = None
-    infos: dict[str, str] = {}
-    for part in text.split("=== ")[1:]:
-        head, _, body = part.partition("\n")
-        if head == "status":
-            status = body.strip()
-        elif head == "offsite":
-            offsite = body.strip()
-        elif head.startswith("base "):
-            infos[head.removeprefix("base ").strip()] = body
-    return ArchiveFacts(lineage=lineage, running=running, status_text=status, infos=infos,
-                        offsite_running=offsite_running, offsite_text=offsite)
-
-
-def parse_restored(text: str) -> tuple[str, dict[str, int], list[str]]:
-    """What the restore script printed: how recovery ended (REACHED), the row counts (COUNT), recovery's log (LOG)."""
-    counts: dict[str, int] = {}
-    reached, log = "", []
-    for line in text.splitlines():
-        kind, _, rest = line.partition(" ")
-        if kind == "COUNT" and " " in rest:
-            table, _, number = rest.rpartition(" ")
-            counts[table] = int(number) if number.isdigit() else 0
-        elif kind == "REACHED":
-            reached = rest.strip()
-        elif kind == "LOG":
-            log.append(rest.strip())
-    return reached, counts, log
+    # the replication slot as the database tells it, read when the archiver is not running: its wal_status (None: no
+    # slot) and the bytes of WAL it holds back on the db's disk
+    slot_status: str | None = None
+    slot_held_bytes: int | None = None
+    # the repository's filesystem (df): bytes free and its size, None where the backend cannot tell
+    repository_free_bytes: int | None = None
+    repository_size_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -386,23 +388,33 @@ class OffsiteStatus:
     newest_wal: str | None
     newest_base: str | None
     system_identifier: str | None = None  # the cluster's: the copy lives under <where>/<env>/<project>/<lineage>/<it>
+    # the store's retention: when it last pruned, how many files it deleted then, the oldest base it keeps, and why
+    # it deleted nothing when it refused (a listing it could not read, a kept base whose start segment is missing)
+    pruned_at: datetime | None = None
+    pruned_files: int | None = None
+    oldest_base: str | None = None
+    prune_error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "reason": self.reason, "where": self.where,
                 "last_success": iso(self.last_success), "error": self.error, "newest_wal": self.newest_wal,
-                "newest_base": self.newest_base, "system_identifier": self.system_identifier}
+                "newest_base": self.newest_base, "system_identifier": self.system_identifier,
+                "pruned_at": iso(self.pruned_at), "pruned_files": self.pruned_files, "oldest_base": self.oldest_base,
+                "prune_error": self.prune_error}
 
 
 def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime, max_lag: float) -> OffsiteStatus:
-    """The offsite copy's health, never a false ok: failed when its service does not run, has written no status, or
-    its last copy failed; stale when its last success is older than three copy periods or `max_lag`, whichever is
-    longer (the store holds less than the archive)."""
+    """The offsite copy's health, never a false ok: failed when its service does not run, has written no status, its
+    last copy failed, or its retention refused to prune (something in the store is not as it should be: nothing
+    was deleted); stale when its last success is older than three copy periods or `max_lag`, whichever is longer
+    (the store holds less than the archive)."""
     status: dict[str, Any] = {}
     if facts.offsite_text:
         with contextlib.suppress(ValueError):
             loaded = json.loads(facts.offsite_text)
             status = loaded if isinstance(loaded, dict) else {}
     success, error = _moment(status.get("last_success")), str(status.get("last_error") or "") or None
+    prune_error = str(status.get("prune_error") or "") or None
     limit = max(3 * settings.every, max_lag)
     age = (now - success).total_seconds() if success else None
     health, reason = "ok", f"copied {age:.0f} s ago" if age is not None else "copying"
@@ -416,10 +428,16 @@ def offsite_status(facts: ArchiveFacts, settings: OffsiteSettings, now: datetime
         health, reason = "failed", "no copy has succeeded yet"
     elif age > limit:
         health, reason = "stale", f"the last copy that succeeded is {age:.0f} s old (limit {limit:.0f} s)"
+    elif prune_error:
+        health, reason = "failed", f"retention in {settings.shown()} deleted nothing: {prune_error}"
+    pruned = _number(status.get("pruned_files"))
     return OffsiteStatus(health=health, reason=reason, where=settings.shown(), last_success=success, error=error,
                          newest_wal=str(status.get("newest_wal") or "") or None,
                          newest_base=str(status.get("newest_base") or "") or None,
-                         system_identifier=str(status.get("system_identifier") or "") or None)
+                         system_identifier=str(status.get("system_identifier") or "") or None,
+                         pruned_at=_moment(status.get("pruned_at")), pruned_files=int(pruned) if pruned is not None
+                         else None, oldest_base=str(status.get("oldest_base") or "") or None,
+                         prune_error=prune_error)
 
 
 @dataclass(frozen=True)
@@ -440,6 +458,8 @@ class ArchiveStatus:
     last_error: str | None = None  # the last error, even when it has passed (a restart of the db, say)
     last_error_at: datetime | None = None
     offsite: OffsiteStatus | None = None  # backup.offsite's copy
+    slot_held_bytes: int | None = None  # WAL the replication slot holds back on the db's disk (None: not known)
+    repository_free_bytes: int | None = None  # free space where the repository is (None: not known)
 
     @property
     def last_base(self) -> BaseBackup | None:
@@ -454,7 +474,38 @@ class ArchiveStatus:
                 "bases": len(self.bases), "lag_bytes": self.lag_bytes, "lag_seconds": self.lag_seconds,
                 "size_bytes": self.size_bytes, "error": self.error, "last_error": self.last_error,
                 "last_error_at": iso(self.last_error_at), "updated": iso(self.updated),
-                "offsite": self.offsite.to_dict() if self.offsite else None}
+                "offsite": self.offsite.to_dict() if self.offsite else None,
+                "slot_held_bytes": self.slot_held_bytes, "repository_free_bytes": self.repository_free_bytes}
+
+
+FULL_BELOW = 2 * 16 * 1024**2  # bytes free in the repository under which the next WAL segments cannot be written
+
+
+def parse_df(text: str) -> tuple[int | None, int | None]:
+    """Bytes free and the size of a filesystem from `df -Pk`'s line for it ((None, None) when unreadable)."""
+    fields = text.split()
+    if len(fields) < 4 or not fields[1].isdigit() or not fields[3].isdigit():
+        return None, None
+    return int(fields[3]) * 1024, int(fields[1]) * 1024
+
+
+SLOT_WARNING = 0.5  # of max_slot_wal_keep_size held back by the slot: the health says so before the slot is lost
+
+
+def slot_note(held: int | None, status: str | None, limit: int) -> str | None:
+    """What the replication slot's hold on the db's disk means, for a reason; None when it holds nothing known."""
+    if status == "lost":
+        return (f"its replication slot was lost: it held more than max_slot_wal_keep_size ({_mib(limit)}), so "
+                f"the archive has a gap and starts a new window when the archiver runs again")
+    if held is None or held < 0:
+        return None
+    left = max(0, limit - held)
+    return (f"its replication slot holds {_mib(held)} of WAL on the db's disk, {_mib(left)} before "
+            f"max_slot_wal_keep_size ({_mib(limit)}) drops it and the archive gets a gap")
+
+
+def _mib(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
 
 
 def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) -> ArchiveStatus:
@@ -481,6 +532,10 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     age = (now - updated).total_seconds() if updated else None
     if not facts.running:
         health, reason = "failed", NOT_RUNNING
+    elif facts.repository_free_bytes is not None and facts.repository_free_bytes < FULL_BELOW:
+        health, reason = "failed", (f"the repository is full: {_mib(facts.repository_free_bytes)} free of "
+                                    f"{_mib(facts.repository_size_bytes or 0)}, too little for the next WAL "
+                                    f"segments (free space, or shorten backup.retention)")
     elif facts.status_text is None or updated is None:
         health, reason = "failed", "the archiver has written no status yet"
     elif error:
@@ -492,6 +547,9 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
     elif status.get("wal_gap"):
         health, reason = "failed", (f"a WAL segment is missing from the archive ({status['wal_gap']}): restores "
                                     f"past it would stop there")
+    elif status.get("wal_damaged"):
+        health, reason = "failed", (f"a WAL segment in the archive is damaged ({status['wal_damaged']}): restores "
+                                    f"past it would stop there")
     elif status.get("base_error"):
         health, reason = "failed", f"the last base backup failed: {status['base_error']}"
     elif not bases:
@@ -501,6 +559,15 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                                    f"(max_lag {show_duration(settings.max_lag)})")
     elif window is None:
         health, reason = "stale", "the archive has not yet reached the newest base backup's end"
+    held = facts.slot_held_bytes if facts.slot_held_bytes is not None else (
+        int(lag_bytes) if lag_bytes is not None and lag_bytes >= 0 else None)
+    note = slot_note(held, facts.slot_status, settings.max_slot_wal_keep_size)
+    if note is not None and (facts.slot_held_bytes is not None or facts.slot_status == "lost"
+                             or (held or 0) >= SLOT_WARNING * settings.max_slot_wal_keep_size):
+        if health == "ok":
+            health, reason = "stale", note
+        else:
+            reason = f"{reason}; {note}"
     offsite = (offsite_status(facts, settings.offsite, now, settings.max_lag)
                if settings.offsite is not None and settings.continuous else None)
     if offsite is not None and offsite.health != "ok" and health == "ok":
@@ -509,7 +576,8 @@ def read_status(facts: ArchiveFacts, settings: BackupSettings, now: datetime) ->
                          lag_bytes=int(lag_bytes) if lag_bytes is not None else None, lag_seconds=lag_seconds,
                          size_bytes=int(s) if (s := _number(status.get("size_bytes"))) is not None else None,
                          error=error, updated=updated, last_error=last_error,
-                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite)
+                         last_error_at=_moment(status.get("last_error_at")), offsite=offsite, slot_held_bytes=held,
+                         repository_free_bytes=facts.repository_free_bytes)
 
 
 def _number(value: object) -> float | None:
@@ -540,7 +608,8 @@ def base_for(target: datetime | None, bases: Sequence[BaseBackup]) -> BaseBackup
 
 
 def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> list[BaseBackup]:
-    """The base backups retention keeps (what the archiver's sh loop applies, in Python for its tests): every
+    """The base backups retention keeps (what the archiver's sh loop applies to the repository, and the offsite
+    service's to the store: in Python for their tests): every
     base that ended within the window, plus the newest one before it (which the window's start needs); always
     the newest base."""
     ordered = sorted(bases, key=lambda b: b.end)
@@ -554,8 +623,9 @@ def retained(bases: Sequence[BaseBackup], retention: float, now: datetime) -> li
 @dataclass(frozen=True)
 class RestoreRequest:
     """A point-in-time restore into a new data volume: from `base` of `lineage`, replaying the archive up to
-    `target` (None: all of it), on `image`; `admin` and `dbname` to check it with, `mark_sql` to mark the database
-    with its new volume (roles.VOLUME_MARK), within `timeout` seconds of recovery."""
+    `target` (None: all of it), or up to and including the commit of transaction `target_xid` when given (a restore
+    drill's marker: `target` then only chose the base); on `image`; `admin` and `dbname` to check it with,
+    `mark_sql` to mark the database with its new volume (roles.VOLUME_MARK), within `timeout` seconds of recovery."""
 
     lineage: str
     base: str
@@ -565,6 +635,7 @@ class RestoreRequest:
     dbname: str
     mark_sql: str
     timeout: float = 600.0
+    target_xid: int | None = None
 
 
 @dataclass(frozen=True)

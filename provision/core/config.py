@@ -229,7 +229,7 @@ def load_env(
     _check_variables_used(parsed, template_path, shown)
     env_variables = {**DEFAULT_VARIABLES, **{k: _scalar(v) for k, v in parsed.variables.items()}}
     env_limits = _limits(shown, "resources", parsed.resources)
-    env_backup = _backup(shown, parsed.backup)
+    env_backup = _backup(shown, parsed.backup, root=root)
     layers: list[tuple[str, Mapping[str, object]]] = [("variables", env_variables)]
     layers += [(f"projects[{i}].variables", {**env_variables, **p.variables}) for i, p in enumerate(parsed.projects)]
     for where, variables in layers:
@@ -247,7 +247,7 @@ def load_env(
             images=_project_images(parsed.images, p.images),
             index=i,
             own_keys=_own_keys(p),
-            backup=_backup(shown, parsed.backup, p.backup, where=f"projects[{i}].backup") if p.backup else env_backup,
+            backup=_backup(shown, parsed.backup, p.backup, where=f"projects[{i}].backup", root=root) if p.backup else env_backup,
         )
         for i, p in enumerate(parsed.projects)
     )
@@ -319,9 +319,9 @@ def _limits(shown: str, where: str, *layers: Mapping[str, Any]) -> StackLimits:
 
 
 def _backup(shown: str, env: Mapping[str, Any], own: Mapping[str, Any] | None = None, *,
-            where: str = "backup") -> BackupSettings:
+            where: str = "backup", root: Path) -> BackupSettings:
     try:
-        return backup_settings(env, *([own] if own is not None else []), where=("backup", where))
+        return backup_settings(env, *([own] if own is not None else []), where=("backup", where), root=root)
     except ValueError as exc:
         raise ConfigError(f"{shown}: {exc}") from None
 

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 import yaml
 
-from . import archiving, names
+from . import archive_scripts, archiving, names
 from .branches import BranchMark
 from .config import EnvConfig, ProjectSpec
 from .errors import TemplateError
@@ -86,11 +86,12 @@ def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, ba
             "role": archiving.ARCHIVER_ROLE, "slot": archiving.SLOT, "poll": archiving.POLL_SECONDS,
             "repository_volume": archiving.REPOSITORY_VOLUME, "socket_volume": archiving.SOCKET_VOLUME,
             "directory": f"{archiving.REPOSITORY_PATH}/{db_volume}", "path": archiving.REPOSITORY_PATH,
-            "start": archiving.START, "read": archiving.READ_SCRIPT,
+            "start": archiving.START, "read": archive_scripts.READ_SCRIPT,
             "offsite": {
                 "script": OFFSITE_SCRIPT.read_text(encoding="utf-8"), "image": offsite.image,
                 "endpoint": offsite.endpoint, "bucket": offsite.bucket, "region": offsite.region,
                 "prefix": offsite.location(config.name, spec.name, db_volume), "every": int(offsite.every),
+                "ca_cert": offsite.ca_base64,
                 "secrets": {name.lower(): secret_ref(name, required=backend == "local")
                             for name in offsite.secret_names},
             } if offsite is not None else None}
@@ -100,10 +101,10 @@ def restore_context(request: Mapping[str, Any], db_volume: str) -> dict[str, Any
     """What the template's one-shot `restore` service needs: the restore script, its command, and the request's
     values (`lineage`, `base`, `target` as recovery_target_time takes it, `admin`, `dbname`, `mark`, `wait`) as its
     environment; none of them is a secret (the service runs as the image's root over the local socket)."""
-    return {"script": archiving.RESTORE_SCRIPT.read_text(encoding="utf-8"), "start": archiving.RESTORE_START,
+    return {"script": archive_scripts.RESTORE_SCRIPT.read_text(encoding="utf-8"), "start": archive_scripts.RESTORE_START,
             "env": {"RESTORE_KEY": db_volume, "LINEAGE": str(request["lineage"]), "BASE": str(request["base"]),
                     "TARGET": str(request.get("target") or ""), "ADMIN": str(request["admin"]),
-                    "DB": str(request["dbname"]), "MARK": str(request["mark"]), "COUNTS": archiving.COUNTS_SQL,
+                    "DB": str(request["dbname"]), "MARK": str(request["mark"]), "COUNTS": archive_scripts.COUNTS_SQL,
                     "WAIT": str(int(request.get("wait") or 600))}}
 
 

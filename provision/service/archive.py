@@ -10,6 +10,7 @@ refused before anything changes, naming the window."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from ..backends.base import (
     OffsiteCopies,
     RestoresArchive,
     RestoresInStack,
+    RunsSql,
 )
 from ..core import archiving, roles
 from ..core.archiving import ArchiveStatus, Restored, RestoreRequest
@@ -36,13 +38,14 @@ from ..core.errors import (
     ProvisionError,
     with_note,
 )
-from ..core.model import Target
+from ..core.model import Observed, Target
 from ..core.render import DEFAULT_DB_VOLUME
 from ..core.results import ProjectResult
 from ..infra import hints
 from ..infra.clock import utc_now, utc_stamp
 from ..infra.database import quote_identifier
 from ..state import history
+from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .engine import Engine, Operation
 from .upgrade import Upgrades
@@ -102,15 +105,12 @@ class ArchiveVerbs:
 
     def _read(self, target: Target, lineage: str | None = None) -> ArchiveStatus:
         """The status of `lineage` (default: the current data volume's)."""
-        archives = self.engine.capability(Archives, target)
         record = self.engine.record(target.project)
         observed = self.engine.observe(target, record)
-        lineage = lineage or self._lineage(target)
-        return archiving.read_status(archives.archive_facts(target, observed, lineage), target.spec.backup, self.now())
+        return read_archive(self.engine, target, observed, lineage or self._lineage(target), self.now())
 
     def _lineage(self, target: Target) -> str:
-        record = self.engine.record(target.project)
-        return (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+        return lineage_of(self.engine.record(target.project))
 
     def _pull(self, target: Target, system_id: str | None) -> str:
         """Pull a copy of the store (backup.offsite) into the repository volume: the one of cluster `system_id`, or
@@ -320,10 +320,11 @@ class ArchiveVerbs:
             "restore_s": round(restored.duration, 3), "recovery_log": list(restored.log)})
 
     def clone(self, project: str, at: str, to: str, provision: Callable[[str], ProjectResult],
-              remove: Callable[[str], object], *, mask: str = "") -> ProjectResult:
+              remove: Callable[[str], object], *, mask: str = "", xid: int | None = None) -> ProjectResult:
         """A new project `to` made from `project`'s archive at `at` (branch from the past): the archive restored
         into `to`'s new data volume by a one-off container, then `provision(to)` creates its stack on it (its own
-        secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`)."""
+        secrets and roles). The source is only read, and never stopped. A failed clone is removed again (`remove`).
+        With `xid`, recovery stops right after that transaction's commit (`at`, its time, chooses the base)."""
         engine = self.engine
         try:
             moment = archiving.parse_time(at, self.now())
@@ -340,6 +341,8 @@ class ArchiveVerbs:
                               f"{project!r} holds {dbname!r}: a clone keeps the database's name")
         archives = engine.capability(RestoresArchive, source)
         request = self._request(source, moment, DEFAULT_DB_VOLUME, "clone --at", mask=mask)
+        if xid is not None:
+            request = dataclasses.replace(request, target_xid=xid)
         engine.reporter.step(to, f"restoring {project!r}'s base backup {request.base} and archive up to "
                                  f"{archiving.iso(moment) or 'its end'} into a new project")
         # the copy's secrets (and ports) first: a backend refuses to make new ones beside existing data
@@ -475,7 +478,7 @@ class ArchiveVerbs:
         # a read on Coolify is a scheduled task, a dozen requests of the 200 a minute it allows: once per status
         pause = 1.0 if isinstance(self.engine.backend, RestoresArchive) else float(archiving.POLL_SECONDS)
         while (status.window is None or (moment is not None and moment > status.window.latest)) \
-                and status.reason != archiving.NOT_RUNNING and self.engine.clock() < deadline:
+                and not status.reason.startswith(archiving.NOT_RUNNING) and self.engine.clock() < deadline:
             self.engine.sleep(pause)
             status = self._read(target, lineage)
         refused = archiving.refusal(moment, status)
@@ -497,6 +500,30 @@ class ArchiveVerbs:
     @staticmethod
     def _command(target: Target, *flags: str) -> str:
         return hints.command("restore", *flags, env=target.env, project=target.project)
+
+
+def lineage_of(record: ProjectRecord | None) -> str:
+    """The lineage a project's archive is read as: its current data volume's compose key."""
+    return (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
+
+
+def read_archive(engine: Engine, target: Target, observed: Observed, lineage: str, now: datetime) -> ArchiveStatus:
+    """The status of `target`'s archive of `lineage` (NotSupported where the backend cannot read it). When its
+    archiver does not run, the replication slot's hold on the db's disk is asked of the database (where the backend
+    runs SQL and the db runs), so that the health says how far the slot is from being dropped."""
+    archives = engine.capability(Archives, target)
+    facts = archives.archive_facts(target, observed, lineage)
+    db = observed.services.get("db")
+    if not facts.running and isinstance(engine.backend, RunsSql) and db is not None and db.running:
+        with contextlib.suppress(ProvisionError):
+            found = engine.backend.run_sql(target, observed, _SLOT, timeout=30, purpose="slot").strip().split("|")
+            facts = dataclasses.replace(facts, slot_status=found[0] or None,
+                                        slot_held_bytes=int(found[1]) if len(found) > 1 and found[1].isdigit() else None)
+    return archiving.read_status(facts, target.spec.backup, now)
+
+
+_SLOT = (f"SELECT coalesce(wal_status, 'unknown'), pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+         f"FROM pg_replication_slots WHERE slot_name = '{archiving.SLOT}';\n")
 
 
 def failing(archives: list[ProjectArchive]) -> list[ProjectArchive]:

@@ -2,10 +2,14 @@
 restores, and never says ok for less:
 
 1. a marker row is written into the running database (`provision_drill.marks`, a schema of its own, which the API's
-   schemas do not expose; the owner role's, so that its dumps read it) and awaited in the archive (its latest recoverable moment passes the marker's commit);
-2. the archive is restored (its end, or `at`) into a throwaway project with a stack of its own (clone --at's path,
-   archiving off), which must start and answer: PostgreSQL promoted, the API probed by provision's own wait;
-3. in it, the marker must be there (unless `at` is before it), every table must read to its end (exact row
+   schemas do not expose; the owner role's, so that its dumps read it), with a sample read in the same transaction:
+   up to three tables, each locked against writes for that moment, their exact row counts and the checksum of a
+   page sample; the marker is then awaited in the archive (its latest recoverable moment passes the marker's commit);
+2. the archive is restored into a throwaway project with a stack of its own (clone --at's path, archiving off), up
+   to and including the marker's transaction (or to `at`), which must start and answer: PostgreSQL promoted, the
+   API probed by provision's own wait;
+3. in it, the marker must be there (unless `at` is before it), the sample must match exactly (the copy stopped at
+   the marker's commit, while the sampled tables took no writes), every table must read to its end (exact row
    counts), and amcheck must report nothing in any btree index or table (`bt_index_check`, `verify_heapam`);
 4. the throwaway is removed with its data, whatever happened.
 
@@ -14,19 +18,22 @@ ok or failed with the reason); `backups` shows the last one, or that none ran.""
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..backends.base import RestoresArchive
 from ..core import archiving
 from ..core.errors import ConfigError, ProvisionError
+from ..core.model import Observed, Target
 from ..core.results import ProjectResult
 from ..core.roles import Roles
 from ..infra.clock import utc_stamp
+from ..infra.database import quote_literal
 from ..infra.probes import http_probe
 from ..state import history
 
@@ -35,12 +42,50 @@ if TYPE_CHECKING:
 
 ACTION = "verify"
 NO_ARCHIVING = {"backup": "{continuous: false}"}  # the throwaway's env override: it archives nothing
-_MARK = ("CREATE SCHEMA IF NOT EXISTS provision_drill;\n"
-         "CREATE TABLE IF NOT EXISTS provision_drill.marks "
-         "(token text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());\n"
-         "DELETE FROM provision_drill.marks WHERE at < now() - interval '30 days';\n"
-         "INSERT INTO provision_drill.marks (token) VALUES ('{token}') "
-         "RETURNING to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"');\n")
+# the marker, written as the owner role with a sample of the database beside it: up to SAMPLED_TABLES tables (a
+# random pick among those of at most SAMPLE_TABLE_PAGES pages, else the smallest), each locked against writes
+# (SHARE, lock_timeout 2 s; one that cannot be locked is left out) while its exact row count and the checksum of
+# a page sample (TABLESAMPLE SYSTEM, a fixed seed: the same pages in a physical copy) are read; the marker's
+# transaction id is where the drill's restore stops, so the copy must hold exactly what was sampled
+SAMPLED_TABLES = 3
+SAMPLE_TABLE_PAGES = 8192  # 64 MiB: a table locked for its count no longer than a moment
+_MARK = """CREATE SCHEMA IF NOT EXISTS provision_drill;
+CREATE TABLE IF NOT EXISTS provision_drill.marks (token text PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp());
+ALTER TABLE provision_drill.marks ADD COLUMN IF NOT EXISTS xid bigint, ADD COLUMN IF NOT EXISTS sample jsonb;
+CREATE OR REPLACE FUNCTION provision_drill.sample(t regclass, pct float8) RETURNS jsonb LANGUAGE plpgsql AS $f$
+DECLARE n bigint; h text;
+BEGIN
+  EXECUTE format('SELECT count(*) FROM %s', t) INTO n;
+  EXECUTE format('SELECT md5(coalesce(string_agg(r::text, chr(10) ORDER BY r::text), '''')) '
+                 'FROM %s AS r TABLESAMPLE SYSTEM (%s) REPEATABLE (22)', t, pct) INTO h;
+  RETURN jsonb_build_object('rows', n, 'pct', pct, 'md5', h);
+END $f$;
+CREATE OR REPLACE FUNCTION provision_drill.mark(p_token text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE r record; taken jsonb := '{}'; stamp timestamptz;
+BEGIN
+  PERFORM set_config('lock_timeout', '2s', true);
+  FOR r IN SELECT c.oid::regclass AS t, greatest(c.relpages, 1) AS pages FROM pg_class c
+      JOIN pg_namespace s ON s.oid = c.relnamespace
+      WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND s.nspname NOT IN ('information_schema', 'provision_drill')
+        AND s.nspname !~ '^pg_' AND has_table_privilege(c.oid, 'SELECT, UPDATE')
+      ORDER BY c.relpages > __PAGES__, CASE WHEN c.relpages > __PAGES__ THEN c.relpages END, random()
+      LIMIT __TABLES__ LOOP
+    BEGIN
+      EXECUTE format('LOCK TABLE %s IN SHARE MODE', r.t);
+    EXCEPTION WHEN lock_not_available THEN CONTINUE;
+    END;
+    taken := taken || jsonb_build_object(r.t::text, provision_drill.sample(r.t, least(100, 4000.0 / r.pages)));
+  END LOOP;
+  INSERT INTO provision_drill.marks (token, xid, sample) VALUES (p_token, txid_current() % 4294967296, taken)
+    RETURNING marks.at INTO stamp;
+  RETURN jsonb_build_object('at', to_char(stamp AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                            'xid', txid_current() % 4294967296, 'sample', taken)::text;
+END $f$;
+DELETE FROM provision_drill.marks WHERE at < now() - interval '30 days';
+SELECT provision_drill.mark('{token}');
+""".replace("__PAGES__", str(SAMPLE_TABLE_PAGES)).replace("__TABLES__", str(SAMPLED_TABLES))
+# the same sample read in the restored copy: one `<table> <json>` line per sampled table
+_RESAMPLE = "SELECT provision_drill.sample({table}, {pct});\n"
 _FOUND = "SELECT count(*) FROM provision_drill.marks WHERE token = '{token}';\n"
 # amcheck on every permanent btree index and table: one line per problem found (none: a clean database)
 _AMCHECK = ("CREATE EXTENSION IF NOT EXISTS amcheck;\n"
@@ -107,18 +152,22 @@ class Drills:
         token = secrets.token_hex(8)
         observed = engine.observe(target, engine.record(project))
         # as the owner role: its schema is then the owner's, so its own dumps (backup, clone) can read it
-        written = engine.sql(target).run_sql(target, observed, _MARK.format(token=token), user=owner,
-                                             purpose="verify").split()
-        marked = datetime.fromisoformat(written[-1].replace("Z", "+00:00")) if written else None
+        written = engine.sql(target).run_sql(target, observed, _MARK.replace("{token}", token), user=owner,
+                                             purpose="verify").strip().splitlines()
+        mark = json.loads(written[-1]) if written else {}
+        marked = datetime.fromisoformat(str(mark["at"]).replace("Z", "+00:00")) if mark else None
         wanted = marked is not None and (moment is None or moment >= marked)
         if wanted and marked is not None:
             self._await_archive(project, marked)
-        engine.reporter.step(project, f"restoring its archive ({archiving.iso(moment) or 'to its end'}) into the "
-                                      f"throwaway project {name!r}")
-        made = self.source.archive.clone(project, archiving.iso(moment) or "latest", name,
+        # no time asked: up to and including the marker's commit, where the sample was read
+        xid = int(mark["xid"]) if mark and moment is None else None
+        shown = archiving.iso(moment) or (f"to the marker's commit (xid {xid})" if xid is not None else "to its end")
+        engine.reporter.step(project, f"restoring its archive ({shown}) into the throwaway project {name!r}")
+        at = archiving.iso(moment) or (archiving.iso(marked) if xid is not None else None) or "latest"
+        made = self.source.archive.clone(project, at, name,
                                          lambda copy: self.throwaway.provision(copy, create=True),
                                          lambda copy: self.throwaway.destroy(copy, delete_data=True, yes=True,
-                                                                             backup=False))
+                                                                             backup=False), xid=xid)
         copy = self.throwaway.engine.known_target(name)
         api = self.throwaway.outputs(name).api_url or ""
         failure = http_probe(api, timeout=10)() if api else "no api_url"
@@ -130,13 +179,38 @@ class Drills:
         if wanted and present != ["1"]:
             raise ProvisionError(f"the marker written at {archiving.iso(marked)} is not in the restored database: "
                                  f"the archive does not reach what it says it does")
+        sampled = dict(mark.get("sample") or {}) if xid is not None else {}
+        mismatch = self._resample(copy, seen, sampled, owner)
+        if mismatch:
+            raise ProvisionError(f"the restored database differs from what was sampled at the marker: {mismatch}")
         problems = runs.run_sql(copy, seen, _AMCHECK, user=admin, timeout=1800, purpose="verify").split()
         if len(problems) != 2 or problems[1] != "0":
             raise ProvisionError(f"amcheck found corruption in the restored database: {' '.join(problems)[:200]}")
         counts = dict(made.details.get("row_counts") or {})
-        return {"to": made.details.get("at") or "the archive's end", "marker": "found" if wanted else "not asked",
+        return {"to": (f"the marker's commit (xid {xid})" if xid is not None else made.details.get("at"))
+                or "the archive's end", "marker": "found" if wanted else "not asked",
+                "sampled_tables": len(sampled), "sampled_rows": sum(int(v["rows"]) for v in sampled.values()),
                 "tables": len(counts), "rows": sum(int(n) for n in counts.values()),
                 "restore_s": round(made.duration, 3), "indexes_checked": int(problems[0])}
+
+    def _resample(self, copy: Target, seen: Observed, sampled: Mapping[str, Any], owner: str) -> str | None:
+        """The sample read again in the restored copy (row counts, the page sample's checksum); a phrase naming
+        the first table that differs, None when all match."""
+        if not sampled:
+            return None
+        runs = self.throwaway.engine.sql(copy)
+        sql = "".join(_RESAMPLE.format(table=quote_literal(table), pct=float(found["pct"]))
+                      for table, found in sampled.items())
+        lines = runs.run_sql(copy, seen, sql, user=owner, timeout=1800, purpose="verify").strip().splitlines()
+        for (table, recorded), line in zip(sampled.items(), lines, strict=False):
+            again = json.loads(line)
+            if int(again["rows"]) != int(recorded["rows"]):
+                return f"{table} has {again['rows']} rows, {recorded['rows']} were sampled"
+            if again["md5"] != recorded["md5"]:
+                return f"{table}'s page sample has checksum {again['md5']}, {recorded['md5']} was sampled"
+        if len(lines) != len(sampled):
+            return f"{len(lines)} of {len(sampled)} sampled tables could be read"
+        return None
 
     def _await_archive(self, project: str, marked: datetime) -> None:
         """Until the archive's latest recoverable moment passes the marker's commit (its max_lag plus a minute)."""

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 
-from ..backends.base import Diagnosing, Metering
+from ..backends.base import Archives, Diagnosing, Metering
 from ..core import roles
-from ..core.errors import ConfigError, ProjectConflict, ProjectNotFound, TemplateError, redact
+from ..core.errors import ConfigError, ProjectConflict, ProjectNotFound, ProvisionError, TemplateError, redact
 from ..core.model import ABSENT, NO_ENDPOINTS, Observed, Target, Usage
 from ..core.render import parse_compose
 from ..core.results import ProjectResult, RunSummary, ServiceStatus
@@ -18,6 +18,7 @@ from ..infra import dbaccess, hints
 from ..infra import doctor as checkup
 from ..infra.shell import ShellCommand
 from ..state.records import ProjectRecord
+from .archive import lineage_of, read_archive
 from .branching import mark_of
 from .engine import Engine
 
@@ -50,13 +51,15 @@ class Reads:
 
     def status(self, project: str | None = None, *, usage: bool = True) -> RunSummary:
         """Status of one project, or of every declared, recorded or deployed project in the env; with `usage`,
-        what each running stack costs (one sweep of the backend for all of them)."""
+        what each running stack costs (one sweep of the backend for all of them), and the backup health of each
+        project with continuous archiving."""
         if project is not None:
             target = self.engine.known_target(project)
             record = self.engine.record(project)
             observed = self.engine.observe(target, record)
             costs = self.usage([project]) if usage and observed.exists else {}
-            result = self.status_of(target, observed, record, costs.get(project))
+            health = self.backup_health({project: (target, observed, record)}) if usage else {}
+            result = self.status_of(target, observed, record, costs.get(project), health.get(project))
             return RunSummary(self.engine.env, self.engine.backend.name, (result,))
         records = self.engine.records()
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -64,9 +67,33 @@ class Reads:
             asked = pool.submit(self.usage, None) if usage else None
             observed_all = self.engine.observe_env(records=records)
             costs = asked.result() if asked is not None else {}
-        results = [self.status_of(self.engine.target(name), observed_all.get(name) or ABSENT, records.get(name), costs.get(name))
-                   for name in self.project_names(observed_all, recorded=records)]
+        seen = {name: (self.engine.target(name), observed_all.get(name) or ABSENT, records.get(name))
+                for name in self.project_names(observed_all, recorded=records)}
+        health = self.backup_health(seen) if usage else {}
+        results = [self.status_of(target, observed, record, costs.get(name), health.get(name))
+                   for name, (target, observed, record) in seen.items()]
         return RunSummary(self.engine.env, self.engine.backend.name, tuple(results))
+
+    def backup_health(self, seen: Mapping[str, tuple[Target, Observed, ProjectRecord | None]]
+                      ) -> dict[str, dict[str, str]]:
+        """The backup health (`health`, `reason`) of each project of `seen` with continuous archiving and a stack,
+        read in parallel where the backend reads archives; a read that fails is a `failed` health saying why."""
+        wanted = {name: parts for name, parts in seen.items()
+                  if parts[0].spec.backup.continuous and parts[1].exists and not parts[1].foreign
+                  and isinstance(self.engine.backend, Archives)}
+
+        def one(parts: tuple[Target, Observed, ProjectRecord | None]) -> dict[str, str]:
+            target, observed, record = parts
+            try:
+                found = read_archive(self.engine, target, observed, lineage_of(record), datetime.now(UTC))
+            except ProvisionError as exc:
+                return {"health": "failed", "reason": f"its archive could not be read: {str(exc).splitlines()[0]}"}
+            return {"health": found.health, "reason": found.reason}
+
+        if not wanted:
+            return {}
+        with ThreadPoolExecutor(max_workers=min(4, len(wanted))) as pool:
+            return dict(zip(wanted, pool.map(one, wanted.values()), strict=True))
 
     def usage(self, projects: Collection[str] | None) -> Mapping[str, Mapping[str, Usage]]:
         """What the containers of `projects` (None: all of the env) cost now; empty where the backend cannot tell."""
@@ -74,9 +101,9 @@ class Reads:
         return backend.usage(self.engine.config, projects) if isinstance(backend, Metering) else {}
 
     def status_of(self, target: Target, observed: Observed, record: ProjectRecord | None,
-                  usage: Mapping[str, Usage] | None = None) -> ProjectResult:
+                  usage: Mapping[str, Usage] | None = None, backup: Mapping[str, str] | None = None) -> ProjectResult:
         """One project's status from an observation and its record (None: it has none), with what its
-        containers cost when `usage` is given."""
+        containers cost when `usage` is given and its backup health when `backup` is."""
         prepared = self.engine.prepare(target, observed, create=False)
         endpoints = (self.engine.backend.endpoints(target, self.engine.known(observed, record), prepared)
                      if (observed.exists or record) and not observed.foreign else NO_ENDPOINTS)
@@ -94,6 +121,8 @@ class Reads:
                             else "") + f", taken {mark.taken_at}, " +
                             (f"expires {mark.expires_at}" if mark.expires_at else "never expires"))
         messages += [observed.foreign] if observed.foreign else []
+        if backup is not None and backup["health"] != "ok":
+            messages.append(f"backup {backup['health']}: {backup['reason']}")
         messages += [f"{name}: OOM-killed (over its memory limit"
                      + (f" of {_mib(usage[name].memory_limit_bytes)}" if usage[name].memory_limit_bytes else "")
                      + "): raise resources." + name + ".memory" for name in oom]
@@ -103,7 +132,8 @@ class Reads:
             db_url_scope=endpoints.db_url_scope, declared=target.spec.declared,
             services=tuple(ServiceStatus(k, v.state, v.health, usage.get(k)) for k, v in sorted(observed.services.items())),
             messages=tuple(messages), server=observed.server,
-            details={"branch": mark.to_dict()} if mark is not None else {},
+            details={**({"branch": mark.to_dict()} if mark is not None else {}),
+                     **({"backup": dict(backup)} if backup is not None else {})},
         )
 
     def outputs(self, project: str) -> ProjectResult:

@@ -4,6 +4,7 @@
 #     its error recorded); the db's max_slot_wal_keep_size bounds what the slot holds back when this is down.
 #   pg_basebackup -Ft -z -X none (WAL comes from the archive) into $ARCHIVE_DIR/base/<UTC stamp>/ at first start and
 #     whenever the newest base is older than $BASE_EVERY seconds; backup_info is written once its end is archived.
+#   each finished WAL segment is read through with pg_waldump once (and every day): a damaged one is reported.
 #   retention: every base that ended within $RETENTION seconds plus the newest one before, and the WAL from the
 #     oldest kept base's start WAL on (pg_archivecleanup).
 #   $ARCHIVE_DIR/status.json, atomically, every $POLL seconds: latest_recoverable is the now() of the last poll
@@ -12,7 +13,7 @@ set -u
 D="$ARCHIVE_DIR"
 mkdir -p "$D/wal" "$D/base" || exit 1
 rm -rf "$D/base/".tmp-* 2>/dev/null
-rpid=""; bpid=""; spid=""; wal_gap=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
+rpid=""; bpid=""; spid=""; wal_gap=""; wal_bad=""; verified=""; verified_at=""; err=""; last_err=""; last_err_at=""; prev_t=""; prev_lsn=""; size=""; n=0; streaming=false
 # what the archive reached before a restart is still in it
 latest=$(sed -n 's/.*"latest_recoverable": "\([^"]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
 latest_epoch=$(sed -n 's/.*"latest_epoch": "\([0-9]*\)".*/\1/p' "$D/status.json" 2>/dev/null)
@@ -34,7 +35,7 @@ start_receiver() {
   [ "$slot" = lost ] && q -c "SELECT pg_drop_replication_slot('$SLOT')" >/dev/null
   if [ "$slot" != ok ] && [ -n "$(ls "$D/wal")" ]; then
     aside="$D.gap-$(date -u +%Y%m%dT%H%M%SZ)"; mkdir -p "$aside" && mv "$D/wal" "$D/base" "$aside/" && mkdir -p "$D/wal" "$D/base"
-    rm -f "$D/status.json"; latest=""; latest_epoch=""; prev_t=""; prev_lsn=""; last=""; last_end=""; base_due=0
+    rm -f "$D/status.json"; latest=""; latest_epoch=""; verified=""; wal_bad=""; prev_t=""; prev_lsn=""; last=""; last_end=""; base_due=0
     note "the replication slot was $( [ "$slot" = lost ] && echo lost || echo missing): a gap in the WAL; the archive before it is kept in $aside and a new window starts"
   fi
   if ! pg_receivewal --create-slot --if-not-exists -S "$SLOT" 2>"$D/.receiver.log"; then
@@ -47,8 +48,10 @@ start_receiver() {
 take_base() {
   name=$(date -u +%Y%m%dT%H%M%SZ); tmp="$D/base/tmp-$name"; log="$D/.base.log"
   start=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  if ! pg_basebackup -D "$tmp" -Ft -z -X none -c fast -v 2>"$log"; then
-    echo "base_error=$(grep -i error "$log" | tail -n 1 | tr -d '"\\')" > "$D/.base_error"; rm -rf "$tmp"; return 1
+  pg_basebackup -D "$tmp" -Ft -z -X none -c fast -v 2>"$log"; rc=$?
+  if [ $rc -ne 0 ]; then  # killed midway, it may say nothing: its exit status is the reason then
+    why=$(grep -i error "$log" | tail -n 1 | tr -d '"\\'); [ -n "$why" ] || why="pg_basebackup exited with status $rc"
+    echo "base_error=$why" > "$D/.base_error"; rm -rf "$tmp"; return 1
   fi
   label=$(tar -xzOf "$tmp/base.tar.gz" backup_label 2>/dev/null)
   slsn=$(printf '%s\n' "$label" | sed -n 's/^START WAL LOCATION: \([0-9A-F/]*\) (file \([0-9A-F]*\)).*/\1/p')
@@ -103,6 +106,30 @@ ask() {  # $1: one statement; the last row it printed in $row; non-zero when the
   [ "$line" = __end__ ] && [ -n "$row" ]
 }
 
+verify_wal() {  # finished segments read through once with pg_waldump, at most 64 (1 GiB) a round so that a poll is
+  # never held up long (from the oldest base's start after a start, and again each day): a damaged one is named in
+  # $wal_bad. The newest finished one waits for the next round: a record crossing into the segment being written
+  # is never mistaken for damage.
+  now_s=$(date +%s)
+  if [ $(( now_s - ${verified_at:-0} )) -ge 86400 ]; then verified=""; verified_at=$now_s; fi
+  oldest=$(info "$(ls "$D/base" | grep -v '^tmp-' | sort | head -n 1)" start_wal)
+  vfrom=${verified:-$oldest}
+  [ -n "$oldest" ] && [ "$(printf '%s\n%s\n' "$vfrom" "$oldest" | sort | tail -n 1)" = "$oldest" ] && vfrom=$oldest
+  vupto=$(ls "$D/wal" | grep -E '^[0-9A-F]{24}$' | sort | tail -n 1)
+  [ -n "$vfrom" ] && [ -n "$vupto" ] || return 0
+  vt=$(echo "$vfrom" | cut -c1-8)
+  vfirst=$(( 0x$(echo "$vfrom" | cut -c9-16) * 256 + 0x$(echo "$vfrom" | cut -c17-24) ))
+  vlast=$(( 0x$(echo "$vupto" | cut -c9-16) * 256 + 0x$(echo "$vupto" | cut -c17-24) ))
+  [ "$vlast" -gt "$vfirst" ] || return 0
+  [ "$vlast" -gt $((vfirst + 64)) ] && vlast=$((vfirst + 64))
+  if pg_waldump -q -p "$D/wal" -t $((0x$vt)) -s "$(printf '%X/%X' $((vfirst / 256)) $((vfirst % 256 * 16777216)))" \
+      -e "$(printf '%X/%X' $((vlast / 256)) $((vlast % 256 * 16777216)))" 2>"$D/.verify.log"; then
+    verified=$(printf '%s%08X%08X' "$vt" $((vlast / 256)) $((vlast % 256))); wal_bad=""
+  else
+    wal_bad=$(grep -i error "$D/.verify.log" | tail -n 1 | sed 's/^pg_waldump: error: //' | tr -d '"\\' | cut -c1-200)
+  fi
+}
+
 check_wal() {  # the archive's WAL must run without a hole from the oldest base's start WAL: else $wal_gap says where
   first=$(info "$(ls "$D/base" | grep -v '^tmp-' | sort | head -n 1)" start_wal)
   [ -n "$first" ] || { wal_gap=""; return 0; }
@@ -132,8 +159,8 @@ poll() {
   if [ "$caught" = t ]; then lag_s=0; elif [ -n "$latest_epoch" ]; then lag_s=$((epoch - latest_epoch)); else lag_s=""; fi
   [ $((n % 12)) -eq 0 ] && size=$(( $(du -sk "$D" | cut -f1) * 1024 ))
   berr=""; [ -f "$D/.base_error" ] && berr=$(sed -n 's/^base_error=//p' "$D/.base_error")
-  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s", "wal_gap": "%s"}\n' \
-    "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" "${wal_gap:-}" > "$D/status.json.tmp" \
+  printf '{"updated": "%s", "streaming": %s, "latest_recoverable": "%s", "latest_epoch": "%s", "lag_bytes": "%s", "lag_seconds": "%s", "size_bytes": "%s", "last_base": "%s", "current_lsn": "%s", "error": "%s", "last_error": "%s", "last_error_at": "%s", "base_error": "%s", "wal_gap": "%s", "wal_damaged": "%s"}\n' \
+    "$t" "$streaming" "$latest" "$latest_epoch" "$lag" "$lag_s" "$size" "$last" "$lsn" "$err" "$last_err" "$last_err_at" "$berr" "${wal_gap:-}" "${wal_bad:-}" > "$D/status.json.tmp" \
     && mv "$D/status.json.tmp" "$D/status.json"
 }
 
@@ -156,6 +183,7 @@ while :; do
     else base_due=$(( last_end + BASE_EVERY )); fi
   fi
   [ -z "$bpid" ] && [ $((n % 60)) -eq 0 ] && retention && check_wal
+  [ -z "$bpid" ] && [ $((n % 6)) -eq 1 ] && verify_wal
   n=$((n + 1))
   sleep "$POLL" & wait $!
 done

@@ -1,6 +1,6 @@
 # A point-in-time restore into the empty data volume mounted at $P (core/archiving.py RESTORE_SCRIPT): the base
 # backup $BASE of $LINEAGE untarred, recovery.signal, restore_command copying from the archive, recovery_target_time
-# $TARGET, promotion, row counts ($COUNTS), the volume's mark ($MARK), a clean stop. Prints REACHED, COUNT and LOG
+# $TARGET (or recovery_target_xid $XID), promotion, row counts ($COUNTS), the volume's mark ($MARK), a clean stop. Prints REACHED, COUNT and LOG
 # lines. Run as root by the local backend's one-off container and by the Coolify stack's one-shot `restore` service.
 set -eu
 P=/var/lib/postgresql/data; W="/repo/$LINEAGE/wal"
@@ -25,8 +25,9 @@ run() {
   done
 }
 reached=target
-if [ -n "$TARGET" ]; then
-  if ! run -c "recovery_target_time=$TARGET" -c recovery_target_action=promote; then
+if [ -n "${XID:-}" ]; then goal="recovery_target_xid=$XID"; else goal="recovery_target_time=$TARGET"; fi
+if [ -n "$TARGET${XID:-}" ]; then
+  if ! run -c "$goal" -c recovery_target_action=promote; then
     if grep -q 'recovery ended before configured recovery target was reached' /tmp/pg.log; then
       reached=end  # no commit after the target in the archive: all of it is the state at the target
       run || { tail -n 20 /tmp/pg.log >&2; exit 5; }

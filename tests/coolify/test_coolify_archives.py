@@ -18,7 +18,7 @@ import pytest
 
 from provision.backends.coolify.archives import read_command, report_command
 from provision.backends.coolify.tasks import TASK_COMMAND_MAX
-from provision.core import archiving
+from provision.core import archive_scripts, archiving
 from provision.core.errors import ProvisionError
 from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox, stack_changes
 from tests.coolify_emulator import REALISTIC, CoolifyEmulator
@@ -104,7 +104,7 @@ def _refused(emu: CoolifyEmulator) -> list[str]:
 def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path: Path, emu: CoolifyEmulator) -> None:
     box, archiver, uuid = _setup(tmp_path, emu)
     compose = emu.core.generated_compose(emu.core.store.services[uuid])["services"]
-    assert compose["archiver"]["environment"]["ARCHIVE_READ"].replace("$$", "$") == archiving.READ_SCRIPT
+    assert compose["archiver"]["environment"]["ARCHIVE_READ"].replace("$$", "$") == archive_scripts.READ_SCRIPT
     emu.requests.clear()
     found = box.cli("backups", "--project=shop", "--json").json()["archives"][0]
     assert found["health"] == "ok" and found["lineage"] == "pgdata" and found["bases"] == 1
@@ -127,12 +127,13 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         assert refused.returncode != 0 and "one-off container" in refused.output, refused.output
     assert stack_changes(emu) == [] and not (box.state_dir / box.env / "past").exists()
 
-    # an archiver that does not run: failed, said without a task
+    # an archiver that does not run: failed, said without a task in it (the slot's hold is asked of the db)
     emu.set_service_status(uuid, "exited", app="archiver")
     emu.requests.clear()
     down = box.cli("backups", "--project=shop", "--json").json()["archives"][0]
-    assert down["health"] == "failed" and down["reason"] == archiving.NOT_RUNNING
-    assert not [r for r in emu.requests if "scheduled-tasks" in r.path]
+    assert down["health"] == "failed" and down["reason"].startswith(archiving.NOT_RUNNING)
+    assert [r.body["container"] for r in emu.requests if r.method == "POST" and r.path.endswith("/scheduled-tasks")] \
+        == ["db"]
     assert box.cli("backups", "--check", "--project=shop", check=False).returncode != 0
 
 
@@ -153,7 +154,7 @@ def test_restore_pushes_the_one_shot_service_then_drops_it(tmp_path: Path, emu: 
     env = restore["environment"]
     assert (env["RESTORE_KEY"], env["LINEAGE"], env["BASE"]) == (key, "pgdata", "20260101T000000Z")
     assert env["TARGET"] == archiving.pg_time(datetime.fromisoformat(target.replace("Z", "+00:00")))
-    assert env["RESTORE_SCRIPT"].replace("$$", "$") == archiving.RESTORE_SCRIPT.read_text(encoding="utf-8")
+    assert env["RESTORE_SCRIPT"].replace("$$", "$") == archive_scripts.RESTORE_SCRIPT.read_text(encoding="utf-8")
     assert first["services"]["db"]["depends_on"] == {"restore": {"condition": "service_completed_successfully"}}
     assert f"{key}:/var/lib/postgresql/data" in first["services"]["db"]["volumes"]
     assert "restore" not in second["services"] and "depends_on" not in second["services"]["db"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import shutil
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests.coolify.conftest import TOKEN, coolify_env, methods, stack_changes
 from tests.coolify_emulator import CoolifyEmulator
 from tests.sandbox import Sandbox
+from tests.unit.test_offsite import CA_PEM
 
 
 @pytest.mark.subprocess_cli  # end to end: python -m invoke in a subprocess
@@ -162,3 +164,26 @@ def test_a_coolify_older_than_4_3_0_is_refused_before_any_change(sandbox: Sandbo
 
     emulator.version = "4.3.0"
     assert sandbox.cli("provision", "--json").json()["projects"][0]["status"] == "running"
+
+
+def test_the_offsite_service_gets_the_store_s_ca_without_a_file_and_a_rerun_is_a_no_op(
+        sandbox: Sandbox, emulator: CoolifyEmulator) -> None:
+    """backup.offsite.ca_cert on Coolify, where no file of this machine can be mounted: the PEM is in the offsite
+    service's environment (base64, one line) of the stored compose, and the stack reads back unchanged."""
+    (sandbox.root / "certs").mkdir()
+    (sandbox.root / "certs" / "s3-ca.pem").write_text(CA_PEM)
+    with (sandbox.root / "envs" / f"{sandbox.env}.env").open("a") as env:
+        env.write("BACKUP_S3_ACCESS_KEY_ID=AKIAEXAMPLE\nBACKUP_S3_SECRET_ACCESS_KEY=s3-secret-value-9\n")
+    sandbox.write_env_text(coolify_env(extra=(
+        "backup:\n  continuous: true\n  offsite: {endpoint: 'https://minio.internal:9000', bucket: backups, "
+        "ca_cert: certs/s3-ca.pem}\n")))
+    sandbox.cli("provision", "--project=shop")
+    [service] = emulator.find_services()
+    offsite = emulator.service(service["uuid"])["compose"]["services"]["offsite"]  # type: ignore[index]
+    environment = offsite["environment"]
+    if isinstance(environment, list):
+        environment = dict(item.split("=", 1) for item in environment)
+    assert base64.b64decode(environment["CA_CERT_BASE64"]).decode() == CA_PEM
+    assert "volumes" not in offsite or all("pem" not in str(v) for v in offsite["volumes"])
+    again = sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]
+    assert again["action"] == "no-op"

@@ -4,15 +4,22 @@ the stack, `backups` (window, health, --check), and `restore --to-time` into a n
 
 from __future__ import annotations
 
+import json
 import random
 import subprocess
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 
+from provision.backends.local import archives
+from provision.backends.local.compose import ComposeCLI
+from provision.backends.local.engine import Engine
+from provision.core import archiving
+from provision.core.roles import ADMIN
 from tests.conftest import Sandbox, sql
 
 PG17 = "provision-test/postgres:17"
@@ -109,7 +116,28 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     now = datetime.now(UTC)
     sql(db_url, "insert into marks (name) values ('D')")
     _when(sandbox, lambda s: _moment(s["latest"]) > now)
-    copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+    sql(db_url, "create table load (id bigserial primary key)")
+    started = _started_at(sandbox)
+    stop = threading.Event()
+    load: list[int] = []
+
+    def write() -> None:  # the source takes writes the whole time the clone runs
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            while not stop.is_set():
+                load.append(conn.execute("insert into load default values returning id").fetchone()[0])  # type: ignore[index]
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(now)}", "--json").json()
+        during = len(load)
+        time.sleep(0.3)
+        assert len(load) > during > 0  # still writing after the clone: never stopped
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+    assert _started_at(sandbox) == started  # the source's db container was never restarted
     assert copy["details"]["row_counts"]["public.marks"] == 2 and copy["details"]["source"] == "shop"
     past_url = str(sandbox.cli("outputs", "--project=shop-past", "--format=json").json()["db_url"])
     assert [r[0] for r in sql(past_url, "select name from marks order by id")] == ["A", "C"]
@@ -117,20 +145,42 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     _check_fails_when_the_archiver_stops(sandbox)
 
 
+def _started_at(sandbox: Sandbox) -> str:
+    return subprocess.run(["docker", "inspect", "--format", "{{.State.StartedAt}}", f"{sandbox.compose_name('shop')}-db-1"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.strip()
+
+
 def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
     """`backups --check` exits 1 when the archiver's container stops, and says why."""
     _when(sandbox, lambda s: s["health"] == "ok")
     assert sandbox.cli("backups", "--project=shop", "--check").returncode == 0
+    assert _backup_column(sandbox) == ("ok", "ok")
     subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
                    timeout=60, check=True)
     failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
-    assert _archive(sandbox)["health"] == "failed"
+    down = _archive(sandbox)
+    assert down["health"] == "failed" and "its replication slot holds" in down["reason"] and down["slot_held_bytes"] >= 0
+    assert _backup_column(sandbox) == ("failed", "failed")
+    [shown] = sandbox.cli("status", "--project=shop", "--json").json()["projects"]
+    assert "backup failed: the archiver container is not running" in " ".join(shown["messages"])
+
+
+def _backup_column(sandbox: Sandbox) -> tuple[str, str]:
+    """`status`'s backup health of shop: in its JSON, and in the BACKUP column of its table."""
+    found = sandbox.cli("status", "--json").json()["projects"]
+    health = next(p for p in found if p["project"] == "shop")["details"]["backup"]["health"]
+    lines = sandbox.cli("status").output.splitlines()
+    header = next(line for line in lines if line.startswith("PROJECT"))
+    row = next(line for line in lines if line.startswith("shop "))
+    return health, row[header.index("BACKUP"):].split()[0]
 
 
 def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> None:
-    """A writer commits one row per transaction, noting the time before and after each; a target in the gap between
-    two commits must restore exactly the rows committed before it."""
+    """A writer commits one row per transaction, noting the time before and after each, and keeps writing while the
+    restores run; 20 random targets in the gaps between two commits must each restore exactly the rows committed
+    before it. Each is restored by the product's own one-off restore (the base chosen for the target, the archive
+    replayed, promoted, counted) into a volume of its own; one of them also through `restore --to-time` and back."""
     db_url = _start(sandbox, PG17)
     _when(sandbox, lambda s: s["health"] == "ok")
     sql(db_url, "create table counter (id bigint primary key)")
@@ -145,22 +195,106 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
                 before = datetime.now(UTC)
                 conn.execute("insert into counter values (%s)", (n,))
                 commits.append((n, before, datetime.now(UTC)))
-                time.sleep(random.uniform(0.02, 0.15))  # noqa: S311 - a test's jitter
+                time.sleep(random.uniform(0.01, 0.08))  # noqa: S311 - a test's jitter
 
     writer = threading.Thread(target=write)
     writer.start()
-    time.sleep(6)
-    stop.set()
-    writer.join(timeout=30)
-    rng = random.Random(22)  # noqa: S311
-    picks = sorted(rng.sample(range(len(commits) - 1), 3))
-    targets = [(commits[i][0], commits[i][2] + (commits[i + 1][1] - commits[i][2]) / 2) for i in picks]
-    _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
-    for expected, moment in targets:
-        # after a rollback the archiver resumes the old lineage's slot: until it streams again a restore is refused,
-        # nothing changed (a user retries)
+    try:
+        time.sleep(6)
+        written = list(commits)
+        rng = random.Random(22)  # noqa: S311
+        picks = sorted(rng.sample(range(len(written) - 1), 20))
+        targets = [(written[i][0], written[i][2] + (written[i + 1][1] - written[i][2]) / 2) for i in picks]
+        _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
+        engine = Engine(ComposeCLI())
+        repository = f"{sandbox.compose_name('shop')}_{archiving.REPOSITORY_VOLUME}"
+        facts = archives.read_archive(engine, PG17, repository, "pgdata", True, label=sandbox.env, owner=None)
+        status = archiving.read_status(facts, archiving.BackupSettings(continuous=True), datetime.now(UTC))
+        labels = {"io.provision.managed": "true", "io.provision.env": sandbox.env}
+
+        def restore(index: int, moment: datetime) -> int:
+            base = archiving.base_for(moment, status.bases)
+            assert base is not None
+            volume = archives.create_volume(engine, f"{sandbox.compose_name('shop')}-t{index}", "pgdata", labels, None)
+            try:
+                request = archiving.RestoreRequest(lineage="pgdata", base=base.name, target=moment, image=PG17,
+                                                   admin=ADMIN, dbname="app", mark_sql="SELECT 1")
+                made = archives.restore(engine, request, repository=repository, volume=volume, label=sandbox.env,
+                                        owner=None)
+                return made.row_counts["public.counter"]
+            finally:
+                subprocess.run(["docker", "volume", "rm", volume], capture_output=True, timeout=60, check=True)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            found = list(pool.map(lambda it: restore(it[0], it[1][1]), enumerate(targets)))
+        assert found == [expected for expected, _ in targets], [_iso(moment) for _, moment in targets]
+        # and one through restore --to-time while the writer keeps writing (its connection ends with the switch)
+        stop.set()
+        writer.join(timeout=30)
+        expected, moment = targets[len(targets) // 2]
         _when(sandbox, lambda s: s["health"] == "ok" and s["lineage"] == "pgdata")
         sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes")
         assert sql(db_url, "select max(id) from counter")[0][0] == expected, f"target {_iso(moment)}"
         sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
-    assert sql(db_url, "select max(id) from counter")[0][0] == commits[-1][0]
+        assert sql(db_url, "select max(id) from counter")[0][0] == commits[-1][0]
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+
+
+def test_a_damaged_wal_segment_and_a_full_repository_are_reported(sandbox: Sandbox) -> None:
+    """Never a false ok: a WAL segment damaged in the archive (bytes overwritten) turns the health failed, naming
+    pg_waldump's finding, once the archiver reads it through; a repository with no room for the next segments
+    (a 160 MiB tmpfs volume filled up) is failed at once, saying so."""
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:15"})
+    db_url = sandbox.cli("provision", "--project=shop", "--json", "--show-secrets").json()["projects"][0]["db_url"]
+    # the repository volume made beforehand on a small tmpfs, labelled as compose labels its own (the data volume's)
+    data = f"{sandbox.compose_name('shop')}_pgdata"
+    labels = json.loads(subprocess.run(["docker", "volume", "inspect", "--format", "{{json .Labels}}", data],
+                                       capture_output=True, text=True, timeout=60, check=True).stdout)
+    labels["com.docker.compose.volume"] = archiving.REPOSITORY_VOLUME
+    repository = f"{sandbox.compose_name('shop')}_{archiving.REPOSITORY_VOLUME}"
+    subprocess.run(["docker", "volume", "create", "--opt", "type=tmpfs", "--opt", "device=tmpfs", "--opt", "o=size=160m",
+                    *[f"--label={k}={v}" for k, v in labels.items()], repository],
+                   capture_output=True, timeout=60, check=True)
+    sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:15"}, extra=ARCHIVING)
+    sandbox.cli("provision", "--project=shop")
+    _when(sandbox, lambda s: s["health"] == "ok")
+    archiver = f"{sandbox.compose_name('shop')}-archiver-1"
+
+    def in_archiver(script: str) -> str:
+        return subprocess.run(["docker", "exec", archiver, "sh", "-c", script], capture_output=True, text=True,
+                              timeout=120, check=False).stdout.strip()
+
+    def switch() -> None:  # a write, then the segment being written is finished
+        sql(db_url, "create table if not exists t (x int); insert into t values (1)")
+        subprocess.run(["docker", "exec", f"{sandbox.compose_name('shop')}-db-1", "sh", "-c",
+                        'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select pg_switch_wal()"'], check=True,
+                       capture_output=True, timeout=60)
+
+    # the newest finished segment is never read through until a newer one is finished: damaged before that, the
+    # archiver must find it
+    def newest() -> str:
+        return in_archiver('ls /repo/pgdata/wal | grep -E "^[0-9A-F]{24}$" | sort | tail -n 1')
+
+    before = newest()
+    switch()
+    deadline = time.monotonic() + 30
+    while newest() == before:
+        assert time.monotonic() < deadline, "the switched segment never reached the archive"
+        time.sleep(0.2)
+    in_archiver(f"dd if=/dev/urandom of=/repo/pgdata/wal/{newest()} bs=1 seek=100 count=400 conv=notrunc")
+    switch()
+    damaged = _when(sandbox, lambda s: "damaged" in s["reason"], timeout=60)
+    assert damaged["health"] == "failed" and "record" in damaged["reason"]
+    assert sandbox.cli("backups", "--project=shop", "--check", check=False).returncode == 1
+
+    # filled from a container of its own: tmpfs pages count against the memory of the container that writes them
+    subprocess.run(["docker", "run", "--rm", "--label", f"io.provision.env={sandbox.env}", "--network", "none",
+                    "--entrypoint", "sh", "-v", f"{repository}:/repo", "provision-test/postgres:15", "-c",
+                    "dd if=/dev/zero of=/repo/fill bs=1M 2>/dev/null; true"], capture_output=True, timeout=120,
+                   check=True)
+    full = _archive(sandbox)
+    assert full["health"] == "failed" and full["reason"].startswith("the repository is full")
+    assert full["repository_free_bytes"] < archiving.FULL_BELOW
+    in_archiver("rm -f /repo/fill")

@@ -5,8 +5,11 @@ WAL segment fails and says so, never a false ok."""
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from typing import Any
+
+import psycopg
 
 from tests.conftest import Sandbox, sql
 
@@ -41,8 +44,28 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     assert _archive(sandbox)["last_drill"] is None
     assert "never" in sandbox.cli("backups", "--project=shop").stdout
 
-    done = sandbox.cli("verify", "--project=shop", "--json").json()["drills"][0]["details"]
+    # a writer keeps inserting while the drill runs: the restore stops at the marker's commit, so the sampled row
+    # counts and page checksums must match exactly
+    stop = threading.Event()
+
+    def write() -> None:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            n = 100_000
+            while not stop.is_set():
+                n += 1
+                conn.execute("insert into items values (%s, 'during the drill')", (n,))
+                time.sleep(0.01)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        done = sandbox.cli("verify", "--project=shop", "--json").json()["drills"][0]["details"]
+    finally:
+        stop.set()
+        writer.join(timeout=30)
     assert done["result"] == "ok" and done["marker"] == "found" and done["rows"] >= 501  # the items, the marker
+    assert done["sampled_tables"] == 1 and done["sampled_rows"] > 500 and "xid" in done["to"]
+    sql(db_url, "delete from items where id > 100000")
     assert done["tables"] >= 2 and done["indexes_checked"] >= 2 and done["restore_s"] > 0
     assert _names("volume", sandbox.env) == [] and _names("container", sandbox.env) == []  # the throwaway is gone
     drill = _archive(sandbox)["last_drill"]

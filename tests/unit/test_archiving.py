@@ -4,6 +4,7 @@ archiver service on both backends, and the verbs' refusals through the fake back
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 from dataclasses import dataclass, field
@@ -374,3 +375,98 @@ def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: 
     found = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ncheck_wal\nprintf '%s' \"$wal_gap\""],
                            capture_output=True, text=True, check=True, timeout=30).stdout
     assert found == gap
+
+
+def _slot_facts(**changes: object) -> ArchiveFacts:
+    status = {"updated": "2026-12-08T13:59:58Z", "streaming": True, "latest_recoverable": "2026-12-08T13:59:58Z",
+              "lag_bytes": "0", "lag_seconds": "0", "error": ""}
+    info = "start_time=2026-12-08T10:00:00Z\nend_time=2026-12-08T10:01:00Z\nstart_wal=000000010000000000000002\n"
+    facts = ArchiveFacts(lineage="pgdata", running=True, status_text=json.dumps(status), infos={"b1": info})
+    return dataclasses.replace(facts, **changes)  # type: ignore[arg-type]
+
+
+def test_a_slot_holding_half_of_its_limit_turns_a_healthy_archive_stale_before_it_is_dropped() -> None:
+    settings = BackupSettings(continuous=True, max_slot_wal_keep_size=1024**3)
+    ok = archiving.read_status(_slot_facts(), settings, NOW)
+    assert ok.health == "ok" and ok.slot_held_bytes == 0
+    lagging = json.loads(_slot_facts().status_text or "{}") | {"lag_bytes": str(600 * 1024**2)}
+    held = archiving.read_status(_slot_facts(status_text=json.dumps(lagging)), settings, NOW)
+    assert held.health == "stale" and held.slot_held_bytes == 600 * 1024**2
+    assert "holds 600 MiB of WAL on the db's disk, 424 MiB before max_slot_wal_keep_size (1024 MiB) drops it" in held.reason
+
+
+def test_a_stopped_archiver_says_what_its_slot_holds_and_a_lost_slot_says_so() -> None:
+    settings = BackupSettings(continuous=True)
+    down = archiving.read_status(_slot_facts(running=False, slot_status="reserved", slot_held_bytes=48 * 1024**2),
+                                 settings, NOW)
+    assert down.health == "failed" and down.reason.startswith(archiving.NOT_RUNNING)
+    assert "its replication slot holds 48 MiB of WAL" in down.reason and down.to_dict()["slot_held_bytes"] == 48 * 1024**2
+    lost = archiving.read_status(_slot_facts(running=False, slot_status="lost"), settings, NOW)
+    assert lost.health == "failed" and "its replication slot was lost" in lost.reason
+
+
+@pytest.mark.parametrize(("stub", "error"), [
+    ("echo 'pg_basebackup: error: could not connect to server' >&2; exit 1", "pg_basebackup: error: could not connect"),
+    ("kill -9 $$", "pg_basebackup exited with status 137"),  # killed midway: nothing said, its status is the reason
+])
+def test_a_base_backup_that_dies_midway_leaves_its_reason_and_no_base(tmp_path: Path, stub: str, error: str) -> None:
+    repo = tmp_path / "repo"
+    (repo / "base").mkdir(parents=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pg_basebackup").write_text(f"#!/bin/sh\nmkdir -p \"$2\"; echo partial > \"$2/base.tar.gz\"\n{stub}\n")
+    (bin_dir / "pg_basebackup").chmod(0o755)
+    script = ARCHIVER_SCRIPT.read_text()
+    functions = script[script.index("take_base() {"):].split("\n}\n", 1)[0] + "\n}"
+    subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ntake_base; true"], check=True, timeout=30,
+                   env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert (repo / ".base_error").read_text().startswith(f"base_error={error}")
+    assert list((repo / "base").iterdir()) == []  # the half-made base is gone: never offered to a restore
+
+
+def _verify_round(tmp_path: Path, files: list[str], verified: str = "", fails: bool = False) -> tuple[str, str, str]:
+    """One round of the archiver's verify_wal on a fake repository, pg_waldump stubbed: the range it was asked to
+    read (or nothing), the position it then holds, and what it reports damaged."""
+    repo = tmp_path / "repo"
+    (repo / "wal").mkdir(parents=True, exist_ok=True)
+    (repo / "base" / "20260101T000000Z").mkdir(parents=True, exist_ok=True)
+    (repo / "base" / "20260101T000000Z" / "backup_info").write_text(_info(NOW, NOW, wal="000000010000000000000002"))
+    for name in files:
+        (repo / "wal" / name).write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    failing = "echo 'pg_waldump: error: error in WAL record at 0/3000060: invalid record length' >&2; exit 1"
+    (bin_dir / "pg_waldump").write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path}/asked\n{failing if fails else ''}\n")
+    (bin_dir / "pg_waldump").chmod(0o755)
+    (tmp_path / "asked").unlink(missing_ok=True)
+    script = ARCHIVER_SCRIPT.read_text()
+    functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
+                          for name in ("info", "verify_wal"))
+    out = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\nverified={verified}\nverified_at=$(date +%s)\n"
+                          f"verify_wal\nprintf '%s|%s' \"$verified\" \"$wal_bad\""], capture_output=True, text=True,
+                         check=True, timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
+    asked = (tmp_path / "asked").read_text().strip() if (tmp_path / "asked").exists() else ""
+    position, bad = out.split("|")
+    return asked, position, bad
+
+
+def test_the_archiver_reads_each_finished_segment_through_once_but_the_newest(tmp_path: Path) -> None:
+    files = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004",
+             "000000010000000000000005.partial"]
+    asked, position, bad = _verify_round(tmp_path, files)
+    # from the oldest base's start WAL up to (not into) the newest finished segment, which waits for the next round
+    assert asked == f"-q -p {tmp_path}/repo/wal -t 1 -s 0/2000000 -e 0/4000000"
+    assert (position, bad) == ("000000010000000000000004", "")
+    assert _verify_round(tmp_path, [], verified=position)[0] == ""  # nothing new finished: nothing read again
+    asked, position, _ = _verify_round(tmp_path, ["000000010000000000000005", "000000010000000100000000"],
+                                       verified=position)
+    assert asked.endswith("-s 0/4000000 -e 0/44000000") and position == "000000010000000000000044"  # 64 a round
+    asked, position, _ = _verify_round(tmp_path, ["000000010000000100000001"], verified="0000000100000000000000FE")
+    assert asked.endswith("-s 0/FE000000 -e 1/1000000") and position == "000000010000000100000001"  # across a log id
+
+
+def test_a_damaged_segment_is_reported_and_read_again_until_it_reads(tmp_path: Path) -> None:
+    files = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"]
+    asked, position, bad = _verify_round(tmp_path, files, fails=True)
+    assert bad == "error in WAL record at 0/3000060: invalid record length" and position == ""
+    assert _verify_round(tmp_path, [], fails=True)[0].endswith("-s 0/2000000 -e 0/4000000")

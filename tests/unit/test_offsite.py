@@ -3,7 +3,9 @@ health read from what the service writes. No Docker."""
 
 from __future__ import annotations
 
+import base64
 import json
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,14 +16,16 @@ import yaml
 from provision.core.archiving import (
     ArchiveFacts,
     BackupSettings,
+    BaseBackup,
     OffsiteSettings,
     offsite_status,
     read_status,
+    retained,
 )
 from provision.core.config import load_env
 from provision.core.errors import ConfigError
 from provision.core.model import Prepared, Target
-from provision.core.render import build_context, render_stack
+from provision.core.render import OFFSITE_SCRIPT, build_context, render_stack
 from provision.core.secrets import Secret
 from provision.service.engine import with_env_secrets
 from tests.conftest import write_env
@@ -158,3 +162,247 @@ def test_a_failing_copy_turns_the_project_s_backup_health(tmp_path: Path) -> Non
     assert found.to_dict()["offsite"]["error"] == "timeout"
     healthy = read_status(facts, BackupSettings(continuous=True), NOW)
     assert healthy.health == "ok" and healthy.offsite is None
+
+
+# --- backup.offsite.ca_cert: a store whose TLS certificate a private CA signed ---------------------------------
+# a self-signed CA certificate (EC P-256, made with the cryptography package): nothing secret
+CA_PEM = """-----BEGIN CERTIFICATE-----
+MIIBTzCB9aADAgECAhRBIfXCQH6VaHGnSq/QF7TYUTvWUzAKBggqhkjOPQQDAjAc
+MRowGAYDVQQDDBFwcm92aXNpb24gdGVzdCBDQTAgFw0yNjEyMDgwMjIyNDdaGA8y
+MTI2MTExNDAzMjI0N1owHDEaMBgGA1UEAwwRcHJvdmlzaW9uIHRlc3QgQ0EwWTAT
+BgcqhkjOPQIBBggqhkjOPQMBBwNCAAQIbGE/zB+NLxVNChRy6XM8LDPJXOwcYuUC
+bvxHusDO9DLC7sX6X/fHSvUZZM0RWFStGups1abxzWjZPeOWbdPNoxMwETAPBgNV
+HRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0kAMEYCIQDecQcx79tLffzJMMRAcL8y
+lWnORYOu7XykpJ9gTuZ9ZgIhAO2K6iHY5Ni+c6S5vvvB0U45S+FGTsrRremD/Ppe
+6Beb
+-----END CERTIFICATE-----
+"""
+WITH_CA = ENV.replace("every: 30s}", "every: 30s, ca_cert: certs/store-ca.pem}")
+
+
+@pytest.mark.parametrize("backend", ["local", "coolify"])
+def test_the_ca_reaches_the_offsite_service_as_text_in_its_environment(project_root: Path, backend: str) -> None:
+    """No file is mounted (Coolify has none of this machine's): the PEM travels base64 in one variable, which the
+    script writes to a file for rclone; without ca_cert there is none (the system's CAs verify the store)."""
+    (project_root / "certs").mkdir()
+    (project_root / "certs" / "store-ca.pem").write_text(CA_PEM)
+    config = _config(project_root, WITH_CA)
+    offsite = config.project("shop").backup.offsite
+    assert offsite is not None and offsite.ca_cert == "certs/store-ca.pem" and offsite.ca_pem == CA_PEM
+    assert CA_PEM not in repr(offsite)  # long, and nothing to read there
+    stack = render_stack(config.template_path, build_context(config, config.project("shop"), backend=backend,
+                                                             ports=None), SECRETS)
+    services = yaml.safe_load(stack.text)["services"]
+    env = services["offsite"]["environment"]
+    assert base64.b64decode(env["CA_CERT_BASE64"]).decode() == CA_PEM and env["RETENTION"] == str(7 * 86400)
+    assert all("CA_CERT" not in json.dumps(services[other]) for other in ("db", "api", "archiver"))
+    plain = _config(project_root)
+    stack = render_stack(plain.template_path, build_context(plain, plain.project("shop"), backend=backend,
+                                                            ports=None), SECRETS)
+    assert "CA_CERT_BASE64" not in yaml.safe_load(stack.text)["services"]["offsite"]["environment"]
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, "backup.offsite: ca_cert: certs/store-ca.pem: no such file (paths are relative to "),
+    ("hello\n", "backup.offsite: ca_cert: certs/store-ca.pem: not a PEM certificate (no -----BEGIN CERTIFICATE-----"),
+    (CA_PEM.replace("MIIBTzCB", "MIIB!!!!"), "backup.offsite: ca_cert: certs/store-ca.pem: not a PEM certificate ("),
+    (CA_PEM + "-----BEGIN PRIVATE KEY-----\nMIGHAgEA\n-----END PRIVATE KEY-----\n",
+     "backup.offsite: ca_cert: certs/store-ca.pem: holds a private key"),
+    (b"\x30\x82\x01\x4f\xff", "backup.offsite: ca_cert: certs/store-ca.pem: not a PEM certificate (binary: a DER"),
+    ("x" * 70000, "is more than a CA certificate"),
+])
+def test_a_ca_file_that_is_missing_or_not_pem_is_refused_naming_file_and_key(
+        project_root: Path, content: str | bytes | None, message: str) -> None:
+    if content is not None:
+        (project_root / "certs").mkdir()
+        path = project_root / "certs" / "store-ca.pem"
+        path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    with pytest.raises(ConfigError) as caught:
+        _config(project_root, WITH_CA)
+    assert message in str(caught.value) and str(caught.value).startswith("envs/dev.yml: ")
+
+
+def test_a_ca_for_a_plain_http_endpoint_is_refused(project_root: Path) -> None:
+    (project_root / "certs").mkdir()
+    (project_root / "certs" / "store-ca.pem").write_text(CA_PEM)
+    with pytest.raises(ConfigError, match="ca_cert: certs/store-ca.pem is for TLS, but endpoint 'http://s3:9000' is "
+                                          "plain HTTP"):
+        _config(project_root, WITH_CA.replace("https://s3.example.com", "http://s3:9000"))
+
+
+def test_a_project_s_own_offsite_names_its_layer(project_root: Path) -> None:
+    text = ENV.replace("  - name: shop\n", "  - name: shop\n    backup:\n      offsite: {endpoint: 'https://s3.x', "
+                                           "bucket: abc, ca_cert: nope.pem}\n")
+    with pytest.raises(ConfigError, match=r"projects\[0\]\.backup\.offsite: ca_cert: nope.pem: no such file"):
+        _config(project_root, text)
+
+
+def test_a_refused_prune_turns_the_copy_failed_and_says_nothing_was_deleted() -> None:
+    facts = _facts({"last_success": "2026-12-08T11:59:55Z", "last_error": "", "prune_error": "base 20261201T000000Z's "
+                    "start segment 000000010000000000000002 is not in the store: nothing deleted"})
+    found = offsite_status(facts, SETTINGS, NOW, max_lag=60.0)
+    assert found.health == "failed"
+    assert found.reason == ("retention in http://s3:5000/backups/provision deleted nothing: base 20261201T000000Z's "
+                            "start segment 000000010000000000000002 is not in the store: nothing deleted")
+    pruned = offsite_status(_facts({"last_success": "2026-12-08T11:59:55Z", "pruned_at": "2026-12-08T11:59:56Z",
+                                    "pruned_files": "7", "oldest_base": "20261201T000000Z"}), SETTINGS, NOW, 60.0)
+    assert pruned.health == "ok" and pruned.to_dict()["pruned_files"] == 7
+    assert pruned.to_dict()["oldest_base"] == "20261201T000000Z" and pruned.to_dict()["pruned_at"].startswith("2026")
+
+
+# --- the store's retention: offsite.sh's prune on a fake store ----------------------------------------------------
+# rclone stood in for by a script over a directory: `lsf -R --files-only`, `cat`, `delete --files-from-raw` of the
+# remote `offsite:<path>` (= $STORE/<path>); $FAIL makes one of them fail like an unreachable store
+FAKE_RCLONE = """#!/bin/sh
+cmd=$1; shift; p=""; from=""
+while [ $# -gt 0 ]; do case $1 in offsite:*) p=$STORE/${1#offsite:};; --files-from-raw) from=$2; shift;; esac; shift; done
+if [ "$cmd" = "${FAIL:-}" ]; then echo "2026/12/08 12:00:00 ERROR : $cmd: dial tcp: connection refused" >&2; exit 1; fi
+case $cmd in
+  lsf) cd "$p" && find . -type f | sed 's#^[.]/##' ;;
+  cat) cat "$p" ;;
+  delete) while read -r f; do rm "$p/$f" && echo "$f" >> "$STORE/deleted"; done < "$from" ;;
+  *) exit 2 ;;
+esac
+"""
+SYSID = "7012345678901234567"
+DAY = 86400
+
+
+def _store(tmp_path: Path, bases: dict[str, tuple[int, str]], wal: list[str]) -> Path:
+    """A fake store's copy of one cluster: `bases` (name: (end epoch, start WAL)), each with a base.tar.gz, and
+    `wal` segments."""
+    copy = tmp_path / "store" / "bkt" / "p" / SYSID
+    for name, (end, start) in bases.items():
+        (copy / "base" / name).mkdir(parents=True)
+        (copy / "base" / name / "base.tar.gz").write_text("tar")
+        if end >= 0:
+            (copy / "base" / name / "backup_info").write_text(
+                f"start_time=x\nend_time=y\nend_epoch={end}\nstart_lsn=0/2000028\nstart_wal={start}\n")
+    (copy / "wal").mkdir(parents=True, exist_ok=True)
+    for name in wal:
+        (copy / "wal" / name).write_text("")
+    (copy / "status.json").write_text("{}")
+    return copy
+
+
+def _prune(tmp_path: Path, retention: int, fail: str = "", local: dict[str, list[str]] | None = None) -> dict[str, str]:
+    """offsite.sh's prune (and then rules) run once with the fake rclone: its variables afterwards."""
+    stub = tmp_path / "bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "rclone").write_text(FAKE_RCLONE)
+    (stub / "rclone").chmod(0o755)
+    repo = tmp_path / "repo"
+    for part, names in (local or {"base": [], "wal": []}).items():
+        (repo / part).mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (repo / part / name).mkdir() if part == "base" else (repo / part / name).write_text("")
+    script = OFFSITE_SCRIPT.read_text()
+    functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
+                          for name in ("why", "prune", "rules"))
+    run = (f"{functions}\nD={repo}; remote=offsite:bkt/p/; sysid={SYSID}; flags='--retries 1 --timeout 60s'\n"
+           f"RETENTION={retention}; log=$(mktemp); gone=$(mktemp); filters=$(mktemp); infos=''; kept=''; perr=''\n"
+           "prune; rc=$?; rules\n"
+           'printf "rc=%s\\nperr=%s\\nkept=%s\\npruned=%s\\n" "$rc" "$perr" "$kept" "${pruned:-}"; '
+           'sed "s/^/rule=/" "$filters"')
+    out = subprocess.run(["sh", "-c", run], capture_output=True, text=True, check=True, timeout=30,
+                         env={"PATH": f"{stub}:/usr/bin:/bin", "STORE": str(tmp_path / "store"), "FAIL": fail}).stdout
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        found[key] = f"{found[key]}\n{value}" if key in found else value
+    return found
+
+
+def _seg(n: int, timeline: int = 1) -> str:
+    return f"{timeline:08X}{n // 256:08X}{n % 256:08X}"
+
+
+def _left(copy: Path) -> set[str]:
+    """The files in a fake store's copy (the store has no directories: the empty ones a deletion leaves do not
+    count)."""
+    return {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()}
+
+
+def test_the_store_keeps_the_window_and_the_newest_base_before_it_as_retained_says(tmp_path: Path) -> None:
+    now = int(datetime.now(UTC).timestamp())
+    days = (10, 8, 6, 3, 1)
+    names = [f"2026110{i}T000000Z" for i in range(len(days))]
+    copy = _store(tmp_path, {n: (now - d * DAY, _seg(2 * i + 2)) for i, (n, d) in enumerate(zip(names, days, strict=True))},
+                  [_seg(n) for n in range(1, 12)] + [_seg(1, timeline=2), "00000002.history"])
+    (copy / "base" / "20261031T000000Z").mkdir()  # an older base the store never got whole: no backup_info
+    (copy / "base" / "20261031T000000Z" / "base.tar.gz").write_text("half")
+    found = _prune(tmp_path, 7 * DAY, local={"base": [names[0], names[1]], "wal": [_seg(1), _seg(3), _seg(4)]})
+    assert (found["rc"], found["perr"], found["kept"]) == ("0", "", names[1])
+    ends = [datetime.fromtimestamp(now - d * DAY, UTC) for d in days]
+    expected = {b.name for b in retained([BaseBackup(n, end, end, "", "", _seg(2 * i + 2), 1)
+                                          for i, (n, end) in enumerate(zip(names, ends, strict=True))],
+                                         7 * DAY, datetime.now(UTC))}
+    assert {f.split("/")[1] for f in _left(copy) if f.startswith("base/")} == expected == set(names[1:])
+    # the WAL before the oldest kept base's start segment goes, on any timeline (as pg_archivecleanup does)
+    assert sorted(f[4:] for f in _left(copy) if f.startswith("wal/")) == sorted(
+        [_seg(n) for n in range(4, 12)] + ["00000002.history"])
+    assert found["pruned"] == str(len((tmp_path / "store" / "deleted").read_text().splitlines())) == "7"
+    # what it deleted is not copied again from the local repository meanwhile; the rest is
+    assert found["rule"].splitlines()[:3] == [f"- /base/{names[0]}/**", f"- /wal/{_seg(1)}", f"- /wal/{_seg(3)}"]
+    assert found["rule"].splitlines()[3:] == ["- /wal/*.partial", "- /wal/.*", "+ /wal/*", "- /base/tmp-*/**",
+                                              "+ /base/*/**", "- *"]
+
+
+def test_the_store_keeps_everything_within_the_window(tmp_path: Path) -> None:
+    now = int(datetime.now(UTC).timestamp())
+    copy = _store(tmp_path, {"20261101T000000Z": (now - 3 * DAY, _seg(3)), "20261102T000000Z": (now - DAY, _seg(5))},
+                  [_seg(n) for n in range(1, 7)])
+    before = _left(copy)
+    found = _prune(tmp_path, 7 * DAY)
+    assert (found["rc"], found["kept"]) == ("0", "20261101T000000Z") and _left(copy) == {
+        p for p in before if p != f"wal/{_seg(1)}" and p != f"wal/{_seg(2)}"}
+
+
+@pytest.mark.parametrize(("fail", "bases", "perr"), [
+    ("lsf", None, "listing the store: ERROR : lsf: dial tcp: connection refused"),
+    ("cat", None, "reading base/20261101T000000Z/backup_info: ERROR : cat: dial tcp: connection refused"),
+    ("", {"20261101T000000Z": (0, _seg(9)), "20261102T000000Z": (1, _seg(10))},  # no segment 10 in the store
+     f"base 20261102T000000Z's start segment {_seg(10)} is not in the store: nothing deleted"),
+    ("delete", None, "deleting: ERROR : delete: dial tcp: connection refused"),
+])
+def test_the_store_loses_nothing_when_its_listing_cannot_be_trusted(
+        tmp_path: Path, fail: str, bases: dict[str, tuple[int, str]] | None, perr: str) -> None:
+    copy = _store(tmp_path, bases or {"20261101T000000Z": (0, _seg(2)), "20261102T000000Z": (1, _seg(4))},
+                  [_seg(n) for n in range(1, 8)])
+    before = _left(copy)
+    found = _prune(tmp_path, 7 * DAY, fail=fail)
+    assert (found["rc"], found["perr"]) == ("1", perr) and _left(copy) == before
+
+
+def test_a_backup_info_without_its_end_deletes_nothing(tmp_path: Path) -> None:
+    copy = _store(tmp_path, {"20261101T000000Z": (0, _seg(2)), "20261102T000000Z": (1, _seg(4))},
+                  [_seg(n) for n in range(1, 8)])
+    (copy / "base" / "20261101T000000Z" / "backup_info").write_text("start_time=x\nstart_wal=garbage\n")
+    before = _left(copy)
+    found = _prune(tmp_path, 7 * DAY)
+    assert found["rc"] == "1" and _left(copy) == before
+    assert found["perr"] == "base/20261101T000000Z/backup_info in the store has no end_epoch or start_wal"
+
+
+@pytest.mark.parametrize(("log", "said"), [
+    ('2026/12/08 03:17:43 NOTICE: Config file "/root/.config/rclone/rclone.conf" not found - using defaults\n'
+     "2026/12/08 03:17:44 ERROR : Attempt 1/1 failed with 1 errors and: RequestError: send request failed\n"
+     'caused by: Head "https://s3:5000/bkt/a/f": x509: certificate signed by unknown authority\n'
+     "2026/12/08 03:17:44 Failed to copy: RequestError: send request failed\n"
+     'caused by: Head "https://s3:5000/bkt/a/f": x509: certificate signed by unknown authority\n',
+     "the store's TLS certificate is not accepted: x509: certificate signed by unknown authority (a private CA? "
+     "backup.offsite.ca_cert names its PEM file)"),
+    ("2026/12/08 03:17:44 Failed to copy: RequestError: send request failed\n"
+     "caused by: Put https://s3:5000/bkt: dial tcp 10.0.0.9:5000: connect: connection refused\n",
+     "Failed to copy: RequestError: send request failed caused by: Put https://s3:5000/bkt: dial tcp 10.0.0.9:5000: "
+     "connect: connection refused"),
+    ("something else entirely\n", "something else entirely"),
+])
+def test_the_copy_s_error_is_rclone_s_last_with_its_cause_and_a_certificate_is_named(
+        tmp_path: Path, log: str, said: str) -> None:
+    script = OFFSITE_SCRIPT.read_text()
+    why = script[script.index("why() {"):].split("\n}\n", 1)[0] + "\n}"
+    (tmp_path / "log").write_text(log)
+    found = subprocess.run(["sh", "-c", f'{why}\nprintf %s "$(why {tmp_path}/log)"'], capture_output=True,
+                           text=True, check=True, timeout=30).stdout  # as the script uses it: $(why log)
+    assert found == said

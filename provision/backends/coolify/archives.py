@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ...core import archiving
+from ...core import archive_scripts
 from ...core.archiving import REPOSITORY_PATH, ArchiveFacts, Restored
 from ...core.errors import CommandFailed, ProvisionError
 from ...core.model import Observed, Target
@@ -24,14 +24,14 @@ READ_TIMEOUT = 60.0
 
 
 def read_command(lineage: str) -> str:
-    """The task command that prints `lineage`'s facts (archiving.READ_SCRIPT, from the archiver's environment)."""
+    """The task command that prints `lineage`'s facts (archive_scripts.READ_SCRIPT, from the archiver's environment)."""
     return f'{_GUARD}sh -c "$ARCHIVE_READ" read {REPOSITORY_PATH}/{_checked(lineage)}'
 
 
 def report_command(volume_key: str) -> str:
     """The task command that prints the report of the restore into `volume_key`: `RC <exit code>` and its output,
     or NO_REPORT when it left none."""
-    out = f"{archiving.RESTORE_OUTCOME}{_checked(volume_key)}"
+    out = f"{archive_scripts.RESTORE_OUTCOME}{_checked(volume_key)}"
     return f'{_GUARD}O={out};[ -f $O.rc ]||{{ echo {NO_REPORT};exit 0;}};echo "RC $(cat $O.rc)";cat $O.log'
 
 
@@ -69,7 +69,7 @@ class CoolifyArchives:
         if not running:
             return ArchiveFacts(lineage=lineage, running=False, status_text=None, offsite_running=offsite_running)
         output = self._run(target, observed, read_command(lineage), "backups")
-        return archiving.parse_read(output, lineage, running, offsite_running=offsite_running)
+        return archive_scripts.parse_read(output, lineage, running, offsite_running=offsite_running)
 
     def outcome(self, target: Target, observed: Observed, volume_key: str) -> Restored:
         """`RestoresInStack.restore_outcome`: the restore's report read by a task in the archiver."""
@@ -84,5 +84,5 @@ class CoolifyArchives:
         if int(code) != 0:
             raise CommandFailed(["restore", volume_key], int(code), log[-4000:],
                                 hint="the one-shot restore service of the stack (PostgreSQL's log above)")
-        reached, counts, lines = archiving.parse_restored(log)
+        reached, counts, lines = archive_scripts.parse_restored(log)
         return Restored(volume=volume_key, reached=reached, row_counts=counts, log=tuple(lines))

@@ -10,7 +10,7 @@ import contextlib
 import time
 from collections.abc import Mapping
 
-from ...core import archiving, names
+from ...core import archive_scripts, names
 from ...core.archiving import (
     REPOSITORY_PATH,
     REPOSITORY_VOLUME,
@@ -23,10 +23,11 @@ from ...core.errors import CommandFailed, ProvisionError
 from ...core.model import Observed, Target
 from ...core.render import volume_labels_of
 from .engine import COMPOSE_PROJECT_LABEL, COMPOSE_VOLUME_LABEL, HELPER_LABEL, Engine
+from .facts import exec_not_started
 from .volumes import DataVolumes
 
-_READ = archiving.READ_SCRIPT
-_COUNTS = archiving.COUNTS_SQL
+_READ = archive_scripts.READ_SCRIPT
+_COUNTS = archive_scripts.COUNTS_SQL
 
 
 def read_archive(engine: Engine, image: str, repository: str, lineage: str, running: bool, *,
@@ -42,7 +43,19 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
     result = engine.compose.runner.run(argv, timeout=120)
     if result.returncode != 0:
         raise CommandFailed(argv[:-3], result.returncode, result.stderr, hint=f"read the archive in {repository}")
-    return archiving.parse_read(result.stdout, lineage, running, offsite_running=offsite_running)
+    return archive_scripts.parse_read(result.stdout, lineage, running, offsite_running=offsite_running)
+
+
+def read_running(engine: Engine, container: str, lineage: str, *, offsite_running: bool = False) -> ArchiveFacts:
+    """The facts of `lineage` read inside the running archiver `container` (an exec: no container to create)."""
+    argv = ["docker", "exec", container, "sh", "-c", _READ, "read", f"{REPOSITORY_PATH}/{lineage}"]
+    for _ in range(3):  # an exec that never started ran nothing: it is sent again
+        result = engine.compose.runner.run(argv, timeout=60)
+        if not exec_not_started(result.returncode, result.stderr):
+            break
+    if result.returncode != 0:
+        raise CommandFailed(argv[:4], result.returncode, result.stderr, hint=f"read the archive in {container}")
+    return archive_scripts.parse_read(result.stdout, lineage, True, offsite_running=offsite_running)
 
 
 def create_volume(engine: Engine, project_name: str, key: str, labels: Mapping[str, str], owner: str | None) -> str:
@@ -72,8 +85,10 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
             *(["--label", f"{names.LABEL_OWNER}={owner}"] if owner else []),
             "--volume", f"{volume}:/var/lib/postgresql/data", "--volume", f"{repository}:{REPOSITORY_PATH}:ro",
             "-e", f"LINEAGE={request.lineage}", "-e", f"BASE={request.base}", "-e", f"TARGET={pg_time(request.target)}",
+            "-e", f"XID={request.target_xid or ''}",
             "-e", f"ADMIN={request.admin}", "-e", f"DB={request.dbname}", "-e", f"MARK={request.mark_sql}",
-            "-e", f"COUNTS={_COUNTS}", "-e", f"WAIT={int(request.timeout)}", request.image, "-c", archiving.RESTORE_SCRIPT.read_text(encoding="utf-8")]
+            "-e", f"COUNTS={_COUNTS}", "-e", f"WAIT={int(request.timeout)}", request.image, "-c",
+            archive_scripts.RESTORE_SCRIPT.read_text(encoding="utf-8")]
     started = time.monotonic()
     try:
         result = engine.compose.runner.run(argv, timeout=request.timeout + 120)
@@ -84,16 +99,20 @@ def restore(engine: Engine, request: RestoreRequest, *, repository: str, volume:
         raise CommandFailed(["docker", "run", "...", request.image, "restore"], result.returncode,
                             result.stdout[-2000:] + result.stderr[-4000:],
                             hint="restore the archive into a new volume (PostgreSQL's log above)")
-    reached, counts, log = archiving.parse_restored(result.stdout)
+    reached, counts, log = archive_scripts.parse_restored(result.stdout)
     return Restored(volume=volume, reached=reached, row_counts=counts, log=tuple(log),
                     duration=time.monotonic() - started)
 
 
-def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
-    """`Archives.archive_facts` on the local engine: the repository volume read with the db image."""
-    repository = data.find(REPOSITORY_VOLUME)
-    running = bool((archiver := observed.services.get("archiver")) and archiver.running)
+def facts(engine: Engine, data: DataVolumes, target: Target, observed: Observed, lineage: str, *,
+          archiver: str | None = None) -> ArchiveFacts:
+    """`Archives.archive_facts` on the local engine: read inside the running `archiver` container when there is
+    one, else the repository volume read with a throwaway container of the db image."""
+    running = bool((service := observed.services.get("archiver")) and service.running)
     offsite_running = bool((offsite := observed.services.get("offsite")) and offsite.running)
+    if archiver is not None:
+        return read_running(engine, archiver, lineage, offsite_running=offsite_running)
+    repository = data.find(REPOSITORY_VOLUME)
     if repository is None:
         return ArchiveFacts(lineage=lineage, running=running, status_text=None, offsite_running=offsite_running)
     return read_archive(engine, target.images.db, repository, lineage, running,

@@ -527,7 +527,9 @@ class LocalBackend:
         return data.remove(volume_key)
 
     def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
-        return archives.facts(self.engine, self._data(target), target, observed, lineage)
+        running = [c.name for c in self._containers(target) if c.service == "archiver" and c.running]
+        return archives.facts(self.engine, self._data(target), target, observed, lineage,
+                              archiver=running[0] if running else None)
 
     def restore_archive(self, target: Target, volume_key: str, request: RestoreRequest, *,
                         into: Target | None = None) -> Restored:

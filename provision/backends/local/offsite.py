@@ -26,8 +26,12 @@ from .volumes import DataVolumes
 
 PULL_TIMEOUT = 3600.0
 
-# the remote `$R`: the store's path of this project's lineage, through rclone's crypt with a passphrase
+# the remote `$R`: the store's path of this project's lineage, through rclone's crypt with a passphrase; the store's
+# certificate verified against backup.offsite.ca_cert when it has one
 _REMOTE = r"""set -eu
+if [ -n "${CA_CERT_BASE64:-}" ]; then
+  RCLONE_CA_CERT=$(mktemp) && printf %s "$CA_CERT_BASE64" | base64 -d > "$RCLONE_CA_CERT" && export RCLONE_CA_CERT
+fi
 R="offsite:$BUCKET/$PREFIX/"
 if [ -n "${ENCRYPTION_KEY:-}" ]; then
   RCLONE_CONFIG_SAFE_TYPE=crypt RCLONE_CONFIG_SAFE_REMOTE="offsite:$BUCKET/$PREFIX"
@@ -65,6 +69,8 @@ def _run(engine: Engine, data: DataVolumes, target: Target, lineage: str, script
            "RCLONE_CONFIG_OFFSITE_SECRET_ACCESS_KEY": secrets[S3_SECRET_KEY].reveal()}
     if settings.encrypt:
         env["ENCRYPTION_KEY"] = secrets[PASSPHRASE].reveal()
+    if settings.ca_base64:  # not a secret, but long: by name too
+        env["CA_CERT_BASE64"] = settings.ca_base64
     repository = data.find(REPOSITORY_VOLUME)
     if repository is None:
         raise ProvisionError(f"{target.project!r} in env {target.env!r} has no archive volume ({REPOSITORY_VOLUME}): "
