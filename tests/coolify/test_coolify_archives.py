@@ -119,6 +119,10 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         f"DELETE /services/{uuid}/scheduled-tasks/T"]
     assert _refused(emu) == [] and not emu.find_services()[0].get("scheduled_tasks")
     assert box.cli("backups", "--check", "--project=shop", check=False).returncode == 0
+    # status's BACKUP column reads it too, also from the env's listing (summary views: the archiver asked again)
+    for argv in (("status", "--json"), ("status", "--json", "--project=shop")):
+        shown = box.cli(*argv).json()["projects"][0]["details"]["backup"]
+        assert shown["health"] == "ok", (argv, shown)
 
     # what needs a one-off container is refused before anything changes
     emu.requests.clear()
