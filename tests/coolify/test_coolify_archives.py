@@ -119,6 +119,7 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         f"DELETE /services/{uuid}/scheduled-tasks/T"]
     assert _refused(emu) == [] and not emu.find_services()[0].get("scheduled_tasks")
     assert box.cli("backups", "--check", "--project=shop", check=False).returncode == 0
+    assert box.cli("backups", "--json").json()["archives"][0]["health"] == "ok"  # the env's listing too
 
     # what needs a one-off container is refused before anything changes
     emu.requests.clear()

@@ -368,6 +368,8 @@ class CoolifyBackend:
 
     # --- continuous archiving: archives.py (tasks in the archiver; restores in the stack) ------------------------
     def archive_facts(self, target: Target, observed: Observed, lineage: str) -> ArchiveFacts:
+        if observed.exists and "archiver" not in observed.services:  # a summary view (an env's listing) says only
+            observed = self.observe(target, observed.handle)  # the aggregate status: whether the archiver runs, asked
         return self.archives.facts(target, observed, lineage)
 
     def restore_outcome(self, target: Target, observed: Observed, volume_key: str) -> Restored:
