@@ -475,7 +475,7 @@ class ArchiveVerbs:
         # an archiver that runs but has not reported its window yet (it restarted: a rollback, a converge) is waited
         # for a little, up to SETTLING seconds; one that does not run, or a target outside a window, is said at once
         deadline = self.engine.clock() + SETTLING
-        # a read on Coolify is a scheduled task, a dozen requests of the 200 a minute it allows: once per status
+        # a read on Coolify is a scheduled task, about six requests of the 200 a minute it allows: once per status
         pause = 1.0 if isinstance(self.engine.backend, RestoresArchive) else float(archiving.POLL_SECONDS)
         while (status.window is None or (moment is not None and moment > status.window.latest)) \
                 and status.reason != archiving.NOT_RUNNING and self.engine.clock() < deadline:
