@@ -50,6 +50,9 @@ from . import upgrade_state as states
 from .engine import Engine, Operation
 from .upgrade import Upgrades
 
+# a restore in the stack runs inside Coolify's start job, which is killed after 600 s (app/Jobs/CoolifyTask.php:33,
+# $timeout; app/Actions/Service/StartService.php:43 runs `docker compose up` in it): recovery gets 540 s of that
+IN_STACK_WAIT = 540
 SETTLING = 4.0 * archiving.POLL_SECONDS  # seconds a restore waits for a restarted archiver to report its window
 
 
@@ -259,7 +262,7 @@ class ArchiveVerbs:
         engine, project = self.engine, target.project
         asked = {"lineage": request.lineage, "base": request.base, "target": archiving.pg_time(request.target),
                  "admin": request.admin, "dbname": request.dbname, "mark": request.mark_sql,
-                 "wait": int(request.timeout)}
+                 "wait": min(int(request.timeout), IN_STACK_WAIT)}
         new_key = str(kept["new_volume_key"])
         self.upgrades.record_kept(target, {**kept, "restore": asked}, db_volume=new_key)
         started = time.monotonic()
@@ -475,7 +478,7 @@ class ArchiveVerbs:
         # an archiver that runs but has not reported its window yet (it restarted: a rollback, a converge) is waited
         # for a little, up to SETTLING seconds; one that does not run, or a target outside a window, is said at once
         deadline = self.engine.clock() + SETTLING
-        # a read on Coolify is a scheduled task, a dozen requests of the 200 a minute it allows: once per status
+        # a read on Coolify is a scheduled task, about six requests of the 200 a minute it allows: once per status
         pause = 1.0 if isinstance(self.engine.backend, RestoresArchive) else float(archiving.POLL_SECONDS)
         while (status.window is None or (moment is not None and moment > status.window.latest)) \
                 and not status.reason.startswith(archiving.NOT_RUNNING) and self.engine.clock() < deadline:

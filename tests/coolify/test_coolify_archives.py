@@ -119,6 +119,7 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         f"DELETE /services/{uuid}/scheduled-tasks/T"]
     assert _refused(emu) == [] and not emu.find_services()[0].get("scheduled_tasks")
     assert box.cli("backups", "--check", "--project=shop", check=False).returncode == 0
+    assert box.cli("backups", "--json").json()["archives"][0]["health"] == "ok"  # the env's listing too
     # status's BACKUP column reads it too, also from the env's listing (summary views: the archiver asked again)
     for argv in (("status", "--json"), ("status", "--json", "--project=shop")):
         shown = box.cli(*argv).json()["projects"][0]["details"]["backup"]

@@ -32,7 +32,7 @@ def _archive(box: Sandbox) -> dict[str, Any]:
 
 def _when(box: Sandbox, ready: Any, timeout: float = 90) -> dict[str, Any]:
     """The archive's status once `ready(status)` holds, read every POLL_SECONDS (the archiver writes it as often;
-    a read costs a dozen requests of the 200 a minute Coolify allows a user)."""
+    a read, its CLI run included, costs requests of the 200 a minute Coolify allows a user)."""
     deadline = time.monotonic() + timeout
     while True:
         status = _archive(box)

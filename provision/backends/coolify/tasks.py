@@ -29,6 +29,8 @@ TASK_NAME_MAX = 255  # `name`: required|string|max:255 (ScheduledTasksController
 # refuses any container without psql, i.e. the api's
 _PSQL_GUARD = "command -v psql>/dev/null||{ echo PROVISION_WRONG_CONTAINER;exit 97;};"
 _RC = "rc=$?;echo PROVISION_RC=$rc;exit $rc"
+# the Docker daemon's answers to an exec into a container that is being removed or was stopped meanwhile
+_REPLACED = re.compile(r"cannot exec in a deleted state|No such container: |container [0-9a-f]+ is not running")
 # The db container's copy of the script that makes the roles (the template's db environment references it):
 # the roles task is then one short command, not the dozen a 5 KB script takes in 255-character pieces
 ROLES_ENV = "PROVISION_ROLES"
@@ -149,9 +151,10 @@ class Tasks:
             failed = f"the task in the {container} container failed on Coolify: {message.strip()[-800:]}"
             if STALE_ENV in message:
                 raise StaleRolesEnv(failed)
-            # Coolify's words, psql's, or the exec killed with its container (SIGKILL: 137) by a restart under way
+            # Coolify's words, psql's, the exec killed with its container (SIGKILL: 137) by a restart under way, or
+            # Docker's for a container being replaced as the exec arrived (seen after a restart under load)
             if "No containers running" in message or not_up_yet(message) or message.rstrip().endswith(
-                    "exit code: 137"):
+                    "exit code: 137") or _REPLACED.search(message):
                 raise DatabaseStarting(failed)
             raise ProvisionError(failed)
         return message
