@@ -36,6 +36,7 @@ from ..infra.clock import utc_now
 from ..infra.commands import Runner, SubprocessRunner
 from ..state import backups
 from .engine import Engine, Operation
+from .kept import KeptData
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore
 ROTATABLE = ("db_password", "jwt_secret")
@@ -48,6 +49,7 @@ class DataVerbs:
     def __init__(self, engine: Engine, runner: Runner | None = None) -> None:
         self.engine = engine
         self.runner = runner or SubprocessRunner()
+        self.kept = KeptData(engine, self.pause)  # what a switch to a new volume keeps (upgrade-db, restore)
 
     def access(self, target: Target, observed: Observed, prepared: Prepared) -> database.DbAccess:
         """How the client tools reach the project's database now (dbaccess.access)."""

@@ -57,12 +57,12 @@ from ...core.render import RenderedStack
 from ...core.secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...infra import compose_check, hints, interrupts
 from ...infra import doctor as checks
-from ...infra.database import major_of, not_up_yet, psql_in_container
+from ...infra.database import DbAccess, major_of, not_up_yet, psql_in_container
 from ...infra.fsutil import atomic_write, env_file_text
 from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
 from ...state.layout import BackendFiles
 from ..base import Adopted, Backend
-from . import archives, offsite, ownership
+from . import archives, dumps, offsite, ownership
 from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
 from .engine import DockerClientFactory, Engine, docker_from_env, sdk_errors
@@ -533,6 +533,11 @@ class LocalBackend:
                         into: Target | None = None) -> Restored:
         return archives.restore_into(self.engine, self._data(target), self._data(into or target), into or target,
                                      volume_key, request)
+
+    def scratch_server(self, target: Target, volume_key: str, *, image: str, admin: str, dbname: str,
+                       password: Secret, timeout: float) -> contextlib.AbstractContextManager[DbAccess]:
+        return dumps.scratch_server(self.engine, target, volume_key, image=image, admin=admin, dbname=dbname,
+                                    password=password, timeout=timeout)
 
     def offsite_copies(self, target: Target, lineage: str) -> list[OffsiteCopy]:
         return offsite.copies(self.engine, self._data(target), target, lineage)
