@@ -82,8 +82,9 @@ def command(target: Target, *flags: str) -> str:
 
 def kept_command(target: Target, kept: dict[str, Any], *flags: str) -> str:
     """The command that finishes, rolls back or finalizes what `kept` keeps: restore's for a restore, else upgrade-db's."""
-    verb = "restore" if kept.get("kind") in RESTORES else "upgrade-db"
-    return hints.command(verb, *flags, env=target.env, project=target.project)
+    if kept.get("kind") in RESTORES:
+        return hints.command("restore", *flags, env=target.env, project=target.project)
+    return hints.command("upgrade-db", *flags, env=target.env, project=target.project)
 
 
 def what_kept(kept: dict[str, Any]) -> str:
