@@ -219,6 +219,12 @@ class DataVerbs:
             kept = states.upgrade_facts(record)
             if kept is not None:
                 raise ProjectConflict(states.unfinished(target, kept) or states.kept_refusal(target, kept))
+            observed, prepared, access = self.running_db(target)
+            header = database.read_header(chosen.path)
+            server = database.server_major(access, self.runner)
+            if header.major > server:
+                raise DumpRefused(f"{chosen.path.name} was dumped from PostgreSQL {header.major}, newer than the server "
+                                  f"of {project!r} (PostgreSQL {server}): nothing was changed")
             running = record.images.get("db") if record is not None else None
             if record is None or running != target.images.db:
                 raise ProjectConflict(f"{project!r} in env {target.env!r} runs {running or 'no recorded db image'}, "
@@ -226,12 +232,6 @@ class DataVerbs:
                                       f"({target.spec.key('images.db')}): apply it first "
                                       f"({hints.command('provision', env=target.env, project=project)}, or upgrade-db "
                                       f"for a new major); nothing was changed")
-            observed, prepared, access = self.running_db(target)
-            header = database.read_header(chosen.path)
-            server = database.server_major(access, self.runner)
-            if header.major > server:
-                raise DumpRefused(f"{chosen.path.name} was dumped from PostgreSQL {header.major}, newer than the server "
-                                  f"of {project!r} (PostgreSQL {server}): nothing was changed")
             old_key = record.db_volume or DEFAULT_DB_VOLUME
             new_key = f"{DEFAULT_DB_VOLUME}_restore_{utc_stamp().lower()}"
             wanted = roles.Roles.of(target.spec.variables, archiving=target.spec.backup.continuous)
