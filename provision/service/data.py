@@ -247,9 +247,11 @@ class DataVerbs:
                                             dbname=dbname, password=prepared.secrets[roles.ADMIN_SECRET],
                                             timeout=max(120.0, engine.config.health.timeout)) as fresh:
                     self.pause("restore-scratch")
-                    database.run_script(fresh, self.runner, roles.ensure_sql(wanted, dbname, prepared.secrets, new_key))
+                    roles_sql = roles.ensure_sql(wanted, dbname, prepared.secrets, new_key)
+                    database.run_script(fresh, self.runner, roles_sql)  # the roles the dump's grants name
                     database.restore_fresh(replace(fresh, user=wanted.owner), self.runner, chosen.path,
                                            timeout=DUMP_TIMEOUT)
+                    database.run_script(fresh, self.runner, roles_sql)  # as a converge would on the restored data
                     counts = database.row_counts(fresh, self.runner)
                     self._check_counts(chosen, counts)
             except BaseException as exc:
@@ -266,15 +268,15 @@ class DataVerbs:
                     "volume": engine.capability(DataVolumes, target).find_volume(target, old_key) or old_key,
                     "new_image": target.images.db, "new_volume_key": new_key, "backup": str(chosen.path),
                     "at": utc_now()}
-            self.kept.record(target, kept, db_volume=new_key)
+            # the roles are made in the new volume already: the switch's converge need not make them again
+            self.kept.record(target, kept, db_volume=new_key,
+                             roles=roles.digest(wanted, dbname, prepared.secrets, new_key))
             engine.store.write_pending(target.env, project, PENDING_VOLUME, None)
             self.pause("restore-switching")
             switch_started = time.monotonic()
             try:
-                engine.converge(target, op, major_change=True)
-                op.action = "restore"
-                observed, prepared, access = self.running_db(target)
-                self.reload_api(target, observed, prepared, access)
+                engine.converge(target, op, major_change=True)  # waits until the API answers (its schema cache
+                op.action = "restore"                             # is read anew on reconnecting)
             except Interrupted:
                 raise
             except ProvisionError as exc:

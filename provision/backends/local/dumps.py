@@ -4,10 +4,11 @@ restore a dump into beside the running stack (`RestoresDumps.scratch_server`).
 The image's own entrypoint initialises the volume exactly as the stack's db would on a new volume (POSTGRES_USER,
 POSTGRES_DB, POSTGRES_PASSWORD; its pg_hba), so the stack later starts on it as on any volume it made. The server
 listens on its socket only and the container has no network; the client tools reach it with `docker exec`. It
-runs with wal_level=minimal (and so max_wal_senders=0): a table created in the restore's one transaction is
-written and synced at commit instead of WAL-logged, which is what makes this faster than a pg_restore into a
-running server; the settings are on its command line only, the volume's own configuration is the image's. The
-stop is a fast shutdown (the image's STOPSIGNAL), i.e. a checkpoint, and must exit 0."""
+runs within the project's db limits and settings (`bulk_load`), with wal_level=minimal (and so max_wal_senders=0):
+a table created in the restore's one transaction is written and synced at commit instead of WAL-logged, which is
+what makes this faster than a pg_restore into a running server; the settings are on its command line only, the
+volume's own configuration is the image's. The stop is a fast shutdown (the image's STOPSIGNAL), i.e. a checkpoint,
+and must exit 0."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from ...core import names
 from ...core.errors import CommandFailed, ProvisionError
 from ...core.model import Target
 from ...core.render import volume_labels_of
+from ...core.resources import postgres_settings
 from ...core.secrets import Secret
 from ...infra.database import DbAccess
 from .archives import create_volume
@@ -34,6 +36,18 @@ BULK_SETTINGS = ("listen_addresses=", "wal_level=minimal", "max_wal_senders=0", 
                  "checkpoint_timeout=30min")
 
 
+def bulk_load(target: Target) -> tuple[list[str], list[str]]:
+    """The one-off server's `docker run` limits and its settings: the project's db limits and PostgreSQL settings
+    (the same budget as its stack's db), then BULK_SETTINGS, and, with a memory limit, a quarter of it for
+    maintenance_work_mem (index builds: the server serves no one else)."""
+    db = target.spec.limits.db
+    limits = [*(["--memory", str(db.memory)] if db.memory else []), *(["--cpus", f"{db.cpus:g}"] if db.cpus else [])]
+    settings = {**postgres_settings(db.memory, target.spec.variables),
+                **dict(s.split("=", 1) for s in BULK_SETTINGS),
+                **({"maintenance_work_mem": f"{db.memory // 4 // 1024}kB"} if db.memory else {})}
+    return limits, [f"{key}={value}" for key, value in settings.items()]
+
+
 @contextlib.contextmanager
 def scratch_server(engine: Engine, target: Target, volume_key: str, *, image: str, admin: str, dbname: str,
                    password: Secret, timeout: float) -> Iterator[DbAccess]:
@@ -42,6 +56,7 @@ def scratch_server(engine: Engine, target: Target, volume_key: str, *, image: st
     volume = create_volume(engine, names.compose_project_name(target.env, target.project), volume_key,
                            volume_labels_of(target.config, target.spec), owner)
     container = f"{volume}-scratch-{int(time.time())}"
+    limits, settings = bulk_load(target)
     runner = engine.compose.runner
     argv = ["docker", "run", "--detach", "--name", container, "--network", "none",
             "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={label}",
@@ -49,7 +64,7 @@ def scratch_server(engine: Engine, target: Target, volume_key: str, *, image: st
             "--volume", f"{volume}:/var/lib/postgresql/data",
             "-e", f"POSTGRES_USER={admin}", "-e", f"POSTGRES_DB={dbname}",
             "-e", "POSTGRES_PASSWORD",  # its value from this process's environment, never in argv
-            image, "postgres", *(arg for setting in BULK_SETTINGS for arg in ("-c", setting))]
+            *limits, image, "postgres", *(arg for setting in settings for arg in ("-c", setting))]
     try:
         started = runner.run(argv, timeout=120, env={**os.environ, "POSTGRES_PASSWORD": password.reveal()})
         if started.returncode != 0:
