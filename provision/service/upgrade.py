@@ -69,10 +69,10 @@ class Upgrades:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
-                if kept["state"] != states.SWITCHING:
+                if kept["state"] != states.SWITCHING or kept.get("kind") in states.RESTORES:  # a restore's: its own verb
                     raise ProjectConflict(states.unfinished(target, kept) or (
-                        f"{project!r} has kept data from an earlier upgrade ({kept['volume']}): finish that one first "
-                        f"with {states.command(target, '--finalize', '--yes')}"
+                        f"{project!r} has kept data from an earlier {states.what_kept(kept)} ({kept['volume']}): finish "
+                        f"that one first with {states.kept_command(target, kept, '--finalize', '--yes')}"
                         + (" (or --rollback --yes)" if kept["state"] == states.DONE else "")))
                 if target.images.db != kept["new_image"]:
                     raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "

@@ -1,5 +1,5 @@
-"""upgrade-db, --rollback and --finalize killed (SIGKILL) at each of their steps, on the real engine with real
-PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (service/data.py,
+"""upgrade-db, --rollback and --finalize, and restore --from, killed (SIGKILL) at each of their steps, on the real
+engine with real PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (service/data.py,
 DataVerbs.pause: it writes <state dir>/paused-at-<step> and sleeps); the test kills it there, then
 checks that provision refuses a half-done upgrade with the command that finishes or undoes it, that the next
 run of that command leaves the stack serving every row, that no helper container stays and that only the
@@ -190,7 +190,9 @@ def test_a_killed_restore_from_leaves_the_project_on_its_data_or_rolls_back(sand
 
     _kill_at(sandbox, "restore-scratch", "--from=latest", verb="restore", helpers_left=True)
     assert len(_volumes(sandbox)) == 2 and _kept_data(sandbox) == {} and _count(db_url) == 6
-    assert sandbox.cli("provision", "--project=shop", "--json").json()["projects"][0]["changed"] is False
+    healed = sandbox.cli("provision", "--project=shop", "--json")
+    assert "never switched: its new volume (pgdata_restore_" in healed.stderr, healed.output
+    assert healed.json()["projects"][0]["changed"] is False
     assert _volumes(sandbox) == {old_volume} and _helpers(sandbox) == [] and _count(db_url) == 6
 
     _kill_at(sandbox, "restore-switching", "--from=latest", verb="restore")

@@ -132,6 +132,9 @@ def test_a_restore_beside_fills_a_new_volume_switches_to_it_and_keeps_the_old(sc
     with pytest.raises(ProvisionError, match="keeps the data of restore --from.*restore --env=dev --project=shop "
                                              "--finalize --yes"):
         provisioner.upgrades.finalize("shop", yes=True)  # upgrade-db's verbs leave a restore's kept data alone
+    with pytest.raises(ProvisionError, match="earlier restore --from .*`provision restore --env=dev --project=shop "
+                                             "--finalize --yes`"):
+        scratch.provisioner(**{"images.db": "postgres:17"}).upgrades.upgrade("shop", yes=True)
     with pytest.raises(ProvisionError, match="before its restore --from .*--finalize --yes.*nothing was changed"):
         provisioner.data.restore("shop", str(chosen), yes=True)  # one kept volume at a time
     done = provisioner.archive.finalize("shop", yes=True)
