@@ -85,6 +85,7 @@ def test_a_restore_takes_a_safety_backup_then_puts_the_chosen_rows_back(world: W
     safety = backups.read(Path(str(result.details["safety_backup"])))
     assert safety.row_counts == {"public.items": 9}  # the database as it was, kept
     assert world.store.read_pending("dev", "shop") == {}
+    assert "the memory backend cannot restore into a new volume" in result.messages[0]  # says why (Coolify: the same)
 
 
 def test_a_restore_whose_rows_differ_puts_the_safety_backup_back(world: World) -> None:
