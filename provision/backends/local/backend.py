@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ from ...core.render import RenderedStack
 from ...core.secrets import GENERATED_SECRETS, Secret, generate_missing
 from ...infra import compose_check, hints, interrupts
 from ...infra import doctor as checks
-from ...infra.database import DbAccess, major_of, not_up_yet, psql_in_container
+from ...infra.database import major_of, not_up_yet, psql_in_container
 from ...infra.fsutil import atomic_write, env_file_text
 from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
 from ...state.layout import BackendFiles
@@ -125,6 +126,7 @@ class LocalBackend:
         self.reflink = ReflinkCopier(self.engine, self.exec_argv, lambda target: self._data(target).data_volume())
         # the CopiesRunningData ability (base.py): branches by reflink, reflink.py
         self.reflink_refusal, self.copy_running, self.own_disk = self.reflink.refusal, self.reflink.copy, self.reflink.own_disk
+        self.scratch_server = partial(dumps.scratch_server, self.engine)  # RestoresDumps (base.py): dumps.py
 
     def describe(self) -> str:
         return "Local Docker provider"
@@ -533,11 +535,6 @@ class LocalBackend:
                         into: Target | None = None) -> Restored:
         return archives.restore_into(self.engine, self._data(target), self._data(into or target), into or target,
                                      volume_key, request)
-
-    def scratch_server(self, target: Target, volume_key: str, *, image: str, admin: str, dbname: str,
-                       password: Secret, timeout: float) -> contextlib.AbstractContextManager[DbAccess]:
-        return dumps.scratch_server(self.engine, target, volume_key, image=image, admin=admin, dbname=dbname,
-                                    password=password, timeout=timeout)
 
     def offsite_copies(self, target: Target, lineage: str) -> list[OffsiteCopy]:
         return offsite.copies(self.engine, self._data(target), target, lineage)
