@@ -1,9 +1,9 @@
 """Continuous archiving's verbs: `backups` (each project's recoverable window and backup health, `--check`) and
-`restore --to-time` with its `--rollback` and `--finalize`.
+`restore --to-time`; `restore --rollback` and `--finalize` (of a restore --to-time or --from).
 
 A point-in-time restore never writes the project's data volume: the backend restores the archive into a NEW volume
 with a one-off container (recovery to the target, promotion, row counts), then the stack moves to it the way
-upgrade-db moves to a new major (the record's kept_data, kind `restore`; Upgrades.return_to_kept and record_kept),
+upgrade-db moves to a new major (the record's kept_data, kind `restore`; kept.py's KeptData),
 and the old volume is kept until --finalize, --rollback returning to it. A target outside the recoverable window is
 refused before anything changes, naming the window."""
 
