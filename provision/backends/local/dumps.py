@@ -60,6 +60,7 @@ def scratch_server(engine: Engine, target: Target, volume_key: str, *, image: st
     runner = engine.compose.runner
     argv = ["docker", "run", "--detach", "--name", container, "--network", "none",
             "--label", f"{names.LABEL_MANAGED}=true", "--label", f"{HELPER_LABEL}={label}",
+            "--label", f"{names.LABEL_ENV}={target.env}",  # an env's cleanup finds it (no project label: no stack's)
             *(["--label", f"{names.LABEL_OWNER}={owner}"] if owner else []),
             "--volume", f"{volume}:/var/lib/postgresql/data",
             "-e", f"POSTGRES_USER={admin}", "-e", f"POSTGRES_DB={dbname}",
@@ -78,10 +79,10 @@ def scratch_server(engine: Engine, target: Target, volume_key: str, *, image: st
         yield DbAccess(prefix=("docker", "exec", "-i", container), host=SOCKET, port=5432, user=admin,
                        dbname=dbname, where=f"in a one-off server on the new volume {volume}")
         stop = runner.run(["docker", "stop", "--time", str(int(timeout)), container], timeout=timeout + 30)
-        code = runner.run(["docker", "inspect", "--format", "{{.State.ExitCode}}", container], timeout=30)
-        if stop.returncode != 0 or code.stdout.strip() != "0":
+        code = runner.run(["docker", "inspect", "--format", "{{.State.ExitCode}}", container], timeout=30).stdout.strip()
+        if stop.returncode != 0 or code != "0":
             logs = runner.run(["docker", "logs", "--tail", "20", container], timeout=30)
-            raise CommandFailed(["docker", "stop", container], stop.returncode or int(code.stdout.strip() or 1),
+            raise CommandFailed(["docker", "stop", container], stop.returncode or (int(code) if code.isdigit() else 1),
                                 (logs.stdout + logs.stderr)[-3000:],
                                 hint=f"stop the one-off server on {volume} cleanly (its log above)")
     finally:  # the new volume stays: the caller drops it, or switches the stack to it
