@@ -173,8 +173,7 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
             result = provisioner.archive.rollback(project, yes=yes)
         else:
             result = provisioner.data.restore(project, str(from_), yes=yes, force=force)
-    data_result(result, json, "\n".join(result.messages) if not from_ else
-                f"restored {result.details['restored_from']}", quiet=quiet)
+    data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",

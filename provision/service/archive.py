@@ -1,9 +1,9 @@
 """Continuous archiving's verbs: `backups` (each project's recoverable window and backup health, `--check`) and
-`restore --to-time` with its `--rollback` and `--finalize`.
+`restore --to-time`; `restore --rollback` and `--finalize` (of a restore --to-time or --from).
 
 A point-in-time restore never writes the project's data volume: the backend restores the archive into a NEW volume
 with a one-off container (recovery to the target, promotion, row counts), then the stack moves to it the way
-upgrade-db moves to a new major (the record's kept_data, kind `restore`; Upgrades.return_to_kept and record_kept),
+upgrade-db moves to a new major (the record's kept_data, kind `restore`; kept.py's KeptData),
 and the old volume is kept until --finalize, --rollback returning to it. A target outside the recoverable window is
 refused before anything changes, naming the window."""
 
@@ -38,6 +38,7 @@ from ..state import history
 from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .engine import Engine
+from .kept import KINDS_RESTORE
 from .upgrade import Upgrades
 
 SETTLING = 4.0 * archiving.POLL_SECONDS  # seconds a restore waits for a restarted archiver to report its window
@@ -69,6 +70,7 @@ class ArchiveVerbs:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
         self.upgrades = upgrades
+        self.kept = upgrades.kept
         self.now = now
 
     # --- reading --------------------------------------------------------------------------------------------
@@ -159,12 +161,7 @@ class ArchiveVerbs:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
-                finish = (self._command(target, '--finalize', '--yes') if kept.get("kind") == states.PITR
-                          else states.command(target, '--finalize', '--yes'))
-                raise ProjectConflict(states.unfinished(target, kept) or (
-                    f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
-                    f"volume {kept['volume']}: {finish} deletes it (--rollback --yes returns to it) before another "
-                    f"restore"))
+                raise ProjectConflict(states.unfinished(target, kept) or states.kept_refusal(target, kept))
             old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
             source = self._pull(target, system_id) if offsite else old_key
             status = self._refuse_outside(target, moment, source)
@@ -201,7 +198,7 @@ class ArchiveVerbs:
                     "volume": engine.capability(DataVolumes, target).find_volume(target, old_key) or old_key,
                     "new_image": target.images.db, "new_volume_key": new_key, "backup": "",
                     "to_time": archiving.iso(moment), "at": utc_now()}
-            self.upgrades.record_kept(target, kept, db_volume=new_key)
+            self.kept.record(target, kept, db_volume=new_key)
             try:
                 engine.converge(target, op, major_change=True)
             except Interrupted:
@@ -209,7 +206,7 @@ class ArchiveVerbs:
             except ProvisionError as exc:
                 engine.reporter.step(project, "the restored data did not start: returning to the data before")
                 try:
-                    self.upgrades.return_to_kept(target, kept)
+                    self.kept.go_back(target, kept)
                 except Interrupted:
                     raise
                 except ProvisionError as back:
@@ -218,7 +215,7 @@ class ArchiveVerbs:
                                          f"again") from exc
                 raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
             op.action = "restore --to-time"
-            self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+            self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         reached = ("the archive holds no commit after the target: all of it was replayed"
                    if restored.reached == "end" and moment is not None else
                    f"recovery stopped at {archiving.iso(moment)}" if moment is not None else "all of the archive")
@@ -285,41 +282,23 @@ class ArchiveVerbs:
                                       "row_counts": dict(restored.row_counts)})
 
     def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Return to the data a restore --to-time kept (what was written since the restore is left in the restored
-        volume, which is deleted)."""
+        """Return to the data a restore (--to-time or --from) kept (what was written since the restore is left in the
+        restored volume, which is deleted)."""
         if not yes:
             raise ConfirmationRequired(f"restore --rollback returns {project!r} to the data it had before its "
-                                       f"restore --to-time; what was written since is deleted: add --yes")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "restore --rollback", shared=True) as op:
-            kept = self._kept(target)
-            if kept["state"] == states.FINALIZING:
-                raise ProjectConflict(f"{project!r}: a restore --finalize did not finish, so the kept volume "
-                                      f"{kept['volume']} may be gone: {self._command(target, '--finalize', '--yes')}")
-            op.changed = True
-            self.upgrades.return_to_kept(target, kept)
-        return engine.result(target, "restore --rollback", "running", op,
-                             [f"back on the data as it was before the restore (volume {kept['volume']})"],
-                             {"volume": kept["volume"]})
+                                       f"restore; what was written since is deleted: add --yes")
+        target, op, kept, _ = self.kept.roll_back(project, "restore --rollback", KINDS_RESTORE)
+        return self.engine.result(target, "restore --rollback", "running", op,
+                                  [f"back on the data as it was before the restore (volume {kept['volume']})"],
+                                  {"volume": kept["volume"]})
 
     def finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Delete the data a restore --to-time kept (the volume from before it)."""
+        """Delete the data a restore (--to-time or --from) kept (the volume from before it)."""
         if not yes:
-            raise ConfirmationRequired(f"restore --finalize deletes the data {project!r} had before its restore "
-                                       f"--to-time: add --yes to confirm")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "restore --finalize", shared=True) as op:
-            kept = self._kept(target)
-            if kept["state"] not in (states.DONE, states.FINALIZING):
-                raise ProjectConflict(states.unfinished(target, kept) or f"{project!r}: nothing to finalize")
-            self.upgrades.record_kept(target, {**kept, "state": states.FINALIZING})
-            op.changed = True
-            dropped = self._drop(target, str(kept["volume_key"]))
-            self.upgrades.record_kept(target, {})
-        done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
-        return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
+            raise ConfirmationRequired(f"restore --finalize deletes the data {project!r} had before its restore: "
+                                       f"add --yes to confirm")
+        target, op, _, dropped, done = self.kept.drop(project, "restore --finalize", KINDS_RESTORE)
+        return self.engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
     def reset_branch(self, branch: str, parent: str, at: str, *, mask: str = "") -> ProjectResult:
         """`reset --at`: the branch `branch` back to `parent`'s data as it was at `at`, from the parent's archive:
@@ -392,12 +371,6 @@ class ArchiveVerbs:
         if refused is not None:
             raise OutsideWindow(f"{verb} of {target.project!r} in env {target.env!r}: {refused}")
         return status
-
-    def _kept(self, target: Target) -> dict[str, object]:
-        kept = states.upgrade_facts(self.engine.record(target.project))
-        if kept is None or kept.get("kind") != states.PITR:
-            raise ProvisionError(f"{target.project!r} in env {target.env!r} keeps no data of a restore --to-time")
-        return kept
 
     def _drop(self, target: Target, volume_key: str) -> str | None:
         with contextlib.suppress(NotSupported):

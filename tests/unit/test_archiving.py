@@ -312,7 +312,7 @@ def test_restore_to_time_switches_to_a_new_volume_and_back(project_root: Path, t
     assert backend.requests[0].lineage == "pgdata" and backend.requests[0].base == "b1"
     assert "COMMENT ON DATABASE \"app\" IS 'provision volume=" + new_key in backend.requests[0].mark_sql
     assert done.details["kept_volume"] == "shop_pgdata" and "pgdata" in backend.volumes["shop"]
-    with pytest.raises(ProjectConflict, match="earlier restore .* --finalize --yes"):
+    with pytest.raises(ProjectConflict, match="before its restore --to-time .* --finalize --yes"):
         provisioner.archive.restore("shop", "latest", yes=True)  # one kept volume at a time
     provisioner.archive.rollback("shop", yes=True)
     assert backend.mounted["shop"] == "pgdata" and backend.database("shop")["rows"] == {"public.items": 3}
