@@ -199,21 +199,7 @@ class ArchiveVerbs:
                     "new_image": target.images.db, "new_volume_key": new_key, "backup": "",
                     "to_time": archiving.iso(moment), "at": utc_now()}
             self.kept.record(target, kept, db_volume=new_key)
-            try:
-                engine.converge(target, op, major_change=True)
-            except Interrupted:
-                raise
-            except ProvisionError as exc:
-                engine.reporter.step(project, "the restored data did not start: returning to the data before")
-                try:
-                    self.kept.go_back(target, kept)
-                except Interrupted:
-                    raise
-                except ProvisionError as back:
-                    raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
-                                         f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
-                                         f"again") from exc
-                raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
+            self.kept.switch(target, op, kept)
             op.action = "restore --to-time"
             self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         reached = ("the archive holds no commit after the target: all of it was replayed"

@@ -274,22 +274,8 @@ class DataVerbs:
             engine.store.write_pending(target.env, project, PENDING_VOLUME, None)
             self.pause("restore-switching")
             switch_started = time.monotonic()
-            try:
-                engine.converge(target, op, major_change=True)  # waits until the API answers (its schema cache
-                op.action = "restore"                             # is read anew on reconnecting)
-            except Interrupted:
-                raise
-            except ProvisionError as exc:
-                engine.reporter.step(project, "the restored data did not start: returning to the data before")
-                try:
-                    self.kept.go_back(target, kept)
-                except Interrupted:
-                    raise
-                except ProvisionError as back:
-                    raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
-                                         f"{kept['volume']}; {states.kept_command(target, kept, '--rollback', '--yes')} "
-                                         f"tries again") from exc
-                raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
+            self.kept.switch(target, op, kept)  # waits until the API answers (its schema cache is read anew)
+            op.action = "restore"
             switched_s = time.monotonic() - switch_started
             self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         verified = (f"row counts match the manifest ({len(chosen.row_counts or {})} tables)"

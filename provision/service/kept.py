@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ..backends.base import DataVolumes, DroppingVolumes
-from ..core.errors import NotSupported, ProjectConflict, ProvisionError
+from ..core.errors import Interrupted, NotSupported, ProjectConflict, ProvisionError, with_note
 from ..core.model import Target
 from . import upgrade_state as states
 from .engine import Engine, Operation
@@ -64,6 +64,25 @@ class KeptData:
             with contextlib.suppress(NotSupported):
                 engine.capability(DroppingVolumes, old_target).drop_kept(old_target, new_key)
         self.record(old_target, {})
+
+    def switch(self, target: Target, op: Operation, kept: dict[str, Any]) -> None:
+        """Start the stack on the new volume the record names (a restore's); when it does not start, go back to the
+        kept volume and raise the failure with a note saying so (or that going back failed too, and the command that
+        tries again). Interrupted passes through untouched: the record lets the next run finish or undo it."""
+        try:
+            self.engine.converge(target, op, major_change=True)
+        except Interrupted:
+            raise
+        except ProvisionError as exc:
+            self.engine.reporter.step(target.project, "the restored data did not start: returning to the data before")
+            try:
+                self.go_back(target, kept)
+            except Interrupted:
+                raise
+            except ProvisionError as back:
+                raise with_note(exc, f"Returning failed too ({back}): the data before is in volume {kept['volume']}; "
+                                     f"{states.kept_command(target, kept, '--rollback', '--yes')} tries again") from exc
+            raise with_note(exc, f"{target.project!r} runs on its data as it was before; nothing was lost.") from exc
 
     def roll_back(self, project: str, action: str, kinds: tuple[str | None, ...], *,
                   save: Callable[[Target, dict[str, Any]], T | None] | None = None
