@@ -18,11 +18,16 @@ fi
 # a Docker Engine with the Compose v2 plugin: installed and started here when missing (root or sudo), else
 # the exact commands to run
 bash scripts/ensure-docker.sh
-# xfsprogs (mkfs.xfs): the copy-on-write branch tests make a small XFS image with reflinks and mount it
-if ! command -v mkfs.xfs >/dev/null && command -v apt-get >/dev/null; then
+# xfsprogs (mkfs.xfs): the copy-on-write branch tests make a small XFS image with reflinks and mount it;
+# busybox: the stack's shell scripts are unit-tested in BusyBox's userland too (Alpine images run them there)
+missing=
+command -v mkfs.xfs >/dev/null || missing="$missing xfsprogs"
+command -v busybox >/dev/null || missing="$missing busybox"
+if [ -n "$missing" ] && command -v apt-get >/dev/null; then
   sudo=; [ "$(id -u)" = 0 ] || sudo="sudo -n"
-  echo "bootstrap: installing xfsprogs (mkfs.xfs)" >&2
-  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq xfsprogs; } \
-    >/tmp/provision-xfsprogs.log 2>&1 || { tail -n 20 /tmp/provision-xfsprogs.log >&2; echo "bootstrap: could not apt-get install xfsprogs" >&2; }
+  echo "bootstrap: installing$missing" >&2
+  # shellcheck disable=SC2086 # one package a word
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $missing; } \
+    >/tmp/provision-apt.log 2>&1 || { tail -n 20 /tmp/provision-apt.log >&2; echo "bootstrap: could not apt-get install$missing" >&2; }
 fi
 bash scripts/build-images.sh >&2

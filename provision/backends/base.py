@@ -34,6 +34,7 @@ from ..core.planner import Plan
 from ..core.render import RenderedStack
 from ..core.secrets import Secret
 from ..infra import hints
+from ..infra.database import DbAccess
 from ..infra.doctor import Check, DoctorProbe
 
 
@@ -321,6 +322,22 @@ class RestoresInStack(Protocol):
         """What the one-shot restore into the data volume of compose key `volume_key` reported (kept in the
         repository); CommandFailed with its output (recovery's log tail) when it failed, ProvisionError when it
         reported nothing (it did not run)."""
+        ...
+
+
+@runtime_checkable
+class RestoresDumps(Protocol):
+    """Starts a one-off PostgreSQL server of the project's db image on a NEW data volume (restore --from), so a dump
+    is restored beside the running stack, which keeps serving its own data until the service switches it over."""
+
+    def scratch_server(self, target: Target, volume_key: str, *, image: str, admin: str, dbname: str,
+                       password: Secret, timeout: float) -> AbstractContextManager[DbAccess]:
+        """Create the data volume of compose key `volume_key` (refused when it exists), initialise it as the stack's
+        db would (the image's own entrypoint: `admin` the bootstrap superuser with `password`, database `dbname`),
+        and serve it to the client tools on its socket only, no network, tuned for a bulk load that needs no crash
+        safety of its own (wal_level=minimal: a table made in the restore's one transaction is written, not
+        WAL-logged). On leaving, the server is stopped cleanly (a checkpoint) and its container removed; an error
+        inside, or an unclean stop, removes the container and leaves the new volume for the caller to drop."""
         ...
 
 

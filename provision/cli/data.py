@@ -108,15 +108,18 @@ def backups(c: Context, env: str | None = None, project: str | None = None, json
 
 
 @task(help={"env": ENV_HELP, "project": "The project to drill (default: every project with backup.continuous on)",
+            "all": "Every project with backup.continuous on (the default without --project)",
             "at": "Restore this moment instead of the archive's end (ISO with its zone, or -10m)",
             "json": "Print JSON", "lock_timeout": LOCK_HELP, "quiet": QUIET_HELP})
-def verify(c: Context, env: str | None = None, project: str | None = None, at: str | None = None,
+def verify(c: Context, env: str | None = None, project: str | None = None, all: bool = False, at: str | None = None,
            json: bool = False, lock_timeout: str | None = None, quiet: bool = False) -> None:
     """Restore drill: write a marker, restore the continuous archive (its end, or --at) into a throwaway stack,
     check it (PostgreSQL starts, the api answers, the marker is there, every table reads, amcheck is clean),
     remove it, and record the result (backups shows the last drill). Exit 1 when a drill fails."""
     from . import output
 
+    if all and project:
+        raise Exit("error: pass --project=NAME or --all, not both", code=2)
     options: dict[str, Any] = {}
     if lock_timeout is not None:
         options["lock_timeout"] = number("lock-timeout", lock_timeout, integer=False)
@@ -170,8 +173,7 @@ def restore(c: Context, env: str | None = None, project: str | None = None, from
             result = provisioner.archive.rollback(project, yes=yes)
         else:
             result = provisioner.data.restore(project, str(from_), yes=yes, force=force)
-    data_result(result, json, "\n".join(result.messages) if not from_ else
-                f"restored {result.details['restored_from']}", quiet=quiet)
+    data_result(result, json, "\n".join(result.messages), quiet=quiet)
 
 
 @task(iterable=["set_"], help={"env": ENV_HELP, "project": "The project to copy", "to": "The new project's name",

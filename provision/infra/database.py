@@ -12,6 +12,7 @@ import os
 import re
 import secrets as random
 import shlex
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,6 +186,31 @@ def restore(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> 
     if result.returncode != 0:
         raise CommandFailed(result.argv, result.returncode, result.stderr,
                             hint="nothing was restored (one transaction, rolled back)")
+
+
+def restore_fresh(access: DbAccess, runner: Runner, path: Path, *, timeout: float) -> None:
+    """`pg_restore` into a database that holds nothing yet (a new volume's), in one transaction: on a server with
+    wal_level=minimal its tables, made in that transaction, are written without WAL; on any error nothing is
+    applied. The error quotes pg_restore."""
+    with path.open("rb") as dump_file:
+        result = runner.run(access.argv("pg_restore", "--single-transaction", "--exit-on-error", "--no-owner",
+                                        "--dbname", access.dbname),
+                            timeout=timeout, env=access.env(), stdin=dump_file)
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr,
+                            hint="nothing was restored (one transaction, rolled back)")
+
+
+def run_script(access: DbAccess, runner: Runner, script: str, *, timeout: float = 120) -> None:
+    """A psql script (meta-commands allowed) on psql's stdin, stopping at the first error; never in argv."""
+    with tempfile.TemporaryFile() as statements:
+        statements.write(script.encode())
+        statements.seek(0)
+        result = runner.run(access.argv("psql", "--no-psqlrc", "--quiet", "--set", "ON_ERROR_STOP=1",
+                                        "--dbname", access.dbname, "--file=-"),
+                            timeout=timeout, env=access.env(), stdin=statements)
+    if result.returncode != 0:
+        raise CommandFailed(result.argv, result.returncode, result.stderr)
 
 
 def restore_masked(access: DbAccess, runner: Runner, path: Path, *, expected: Mapping[str, int] | None,

@@ -1,9 +1,9 @@
 """Continuous archiving's verbs: `backups` (each project's recoverable window and backup health, `--check`) and
-`restore --to-time` with its `--rollback` and `--finalize`.
+`restore --to-time`; `restore --rollback` and `--finalize` (of a restore --to-time or --from).
 
 A point-in-time restore never writes the project's data volume: the backend restores the archive into a NEW volume
 with a one-off container (recovery to the target, promotion, row counts), then the stack moves to it the way
-upgrade-db moves to a new major (the record's kept_data, kind `restore`; Upgrades.return_to_kept and record_kept),
+upgrade-db moves to a new major (the record's kept_data, kind `restore`; kept.py's KeptData),
 and the old volume is kept until --finalize, --rollback returning to it. A target outside the recoverable window is
 refused before anything changes, naming the window."""
 
@@ -48,6 +48,7 @@ from ..state import history
 from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .engine import Engine, Operation
+from .kept import KINDS_RESTORE
 from .upgrade import Upgrades
 
 # a restore in the stack runs inside Coolify's start job, which is killed after 600 s (app/Jobs/CoolifyTask.php:33,
@@ -82,6 +83,7 @@ class ArchiveVerbs:
                  now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.engine = engine
         self.upgrades = upgrades
+        self.kept = upgrades.kept
         self.now = now
 
     # --- reading --------------------------------------------------------------------------------------------
@@ -175,12 +177,7 @@ class ArchiveVerbs:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
-                finish = (self._command(target, '--finalize', '--yes') if kept.get("kind") == states.PITR
-                          else states.command(target, '--finalize', '--yes'))
-                raise ProjectConflict(states.unfinished(target, kept) or (
-                    f"{project!r} keeps the data of an earlier {'restore' if kept.get('kind') else 'upgrade'} in "
-                    f"volume {kept['volume']}: {finish} deletes it (--rollback --yes returns to it) before another "
-                    f"restore"))
+                raise ProjectConflict(states.unfinished(target, kept) or states.kept_refusal(target, kept))
             old_key = (record.db_volume if record is not None else "") or DEFAULT_DB_VOLUME
             source = self._pull(target, system_id) if offsite else old_key
             status = self._refuse_outside(target, moment, source)
@@ -232,24 +229,10 @@ class ArchiveVerbs:
         counts = ", ".join(f"{t} {n}" for t, n in restored.row_counts.items()) or "no tables"
         engine.reporter.step(project, f"restored ({restored.duration:.1f} s): PostgreSQL recovered and was "
                                       f"promoted; rows: {counts}")
-        self.upgrades.record_kept(target, kept, db_volume=new_key)
-        try:
-            engine.converge(target, op, major_change=True)
-        except Interrupted:
-            raise
-        except ProvisionError as exc:
-            engine.reporter.step(project, "the restored data did not start: returning to the data before")
-            try:
-                self.upgrades.return_to_kept(target, kept)
-            except Interrupted:
-                raise
-            except ProvisionError as back:
-                raise with_note(exc, f"Returning failed too ({back}): the data before is in volume "
-                                     f"{kept['volume']}; {self._command(target, '--rollback', '--yes')} tries "
-                                     f"again") from exc
-            raise with_note(exc, f"{project!r} runs on its data as it was before; nothing was lost.") from exc
+        self.kept.record(target, kept, db_volume=new_key)
+        self.kept.switch(target, op, kept)
         op.action = "restore --to-time"
-        self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         return restored
 
     def _in_stack(self, target: Target, op: Operation, restorer: RestoresInStack, request: RestoreRequest,
@@ -264,7 +247,7 @@ class ArchiveVerbs:
                  "admin": request.admin, "dbname": request.dbname, "mark": request.mark_sql,
                  "wait": min(int(request.timeout), IN_STACK_WAIT)}
         new_key = str(kept["new_volume_key"])
-        self.upgrades.record_kept(target, {**kept, "restore": asked}, db_volume=new_key)
+        self.kept.record(target, {**kept, "restore": asked}, db_volume=new_key)
         started = time.monotonic()
         try:
             engine.converge(target, op, major_change=True)
@@ -275,7 +258,7 @@ class ArchiveVerbs:
             engine.reporter.step(project, "the restore did not finish or its data did not start: returning to the "
                                           "data before")
             try:
-                self.upgrades.return_to_kept(target, kept)
+                self.kept.go_back(target, kept)
             except Interrupted:
                 raise
             except ProvisionError as back:
@@ -294,7 +277,7 @@ class ArchiveVerbs:
             raise with_note(exc, back_on) from exc
         restored = replace(restored, duration=time.monotonic() - started)
         # restored: the record says so (the render no longer has the one-shot service), and the stack drops it
-        self.upgrades.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         try:
             engine.converge(target, op, major_change=True)
         except Interrupted:
@@ -376,44 +359,23 @@ class ArchiveVerbs:
                                       "row_counts": dict(restored.row_counts)})
 
     def rollback(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Return to the data a restore --to-time kept (what was written since the restore is left in the restored
-        volume, which is deleted)."""
+        """Return to the data a restore (--to-time or --from) kept (what was written since the restore is left in the
+        restored volume, which is deleted)."""
         if not yes:
             raise ConfirmationRequired(f"restore --rollback returns {project!r} to the data it had before its "
-                                       f"restore --to-time; what was written since is deleted: add --yes")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "restore --rollback", shared=True) as op:
-            kept = self._kept(target)
-            if kept["state"] == states.FINALIZING:
-                raise ProjectConflict(f"{project!r}: a restore --finalize did not finish, so the kept volume "
-                                      f"{kept['volume']} may be gone: {self._command(target, '--finalize', '--yes')}")
-            op.changed = True
-            self.upgrades.return_to_kept(target, kept)
-        return engine.result(target, "restore --rollback", "running", op,
-                             [f"back on the data as it was before the restore (volume {kept['volume']})"],
-                             {"volume": kept["volume"]})
+                                       f"restore; what was written since is deleted: add --yes")
+        target, op, kept, _ = self.kept.roll_back(project, "restore --rollback", KINDS_RESTORE)
+        return self.engine.result(target, "restore --rollback", "running", op,
+                                  [f"back on the data as it was before the restore (volume {kept['volume']})"],
+                                  {"volume": kept["volume"]})
 
     def finalize(self, project: str, *, yes: bool = False) -> ProjectResult:
-        """Delete the data a restore --to-time kept (the volume from before it)."""
+        """Delete the data a restore (--to-time or --from) kept (the volume from before it)."""
         if not yes:
-            raise ConfirmationRequired(f"restore --finalize deletes the data {project!r} had before its restore "
-                                       f"--to-time: add --yes to confirm")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "restore --finalize", shared=True) as op:
-            kept = self._kept(target)
-            if kept["state"] not in (states.DONE, states.FINALIZING):
-                raise ProjectConflict(states.unfinished(target, kept) or f"{project!r}: nothing to finalize")
-            self.upgrades.record_kept(target, {**kept, "state": states.FINALIZING})
-            op.changed = True
-            try:
-                dropped = engine.capability(DroppingVolumes, target).drop_kept(target, str(kept["volume_key"]))
-                done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
-            except NotSupported as exc:  # Coolify deletes a service's volumes only with the service
-                dropped, done = None, f"{exc}: the volume {kept['volume']} stays, no longer used"
-            self.upgrades.record_kept(target, {})
-        return engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
+            raise ConfirmationRequired(f"restore --finalize deletes the data {project!r} had before its restore: "
+                                       f"add --yes to confirm")
+        target, op, _, dropped, done = self.kept.drop(project, "restore --finalize", KINDS_RESTORE)
+        return self.engine.result(target, "restore --finalize", "running", op, [done], {"deleted_volume": dropped})
 
     def reset_branch(self, branch: str, parent: str, at: str, *, mask: str = "") -> ProjectResult:
         """`reset --at`: the branch `branch` back to `parent`'s data as it was at `at`, from the parent's archive:
@@ -488,12 +450,6 @@ class ArchiveVerbs:
         if refused is not None:
             raise OutsideWindow(f"{verb} of {target.project!r} in env {target.env!r}: {refused}")
         return status
-
-    def _kept(self, target: Target) -> dict[str, object]:
-        kept = states.upgrade_facts(self.engine.record(target.project))
-        if kept is None or kept.get("kind") != states.PITR:
-            raise ProvisionError(f"{target.project!r} in env {target.env!r} keeps no data of a restore --to-time")
-        return kept
 
     def _drop(self, target: Target, volume_key: str) -> str | None:
         with contextlib.suppress(NotSupported):

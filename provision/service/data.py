@@ -12,33 +12,42 @@ the backend can exec (local), else on this machine through the db's published po
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import StoresSecrets
+from ..backends.base import DataVolumes, DroppingVolumes, RestoresDumps, StoresSecrets
+from ..core import roles
 from ..core.errors import (
     BackupError,
     CommandFailed,
     ConfigError,
     ConfirmationRequired,
     DumpRefused,
+    Interrupted,
     NotSupported,
+    ProjectConflict,
     ProvisionError,
     with_note,
 )
 from ..core.model import Observed, Prepared, Target
+from ..core.render import DEFAULT_DB_VOLUME
 from ..core.results import ProjectResult
 from ..core.secrets import Secret, generate_secret
 from ..infra import database, dbaccess, hints
-from ..infra.clock import utc_now
+from ..infra.clock import utc_now, utc_stamp
 from ..infra.commands import Runner, SubprocessRunner
 from ..state import backups
+from . import upgrade_state as states
 from .engine import Engine, Operation
+from .kept import KeptData
 
 DUMP_TIMEOUT = 3600.0  # seconds for one pg_dump or pg_restore
 ROTATABLE = ("db_password", "jwt_secret")
+PENDING_VOLUME = "restore-volume"  # pending.json: the new volume of a restore --from not switched to yet
 PAUSE_AT = "PROVISION_TEST_PAUSE_AT"  # tests only: DataVerbs.pause
 
 
@@ -48,6 +57,7 @@ class DataVerbs:
     def __init__(self, engine: Engine, runner: Runner | None = None) -> None:
         self.engine = engine
         self.runner = runner or SubprocessRunner()
+        self.kept = KeptData(engine, self.pause)  # what a switch to a new volume keeps (upgrade-db, restore)
 
     def access(self, target: Target, observed: Observed, prepared: Prepared) -> database.DbAccess:
         """How the client tools reach the project's database now (dbaccess.access)."""
@@ -162,17 +172,25 @@ class DataVerbs:
         return chosen
 
     def restore(self, project: str, source: str, *, yes: bool = False, force: bool = False) -> ProjectResult:
-        """Replace the project's database with a backup: a safety backup first, then pg_restore --clean
-        --if-exists in one transaction as the owner role (never a superuser: a dump is code), the API told to
-        reload its schema, the manifest's row counts verified (a mismatch puts the safety backup back). A dump
-        without a manifest, or whose manifest names another project or env, needs `force`."""
+        """Replace the project's database with a backup. Where the backend can start a one-off server on a new
+        volume (RestoresDumps: local), the dump is restored there beside the running stack, its row counts checked,
+        and the stack switched to it; the old volume is kept until restore --finalize (restore --rollback returns
+        to it), so no safety backup is needed (`restore_beside`). Elsewhere (Coolify): a safety backup first, then
+        pg_restore --clean --if-exists in one transaction in the running database, the manifest's row counts
+        verified (a mismatch puts the safety backup back). Either way as the owner role (never a superuser: a
+        dump is code). A dump without a manifest, or whose manifest names another project or env, needs `force`."""
+        beside = isinstance(self.engine.backend, RestoresDumps)
         if not yes:
-            raise ConfirmationRequired(f"restore replaces the database of {project!r} in env {self.engine.env!r} "
-                                       f"(a safety backup is taken first): add --yes to confirm")
+            raise ConfirmationRequired(
+                f"restore replaces the database of {project!r} in env {self.engine.env!r} "
+                + ("(restored into a new data volume; the current one is kept until restore --finalize)" if beside
+                   else "(a safety backup is taken first)") + ": add --yes to confirm")
         chosen = self.choose(project, source)
         if not force:
             self._check_provenance(project, chosen)
         target = self.engine.known_target(project)
+        if beside:
+            return self.restore_beside(target, chosen)
         with self.engine.operation(target, "restore", shared=True) as op:
             self.recover(target)
             observed, prepared, access = self.running_db(target)
@@ -180,10 +198,108 @@ class DataVerbs:
         messages = [f"restored {chosen.path.name}", f"row counts match the manifest ({len(chosen.row_counts or {})} tables)"
                     if chosen.row_counts is not None else "the dump has no manifest: row counts were not verified"]
         if safety is not None:
-            messages.insert(0, f"safety backup of the database as it was: {safety.path}")
+            messages.insert(0, f"safety backup of the database as it was: {safety.path} (the {self.engine.backend.name} "
+                               f"backend cannot restore into a new volume beside the running one)")
         return self.engine.result(target, "restore", "restored", op, messages, {
             "restored_from": str(chosen.path), "safety_backup": str(safety.path) if safety else None,
             "row_counts": chosen.row_counts})
+
+    def restore_beside(self, target: Target, chosen: backups.Backup) -> ProjectResult:
+        """restore --from into a new data volume (key `pgdata_restore_<time>`): a one-off server of the db image
+        there, the roles made as on any new volume, pg_restore in one transaction as the owner role, row counts
+        checked against the manifest, a clean stop; only then the stack moves to it the way restore --to-time does
+        (kept_data, kind `restore-from`), and the old volume is kept. Until the record names the new volume, a
+        pending mark names it: a killed run's volume is dropped by the next one (`recover`); after, a killed run
+        is undone by restore --rollback. Any failure before the switch drops the new volume: nothing changed."""
+        engine, project = self.engine, target.project
+        scratch = engine.capability(RestoresDumps, target)
+        with engine.operation(target, "restore", shared=True) as op:
+            self.recover(target)
+            record = engine.record(project)
+            kept = states.upgrade_facts(record)
+            if kept is not None:
+                raise ProjectConflict(states.unfinished(target, kept) or states.kept_refusal(target, kept))
+            observed, prepared, access = self.running_db(target)
+            header = database.read_header(chosen.path)
+            server = database.server_major(access, self.runner)
+            if header.major > server:
+                raise DumpRefused(f"{chosen.path.name} was dumped from PostgreSQL {header.major}, newer than the server "
+                                  f"of {project!r} (PostgreSQL {server}): nothing was changed")
+            running = record.images.get("db") if record is not None else None
+            if record is None or running != target.images.db:
+                raise ProjectConflict(f"{project!r} in env {target.env!r} runs {running or 'no recorded db image'}, "
+                                      f"{engine.config.relpath} names {target.images.db} "
+                                      f"({target.spec.key('images.db')}): apply it first "
+                                      f"({hints.command('provision', env=target.env, project=project)}, or upgrade-db "
+                                      f"for a new major); nothing was changed")
+            old_key = record.db_volume or DEFAULT_DB_VOLUME
+            new_key = f"{DEFAULT_DB_VOLUME}_restore_{utc_stamp().lower()}"
+            wanted = roles.Roles.of(target.spec.variables, archiving=target.spec.backup.continuous)
+            dbname = str(target.spec.variables["db_name"])
+            op.changed = True
+            engine.store.write_pending(target.env, project, PENDING_VOLUME, {
+                "from": str(chosen.path), "volume_key": new_key, "at": utc_now()})
+            engine.reporter.step(project, f"restoring {chosen.path.name} into a new volume ({new_key}); "
+                                          f"{project!r} serves its own data meanwhile")
+            started = time.monotonic()
+            try:
+                with scratch.scratch_server(target, new_key, image=target.images.db, admin=wanted.admin,
+                                            dbname=dbname, password=prepared.secrets[roles.ADMIN_SECRET],
+                                            timeout=max(120.0, engine.config.health.timeout)) as fresh:
+                    self.pause("restore-scratch")
+                    roles_sql = roles.ensure_sql(wanted, dbname, prepared.secrets, new_key)
+                    database.run_script(fresh, self.runner, roles_sql)  # the roles the dump's grants name
+                    database.restore_fresh(replace(fresh, user=wanted.owner), self.runner, chosen.path,
+                                           timeout=DUMP_TIMEOUT)
+                    database.run_script(fresh, self.runner, roles_sql)  # as a converge would on the restored data
+                    counts = database.row_counts(fresh, self.runner)
+                    self._check_counts(chosen, counts)
+            except BaseException as exc:
+                with contextlib.suppress(ProvisionError):
+                    engine.capability(DroppingVolumes, target).drop_kept(target, new_key)
+                engine.store.write_pending(target.env, project, PENDING_VOLUME, None)
+                if isinstance(exc, ProvisionError) and not isinstance(exc, Interrupted):
+                    raise with_note(exc, f"{project!r} still runs on its own data; the new volume was deleted; "
+                                         f"nothing was changed.") from exc
+                raise
+            restored_s = time.monotonic() - started
+            kept = {"state": states.SWITCHING, "kind": states.DUMP, "label": "restore", "image": target.images.db,
+                    "major": server, "new_major": server, "volume_key": old_key,
+                    "volume": engine.capability(DataVolumes, target).find_volume(target, old_key) or old_key,
+                    "new_image": target.images.db, "new_volume_key": new_key, "backup": str(chosen.path),
+                    "at": utc_now()}
+            # the roles are made in the new volume already: the switch's converge need not make them again
+            self.kept.record(target, kept, db_volume=new_key,
+                             roles=roles.digest(wanted, dbname, prepared.secrets, new_key))
+            engine.store.write_pending(target.env, project, PENDING_VOLUME, None)
+            self.pause("restore-switching")
+            switch_started = time.monotonic()
+            self.kept.switch(target, op, kept)  # waits until the API answers (its schema cache is read anew)
+            op.action = "restore"
+            switched_s = time.monotonic() - switch_started
+            self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
+        verified = (f"row counts match the manifest ({len(chosen.row_counts or {})} tables)"
+                    if chosen.row_counts is not None else "the dump has no manifest: row counts were not verified")
+        messages = [f"restored {chosen.path.name} into a new volume ({restored_s:.1f} s); {verified}",
+                    f"switched {project!r} to it ({switched_s:.1f} s: the database restarted on it)",
+                    f"the data before the restore is kept as it was in volume {kept['volume']}: "
+                    f"{states.kept_command(target, kept, '--finalize', '--yes')} deletes it, "
+                    f"{states.kept_command(target, kept, '--rollback', '--yes')} returns to it"]
+        return engine.result(target, "restore", "restored", op, messages, {
+            "restored_from": str(chosen.path), "safety_backup": None, "row_counts": chosen.row_counts,
+            "volume": engine.capability(DataVolumes, target).find_volume(target, new_key),
+            "kept_volume": kept["volume"], "restore_s": round(restored_s, 3), "switch_s": round(switched_s, 3)})
+
+    @staticmethod
+    def _check_counts(chosen: backups.Backup, counts: dict[str, int]) -> None:
+        """BackupError when the restored tables' row counts differ from the dump's manifest."""
+        expected = chosen.row_counts
+        if expected is None:
+            return
+        differ = {t: (n, counts.get(t)) for t, n in expected.items() if counts.get(t) != n}
+        if differ:
+            shown = ", ".join(f"{t}: {n} expected, {got} found" for t, (n, got) in sorted(differ.items())[:5])
+            raise BackupError(f"after restoring {chosen.path.name} the row counts differ from its manifest ({shown})")
 
     def _check_provenance(self, project: str, chosen: backups.Backup) -> None:
         """DumpRefused for a dump that does not say it is this project's, in this env (`--force` skips it)."""
@@ -350,6 +466,8 @@ class DataVerbs:
         done = []
         if "restore" in pending:
             done.append(self._recover_restore(target, observed, prepared, pending["restore"]))
+        if PENDING_VOLUME in pending:
+            done.append(self._recover_volume(target, pending[PENDING_VOLUME]))
         if "rotate" in pending:
             done.append(self._recover_rotation(target, observed, prepared, pending["rotate"]))
         for line in done:
@@ -380,6 +498,22 @@ class DataVerbs:
         safety = facts.get("safety")
         return (f"an interrupted restore of {name} never committed" + (" (stopped it)" if stopped else "") +
                 ": the database is as it was" + (f"; its safety backup is {safety}" if safety else ""))
+
+    def _recover_volume(self, target: Target, facts: dict[str, Any]) -> str:
+        """A restore --from killed before its switch was recorded: its new volume (and any one-off server left on
+        it) is deleted; the project never left its own data. Killed after: the record has it (restore --rollback)."""
+        engine = self.engine
+        key, name = str(facts.get("volume_key") or ""), Path(str(facts.get("from"))).name
+        record = engine.record(target.project)
+        known = record is not None and key in (record.db_volume, str(record.kept_data.get("new_volume_key", "")))
+        if key and not known:
+            with contextlib.suppress(NotSupported):
+                engine.capability(DroppingVolumes, target).drop_kept(target, key)
+        engine.store.write_pending(target.env, target.project, PENDING_VOLUME, None)
+        if known:
+            return f"an interrupted restore of {name} had recorded its switch to the volume {key}"
+        return (f"an interrupted restore of {name} never switched: its new volume ({key}) was deleted; the data is "
+                f"as it was")
 
     def _recover_rotation(self, target: Target, observed: Observed, prepared: Prepared, facts: dict[str, Any]) -> str:
         engine = self.engine

@@ -14,6 +14,7 @@ from ..core.results import ProjectResult, RunSummary
 from ..infra import hints, interrupts
 from ..infra.clock import utc_now
 from ..state import backups
+from . import upgrade_state
 from .branching import children
 from .engine import Checked, Engine, Operation
 from .fleet import Fleet
@@ -147,6 +148,13 @@ class Lifecycle:
         # deleting data is a data verb: the backup and the delete under the lock every runner sees, throughout
         with self.engine.operation(target, action, shared=delete_data) as op:
             record = self.engine.record(project)
+            kept = upgrade_state.upgrade_facts(record) if delete_data else None
+            if kept is not None:  # before any backup: the kept data goes with its own verb's --finalize
+                raise ProjectConflict(
+                    f"{project!r} in env {target.env!r} has data that {upgrade_state.what_kept(kept)} kept in volume "
+                    f"{kept['volume']}; nothing was deleted. "
+                    f"{upgrade_state.kept_command(target, kept, '--finalize', '--yes')} deletes it (--rollback --yes "
+                    f"returns to it), then destroy --delete-data deletes the rest")
             observed = self.engine.observe(target, record)
             prepared = self.engine.prepare(target, observed, create=False)
             handle = self.engine.known(observed, record)

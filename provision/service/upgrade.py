@@ -8,12 +8,11 @@ it. The states it records are in upgrade_state.py; the dump and the checked rest
 
 from __future__ import annotations
 
-import contextlib
 import time
 from pathlib import Path
 from typing import Any
 
-from ..backends.base import DataVolumes, DroppingVolumes
+from ..backends.base import DataVolumes
 from ..core.errors import (
     CommandFailed,
     ConfirmationRequired,
@@ -33,6 +32,7 @@ from ..state.records import ProjectRecord
 from . import upgrade_state as states
 from .data import DataVerbs
 from .engine import Engine, Operation
+from .kept import KINDS_UPGRADE
 
 
 class Upgrades:
@@ -41,6 +41,7 @@ class Upgrades:
     def __init__(self, engine: Engine, data: DataVerbs) -> None:
         self.engine = engine
         self.data = data
+        self.kept = data.kept
 
     # --- PostgreSQL major upgrade ---------------------------------------------------------------
     # An upgrade never copies, empties or overwrites the old data directory: the stack moves to a new volume
@@ -68,10 +69,10 @@ class Upgrades:
             record = engine.record(project)
             kept = states.upgrade_facts(record)
             if kept is not None:
-                if kept["state"] != states.SWITCHING:
+                if kept["state"] != states.SWITCHING or kept.get("kind") in states.RESTORES:  # a restore's: its own verb
                     raise ProjectConflict(states.unfinished(target, kept) or (
-                        f"{project!r} has kept data from an earlier upgrade ({kept['volume']}): finish that one first "
-                        f"with {states.command(target, '--finalize', '--yes')}"
+                        f"{project!r} has kept data from an earlier {states.what_kept(kept)} ({kept['volume']}): finish "
+                        f"that one first with {states.kept_command(target, kept, '--finalize', '--yes')}"
                         + (" (or --rollback --yes)" if kept["state"] == states.DONE else "")))
                 if target.images.db != kept["new_image"]:
                     raise ProjectConflict(f"{project!r} was being upgraded to {kept['new_image']}, but "
@@ -124,7 +125,7 @@ class Upgrades:
                 "volume_key": old_key, "volume": self.engine.capability(DataVolumes, old_target).find_volume(old_target, old_key) or old_key,
                 "new_image": target.images.db, "new_major": new_major, "new_volume_key": new_key,
                 "backup": str(made.path), "at": utc_now()}
-        self.record_kept(target, kept, db_volume=new_key)
+        self.kept.record(target, kept, db_volume=new_key)
         return kept, made
 
     def _resume_dump(self, target: Target, kept: dict[str, Any]) -> backups.Backup:
@@ -144,7 +145,7 @@ class Upgrades:
         _, _, access = self.data.running_db(old_target)
         made = self.data.dump(old_target, access, label=f"before-upgrade-to-{kept['new_major']}")
         kept["backup"] = str(made.path)
-        self.record_kept(target, kept)
+        self.kept.record(target, kept)
         return made
 
     def _switch(self, target: Target, kept: dict[str, Any], made: backups.Backup, op: Operation, *,
@@ -172,7 +173,7 @@ class Upgrades:
         except ProvisionError as exc:
             engine.reporter.step(project, f"the upgrade failed: returning to PostgreSQL {old_major}")
             try:
-                self.return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
+                self.kept.go_back(states.with_db_image(target, str(kept["image"])), kept)
             except Interrupted:
                 raise
             except ProvisionError as back:
@@ -182,7 +183,7 @@ class Upgrades:
             raise with_note(exc, f"{project!r} runs PostgreSQL {old_major} again on its old data ({kept['image']}); "
                                  f"nothing was lost.") from exc
         downtime = time.monotonic() - down_since
-        self.record_kept(target, {**kept, "state": states.DONE, "at": utc_now()})
+        self.kept.record(target, {**kept, "state": states.DONE, "at": utc_now()})
         return downtime
 
     def rollback(self, project: str, *, yes: bool = False, backup: bool = True) -> ProjectResult:
@@ -191,26 +192,20 @@ class Upgrades:
         if not yes:
             raise ConfirmationRequired(f"upgrade-db --rollback returns {project!r} to the data kept before its "
                                        f"upgrade; what was written since is saved in a backup first: add --yes")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "upgrade-db --rollback", shared=True) as op:
-            kept = self._kept(target)
-            if kept["state"] == states.FINALIZING:
-                raise ProjectConflict(f"{project!r} in env {target.env!r}: an upgrade-db --finalize did not finish, so "
-                                      f"the kept volume {kept['volume']} may be deleted already: nothing to return to. "
-                                      f"{states.command(target, '--finalize', '--yes')} finishes it")
-            since = None
+
+        def save(target: Target, kept: dict[str, Any]) -> backups.Backup | None:
             serving = self._serving_major(target) if backup and kept["state"] in (states.SWITCHING, states.DONE) else None
-            if serving is not None and serving != kept["major"]:  # the upgraded db: save what was written on it
-                _, _, access = self.data.running_db(target)
-                try:
-                    since = self.data.dump(target, access, label="before-rollback")
-                except CommandFailed as exc:
-                    raise with_note(exc, "Nothing was rolled back: what was written since the upgrade could not be "
-                                         "saved (a pg_dump older than the server?); install a client of the "
-                                         "server's version, or roll back without it: --no-backup") from exc
-            op.changed = True
-            self.return_to_kept(states.with_db_image(target, str(kept["image"])), kept)
+            if serving is None or serving == kept["major"]:
+                return None
+            _, _, access = self.data.running_db(target)  # the upgraded db: save what was written on it
+            try:
+                return self.data.dump(target, access, label="before-rollback")
+            except CommandFailed as exc:
+                raise with_note(exc, "Nothing was rolled back: what was written since the upgrade could not be "
+                                     "saved (a pg_dump older than the server?); install a client of the "
+                                     "server's version, or roll back without it: --no-backup") from exc
+
+        target, op, kept, since = self.kept.roll_back(project, "upgrade-db --rollback", KINDS_UPGRADE, save=save)
         return self.engine.result(target, "upgrade-db --rollback", "running", op, [
             f"back on PostgreSQL {kept['major']} ({kept['image']}) with the data kept before the upgrade",
             f"what was written since the upgrade is in {since.path}" if since else
@@ -222,38 +217,9 @@ class Upgrades:
         if not yes:
             raise ConfirmationRequired(f"upgrade-db --finalize deletes the old data {project!r} kept since its upgrade "
                                        f"(its backup file stays): add --yes to confirm")
-        engine = self.engine
-        target = engine.known_target(project)
-        with engine.operation(target, "upgrade-db --finalize", shared=True) as op:
-            kept = self._kept(target)
-            unfinished = states.unfinished(target, kept)
-            if unfinished is not None:
-                raise ProjectConflict(unfinished)
-            self.record_kept(target, {**kept, "state": states.FINALIZING})
-            op.changed = True
-            self.data.pause("finalizing")
-            try:
-                dropped = engine.capability(DroppingVolumes, target).drop_kept(target, str(kept["volume_key"]))
-                done = f"deleted the kept volume {dropped}" if dropped else "the kept volume was already gone"
-            except NotSupported as exc:
-                dropped, done = None, f"{exc}: the volume {kept['volume']} stays"
-            self.record_kept(target, {})
+        target, op, kept, dropped, done = self.kept.drop(project, "upgrade-db --finalize", KINDS_UPGRADE)
         return self.engine.result(target, "upgrade-db --finalize", "running", op,
                             [done, f"the backup {kept.get('backup')} stays"], {"deleted_volume": dropped})
-
-    def _kept(self, target: Target) -> dict[str, Any]:
-        kept = states.upgrade_facts(self.engine.record(target.project))
-        if kept is None:
-            raise ProvisionError(f"{target.project!r} in env {target.env!r} has no data kept by an upgrade")
-        return kept
-
-    def record_kept(self, target: Target, kept: dict[str, Any], **changes: Any) -> None:
-        """Write the upgrade's facts (and `changes`) to the record, before the step they announce."""
-        engine = self.engine
-        record = engine.record(target.project)
-        if record is None:
-            raise ProvisionError(f"{target.project!r} in env {target.env!r} has no record (state.json) any more")
-        engine.write(record.evolve(kept_data=kept, **changes), record)
 
     def _serving_major(self, target: Target) -> int | None:
         """The PostgreSQL major of the project's running db; None when none runs or answers."""
@@ -264,23 +230,3 @@ class Upgrades:
             raise
         except ProvisionError:
             return None
-
-    def return_to_kept(self, old_target: Target, kept: dict[str, Any]) -> None:
-        """Move the stack back to the kept volume and the old image (the lock is held), then delete the upgrade's new
-        volume where the backend can (Coolify keeps it with the service). Recorded first (`rolling back`), so a
-        killed run is finished by --rollback; then the record forgets the upgrade."""
-        engine = self.engine
-        if engine.capability(DataVolumes, old_target).find_volume(old_target, str(kept["volume_key"])) is None:  # never a new, empty one
-            raise ProjectConflict(f"the PostgreSQL {kept['major']} volume {kept['volume']} that upgrade-db kept for "
-                                  f"{old_target.project!r} is gone: nothing to return to, nothing was changed "
-                                  f"({states.command(old_target, '--finalize', '--yes')} forgets it)")
-        self.record_kept(old_target, {**kept, "state": states.ROLLING_BACK}, db_volume=str(kept["volume_key"]))
-        self.data.pause("rolling-back")
-        engine.converge(old_target, Operation("rollback"), major_change=True)
-        self.data.pause("dropping-new")
-        new_key = str(kept.get("new_volume_key") or "")
-        if new_key and new_key != kept["volume_key"]:
-            with contextlib.suppress(NotSupported):
-                engine.capability(DroppingVolumes, old_target).drop_kept(old_target, new_key)
-        self.record_kept(old_target, {})
-

@@ -13,8 +13,10 @@ from ..state.records import ProjectRecord
 
 # the states of an upgrade-db in the record's kept_data (see upgrade.Upgrades.upgrade)
 SWITCHING, DONE, ROLLING_BACK, FINALIZING = "switching", "done", "rolling back", "finalizing"
-# kept_data["kind"] of a point-in-time restore (service/archive.py), which keeps the old volume the same way
-PITR = "restore"
+# kept_data["kind"] of a point-in-time restore (service/archive.py) and of a dump's restore (service/dumprestore.py),
+# which keep the old volume the same way; an upgrade's has no kind
+PITR, DUMP = "restore", "restore-from"
+RESTORES = (PITR, DUMP)
 
 
 def unfinished_upgrade(target: Target, record: ProjectRecord | None) -> str | None:
@@ -27,9 +29,10 @@ def unfinished_upgrade(target: Target, record: ProjectRecord | None) -> str | No
 def unfinished(target: Target, kept: dict[str, Any]) -> str | None:
     """The sentence of `unfinished_upgrade` for the upgrade facts `kept`."""
     where = f"{target.project!r} in env {target.env!r}"
-    if kept.get("kind") == PITR and kept["state"] in (SWITCHING, ROLLING_BACK):
-        restore = hints.command("restore", "--rollback", "--yes", env=target.env, project=target.project)
-        return (f"{where}: a restore --to-time did not finish (its stack may be between the volume {kept['volume']} "
+    if kept.get("kind") in RESTORES and kept["state"] in (SWITCHING, ROLLING_BACK):
+        restore = kept_command(target, kept, "--rollback", "--yes")
+        verb = "restore --to-time" if kept.get("kind") == PITR else "restore --from"
+        return (f"{where}: a {verb} did not finish (its stack may be between the volume {kept['volume']} "
                 f"and the restored one, key {kept['new_volume_key']}); nothing was changed. {restore} returns to "
                 f"the data as it was before")
     if kept["state"] == SWITCHING:
@@ -88,3 +91,22 @@ def image_note(target: Target, old_image: str) -> str:
 def command(target: Target, *flags: str) -> str:
     """The upgrade-db command of `target`, as a hint (backquoted, in the program's name)."""
     return hints.command("upgrade-db", *flags, env=target.env, project=target.project)
+
+
+def kept_command(target: Target, kept: dict[str, Any], *flags: str) -> str:
+    """The command that finishes, rolls back or finalizes what `kept` keeps: restore's for a restore, else upgrade-db's."""
+    if kept.get("kind") in RESTORES:
+        return hints.command("restore", *flags, env=target.env, project=target.project)
+    return hints.command("upgrade-db", *flags, env=target.env, project=target.project)
+
+
+def what_kept(kept: dict[str, Any]) -> str:
+    """The verb that kept the data, for messages."""
+    return {PITR: "restore --to-time", DUMP: "restore --from"}.get(str(kept.get("kind") or ""), "upgrade-db")
+
+
+def kept_refusal(target: Target, kept: dict[str, Any]) -> str:
+    """Why a restore cannot start while `kept` (a finished upgrade-db's or restore's) keeps the data before it."""
+    return (f"{target.project!r} in env {target.env!r} keeps the data from before its {what_kept(kept)} in volume "
+            f"{kept['volume']}: {kept_command(target, kept, '--finalize', '--yes')} deletes it (--rollback --yes "
+            f"returns to it) before another restore; nothing was changed")

@@ -41,6 +41,9 @@ def _volumes(sandbox: Sandbox) -> list[str]:
 
 
 def test_backup_then_restore_brings_the_rows_back(sandbox: Sandbox) -> None:
+    """restore --from restores into a new volume beside the running stack and switches to it; the old volume is
+    kept (destroy --delete-data refuses meanwhile) until --finalize, --rollback returns to it; a dump pg_restore
+    fails on leaves the project untouched."""
     sandbox.cli("provision", "--project=shop")
     api_url, db_url = _urls(sandbox, "shop")
     _seed(db_url, 3)
@@ -54,14 +57,41 @@ def test_backup_then_restore_brings_the_rows_back(sandbox: Sandbox) -> None:
     manifest = json.loads(Path(dump).with_suffix(".json").read_text())
     assert manifest["row_counts"] == {"public.items": 3} and manifest["image"] == sandbox.images["db"]
 
-    sql(db_url, "delete from items")
-    assert _count(db_url) == 0
-    restored = sandbox.cli("restore", "--project=shop", "--from=latest", "--yes", "--json").json()
-    assert restored["details"]["restored_from"] == dump and restored["details"]["safety_backup"]
+    old_volume = f"{sandbox.compose_name('shop')}_pgdata"
+    sql(db_url, "delete from items where id > 1")  # the data before the restore: one row
+    restored = sandbox.cli("restore", "--project=shop", "--from=latest", "--yes", "--json")
+    details = restored.json()["details"]
+    assert details["restored_from"] == dump and details["safety_backup"] is None  # no safety dump: the volume stays
+    assert details["kept_volume"] == old_volume and details["volume"].startswith(f"{old_volume}_restore_")
+    assert sorted(_volumes(sandbox)) == sorted([old_volume, details["volume"]])
     assert _count(db_url) == 3
     assert len(httpx.get(f"{api_url}/items", timeout=10).json()) == 3  # the API serves the restored rows
+    said = sandbox.cli("restore", "--project=shop", "--from=latest", "--yes", check=False)  # one kept volume at a time
+    assert said.returncode == 1 and "--finalize --yes" in said.stderr and "nothing was changed" in said.stderr
+    kept = sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup", check=False)
+    assert kept.returncode == 1 and old_volume in kept.stderr and "restore" in kept.stderr, kept.stderr
+    back = sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
+    assert old_volume in back.stdout
+    assert _count(db_url) == 1 and _volumes(sandbox) == [old_volume]  # the rows before; the restored volume gone
+
+    again = sandbox.cli("restore", "--project=shop", "--from=latest", "--yes")
+    assert "--finalize --yes" in again.stdout and "--rollback --yes" in again.stdout and old_volume in again.stdout
+    assert _count(db_url) == 3
+    new_volume = next(v for v in _volumes(sandbox) if v != old_volume)
+    sandbox.cli("restore", "--project=shop", "--finalize", "--yes")
+    assert _volumes(sandbox) == [new_volume] and _count(db_url) == 3
     listed = sandbox.cli("backups", "--project=shop", "--json").json()["backups"]
-    assert [b["label"] for b in listed] == ["safety", ""]  # newest first: the safety backup of the empty table
+    assert [b["label"] for b in listed] == [""]  # no safety backups were written
+
+    # a dump pg_restore fails on (cut short: its header reads, its body does not) leaves the project as it was
+    sql(db_url, "insert into items values (4, 'after the restore')")
+    cut = sandbox.root / "cut.dump"
+    cut.write_bytes(Path(dump).read_bytes()[:-400])
+    failed = sandbox.cli("restore", "--project=shop", f"--from={cut}", "--yes", "--force", check=False)
+    assert failed.returncode == 1 and "pg_restore: error" in failed.stderr and "nothing was changed" in failed.stderr, failed.stderr
+    assert _count(db_url) == 4 and _volumes(sandbox) == [new_volume]
+    record = json.loads((sandbox.state_dir / sandbox.env / "shop" / "state.json").read_text())
+    assert not record.get("kept_data") and not (sandbox.state_dir / sandbox.env / "shop" / "pending.json").exists()
 
     # a corrupt dump, and one without --yes, are refused before anything changes
     broken = sandbox.root / "broken.dump"
@@ -70,9 +100,10 @@ def test_backup_then_restore_brings_the_rows_back(sandbox: Sandbox) -> None:
     assert refused.returncode == 2 and "nothing was changed" in refused.stderr
     unconfirmed = sandbox.cli("restore", "--project=shop", "--from=latest", check=False)
     assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
-    assert _count(db_url) == 3 and len(sandbox.cli("backups", "--project=shop", "--json").json()["backups"]) == 2
+    assert _count(db_url) == 4 and len(sandbox.cli("backups", "--project=shop", "--json").json()["backups"]) == 1
 
     # --keep prunes older backups once a new one succeeded
+    sandbox.cli("backup", "--project=shop")
     sandbox.cli("backup", "--project=shop", "--keep=1")
     assert len(sandbox.cli("backups", "--project=shop", "--json").json()["backups"]) == 1
     history = sandbox.cli("history", "--project=shop", "--json").stdout

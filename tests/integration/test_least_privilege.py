@@ -276,18 +276,3 @@ def test_rotate_killed_at_each_step_is_repaired_by_the_next_run(sandbox: Sandbox
     assert (sandbox.secrets("shop")["DB_PASSWORD"] == old) is (step == "rotate-pending")
     assert not (sandbox.state_dir / sandbox.env / "shop" / "pending.json").exists()
     assert httpx.get(api_url).status_code == 200
-
-
-@pytest.mark.parametrize("step", ["restore-marked", "restore-committed"])
-def test_restore_killed_at_each_step_is_checked_by_the_next_run(sandbox: Sandbox, step: str) -> None:
-    sandbox.cli("provision")
-    _, db_url = _urls(sandbox)
-    sql(db_url, "create table items (id int primary key)")
-    sql(db_url, "insert into items select generate_series(1, 20)")
-    sandbox.cli("backup", "--project=shop")
-    sql(db_url, "insert into items select generate_series(21, 30)")
-    _kill_at(sandbox, step, "restore", "--from=latest", "--yes")
-    healed = sandbox.cli("backup", "--project=shop")
-    expected = "had committed: its row counts match" if step == "restore-committed" else "never committed"
-    assert expected in healed.output, healed.output
-    assert sql(db_url, "select count(*) from items")[0][0] == (20 if step == "restore-committed" else 30)

@@ -1,5 +1,5 @@
-"""upgrade-db, --rollback and --finalize killed (SIGKILL) at each of their steps, on the real engine with real
-PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (service/data.py,
+"""upgrade-db, --rollback and --finalize, and restore --from, killed (SIGKILL) at each of their steps, on the real
+engine with real PostgreSQL 15 and 17. The tool pauses at a named step when PROVISION_TEST_PAUSE_AT names it (service/data.py,
 DataVerbs.pause: it writes <state dir>/paused-at-<step> and sleeps); the test kills it there, then
 checks that provision refuses a half-done upgrade with the command that finishes or undoes it, that the next
 run of that command leaves the stack serving every row, that no helper container stays and that only the
@@ -60,26 +60,26 @@ def _kept_data(sandbox: Sandbox) -> dict[str, object]:
     return dict(record.get("kept_data") or {})
 
 
-def _kill_at(sandbox: Sandbox, step: str, *args: str) -> None:
-    """Run `upgrade-db --project=shop --yes *args` until it pauses at `step`, then SIGKILL it."""
+def _kill_at(sandbox: Sandbox, step: str, *args: str, verb: str = "upgrade-db", helpers_left: bool = False) -> None:
+    """Run `<verb> --project=shop --yes *args` until it pauses at `step`, then SIGKILL it."""
     marker = sandbox.state_dir / f"paused-at-{step}"
     log = sandbox.root / f"killed-at-{step}.log"
     with log.open("w") as out:
-        proc = subprocess.Popen(sandbox.argv("upgrade-db", "--project=shop", "--yes", *args), cwd=sandbox.root,
+        proc = subprocess.Popen(sandbox.argv(verb, "--project=shop", "--yes", *args), cwd=sandbox.root,
                                 stdout=out, stderr=subprocess.STDOUT, text=True,
                                 env=sandbox.environ(PROVISION_TEST_PAUSE_AT=step))
         try:
             deadline = time.monotonic() + 300
             while not marker.exists():
-                assert proc.poll() is None, f"upgrade-db {' '.join(args)} ended before {step}:\n{log.read_text()}"
-                assert time.monotonic() < deadline, f"upgrade-db never reached {step}:\n{log.read_text()}"
+                assert proc.poll() is None, f"{verb} {' '.join(args)} ended before {step}:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"{verb} never reached {step}:\n{log.read_text()}"
                 time.sleep(0.1)
             assert int(marker.read_text()) == proc.pid  # paused in the tool's own process, which dies now
         finally:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=30)
     marker.unlink()
-    assert _helpers(sandbox) == []
+    assert (_helpers(sandbox) != []) == helpers_left
 
 
 def _refused(sandbox: Sandbox, *finishing: str) -> None:
@@ -174,3 +174,32 @@ def test_a_killed_finalize_is_finished_by_the_next_run_and_destroy_keeps_kept_da
         assert _docker("ps", "-aq", "--filter", f"id={leftover}") == []
     finally:
         subprocess.run(["docker", "rm", "--force", leftover], capture_output=True, timeout=60, check=False)
+
+
+def test_a_killed_restore_from_leaves_the_project_on_its_data_or_rolls_back(sandbox: Sandbox) -> None:
+    """restore --from killed with its one-off server running on the new volume: the next run deletes both; killed
+    once the switch is recorded: provision refuses, restore --rollback --yes returns to the old volume."""
+    _write_env(sandbox, sandbox.images["db"])
+    sandbox.cli("provision", "--project=shop")
+    db_url = str(sandbox.cli("outputs", "--project=shop", "--format=json").json()["db_url"])
+    sql(db_url, "create table items (id int primary key, name text)")
+    sql(db_url, "insert into items select g, 'item ' || g from generate_series(1, 5) g")
+    sandbox.cli("backup", "--project=shop")
+    sql(db_url, "insert into items values (6, 'after the backup')")
+    old_volume = f"{sandbox.compose_name('shop')}_pgdata"
+
+    _kill_at(sandbox, "restore-scratch", "--from=latest", verb="restore", helpers_left=True)
+    assert len(_volumes(sandbox)) == 2 and _kept_data(sandbox) == {} and _count(db_url) == 6
+    healed = sandbox.cli("provision", "--project=shop", "--json")
+    assert "never switched: its new volume (pgdata_restore_" in healed.stderr, healed.output
+    assert healed.json()["projects"][0]["changed"] is False
+    assert _volumes(sandbox) == {old_volume} and _helpers(sandbox) == [] and _count(db_url) == 6
+
+    _kill_at(sandbox, "restore-switching", "--from=latest", verb="restore")
+    assert _kept_data(sandbox)["state"] == "switching" and len(_volumes(sandbox)) == 2
+    refused = sandbox.cli("provision", "--project=shop", check=False)
+    assert refused.returncode == 1 and "restore --from did not finish" in refused.stderr, refused.output
+    assert f" -m invoke restore --env={sandbox.env} --project=shop --rollback --yes`" in refused.stderr
+    sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
+    assert _count(db_url) == 6 and _kept_data(sandbox) == {} and _volumes(sandbox) == {old_volume}
+    assert _helpers(sandbox) == []

@@ -6,14 +6,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from provision.backends.base import Adopted
 from provision.core.config import EnvConfig, ProjectSpec
-from provision.core.errors import HealthTimeout, ProvisionError
+from provision.core.errors import CommandFailed, HealthTimeout, ProvisionError
 from provision.core.model import (
     Destroyed,
     Endpoints,
@@ -30,7 +30,7 @@ from provision.core.planner import Plan
 from provision.core.render import RenderedStack, stack_hash
 from provision.core.secrets import Secret, SecretURL, generate_missing
 from provision.infra.commands import Completed
-from provision.infra.database import ROW_COUNTS_SQL
+from provision.infra.database import ROW_COUNTS_SQL, DbAccess
 
 
 @dataclass
@@ -301,6 +301,28 @@ class DataBackend(MemoryBackend):
 
 
 @dataclass
+class ScratchBackend(DataBackend):
+    """A DataBackend that RestoresDumps: `scratch_server` makes the volume and yields an access FakeDatabase routes
+    to it (`mem-exec <project>@<key>`); `scratch_dies`: the server does not stop cleanly (CommandFailed)."""
+
+    scratch_dies: bool = False
+    scratches: list[str] = field(default_factory=list)  # the volume keys scratch servers were started on
+
+    @contextmanager
+    def scratch_server(self, target: Target, volume_key: str, *, image: str, admin: str, dbname: str,
+                       password: Secret, timeout: float) -> Iterator[DbAccess]:
+        volumes = self.volumes.setdefault(target.project, {})
+        if volume_key in volumes:
+            raise ProvisionError(f"volume {volume_key} exists already")
+        volumes[volume_key] = {"major": _major(image), "rows": {}}
+        self.scratches.append(volume_key)
+        yield DbAccess(prefix=("mem-exec", f"{target.project}@{volume_key}"), host="/sock", port=5432, user=admin,
+                       dbname=dbname, where="in a one-off server")
+        if self.scratch_dies:
+            raise CommandFailed(["docker", "stop"], 137, "killed", hint="stop the one-off server cleanly")
+
+
+@dataclass
 class ServersBackend(DataBackend):
     """A DataBackend that spreads stacks over servers `a` and `b` and moves them between the two."""
 
@@ -370,7 +392,8 @@ class FakeDatabase:
         argv = tuple(argv)
         self.calls.append(argv)
         assert argv[0] == "mem-exec", argv
-        db = self.backend.database(argv[1])
+        project, _, key = argv[1].partition("@")  # <project>@<volume key>: a one-off server on that volume
+        db = self.backend.volumes[project][key] if key else self.backend.database(project)
         tool = argv[2]
         if tool == "pg_dump":
             assert stdout is not None
@@ -391,6 +414,8 @@ class FakeDatabase:
             db["rows"] = rows
             return Completed(argv, 0, "", "")
         assert tool == "psql", argv
+        if "--file=-" in argv:  # a script (the roles)
+            return Completed(argv, 0, "", "")
         sql = argv[argv.index("--command") + 1]
         if "server_version_num" in sql:
             return Completed(argv, 0, f"{db['major'] * 10000 + 4}\n", "")

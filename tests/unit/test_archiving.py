@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import subprocess
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +26,7 @@ from provision.service.archive import OutsideWindow
 from provision.state.records import StateStore
 from tests.conftest import write_env
 from tests.unit.fakes import DataBackend, FakeDatabase
+from tests.unit.userland import Userland
 
 NOW = datetime(2026, 12, 8, 14, 0, tzinfo=UTC)
 ENV = """
@@ -80,7 +80,7 @@ def test_a_bad_setting_names_its_key(project_root: Path, block: str, said: str) 
         load_env("dev", project_root, environ={})
     assert said in str(caught.value) and "envs/dev.yml" in str(caught.value)
     if "s3" in block:
-        assert "S3-compatible store is not built yet" in str(caught.value)
+        assert "set backup.offsite" in str(caught.value)
 
 
 def test_repository_volume_is_accepted() -> None:
@@ -186,7 +186,7 @@ def test_retention_keeps_the_window_and_the_newest_base_before_it() -> None:
     assert [b.name for b in archiving.retained(bases, 30 * 86400, NOW)] == [b.name for b in bases]
 
 
-def test_the_archiver_scripts_retention_agrees(tmp_path: Path) -> None:
+def test_the_archiver_scripts_retention_agrees(tmp_path: Path, userland: Userland) -> None:
     """The archiver's own `retention` function (sh), on a fake repository, with pg_archivecleanup stubbed: it keeps
     what `retained` keeps, and cleans WAL up to the oldest kept base's start WAL."""
     now = datetime.now(UTC)
@@ -205,8 +205,7 @@ def test_the_archiver_scripts_retention_agrees(tmp_path: Path) -> None:
     script = ARCHIVER_SCRIPT.read_text()
     functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
                           for name in ("info", "retention"))
-    subprocess.run(["sh", "-c", f"{functions}\nD={repo}\nRETENTION={7 * 86400}\nretention"], check=True, timeout=30,
-                   env={"PATH": f"{stub}:/usr/bin:/bin"})
+    userland.run(f"{functions}\nD={repo}\nRETENTION={7 * 86400}\nretention", stub=stub)
     expected = archiving.retained([_base(f"b{i:02d}", now - timedelta(days=d)) for i, d in enumerate(days)],
                                   7 * 86400, now)
     assert sorted(p.name for p in (repo / "base").iterdir()) == [f"2026010{int(b.name[1:])}T000000Z" for b in expected]
@@ -313,7 +312,7 @@ def test_restore_to_time_switches_to_a_new_volume_and_back(project_root: Path, t
     assert backend.requests[0].lineage == "pgdata" and backend.requests[0].base == "b1"
     assert "COMMENT ON DATABASE \"app\" IS 'provision volume=" + new_key in backend.requests[0].mark_sql
     assert done.details["kept_volume"] == "shop_pgdata" and "pgdata" in backend.volumes["shop"]
-    with pytest.raises(ProjectConflict, match="earlier restore .* --finalize --yes"):
+    with pytest.raises(ProjectConflict, match="before its restore --to-time .* --finalize --yes"):
         provisioner.archive.restore("shop", "latest", yes=True)  # one kept volume at a time
     provisioner.archive.rollback("shop", yes=True)
     assert backend.mounted["shop"] == "pgdata" and backend.database("shop")["rows"] == {"public.items": 3}
@@ -361,7 +360,8 @@ def test_a_backend_without_archives_says_so(project_root: Path, tmp_path: Path) 
       "00000002.history"], ""),  # across a "log id": FF is followed by 1/00
     (["000000010000000000000003"], "before 000000010000000000000003"),
 ])
-def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: list[str], gap: str) -> None:
+def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: list[str], gap: str,
+                                                        userland: Userland) -> None:
     repo = tmp_path / "repo"
     (repo / "wal").mkdir(parents=True)
     first = "0000000100000000000000FE" if files[0].endswith("FE") else "000000010000000000000002"
@@ -372,8 +372,7 @@ def test_the_archivers_wal_check_finds_a_missing_segment(tmp_path: Path, files: 
     script = ARCHIVER_SCRIPT.read_text()
     functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
                           for name in ("info", "check_wal"))
-    found = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ncheck_wal\nprintf '%s' \"$wal_gap\""],
-                           capture_output=True, text=True, check=True, timeout=30).stdout
+    found = userland.run(f"{functions}\nD={repo}\ncheck_wal\nprintf '%s' \"$wal_gap\"").stdout
     assert found == gap
 
 
@@ -409,7 +408,8 @@ def test_a_stopped_archiver_says_what_its_slot_holds_and_a_lost_slot_says_so() -
     ("echo 'pg_basebackup: error: could not connect to server' >&2; exit 1", "pg_basebackup: error: could not connect"),
     ("kill -9 $$", "pg_basebackup exited with status 137"),  # killed midway: nothing said, its status is the reason
 ])
-def test_a_base_backup_that_dies_midway_leaves_its_reason_and_no_base(tmp_path: Path, stub: str, error: str) -> None:
+def test_a_base_backup_that_dies_midway_leaves_its_reason_and_no_base(tmp_path: Path, stub: str, error: str,
+                                                                     userland: Userland) -> None:
     repo = tmp_path / "repo"
     (repo / "base").mkdir(parents=True)
     bin_dir = tmp_path / "bin"
@@ -418,13 +418,13 @@ def test_a_base_backup_that_dies_midway_leaves_its_reason_and_no_base(tmp_path: 
     (bin_dir / "pg_basebackup").chmod(0o755)
     script = ARCHIVER_SCRIPT.read_text()
     functions = script[script.index("take_base() {"):].split("\n}\n", 1)[0] + "\n}"
-    subprocess.run(["sh", "-c", f"{functions}\nD={repo}\ntake_base; true"], check=True, timeout=30,
-                   env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    userland.run(f"{functions}\nD={repo}\ntake_base; true", stub=bin_dir)
     assert (repo / ".base_error").read_text().startswith(f"base_error={error}")
     assert list((repo / "base").iterdir()) == []  # the half-made base is gone: never offered to a restore
 
 
-def _verify_round(tmp_path: Path, files: list[str], verified: str = "", fails: bool = False) -> tuple[str, str, str]:
+def _verify_round(userland: Userland, tmp_path: Path, files: list[str], verified: str = "",
+                  fails: bool = False) -> tuple[str, str, str]:
     """One round of the archiver's verify_wal on a fake repository, pg_waldump stubbed: the range it was asked to
     read (or nothing), the position it then holds, and what it reports damaged."""
     repo = tmp_path / "repo"
@@ -442,31 +442,31 @@ def _verify_round(tmp_path: Path, files: list[str], verified: str = "", fails: b
     script = ARCHIVER_SCRIPT.read_text()
     functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
                           for name in ("info", "verify_wal"))
-    out = subprocess.run(["sh", "-c", f"{functions}\nD={repo}\nverified={verified}\nverified_at=$(date +%s)\n"
-                          f"verify_wal\nprintf '%s|%s' \"$verified\" \"$wal_bad\""], capture_output=True, text=True,
-                         check=True, timeout=30, env={"PATH": f"{bin_dir}:/usr/bin:/bin"}).stdout
+    out = userland.run(f"{functions}\nD={repo}\nverified={verified}\nverified_at=$(date +%s)\n"
+                       f"verify_wal\nprintf '%s|%s' \"$verified\" \"$wal_bad\"", stub=bin_dir).stdout
     asked = (tmp_path / "asked").read_text().strip() if (tmp_path / "asked").exists() else ""
     position, bad = out.split("|")
     return asked, position, bad
 
 
-def test_the_archiver_reads_each_finished_segment_through_once_but_the_newest(tmp_path: Path) -> None:
+def test_the_archiver_reads_each_finished_segment_through_once_but_the_newest(tmp_path: Path,
+                                                                               userland: Userland) -> None:
     files = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004",
              "000000010000000000000005.partial"]
-    asked, position, bad = _verify_round(tmp_path, files)
+    asked, position, bad = _verify_round(userland, tmp_path, files)
     # from the oldest base's start WAL up to (not into) the newest finished segment, which waits for the next round
     assert asked == f"-q -p {tmp_path}/repo/wal -t 1 -s 0/2000000 -e 0/4000000"
     assert (position, bad) == ("000000010000000000000004", "")
-    assert _verify_round(tmp_path, [], verified=position)[0] == ""  # nothing new finished: nothing read again
-    asked, position, _ = _verify_round(tmp_path, ["000000010000000000000005", "000000010000000100000000"],
+    assert _verify_round(userland, tmp_path, [], verified=position)[0] == ""  # nothing new finished: nothing read again
+    asked, position, _ = _verify_round(userland, tmp_path, ["000000010000000000000005", "000000010000000100000000"],
                                        verified=position)
     assert asked.endswith("-s 0/4000000 -e 0/44000000") and position == "000000010000000000000044"  # 64 a round
-    asked, position, _ = _verify_round(tmp_path, ["000000010000000100000001"], verified="0000000100000000000000FE")
+    asked, position, _ = _verify_round(userland, tmp_path, ["000000010000000100000001"], verified="0000000100000000000000FE")
     assert asked.endswith("-s 0/FE000000 -e 1/1000000") and position == "000000010000000100000001"  # across a log id
 
 
-def test_a_damaged_segment_is_reported_and_read_again_until_it_reads(tmp_path: Path) -> None:
+def test_a_damaged_segment_is_reported_and_read_again_until_it_reads(tmp_path: Path, userland: Userland) -> None:
     files = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"]
-    asked, position, bad = _verify_round(tmp_path, files, fails=True)
+    asked, position, bad = _verify_round(userland, tmp_path, files, fails=True)
     assert bad == "error in WAL record at 0/3000060: invalid record length" and position == ""
-    assert _verify_round(tmp_path, [], fails=True)[0].endswith("-s 0/2000000 -e 0/4000000")
+    assert _verify_round(userland, tmp_path, [], fails=True)[0].endswith("-s 0/2000000 -e 0/4000000")

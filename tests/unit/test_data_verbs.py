@@ -16,7 +16,7 @@ from provision.service import Provisioner
 from provision.state import backups, history
 from provision.state.records import StateStore
 from tests.conftest import write_env
-from tests.unit.fakes import DataBackend, FakeDatabase, ServersBackend
+from tests.unit.fakes import DataBackend, FakeDatabase, ScratchBackend, ServersBackend
 
 ENV = """
 images: {db: "postgres:15", api: "postgrest/postgrest:v12.2.3"}
@@ -57,6 +57,11 @@ def world(project_root: Path, tmp_path: Path) -> World:
 
 
 @pytest.fixture
+def scratch(project_root: Path, tmp_path: Path) -> World:
+    return World(project_root, tmp_path / "state", ScratchBackend())
+
+
+@pytest.fixture
 def servers(project_root: Path, tmp_path: Path) -> World:
     return World(project_root, tmp_path / "state", ServersBackend())
 
@@ -80,6 +85,7 @@ def test_a_restore_takes_a_safety_backup_then_puts_the_chosen_rows_back(world: W
     safety = backups.read(Path(str(result.details["safety_backup"])))
     assert safety.row_counts == {"public.items": 9}  # the database as it was, kept
     assert world.store.read_pending("dev", "shop") == {}
+    assert "the memory backend cannot restore into a new volume" in result.messages[0]  # says why (Coolify: the same)
 
 
 def test_a_restore_whose_rows_differ_puts_the_safety_backup_back(world: World) -> None:
@@ -101,6 +107,67 @@ def test_a_failed_pg_restore_changes_nothing_and_clears_its_mark(world: World) -
     with pytest.raises(ProvisionError, match="(?s)is as it was"):
         provisioner.data.restore("shop", str(chosen), yes=True)
     assert world.rows() == ROWS and world.store.read_pending("dev", "shop") == {}
+
+
+# --- restore --from into a new volume (a backend that RestoresDumps) ---------------------------------------------
+def test_a_restore_beside_fills_a_new_volume_switches_to_it_and_keeps_the_old(scratch: World) -> None:
+    provisioner = scratch.provisioner()
+    chosen = provisioner.data.backup("shop").details["path"]
+    scratch.backend.database("shop")["rows"] = {"public.items": 9}
+    result = provisioner.data.restore("shop", str(chosen), yes=True)
+    new_key = scratch.backend.mounted["shop"]
+    assert new_key.startswith("pgdata_restore_") and scratch.backend.scratches == [new_key]
+    assert scratch.rows() == ROWS and scratch.backend.volumes["shop"]["pgdata"]["rows"] == {"public.items": 9}
+    assert result.details["safety_backup"] is None and result.details["kept_volume"] == "shop_pgdata"
+    assert "restore --env=dev --project=shop --finalize --yes" in result.messages[-1]
+    assert "--rollback --yes" in result.messages[-1]
+    assert [c[2] for c in scratch.db.calls].count("pg_dump") == 1  # the backup only: no safety dump
+    record = scratch.store.read_record("dev", "shop")
+    assert record is not None and record.db_volume == new_key and record.kept_data["kind"] == "restore-from"
+    assert record.kept_data["state"] == "done" and scratch.store.read_pending("dev", "shop") == {}
+
+    back = provisioner.archive.rollback("shop", yes=True)
+    assert scratch.backend.mounted["shop"] == "pgdata" and scratch.rows() == {"public.items": 9}
+    assert list(scratch.backend.volumes["shop"]) == ["pgdata"] and back.details["volume"] == "shop_pgdata"
+    provisioner.data.restore("shop", str(chosen), yes=True)
+    with pytest.raises(ProvisionError, match="keeps the data of restore --from.*restore --env=dev --project=shop "
+                                             "--finalize --yes"):
+        provisioner.upgrades.finalize("shop", yes=True)  # upgrade-db's verbs leave a restore's kept data alone
+    with pytest.raises(ProvisionError, match="earlier restore --from .*`provision restore --env=dev --project=shop "
+                                             "--finalize --yes`"):
+        scratch.provisioner(**{"images.db": "postgres:17"}).upgrades.upgrade("shop", yes=True)
+    with pytest.raises(ProvisionError, match="before its restore --from .*--finalize --yes.*nothing was changed"):
+        provisioner.data.restore("shop", str(chosen), yes=True)  # one kept volume at a time
+    done = provisioner.archive.finalize("shop", yes=True)
+    assert done.details["deleted_volume"] == "shop_pgdata" and list(scratch.backend.volumes["shop"]) == [
+        scratch.backend.mounted["shop"]] and scratch.rows() == ROWS
+
+
+@pytest.mark.parametrize("failure", ["pg_restore", "rows", "stop"])
+def test_a_failed_restore_beside_deletes_the_new_volume_and_changes_nothing(scratch: World, failure: str) -> None:
+    provisioner = scratch.provisioner()
+    chosen = provisioner.data.backup("shop").details["path"]
+    scratch.backend.database("shop")["rows"] = {"public.items": 9}
+    scratch.db.fail_restores = int(failure == "pg_restore")
+    scratch.db.lose_rows = int(failure == "rows")
+    scratch.backend.scratch_dies = failure == "stop"
+    said = {"pg_restore": "(?s)pg_restore: error.*nothing was changed", "rows": "(?s)row counts differ.*nothing was "
+            "changed", "stop": "(?s)stop the one-off server cleanly.*nothing was changed"}[failure]
+    with pytest.raises(ProvisionError, match=said):
+        provisioner.data.restore("shop", str(chosen), yes=True)
+    assert scratch.backend.mounted["shop"] == "pgdata" and list(scratch.backend.volumes["shop"]) == ["pgdata"]
+    assert scratch.rows() == {"public.items": 9} and scratch.store.read_pending("dev", "shop") == {}
+    record = scratch.store.read_record("dev", "shop")
+    assert record is not None and not record.kept_data and (record.db_volume or "pgdata") == "pgdata"
+    assert scratch.results()[-1] == ("restore", "failed")
+
+
+def test_the_new_volume_of_a_killed_restore_beside_is_deleted_by_the_next_data_verb(scratch: World) -> None:
+    provisioner = scratch.provisioner()
+    scratch.store.write_pending("dev", "shop", "restore-volume", {"from": "/x/a.dump", "volume_key": "pgdata_restore_x"})
+    scratch.backend.volumes["shop"]["pgdata_restore_x"] = {"major": 15, "rows": {}}  # left by the killed run
+    provisioner.data.backup("shop")
+    assert list(scratch.backend.volumes["shop"]) == ["pgdata"] and scratch.store.read_pending("dev", "shop") == {}
 
 
 # --- upgrade-db ----------------------------------------------------------------------------------------

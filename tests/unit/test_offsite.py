@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +28,7 @@ from provision.core.render import OFFSITE_SCRIPT, build_context, render_stack
 from provision.core.secrets import Secret
 from provision.service.engine import with_env_secrets
 from tests.conftest import write_env
+from tests.unit.userland import Userland
 
 KEYS = {"BACKUP_S3_ACCESS_KEY_ID": "AKIAEXAMPLEKEY", "BACKUP_S3_SECRET_ACCESS_KEY": "s3-secret-value-123"}
 ENV = """
@@ -285,7 +285,7 @@ def _store(tmp_path: Path, bases: dict[str, tuple[int, str]], wal: list[str]) ->
     return copy
 
 
-def _prune(tmp_path: Path, retention: int, fail: str = "", local: dict[str, list[str]] | None = None) -> dict[str, str]:
+def _prune(userland: Userland, tmp_path: Path, retention: int, fail: str = "", local: dict[str, list[str]] | None = None) -> dict[str, str]:
     """offsite.sh's prune (and then rules) run once with the fake rclone: its variables afterwards."""
     stub = tmp_path / "bin"
     stub.mkdir(exist_ok=True)
@@ -304,8 +304,7 @@ def _prune(tmp_path: Path, retention: int, fail: str = "", local: dict[str, list
            "prune; rc=$?; rules\n"
            'printf "rc=%s\\nperr=%s\\nkept=%s\\npruned=%s\\n" "$rc" "$perr" "$kept" "${pruned:-}"; '
            'sed "s/^/rule=/" "$filters"')
-    out = subprocess.run(["sh", "-c", run], capture_output=True, text=True, check=True, timeout=30,
-                         env={"PATH": f"{stub}:/usr/bin:/bin", "STORE": str(tmp_path / "store"), "FAIL": fail}).stdout
+    out = userland.run(run, stub=stub, env={"STORE": str(tmp_path / "store"), "FAIL": fail}).stdout
     found: dict[str, str] = {}
     for line in out.splitlines():
         key, _, value = line.partition("=")
@@ -323,7 +322,7 @@ def _left(copy: Path) -> set[str]:
     return {str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()}
 
 
-def test_the_store_keeps_the_window_and_the_newest_base_before_it_as_retained_says(tmp_path: Path) -> None:
+def test_the_store_keeps_the_window_and_the_newest_base_before_it_as_retained_says(tmp_path: Path, userland: Userland) -> None:
     now = int(datetime.now(UTC).timestamp())
     days = (10, 8, 6, 3, 1)
     names = [f"2026110{i}T000000Z" for i in range(len(days))]
@@ -331,7 +330,7 @@ def test_the_store_keeps_the_window_and_the_newest_base_before_it_as_retained_sa
                   [_seg(n) for n in range(1, 12)] + [_seg(1, timeline=2), "00000002.history"])
     (copy / "base" / "20261031T000000Z").mkdir()  # an older base the store never got whole: no backup_info
     (copy / "base" / "20261031T000000Z" / "base.tar.gz").write_text("half")
-    found = _prune(tmp_path, 7 * DAY, local={"base": [names[0], names[1]], "wal": [_seg(1), _seg(3), _seg(4)]})
+    found = _prune(userland, tmp_path, 7 * DAY, local={"base": [names[0], names[1]], "wal": [_seg(1), _seg(3), _seg(4)]})
     assert (found["rc"], found["perr"], found["kept"]) == ("0", "", names[1])
     ends = [datetime.fromtimestamp(now - d * DAY, UTC) for d in days]
     expected = {b.name for b in retained([BaseBackup(n, end, end, "", "", _seg(2 * i + 2), 1)
@@ -348,12 +347,12 @@ def test_the_store_keeps_the_window_and_the_newest_base_before_it_as_retained_sa
                                               "+ /base/*/**", "- *"]
 
 
-def test_the_store_keeps_everything_within_the_window(tmp_path: Path) -> None:
+def test_the_store_keeps_everything_within_the_window(tmp_path: Path, userland: Userland) -> None:
     now = int(datetime.now(UTC).timestamp())
     copy = _store(tmp_path, {"20261101T000000Z": (now - 3 * DAY, _seg(3)), "20261102T000000Z": (now - DAY, _seg(5))},
                   [_seg(n) for n in range(1, 7)])
     before = _left(copy)
-    found = _prune(tmp_path, 7 * DAY)
+    found = _prune(userland, tmp_path, 7 * DAY)
     assert (found["rc"], found["kept"]) == ("0", "20261101T000000Z") and _left(copy) == {
         p for p in before if p != f"wal/{_seg(1)}" and p != f"wal/{_seg(2)}"}
 
@@ -366,20 +365,20 @@ def test_the_store_keeps_everything_within_the_window(tmp_path: Path) -> None:
     ("delete", None, "deleting: ERROR : delete: dial tcp: connection refused"),
 ])
 def test_the_store_loses_nothing_when_its_listing_cannot_be_trusted(
-        tmp_path: Path, fail: str, bases: dict[str, tuple[int, str]] | None, perr: str) -> None:
+        tmp_path: Path, fail: str, bases: dict[str, tuple[int, str]] | None, perr: str, userland: Userland) -> None:
     copy = _store(tmp_path, bases or {"20261101T000000Z": (0, _seg(2)), "20261102T000000Z": (1, _seg(4))},
                   [_seg(n) for n in range(1, 8)])
     before = _left(copy)
-    found = _prune(tmp_path, 7 * DAY, fail=fail)
+    found = _prune(userland, tmp_path, 7 * DAY, fail=fail)
     assert (found["rc"], found["perr"]) == ("1", perr) and _left(copy) == before
 
 
-def test_a_backup_info_without_its_end_deletes_nothing(tmp_path: Path) -> None:
+def test_a_backup_info_without_its_end_deletes_nothing(tmp_path: Path, userland: Userland) -> None:
     copy = _store(tmp_path, {"20261101T000000Z": (0, _seg(2)), "20261102T000000Z": (1, _seg(4))},
                   [_seg(n) for n in range(1, 8)])
     (copy / "base" / "20261101T000000Z" / "backup_info").write_text("start_time=x\nstart_wal=garbage\n")
     before = _left(copy)
-    found = _prune(tmp_path, 7 * DAY)
+    found = _prune(userland, tmp_path, 7 * DAY)
     assert found["rc"] == "1" and _left(copy) == before
     assert found["perr"] == "base/20261101T000000Z/backup_info in the store has no end_epoch or start_wal"
 
@@ -399,10 +398,9 @@ def test_a_backup_info_without_its_end_deletes_nothing(tmp_path: Path) -> None:
     ("something else entirely\n", "something else entirely"),
 ])
 def test_the_copy_s_error_is_rclone_s_last_with_its_cause_and_a_certificate_is_named(
-        tmp_path: Path, log: str, said: str) -> None:
+        tmp_path: Path, log: str, said: str, userland: Userland) -> None:
     script = OFFSITE_SCRIPT.read_text()
     why = script[script.index("why() {"):].split("\n}\n", 1)[0] + "\n}"
     (tmp_path / "log").write_text(log)
-    found = subprocess.run(["sh", "-c", f'{why}\nprintf %s "$(why {tmp_path}/log)"'], capture_output=True,
-                           text=True, check=True, timeout=30).stdout  # as the script uses it: $(why log)
+    found = userland.run(f'{why}\nprintf %s "$(why {tmp_path}/log)"').stdout  # as the script uses it: $(why log)
     assert found == said

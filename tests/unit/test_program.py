@@ -212,6 +212,7 @@ def test_help_shows_the_products_options_only(project: Path) -> None:
     (("--hide=both", "plan", "--env=dev"), "unknown flag '--hide'"),
     (("--pty", "plan", "--env=dev"), "unknown flag '--pty'"),
     (("status", "--env=dev", "-s"), "unknown flag '-s'"),
+    (("verify", "--env=dev", "--project=shop", "--all"), "pass --project=NAME or --all, not both"),
 ])
 def test_usage_errors_exit_2_naming_the_fix(project: Path, args: tuple[str, ...], says: str) -> None:
     result = _program(*args, cwd=project)

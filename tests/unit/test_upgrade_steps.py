@@ -11,11 +11,12 @@ import pytest
 
 from provision.backends.local.backend import COMPOSE_FILE, LocalBackend
 from provision.backends.local.compose import ComposeCLI
+from provision.backends.local.dumps import bulk_load
 from provision.core.config import load_env
 from provision.core.errors import ProjectConflict, ProvisionError
 from provision.core.model import ABSENT, Target
 from provision.service import Provisioner
-from provision.service.upgrade_state import unfinished, upgrade_facts
+from provision.service.upgrade_state import kept_command, kept_refusal, unfinished, upgrade_facts
 from provision.state.layout import BackendFiles
 from provision.state.records import ProjectRecord, StateStore
 from tests.conftest import write_env
@@ -76,6 +77,29 @@ def test_only_a_half_done_switch_or_rollback_is_refused(target: Target) -> None:
     assert rolling is not None and "--rollback --yes` finishes it" in rolling
     for state in ("done", "finalizing"):  # the stack serves its rows: nothing to refuse
         assert unfinished(target, {**SWITCHING, "state": state}) is None
+
+
+def test_a_half_done_restore_names_restore_rollback_and_each_kind_its_own_finalize(target: Target) -> None:
+    for kind, verb in (("restore", "restore --to-time"), ("restore-from", "restore --from")):
+        kept = {**SWITCHING, "kind": kind, "image": "postgres:17", "major": 17}
+        said = unfinished(target, kept)
+        assert said is not None and f"a {verb} did not finish" in said
+        assert "`provision restore --env=demo --project=shop --rollback --yes` returns to" in said
+        assert kept_command(target, kept, "--finalize", "--yes") == \
+            "`provision restore --env=demo --project=shop --finalize --yes`"
+        assert verb in kept_refusal(target, {**kept, "state": "done"})
+        assert unfinished(target, {**kept, "state": "rolling back"}) is not None
+        assert unfinished(target, {**kept, "state": "done"}) is None
+    assert kept_command(target, SWITCHING, "--finalize") == "`provision upgrade-db --env=demo --project=shop --finalize`"
+    assert "upgrade-db" in kept_refusal(target, SWITCHING)
+
+
+def test_the_one_off_server_of_a_restore_gets_the_db_limits_and_bulk_load_settings(target: Target) -> None:
+    limits, settings = bulk_load(target)
+    assert limits == ["--memory", str(256 * 1024 * 1024), "--cpus", "1"]  # the stack's db defaults
+    assert "wal_level=minimal" in settings and "max_wal_senders=0" in settings and "listen_addresses=" in settings
+    assert "shared_buffers=64MB" in settings  # the stack's own settings for that memory
+    assert "maintenance_work_mem=65536kB" in settings and "maintenance_work_mem=16MB" not in settings
 
 
 def test_provision_refuses_a_half_done_upgrade_even_when_nothing_would_change(

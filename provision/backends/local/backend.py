@@ -12,6 +12,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ from ...infra.fsutil import atomic_write, env_file_text
 from ...infra.probes import Probe, http_probe, postgres_ping, postgres_probe
 from ...state.layout import BackendFiles
 from ..base import Adopted, Backend
-from . import archives, offsite, ownership
+from . import archives, dumps, offsite, ownership
 from .claims import ADOPTED_FILE, Claims
 from .compose import ComposeCLI, ComposeFiles, ContainerState, service_containers
 from .engine import DockerClientFactory, Engine, docker_from_env, sdk_errors
@@ -125,6 +126,7 @@ class LocalBackend:
         self.reflink = ReflinkCopier(self.engine, self.exec_argv, lambda target: self._data(target).data_volume())
         # the CopiesRunningData ability (base.py): branches by reflink, reflink.py
         self.reflink_refusal, self.copy_running, self.own_disk = self.reflink.refusal, self.reflink.copy, self.reflink.own_disk
+        self.scratch_server = partial(dumps.scratch_server, self.engine)  # RestoresDumps (base.py): dumps.py
 
     def describe(self) -> str:
         return "Local Docker provider"
