@@ -31,10 +31,15 @@ class CLIResult:
         return json.loads(self.stdout)
 
 
+# below the kernel's ephemeral ports (32768 on, ip_local_port_range): an outgoing connection can hold one of those
+# for a moment, and a project publishing it then fails with "address already in use"
+DEFAULT_PORTS = "30000-32699"
+
+
 def worker_ports(environ: Mapping[str, str]) -> tuple[int, int]:
-    """The host ports this test process's sandboxes lease: PROVISION_TEST_PORTS=lo-hi (default 32000-32999; a
+    """The host ports this test process's sandboxes lease: PROVISION_TEST_PORTS=lo-hi (default DEFAULT_PORTS; a
     second run on the same engine gives its own), and under pytest-xdist the worker's equal share of it."""
-    low, high = (int(p) for p in environ.get("PROVISION_TEST_PORTS", "32000-32999").split("-", 1))
+    low, high = (int(p) for p in environ.get("PROVISION_TEST_PORTS", DEFAULT_PORTS).split("-", 1))
     worker, count = environ.get("PYTEST_XDIST_WORKER", ""), int(environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if not worker.startswith("gw") or count <= 1:
         return low, high

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import socket
 import subprocess
@@ -24,6 +25,8 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+
+from tests.sandbox import DEFAULT_PORTS, worker_ports
 
 LABEL = "io.provision.test"
 
@@ -110,13 +113,14 @@ def resources(test_images: Mapping[str, str]) -> Iterator[Resources]:
 
 
 def _free_port() -> int:
-    """A free port on 127.0.0.1 outside 32000-32999, the range the suite's sandboxes lease (Docker's own
-    choice starts at 32768, inside it, and could take a port a concurrent test's project leased)."""
+    """A free port on 127.0.0.1 outside the range the suite's sandboxes lease (the kernel's choice, from 32768 on,
+    is outside the default one; a PROVISION_TEST_PORTS range may not be)."""
     while True:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             port = int(probe.getsockname()[1])
-        if not 32000 <= port <= 32999:
+        low, high = worker_ports({"PROVISION_TEST_PORTS": os.environ.get("PROVISION_TEST_PORTS", DEFAULT_PORTS)})
+        if not low <= port <= high:
             return port
 
 

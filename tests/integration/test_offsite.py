@@ -127,7 +127,8 @@ def test_the_archive_is_copied_offsite_encrypted_pruned_survives_an_outage_and_r
 
     sql(db_url, "create table items (id int)")
     sql(db_url, "insert into items select generate_series(1, 100)")
-    status = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None)
+    # the first copy carries the base and the first segments, encrypted, through TLS: minutes on a loaded host
+    status = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None, timeout=300)
     assert status["offsite"]["health"] == "ok" and status["offsite"]["error"] is None
     stored = _objects(port, bucket, ca)
     control = _docker("exec", f"{sandbox.compose_name('shop')}-db-1", "pg_controldata", "/var/lib/postgresql/data")

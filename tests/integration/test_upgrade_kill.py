@@ -19,9 +19,9 @@ PG17 = "provision-test/postgres:17"
 
 
 def _write_env(sandbox: Sandbox, db: str) -> None:
-    # a port range of its own: other suites running on this engine use 32000-32999
+    # a port range of its own, below the kernel's ephemeral ports: the suite's sandboxes lease 30000-32699
     sandbox.write_env_text(f"backend: local\nimages:\n  db: {db}\n  api: {sandbox.images['api']}\n"
-                           f"projects:\n  - name: shop\nhealth:\n  timeout: 90\nlocal:\n  port_range: [36000, 36999]\n")
+                           f"projects:\n  - name: shop\nhealth:\n  timeout: 90\nlocal:\n  port_range: [29000, 29999]\n")
 
 
 def _provisioned_with_rows(sandbox: Sandbox, rows: int = 7) -> str:

@@ -381,6 +381,7 @@ def test_a_task_killed_with_its_container_is_a_db_still_starting(db: TaskCoolify
     with pytest.raises(DatabaseStarting, match="exit code: 137"):
         _backend(db, config).run_sql(target(config), existing(), "SELECT 1;")
     for said in ("Error response from daemon: cannot exec in a deleted state: unknown",
+                 "Error response from daemon: cannot exec in a stopped state: unknown",
                  "Error response from daemon: container 3f2a9c is not running"):
         db.run = lambda command, said=said: (126, said)  # type: ignore[method-assign]
         with pytest.raises(DatabaseStarting, match="daemon"):

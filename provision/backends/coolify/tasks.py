@@ -30,7 +30,7 @@ TASK_NAME_MAX = 255  # `name`: required|string|max:255 (ScheduledTasksController
 _PSQL_GUARD = "command -v psql>/dev/null||{ echo PROVISION_WRONG_CONTAINER;exit 97;};"
 _RC = "rc=$?;echo PROVISION_RC=$rc;exit $rc"
 # the Docker daemon's answers to an exec into a container that is being removed or was stopped meanwhile
-_REPLACED = re.compile(r"cannot exec in a deleted state|No such container: |container [0-9a-f]+ is not running")
+_REPLACED = re.compile(r"cannot exec in a (deleted|stopped) state|No such container: |container [0-9a-f]+ is not running")
 # The db container's copy of the script that makes the roles (the template's db environment references it):
 # the roles task is then one short command, not the dozen a 5 KB script takes in 255-character pieces
 ROLES_ENV = "PROVISION_ROLES"
