@@ -301,7 +301,7 @@ def _memory(container: str) -> tuple[int, int]:
 
 def _services(env: str) -> dict[str, str]:
     """{full container id: compose service} of the env's running containers."""
-    out = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter", f"label=io.provision.env={env}", "--format",
+    out = subprocess.run(["docker", "ps", "--no-trunc", "--filter", f"label=io.provision.env={env}", "--format",
                           '{{.ID}} {{.Label "com.docker.compose.service"}}'], capture_output=True, text=True,
                          check=True).stdout
     return dict(line.split() for line in out.splitlines() if line.strip())
