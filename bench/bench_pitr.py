@@ -124,6 +124,21 @@ def _wait_base_done(archiver: str, lineage: str, timeout: float = 900) -> None:
         time.sleep(1)
 
 
+def _wait_quiet(archiver: str, timeout: float = 600) -> None:
+    """Until the archiver has used under 2 % of a core over 35 s: its read-through of new WAL segments
+    (pg_waldump, 64 a round every 30 s, from the oldest base again after each restart) and its base backups are
+    then done, and run under neither side of a timed pair."""
+    ident = subprocess.run(["docker", "inspect", "-f", "{{.Id}}", archiver], capture_output=True, text=True,
+                           check=True).stdout.strip()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = container_seconds(ident)
+        time.sleep(35)
+        if (container_seconds(ident) - before) / 35 < 0.02:
+            return
+    raise SystemExit(f"{archiver} never went quiet")
+
+
 # --- big: base backup, restore --to-time, verify ----------------------------------------------------------------
 def _archiver_base(archiver: str, lineage: str) -> tuple[float, float]:
     """The archiver's own base backup: its bases deleted, the archiver restarted; (seconds from its tmp- directory
@@ -210,9 +225,11 @@ def bench_big(args: argparse.Namespace) -> None:
         # 1. base backups, alternating: plain -z, the archiver's; the archiver's last is the one restored
         ours, plain, sizes = [], [], []
         for _ in range(args.base_runs):
+            _wait_quiet(archiver)
             took, nbytes = _plain_base(archiver, "pgdata", compress=True)
             plain.append(took)
             sizes.append(nbytes)
+            _wait_quiet(archiver)
             inner, outer = _archiver_base(archiver, "pgdata")
             ours.append(inner)
             print(f"  base: plain -Ft -z {took:.1f} s ({nbytes / MIB:.0f} MiB); the archiver's {inner:.1f} s "
@@ -246,9 +263,11 @@ def bench_big(args: argparse.Namespace) -> None:
                 _cli(root, "restore", f"--env={env}", "--project=shop", "--rollback", "--yes")
                 _wait_base_done(archiver, "pgdata")
                 _wait_ok(root, env)
+                _wait_quiet(archiver)
                 took, phases = _bare_restore(env, lineage, base, target)
                 bare.append(took)
                 print(f"  bare: {took:.1f} s ({phases})", flush=True)
+            _wait_quiet(archiver)
             uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
             took, done, lines = _cli_timed(root, "restore", f"--env={env}", "--project=shop",
                                            f"--to-time={target.isoformat()}", "--yes")
@@ -264,6 +283,7 @@ def bench_big(args: argparse.Namespace) -> None:
             new_lineage = str(details["volume"]).removeprefix(f"shop_{env}_")
             _wait_base_done(archiver, new_lineage)  # its new lineage's base: not under a timed run
             if run == 0:
+                _wait_quiet(archiver)
                 took, phases = _bare_restore(env, lineage, base, target)
                 bare.append(took)
                 print(f"  bare: {took:.1f} s ({phases})", flush=True)
@@ -274,6 +294,7 @@ def bench_big(args: argparse.Namespace) -> None:
               f"{[round(t, 1) for t in bare]}", flush=True)
         # 4. verify
         _wait_ok(root, env)
+        _wait_quiet(archiver)
         took, done, lines = _cli_timed(root, "verify", f"--env={env}", "--project=shop")
         details = _details(done)
         print(f"verify of the {size / MIB:.0f} MiB project: {took:.1f} s, of which the restore "
