@@ -50,7 +50,12 @@ if [ "$reached" = end ]; then  # all of the archive was replayed: it must have r
   fi
 fi
 echo "REACHED $reached"
+# the checkpoint that makes the restored data durable (its writes and fsyncs, the untarred files' too) runs beside
+# the row counts and the mark, whose reads it overlaps: the clean stop after them has next to nothing left to write
+$as psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c CHECKPOINT >/tmp/checkpoint.log 2>&1 &
+ckpt=$!
 $as psql -X -A -t -F ' ' -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$COUNTS" | sed 's/^/COUNT /'
 $as psql -X -q -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$ADMIN" -d "$DB" -c "$MARK"
+wait $ckpt || { echo "the checkpoint failed: $(tail -n 3 /tmp/checkpoint.log)" >&2; exit 7; }
 $as pg_ctl -D "$P" stop -m fast -w -t 120 >/dev/null
-grep -E 'recovery stopping|last completed transaction|redo done|selected new timeline' /tmp/pg.log | sed 's/^/LOG /' || true
+grep -E 'redo starts|recovery stopping|last completed transaction|redo done|selected new timeline|ready to accept|checkpoint starting|checkpoint complete|system is shut down' /tmp/pg.log | sed 's/^/LOG /' || true
