@@ -112,7 +112,13 @@ verify_wal() {  # finished segments read through once with pg_waldump, at most 6
   # never held up long (from the oldest base's start after a start, and again each day): a damaged one is named in
   # $wal_bad. The newest finished one waits for the next round: a record crossing into the segment being written
   # is never mistaken for damage.
-  now_s=$(date +%s)
+  # nothing new in the WAL directory since the last round (a segment finishing creates and renames files there,
+  # writing into the .partial one does not): no process is started at all, so an idle archiver stays cheap
+  # (the mark strictly newer: a change in the very second of the mark, as -nt compares in seconds, is read again)
+  if [ -n "$verified" ] && [ -z "$wal_bad" ] && [ "$D/.verify_mark" -nt "$D/wal" ] \
+      && [ $(( ${epoch:-0} - ${verified_at:-0} )) -lt 86400 ]; then return 0; fi
+  touch "$D/.verify_mark"
+  now_s=${epoch:-$(date +%s)}
   if [ $(( now_s - ${verified_at:-0} )) -ge 86400 ]; then verified=""; verified_at=$now_s; fi
   oldest=$(info "$(ls "$D/base" | grep -v '^tmp-' | sort | head -n 1)" start_wal)
   vfrom=${verified:-$oldest}

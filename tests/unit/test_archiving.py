@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -442,7 +443,7 @@ def _verify_round(userland: Userland, tmp_path: Path, files: list[str], verified
     script = ARCHIVER_SCRIPT.read_text()
     functions = "\n".join(script[script.index(f"{name}() {{"):].split("\n}\n", 1)[0] + "\n}"
                           for name in ("info", "verify_wal"))
-    out = userland.run(f"{functions}\nD={repo}\nverified={verified}\nverified_at=$(date +%s)\n"
+    out = userland.run(f"{functions}\nD={repo}\nverified={verified}\nepoch=$(date +%s)\nverified_at=$epoch\n"
                        f"verify_wal\nprintf '%s|%s' \"$verified\" \"$wal_bad\"", stub=bin_dir).stdout
     asked = (tmp_path / "asked").read_text().strip() if (tmp_path / "asked").exists() else ""
     position, bad = out.split("|")
@@ -470,3 +471,18 @@ def test_a_damaged_segment_is_reported_and_read_again_until_it_reads(tmp_path: P
     asked, position, bad = _verify_round(userland, tmp_path, files, fails=True)
     assert bad == "error in WAL record at 0/3000060: invalid record length" and position == ""
     assert _verify_round(userland, tmp_path, [], fails=True)[0].endswith("-s 0/2000000 -e 0/4000000")
+
+
+def test_an_idle_round_of_the_wal_read_through_starts_no_process(tmp_path: Path, userland: Userland) -> None:
+    """Nothing new in the WAL directory since the last round: verify_wal returns at once on shell builtins alone
+    (with no tool on PATH at all), so that an idle archiver costs no processes every 30 s."""
+    files = ["000000010000000000000002", "000000010000000000000003", "000000010000000000000004"]
+    _, position, _ = _verify_round(userland, tmp_path, files)
+    mark = tmp_path / "repo" / ".verify_mark"
+    later = (tmp_path / "repo" / "wal").stat().st_mtime + 5
+    os.utime(mark, (later, later))
+    script = ARCHIVER_SCRIPT.read_text()
+    function = script[script.index("verify_wal() {"):].split("\n}\n", 1)[0] + "\n}"
+    found = userland.run(f"{function}\nD={tmp_path / 'repo'}\nverified={position}\nepoch=100\nverified_at=90\n"
+                         "verify_wal; echo rc=$?", path=str(tmp_path / "nothing"))
+    assert (found.stdout, found.stderr) == ("rc=0\n", "")

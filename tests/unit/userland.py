@@ -24,12 +24,19 @@ class Userland:
         self.name = name
         self.tools = tools
 
+    @property
+    def sh(self) -> str:
+        """This userland's sh."""
+        found = shutil.which("sh", path=self.tools)
+        assert found is not None, f"no sh in {self.tools}"
+        return found
+
     def run(self, script: str, *, stub: Path | None = None, env: Mapping[str, str] | None = None,
-            check: bool = True) -> subprocess.CompletedProcess[str]:
-        path = f"{stub}:{self.tools}" if stub is not None else self.tools
-        sh = shutil.which("sh", path=self.tools)
-        assert sh is not None, f"no sh in {self.tools}"
-        return subprocess.run([sh, "-c", script], capture_output=True, text=True, check=check, timeout=30,
+            check: bool = True, path: str | None = None) -> subprocess.CompletedProcess[str]:
+        """`sh -c script`; PATH: `stub` then the userland's tools, or exactly `path` when given."""
+        if path is None:
+            path = f"{stub}:{self.tools}" if stub is not None else self.tools
+        return subprocess.run([self.sh, "-c", script], capture_output=True, text=True, check=check, timeout=30,
                               env={**(env or {}), "PATH": path})
 
     def __repr__(self) -> str:
