@@ -206,6 +206,9 @@ class Drills:
         if wanted and report.found != 1:
             raise ProvisionError(f"the marker written at {archiving.iso(marked)} is not in the restored database: "
                                  f"the archive does not reach what it says it does")
+        if not report.row_counts or (wanted and "provision_drill.marks" not in report.row_counts):
+            # restore.sh's row counts are one statement: a table that does not read leaves none at all
+            raise ProvisionError("the restored database's tables did not all read to their end: no row counts")
         sampled = dict(mark.get("sample") or {}) if xid is not None else {}
         mismatch = _compare(sampled, report.samples)
         if mismatch:

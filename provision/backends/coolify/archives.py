@@ -28,7 +28,9 @@ READ_TIMEOUT = 60.0
 _DRILL_GUARD = '[ -n "$DRILL_SCRIPT" ]||{ echo PROVISION_NO_DRILL;exit 97;};'
 DRILL_RUNNING = "PROVISION_DRILL_RUNNING"
 DRILL_STARTED = "PROVISION_DRILL_STARTED"
-DRILL_POLL = 3.0  # seconds between two reads of a running drill's report (each read is a task: about 6 requests)
+# seconds between two reads of a running drill's report, growing by half each time up to DRILL_POLL_MAX: each read
+# is a task (about 6 requests of the 200 a minute Coolify allows a user), and a long drill needs no second's news
+DRILL_POLL, DRILL_POLL_MAX = 2.0, 15.0
 _PG_TIME = re.compile(r"^[0-9: .+-]*$")  # recovery_target_time's form (archiving.pg_time), single-quoted below
 
 
@@ -119,8 +121,9 @@ class CoolifyArchives:
 
     def drill(self, target: Target, observed: Observed, request: DrillRequest, *, timeout: float) -> DrillReport:
         """`DrillsInStack.drill_archive`: one task starts the drill in the archiver, short tasks read its report
-        every DRILL_POLL seconds until it is there (removed as it is read), within `timeout` seconds; CommandFailed
-        with its output when it failed, ProvisionError when the archiver does not run or no report came."""
+        (after DRILL_POLL seconds, then less often) until it is there (removed as it is read), within `timeout`
+        seconds; CommandFailed with its output when it failed, ProvisionError when the archiver does not run or no
+        report came."""
         archiver = observed.services.get("archiver")
         if archiver is None or not archiver.running:
             raise ProvisionError(f"the archiver of {target.project!r} in env {target.env!r} does not run: a drill runs "
@@ -129,9 +132,10 @@ class CoolifyArchives:
         if DRILL_STARTED not in started:
             raise ProvisionError(f"the drill did not start in the archiver: {started.strip()[-300:]!r}")
         clock, sleep = self.tasks.ctx.clock, self.tasks.ctx.sleep
-        deadline = clock() + timeout
+        deadline, pause = clock() + timeout, DRILL_POLL
         while True:
-            sleep(DRILL_POLL)
+            sleep(pause)
+            pause = min(DRILL_POLL_MAX, pause * 1.5)
             output = self._run(target, observed, drill_report_command(request.token), "verify-report")
             if DRILL_RUNNING not in output:
                 break
