@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
+from ..core.archive_scripts import DrillReport, DrillRequest
 from ..core.archiving import ArchiveFacts, OffsiteCopy, Restored, RestoreRequest
 from ..core.config import EnvConfig, ProjectSpec
 from ..core.errors import NotSupported
@@ -322,6 +323,21 @@ class RestoresInStack(Protocol):
         """What the one-shot restore into the data volume of compose key `volume_key` reported (kept in the
         repository); CommandFailed with its output (recovery's log tail) when it failed, ProvisionError when it
         reported nothing (it did not run)."""
+        ...
+
+
+@runtime_checkable
+class DrillsInStack(Protocol):
+    """Runs a restore drill (verify) inside the project's own stack, beside the running db and never touching it
+    (Coolify, which runs no one-off container and recreates every container when a changed compose is pushed): the
+    archiver restores the archive into a scratch directory of the repository volume, checks the copy there and
+    removes it (templates/drill.sh)."""
+
+    def drill_archive(self, target: Target, observed: Observed, request: DrillRequest, *,
+                      timeout: float) -> DrillReport:
+        """Restore `request` in the stack, check the copy (the marker's rows, the sample read again, amcheck, every
+        table's row count) and remove it, within `timeout` seconds; what it found. CommandFailed with its output
+        when the restore or a check failed, ProvisionError when no report came."""
         ...
 
 

@@ -5,7 +5,12 @@ parsing of their output into facts (core/archiving.py reads those into a window 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .archiving import REPOSITORY_PATH, ArchiveFacts, parse_df
 
@@ -74,3 +79,81 @@ def parse_restored(text: str) -> tuple[str, dict[str, int], list[str]]:
         elif kind == "LOG":
             log.append(rest.strip())
     return reached, counts, log
+
+
+# --- restore drills in the archiver (Coolify's verify) -------------------------------------------------------------
+# the drill script (templates/drill.sh), started in the background in the archiver by one short task; its report is
+# left as DRILL_OUTCOME + token + .log/.rc in the repository
+DRILL_SCRIPT = Path(__file__).resolve().parent.parent / "templates" / "drill.sh"
+DRILL_OUTCOME = f"{REPOSITORY_PATH}/.provision/drill-"
+# the drill's checks in the restored copy (psql -A -t, variables `token` and `owner`), one prefixed line each: FOUND
+# (the marker rows of the token), SAMPLE (each table the marker's sample names, read again as the owner role by the
+# same function: service/drills.py _MARK), AMCHECK (btree indexes checked), HEAP (heap problems amcheck found)
+DRILL_CHECKS = r"""SELECT to_regclass('provision_drill.marks') IS NOT NULL AS has_marks \gset
+\if :has_marks
+SELECT 'FOUND ' || count(*) FROM provision_drill.marks WHERE token = :'token';
+SET ROLE :"owner";
+SELECT 'SAMPLE ' || e.k || ' ' || provision_drill.sample(e.k::regclass, (e.v->>'pct')::float8)::text
+  FROM provision_drill.marks m, jsonb_each(m.sample) AS e(k, v) WHERE m.token = :'token' ORDER BY e.k;
+RESET ROLE;
+\else
+SELECT 'FOUND 0';
+\endif
+CREATE EXTENSION IF NOT EXISTS amcheck;
+SELECT 'AMCHECK ' || count(bt_index_check(c.oid)) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+  JOIN pg_am a ON a.oid = c.relam WHERE a.amname = 'btree' AND c.relpersistence = 'p' AND i.indisvalid
+  AND i.indisready;
+SELECT 'HEAP ' || count(*) FROM pg_class c, LATERAL verify_heapam(c.oid)
+  WHERE c.relkind IN ('r', 'm', 't') AND c.relpersistence = 'p';"""
+
+
+@dataclass(frozen=True)
+class DrillRequest:
+    """A drill's restore in the archiver: `token` (the marker's, also the scratch directory's and report's name),
+    from `base` of `lineage`, up to and including transaction `xid` or to `target` (recovery_target_time's form; both
+    empty: the archive's end), recovery given `wait` seconds."""
+
+    token: str
+    lineage: str
+    base: str
+    xid: int | None
+    target: str
+    wait: int
+
+
+@dataclass(frozen=True)
+class DrillReport:
+    """What a drill in the archiver found in its restored copy: how recovery ended, every table's row count, how
+    many marker rows of the token (None: not checked), each sampled table's sample read again, btree indexes
+    checked and heap problems amcheck reported (None: not reported), recovery's log lines."""
+
+    reached: str
+    row_counts: Mapping[str, int]
+    found: int | None
+    samples: Mapping[str, Mapping[str, Any]]
+    indexes_checked: int | None
+    heap_problems: int | None
+    log: tuple[str, ...] = ()
+
+
+def parse_drill(text: str) -> DrillReport:
+    """A drill's report (drill.sh's log): restore.sh's lines and the checks' (DRILL_CHECKS)."""
+    reached, counts, log = parse_restored(text)
+    found: int | None = None
+    indexes: int | None = None
+    heap: int | None = None
+    samples: dict[str, Mapping[str, Any]] = {}
+    for line in text.splitlines():
+        kind, _, rest = line.partition(" ")
+        if kind == "FOUND" and rest.strip().isdigit():
+            found = int(rest)
+        elif kind == "AMCHECK" and rest.strip().isdigit():
+            indexes = int(rest)
+        elif kind == "HEAP" and rest.strip().isdigit():
+            heap = int(rest)
+        elif kind == "SAMPLE" and " " in rest:
+            table, _, sample = rest.rpartition(" {")
+            with suppress(ValueError):
+                samples[table] = json.loads("{" + sample)
+    return DrillReport(reached=reached, row_counts=counts, found=found, samples=samples, indexes_checked=indexes,
+                       heap_problems=heap, log=tuple(log))

@@ -87,6 +87,12 @@ def archiver_context(config: EnvConfig, spec: ProjectSpec, db_volume: str, *, ba
             "repository_volume": archiving.REPOSITORY_VOLUME, "socket_volume": archiving.SOCKET_VOLUME,
             "directory": f"{archiving.REPOSITORY_PATH}/{db_volume}", "path": archiving.REPOSITORY_PATH,
             "start": archiving.START, "read": archive_scripts.READ_SCRIPT,
+            # Coolify's verify: a drill in the archiver (templates/drill.sh), started by one short task
+            "drill": {"script": archive_scripts.DRILL_SCRIPT.read_text(encoding="utf-8"),
+                      "restore": archive_scripts.RESTORE_SCRIPT.read_text(encoding="utf-8"),
+                      "checks": archive_scripts.DRILL_CHECKS, "counts": archive_scripts.COUNTS_SQL,
+                      "admin": Roles.of(spec.variables).admin, "owner": Roles.of(spec.variables).owner,
+                      "db": str(spec.variables["db_name"])} if backend == "coolify" else None,
             "offsite": {
                 "script": OFFSITE_SCRIPT.read_text(encoding="utf-8"), "image": offsite.image,
                 "endpoint": offsite.endpoint, "bucket": offsite.bucket, "region": offsite.region,

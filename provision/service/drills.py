@@ -13,6 +13,11 @@ restores, and never says ok for less:
    counts), and amcheck must report nothing in any btree index or table (`bt_index_check`, `verify_heapam`);
 4. the throwaway is removed with its data, whatever happened.
 
+On Coolify (DrillsInStack: no one-off container, and a changed compose recreates every container of the stack) the
+drill runs in the stack's archiver instead, started by one short task: steps 2-4 happen there, on a scratch directory
+of the repository volume and a server on a socket of its own (templates/drill.sh), beside the running db and api,
+which it never touches; what it found is compared here with what was sampled.
+
 The result, with its duration and the restore's share, is the project's history line (action `verify`, result
 ok or failed with the reason); `backups` shows the last one, or that none ran."""
 
@@ -26,9 +31,10 @@ from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..backends.base import RestoresArchive
+from ..backends.base import DrillsInStack, RestoresArchive
 from ..core import archiving
-from ..core.errors import ConfigError, ProvisionError
+from ..core.archive_scripts import DrillRequest
+from ..core.errors import CommandFailed, ConfigError, ProvisionError
 from ..core.model import Observed, Target
 from ..core.results import ProjectResult
 from ..core.roles import Roles
@@ -115,7 +121,8 @@ class Drills:
         if not target.spec.backup.continuous:
             raise ConfigError(f"verify: {project!r} in env {target.env!r} has no continuous archive to drill: set "
                               f"{target.spec.key('backup.continuous')}: true in {engine.config.relpath}")
-        engine.capability(RestoresArchive, target)  # a drill restores into a throwaway project: refused first
+        # a drill restores into a throwaway project (local), or in the stack's archiver (Coolify): refused first
+        in_stack = None if isinstance(engine.backend, RestoresArchive) else engine.capability(DrillsInStack, target)
         moment = None
         if at is not None:
             try:
@@ -126,33 +133,42 @@ class Drills:
         name = f"{project}-drill-{utc_stamp().lower()}"[:63]
         found: dict[str, object] = {}
         try:
-            found = self._drill(project, name, moment)
-            result, detail = "ok", (f"restored {found['to']} into a throwaway stack in {found['restore_s']:.1f} s "
+            if in_stack is None:
+                found = self._drill(project, name, moment)
+                where, answered = "into a throwaway stack", ", api answered"
+            else:
+                found = self._drill_in_stack(project, in_stack, moment)
+                where, answered = "in the archiver's scratch directory", ""
+            result, detail = "ok", (f"restored {found['to']} {where} in {found['restore_s']:.1f} s "
                                     f"and checked it: marker {found['marker']}, {found['tables']} tables, "
-                                    f"{found['rows']} rows, amcheck clean, api answered")
+                                    f"{found['rows']} rows, amcheck clean{answered}")
         except ProvisionError as exc:
             result, detail = "failed", str(exc).splitlines()[0]
         finally:
-            removed = self._remove(name)
+            removed = self._remove(name) if in_stack is None else True
         duration = self.wall() - started
         history.record(engine.store.root, env=target.env, project=project, action=ACTION, config_hash=None,
                        result=result, duration=duration, backend=engine.backend.name, detail=detail)
-        messages = (f"drill {result}: {detail}", f"the throwaway {name!r} was removed" if removed else
+        messages = (f"drill {result}: {detail}", "the drill removed its scratch copy in the archiver"
+                    if in_stack is not None else f"the throwaway {name!r} was removed" if removed else
                     f"the throwaway {name!r} could not be removed: destroy it with --delete-data")
         return ProjectResult(project=project, env=target.env, backend=engine.backend.name,
                              status="verified" if result == "ok" else "failed", changed=True, action=ACTION,
                              declared=target.spec.declared, messages=messages, duration=duration,
-                             details={"result": result, "detail": detail, "throwaway": name, **found})
+                             details={"result": result, "detail": detail,
+                                      "throwaway": name if in_stack is None else None, **found})
 
-    def _drill(self, project: str, name: str, moment: datetime | None) -> dict[str, object]:
+    def _mark(self, project: str, moment: datetime | None
+              ) -> tuple[str, dict[str, Any], datetime | None, bool, int | None]:
+        """Step 1: the marker and the sample written, then awaited in the archive; its token, what it wrote, its
+        commit's time, whether the restore must find it, and the xid to stop at (None: `moment`)."""
         engine = self.source.engine
         target = engine.known_target(project)
-        wanted_roles = Roles.of(target.spec.variables)
-        admin, owner = wanted_roles.admin, wanted_roles.owner
         token = secrets.token_hex(8)
         observed = engine.observe(target, engine.record(project))
         # as the owner role: its schema is then the owner's, so its own dumps (backup, clone) can read it
-        written = engine.sql(target).run_sql(target, observed, _MARK.replace("{token}", token), user=owner,
+        written = engine.sql(target).run_sql(target, observed, _MARK.replace("{token}", token),
+                                             user=Roles.of(target.spec.variables).owner,
                                              purpose="verify").strip().splitlines()
         mark = json.loads(written[-1]) if written else {}
         marked = datetime.fromisoformat(str(mark["at"]).replace("Z", "+00:00")) if mark else None
@@ -161,6 +177,58 @@ class Drills:
             self._await_archive(project, marked)
         # no time asked: up to and including the marker's commit, where the sample was read
         xid = int(mark["xid"]) if mark and moment is None else None
+        return token, mark, marked, wanted, xid
+
+    def _drill_in_stack(self, project: str, drills: DrillsInStack, moment: datetime | None) -> dict[str, object]:
+        """Steps 2-4 in the stack's archiver (DrillsInStack), its findings compared here with the marker's sample."""
+        engine = self.source.engine
+        target = engine.known_target(project)
+        token, mark, marked, wanted, xid = self._mark(project, moment)
+        goal = moment if xid is None else marked
+        status = self.source.archive.status(project).status
+        base = archiving.base_for(goal, status.bases) if status is not None else None
+        if status is None or base is None:
+            raise ProvisionError(f"no base backup of {project!r} ends before {archiving.iso(goal) or 'now'}")
+        shown = archiving.iso(moment) or (f"to the marker's commit (xid {xid})" if xid is not None else "to its end")
+        engine.reporter.step(project, f"restoring its archive ({shown}) in its archiver, into a scratch directory")
+        request = DrillRequest(token=token, lineage=status.lineage, base=base.name, xid=xid,
+                               target="" if xid is not None else archiving.pg_time(moment),
+                               wait=int(max(600.0, engine.config.health.timeout)))
+        started = self.wall()
+        try:
+            report = drills.drill_archive(target, engine.observe(target, engine.record(project)), request,
+                                          timeout=request.wait + 300.0)
+        except CommandFailed as exc:  # the history line says the drill's own last words, not only its exit code
+            said = [line.strip() for line in exc.stderr_tail.splitlines() if line.strip()]
+            raise ProvisionError(f"the drill in the archiver failed (exit {exc.returncode}): "
+                                 f"{said[-1] if said else 'it said nothing'}") from exc
+        took = self.wall() - started
+        if wanted and report.found != 1:
+            raise ProvisionError(f"the marker written at {archiving.iso(marked)} is not in the restored database: "
+                                 f"the archive does not reach what it says it does")
+        if not report.row_counts or (wanted and "provision_drill.marks" not in report.row_counts):
+            # restore.sh's row counts are one statement: a table that does not read leaves none at all
+            raise ProvisionError("the restored database's tables did not all read to their end: no row counts")
+        sampled = dict(mark.get("sample") or {}) if xid is not None else {}
+        mismatch = _compare(sampled, report.samples)
+        if mismatch:
+            raise ProvisionError(f"the restored database differs from what was sampled at the marker: {mismatch}")
+        if report.indexes_checked is None or report.heap_problems != 0:
+            raise ProvisionError(f"amcheck found corruption in the restored database: {report.heap_problems} heap "
+                                 f"problems reported" if report.heap_problems else
+                                 "amcheck reported nothing: the drill's checks did not run to their end")
+        return {"to": (f"the marker's commit (xid {xid})" if xid is not None else archiving.iso(moment))
+                or "the archive's end", "marker": "found" if wanted else "not asked",
+                "sampled_tables": len(sampled), "sampled_rows": sum(int(v["rows"]) for v in sampled.values()),
+                "tables": len(report.row_counts), "rows": sum(report.row_counts.values()),
+                "restore_s": round(took, 3), "indexes_checked": report.indexes_checked}
+
+    def _drill(self, project: str, name: str, moment: datetime | None) -> dict[str, object]:
+        engine = self.source.engine
+        target = engine.known_target(project)
+        wanted_roles = Roles.of(target.spec.variables)
+        admin, owner = wanted_roles.admin, wanted_roles.owner
+        token, mark, marked, wanted, xid = self._mark(project, moment)
         shown = archiving.iso(moment) or (f"to the marker's commit (xid {xid})" if xid is not None else "to its end")
         engine.reporter.step(project, f"restoring its archive ({shown}) into the throwaway project {name!r}")
         at = archiving.iso(moment) or (archiving.iso(marked) if xid is not None else None) or "latest"
@@ -234,3 +302,17 @@ class Drills:
             return True
         return False
 
+
+
+def _compare(sampled: Mapping[str, Any], again: Mapping[str, Any]) -> str | None:
+    """The marker's sample against the same read in the restored copy: a phrase naming the first table that
+    differs, or that could not be read; None when all match."""
+    for table, recorded in sampled.items():
+        found = again.get(table)
+        if found is None:
+            return f"{table} could not be read in the copy ({len(again)} of {len(sampled)} sampled tables were)"
+        if int(found["rows"]) != int(recorded["rows"]):
+            return f"{table} has {found['rows']} rows, {recorded['rows']} were sampled"
+        if found["md5"] != recorded["md5"]:
+            return f"{table}'s page sample has checksum {found['md5']}, {recorded['md5']} was sampled"
+    return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,9 +17,15 @@ from typing import Any
 
 import pytest
 
-from provision.backends.coolify.archives import read_command, report_command
+from provision.backends.coolify.archives import (
+    drill_command,
+    drill_report_command,
+    read_command,
+    report_command,
+)
 from provision.backends.coolify.tasks import TASK_COMMAND_MAX
 from provision.core import archive_scripts, archiving
+from provision.core.archive_scripts import DrillRequest
 from provision.core.errors import ProvisionError
 from tests.coolify.conftest import TOKEN, coolify_env, make_sandbox, stack_changes
 from tests.coolify_emulator import REALISTIC, CoolifyEmulator
@@ -125,11 +132,10 @@ def test_backups_reads_the_archive_with_one_short_task_in_the_archiver(tmp_path:
         shown = box.cli(*argv).json()["projects"][0]["details"]["backup"]
         assert shown["health"] == "ok", (argv, shown)
 
-    # what needs a one-off container is refused before anything changes
+    # what needs a one-off container is refused before anything changes (verify drills in the archiver: below)
     emu.requests.clear()
-    for argv in (("verify", "--project=shop"), ("clone", "--project=shop", "--to=past", "--at=latest")):
-        refused = box.cli(*argv, check=False)
-        assert refused.returncode != 0 and "one-off container" in refused.output, refused.output
+    refused = box.cli("clone", "--project=shop", "--to=past", "--at=latest", check=False)
+    assert refused.returncode != 0 and "one-off container" in refused.output, refused.output
     assert stack_changes(emu) == [] and not (box.state_dir / box.env / "past").exists()
 
     # an archiver that does not run: failed, said without a task in it (the slot's hold is asked of the db)
@@ -212,3 +218,93 @@ def archiving_compose(body: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         text = raw
     return yaml.safe_load(text)  # type: ignore[no-any-return]
+
+
+# the drill script the pure-mode archiver runs instead of templates/drill.sh (no PostgreSQL here): it keeps its
+# arguments and leaves the report the test gives it (FAKE_REPORT, FAKE_RC) where drill.sh leaves its own
+_FAKE_DRILL = ('echo "$T $L $B ${X:-} [${G:-}] $W" >"$REPO/.provision/args-$T";'
+               'printf "%s\\n" "$FAKE_REPORT" >"$REPO/.provision/drill-$T.log"; echo "$FAKE_RC" >"$REPO/.provision/drill-$T.rc"')
+
+
+class DrillingArchiver(Archiver):
+    """The archiver, with a drill's start run as its command says (in the background, with DRILL_SCRIPT the fake
+    above) and the db's psql printing the marker the test chose."""
+
+    def __init__(self, emu: CoolifyEmulator, repo: Path) -> None:
+        super().__init__(emu, repo)
+        self.report, self.rc = "", 0
+
+    def __call__(self, svc: Service, name: str, command: str) -> tuple[int, str]:
+        if name != "archiver" or "DRILL_SCRIPT" not in command:
+            return super().__call__(svc, name, command)
+        self.commands.append((name, command))
+        environment = self.emu.core.generated_compose(svc)["services"]["archiver"]["environment"]
+        assert environment["DRILL_SCRIPT"].replace("$$", "$") == archive_scripts.DRILL_SCRIPT.read_text(encoding="utf-8")
+        (self.repo / ".provision").mkdir(exist_ok=True)
+        done = subprocess.run(["sh", "-c", command.replace("/repo", str(self.repo))], capture_output=True, text=True,
+                              timeout=30, check=False,
+                              env={"PATH": "/usr/bin:/bin", "ARCHIVE_READ": "x", "DRILL_SCRIPT": _FAKE_DRILL,
+                                   "REPO": str(self.repo), "FAKE_REPORT": self.report, "FAKE_RC": str(self.rc)})
+        time.sleep(0.2)  # the drill runs in the background: done when the report is read
+        return done.returncode, done.stdout + done.stderr
+
+
+def _drill_report(sample: dict[str, Any], *, found: int = 1, heap: int = 0) -> str:
+    lines = ["REACHED target", "COUNT public.items 500", "COUNT provision_drill.marks 1", f"FOUND {found}"]
+    lines += [f"SAMPLE {table} {json.dumps(value)}" for table, value in sample.items()]
+    return "\n".join([*lines, "AMCHECK 3", f"HEAP {heap}", "LOG recovery stopping after commit of transaction 812"])
+
+
+def test_verify_drills_in_the_archiver_with_short_tasks_and_never_pushes_the_stack(tmp_path: Path,
+                                                                                    emu: CoolifyEmulator) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    archiver = DrillingArchiver(emu, repo)
+    emu.core.task_runner = archiver
+    emu.rate_limit = 100_000
+    box = make_sandbox(tmp_path, emu)
+    box.write_env_text(coolify_env(extra=ARCHIVING))
+    box.cli("provision")
+    _archive(repo)
+    sample = {"public.items": {"rows": 500, "pct": 100, "md5": "0f" * 16}}
+    archiver.psql.drill_mark = json.dumps({"at": _iso(NOW - timedelta(minutes=10)), "xid": 812, "sample": sample})
+    archiver.report = _drill_report(sample)
+    emu.requests.clear()
+    done = box.cli("verify", "--project=shop", "--json", timeout=120).json()["drills"][0]
+    details = done["details"]
+    assert details["result"] == "ok", details
+    assert (details["marker"], details["sampled_tables"], details["tables"], details["indexes_checked"]) == (
+        "found", 1, 2, 3)
+    assert details["throwaway"] is None and "archiver" in details["detail"]
+    # nothing pushed, restarted or created but the short tasks, each deleted again, each command within 255
+    assert [c for c in stack_changes(emu) if "scheduled-tasks" not in c] == []
+    made = [r.body for r in emu.requests if r.method == "POST" and r.path.endswith("/scheduled-tasks")]
+    assert made and all(len(b["command"]) <= TASK_COMMAND_MAX for b in made)
+    assert emu.count("DELETE", r".*/scheduled-tasks/[^/]+") == len(made)
+    drills = [b["command"] for b in made if b["container"] == "archiver" and "DRILL_SCRIPT" in b["command"]]
+    assert len(drills) == 1
+    token = re.search(r"T=([0-9a-f]{16}) ", drills[0]).group(1)  # type: ignore[union-attr]
+    assert (repo / ".provision" / f"args-{token}").read_text().split() == [
+        token, "pgdata", "20260101T000000Z", "812", "[]", "600"]
+    assert any(b["command"] == drill_report_command(token) for b in made)
+    # the longest a start can be: a restored lineage, a target time instead of an xid
+    longest = DrillRequest(token=token, lineage="pgdata_pitr_20261208t043500z", base="20261208T043500Z", xid=None,
+                           target=archiving.pg_time(NOW), wait=86400)
+    assert len(drill_command(longest)) <= TASK_COMMAND_MAX and "G='" in drill_command(longest)
+    assert not (repo / ".provision" / f"drill-{token}.log").exists()  # the report is removed as it is read
+    assert box.cli("backups", "--project=shop", "--json").json()["archives"][0]["last_drill"]["result"] == "ok"
+
+    # never a false ok: a sample that differs, a marker missing, amcheck's problems, a drill that failed
+    for report, rc, said in ((_drill_report({"public.items": {**sample["public.items"], "rows": 499}}), 0,
+                              "public.items has 499 rows, 500 were sampled"),
+                             (_drill_report(sample, found=0), 0, "is not in the restored database"),
+                             (_drill_report(sample, heap=2), 0, "amcheck found corruption"),
+                             (_drill_report(sample).replace("HEAP 0", ""), 0, "amcheck reported nothing"),
+                             (re.sub(r"COUNT .*\n", "", _drill_report(sample)), 0, "no row counts"),
+                             ("FATAL:  could not locate required checkpoint record", 5, "could not locate")):
+        archiver.report, archiver.rc = report, rc
+        failed = box.cli("verify", "--project=shop", "--json", check=False, timeout=120)
+        assert failed.returncode != 0, failed.output
+        assert failed.json()["drills"][0]["details"]["result"] == "failed" and said in failed.output, failed.output
+        last = box.cli("backups", "--project=shop", "--json").json()["archives"][0]["last_drill"]
+        assert last["result"] == "failed", last

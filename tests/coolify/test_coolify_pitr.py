@@ -1,6 +1,7 @@
 """Point-in-time recovery on Coolify, through the emulator's docker mode (the pushed stack runs on the local engine):
 the archiver reports its window through a one-off task, restore --to-time restores in the stack (a one-shot restore
-service the db depends on) into a new volume, and --rollback returns to the old one, kept as it was."""
+service the db depends on) into a new volume, and --rollback returns to the old one, kept as it was; verify then
+drills in the archiver, beside the db, which it never restarts."""
 
 from __future__ import annotations
 
@@ -103,3 +104,29 @@ def test_restore_to_time_through_the_api_and_back(tmp_path: Path, docker_emulato
     assert _archive(box)["lineage"] == "pgdata"
     # Coolify deletes a service's volumes only with the service: the restored one stays, unused
     assert _volumes(uuid) == {kept, new_volume}
+
+    # verify drills in the archiver: the archive restored up to the marker's commit into a scratch directory of the
+    # repository, checked there and removed, while the db keeps running untouched (no push, no restart)
+    sql(db_url, "create table items (id int primary key, name text)")
+    sql(db_url, "insert into items select i, 'item ' || i from generate_series(1, 300) i")
+    before = _started(f"db-{uuid}")
+    # what a drill whose archiver was restarted midway left (its process gone): the next drill removes it
+    subprocess.run(["docker", "exec", f"archiver-{uuid}", "sh", "-c", "mkdir -p /repo/.provision/drill-0dead/data && "
+                    "echo 999999 >/repo/.provision/drill-0dead/pid"], timeout=60, check=True)
+    emu.requests.clear()
+    drilled = box.cli("verify", "--project=shop", "--json", timeout=600).json()["drills"][0]["details"]
+    assert drilled["result"] == "ok", drilled
+    assert drilled["marker"] == "found" and drilled["sampled_tables"] >= 1 and "xid" in drilled["to"]
+    assert drilled["tables"] >= 3 and drilled["indexes_checked"] >= 2 and drilled["rows"] >= 302
+    assert _started(f"db-{uuid}") == before  # the same container, never restarted
+    assert not [f"{r.method} {r.path}" for r in emu.requests if "/scheduled-tasks" not in r.path and (
+        r.method in ("PATCH", "PUT") or r.path.endswith(("/restart", "/start", "/stop")))]
+    left = subprocess.run(["docker", "exec", f"archiver-{uuid}", "ls", "-A", "/repo/.provision"],
+                          capture_output=True, text=True, timeout=60, check=True).stdout.split()
+    assert not [name for name in left if name.startswith("drill-")], left  # scratch and report both gone
+    assert _archive(box)["last_drill"]["result"] == "ok"
+
+
+def _started(container: str) -> str:
+    return subprocess.run(["docker", "inspect", "-f", "{{.Id}} {{.State.StartedAt}}", container], capture_output=True,
+                          text=True, timeout=60, check=True).stdout.strip()

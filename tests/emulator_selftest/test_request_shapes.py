@@ -99,6 +99,7 @@ class FakePsql:
     def __init__(self) -> None:
         self.verifiers: dict[str, str] = {}
         self.chunks: dict[str, dict[str, str]] = {}
+        self.drill_mark: str | None = None  # what a drill's marker SQL (service/drills.py _MARK) prints
 
     def __call__(self, svc: Service, name: str, command: str) -> tuple[int, str]:
         for chunk, directory, number in re.findall(r"echo (\S+)>(/tmp/provision\.[0-9a-f]+)/(\d+)", command):
@@ -126,6 +127,8 @@ class FakePsql:
         shown = re.search(r"SELECT rolpassword FROM pg_authid WHERE rolname = '(\w+)'", sql)
         if shown:
             return 0, self.verifiers.get(shown.group(1), "") + "\nPROVISION_RC=0"
+        if "provision_drill.mark(" in sql and self.drill_mark is not None:
+            return 0, self.drill_mark + "\nPROVISION_RC=0"
         if "server_version_num" in sql:
             return 0, "160004\nPROVISION_RC=0"
         return 0, "PROVISION_RC=0"

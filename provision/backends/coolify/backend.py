@@ -22,6 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from ...core.archive_scripts import DrillReport, DrillRequest
 from ...core.archiving import ArchiveFacts, Restored
 from ...core.config import EnvConfig, ProjectSpec
 from ...core.errors import CoolifyAPIError, NotSupported, ProvisionError, StateError
@@ -376,6 +377,10 @@ class CoolifyBackend:
         restored = self.archives.outcome(target, observed, volume_key)
         uuid = observed.handle.service_uuid if isinstance(observed.handle, Refs) else None
         return replace(restored, volume=volume_name(uuid, volume_key)) if uuid else restored
+
+    def drill_archive(self, target: Target, observed: Observed, request: DrillRequest, *,
+                      timeout: float) -> DrillReport:
+        return self.archives.drill(target, observed, request, timeout=timeout)
 
     # --- move to another server: move.py ----------------------------------------------------------------
     def set_aside(self, target: Target, observed: Observed, label: str) -> tuple[str, dict[str, Secret]]:
