@@ -109,13 +109,8 @@ class CoolifyArchives:
         if NO_REPORT in output:
             raise ProvisionError(f"the restore into {volume_key} of {target.project!r} left no report in the "
                                  f"repository: it did not run")
-        head, _, log = output.partition("\n")
-        code = head.removeprefix("RC ").strip()
-        if not head.startswith("RC ") or not code.lstrip("-").isdigit():
-            raise ProvisionError(f"the restore report of {volume_key} is unreadable: {output[:200]!r}")
-        if int(code) != 0:
-            raise CommandFailed(["restore", volume_key], int(code), log[-4000:],
-                                hint="the one-shot restore service of the stack (PostgreSQL's log above)")
+        log = _reported(output, f"the restore report of {volume_key}", ["restore", volume_key],
+                        "the one-shot restore service of the stack (PostgreSQL's log above)")
         reached, counts, lines = archive_scripts.parse_restored(log)
         return Restored(volume=volume_key, reached=reached, row_counts=counts, log=tuple(lines))
 
@@ -142,11 +137,17 @@ class CoolifyArchives:
             if clock() > deadline:
                 raise ProvisionError(f"the drill in the archiver of {target.project!r} left no report within "
                                      f"{timeout:.0f} s (its scratch directory is removed by the next drill)")
-        head, _, log = output.partition("\n")
-        code = head.removeprefix("RC ").strip()
-        if not head.startswith("RC ") or not code.lstrip("-").isdigit():
-            raise ProvisionError(f"the drill's report is unreadable: {output[:200]!r}")
-        if int(code) != 0:
-            raise CommandFailed(["drill", request.token], int(code), log[-4000:],
-                                hint="the drill in the archiver (restore.sh and PostgreSQL's log above)")
-        return archive_scripts.parse_drill(log)
+        return archive_scripts.parse_drill(_reported(output, "the drill's report", ["drill", request.token],
+                                                     "the drill in the archiver (restore.sh and PostgreSQL's log above)"))
+
+
+def _reported(output: str, what: str, argv: list[str], hint: str) -> str:
+    """The log of a report read back by a task (`RC <exit code>` then the log); ProvisionError when it is unreadable,
+    CommandFailed with the log's tail when the code is not 0."""
+    head, _, log = output.partition("\n")
+    code = head.removeprefix("RC ").strip()
+    if not head.startswith("RC ") or not code.lstrip("-").isdigit():
+        raise ProvisionError(f"{what} is unreadable: {output[:200]!r}")
+    if int(code) != 0:
+        raise CommandFailed(argv, int(code), log[-4000:], hint=hint)
+    return log
