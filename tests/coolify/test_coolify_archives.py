@@ -90,10 +90,11 @@ def _archive(repo: Path, lineage: str = "pgdata") -> None:
         "streaming": True, "lag_seconds": 0, "lag_bytes": 0, "size_bytes": 1024}))
 
 
-def _setup(tmp_path: Path, emu: CoolifyEmulator) -> tuple[Any, Archiver, str]:
+def _setup(tmp_path: Path, emu: CoolifyEmulator, kind: type[Archiver] = Archiver) -> tuple[Any, Archiver, str]:
+    """A provisioned archiving project whose tasks run in `kind` (over tmp_path/repo), and its service's uuid."""
     repo = tmp_path / "repo"
     repo.mkdir()
-    archiver = Archiver(emu, repo)
+    archiver = kind(emu, repo)
     emu.core.task_runner = archiver
     emu.rate_limit = 100_000
     box = make_sandbox(tmp_path, emu)
@@ -257,15 +258,9 @@ def _drill_report(sample: dict[str, Any], *, found: int = 1, heap: int = 0) -> s
 
 def test_verify_drills_in_the_archiver_with_short_tasks_and_never_pushes_the_stack(tmp_path: Path,
                                                                                     emu: CoolifyEmulator) -> None:
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    archiver = DrillingArchiver(emu, repo)
-    emu.core.task_runner = archiver
-    emu.rate_limit = 100_000
-    box = make_sandbox(tmp_path, emu)
-    box.write_env_text(coolify_env(extra=ARCHIVING))
-    box.cli("provision")
-    _archive(repo)
+    box, made_archiver, _ = _setup(tmp_path, emu, DrillingArchiver)
+    assert isinstance(made_archiver, DrillingArchiver)
+    archiver, repo = made_archiver, tmp_path / "repo"
     sample = {"public.items": {"rows": 500, "pct": 100, "md5": "0f" * 16}}
     archiver.psql.drill_mark = json.dumps({"at": _iso(NOW - timedelta(minutes=10)), "xid": 812, "sample": sample})
     archiver.report = _drill_report(sample)
