@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from provision.core.archiving import POLL_SECONDS
+from tests.archives import archive, archive_when
 from tests.conftest import sql
 from tests.coolify.conftest import coolify_env, free_port, make_sandbox
 from tests.coolify_emulator import CoolifyEmulator
@@ -25,22 +26,10 @@ pytestmark = pytest.mark.docker
 ARCHIVING = "backup:\n  continuous: true\n  base_every: 1h\n  retention: 1d\n  max_lag: 60s\n"
 
 
-def _archive(box: Sandbox) -> dict[str, Any]:
-    found = box.cli("backups", "--project=shop", "--json", timeout=120).json()["archives"]
-    assert len(found) == 1
-    return found[0]  # type: ignore[no-any-return]
-
-
 def _when(box: Sandbox, ready: Any, timeout: float = 90) -> dict[str, Any]:
     """The archive's status once `ready(status)` holds, read every POLL_SECONDS (the archiver writes it as often;
     a read, its CLI run included, costs requests of the 200 a minute Coolify allows a user)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _archive(box)
-        if ready(status):
-            return status
-        assert time.monotonic() < deadline, f"the archive never got there: {status}"
-        time.sleep(POLL_SECONDS)
+    return archive_when(box, ready, timeout, interval=POLL_SECONDS, read_timeout=120)
 
 
 def _moment(text: str) -> datetime:
@@ -101,7 +90,7 @@ def test_restore_to_time_through_the_api_and_back(tmp_path: Path, docker_emulato
         f"{uuid}_", "").replace("-", "_")
     box.cli("restore", "--project=shop", "--rollback", "--yes", timeout=300)
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "B"]
-    assert _archive(box)["lineage"] == "pgdata"
+    assert archive(box, timeout=120)["lineage"] == "pgdata"
     # Coolify deletes a service's volumes only with the service: the restored one stays, unused
     assert _volumes(uuid) == {kept, new_volume}
 
@@ -124,7 +113,7 @@ def test_restore_to_time_through_the_api_and_back(tmp_path: Path, docker_emulato
     left = subprocess.run(["docker", "exec", f"archiver-{uuid}", "ls", "-A", "/repo/.provision"],
                           capture_output=True, text=True, timeout=60, check=True).stdout.split()
     assert not [name for name in left if name.startswith("drill-")], left  # scratch and report both gone
-    assert _archive(box)["last_drill"]["result"] == "ok"
+    assert archive(box, timeout=120)["last_drill"]["result"] == "ok"
 
 
 def _started(container: str) -> str:

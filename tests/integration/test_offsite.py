@@ -13,11 +13,10 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 
+from tests.archives import archive_when
 from tests.conftest import Sandbox, sql
 
 S3_IMAGE = "provision-test/s3:moto"
@@ -34,21 +33,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _archive(sandbox: Sandbox) -> dict[str, Any]:
-    [found] = sandbox.cli("backups", "--project=shop", "--json").json()["archives"]
-    return found  # type: ignore[no-any-return]
-
-
-def _when(sandbox: Sandbox, ready: Callable[[dict[str, Any]], bool], timeout: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _archive(sandbox)
-        if ready(status):
-            return status
-        assert time.monotonic() < deadline, f"the archive never got there: {status}"
-        time.sleep(1)
 
 
 # a CA and a certificate it signed for the stand-in (its name on the project's network, and 127.0.0.1 where the test
@@ -128,7 +112,8 @@ def test_the_archive_is_copied_offsite_encrypted_pruned_survives_an_outage_and_r
     sql(db_url, "create table items (id int)")
     sql(db_url, "insert into items select generate_series(1, 100)")
     # the first copy carries the base and the first segments, encrypted, through TLS: minutes on a loaded host
-    status = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None, timeout=300)
+    status = archive_when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None,
+                          timeout=300)
     assert status["offsite"]["health"] == "ok" and status["offsite"]["error"] is None
     stored = _objects(port, bucket, ca)
     control = _docker("exec", f"{sandbox.compose_name('shop')}-db-1", "pg_controldata", "/var/lib/postgresql/data")
@@ -158,7 +143,7 @@ def test_the_archive_is_copied_offsite_encrypted_pruned_survives_an_outage_and_r
     # without the CA the store's certificate is refused: the copy fails, and `backups --check` says why
     configure(ca_cert=False)
     sandbox.cli("provision", "--project=shop")
-    failed = _when(sandbox, lambda s: s["offsite"]["health"] == "failed", timeout=60)
+    failed = archive_when(sandbox, lambda s: s["offsite"]["health"] == "failed", timeout=60)
     assert "x509: certificate signed by unknown authority" in failed["offsite"]["error"], failed
     assert "backup.offsite.ca_cert" in failed["reason"]
     check = sandbox.cli("backups", "--check", check=False)
@@ -167,7 +152,8 @@ def test_the_archive_is_copied_offsite_encrypted_pruned_survives_an_outage_and_r
     # with it again (the service starts anew, and prunes at start)
     configure(ca_cert=True)
     sandbox.cli("provision", "--project=shop")
-    pruned = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["oldest_base"] == "20200102T000000Z")
+    pruned = archive_when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["oldest_base"] == "20200102T000000Z",
+                          timeout=120)
     after = set(rclone.files())
     assert after >= {*listed, f"{kept}/backup_info", f"{kept}/base.tar.gz"}, (sorted(listed), sorted(after))
     assert not after & {f"{old}/backup_info", f"{old}/base.tar.gz", f"{system_id}/wal/000000010000000000000000"}
@@ -177,14 +163,14 @@ def test_the_archive_is_copied_offsite_encrypted_pruned_survives_an_outage_and_r
 
     # the store goes away: the copy fails, `backups --check` says so and exits non-zero
     _docker("stop", "-t", "1", store)
-    failed = _when(sandbox, lambda s: s["offsite"]["health"] == "failed", timeout=60)
+    failed = archive_when(sandbox, lambda s: s["offsite"]["health"] == "failed", timeout=60)
     assert failed["health"] == "failed" and failed["reason"].startswith("offsite copy: copying to")
     check = sandbox.cli("backups", "--check", check=False)
     assert check.returncode == 1 and "offsite copy" in check.output
 
     # it comes back empty (moto keeps nothing): everything is copied again
     _docker("start", store)
-    _when(sandbox, lambda s: s["health"] == "ok", timeout=90)
+    archive_when(sandbox, lambda s: s["health"] == "ok", timeout=90)
     assert len(_objects(port, bucket, ca)) >= len(stored)
     assert sandbox.cli("backups", "--check").returncode == 0
     _lose_the_host_and_restore_from_the_store(sandbox, store, db_url)
@@ -231,7 +217,8 @@ def _lose_the_host_and_restore_from_the_store(sandbox: Sandbox, store: str, db_u
         _docker("network", "connect", "--alias", store, f"{sandbox.compose_name('shop')}_default", store, check=False)
         return str(url)
 
-    old = _when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None)
+    old = archive_when(sandbox, lambda s: s["health"] == "ok" and s["offsite"]["newest_base"] is not None,
+                       timeout=120)
     sql(db_url, "create table marks (id serial primary key, name text)")
     sql(db_url, "insert into marks (name) values ('A')")
     time.sleep(1.5)
@@ -241,15 +228,16 @@ def _lose_the_host_and_restore_from_the_store(sandbox: Sandbox, store: str, db_u
     # a WAL segment is copied once finished: finish the current one so the store holds both inserts
     _docker("exec", f"{sandbox.compose_name('shop')}-db-1", "sh", "-c",
             'psql -q -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "select pg_switch_wal()"')
-    _when(sandbox, lambda s: s["offsite"]["newest_wal"] != old["offsite"]["newest_wal"] and s["offsite"]["health"]
-          == "ok" and s["latest"] is not None and s["latest"] > moment.isoformat())
+    archive_when(sandbox, lambda s: s["offsite"]["newest_wal"] != old["offsite"]["newest_wal"] and s["offsite"]["health"]
+          == "ok" and s["latest"] is not None and s["latest"] > moment.isoformat(), timeout=120)
     time.sleep(6)  # one more round: the store's status.json says how far its copy reaches
 
     sandbox.cli("destroy", "--project=shop", "--delete-data", "--yes", "--no-backup")
     shutil.rmtree(sandbox.state_dir / sandbox.env / "shop")
     new_url = provision()  # a new, empty cluster with new secrets, archiving under its own identifier
     assert sql(new_url, "select count(*) from pg_tables where tablename = 'marks'") == [(0,)]
-    _when(sandbox, lambda s: s["offsite"]["system_identifier"] not in (None, old["offsite"]["system_identifier"]))
+    archive_when(sandbox, lambda s: s["offsite"]["system_identifier"] not in (None, old["offsite"]["system_identifier"]),
+                 timeout=120)
 
     done = sandbox.cli("restore", "--project=shop", f"--to-time={moment.isoformat()}", "--offsite", "--yes",
                        "--json").json()["details"]

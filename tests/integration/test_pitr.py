@@ -20,6 +20,7 @@ from provision.backends.local.compose import ComposeCLI
 from provision.backends.local.engine import Engine
 from provision.core import archiving
 from provision.core.roles import ADMIN
+from tests.archives import archive, archive_when
 from tests.conftest import Sandbox, sql
 
 PG17 = "provision-test/postgres:17"
@@ -30,23 +31,6 @@ def _start(sandbox: Sandbox, db_image: str) -> str:
     sandbox.write_env(["shop"], images={**sandbox.images, "db": db_image}, extra=ARCHIVING)
     sandbox.cli("provision", "--project=shop")
     return str(sandbox.cli("outputs", "--project=shop", "--format=json").json()["db_url"])
-
-
-def _archive(sandbox: Sandbox) -> dict:  # type: ignore[type-arg]
-    found = sandbox.cli("backups", "--project=shop", "--json").json()["archives"]
-    assert len(found) == 1
-    return found[0]  # type: ignore[no-any-return]
-
-
-def _when(sandbox: Sandbox, ready: object, timeout: float = 90) -> dict:  # type: ignore[type-arg]
-    """The archive's status once `ready(status)` holds, polled each second."""
-    deadline = time.monotonic() + timeout
-    while True:
-        status = _archive(sandbox)
-        if ready(status):  # type: ignore[operator]
-            return status
-        assert time.monotonic() < deadline, f"the archive never got there: {status}"
-        time.sleep(1)
 
 
 def _moment(text: str) -> datetime:
@@ -65,7 +49,7 @@ def _volumes(sandbox: Sandbox) -> set[str]:
 @pytest.mark.parametrize("db_image", ["provision-test/postgres:15", PG17])
 def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sandbox: Sandbox, db_image: str) -> None:
     db_url = _start(sandbox, db_image)
-    _when(sandbox, lambda s: s["health"] == "ok")
+    archive_when(sandbox, lambda s: s["health"] == "ok")
     sql(db_url, "create table marks (id serial primary key, name text)")
     sql(db_url, "create table keep (id int)")
     sql(db_url, "insert into keep select generate_series(1, 5)")
@@ -75,7 +59,7 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     time.sleep(1)
     sql(db_url, "insert into marks (name) values ('B')")
     sql(db_url, "drop table keep")
-    status = _when(sandbox, lambda s: s["latest"] and _moment(s["latest"]) > moment + timedelta(seconds=1))
+    status = archive_when(sandbox, lambda s: s["latest"] and _moment(s["latest"]) > moment + timedelta(seconds=1))
     assert status["lineage"] == "pgdata" and status["bases"] >= 1 and status["error"] is None
 
     # outside the window: refused before anything changes, naming the window
@@ -94,7 +78,7 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     assert kept in _volumes(sandbox) and done["details"]["volume"] in _volumes(sandbox)
 
     # the restored data archives as a lineage of its own; --rollback returns to the data before, as it was
-    assert _archive(sandbox)["lineage"] == f"pgdata_pitr_{done['details']['volume'].rsplit('_pitr_', 1)[1]}"
+    assert archive(sandbox)["lineage"] == f"pgdata_pitr_{done['details']['volume'].rsplit('_pitr_', 1)[1]}"
     sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
     assert [r[0] for r in sql(db_url, "select name from marks order by id")] == ["A", "B"]
     assert sql(db_url, "select count(*) from pg_tables where tablename = 'keep'")[0][0] == 0
@@ -112,10 +96,10 @@ def test_restore_to_a_second_brings_that_moment_back_and_keeps_the_old_data(sand
     copy = sandbox.cli("clone", "--project=shop", "--to=shop-past", f"--at={_iso(moment)}", "--json",
                        check=False)
     assert copy.returncode == 2 and "recoverable window" in copy.output  # the restored lineage starts after it
-    _when(sandbox, lambda s: s["health"] == "ok")
+    archive_when(sandbox, lambda s: s["health"] == "ok")
     now = datetime.now(UTC)
     sql(db_url, "insert into marks (name) values ('D')")
-    _when(sandbox, lambda s: _moment(s["latest"]) > now)
+    archive_when(sandbox, lambda s: _moment(s["latest"]) > now)
     sql(db_url, "create table load (id bigserial primary key)")
     started = _started_at(sandbox)
     stop = threading.Event()
@@ -152,14 +136,14 @@ def _started_at(sandbox: Sandbox) -> str:
 
 def _check_fails_when_the_archiver_stops(sandbox: Sandbox) -> None:
     """`backups --check` exits 1 when the archiver's container stops, and says why."""
-    _when(sandbox, lambda s: s["health"] == "ok")
+    archive_when(sandbox, lambda s: s["health"] == "ok")
     assert sandbox.cli("backups", "--project=shop", "--check").returncode == 0
     assert _backup_column(sandbox) == ("ok", "ok")
     subprocess.run(["docker", "stop", "-t", "5", f"{sandbox.compose_name('shop')}-archiver-1"], capture_output=True,
                    timeout=60, check=True)
     failed = sandbox.cli("backups", "--project=shop", "--check", check=False)
     assert failed.returncode == 1 and "failed" in failed.output and "archiver container is not running" in failed.output
-    down = _archive(sandbox)
+    down = archive(sandbox)
     assert down["health"] == "failed" and "its replication slot holds" in down["reason"] and down["slot_held_bytes"] >= 0
     assert _backup_column(sandbox) == ("failed", "failed")
     [shown] = sandbox.cli("status", "--project=shop", "--json").json()["projects"]
@@ -182,7 +166,7 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
     before it. Each is restored by the product's own one-off restore (the base chosen for the target, the archive
     replayed, promoted, counted) into a volume of its own; one of them also through `restore --to-time` and back."""
     db_url = _start(sandbox, PG17)
-    _when(sandbox, lambda s: s["health"] == "ok")
+    archive_when(sandbox, lambda s: s["health"] == "ok")
     sql(db_url, "create table counter (id bigint primary key)")
     commits: list[tuple[int, datetime, datetime]] = []
     stop = threading.Event()
@@ -205,7 +189,7 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
         rng = random.Random(22)  # noqa: S311
         picks = sorted(rng.sample(range(len(written) - 1), 20))
         targets = [(written[i][0], written[i][2] + (written[i + 1][1] - written[i][2]) / 2) for i in picks]
-        _when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
+        archive_when(sandbox, lambda s: _moment(s["latest"]) > targets[-1][1])
         engine = Engine(ComposeCLI())
         repository = f"{sandbox.compose_name('shop')}_{archiving.REPOSITORY_VOLUME}"
         facts = archives.read_archive(engine, PG17, repository, "pgdata", True, label=sandbox.env, owner=None)
@@ -232,7 +216,7 @@ def test_random_targets_under_a_write_load_land_exactly(sandbox: Sandbox) -> Non
         stop.set()
         writer.join(timeout=30)
         expected, moment = targets[len(targets) // 2]
-        _when(sandbox, lambda s: s["health"] == "ok" and s["lineage"] == "pgdata")
+        archive_when(sandbox, lambda s: s["health"] == "ok" and s["lineage"] == "pgdata")
         sandbox.cli("restore", "--project=shop", f"--to-time={_iso(moment)}", "--yes")
         assert sql(db_url, "select max(id) from counter")[0][0] == expected, f"target {_iso(moment)}"
         sandbox.cli("restore", "--project=shop", "--rollback", "--yes")
@@ -259,7 +243,7 @@ def test_a_damaged_wal_segment_and_a_full_repository_are_reported(sandbox: Sandb
                    capture_output=True, timeout=60, check=True)
     sandbox.write_env(["shop"], images={**sandbox.images, "db": "provision-test/postgres:15"}, extra=ARCHIVING)
     sandbox.cli("provision", "--project=shop")
-    _when(sandbox, lambda s: s["health"] == "ok")
+    archive_when(sandbox, lambda s: s["health"] == "ok")
     archiver = f"{sandbox.compose_name('shop')}-archiver-1"
 
     def in_archiver(script: str) -> str:
@@ -285,7 +269,7 @@ def test_a_damaged_wal_segment_and_a_full_repository_are_reported(sandbox: Sandb
         time.sleep(0.2)
     in_archiver(f"dd if=/dev/urandom of=/repo/pgdata/wal/{newest()} bs=1 seek=100 count=400 conv=notrunc")
     switch()
-    damaged = _when(sandbox, lambda s: "damaged" in s["reason"], timeout=60)
+    damaged = archive_when(sandbox, lambda s: "damaged" in s["reason"], timeout=60)
     assert damaged["health"] == "failed" and "record" in damaged["reason"]
     assert sandbox.cli("backups", "--project=shop", "--check", check=False).returncode == 1
 
@@ -294,7 +278,7 @@ def test_a_damaged_wal_segment_and_a_full_repository_are_reported(sandbox: Sandb
                     "--entrypoint", "sh", "-v", f"{repository}:/repo", "provision-test/postgres:15", "-c",
                     "dd if=/dev/zero of=/repo/fill bs=1M 2>/dev/null; true"], capture_output=True, timeout=120,
                    check=True)
-    full = _archive(sandbox)
+    full = archive(sandbox)
     assert full["health"] == "failed" and full["reason"].startswith("the repository is full")
     assert full["repository_free_bytes"] < archiving.FULL_BELOW
     in_archiver("rm -f /repo/fill")

@@ -7,25 +7,17 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from typing import Any
 
 import psycopg
 
+from tests.archives import archive, archive_when
 from tests.conftest import Sandbox, sql
 
 ARCHIVING = "backup:\n  continuous: true\n  base_every: 1h\n  retention: 1d\n  max_lag: 60s\n"
 
 
-def _archive(sandbox: Sandbox) -> dict[str, Any]:
-    [found] = sandbox.cli("backups", "--project=shop", "--json").json()["archives"]
-    return found  # type: ignore[no-any-return]
-
-
 def _ok(sandbox: Sandbox, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while _archive(sandbox)["health"] != "ok":
-        assert time.monotonic() < deadline, _archive(sandbox)
-        time.sleep(1)
+    archive_when(sandbox, lambda s: s["health"] == "ok", timeout)
 
 
 def _names(kind: str, env: str) -> list[str]:
@@ -41,7 +33,7 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     sql(db_url, "create table items (id int primary key, name text)")
     sql(db_url, "insert into items select i, 'item ' || i from generate_series(1, 500) i")
     _ok(sandbox)
-    assert _archive(sandbox)["last_drill"] is None
+    assert archive(sandbox)["last_drill"] is None
     assert "never" in sandbox.cli("backups", "--project=shop").stdout
 
     # a writer keeps inserting while the drill runs: the restore stops at the marker's commit, so the sampled row
@@ -68,7 +60,7 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     sql(db_url, "delete from items where id > 100000")
     assert done["tables"] >= 2 and done["indexes_checked"] >= 2 and done["restore_s"] > 0
     assert _names("volume", sandbox.env) == [] and _names("container", sandbox.env) == []  # the throwaway is gone
-    drill = _archive(sandbox)["last_drill"]
+    drill = archive(sandbox)["last_drill"]
     assert drill["result"] == "ok" and drill["duration_s"] > 0 and "amcheck clean" in drill["detail"]
     assert sql(db_url, "select count(*) from items") == [(500,)]  # the source only got its marker row
 
@@ -85,7 +77,7 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
     time.sleep(1)
     sql(db_url, "insert into items select i, 'later' from generate_series(1001, 1100) i")
     deadline = time.monotonic() + 60
-    while not (_archive(sandbox)["latest"] or "") > moment.isoformat():
+    while not (archive(sandbox)["latest"] or "") > moment.isoformat():
         assert time.monotonic() < deadline
         time.sleep(1)
     (sandbox.root / "mask.sql").write_text("update items set name = 'masked';\n")
@@ -112,5 +104,5 @@ def test_a_drill_restores_into_a_throwaway_stack_checks_it_and_records_the_resul
                    check=True, capture_output=True, timeout=60)
     failed = sandbox.cli("verify", "--project=shop", check=False)
     assert failed.returncode == 1 and "drill failed" in failed.output
-    assert _archive(sandbox)["last_drill"]["result"] == "failed"
+    assert archive(sandbox)["last_drill"]["result"] == "failed"
     assert _names("volume", sandbox.env) == [] and _names("container", sandbox.env) == []

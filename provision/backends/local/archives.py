@@ -23,7 +23,7 @@ from ...core.errors import CommandFailed, ProvisionError
 from ...core.model import Observed, Target
 from ...core.render import volume_labels_of
 from .engine import COMPOSE_PROJECT_LABEL, COMPOSE_VOLUME_LABEL, HELPER_LABEL, Engine
-from .facts import exec_not_started
+from .facts import run_exec
 from .volumes import DataVolumes
 
 _READ = archive_scripts.READ_SCRIPT
@@ -49,10 +49,7 @@ def read_archive(engine: Engine, image: str, repository: str, lineage: str, runn
 def read_running(engine: Engine, container: str, lineage: str, *, offsite_running: bool = False) -> ArchiveFacts:
     """The facts of `lineage` read inside the running archiver `container` (an exec: no container to create)."""
     argv = ["docker", "exec", container, "sh", "-c", _READ, "read", f"{REPOSITORY_PATH}/{lineage}"]
-    for _ in range(3):  # an exec that never started ran nothing: it is sent again
-        result = engine.compose.runner.run(argv, timeout=60)
-        if not exec_not_started(result.returncode, result.stderr):
-            break
+    result = run_exec(engine.compose.runner, argv, timeout=60)
     if result.returncode != 0:
         raise CommandFailed(argv[:4], result.returncode, result.stderr, hint=f"read the archive in {container}")
     return archive_scripts.parse_read(result.stdout, lineage, True, offsite_running=offsite_running)

@@ -73,11 +73,11 @@ from .facts import (
     db_dependants,
     doctor_checks,
     drift,
-    exec_not_started,
     handle_of,
     image_key,
     logs_args,
     observed_from,
+    run_exec,
     stack_images,
     url_host,
     volume_mark,
@@ -487,11 +487,7 @@ class LocalBackend:
         argv = self.exec_argv(target, "db", ["sh", "-c", psql_in_container(user)])
         with tempfile.TemporaryFile() as statements:
             statements.write(sql.encode())
-            for _ in range(3):  # an exec that never started ran nothing: it is sent again
-                statements.seek(0)
-                result = self.compose.runner.run(argv, timeout=timeout, stdin=statements)
-                if not exec_not_started(result.returncode, result.stderr):
-                    break
+            result = run_exec(self.compose.runner, argv, timeout=timeout, stdin=statements)
         if result.returncode != 0:
             failed = StartingCommandFailed if not_up_yet(result.stderr) else CommandFailed
             raise failed(argv, result.returncode, result.stderr)

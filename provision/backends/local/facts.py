@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from ...core import names
 from ...core.branches import BranchMark
@@ -14,6 +14,7 @@ from ...core.errors import LimitsRefused, ProvisionError
 from ...core.model import Observed, ServiceState, Target
 from ...core.render import RenderedStack, stack_hash
 from ...infra import doctor as checks
+from ...infra.commands import Completed, Runner
 from .compose import ComposeCLI, ContainerState
 
 COMPOSE_HASH_LABEL = "com.docker.compose.config-hash"
@@ -164,3 +165,15 @@ def exec_not_started(returncode: int, stderr: str) -> bool:
     """`docker exec` failed before its command started (runc could not set the process up, e.g. `write init-p:
     broken pipe` on a busy host): nothing ran, so the exec may be sent again."""
     return returncode == 126 and "OCI runtime exec failed" in stderr
+
+
+def run_exec(runner: Runner, argv: Sequence[str], *, timeout: float, stdin: IO[bytes] | None = None) -> Completed:
+    """Run a `docker exec` argv, sent again (up to 3 times in all, `stdin` rewound) while it failed before its
+    command started (exec_not_started): such a run ran nothing."""
+    for _ in range(3):
+        if stdin is not None:
+            stdin.seek(0)
+        result = runner.run(argv, timeout=timeout, stdin=stdin)
+        if not exec_not_started(result.returncode, result.stderr):
+            break
+    return result
